@@ -1,0 +1,1 @@
+"""Hash-set importers and indexes (exact and perceptual)."""

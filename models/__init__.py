@@ -1,0 +1,1 @@
+"""The classifier interface, bundled default models and weight loading."""

@@ -1,0 +1,108 @@
+"""Content type from magic bytes, and whether it disagrees with the file name's extension.
+
+A picture renamed `.dat` is still a picture: every later stage trusts `sniff`, never the name.
+"""
+from __future__ import annotations
+
+import os
+
+HEAD_BYTES = 64  # enough for every signature below
+
+# (offset, signature, mime type); checked in order, so longer/more specific ones come first
+_SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
+    (0, b"\xff\xd8\xff", "image/jpeg"),
+    (0, b"\x89PNG\r\n\x1a\n", "image/png"),
+    (0, b"GIF87a", "image/gif"),
+    (0, b"GIF89a", "image/gif"),
+    (0, b"BM", "image/bmp"),
+    (0, b"II*\x00", "image/tiff"),
+    (0, b"MM\x00*", "image/tiff"),
+    (0, b"PK\x03\x04", "application/zip"),
+    (0, b"PK\x05\x06", "application/zip"),
+    (0, b"%PDF-", "application/pdf"),
+    (0, b"\x1f\x8b", "application/gzip"),
+    (0, b"7z\xbc\xaf\x27\x1c", "application/x-7z-compressed"),
+    (0, b"Rar!\x1a\x07", "application/vnd.rar"),
+    (0, b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "application/x-ole-storage"),
+    (0, b"SQLite format 3\x00", "application/vnd.sqlite3"),
+    (0, b"\x7fELF", "application/x-elf"),
+    (0, b"MZ", "application/x-msdownload"),
+    (0, b"\x1aE\xdf\xa3", "video/x-matroska"),
+    (0, b"OggS", "audio/ogg"),
+    (0, b"ID3", "audio/mpeg"),
+    (0, b"{\\rtf", "application/rtf"),
+    (257, b"ustar", "application/x-tar"),
+)
+
+_FTYP_BRANDS = {
+    b"heic": "image/heic", b"heix": "image/heic", b"hevc": "image/heic", b"heim": "image/heic",
+    b"heis": "image/heic", b"mif1": "image/heif", b"msf1": "image/heif", b"avif": "image/avif",
+    b"qt  ": "video/quicktime", b"M4A ": "audio/mp4",
+}
+
+PICTURE_TYPES = frozenset({
+    "image/jpeg", "image/png", "image/gif", "image/bmp", "image/tiff", "image/webp",
+    "image/heic", "image/heif",
+})
+VIDEO_TYPES = frozenset({"video/mp4", "video/quicktime", "video/x-msvideo", "video/x-matroska"})
+ARCHIVE_TYPES = frozenset({"application/zip", "application/x-tar"})
+
+# extension -> the types it may honestly hold
+_EXTENSIONS: dict[str, frozenset[str]] = {
+    ".jpg": frozenset({"image/jpeg"}), ".jpeg": frozenset({"image/jpeg"}),
+    ".jpe": frozenset({"image/jpeg"}), ".jfif": frozenset({"image/jpeg"}),
+    ".png": frozenset({"image/png"}), ".gif": frozenset({"image/gif"}),
+    ".bmp": frozenset({"image/bmp"}), ".tif": frozenset({"image/tiff"}),
+    ".tiff": frozenset({"image/tiff"}), ".webp": frozenset({"image/webp"}),
+    ".heic": frozenset({"image/heic", "image/heif"}), ".heif": frozenset({"image/heic", "image/heif"}),
+    ".zip": frozenset({"application/zip"}), ".docx": frozenset({"application/zip"}),
+    ".xlsx": frozenset({"application/zip"}), ".pptx": frozenset({"application/zip"}),
+    ".odt": frozenset({"application/zip"}), ".jar": frozenset({"application/zip"}),
+    ".apk": frozenset({"application/zip"}), ".pdf": frozenset({"application/pdf"}),
+    ".gz": frozenset({"application/gzip"}), ".tgz": frozenset({"application/gzip"}),
+    ".tar": frozenset({"application/x-tar"}), ".7z": frozenset({"application/x-7z-compressed"}),
+    ".rar": frozenset({"application/vnd.rar"}), ".mp4": frozenset({"video/mp4"}),
+    ".m4v": frozenset({"video/mp4"}), ".mov": frozenset({"video/quicktime", "video/mp4"}),
+    ".avi": frozenset({"video/x-msvideo"}), ".mkv": frozenset({"video/x-matroska"}),
+    ".webm": frozenset({"video/x-matroska"}), ".exe": frozenset({"application/x-msdownload"}),
+    ".dll": frozenset({"application/x-msdownload"}), ".sys": frozenset({"application/x-msdownload"}),
+    ".doc": frozenset({"application/x-ole-storage"}), ".xls": frozenset({"application/x-ole-storage"}),
+    ".db": frozenset({"application/vnd.sqlite3", "application/x-ole-storage"}),
+    ".sqlite": frozenset({"application/vnd.sqlite3"}),
+}
+
+
+def sniff(head: bytes) -> str:
+    """The content type of bytes starting with `head`; "" when unknown, "empty" for no bytes."""
+    if not head:
+        return "empty"
+    for offset, sig, mime in _SIGNATURES:
+        if head[offset:offset + len(sig)] == sig:
+            return mime
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "video/x-msvideo"
+    if head[4:8] == b"ftyp":
+        return _FTYP_BRANDS.get(head[8:12], "video/mp4")
+    return ""
+
+
+def ext_mismatch(name: str, content_type: str) -> bool:
+    """True when the name's extension claims one known type and the bytes are another.
+
+    Only extensions we know are judged, and only when the content type is known, so an
+    unknown pairing never raises a false alarm.
+    """
+    ext = os.path.splitext(name)[1].lower()
+    expected = _EXTENSIONS.get(ext)
+    if content_type in ("", "empty"):
+        return False
+    if expected is None:
+        # a picture or archive hiding behind an unknown or misleading extension
+        return content_type in PICTURE_TYPES or content_type in ARCHIVE_TYPES
+    return content_type not in expected
+
+
+def is_picture(content_type: str) -> bool:
+    return content_type in PICTURE_TYPES

@@ -1,0 +1,1 @@
+"""Ray tasks and actors, and scan orchestration. The only package that imports ray."""
