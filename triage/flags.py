@@ -1,0 +1,312 @@
+"""Safeguarding flags: the rules that raise them, and the sink that records each one once.
+
+Flags are raised while a device is still being scanned, so an officer can act before the scan
+ends. Each flag names the device, the file (or the part not examined), the time it was raised,
+a message, and the provenance needed to reach the same bytes again.
+
+Codes and severities (higher is worse; CHILD_ACCESS is always the highest):
+
+| code          | severity | raised when                                                        |
+|---------------|---------:|--------------------------------------------------------------------|
+| CHILD_ACCESS  | 100      | any flag below except NOT_EXAMINED, on a device whose suspect has   |
+|               |          | access to children (lives_with, works_with, other)                  |
+| SELF_PRODUCED | 80       | a matched or suspected picture with camera-original indicators     |
+| KNOWN_MATCH   | 70       | an exact hash match against an alert set                           |
+| SUSPECTED_NEW | 50       | model scores over threshold and no hash match: possibly new        |
+|               |          | material, a child who may not yet be identified                    |
+| NEAR_MATCH    | 40       | a perceptual (PDQ/pHash) alert match within threshold, no exact one |
+| NOT_EXAMINED  | 20       | part of the device could not be examined                           |
+
+Camera-original indicators: EXIF make and model both present, and either a camera-roll path
+(DCIM, Camera Roll, ...) or an original capture date in the EXIF. Pictures re-shared online
+usually lose that EXIF, so its presence suggests the picture was taken on or near this device.
+
+Model scores are a ranking aid, not evidence: SUSPECTED_NEW asks for a human look, nothing more.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Iterable, Iterator, Optional
+
+from triage.context import ACCESS_PHRASES, CHILD_ACCESS_LEVELS
+from triage.records import Coverage, Features, FileRecord, Flag, Match, Score
+
+KNOWN_MATCH = "KNOWN_MATCH"
+NEAR_MATCH = "NEAR_MATCH"
+SUSPECTED_NEW = "SUSPECTED_NEW"
+SELF_PRODUCED = "SELF_PRODUCED"
+CHILD_ACCESS = "CHILD_ACCESS"
+NOT_EXAMINED = "NOT_EXAMINED"
+
+SEVERITY = {
+    CHILD_ACCESS: 100,
+    SELF_PRODUCED: 80,
+    KNOWN_MATCH: 70,
+    SUSPECTED_NEW: 50,
+    NEAR_MATCH: 40,
+    NOT_EXAMINED: 20,
+}
+CODES = tuple(sorted(SEVERITY, key=SEVERITY.get, reverse=True))
+
+# A picture is SUSPECTED_NEW when every thresholded label its model reports reaches the
+# threshold. open_nsfw gives "explicit" only; an age model adds "minor_likelihood".
+DEFAULT_THRESHOLDS = {"explicit": 0.8, "minor_likelihood": 0.5}
+
+FLAGS_FILE = "flags.jsonl"
+
+_CAMERA_PATH = re.compile(
+    r"(^|[/\\])(dcim|camera roll|camera uploads|cameraroll)([/\\]|$)",
+    re.IGNORECASE)
+
+
+def is_camera_path(path: str) -> bool:
+    """True for DCIM and camera-roll folders, where phones and cameras write originals."""
+    return bool(_CAMERA_PATH.search(path or ""))
+
+
+def camera_indicators(record: FileRecord, features: Features) -> list[str]:
+    """Why a picture looks camera-original; empty when it does not."""
+    exif = features.exif
+    if exif is None or not (exif.make.strip() and exif.model.strip()):
+        return []
+    found = [f"camera EXIF {exif.make.strip()} {exif.model.strip()}"]
+    if is_camera_path(record.path):
+        found.append("camera-roll path")
+    if exif.datetime_original:
+        found.append(f"taken {exif.datetime_original}")
+    if exif.gps:
+        found.append("GPS position")
+    # Make and model alone survive some re-encodes; ask for a second indicator.
+    return found if len(found) > 1 else []
+
+
+def suspected(score: Score, thresholds: Optional[dict] = None) -> bool:
+    """True when every thresholded label the model reports is at or over its threshold."""
+    thresholds = DEFAULT_THRESHOLDS if thresholds is None else thresholds
+    checked = [label for label in thresholds if label in score.values]
+    return bool(checked) and all(
+        float(score.values[label]) >= float(thresholds[label]) for label in checked)
+
+
+def file_provenance(record: Optional[FileRecord], features: Optional[Features]) -> dict:
+    """The provenance of a file as plain values: enough to re-read it with icat."""
+    prov: dict = {}
+    if record is not None:
+        p = record.prov
+        prov.update(path=p.path, inode=p.inode, volume_offset=p.volume_offset, ads=p.ads,
+                    member=p.member, allocated=record.allocated, size=record.size)
+    if features is not None:
+        prov["hashes"] = {k: v for k, v in (("md5", features.md5), ("sha1", features.sha1),
+                                            ("sha256", features.sha256)) if v}
+    return prov
+
+
+def _match_prov(match: Match) -> dict:
+    return {"set_name": match.set_name, "set_version": match.set_version,
+            "category": match.category, "algorithm": match.algorithm, "value": match.value,
+            "distance": match.distance, "kind": match.kind}
+
+
+def _label(record: Optional[FileRecord], key: str) -> str:
+    if record is None:
+        return key
+    name = record.path + (":" + record.prov.ads if record.prov.ads else "")
+    return name + ("!" + record.prov.member if record.prov.member else "")
+
+
+def rules_for_batch(device_id: str, context: Optional[dict],
+                    items: list[tuple[FileRecord, Features]], matches: list[Match],
+                    scores: list[Score], coverage: list[Coverage], now: float,
+                    thresholds: Optional[dict] = None) -> list[Flag]:
+    """Every flag one batch of results raises. Pure: the sink dedupes across batches."""
+    by_key = {rec.key: (rec, feat) for rec, feat in items}
+    exact: dict[str, list[Match]] = {}
+    near: dict[str, list[Match]] = {}
+    for m in matches:
+        if m.role != "alert":
+            continue
+        (exact if m.kind == "exact" else near).setdefault(m.key, []).append(m)
+    flags: list[Flag] = []
+    raised: list[tuple[str, Flag]] = []   # (file key, flag) of file flags, for CHILD_ACCESS
+
+    def add(code: str, key: str, message: str, provenance: dict) -> Flag:
+        flag = Flag(code=code, severity=SEVERITY[code], device_id=device_id, key=key,
+                    raised_at=now, message=message, provenance=provenance)
+        flags.append(flag)
+        return flag
+
+    def base(key: str) -> dict:
+        rec, feat = by_key.get(key, (None, None))
+        return file_provenance(rec, feat)
+
+    for key, ms in exact.items():
+        ms = sorted(ms, key=lambda m: (-m.severity, m.set_name, m.algorithm))
+        top = ms[0]
+        rec = by_key.get(key, (None, None))[0]
+        sets = ", ".join(sorted({f"{m.set_name}" + (f" category {m.category}" if m.category else "")
+                                 for m in ms}))
+        deleted = " (deleted)" if rec is not None and not rec.allocated else ""
+        prov = dict(base(key), matches=[_match_prov(m) for m in ms])
+        raised.append((key, add(KNOWN_MATCH, key,
+                                f"exact {top.algorithm.upper()} match in {sets}: "
+                                f"{_label(rec, key)}{deleted}", prov)))
+    for key, ms in near.items():
+        if key in exact:
+            continue   # an exact match already says more
+        ms = sorted(ms, key=lambda m: (m.distance, m.set_name))
+        top = ms[0]
+        rec = by_key.get(key, (None, None))[0]
+        cat = f" category {top.category}" if top.category else ""
+        prov = dict(base(key), matches=[_match_prov(m) for m in ms])
+        raised.append((key, add(NEAR_MATCH, key,
+                                f"near {top.algorithm} match (distance {top.distance}) in "
+                                f"{top.set_name}{cat}: {_label(rec, key)}", prov)))
+    suspect_keys: set[str] = set()
+    for s in scores:
+        if s.key in exact or s.key in near or s.key in suspect_keys or not suspected(s, thresholds):
+            continue
+        suspect_keys.add(s.key)
+        rec = by_key.get(s.key, (None, None))[0]
+        values = ", ".join(f"{k} {float(v):.2f}" for k, v in sorted(s.values.items())
+                           if isinstance(v, (int, float)))
+        prov = dict(base(s.key), model=s.model, model_sha256=s.model_sha256, scores=dict(s.values))
+        raised.append((s.key, add(SUSPECTED_NEW, s.key,
+                                  f"possibly new material, no hash match ({s.model}: {values}): "
+                                  f"{_label(rec, s.key)}", prov)))
+    for key in list(exact) + [k for k in near if k not in exact] + sorted(suspect_keys):
+        rec, feat = by_key.get(key, (None, None))
+        if rec is None or feat is None:
+            continue
+        why = camera_indicators(rec, feat)
+        if why:
+            prov = dict(base(key), indicators=why)
+            raised.append((key, add(SELF_PRODUCED, key,
+                                    f"possibly self-produced ({'; '.join(why)}): "
+                                    f"{_label(rec, key)}", prov)))
+    access = (context or {}).get("access_to_children")
+    if access in CHILD_ACCESS_LEVELS:
+        who = ACCESS_PHRASES[access]
+        worst: dict[str, Flag] = {}
+        for key, flag in raised:
+            if key not in worst or flag.severity > worst[key].severity:
+                worst[key] = flag
+        for key, flag in worst.items():
+            add(CHILD_ACCESS, key, f"suspect {who}; {flag.code}: {flag.message}",
+                dict(flag.provenance, cause=flag.code, access_to_children=access))
+    for c in coverage:
+        add(NOT_EXAMINED, c.where, f"{c.where} not examined: {c.reason}",
+            {"where": c.where, "reason": c.reason, "bytes_not_examined": c.bytes_not_examined,
+             "volume_offset": c.volume_offset})
+    return flags
+
+
+def flag_to_dict(flag: Flag) -> dict:
+    """A flag as the JSON object written to flags.jsonl."""
+    return asdict(flag)
+
+
+def flag_from_dict(data: dict) -> Flag:
+    return Flag(code=data["code"], severity=int(data["severity"]), device_id=data["device_id"],
+                key=data["key"], raised_at=float(data["raised_at"]), message=data["message"],
+                provenance=dict(data.get("provenance") or {}))
+
+
+_STYLE = {CHILD_ACCESS: "bold white on red", SELF_PRODUCED: "bold red", KNOWN_MATCH: "red",
+          SUSPECTED_NEW: "magenta", NEAR_MATCH: "yellow", NOT_EXAMINED: "cyan"}
+
+
+class FlagSink:
+    """Records each flag once: the store first (it dedupes), then flags.jsonl, then the console.
+
+    flags.jsonl is appended one line per flag and fsync'd at once, so a flag survives a crash
+    of the scan a moment later. It holds paths of possibly illicit files: mode 0600.
+    """
+
+    def __init__(self, case_dir, store, console=None):
+        self.path = Path(case_dir) / FLAGS_FILE
+        self.store = store
+        self.console = console
+        self._lock = threading.Lock()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.fchmod(fd, 0o600)
+        self._file = os.fdopen(fd, "a", encoding="utf-8")
+
+    def raise_(self, flag: Flag) -> bool:
+        """Record a flag; False when it was already raised (nothing else is done then)."""
+        with self._lock:
+            if not self.store.add_flag(flag):
+                return False
+            self._file.write(json.dumps(flag_to_dict(flag), sort_keys=True) + "\n")
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        if self.console is not None:
+            self.console.print(format_flag_line(flag), style=_STYLE.get(flag.code), highlight=False,
+                               markup=False, soft_wrap=True)
+        return True
+
+    def raise_all(self, flags: Iterable[Flag]) -> int:
+        """Record many flags, worst first; returns how many were new."""
+        return sum(self.raise_(f) for f in sorted(flags, key=lambda f: -f.severity))
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._file.closed:
+                self._file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def format_flag_line(flag: Flag) -> str:
+    stamp = time.strftime("%H:%M:%S", time.localtime(flag.raised_at))
+    return f"{stamp} {flag.code:<13} {flag.device_id}: {flag.message}"
+
+
+def read_flags_file(path) -> list[Flag]:
+    """Every flag in a flags.jsonl; a torn last line (a crash mid-write) is skipped."""
+    flags = []
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                if line.endswith("\n"):
+                    try:
+                        flags.append(flag_from_dict(json.loads(line)))
+                    except (ValueError, KeyError):
+                        continue
+    except FileNotFoundError:
+        pass
+    return flags
+
+
+def follow_flags_file(path, poll: float = 0.5, stop=None) -> Iterator[Flag]:
+    """Yield flags from flags.jsonl as they are appended (tail -f). Ends when stop() is true."""
+    offset = 0
+    pending = ""
+    while True:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                fh.seek(offset)
+                chunk = fh.read()
+                offset = fh.tell()
+        except FileNotFoundError:
+            chunk = ""
+        pending += chunk
+        *lines, pending = pending.split("\n")
+        for line in lines:
+            if line.strip():
+                try:
+                    yield flag_from_dict(json.loads(line))
+                except (ValueError, KeyError):
+                    continue
+        if stop is not None and stop():
+            return
+        time.sleep(poll)
