@@ -1,0 +1,193 @@
+"""The case store: round trips, idempotent writes, resume state, permissions, schema checks."""
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+
+import pytest
+
+from triage.errors import TriageError
+from triage.records import (Coverage, EvidenceRef, Exif, Features, FileRecord, Flag, Match,
+                            Provenance, Score, VolumeRef)
+from triage.store import CaseStore
+
+
+def _item(device: str, inode: int, path: str, *, md5: str = "", member: str = "",
+          picture: bool = False, allocated: bool = True) -> tuple[FileRecord, Features]:
+    prov = Provenance(device_id=device, volume_offset=1048576, inode=inode, path=path,
+                      member=member)
+    rec = FileRecord(prov=prov, name=path.rsplit("/", 1)[-1], size=100 + inode,
+                     allocated=allocated, fs_type="ext4", mtime=1.5e9 + inode, crtime=None,
+                     type="image/jpeg" if picture else "text/plain", ext_mismatch=path.endswith(".dat"))
+    feat = Features(key=rec.key, size=rec.size, md5=md5 or f"{inode:032x}", sha1=f"{inode:040x}",
+                    type=rec.type, ext_mismatch=rec.ext_mismatch, is_picture=picture, width=640 if picture else 0,
+                    height=480 if picture else 0, pdq="ab" * 32 if picture else "",
+                    pdq_quality=90 if picture else 0, phash="cd" * 8 if picture else "",
+                    exif=Exif(make="Canon", model="EOS", gps=(51.5, -0.12)) if picture else None,
+                    thumbnail=b"\xff\xd8thumb" if picture else b"")
+    return rec, feat
+
+
+REF = EvidenceRef(device_id="dev1.E01", paths=("/ev/dev1.E01", "/ev/dev1.E02"), format="ewf",
+                  media_size=4096, stored_hashes={"md5": "0" * 32})
+
+
+@pytest.fixture()
+def store(tmp_path):
+    s = CaseStore(tmp_path / "case")
+    yield s
+    s.close()
+
+
+def test_case_dir_and_files_are_private(tmp_path):
+    case = tmp_path / "case"
+    with CaseStore(case) as s:
+        s.upsert_device(REF)
+    assert stat.S_IMODE(os.stat(case).st_mode) == 0o700
+    for p in case.iterdir():
+        assert stat.S_IMODE(os.stat(p).st_mode) & 0o077 == 0, p
+
+
+def test_open_existing_only(tmp_path):
+    with pytest.raises(TriageError, match="not a case directory"):
+        CaseStore(tmp_path / "nothing", create=False)
+    CaseStore(tmp_path / "case").close()
+    CaseStore(tmp_path / "case", create=False).close()
+
+
+def test_refuses_newer_schema_and_foreign_file(tmp_path):
+    case = tmp_path / "case"
+    CaseStore(case).close()
+    db = sqlite3.connect(case / "case.sqlite")
+    db.execute("PRAGMA user_version=99")
+    db.close()
+    with pytest.raises(TriageError, match="schema version 99"):
+        CaseStore(case)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "case.sqlite").write_bytes(b"not sqlite at all" * 100)
+    with pytest.raises(TriageError, match="not a triage case store"):
+        CaseStore(bad)
+
+
+def test_wal_mode(store):
+    assert store._query("PRAGMA journal_mode")[0]["journal_mode"] == "wal"
+
+
+def test_device_round_trip(store):
+    store.upsert_device(REF, context={"exhibit": "AB/1"})
+    store.upsert_device(REF)   # an update without context keeps the context
+    store.set_verified_hashes("dev1.E01", {"md5": "0" * 32})
+    store.device_started("dev1.E01", 10.0)
+    store.device_started("dev1.E01", 20.0)   # a resume keeps the first start
+    store.device_finished("dev1.E01", 30.0, "complete")
+    [d] = store.devices()
+    assert d["id"] == "dev1.E01"
+    assert d["paths"] == ["/ev/dev1.E01", "/ev/dev1.E02"]
+    assert d["format"] == "ewf" and d["media_size"] == 4096
+    assert d["stored_hashes"] == {"md5": "0" * 32}
+    assert d["verified_hashes"] == {"md5": "0" * 32}
+    assert d["context"] == {"exhibit": "AB/1"}
+    assert (d["started"], d["finished"], d["status"]) == (10.0, 30.0, "complete")
+    store.set_context("dev1.E01", {"exhibit": "AB/2"})
+    assert store.device("dev1.E01")["context"] == {"exhibit": "AB/2"}
+    with pytest.raises(TriageError):
+        store.set_context("nope", {})
+
+
+def test_volumes_and_coverage(store):
+    vols = [VolumeRef("d", 0, 1048576, 10**6, "Linux", "ext4", "root", 4096),
+            VolumeRef("d", 1, 2**21, 10**6, "Basic data", None, encryption="BitLocker")]
+    store.add_volumes(vols)
+    store.add_volumes(vols)
+    assert store.volumes("d") == vols
+    cov = [Coverage("d", "volume@2097152", "encrypted (BitLocker)", 10**6, 2**21)]
+    store.add_coverage(cov)
+    store.add_coverage(cov)
+    assert store.coverage("d") == cov
+    assert store.coverage() == cov and store.coverage("other") == []
+    store.remove_coverage("d", "volume@2097152")
+    assert store.coverage() == []
+
+
+def test_batch_round_trip_and_idempotence(store):
+    items = [_item("d", 12, "/home/a/x.jpg", picture=True),
+             _item("d", 13, "/home/a/y.dat", allocated=False),
+             _item("d", 14, "/home/a/z.zip", member="inner/p.jpg", picture=True)]
+    matches = [Match(items[0][0].key, "exact", "md5", items[0][1].md5, "caid", "2024-01",
+                     "alert", "A", 3),
+               Match(items[2][0].key, "near", "pdq", "ab" * 32, "caid", "2024-01", "alert",
+                     "B", 2, distance=12)]
+    scores = [Score(items[0][0].key, "toy", "f" * 64, {"explicit": 0.5})]
+    cov = [Coverage("d", "d|1048576|99|/bomb.zip", "archive bomb refused")]
+    for _ in range(2):
+        store.add_batch("d", "v1048576-b0000", items, matches, scores, cov)
+    got = list(store.files("d"))
+    assert got == sorted(items, key=lambda it: it[0].key)
+    assert store.matches("d") == sorted(matches, key=lambda m: (m.key, m.kind))
+    assert store.scores() == scores
+    assert store.coverage("d") == cov
+    assert store.done_batches("d") == {"v1048576-b0000"}
+    assert store.done_batches("other") == set()
+    counts = store.counts("d")
+    assert counts == {"files": 3, "bytes": sum(i[0].size for i in items), "pictures": 2,
+                      "alert_matches": 1, "near_matches": 1, "flags": 0}
+    assert store.file(items[1][0].key) == items[1]
+    assert [k for k, _ in [(r.key, f) for r, f in store.files(keys=[items[2][0].key, "x"])]] \
+        == [items[2][0].key]
+    store.forget_batches("d")
+    assert store.done_batches("d") == set()
+
+
+def test_files_streams_past_one_page(store):
+    items = [_item("d", i, f"/f{i:05d}") for i in range(2300)]
+    store.add_batch("d", "b0", items, [], [], [])
+    store.add_batch("e", "b0", [_item("e", 1, "/other")], [], [], [])
+    keys = [r.key for r, _ in store.files("d")]
+    assert keys == sorted(r.key for r, _ in items)
+    assert len(list(store.files())) == 2301
+    assert len(list(store.files(keys=keys[:1200]))) == 1200
+
+
+def test_failed_batch_is_not_marked_done(store):
+    rec, feat = _item("d", 1, "/a")
+    bad = Features(key="wrong-key", size=1)
+    with pytest.raises(ValueError):
+        store.add_batch("d", "b1", [(rec, feat), (rec, bad)], [], [], [])
+    assert store.done_batches("d") == set()
+    assert list(store.files()) == []
+
+
+def test_flags_dedupe_and_follow(store):
+    f1 = Flag("KNOWN_MATCH", 90, "d", "d|1|2|/x.jpg", 100.0, "exact match", {"path": "/x.jpg"})
+    assert store.add_flag(f1) is True
+    assert store.add_flag(f1) is False
+    f2 = Flag("NOT_EXAMINED", 50, "e", "volume@0", 101.0, "encrypted")
+    assert store.add_flag(f2) is True
+    all_flags = store.flags()
+    assert [f for _, f in all_flags] == [f1, f2]
+    first_id = all_flags[0][0]
+    assert [f for _, f in store.flags(after_id=first_id)] == [f2]
+    assert [f for _, f in store.flags("d")] == [f1]
+    assert store.counts("d")["flags"] == 1
+
+
+def test_runs(store):
+    run = store.begin_run(tool_version="0.1.0", hashsets=[{"name": "caid", "version": "1"}],
+                          model=None, operator="alice", options={"mode": "full"})
+    store.end_run(run, "complete")
+    [r] = store.runs()
+    assert r["id"] == run and r["operator"] == "alice" and r["status"] == "complete"
+    assert r["hashsets"] == [{"name": "caid", "version": "1"}] and r["model"] is None
+    assert r["options"] == {"mode": "full"} and r["ended"] >= r["started"]
+
+
+def test_second_connection_sees_committed_writes(tmp_path):
+    """`triage flags --follow` reads while a scan writes: WAL lets both proceed."""
+    a = CaseStore(tmp_path / "case")
+    b = CaseStore(tmp_path / "case", create=False)
+    a.add_flag(Flag("NEAR_MATCH", 60, "d", "k", 1.0, "near"))
+    assert len(b.flags()) == 1
+    a.close()
+    b.close()

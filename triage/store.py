@@ -1,0 +1,622 @@
+"""The case store: one SQLite file per case, `CASE_DIR/case.sqlite`, in WAL mode.
+
+It holds everything a scan found (devices, volumes, coverage, files with their features,
+matches, scores, flags) and the scan runs that produced it. Every write is idempotent, keyed by
+the record keys, so a resumed scan writes the same rows as an uninterrupted one. A batch's
+results land in one transaction together with the batch's "done" mark: after a crash a batch is
+either wholly stored or will be scanned again.
+
+The case directory holds derivatives of possibly illicit material (thumbnails, paths), so it is
+created 0700 and its files 0600.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional
+
+from triage.errors import TriageError
+from triage.records import (
+    Coverage,
+    EvidenceRef,
+    Exif,
+    Features,
+    FileRecord,
+    Flag,
+    Match,
+    Provenance,
+    Score,
+    VolumeRef,
+)
+
+DB_NAME = "case.sqlite"
+SCHEMA_VERSION = 1
+_KEY_CHUNK = 500          # keys per IN (...) query, below SQLite's variable limit
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    tool_version TEXT NOT NULL,
+    hashsets TEXT NOT NULL,          -- JSON list of {name, version, role, ...}
+    model TEXT,                      -- JSON {name, version, sha256} or NULL
+    operator TEXT NOT NULL,
+    options TEXT NOT NULL,           -- JSON of the scan options
+    started REAL NOT NULL,
+    ended REAL,
+    status TEXT NOT NULL DEFAULT 'running'
+);
+CREATE TABLE IF NOT EXISTS devices (
+    id TEXT PRIMARY KEY,
+    paths TEXT NOT NULL,             -- JSON list, every segment in order
+    format TEXT NOT NULL,
+    media_size INTEGER NOT NULL,
+    stored_hashes TEXT NOT NULL DEFAULT '{}',
+    verified_hashes TEXT NOT NULL DEFAULT '{}',
+    context TEXT NOT NULL DEFAULT '{}',
+    started REAL,
+    finished REAL,
+    status TEXT NOT NULL DEFAULT 'pending'
+);
+CREATE TABLE IF NOT EXISTS volumes (
+    device_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    length INTEGER NOT NULL,
+    description TEXT NOT NULL,
+    fs_type TEXT,
+    label TEXT NOT NULL DEFAULT '',
+    block_size INTEGER NOT NULL DEFAULT 0,
+    encryption TEXT,
+    PRIMARY KEY (device_id, offset, idx)
+);
+CREATE TABLE IF NOT EXISTS coverage (
+    device_id TEXT NOT NULL,
+    "where" TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    bytes_not_examined INTEGER NOT NULL DEFAULT 0,
+    volume_offset INTEGER,
+    PRIMARY KEY (device_id, "where", reason)
+);
+CREATE TABLE IF NOT EXISTS files (
+    key TEXT PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    batch_id TEXT NOT NULL DEFAULT '',
+    volume_offset INTEGER NOT NULL,
+    inode INTEGER,
+    path TEXT NOT NULL,
+    name TEXT NOT NULL,
+    ads TEXT NOT NULL DEFAULT '',
+    attr_type INTEGER NOT NULL DEFAULT 0,
+    attr_id INTEGER NOT NULL DEFAULT 0,
+    member TEXT NOT NULL DEFAULT '',
+    size INTEGER NOT NULL,
+    allocated INTEGER NOT NULL,
+    fs_type TEXT NOT NULL DEFAULT '',
+    is_dir INTEGER NOT NULL DEFAULT 0,
+    orphan INTEGER NOT NULL DEFAULT 0,
+    mtime REAL, atime REAL, ctime REAL, crtime REAL,
+    type TEXT NOT NULL DEFAULT '',
+    ext_mismatch INTEGER NOT NULL DEFAULT 0,
+    md5 TEXT NOT NULL DEFAULT '',
+    sha1 TEXT NOT NULL DEFAULT '',
+    sha256 TEXT NOT NULL DEFAULT '',
+    is_picture INTEGER NOT NULL DEFAULT 0,
+    width INTEGER NOT NULL DEFAULT 0,
+    height INTEGER NOT NULL DEFAULT 0,
+    pdq TEXT NOT NULL DEFAULT '',
+    pdq_quality INTEGER NOT NULL DEFAULT 0,
+    phash TEXT NOT NULL DEFAULT '',
+    exif TEXT,                       -- JSON {make, model, datetime_original, gps} or NULL
+    thumbnail BLOB,
+    error TEXT NOT NULL DEFAULT '',
+    extra TEXT NOT NULL DEFAULT '{}' -- JSON of record fields added after this schema
+);
+CREATE INDEX IF NOT EXISTS files_device ON files (device_id);
+CREATE INDEX IF NOT EXISTS files_md5 ON files (md5);
+CREATE INDEX IF NOT EXISTS files_sha1 ON files (sha1);
+CREATE TABLE IF NOT EXISTS matches (
+    key TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    algorithm TEXT NOT NULL,
+    value TEXT NOT NULL,
+    set_name TEXT NOT NULL,
+    set_version TEXT NOT NULL,
+    role TEXT NOT NULL,
+    category TEXT NOT NULL DEFAULT '',
+    severity INTEGER NOT NULL DEFAULT 0,
+    distance INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (key, kind, algorithm, set_name, value)
+);
+CREATE INDEX IF NOT EXISTS matches_device ON matches (device_id);
+CREATE TABLE IF NOT EXISTS scores (
+    key TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    model_sha256 TEXT NOT NULL,
+    "values" TEXT NOT NULL,
+    PRIMARY KEY (key, model)
+);
+CREATE INDEX IF NOT EXISTS scores_device ON scores (device_id);
+CREATE TABLE IF NOT EXISTS flags (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    code TEXT NOT NULL,
+    severity INTEGER NOT NULL,
+    device_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    raised_at REAL NOT NULL,
+    message TEXT NOT NULL,
+    provenance TEXT NOT NULL DEFAULT '{}',
+    UNIQUE (code, device_id, key)
+);
+CREATE TABLE IF NOT EXISTS batches (
+    device_id TEXT NOT NULL,
+    batch_id TEXT NOT NULL,
+    files INTEGER NOT NULL DEFAULT 0,
+    done_at REAL NOT NULL,
+    PRIMARY KEY (device_id, batch_id)
+);
+"""
+
+# FileRecord/Provenance/Features fields that have their own column; anything added to the
+# records later goes into `extra` so the store never drops a field.
+_PROV_COLS = ("device_id", "volume_offset", "inode", "path", "ads", "attr_type", "attr_id", "member")
+_RECORD_COLS = ("name", "size", "allocated", "fs_type", "is_dir", "orphan", "mtime", "atime",
+                "ctime", "crtime", "type", "ext_mismatch")
+_FEATURE_COLS = ("md5", "sha1", "sha256", "is_picture", "width", "height", "pdq", "pdq_quality",
+                 "phash", "exif", "thumbnail", "error")
+_FILE_COLS = ("key", "batch_id") + _PROV_COLS + _RECORD_COLS + _FEATURE_COLS + ("extra",)
+_BOOL_COLS = frozenset({"allocated", "is_dir", "orphan", "ext_mismatch", "is_picture"})
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _private_file(path: Path) -> None:
+    """Create `path` empty with mode 0600 if missing, and force 0600 if present."""
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    os.close(fd)
+    os.chmod(path, 0o600)
+
+
+def is_case(case_dir: str | os.PathLike) -> bool:
+    return (Path(case_dir) / DB_NAME).is_file()
+
+
+class CaseStore:
+    """The SQLite case store of one case directory. Thread-safe; one connection per instance."""
+
+    def __init__(self, case_dir: str | os.PathLike, create: bool = True):
+        self.case_dir = Path(case_dir)
+        self.path = self.case_dir / DB_NAME
+        if not self.path.is_file():
+            if not create:
+                raise TriageError(f"{self.case_dir} is not a case directory (no {DB_NAME}); "
+                                  "run `triage scan --case DIR ...` first")
+            if self.case_dir.exists() and not self.case_dir.is_dir():
+                raise TriageError(f"case path {self.case_dir} exists and is not a directory")
+            self.case_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if create:
+            os.chmod(self.case_dir, 0o700)
+            _private_file(self.path)
+        self._lock = threading.RLock()
+        try:
+            self._db = sqlite3.connect(str(self.path), timeout=60, check_same_thread=False,
+                                       isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise TriageError(f"{self.path} is not a triage case store: {exc}") from exc
+        if version > SCHEMA_VERSION:
+            raise TriageError(f"{self.path} has schema version {version}; this triage knows "
+                              f"{SCHEMA_VERSION} or older, so upgrade triage")
+        if version == 0:
+            with self._tx():
+                for stmt in _SCHEMA.split(";"):
+                    if stmt.strip():
+                        self._db.execute(stmt)
+                self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        for side in ("-wal", "-shm"):
+            p = Path(str(self.path) + side)
+            if p.exists():
+                try:
+                    os.chmod(p, 0o600)
+                except PermissionError:
+                    pass
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    def _tx(self):
+        store = self
+
+        class _Tx:
+            def __enter__(self_inner):
+                store._lock.acquire()
+                store._db.execute("BEGIN IMMEDIATE")
+                return store._db
+
+            def __exit__(self_inner, exc_type, exc, tb):
+                try:
+                    store._db.execute("ROLLBACK" if exc_type else "COMMIT")
+                finally:
+                    store._lock.release()
+                return False
+
+        return _Tx()
+
+    def _query(self, sql: str, params: Iterable = ()) -> list[dict]:
+        with self._lock:
+            cur = self._db.execute(sql, tuple(params))
+            cols = [d[0] for d in cur.description]
+            return [dict(zip(cols, row)) for row in cur.fetchall()]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> "CaseStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- runs -------------------------------------------------------------------------------
+
+    def begin_run(self, *, tool_version: str, hashsets: list[dict], model: dict | None,
+                  operator: str, options: dict) -> int:
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO runs (tool_version, hashsets, model, operator, options, started) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (tool_version, _json(hashsets), None if model is None else _json(model),
+                 operator, _json(options), time.time()))
+            return int(cur.lastrowid)
+
+    def end_run(self, run_id: int, status: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE runs SET ended = ?, status = ? WHERE id = ?",
+                       (time.time(), status, run_id))
+
+    def runs(self) -> list[dict]:
+        out = []
+        for r in self._query("SELECT * FROM runs ORDER BY id"):
+            r["hashsets"] = json.loads(r["hashsets"])
+            r["model"] = None if r["model"] is None else json.loads(r["model"])
+            r["options"] = json.loads(r["options"])
+            out.append(r)
+        return out
+
+    # --- devices ----------------------------------------------------------------------------
+
+    def upsert_device(self, ref: EvidenceRef, context: dict | None = None,
+                      verified_hashes: dict | None = None) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO devices (id, paths, format, media_size, stored_hashes) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET paths = excluded.paths, "
+                "format = excluded.format, media_size = excluded.media_size, "
+                "stored_hashes = excluded.stored_hashes",
+                (ref.device_id, _json(list(ref.paths)), ref.format, int(ref.media_size),
+                 _json(dict(ref.stored_hashes or {}))))
+            if context is not None:
+                db.execute("UPDATE devices SET context = ? WHERE id = ?",
+                           (_json(context), ref.device_id))
+            if verified_hashes is not None:
+                db.execute("UPDATE devices SET verified_hashes = ? WHERE id = ?",
+                           (_json(verified_hashes), ref.device_id))
+
+    def set_context(self, device_id: str, context: dict) -> None:
+        with self._tx() as db:
+            cur = db.execute("UPDATE devices SET context = ? WHERE id = ?",
+                             (_json(context), device_id))
+            if cur.rowcount == 0:
+                raise TriageError(f"no device {device_id!r} in this case")
+
+    def set_verified_hashes(self, device_id: str, hashes: dict) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE devices SET verified_hashes = ? WHERE id = ?",
+                       (_json(hashes), device_id))
+
+    def device_started(self, device_id: str, t: float) -> None:
+        """Marks a device as being scanned; keeps the first start time across resumes."""
+        with self._tx() as db:
+            db.execute("UPDATE devices SET started = COALESCE(started, ?), finished = NULL, "
+                       "status = 'scanning' WHERE id = ?", (t, device_id))
+
+    def device_finished(self, device_id: str, t: float, status: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE devices SET finished = ?, status = ? WHERE id = ?",
+                       (t, status, device_id))
+
+    def devices(self) -> list[dict]:
+        out = []
+        for r in self._query("SELECT * FROM devices ORDER BY id"):
+            for k in ("paths", "stored_hashes", "verified_hashes", "context"):
+                r[k] = json.loads(r[k])
+            out.append(r)
+        return out
+
+    def device(self, device_id: str) -> dict:
+        for d in self.devices():
+            if d["id"] == device_id:
+                return d
+        raise TriageError(f"no device {device_id!r} in this case")
+
+    # --- volumes and coverage ---------------------------------------------------------------
+
+    def add_volumes(self, volumes: list[VolumeRef]) -> None:
+        with self._tx() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO volumes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(v.device_id, v.index, v.offset, v.length, v.description, v.fs_type, v.label,
+                  v.block_size, v.encryption) for v in volumes])
+
+    def volumes(self, device_id: str) -> list[VolumeRef]:
+        rows = self._query("SELECT * FROM volumes WHERE device_id = ? ORDER BY offset, idx",
+                           (device_id,))
+        return [VolumeRef(device_id=r["device_id"], index=r["idx"], offset=r["offset"],
+                          length=r["length"], description=r["description"], fs_type=r["fs_type"],
+                          label=r["label"], block_size=r["block_size"],
+                          encryption=r["encryption"]) for r in rows]
+
+    def add_coverage(self, items: list[Coverage]) -> None:
+        with self._tx() as db:
+            self._insert_coverage(db, items)
+
+    @staticmethod
+    def _insert_coverage(db: sqlite3.Connection, items: Iterable[Coverage]) -> None:
+        db.executemany(
+            'INSERT OR IGNORE INTO coverage (device_id, "where", reason, bytes_not_examined, '
+            "volume_offset) VALUES (?, ?, ?, ?, ?)",
+            [(c.device_id, c.where, c.reason, int(c.bytes_not_examined), c.volume_offset)
+             for c in items])
+
+    def coverage(self, device_id: str | None = None) -> list[Coverage]:
+        sql = "SELECT * FROM coverage"
+        params: tuple = ()
+        if device_id is not None:
+            sql += " WHERE device_id = ?"
+            params = (device_id,)
+        rows = self._query(sql + ' ORDER BY device_id, "where", reason', params)
+        return [Coverage(device_id=r["device_id"], where=r["where"], reason=r["reason"],
+                         bytes_not_examined=r["bytes_not_examined"],
+                         volume_offset=r["volume_offset"]) for r in rows]
+
+    def remove_coverage(self, device_id: str, where: str, reason: str | None = None) -> None:
+        """Drops a coverage record that a later, successful pass made obsolete (resume)."""
+        with self._tx() as db:
+            if reason is None:
+                db.execute('DELETE FROM coverage WHERE device_id = ? AND "where" = ?',
+                           (device_id, where))
+            else:
+                db.execute('DELETE FROM coverage WHERE device_id = ? AND "where" = ? AND reason = ?',
+                           (device_id, where, reason))
+
+    # --- batches of results -----------------------------------------------------------------
+
+    def add_batch(self, device_id: str, batch_id: str,
+                  items: list[tuple[FileRecord, Features]], matches: list[Match],
+                  scores: list[Score], coverage: list[Coverage]) -> None:
+        """Stores one batch's results and marks the batch done, in one transaction."""
+        file_rows = [_file_row(device_id, batch_id, rec, feat) for rec, feat in items]
+        with self._tx() as db:
+            db.executemany(
+                f"INSERT OR REPLACE INTO files ({', '.join(_FILE_COLS)}) "
+                f"VALUES ({', '.join('?' * len(_FILE_COLS))})", file_rows)
+            self._insert_matches(db, device_id, matches)
+            self._insert_scores(db, device_id, scores)
+            self._insert_coverage(db, coverage)
+            db.execute("INSERT OR REPLACE INTO batches VALUES (?, ?, ?, ?)",
+                       (device_id, batch_id, len(items), time.time()))
+
+    def add_matches(self, device_id: str, matches: list[Match]) -> None:
+        with self._tx() as db:
+            self._insert_matches(db, device_id, matches)
+
+    def add_scores(self, device_id: str, scores: list[Score]) -> None:
+        """Scores that arrive after their batch (the model runs in its own actor pool)."""
+        with self._tx() as db:
+            self._insert_scores(db, device_id, scores)
+
+    @staticmethod
+    def _insert_matches(db: sqlite3.Connection, device_id: str, matches: Iterable[Match]) -> None:
+        db.executemany(
+            "INSERT OR IGNORE INTO matches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(m.key, device_id, m.kind, m.algorithm, m.value, m.set_name, m.set_version, m.role,
+              m.category, int(m.severity), int(m.distance)) for m in matches])
+
+    @staticmethod
+    def _insert_scores(db: sqlite3.Connection, device_id: str, scores: Iterable[Score]) -> None:
+        db.executemany(
+            "INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?, ?)",
+            [(s.key, device_id, s.model, s.model_sha256, _json(s.values)) for s in scores])
+
+    def done_batches(self, device_id: str) -> set[str]:
+        return {r["batch_id"] for r in
+                self._query("SELECT batch_id FROM batches WHERE device_id = ?", (device_id,))}
+
+    def forget_batches(self, device_id: str) -> None:
+        """Makes the next `--resume` rescan this device from the start."""
+        with self._tx() as db:
+            db.execute("DELETE FROM batches WHERE device_id = ?", (device_id,))
+
+    # --- reading results --------------------------------------------------------------------
+
+    def files(self, device_id: str | None = None,
+              keys: Iterable[str] | None = None) -> Iterator[tuple[FileRecord, Features]]:
+        """Files with their features, in key order. Streams: memory stays flat on big cases."""
+        if keys is not None:
+            keys = sorted(set(keys))
+            for i in range(0, len(keys), _KEY_CHUNK):
+                chunk = keys[i:i + _KEY_CHUNK]
+                sql = f"SELECT * FROM files WHERE key IN ({', '.join('?' * len(chunk))})"
+                params: list = list(chunk)
+                if device_id is not None:
+                    sql += " AND device_id = ?"
+                    params.append(device_id)
+                for row in self._query(sql + " ORDER BY key", params):
+                    yield _file_from_row(row)
+            return
+        sql, params = "SELECT * FROM files", ()
+        if device_id is not None:
+            sql, params = sql + " WHERE device_id = ?", (device_id,)
+        # page through by key so no cursor stays open across the caller's own writes
+        last = ""
+        while True:
+            where = " AND key > ?" if device_id is not None else " WHERE key > ?"
+            rows = self._query(sql + where + " ORDER BY key LIMIT 1000", params + (last,))
+            if not rows:
+                return
+            for row in rows:
+                yield _file_from_row(row)
+            last = rows[-1]["key"]
+
+    def file(self, key: str) -> Optional[tuple[FileRecord, Features]]:
+        for item in self.files(keys=[key]):
+            return item
+        return None
+
+    def matches(self, device_id: str | None = None) -> list[Match]:
+        sql, params = "SELECT * FROM matches", ()
+        if device_id is not None:
+            sql, params = sql + " WHERE device_id = ?", (device_id,)
+        rows = self._query(sql + " ORDER BY key, kind, algorithm, set_name, value", params)
+        return [Match(key=r["key"], kind=r["kind"], algorithm=r["algorithm"], value=r["value"],
+                      set_name=r["set_name"], set_version=r["set_version"], role=r["role"],
+                      category=r["category"], severity=r["severity"], distance=r["distance"])
+                for r in rows]
+
+    def scores(self, device_id: str | None = None) -> list[Score]:
+        sql, params = "SELECT * FROM scores", ()
+        if device_id is not None:
+            sql, params = sql + " WHERE device_id = ?", (device_id,)
+        rows = self._query(sql + " ORDER BY key, model", params)
+        return [Score(key=r["key"], model=r["model"], model_sha256=r["model_sha256"],
+                      values=json.loads(r["values"])) for r in rows]
+
+    # --- flags ------------------------------------------------------------------------------
+
+    def add_flag(self, flag: Flag) -> bool:
+        """Stores a flag; False when the same (code, device, key) was already raised."""
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO flags (code, severity, device_id, key, raised_at, message, "
+                "provenance) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (flag.code, int(flag.severity), flag.device_id, flag.key, float(flag.raised_at),
+                 flag.message, _json(flag.provenance)))
+            return cur.rowcount == 1
+
+    def flags(self, device_id: str | None = None, after_id: int = 0) -> list[tuple[int, Flag]]:
+        sql, params = "SELECT * FROM flags WHERE id > ?", [after_id]
+        if device_id is not None:
+            sql += " AND device_id = ?"
+            params.append(device_id)
+        rows = self._query(sql + " ORDER BY id", params)
+        return [(r["id"], Flag(code=r["code"], severity=r["severity"], device_id=r["device_id"],
+                               key=r["key"], raised_at=r["raised_at"], message=r["message"],
+                               provenance=json.loads(r["provenance"]))) for r in rows]
+
+    # --- summaries --------------------------------------------------------------------------
+
+    def counts(self, device_id: str) -> dict:
+        """Files, bytes, pictures, matches and flags stored for a device (progress, summaries)."""
+        f = self._query("SELECT COUNT(*) AS files, COALESCE(SUM(size), 0) AS bytes, "
+                        "COALESCE(SUM(is_picture), 0) AS pictures FROM files WHERE device_id = ?",
+                        (device_id,))[0]
+        m = self._query("SELECT "
+                        "COUNT(DISTINCT CASE WHEN kind = 'exact' AND role = 'alert' THEN key END) AS exact, "
+                        "COUNT(DISTINCT CASE WHEN kind = 'near' AND role = 'alert' THEN key END) AS near "
+                        "FROM matches WHERE device_id = ?", (device_id,))[0]
+        fl = self._query("SELECT COUNT(*) AS n FROM flags WHERE device_id = ?", (device_id,))[0]
+        return {"files": f["files"], "bytes": f["bytes"], "pictures": f["pictures"],
+                "alert_matches": m["exact"], "near_matches": m["near"], "flags": fl["n"]}
+
+
+# --- row <-> record ---------------------------------------------------------------------------
+
+def _exif_to_json(exif: Optional[Exif]) -> Optional[str]:
+    if exif is None:
+        return None
+    return _json(dataclasses.asdict(exif))
+
+
+def _exif_from_json(text: Optional[str]) -> Optional[Exif]:
+    if text is None:
+        return None
+    d = json.loads(text)
+    if d.get("gps") is not None:
+        d["gps"] = tuple(d["gps"])
+    known = {f.name for f in dataclasses.fields(Exif)}
+    return Exif(**{k: v for k, v in d.items() if k in known})
+
+
+def _extra_fields(obj: Any, known: set[str]) -> dict:
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)
+            if f.name not in known}
+
+
+_REC_KNOWN = set(_RECORD_COLS) | {"prov"}
+_PROV_KNOWN = set(_PROV_COLS)
+_FEAT_KNOWN = set(_FEATURE_COLS) | {"key", "size", "type", "ext_mismatch"}
+
+
+def _file_row(device_id: str, batch_id: str, rec: FileRecord, feat: Features) -> tuple:
+    if feat.key != rec.key:
+        raise ValueError(f"features key {feat.key!r} does not match record key {rec.key!r}")
+    p = rec.prov
+    extra = {}
+    for name, obj, known in (("record", rec, _REC_KNOWN), ("prov", p, _PROV_KNOWN),
+                             ("features", feat, _FEAT_KNOWN)):
+        fields = _extra_fields(obj, known)
+        if fields:
+            extra[name] = fields
+    # a content type found by the feature stage wins over the walk's (which may not have read)
+    ctype = feat.type or rec.type
+    values = {
+        "key": rec.key, "batch_id": batch_id, "device_id": device_id,
+        "volume_offset": p.volume_offset, "inode": p.inode, "path": p.path, "ads": p.ads,
+        "attr_type": p.attr_type, "attr_id": p.attr_id, "member": p.member,
+        "name": rec.name, "size": rec.size, "allocated": int(rec.allocated),
+        "fs_type": rec.fs_type, "is_dir": int(rec.is_dir), "orphan": int(rec.orphan),
+        "mtime": rec.mtime, "atime": rec.atime, "ctime": rec.ctime, "crtime": rec.crtime,
+        "type": ctype, "ext_mismatch": int(rec.ext_mismatch or feat.ext_mismatch),
+        "md5": feat.md5, "sha1": feat.sha1, "sha256": feat.sha256,
+        "is_picture": int(feat.is_picture), "width": feat.width, "height": feat.height,
+        "pdq": feat.pdq, "pdq_quality": feat.pdq_quality, "phash": feat.phash,
+        "exif": _exif_to_json(feat.exif), "thumbnail": feat.thumbnail or None,
+        "error": feat.error, "extra": _json(extra),
+    }
+    return tuple(values[c] for c in _FILE_COLS)
+
+
+def _file_from_row(r: dict) -> tuple[FileRecord, Features]:
+    extra = json.loads(r.get("extra") or "{}")
+    prov = Provenance(device_id=r["device_id"], volume_offset=r["volume_offset"], inode=r["inode"],
+                      path=r["path"], ads=r["ads"], attr_type=r["attr_type"], attr_id=r["attr_id"],
+                      member=r["member"], **_known(Provenance, extra.get("prov", {})))
+    rec = FileRecord(prov=prov, name=r["name"], size=r["size"], allocated=bool(r["allocated"]),
+                     fs_type=r["fs_type"], is_dir=bool(r["is_dir"]), orphan=bool(r["orphan"]),
+                     mtime=r["mtime"], atime=r["atime"], ctime=r["ctime"], crtime=r["crtime"],
+                     type=r["type"], ext_mismatch=bool(r["ext_mismatch"]),
+                     **_known(FileRecord, extra.get("record", {})))
+    feat = Features(key=r["key"], size=r["size"], md5=r["md5"], sha1=r["sha1"],
+                    sha256=r["sha256"], type=r["type"], ext_mismatch=bool(r["ext_mismatch"]),
+                    is_picture=bool(r["is_picture"]), width=r["width"], height=r["height"],
+                    pdq=r["pdq"], pdq_quality=r["pdq_quality"], phash=r["phash"],
+                    exif=_exif_from_json(r["exif"]), thumbnail=r["thumbnail"] or b"",
+                    error=r["error"], **_known(Features, extra.get("features", {})))
+    return rec, feat
+
+
+def _known(cls, fields: dict) -> dict:
+    """Only the extra fields the running version's record still has."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in fields.items() if k in names}
