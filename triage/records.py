@@ -180,3 +180,8 @@ class DeviceVerdict:
     flags: tuple[str, ...]
     reasons: tuple[str, ...]
     context: dict = field(default_factory=dict)
+    rank: int = 0                  # 1 = examine first
+    tier: int = 0                  # structural band of the sort (see triage/rank.py)
+    exhibit: str = ""
+    evidence: tuple[str, ...] = ()
+    points: dict = field(default_factory=dict)   # rule -> points, the score's breakdown
