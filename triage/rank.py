@@ -1,0 +1,341 @@
+"""Device verdicts and the priority queue: which seized device to examine first, and why.
+
+The order is decided in two steps, so that no weight can break the rules that matter most.
+
+**1. Tier** (structural; a higher tier always ranks first, whatever the points):
+
+| tier | the device has                                                   |
+|-----:|------------------------------------------------------------------|
+| 3    | exact alert matches                                              |
+| 2    | near (perceptual) alert matches or SUSPECTED_NEW pictures only   |
+| 1    | nothing found, but not fully examined (coverage partial/failed)  |
+| 0    | nothing found, fully examined                                    |
+
+So a device with exact matches always precedes one with only near matches, and a device that
+could not be fully examined (encrypted volume, corrupt image, unfinished scan) can never rank
+below one that was examined and found clean.
+
+**2. Points** (within a tier, higher first; ties go by device id). Each rule adds points and a
+reason line; `triage show` lists the breakdown.
+
+| rule                | points                                                          |
+|---------------------|-----------------------------------------------------------------|
+| exact_matches       | 100 x the category weight, per distinct matched file            |
+|                     | (weight = the alert set's severity for that category, at least 1)|
+| near_matches        | 30 per file with a near match and no exact match                |
+| suspected_new       | 15 per SUSPECTED_NEW picture (model: a ranking aid, not evidence)|
+| self_produced       | 40 per matched/suspected picture with camera-original indicators |
+| same_camera         | 60 when one camera (EXIF make+model) took 2+ matched/suspected   |
+| device_camera       | 60 when a matched/suspected picture's camera also took 10+ of    |
+|                     | the device's other pictures (the device is probably that camera) |
+| access_to_children  | lives_with 150, works_with 150, other 100, unknown 40, none 0    |
+| custody_deadline    | 50 if passed or within 2 days, 25 if within 7 days              |
+| coverage            | partial 20, failed 40                                           |
+
+"unknown" access to children scores above "none": it is a reason to ask the officer in the
+case, not a reason to wait.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from collections import Counter, defaultdict
+from typing import Iterable, Optional
+
+from triage.context import ACCESS_PHRASES, deadline_datetime
+from triage.flags import camera_indicators, suspected
+from triage.records import Coverage, DeviceVerdict, FileRecord, Features, Match, Score, VolumeRef
+
+TIER_EXACT, TIER_NEAR, TIER_UNEXAMINED, TIER_CLEAN = 3, 2, 1, 0
+
+EXACT_POINTS = 100
+NEAR_POINTS = 30
+SUSPECTED_POINTS = 15
+SELF_PRODUCED_POINTS = 40
+SAME_CAMERA_POINTS = 60
+DEVICE_CAMERA_POINTS = 60
+DEVICE_CAMERA_MIN_PICTURES = 10
+ACCESS_POINTS = {"lives_with": 150, "works_with": 150, "other": 100, "unknown": 40, "none": 0}
+DEADLINE_SOON_POINTS, DEADLINE_WEEK_POINTS = 50, 25
+COVERAGE_POINTS = {"complete": 0, "partial": 20, "failed": 40}
+
+FINISHED_STATUSES = frozenset({"complete", "completed", "done", "finished", "ok", "warning"})
+FAILED_STATUSES = frozenset({"failed", "error", "corrupt"})
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def category_weight(match: Match) -> int:
+    """How much one exact match of this category weighs: the set's severity, at least 1."""
+    return max(1, int(match.severity or 0))
+
+
+def coverage_state(device: dict, volumes: list[VolumeRef], coverage: list[Coverage]) -> str:
+    """complete, partial or failed.
+
+    failed: the scan failed, or no volume of the device could be read at all; partial: some
+    coverage record exists, or the scan never finished; complete otherwise.
+    """
+    status = (device.get("status") or "").lower()
+    if status in FAILED_STATUSES:
+        return "failed"
+    if volumes and all(v.fs_type is None for v in volumes) and coverage:
+        return "failed"
+    if not volumes and coverage and device.get("status") not in FINISHED_STATUSES:
+        return "failed"
+    if coverage or status not in FINISHED_STATUSES:
+        return "partial"
+    return "complete"
+
+
+def _coverage_reasons(volumes: list[VolumeRef], coverage: list[Coverage],
+                      device: dict) -> list[str]:
+    by_offset = {v.offset: v for v in volumes}
+    lines: list[str] = []
+    other: dict[str, list[Coverage]] = defaultdict(list)
+    for c in coverage:
+        vol = by_offset.get(c.volume_offset) if c.volume_offset is not None else None
+        if vol is not None and (vol.fs_type is None or c.where.startswith("volume")):
+            what = vol.encryption or c.reason
+            lines.append(f"volume {vol.index} ({what}) not examined")
+        else:
+            other[c.reason].append(c)
+    for reason, items in sorted(other.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        lost = sum(c.bytes_not_examined for c in items)
+        size = f", {_human_bytes(lost)}" if lost else ""
+        if len(items) == 1:
+            lines.append(f"{items[0].where} not examined: {reason}{size}")
+        else:
+            lines.append(f"{len(items)} parts not examined: {reason}{size}")
+    status = (device.get("status") or "").lower()
+    if status and status not in FINISHED_STATUSES and status not in FAILED_STATUSES:
+        lines.append(f"scan not finished (status {status})")
+    elif status in FAILED_STATUSES:
+        lines.append(f"scan of the device failed (status {status})")
+    return lines
+
+
+def _human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1024 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def _camera(feat: Optional[Features]) -> str:
+    if feat is None or feat.exif is None:
+        return ""
+    make, model = feat.exif.make.strip(), feat.exif.model.strip()
+    if not (make and model):
+        return ""
+    return model if model.lower().startswith(make.lower()) else f"{make} {model}"
+
+
+def _deadline_points(deadline: Optional[str], now: float) -> tuple[int, str]:
+    due = deadline_datetime(deadline)
+    if due is None:
+        return 0, ""
+    left = due - _dt.datetime.fromtimestamp(now, _dt.timezone.utc)
+    days = left.total_seconds() / 86400
+    if days < 0:
+        return DEADLINE_SOON_POINTS, f"custody deadline {deadline} has passed"
+    if days <= 2:
+        hours = int(left.total_seconds() // 3600)
+        return DEADLINE_SOON_POINTS, f"custody deadline {deadline} (in {_plural(hours, 'hour')})"
+    if days <= 7:
+        return DEADLINE_WEEK_POINTS, f"custody deadline {deadline} (in {_plural(int(days), 'day')})"
+    return 0, f"custody deadline {deadline}"
+
+
+def verdict_for_device(device: dict, volumes: list[VolumeRef], coverage: list[Coverage],
+                       matches: list[Match], scores: list[Score],
+                       files: dict[str, tuple[FileRecord, Features]], flag_codes: Iterable[str],
+                       camera_census: Optional[Counter] = None, now: Optional[float] = None,
+                       thresholds: Optional[dict] = None) -> DeviceVerdict:
+    """One device's verdict from its stored results (rank is filled in by `verdicts`).
+
+    `files` holds the matched and scored files; `camera_census` counts the device's pictures
+    per camera (EXIF make+model) and is only needed when a matched picture has camera EXIF.
+    """
+    now = time.time() if now is None else now
+    context = dict(device.get("context") or {})
+    points: dict[str, int] = {}
+    reasons: list[str] = []
+
+    exact: dict[str, list[Match]] = defaultdict(list)
+    near: dict[str, list[Match]] = defaultdict(list)
+    for m in matches:
+        if m.role == "alert":
+            (exact if m.kind == "exact" else near)[m.key].append(m)
+    near_only = {k: v for k, v in near.items() if k not in exact}
+
+    # exact matches, reasons per alert set: "3 exact CAID matches (Category A: 1, B: 2), 1 deleted"
+    if exact:
+        total = 0
+        per_set: dict[str, dict[str, Match]] = defaultdict(dict)
+        for key, ms in exact.items():
+            worst = max(ms, key=category_weight)
+            total += EXACT_POINTS * category_weight(worst)
+            for m in ms:
+                best = per_set[m.set_name].get(key)
+                if best is None or category_weight(m) > category_weight(best):
+                    per_set[m.set_name][key] = m
+        points["exact_matches"] = total
+        for set_name, by_key in sorted(per_set.items()):
+            cats = Counter(m.category for m in by_key.values() if m.category)
+            cat_text = ""
+            if cats:
+                order = sorted(cats, key=lambda c: (-max(category_weight(m) for m in by_key.values()
+                                                         if m.category == c), c))
+                cat_text = " (Category " + ", ".join(f"{c}: {cats[c]}" for c in order) + ")"
+            extras = []
+            deleted = sum(1 for k in by_key if k in files and not files[k][0].allocated)
+            archived = sum(1 for k in by_key if k in files and files[k][0].prov.member)
+            if deleted:
+                extras.append(f"{deleted} deleted")
+            if archived:
+                extras.append(f"{archived} in archives")
+            n = len(by_key)
+            reasons.append(f"{n} exact {set_name} match{'es' if n != 1 else ''}{cat_text}"
+                           + (", " + ", ".join(extras) if extras else ""))
+    if near_only:
+        points["near_matches"] = NEAR_POINTS * len(near_only)
+        closest = min(m.distance for ms in near_only.values() for m in ms)
+        algos = sorted({m.algorithm.upper() if m.algorithm in ("pdq",) else m.algorithm
+                        for ms in near_only.values() for m in ms})
+        sets = sorted({m.set_name for ms in near_only.values() for m in ms})
+        n = len(near_only)
+        reasons.append(f"{n} near match{'es' if n != 1 else ''} in {', '.join(sets)} "
+                       f"({'/'.join(algos)}, closest distance {closest}): review by eye")
+
+    suspect_keys = sorted({s.key for s in scores if s.key not in exact and s.key not in near
+                           and suspected(s, thresholds)})
+    if suspect_keys:
+        points["suspected_new"] = SUSPECTED_POINTS * len(suspect_keys)
+        models = sorted({s.model for s in scores if s.key in set(suspect_keys)})
+        n = len(suspect_keys)
+        reasons.append(f"{n} picture{'s' if n != 1 else ''} suspected new material by "
+                       f"{', '.join(models)} (a ranking aid, not evidence)")
+
+    # self-production: camera-original matched or suspected pictures
+    found_keys = list(exact) + list(near_only) + suspect_keys
+    self_produced = [k for k in found_keys if k in files and camera_indicators(*files[k])]
+    if self_produced:
+        points["self_produced"] = SELF_PRODUCED_POINTS * len(self_produced)
+        in_dcim = sum(1 for k in self_produced if "camera-roll path" in camera_indicators(*files[k]))
+        n = len(self_produced)
+        reasons.append(f"{n} matched or suspected picture{'s' if n != 1 else ''} look"
+                       f"{'s' if n == 1 else ''} camera-original"
+                       + (f" ({in_dcim} in camera-roll folders)" if in_dcim else "")
+                       + ": possible contact abuse")
+    cameras = Counter(_camera(files[k][1]) for k in found_keys if k in files)
+    cameras.pop("", None)
+    if cameras:
+        name, count = cameras.most_common(1)[0]
+        if count >= 2:
+            points["same_camera"] = SAME_CAMERA_POINTS
+            reasons.append(f"the same camera ({name}) took {count} matched or suspected pictures")
+        if camera_census:
+            own = [(c, camera_census.get(c, 0)) for c in cameras]
+            c, total = max(own, key=lambda t: t[1])
+            others = total - cameras[c]
+            if others >= DEVICE_CAMERA_MIN_PICTURES:
+                points["device_camera"] = DEVICE_CAMERA_POINTS
+                reasons.append(f"camera {c} also took {others} other pictures on this device: "
+                               "it is probably this device's own camera")
+
+    access = context.get("access_to_children") or "unknown"
+    if access in ACCESS_POINTS:
+        if ACCESS_POINTS[access]:
+            points["access_to_children"] = ACCESS_POINTS[access]
+        if access == "unknown":
+            reasons.append("access to children unknown: ask the officer in the case")
+        elif access != "none":
+            reasons.append(f"suspect {ACCESS_PHRASES[access]}")
+    dl_points, dl_reason = _deadline_points(context.get("custody_deadline"), now)
+    if dl_points:
+        points["custody_deadline"] = dl_points
+    if dl_reason:
+        reasons.append(dl_reason)
+
+    state = coverage_state(device, volumes, coverage)
+    if COVERAGE_POINTS[state]:
+        points["coverage"] = COVERAGE_POINTS[state]
+    reasons.extend(_coverage_reasons(volumes, coverage, device))
+
+    if exact:
+        tier = TIER_EXACT
+    elif near_only or suspect_keys:
+        tier = TIER_NEAR
+    elif state != "complete":
+        tier = TIER_UNEXAMINED
+    else:
+        tier = TIER_CLEAN
+        reasons.insert(0, "no alert matches and nothing suspected; fully examined")
+
+    codes = sorted(set(flag_codes))
+    return DeviceVerdict(
+        device_id=device["id"], score=float(sum(points.values())), coverage=state,
+        alert_matches=len(exact), near_matches=len(near_only), suspected_new=len(suspect_keys),
+        flags=tuple(codes), reasons=tuple(reasons), context=context, tier=tier,
+        exhibit=context.get("exhibit", ""), evidence=tuple(device.get("paths") or ()),
+        points=points)
+
+
+def sort_key(v: DeviceVerdict) -> tuple:
+    """Tier first (structural), then points, then device id so the order is stable."""
+    return (-v.tier, -v.score, v.device_id)
+
+
+def order(verdicts: Iterable[DeviceVerdict]) -> list[DeviceVerdict]:
+    """Verdicts in priority order with `rank` filled in (1 = examine first)."""
+    from dataclasses import replace
+    return [replace(v, rank=i) for i, v in enumerate(sorted(verdicts, key=sort_key), start=1)]
+
+
+def camera_census(store, device_id: str) -> Counter:
+    """How many of a device's pictures each camera (EXIF make+model) took. Streams the files."""
+    census: Counter = Counter()
+    for _rec, feat in store.files(device_id):
+        cam = _camera(feat) if feat.is_picture else ""
+        if cam:
+            census[cam] += 1
+    return census
+
+
+def device_verdict(store, device: dict, now: Optional[float] = None,
+                   thresholds: Optional[dict] = None) -> DeviceVerdict:
+    """One device's verdict read from the case store."""
+    device_id = device["id"]
+    matches = store.matches(device_id)
+    scores = store.scores(device_id)
+    keys = {m.key for m in matches if m.role == "alert"}
+    keys |= {s.key for s in scores if suspected(s, thresholds)}
+    files = {rec.key: (rec, feat) for rec, feat in store.files(device_id, keys=keys)} if keys else {}
+    census = None
+    if any(_camera(feat) for _rec, feat in files.values()):
+        census = camera_census(store, device_id)
+    codes = {flag.code for _id, flag in store.flags(device_id)}
+    return verdict_for_device(device, store.volumes(device_id), store.coverage(device_id),
+                              matches, scores, files, codes, census, now, thresholds)
+
+
+def verdicts(store, now: Optional[float] = None,
+             thresholds: Optional[dict] = None) -> list[DeviceVerdict]:
+    """Every device of the case, in priority order (rank 1 first)."""
+    return order(device_verdict(store, d, now, thresholds) for d in store.devices())
+
+
+def verdict_dict(v: DeviceVerdict) -> dict:
+    """The queue's JSON element for one device."""
+    return {
+        "rank": v.rank, "device": v.device_id, "exhibit": v.exhibit,
+        "evidence": list(v.evidence), "score": v.score, "tier": v.tier,
+        "alert_matches": v.alert_matches, "near_matches": v.near_matches,
+        "suspected_new": v.suspected_new, "flags": list(v.flags), "coverage": v.coverage,
+        "reasons": list(v.reasons), "context": v.context, "points": dict(v.points),
+    }
