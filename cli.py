@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -47,9 +48,388 @@ def main():
 
 # --- models (models/) ---
 
+_MODEL_HONESTY = ("The bundled models were trained on adult content: they are not CSAM detectors, "
+                  "and every score is a ranking aid, not evidence.")
+
+
+@main.group()
+def models():
+    """List, add and verify the picture classifiers `triage scan --model NAME` can run.
+
+    \b
+    Bundled, offline:
+      default     open_nsfw explicit score + faces (dlib HOG) + apparent age (CC0 dlib model)
+      open_nsfw   the explicit score alone
+    Your own (for example a licensed classifier trained on CAID grading): write a TOML spec
+    beside the weights (TorchScript .pt, torch.export .pt2, or a state dict + built-in arch)
+    and run `triage models add SPEC`. Every model's sha256 is checked before any use.
+
+    The bundled models were trained on adult content: they are not CSAM detectors, and every
+    score is a ranking aid, not evidence.
+    """
+
+
+@models.command("list")
+@click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where added models live (default: $TRIAGE_HOME/models, ~/.triage/models).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
+def models_list(models_dir, as_json):
+    """Show every known model: name, version, format, licence, labels and thresholds.
+
+    Nothing is hashed here; `triage models verify` checks the weights.
+    """
+    import json
+
+    from models.registry import list_models
+    from models.spec import describe
+
+    rows = []
+    for name, spec in list_models(models_dir):
+        row = describe(spec) if spec else {"name": name, "error": "spec unreadable"}
+        rows.append({"id": name, **row})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="models", caption=_MODEL_HONESTY)
+    for col in ("name", "version", "format", "licence", "labels (threshold)", "sha256"):
+        table.add_column(col, overflow="fold", no_wrap=col != "labels (threshold)")
+    for row in rows:
+        if "error" in row:
+            table.add_row(row["id"], "", "", "", row["error"], "")
+            continue
+        labels = ", ".join(f"{lab} ({row['thresholds'][lab]})" if lab in row["thresholds"] else lab
+                           for lab in row["labels"]) if len(row["labels"]) <= 4 else \
+            f"{len(row['labels'])} labels: {row['labels'][0]} .. {row['labels'][-1]}"
+        if "faces" in row:
+            labels += f", faces, minor_likelihood ({row['thresholds'].get('minor_likelihood', '-')})"
+        table.add_row(row["id"], row["version"], row["format"], row["licence"], labels,
+                      row["sha256"][:12])
+    Console().print(table)
+
+
+@models.command("add")
+@click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where added models live (default: $TRIAGE_HOME/models, ~/.triage/models).")
+@click.option("--force", is_flag=True, help="Replace an added model of the same name.")
+@click.option("--no-load", is_flag=True, help="Only check the sha256; skip the trial load and run.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def models_add(spec, models_dir, force, no_load, as_json):
+    """Register a model from its TOML SPEC (see README, "Models").
+
+    The weights' sha256 must match the spec's; the model is then loaded and run once on a blank
+    picture to check that its outputs match the spec's labels, and the spec and weights are
+    copied under $TRIAGE_HOME/models/NAME/.
+    """
+    import json
+
+    from models.registry import add_model
+
+    added = add_model(spec, models_dir, force=force, check_load=not no_load)
+    if as_json:
+        click.echo(json.dumps({"name": added.name, "path": str(added.path), "sha256": added.sha256}))
+    else:
+        click.echo(f"added {added.name} ({added.sha256[:16]}...) at {added.path}")
+
+
+@models.command("verify")
+@click.argument("names", nargs=-1)
+@click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where added models live (default: $TRIAGE_HOME/models, ~/.triage/models).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
+def models_verify(names, models_dir, as_json):
+    """Check the sha256 of every file of NAMES (default: all models).
+
+    Exit code 0 when all match; 2 with one `error:` line per failing model otherwise.
+    """
+    import json
+
+    from models.registry import verify_models
+
+    checks = verify_models(list(names), models_dir)
+    if as_json:
+        click.echo(json.dumps([{"name": c.name, "ok": c.ok, "message": c.message} for c in checks]))
+    else:
+        for c in checks:
+            if c.ok:
+                click.echo(f"{c.name}: {c.message}")
+    failed = [c for c in checks if not c.ok]
+    for c in failed:
+        click.echo(f"error: {c.message}", err=True)
+    if failed:
+        sys.exit(2)
+
+
 # --- scan (workers/) ---
 
 # --- queue, show, flags, context, export, report (triage/rank.py, flags.py, exports/) ---
+
+_CASE_OPTION = click.option("--case", "case_dir", required=True, type=click.Path(file_okay=False),
+                            help="Case directory made by `triage scan`.")
+
+
+def _open_case(case_dir):
+    from triage.store import CaseStore
+
+    return CaseStore(case_dir, create=False)
+
+
+@main.command()
+@_CASE_OPTION
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
+              show_default=True, help="table for people, json or csv for scripts.")
+def queue(case_dir, fmt):
+    """The devices of a case in the order to examine them, with the reasons.
+
+    \b
+    Devices with exact alert matches come first, then near matches or pictures the model
+    suspects, then devices that could not be fully examined, then clean ones. Within each band,
+    points from documented rules (category severity, counts, camera-original pictures, the
+    suspect's access to children, custody deadline) decide; `triage show DEVICE` lists them.
+
+    \b
+    Examples:
+      triage queue --case CASE_DIR
+      triage queue --case CASE_DIR --format json | jq '.[0].reasons'
+    """
+    import json as _json
+
+    from rich.console import Console
+
+    from triage import rank, views
+
+    with _open_case(case_dir) as store:
+        ordered = rank.verdicts(store)
+    rows = [rank.verdict_dict(v) for v in ordered]
+    if fmt == "json":
+        click.echo(_json.dumps(rows, indent=2))
+    elif fmt == "csv":
+        click.echo(views.queue_csv(rows), nl=False)
+    elif not rows:
+        click.echo("no devices in this case yet")
+    else:
+        Console(width=min(Console().width, 100) if sys.stdout.isatty() else 80).print(
+            views.queue_table(ordered))
+
+
+@main.command()
+@click.argument("device")
+@_CASE_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def show(device, case_dir, as_json):
+    """One device: its verdict, reasons, flags, coverage and every finding with provenance.
+
+    DEVICE is the device id shown by `triage queue`, its exhibit reference, or its evidence
+    file name. Each finding says how to reach the same bytes again with TSK (`icat`).
+    """
+    import json as _json
+    from dataclasses import asdict
+
+    from rich.console import Console
+
+    from triage import rank, views
+    from triage.findings import findings
+
+    with _open_case(case_dir) as store:
+        dev = rank.find_device(store, device)
+        verdict = [v for v in rank.verdicts(store) if v.device_id == dev["id"]][0]
+        found = findings(store, dev["id"])
+        flags = [f for _i, f in store.flags(dev["id"])]
+        coverage = store.coverage(dev["id"])
+        volumes = store.volumes(dev["id"])
+    if as_json:
+        out = dict(rank.verdict_dict(verdict), device_record=dev,
+                   volumes=[asdict(v) for v in volumes], coverage_records=[asdict(c) for c in coverage],
+                   flag_records=[asdict(f) for f in flags],
+                   findings=[views.finding_dict(f) for f in found])
+        click.echo(_json.dumps(out, indent=2, default=str))
+        return
+    Console(width=100 if sys.stdout.isatty() else 80).print(
+        views.device_view(verdict, dev, found, flags))
+
+
+@main.command("flags")
+@_CASE_OPTION
+@click.option("--follow", "-f", is_flag=True,
+              help="Keep printing new flags as a running scan raises them (Ctrl-C ends).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True, help="json prints one JSON object per line.")
+@click.option("--device", default=None, help="Only this device's flags.")
+@click.option("--interval", default=0.5, show_default=True, type=click.FloatRange(0.05, 60),
+              help="Seconds between looks at the case store with --follow.")
+def flags_cmd(case_dir, follow, fmt, device, interval):
+    """Safeguarding flags, worst codes first in each line's colour, oldest first.
+
+    \b
+    KNOWN_MATCH    exact alert match        NEAR_MATCH     perceptual alert match
+    SUSPECTED_NEW  model suspects new       SELF_PRODUCED  camera-original picture
+    CHILD_ACCESS   any of these, suspect has access to children (highest severity)
+    NOT_EXAMINED   part of the device could not be examined
+
+    \b
+    While a scan runs in another terminal:
+      triage flags --case CASE_DIR --follow
+    """
+    import json as _json
+    import time as _time
+    from dataclasses import asdict
+
+    from rich.console import Console
+
+    from triage import views
+    from triage.flags import format_flag_line
+
+    console = Console(highlight=False)
+    with _open_case(case_dir) as store:
+        dev_id = None
+        if device:
+            from triage import rank
+
+            dev_id = rank.find_device(store, device)["id"]
+        last = 0
+
+        def emit(batch, table_ok):
+            if fmt == "json":
+                for _i, f in batch:
+                    click.echo(_json.dumps(asdict(f), sort_keys=True))
+            elif table_ok:
+                console.print(views.flags_table(batch))
+            else:
+                for _i, f in batch:
+                    console.print(format_flag_line(f), style=views._FLAG_STYLE.get(f.code),
+                                  markup=False)
+            sys.stdout.flush()
+
+        batch = store.flags(dev_id, after_id=last)
+        if batch:
+            emit(batch, not follow)
+            last = batch[-1][0]
+        elif not follow:
+            click.echo("no flags raised" if fmt == "table" else "", nl=fmt == "table")
+        if not follow:
+            return
+        try:
+            while True:
+                _time.sleep(interval)
+                batch = store.flags(dev_id, after_id=last)
+                if batch:
+                    emit(batch, False)
+                    last = batch[-1][0]
+        except KeyboardInterrupt:
+            return
+
+
+@main.group()
+def context():
+    """Case context: exhibit references, suspects' access to children, custody deadlines.
+
+    \b
+    A CSV (or JSON) with one row per device and the columns
+      evidence, exhibit, suspect, access_to_children, custody_deadline, notes
+    access_to_children is one of none, lives_with, works_with, other, unknown (blank means
+    unknown, which ranks as a reason to ask, not as none).
+    """
+
+
+@context.command("set")
+@_CASE_OPTION
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable summary.")
+def context_set(case_dir, file, as_json):
+    """Attach a context FILE to the devices of a case (rows match by evidence path or name)."""
+    import json as _json
+
+    from triage.context import load_context, match_context
+
+    contexts = load_context(file)
+    matched, used = {}, set()
+    with _open_case(case_dir) as store:
+        for dev in store.devices():
+            row = match_context(contexts, dev["paths"] or [dev["id"]]) or contexts.get(dev["id"])
+            if row is not None:
+                store.set_context(dev["id"], row)
+                matched[dev["id"]] = row.get("exhibit", "")
+                used.add(row["evidence"])
+        unmatched_devices = [d["id"] for d in store.devices() if d["id"] not in matched]
+    unused = sorted(r["evidence"] for r in contexts.values() if r["evidence"] not in used)
+    if as_json:
+        click.echo(_json.dumps({"matched": matched, "devices_without_context": unmatched_devices,
+                                "rows_without_device": unused}, indent=2))
+        return
+    for dev_id, exhibit in matched.items():
+        click.echo(f"{dev_id}: context set ({exhibit or 'no exhibit'})")
+    for dev_id in unmatched_devices:
+        click.echo(f"warning: no context row for device {dev_id}", err=True)
+    for ev in unused:
+        click.echo(f"warning: context row {ev} matches no device in this case", err=True)
+
+
+@context.command("show")
+@_CASE_OPTION
+def context_show(case_dir):
+    """Print each device's context as JSON."""
+    import json as _json
+
+    with _open_case(case_dir) as store:
+        click.echo(_json.dumps({d["id"]: d["context"] for d in store.devices()}, indent=2))
+
+
+@main.command()
+@_CASE_OPTION
+@click.option("--format", "fmt", required=True, type=click.Choice(["vics", "case", "csv", "dfxml"]),
+              help="vics: VICS 2.0 JSON for Griffeye/AXIOM; case: CASE/UCO JSON-LD; "
+                   "csv: the matches; dfxml: the file listing.")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
+              help="File to write (mode 0600: it names possibly illicit files).")
+@click.option("--device", default=None, help="Only this device.")
+def export(case_dir, fmt, out, device):
+    """Export a case for the tools forces already use.
+
+    \b
+    vics   VICS 2.0 #Cases JSON: Media (MD5, SHA1, Category, MediaSize) and MediaFiles
+           (path, deleted, times, physical location) of matched and suspected pictures,
+           so grading continues in Griffeye Analyze or Magnet AXIOM.
+    case   CASE/UCO JSON-LD: files, hashes, the scan as an InvestigativeAction and the
+           matches as analytic results (passes case_validate).
+    csv    one line per match, with provenance.
+    dfxml  every file of the case as DFXML fileobjects (can be large).
+    """
+    from triage import exports
+
+    with _open_case(case_dir) as store:
+        dev_id = None
+        if device:
+            from triage import rank
+
+            dev_id = rank.find_device(store, device)["id"]
+        summary = exports.export(store, fmt, out, device_id=dev_id)
+    click.echo(f"wrote {out}: {summary}")
+
+
+@main.command()
+@_CASE_OPTION
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
+              help="HTML file to write (mode 0600).")
+@click.option("--no-thumbnails", is_flag=True,
+              help="Leave every picture out of the report.")
+@click.option("--clear-thumbnails", is_flag=True,
+              help="Show thumbnails unblurred, in colour (default: blurred and greyscale).")
+def report(case_dir, out, no_thumbnails, clear_thumbnails):
+    """One self-contained HTML report: the queue, each device's reasons, flags, coverage,
+    findings and charts. Nothing in it loads from the network.
+
+    Thumbnails are blurred and greyscale by default, to spare whoever reads it; the
+    examiner reviews the real pictures in their review tool.
+    """
+    from triage.exports.report_html import write_report
+
+    with _open_case(case_dir) as store:
+        write_report(store, out, thumbnails="none" if no_thumbnails else
+                     ("clear" if clear_thumbnails else "blurred"))
+    click.echo(out)
 
 
 if __name__ == "__main__":
