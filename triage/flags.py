@@ -86,12 +86,32 @@ def camera_indicators(record: FileRecord, features: Features) -> list[str]:
     return found if len(found) > 1 else []
 
 
+def _number(value) -> Optional[float]:
+    """A score value as a float; None (and NaN) mean the label was not assessed."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return None if value != value else float(value)
+
+
 def suspected(score: Score, thresholds: Optional[dict] = None) -> bool:
-    """True when every thresholded label the model reports is at or over its threshold."""
+    """True when every thresholded label the model assessed is at or over its threshold.
+
+    A label whose value is None was not assessed (the age stage found no face, or did not run)
+    and neither passes nor fails; at least one thresholded label must have been assessed.
+    """
     thresholds = DEFAULT_THRESHOLDS if thresholds is None else thresholds
-    checked = [label for label in thresholds if label in score.values]
-    return bool(checked) and all(
-        float(score.values[label]) >= float(thresholds[label]) for label in checked)
+    assessed = [(label, _number(score.values.get(label))) for label in thresholds]
+    assessed = [(label, v) for label, v in assessed if v is not None]
+    return bool(assessed) and all(v >= float(thresholds[label]) for label, v in assessed)
+
+
+def store_thresholds(store) -> dict:
+    """The thresholds of the model the latest scan run used, else the defaults."""
+    for run in reversed(store.runs()):
+        model = run.get("model") or {}
+        if isinstance(model, dict) and isinstance(model.get("thresholds"), dict):
+            return {str(k): float(v) for k, v in model["thresholds"].items()}
+    return dict(DEFAULT_THRESHOLDS)
 
 
 def file_provenance(record: Optional[FileRecord], features: Optional[Features]) -> dict:
@@ -173,8 +193,8 @@ def rules_for_batch(device_id: str, context: Optional[dict],
             continue
         suspect_keys.add(s.key)
         rec = by_key.get(s.key, (None, None))[0]
-        values = ", ".join(f"{k} {float(v):.2f}" for k, v in sorted(s.values.items())
-                           if isinstance(v, (int, float)))
+        values = ", ".join(f"{k} {_number(v):.2f}" for k, v in sorted(s.values.items())
+                           if _number(v) is not None)
         prov = dict(base(s.key), model=s.model, model_sha256=s.model_sha256, scores=dict(s.values))
         raised.append((s.key, add(SUSPECTED_NEW, s.key,
                                   f"possibly new material, no hash match ({s.model}: {values}): "

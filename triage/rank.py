@@ -43,7 +43,7 @@ from collections import Counter, defaultdict
 from typing import Iterable, Optional
 
 from triage.context import ACCESS_PHRASES, deadline_datetime
-from triage.flags import camera_indicators, suspected
+from triage.flags import camera_indicators, store_thresholds, suspected
 from triage.records import Coverage, DeviceVerdict, FileRecord, Features, Match, Score, VolumeRef
 
 TIER_EXACT, TIER_NEAR, TIER_UNEXAMINED, TIER_CLEAN = 3, 2, 1, 0
@@ -326,7 +326,12 @@ def device_verdict(store, device: dict, now: Optional[float] = None,
 
 def verdicts(store, now: Optional[float] = None,
              thresholds: Optional[dict] = None) -> list[DeviceVerdict]:
-    """Every device of the case, in priority order (rank 1 first)."""
+    """Every device of the case, in priority order (rank 1 first).
+
+    `thresholds` default to those of the model the latest scan used (see flags.store_thresholds).
+    """
+    if thresholds is None:
+        thresholds = store_thresholds(store)
     return order(device_verdict(store, d, now, thresholds) for d in store.devices())
 
 
@@ -339,3 +344,24 @@ def verdict_dict(v: DeviceVerdict) -> dict:
         "suspected_new": v.suspected_new, "flags": list(v.flags), "coverage": v.coverage,
         "reasons": list(v.reasons), "context": v.context, "points": dict(v.points),
     }
+
+
+def find_device(store, ref: str) -> dict:
+    """A device of the case by id, exhibit reference, or evidence file name or path."""
+    import os
+
+    from triage.errors import TriageError
+
+    devices = store.devices()
+    for match in (
+        lambda d: d["id"] == ref,
+        lambda d: (d.get("context") or {}).get("exhibit") == ref,
+        lambda d: ref in d["paths"] or ref in [os.path.basename(p) for p in d["paths"]],
+    ):
+        hits = [d for d in devices if match(d)]
+        if len(hits) == 1:
+            return hits[0]
+        if len(hits) > 1:
+            raise TriageError(f"{ref!r} names {len(hits)} devices; use the device id")
+    known = ", ".join(d["id"] for d in devices[:8]) or "none"
+    raise TriageError(f"no device {ref!r} in this case (devices: {known})")

@@ -1,0 +1,101 @@
+"""Findings: the files of a case worth a human look, with everything known about each.
+
+A finding is a file with an alert match (exact or near) or a SUSPECTED_NEW model score, joined
+with its record, features, matches and scores. `triage show`, the exports and the report all read
+findings, so they agree on what was found.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Optional
+
+from triage.flags import camera_indicators, file_provenance, store_thresholds, suspected
+from triage.records import Features, FileRecord, Match, Score
+
+
+@dataclass(frozen=True)
+class Finding:
+    record: FileRecord
+    features: Features
+    matches: tuple[Match, ...] = ()      # alert matches only, worst first
+    scores: tuple[Score, ...] = ()
+    suspected: bool = False               # model over threshold and no alert match
+    indicators: tuple[str, ...] = field(default=())   # camera-original indicators
+
+    @property
+    def key(self) -> str:
+        return self.record.key
+
+    @property
+    def device_id(self) -> str:
+        return self.record.prov.device_id
+
+    @property
+    def exact(self) -> tuple[Match, ...]:
+        return tuple(m for m in self.matches if m.kind == "exact")
+
+    @property
+    def near(self) -> tuple[Match, ...]:
+        return tuple(m for m in self.matches if m.kind != "exact")
+
+    @property
+    def kind(self) -> str:
+        """exact, near or suspected: the strongest reason this file is here."""
+        return "exact" if self.exact else "near" if self.matches else "suspected"
+
+    @property
+    def top(self) -> Optional[Match]:
+        """The match that says most: exact before near, then severity, then distance."""
+        return self.matches[0] if self.matches else None
+
+    @property
+    def category(self) -> str:
+        return self.top.category if self.top else ""
+
+    @property
+    def deleted(self) -> bool:
+        return not self.record.allocated
+
+    def provenance(self) -> dict:
+        return file_provenance(self.record, self.features)
+
+
+def _match_order(m: Match) -> tuple:
+    return (m.kind != "exact", -int(m.severity or 0), m.distance, m.set_name, m.algorithm)
+
+
+def findings(store, device_id: Optional[str] = None,
+             thresholds: Optional[dict] = None) -> list[Finding]:
+    """The findings of one device (or of the whole case), exact first, then near, then suspected."""
+    out: list[Finding] = []
+    if thresholds is None:
+        thresholds = store_thresholds(store)
+    device_ids = [device_id] if device_id is not None else [d["id"] for d in store.devices()]
+    for dev in device_ids:
+        out.extend(_device_findings(store, dev, thresholds))
+    return out
+
+
+def _device_findings(store, device_id: str, thresholds: Optional[dict]) -> Iterator[Finding]:
+    by_key: dict[str, list[Match]] = {}
+    for m in store.matches(device_id):
+        if m.role == "alert":
+            by_key.setdefault(m.key, []).append(m)
+    scores_by_key: dict[str, list[Score]] = {}
+    for s in store.scores(device_id):
+        scores_by_key.setdefault(s.key, []).append(s)
+    suspect = {k for k, ss in scores_by_key.items()
+               if k not in by_key and any(suspected(s, thresholds) for s in ss)}
+    keys = set(by_key) | suspect
+    if not keys:
+        return []
+    items = []
+    for rec, feat in store.files(device_id, keys=keys):
+        ms = tuple(sorted(by_key.get(rec.key, ()), key=_match_order))
+        items.append(Finding(record=rec, features=feat, matches=ms,
+                             scores=tuple(scores_by_key.get(rec.key, ())),
+                             suspected=rec.key in suspect,
+                             indicators=tuple(camera_indicators(rec, feat))))
+    rank = {"exact": 0, "near": 1, "suspected": 2}
+    items.sort(key=lambda f: (rank[f.kind], _match_order(f.top) if f.top else (), f.record.path))
+    return items

@@ -1,0 +1,183 @@
+"""Terminal views of the queue, one device, and flags (rich), plus the queue as CSV.
+
+Pure formatting: everything shown comes from `triage.rank`, `triage.findings` and the store.
+Tables are laid out for an 80-column terminal; long text wraps inside its cell.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import time
+from typing import Iterable, Optional
+
+from rich.console import Group
+from rich.padding import Padding
+from rich.table import Table
+from rich.text import Text
+
+from triage.findings import Finding
+from triage.flags import SEVERITY
+from triage.records import DeviceVerdict, Flag
+
+_COVERAGE_STYLE = {"complete": "green", "partial": "yellow", "failed": "bold red"}
+_FLAG_STYLE = {"CHILD_ACCESS": "bold white on red", "SELF_PRODUCED": "bold red",
+               "KNOWN_MATCH": "red", "SUSPECTED_NEW": "magenta", "NEAR_MATCH": "yellow",
+               "NOT_EXAMINED": "cyan"}
+QUEUE_CSV_FIELDS = ("rank", "device", "exhibit", "evidence", "score", "alert_matches",
+                    "near_matches", "suspected_new", "flags", "coverage", "access_to_children",
+                    "custody_deadline", "reasons")
+
+
+def queue_table(verdicts: list[DeviceVerdict]) -> Group:
+    """A compact table (fits 80 columns), then each device's flags and reasons below it."""
+    from rich import box
+
+    table = Table(title="Examination queue (1 = examine first)", title_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False, caption_justify="left",
+                  caption="Order: exact matches, then near/suspected, then not fully examined, "
+                          "then clean; score orders within each.")
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("device", overflow="fold", max_width=22)
+    table.add_column("exhibit", overflow="fold", max_width=12)
+    table.add_column("score", justify="right", no_wrap=True)
+    table.add_column("exact", justify="right", no_wrap=True)
+    table.add_column("near", justify="right", no_wrap=True)
+    table.add_column("new", justify="right", no_wrap=True)
+    table.add_column("coverage", no_wrap=True)
+    for v in verdicts:
+        table.add_row(str(v.rank), v.device_id, v.exhibit or "-", f"{v.score:g}",
+                      str(v.alert_matches), str(v.near_matches), str(v.suspected_new),
+                      Text(v.coverage, style=_COVERAGE_STYLE.get(v.coverage, "")))
+    parts: list = [table]
+    for v in verdicts:
+        head = Text(f"{v.rank}. {v.device_id}", style="bold")
+        codes = sorted(v.flags, key=lambda c: -SEVERITY.get(c, 0))
+        for code in codes:
+            head.append("  ")
+            head.append(code, style=_FLAG_STYLE.get(code, ""))
+        parts.append(head)
+        parts.extend(Padding(Text(f"- {r}"), (0, 0, 0, 3)) for r in v.reasons)
+    return Group(*parts)
+
+
+def queue_csv(rows: list[dict]) -> str:
+    """The queue as CSV, one device per line; lists are joined with ' | '."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=QUEUE_CSV_FIELDS, extrasaction="ignore",
+                            lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        ctx = row.get("context") or {}
+        writer.writerow(dict(row, evidence=" | ".join(row["evidence"]),
+                             flags=" ".join(row["flags"]), reasons=" | ".join(row["reasons"]),
+                             access_to_children=ctx.get("access_to_children", ""),
+                             custody_deadline=ctx.get("custody_deadline") or ""))
+    return buf.getvalue()
+
+
+def _when(t: Optional[float]) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t)) if t else "-"
+
+
+def finding_dict(f: Finding) -> dict:
+    """A finding with its full provenance, for `show --json` and the report."""
+    rec = f.record
+    return {
+        "key": f.key, "kind": f.kind, "path": rec.path, "name": rec.name, "size": rec.size,
+        "deleted": f.deleted, "type": f.features.type or rec.type,
+        "category": f.category, "provenance": f.provenance(),
+        "icat": _icat_hint(f),
+        "times": {k: getattr(rec, k) for k in ("mtime", "atime", "ctime", "crtime")},
+        "matches": [{"kind": m.kind, "set": m.set_name, "version": m.set_version,
+                     "category": m.category, "severity": m.severity, "algorithm": m.algorithm,
+                     "value": m.value, "distance": m.distance} for m in f.matches],
+        "scores": [{"model": s.model, "model_sha256": s.model_sha256, "values": s.values}
+                   for s in f.scores],
+        "camera_indicators": list(f.indicators),
+    }
+
+
+def _icat_hint(f: Finding) -> str:
+    """How to reach the same bytes with TSK, for the examiner's notes."""
+    p = f.record.prov
+    if p.inode is None:
+        return ""
+    inode = f"{p.inode}-{p.attr_type}-{p.attr_id}" if p.ads else str(p.inode)
+    hint = f"icat -o {p.volume_offset // 512} IMAGE {inode}"
+    return hint + (f"  (then open member {p.member})" if p.member else "")
+
+
+def device_view(v: DeviceVerdict, device: dict, found: list[Finding],
+                flags: list[Flag]) -> Group:
+    """`triage show`: verdict, reasons, points, flags, coverage and the findings."""
+    head = Text()
+    head.append(f"{v.device_id}", style="bold")
+    head.append(f"  rank {v.rank}  score {v.score:g}  coverage ")
+    head.append(v.coverage, style=_COVERAGE_STYLE.get(v.coverage, ""))
+    lines: list = [head]
+    ctx = v.context or {}
+    info = Table.grid(padding=(0, 2))
+    info.add_column(style="dim")
+    info.add_column(overflow="fold")
+    info.add_row("evidence", "\n".join(v.evidence) or "-")
+    info.add_row("exhibit", v.exhibit or "-")
+    info.add_row("suspect", ctx.get("suspect") or "-")
+    info.add_row("access", ctx.get("access_to_children") or "unknown")
+    info.add_row("deadline", ctx.get("custody_deadline") or "-")
+    info.add_row("scanned", f"{_when(device.get('started'))} to {_when(device.get('finished'))} "
+                            f"({device.get('status', '-')})")
+    if device.get("stored_hashes") or device.get("verified_hashes"):
+        info.add_row("hashes", f"stored {device.get('stored_hashes') or '-'}; "
+                               f"verified {device.get('verified_hashes') or '-'}")
+    lines.append(info)
+    lines.append(Text("\nReasons", style="bold"))
+    lines.extend(Text(f"  - {r}") for r in v.reasons)
+    if v.points:
+        lines.append(Text("  points: " + ", ".join(f"{k} {p}" for k, p in v.points.items()),
+                          style="dim"))
+    if flags:
+        counts: dict[str, int] = {}
+        for f in flags:
+            counts[f.code] = counts.get(f.code, 0) + 1
+        t = Text("\nFlags  ", style="bold")
+        for code in sorted(counts, key=lambda c: -SEVERITY.get(c, 0)):
+            t.append(f"{code} x{counts[code]}  ", style=_FLAG_STYLE.get(code, ""))
+        lines.append(t)
+    if found:
+        table = Table(title=f"\n{len(found)} findings", title_justify="left", show_lines=True,
+                      pad_edge=False)
+        table.add_column("kind", no_wrap=True)
+        table.add_column("file and provenance", overflow="fold", ratio=1)
+        table.add_column("match", overflow="fold", max_width=24)
+        for f in found:
+            p = f.record.prov
+            where = Text(f.record.path + (f":{p.ads}" if p.ads else "")
+                         + (f" ! {p.member}" if p.member else ""))
+            where.append(f"\n{'DELETED  ' if f.deleted else ''}inode {p.inode}  volume@"
+                         f"{p.volume_offset}  {f.record.size} B", style="dim")
+            where.append(f"\nmd5 {f.features.md5}\nsha1 {f.features.sha1}", style="dim")
+            if f.indicators:
+                where.append("\ncamera-original: " + "; ".join(f.indicators), style="red")
+            if f.top:
+                m = f.top
+                what = f"{m.set_name} {m.set_version}\n" + (f"cat {m.category} " if m.category else "")
+                what += f"{m.algorithm}" + (f" d={m.distance}" if m.kind != "exact" else "")
+            else:
+                what = "\n".join(f"{s.model}: " + ", ".join(
+                    f"{k} {v:.2f}" for k, v in s.values.items() if isinstance(v, (int, float)))
+                    for s in f.scores) + "\n(ranking aid)"
+            table.add_row(f.kind, where, what)
+        lines.append(table)
+    return Group(*lines)
+
+
+def flags_table(flags: Iterable[tuple[int, Flag]]) -> Table:
+    table = Table(show_lines=False, pad_edge=False)
+    table.add_column("time", no_wrap=True)
+    table.add_column("code", no_wrap=True)
+    table.add_column("device", overflow="fold", max_width=16)
+    table.add_column("message", overflow="fold", ratio=1)
+    for _id, f in flags:
+        table.add_row(time.strftime("%H:%M:%S", time.localtime(f.raised_at)),
+                      Text(f.code, style=_FLAG_STYLE.get(f.code, "")), f.device_id, f.message)
+    return table
