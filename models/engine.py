@@ -8,6 +8,7 @@ models/testing.py import torch.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +55,9 @@ def load_network(spec: ModelSpec) -> torch.nn.Module:
     path = Path(spec.weights)
     try:
         if spec.format == "torchscript":
-            net = torch.jit.load(str(path), map_location="cpu")
+            with warnings.catch_warnings():   # TorchScript is deprecated upstream but still the
+                warnings.simplefilter("ignore", DeprecationWarning)   # common export of vendors
+                net = torch.jit.load(str(path), map_location="cpu")
         elif spec.format == "export":
             net = torch.export.load(str(path)).module()
         elif spec.format == "state_dict":

@@ -6,6 +6,7 @@ needs no weights from anywhere.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -62,7 +63,9 @@ def make_toy_torchscript(directory: Path, name: str = "toy_redness", sha256: str
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     weights = directory / f"{name}.pt"
-    torch.jit.script(Redness()).save(str(weights))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.script(Redness()).save(str(weights))
     return _write_spec(directory, name, weights, "torchscript", sha256)
 
 
