@@ -1,0 +1,171 @@
+"""VICS 2.0 JSON in the `#Cases` shape, for Griffeye Analyze, Magnet AXIOM and VICS portals.
+
+One Case (the case directory) holds one Media per distinct MD5 among the matched and suspected
+pictures, and one MediaFile per place that picture was found (a picture on three devices has
+three MediaFiles). Field names and types follow the VICS 2.0 EDMX (`CEModel`):
+
+* Media: MediaID, MD5, SHA1 (upper case), Category (the alert set's category, when numeric:
+  VICS Category is an Edm.Byte), MediaSize, IsPrecategorized (true for exact alert matches),
+  PrecategorizationSource ("set version"), IsSuspected (near match or model), SelfGenerated
+  (camera-original indicators), MimeType, MediaMetadata (provenance and the reasons).
+* MediaFile: MD5, MediaFileID, FileName, FilePath, Created/Written/Accessed (UTC), Deleted,
+  Unallocated, SourceID (the exhibit reference), and Parent* for archive members.
+  PhysicalLocation (a byte offset in the image) is left out: the case store keeps the
+  provenance chain (volume offset, inode, stream, member) instead, written to MediaMetadata
+  as "triage provenance", which reaches the same bytes with `icat`.
+
+Booleans are JSON booleans (OData v4 JSON); the project's VICS importer reads those and the
+"true"/"false" strings some writers emit.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Optional
+
+from triage import __version__
+from triage.exports import iso_utc, private_output
+from triage.findings import Finding, findings
+
+CONTEXT_URL = "http://github.com/VICSDATAMODEL/ProjectVic/DataModels/2.0.xml/{profile}/$metadata#Cases"
+
+
+def _byte_category(category: str) -> Optional[int]:
+    """VICS Category is Edm.Byte: numeric categories pass through, labels go to metadata."""
+    text = (category or "").strip()
+    if text.isdigit() and 0 <= int(text) <= 255:
+        return int(text)
+    return None
+
+
+def _windows_path(path: str) -> str:
+    return path.replace("/", "\\")
+
+
+def _dir_and_name(path: str) -> tuple[str, str]:
+    head, _, name = path.rstrip("/").rpartition("/")
+    return head + "/", name
+
+
+def _media_file(f: Finding, media_file_id: int, exhibits: dict, vol_index: dict) -> dict:
+    rec, p = f.record, f.record.prov
+    part = vol_index.get((f.device_id, p.volume_offset))
+    prefix = f"Partition {part}" if part is not None else f"Volume@{p.volume_offset}"
+    if p.member:
+        archive_dir, archive_name = _dir_and_name(p.path)
+        member_dir, name = _dir_and_name("/" + p.member)
+        file_path = f"{prefix}{_windows_path(p.path)}{_windows_path(member_dir)}"
+        parent = {"ParentFileName": archive_name,
+                  "ParentFilePath": f"{prefix}{_windows_path(archive_dir)}"}
+    else:
+        directory, name = _dir_and_name(p.path)
+        file_path = f"{prefix}{_windows_path(directory)}"
+        parent = {}
+        if p.ads:
+            name = f"{name}:{p.ads}"
+    out = {
+        "MD5": f.features.md5.upper(),
+        "MediaFileID": media_file_id,
+        "FileName": name,
+        "FilePath": file_path,
+        "Created": iso_utc(rec.crtime),
+        "Written": iso_utc(rec.mtime),
+        "Accessed": iso_utc(rec.atime),
+        "Deleted": not rec.allocated,
+        "Unallocated": not rec.allocated,
+        "SourceID": exhibits.get(f.device_id) or f.device_id,
+        **parent,
+    }
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _provenance_text(f: Finding) -> str:
+    p = f.record.prov
+    parts = [f"device {f.device_id}", f"volume offset {p.volume_offset}", f"inode {p.inode}",
+             f"path {p.path}"]
+    if p.ads:
+        parts.append(f"stream {p.ads}")
+    if p.member:
+        parts.append(f"member {p.member}")
+    return "; ".join(parts)
+
+
+def build(store, device_id: Optional[str] = None, profile: str = "UK") -> dict:
+    """The VICS document as a dict."""
+    devices = store.devices()
+    exhibits = {d["id"]: (d.get("context") or {}).get("exhibit", "") for d in devices}
+    vol_index = {(d["id"], v.offset): v.index for d in devices for v in store.volumes(d["id"])}
+    by_md5: dict[str, list[Finding]] = {}
+    for f in findings(store, device_id):
+        if f.features.md5:
+            by_md5.setdefault(f.features.md5.lower(), []).append(f)
+    media = []
+    media_file_id = 0
+    for media_id, (md5, group) in enumerate(sorted(by_md5.items()), start=1):
+        best = min(group, key=lambda f: ({"exact": 0, "near": 1, "suspected": 2}[f.kind],
+                                         -(f.top.severity if f.top else 0)))
+        exact = [m for f in group for m in f.exact]
+        top = max(exact, key=lambda m: m.severity) if exact else None
+        item = {
+            "MediaID": media_id,
+            "MD5": md5.upper(),
+            "SHA1": best.features.sha1.upper() or None,
+            "MediaSize": best.record.size,
+            "IsPrecategorized": top is not None,
+            "IsSuspected": top is None,
+            "SelfGenerated": True if any(f.indicators for f in group) else None,
+            "MimeType": best.features.type or best.record.type or None,
+        }
+        if top is not None:
+            category = _byte_category(top.category)
+            if category is not None:
+                item["Category"] = category
+            item["PrecategorizationSource"] = f"{top.set_name} {top.set_version}".strip()
+        metadata = []
+        for f in group:
+            metadata.append({"PropertyName": "triage provenance", "PropertyValue": _provenance_text(f)})
+            for m in f.matches:
+                metadata.append({"PropertyName": f"triage {m.kind} match",
+                                 "PropertyValue": f"{m.set_name} {m.set_version} category "
+                                                  f"{m.category or '-'} {m.algorithm} {m.value}"
+                                                  + (f" distance {m.distance}" if m.kind != "exact" else "")})
+            if f.suspected:
+                for s in f.scores:
+                    values = ", ".join(f"{k}={v}" for k, v in sorted(s.values.items()))
+                    metadata.append({"PropertyName": "triage model score (ranking aid, not evidence)",
+                                     "PropertyValue": f"{s.model} sha256 {s.model_sha256}: {values}"})
+        item["MediaMetadata"] = metadata
+        files = []
+        for f in group:
+            media_file_id += 1
+            files.append(_media_file(f, media_file_id, exhibits, vol_index))
+        item["MediaFiles"] = files
+        media.append({k: v for k, v in item.items() if v is not None})
+    case_uuid = uuid.uuid5(uuid.NAMESPACE_URL, f"triage:{store.case_dir.resolve()}")
+    runs = store.runs()
+    case = {
+        "CaseID": str(case_uuid),
+        "CaseNumber": store.case_dir.resolve().name,
+        "SourceApplicationName": "triage",
+        "SourceApplicationVersion": __version__,
+        "TotalMediaFiles": media_file_id,
+        "TotalPrecategorized": sum(1 for m in media if m["IsPrecategorized"]),
+        "Media": media,
+    }
+    if runs:
+        case["CaseMetadata"] = [{"PropertyName": "triage scan run",
+                                 "PropertyValue": f"run {r['id']} by {r['operator']} "
+                                                  f"from {iso_utc(r['started'])} to "
+                                                  f"{iso_utc(r['ended']) or '-'} ({r['status']})"}
+                                for r in runs]
+    return {"@odata.context": CONTEXT_URL.format(profile=profile), "value": [case]}
+
+
+def write_vics(store, out, device_id: Optional[str] = None, profile: str = "UK") -> str:
+    doc = build(store, device_id, profile)
+    with private_output(out) as fh:
+        json.dump(doc, fh, indent=1, ensure_ascii=False)
+        fh.write("\n")
+    case = doc["value"][0]
+    return (f"{len(case['Media'])} media ({case['TotalPrecategorized']} precategorized), "
+            f"{case['TotalMediaFiles']} media files")
