@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-APT_PACKAGES := e2fsprogs dosfstools mtools ntfs-3g ewf-tools libewf2 sleuthkit hashdeep md5deep chromium chromium-driver
+APT_PACKAGES := e2fsprogs dosfstools mtools fdisk ntfs-3g ewf-tools libewf2 sleuthkit hashdeep md5deep chromium chromium-driver
 DEMO_DIR ?= demo
 
 .PHONY: demo test deps venv clean bench
@@ -33,7 +33,7 @@ test: deps
 demo: deps
 	$(VENV)/bin/triage synth --out $(DEMO_DIR)/fleet --devices 6 --seed 7
 	$(VENV)/bin/triage scan --case $(DEMO_DIR)/case --hashset $(DEMO_DIR)/fleet/alert.vics.json \
-	    --hashset $(DEMO_DIR)/fleet/nsrl.db --context $(DEMO_DIR)/fleet/context.csv $(DEMO_DIR)/fleet/devices/*
+	    --hashset $(DEMO_DIR)/fleet/nsrl.db --context $(DEMO_DIR)/fleet/context.csv $$(cat $(DEMO_DIR)/fleet/evidence.txt)
 	$(VENV)/bin/triage queue --case $(DEMO_DIR)/case
 	$(VENV)/bin/triage report --case $(DEMO_DIR)/case --out $(DEMO_DIR)/report.html
 	@echo "HTML report: $(abspath $(DEMO_DIR))/report.html"

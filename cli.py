@@ -44,6 +44,87 @@ def main():
 
 # --- synth (triage/synth.py) ---
 
+@main.command()
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, writable=True),
+              help="Folder to write the fleet into (devices/, hash sets, context.csv, truth.json).")
+@click.option("--devices", default=6, show_default=True, type=click.IntRange(1, 99),
+              help="How many devices. The first six cover every role; more repeat the extra roles.")
+@click.option("--seed", default=1, show_default=True, type=int,
+              help="Same seed, same pictures and the same truth.")
+@click.option("--size", type=click.Choice(["small", "medium", "large"]), default="small", show_default=True,
+              help="small: tens of MB per device (tests); medium: ~300 MB; large: the first device "
+                   ">= 2 GB with ~20k files and 12 MP photos (benchmarks).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary instead of a table.")
+def synth(out, devices, seed, size, as_json):
+    """Build a synthetic fleet of seized-device images with known answers.
+
+    \b
+    Devices mix ext4, FAT32 and NTFS, bare or under MBR/GPT, as raw, split raw
+    and E01. They hold ordinary documents and procedural pictures, and planted
+    "alert stand-ins": generated pictures labelled ALERT STAND-IN, never real
+    material. Some are exact copies (deleted, zipped, renamed, in DCIM with
+    camera EXIF), some near-duplicates. One device has a BitLocker-like
+    volume, one is clean, one holds skin-toned colour fields for the model.
+
+    \b
+    Writes into OUT:
+      devices/          one image (or one folder of segments) per device
+      evidence.txt      the path to pass to `triage scan` for each device
+      alert.vics.json   alert set, VICS 2.0 #Media, UK profile (Category 1/2/3 = A/B/C)
+      nsrl.db           known-software set, NSRL RDSv3 minimal layout
+      alert.pdq.txt     PDQ of the alert pictures (hash,quality,name)
+      alert.phash.txt   64-bit pHash of the alert pictures
+      context.csv       case context, one row per device
+      truth.json        what was planted where, and which device must rank above which
+
+    \b
+    Example:
+      triage synth --out fleet --devices 6 --seed 7
+      triage scan --case case --hashset fleet/alert.vics.json $(cat fleet/evidence.txt)
+    """
+    import contextlib
+    import json as jsonlib
+    from pathlib import Path
+
+    from triage.synth import build_fleet
+
+    if as_json or size == "small":
+        truth = build_fleet(Path(out), devices=devices, seed=seed, size=size)
+    else:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+        with Progress(*columns, transient=True) as bar, contextlib.ExitStack():
+            task = bar.add_task("synth", total=None)
+
+            def report(stage, done, total):
+                bar.update(task, description=stage, completed=done, total=max(total, 1))
+
+            truth = build_fleet(Path(out), devices=devices, seed=seed, size=size, progress=report)
+    summary = {
+        "out": str(Path(out).resolve()), "seed": seed, "size": size,
+        "devices": [{"id": d["id"], "role": d["role"], "evidence": d["evidence"], "format": d["format"],
+                     "table": d["partition_table"],
+                     "volumes": [v["fs_type"] or v["encrypted"] for v in d["volumes"]],
+                     "media_size": d["media_size"], "files": d["files"],
+                     "exact": d["expect"]["exact_matches"], "near": d["expect"]["near_matches"]}
+                    for d in truth["devices"]],
+        "alerts": len(truth["alerts"]),
+    }
+    if as_json:
+        click.echo(jsonlib.dumps(summary, indent=1))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"synthetic fleet (seed {seed}, {size}) in {summary['out']}")
+    for col in ("device", "role", "evidence", "volumes", "MB", "files", "exact", "near"):
+        table.add_column(col)
+    for d in summary["devices"]:
+        table.add_row(d["id"], d["role"], d["evidence"], "+".join(d["volumes"]) + f" ({d['table']})",
+                      f"{d['media_size'] / 1e6:.0f}", str(d["files"]), str(d["exact"]), str(d["near"]))
+    Console().print(table)
+
 # --- hashset (hashsets/) ---
 
 # --- models (models/) ---
