@@ -246,6 +246,109 @@ def models_verify(names, models_dir, as_json):
 
 # --- scan (workers/) ---
 
+@main.command()
+@click.option("--case", "case_dir", required=True, type=click.Path(file_okay=False),
+              help="Case directory (created 0700 if new). Holds case.sqlite and flags.jsonl.")
+@click.option("--hashset", "hashset_args", multiple=True, metavar="NAME_OR_FILE",
+              help="Hash set to match against: a set name in the store, or a file (VICS/CAID "
+                   "JSON, NSRL, hashdeep, md5sum, ...) imported into CASE_DIR/hashsets. Repeat "
+                   "for several. Default: every set in the store.")
+@click.option("--store", "store_root", type=click.Path(file_okay=False), default=None,
+              help="Hash-set store for NAME arguments. Default: $TRIAGE_HOME/hashsets.")
+@click.option("--context", "context_file", type=click.Path(exists=True, dir_okay=False),
+              help="CSV or JSON with one row per device: evidence, exhibit, suspect, "
+                   "access_to_children, custody_deadline, notes.")
+@click.option("--model", default="none", show_default=True, metavar="NAME|default|none",
+              help="Image model to score pictures that have no hash match. A ranking aid, "
+                   "not evidence.")
+@click.option("--mode", type=click.Choice(["triage", "full"]), default="triage", show_default=True,
+              help="triage: likely places first, stop a device after --stop-after exact alert "
+                   "matches and one full pass over its pictures; full: read everything.")
+@click.option("--stop-after", default=10, show_default=True, type=click.IntRange(1),
+              help="Triage mode: exact alert matches after which a device may stop early.")
+@click.option("--address", default=None, metavar="RAY_ADDRESS",
+              help="Join a Ray cluster (`ray start --head` on one machine, `ray start "
+                   "--address=...` on the others). Evidence must be readable at the same path "
+                   "on every node. Default: a private local Ray instance.")
+@click.option("--workers", type=click.IntRange(1), default=None,
+              help="CPU workers (local) or batches in flight / 2 (cluster). Default: all cores.")
+@click.option("--resume", is_flag=True,
+              help="Continue an interrupted scan of the same case, skipping finished batches.")
+@click.option("--verify", is_flag=True,
+              help="Also hash the whole media and compare with the hashes stored in the E01.")
+@click.option("--no-pictures", is_flag=True,
+              help="Hash and match only: no picture decoding, perceptual hashes or thumbnails.")
+@click.option("--sha256", is_flag=True, help="Compute SHA-256 too (MD5 and SHA-1 always).")
+@click.option("--recovery-key", default=None, help="BitLocker recovery key for encrypted volumes.")
+@click.option("--password", default=None, help="Password for encrypted volumes.")
+@click.option("--task-timeout", default=300.0, show_default=True, type=click.FloatRange(1),
+              help="Seconds a batch may take (plus 1 s per 2 MB) before it is retried.")
+@click.option("--dashboard", is_flag=True, help="Start Ray's dashboard on 127.0.0.1 (off by default).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display or flag lines; summary only.")
+@click.option("--json", "as_json", is_flag=True, help="Print only a JSON summary (implies --quiet).")
+@click.argument("evidence", nargs=-1, required=True, type=click.Path(exists=True))
+def scan(case_dir, hashset_args, store_root, context_file, model, mode, stop_after, address,
+         workers, resume, verify, no_pictures, sha256, recovery_key, password, task_timeout,
+         dashboard, quiet, as_json, evidence):
+    """Scan seized devices: hash every file once, match against hash sets, raise flags.
+
+    One device per EVIDENCE argument (an E01 set or a split raw set is one device: name its
+    first segment). Flags (KNOWN_MATCH, NEAR_MATCH, NOT_EXAMINED, ...) are written to the case
+    and to CASE_DIR/flags.jsonl the moment they are found; follow them with `triage flags
+    --follow`. A device that cannot be opened is recorded as not examined and the others go on.
+    Ctrl-C stops cleanly; `--resume` continues.
+
+    \b
+    Example:
+      triage scan --case case1 --hashset caid.json --hashset nsrl --context ctx.csv \\
+          /evidence/laptop.E01 /evidence/phone.dd
+      triage scan --case case1 --resume /evidence/laptop.E01 /evidence/phone.dd
+    """
+    import json as _json
+    import time as _time
+
+    from workers.scan import prepare_scan, run_scan
+
+    t0 = _time.time()
+    opts, hashsets = prepare_scan(case_dir, hashset_args=hashset_args, store_root=store_root,
+                                  model=model, mode=mode, stop_after=stop_after,
+                                  pictures=not no_pictures, sha256=sha256,
+                                  task_timeout=task_timeout)
+    quiet = quiet or as_json
+    reporter = None
+    if not quiet:
+        from workers.progress import RichReporter
+        reporter = RichReporter()
+    try:
+        if reporter is not None:
+            with reporter:
+                summary = run_scan(case_dir, list(evidence), opts, hashsets=hashsets,
+                                   context_file=context_file, address=address, workers=workers,
+                                   resume=resume, verify=verify, dashboard=dashboard,
+                                   reporter=reporter, recovery_key=recovery_key,
+                                   password=password, t0=t0)
+        else:
+            summary = run_scan(case_dir, list(evidence), opts, hashsets=hashsets,
+                               context_file=context_file, address=address, workers=workers,
+                               resume=resume, verify=verify, dashboard=dashboard,
+                               recovery_key=recovery_key, password=password, t0=t0)
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: everything found so far is in {case_dir}; continue with "
+                   "`triage scan --resume` and the same arguments", err=True)
+        sys.exit(130)
+    if as_json:
+        click.echo(_json.dumps(summary.to_dict(), indent=2, sort_keys=True))
+        return
+    for w in summary.warnings:
+        click.echo(f"warning: {w}", err=True)
+    for d in summary.devices:
+        stop = ", stopped early (triage mode)" if d["stopped_early"] else ""
+        click.echo(f"{d['device']}: {d['status']}{stop}; {d['files']} files, {d['pictures']} "
+                   f"pictures, {d['alert_matches']} alert matches, {d['near_matches']} near, "
+                   f"{d['flags']} flags")
+    click.echo(f"scan {summary.status} in {summary.seconds:.1f} s; next: triage queue --case {case_dir}")
+
+
 # --- queue, show, flags, context, export, report (triage/rank.py, flags.py, exports/) ---
 
 _CASE_OPTION = click.option("--case", "case_dir", required=True, type=click.Path(file_okay=False),

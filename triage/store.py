@@ -443,6 +443,15 @@ class CaseStore:
         return {r["batch_id"] for r in
                 self._query("SELECT batch_id FROM batches WHERE device_id = ?", (device_id,))}
 
+    def reset_device(self, device_id: str) -> None:
+        """Drops every result of a device, so a fresh (not resumed) scan starts clean.
+        The device row itself and flags.jsonl (an append-only log) stay."""
+        with self._tx() as db:
+            for table in ("files", "matches", "scores", "coverage", "batches", "volumes", "flags"):
+                db.execute(f"DELETE FROM {table} WHERE device_id = ?", (device_id,))
+            db.execute("UPDATE devices SET started = NULL, finished = NULL, status = 'pending' "
+                       "WHERE id = ?", (device_id,))
+
     def forget_batches(self, device_id: str) -> None:
         """Makes the next `--resume` rescan this device from the start."""
         with self._tx() as db:

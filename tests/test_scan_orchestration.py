@@ -1,0 +1,251 @@
+"""The scan driver's fault handling, on fake devices (tests/scanfakes.py) and a real local Ray.
+
+Crashes, time limits, early stops and interrupts are hard to provoke with real images, so a
+fake backend drives them; the same driver runs the real stack in test_scan.py.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+import scanfakes  # noqa: E402
+from scanfakes import FakeBackend, md5, sha256, write_device  # noqa: E402
+from triage.flags import read_flags_file  # noqa: E402
+from triage.store import CaseStore  # noqa: E402
+from workers.batch import ScanOptions  # noqa: E402
+from workers.scan import INTERRUPTED_REASON, TRIAGE_STOP_REASON, Reporter, run_scan  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    from workers.runtime import quiet_environment
+    quiet_environment()
+    ray.cloudpickle.register_pickle_by_value(scanfakes)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def hashset_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hs")
+    (root / "alert.json").write_text(json.dumps({
+        "md5": {md5("ALERT-1"): "A", md5("ALERT-2"): "B", md5("ALERT-3"): "A"},
+        "pdq": {sha256("NEAR-1"): "C"},
+    }))
+    return root
+
+
+def _opts(root, **kw):
+    base = dict(mode="full", hashset_roots=(str(root),), batch_files=4)
+    base.update(kw)
+    return ScanOptions(**base)
+
+
+def _scan(case, evidence, opts, **kw):
+    return run_scan(case, [str(e) for e in evidence], opts, backend=FakeBackend(), workers=2,
+                    hashsets=[{"name": "fakeset", "version": "1"}], **kw)
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    d = tmp_path_factory.mktemp("fleet")
+    files_a = [{"path": "/home/u/Pictures/a.jpg", "content": "ALERT-1"},
+               {"path": "/home/u/deleted.jpg", "content": "ALERT-2", "allocated": False},
+               {"path": "/home/u/renamed.dat", "content": "ALERT-3"},
+               {"path": "/home/u/near.jpg", "content": "NEAR-1"}]
+    files_a += [{"path": f"/home/u/doc{i}.txt", "content": f"text {i}"} for i in range(9)]
+    dev_a = write_device(d / "a.img", files_a,
+                         volumes=[{"offset": 1048576, "fs_type": "ext4"},
+                                  {"offset": 1 << 30, "encryption": "BitLocker", "length": 5000}])
+    dev_b = write_device(d / "b.img", [{"path": f"/x/{i}.txt", "content": f"b{i}"} for i in range(7)])
+    corrupt = d / "corrupt.img"
+    corrupt.write_bytes(b"\x00garbage" * 100)
+    return {"a": dev_a, "b": dev_b, "corrupt": corrupt}
+
+
+@pytest.fixture(scope="module")
+def full_scan(tmp_path_factory, fleet, hashset_root):
+    case = tmp_path_factory.mktemp("case") / "c"
+    summary = _scan(case, [fleet["a"], fleet["b"], fleet["corrupt"]], _opts(hashset_root),
+                    verify=True)
+    return case, summary
+
+
+def test_every_device_finishes_and_bad_one_is_recorded(full_scan):
+    case, summary = full_scan
+    by = {d["device"]: d for d in summary.devices}
+    assert by["b.img"]["status"] == "complete"
+    assert by["a.img"]["status"] == "partial"           # its BitLocker volume
+    assert by["corrupt.img"]["status"] == "failed"
+    assert "not a disk image" in by["corrupt.img"]["error"]
+    assert any("corrupt.img" in w for w in summary.warnings)
+    with CaseStore(case, create=False) as store:
+        [cov] = store.coverage("corrupt.img")
+        assert cov.reason.startswith("evidence could not be opened") and cov.bytes_not_examined == 800
+        assert {c.reason for c in store.coverage("a.img")} == {"encrypted (BitLocker)"}
+        assert store.coverage("b.img") == []
+        assert store.devices()[0]["verified_hashes"]["md5"] == store.devices()[0]["stored_hashes"]["md5"]
+
+
+def test_matches_exact_and_near(full_scan):
+    case, _ = full_scan
+    with CaseStore(case, create=False) as store:
+        exact = {(m.key.rsplit("|", 1)[1], m.category) for m in store.matches("a.img")
+                 if m.kind == "exact"}
+        near = [m for m in store.matches("a.img") if m.kind == "near"]
+        assert exact == {("/home/u/Pictures/a.jpg", "A"), ("/home/u/deleted.jpg", "B"),
+                         ("/home/u/renamed.dat", "A")}
+        assert [(m.key.rsplit("|", 1)[1], m.distance) for m in near] == [("/home/u/near.jpg", 7)]
+        assert store.matches("b.img") == []
+        assert store.counts("a.img")["files"] == 13 and store.counts("b.img")["files"] == 7
+
+
+def test_flags_written_before_the_device_finished(full_scan):
+    case, _ = full_scan
+    flags = read_flags_file(case / "flags.jsonl")
+    with CaseStore(case, create=False) as store:
+        finished = {d["id"]: d["finished"] for d in store.devices()}
+        assert len(store.flags()) == len(flags)
+    codes = sorted((f.device_id, f.code) for f in flags)
+    assert codes.count(("a.img", "KNOWN_MATCH")) == 3
+    assert ("a.img", "NEAR_MATCH") in codes and ("a.img", "NOT_EXAMINED") in codes
+    assert ("corrupt.img", "NOT_EXAMINED") in codes
+    assert not [c for c in codes if c[0] == "b.img"]
+    for f in flags:
+        assert f.raised_at <= finished[f.device_id]
+
+
+def test_run_provenance(full_scan):
+    case, summary = full_scan
+    with CaseStore(case, create=False) as store:
+        [run] = store.runs()
+    assert run["status"] == "partial" and run["ended"] >= run["started"]
+    assert run["hashsets"] == [{"name": "fakeset", "version": "1"}]
+    assert run["options"]["mode"] == "full" and run["operator"]
+
+
+def test_crash_is_retried_once_then_recorded(tmp_path, hashset_root):
+    dev = write_device(tmp_path / "crashy.img", [
+        {"path": "/home/u/once.jpg", "content": f"CRASHONCE:{tmp_path / 'marker'}"},
+        {"path": "/home/u/a.jpg", "content": "ALERT-1"},
+        {"path": "/srv/always.bin", "content": "CRASH"},
+        {"path": "/home/u/bad.bin", "content": "BADREAD"},
+    ] + [{"path": f"/srv/f{i}", "content": f"f{i}"} for i in range(6)])
+    summary = _scan(tmp_path / "case", [dev], _opts(hashset_root, batch_files=2))
+    assert (tmp_path / "marker").exists()            # the first try did crash
+    with CaseStore(tmp_path / "case", create=False) as store:
+        keys = {r.path for r, _ in store.files()}
+        cov = store.coverage("crashy.img")
+    assert "/home/u/once.jpg" in keys and "/home/u/a.jpg" in keys
+    assert "/srv/always.bin" not in keys
+    batch_cov = [c for c in cov if c.where.startswith("batch ")]
+    assert len(batch_cov) == 1 and "worker process crashed" in batch_cov[0].reason
+    assert "after 2 tries" in batch_cov[0].reason
+    file_cov = [c for c in cov if c.where.endswith("/home/u/bad.bin")]
+    assert file_cov and "read error at sector 1234" in file_cov[0].reason
+    assert summary.devices[0]["status"] == "partial"
+
+
+def test_time_limit(tmp_path, hashset_root):
+    dev = write_device(tmp_path / "slow.img", [{"path": "/home/u/slow.jpg", "content": "SLEEP:60"},
+                                               {"path": "/home/u/ok.jpg", "content": "ok"}])
+    opts = _opts(hashset_root, batch_files=1, task_timeout=2.0, min_rate=1e12)
+    summary = _scan(tmp_path / "case", [dev], opts)
+    assert summary.seconds < 30
+    with CaseStore(tmp_path / "case", create=False) as store:
+        [cov] = store.coverage("slow.img")
+        assert "over its time limit" in cov.reason and cov.bytes_not_examined == len("SLEEP:60")
+        assert [r.path for r, _ in store.files()] == ["/home/u/ok.jpg"]
+
+
+def test_walk_crash_becomes_volume_coverage(tmp_path, hashset_root):
+    dev = write_device(tmp_path / "walk.img", [{"path": "/a", "walk_crash": True}])
+    summary = _scan(tmp_path / "case", [dev], _opts(hashset_root))
+    with CaseStore(tmp_path / "case", create=False) as store:
+        [cov] = store.coverage("walk.img")
+    assert cov.where == "volume@1048576" and "file system walk failed twice" in cov.reason
+    assert summary.devices[0]["status"] == "partial"
+
+
+def _triage_device(tmp_path):
+    files = [{"path": f"/usr/lib/f{i}.so", "content": f"lib {i}"} for i in range(40)]
+    files += [{"path": f"/home/u/DCIM/p{i}.jpg", "content": f"pic {i}"} for i in range(6)]
+    files += [{"path": "/home/u/DCIM/x.jpg", "content": "ALERT-1"},
+              {"path": "/home/u/Downloads/y.jpg", "content": "ALERT-2"},
+              {"path": "/srv/z.png", "content": "ALERT-3"}]
+    return write_device(tmp_path / "triage.img", files)
+
+
+def test_triage_mode_stops_after_matches_and_picture_pass(tmp_path, hashset_root):
+    dev = _triage_device(tmp_path)
+    opts = _opts(hashset_root, mode="triage", stop_after=2, batch_files=3)
+    summary = _scan(tmp_path / "case", [dev], opts, max_in_flight=2)
+    [d] = summary.devices
+    assert d["stopped_early"] and d["status"] == "partial"
+    with CaseStore(tmp_path / "case", create=False) as store:
+        paths = {r.path for r, _ in store.files()}
+        [cov] = store.coverage()
+        codes = [f.code for _, f in store.flags()]
+    # every picture was read (the picture pass), the system libraries mostly not
+    assert {f"/home/u/DCIM/p{i}.jpg" for i in range(6)} <= paths
+    assert {"/home/u/DCIM/x.jpg", "/home/u/Downloads/y.jpg", "/srv/z.png"} <= paths
+    assert len([p for p in paths if p.startswith("/usr/")]) < 40
+    assert cov.reason == TRIAGE_STOP_REASON and cov.bytes_not_examined > 0
+    assert codes.count("KNOWN_MATCH") == 3 and "NOT_EXAMINED" in codes
+    assert d["first_known_match_s"] is not None
+
+    # a full-mode resume reads the rest and drops the triage-mode coverage
+    full = _scan(tmp_path / "case", [dev], _opts(hashset_root, batch_files=3), resume=True)
+    with CaseStore(tmp_path / "case", create=False) as store:
+        assert len(list(store.files())) == 49 and store.coverage() == []
+    assert full.devices[0]["status"] == "complete"
+
+
+class _StopAfter(Reporter):
+    def __init__(self, n):
+        self.n = n
+
+    def batch_done(self, device_id, state):
+        self.n -= 1
+        if self.n == 0:
+            raise KeyboardInterrupt
+
+
+def _state(case):
+    with CaseStore(case, create=False) as store:
+        files = [(r, f) for r, f in store.files()]
+        return files, store.matches(), store.coverage()
+
+
+def test_interrupt_then_resume_equals_uninterrupted(tmp_path, fleet, hashset_root):
+    opts = _opts(hashset_root, batch_files=2)
+    _scan(tmp_path / "whole", [fleet["a"], fleet["b"]], opts)
+    with pytest.raises(KeyboardInterrupt):
+        _scan(tmp_path / "cut", [fleet["a"], fleet["b"]], opts, reporter=_StopAfter(3))
+    with CaseStore(tmp_path / "cut", create=False) as store:
+        statuses = {d["id"]: d["status"] for d in store.devices()}
+        assert "interrupted" in statuses.values()
+        assert any(c.reason == INTERRUPTED_REASON for c in store.coverage())
+        assert [r["status"] for r in store.runs()] == ["interrupted"]
+        done_before = sum(len(store.done_batches(d)) for d in statuses)
+    assert done_before >= 3
+    summary = _scan(tmp_path / "cut", [fleet["a"], fleet["b"]], opts, resume=True)
+    assert {d["device"]: d["status"] for d in summary.devices} == {"a.img": "partial",
+                                                                  "b.img": "complete"}
+    assert _state(tmp_path / "cut") == _state(tmp_path / "whole")
+
+
+def test_resume_refuses_changed_settings(tmp_path, fleet, hashset_root):
+    from triage.errors import TriageError
+    _scan(tmp_path / "case", [fleet["b"]], _opts(hashset_root))
+    with pytest.raises(TriageError, match="changed: pictures"):
+        _scan(tmp_path / "case", [fleet["b"]], _opts(hashset_root, pictures=False), resume=True)
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))

@@ -1,0 +1,237 @@
+"""What one worker does with one batch: read each file once, analyse it, match it.
+
+No Ray here: `workers/tasks.py` wraps these functions in Ray tasks, and tests call them
+directly. The layers below (evidence, file systems, features, hash sets) are reached through a
+`Backend`, one small object that names the functions a scan uses, so orchestration can be
+tested with fakes and the real stack is one import away.
+"""
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Optional
+
+from triage.errors import TriageError
+from triage.records import Coverage, Features, FileRecord, Match, VolumeRef
+from workers.matching import match_items
+from workers.plan import BatchSpec
+
+CHUNK_SIZE = 1024 * 1024
+EVIDENCE_CACHE = 2          # open devices kept per worker process (an EWF handle holds caches)
+
+
+@dataclass(frozen=True)
+class ScanOptions:
+    """Everything a worker needs to know about the scan; plain values, cheap to ship."""
+
+    mode: str = "triage"                     # triage | full
+    stop_after: int = 10                     # triage mode: exact alert matches before stopping
+    pictures: bool = True                    # picture features (decode, PDQ, pHash, EXIF, thumbnail)
+    archives: bool = True
+    sha256: bool = False
+    hashset_roots: tuple[str, ...] = ()      # hash-set stores to open in each worker
+    hashset_names: tuple[str, ...] = ()      # sets to use; empty means every set in the roots
+    perceptual: bool = True
+    batch_files: int = 256
+    batch_bytes: int = 64 * 1024 * 1024
+    chunk_size: int = CHUNK_SIZE
+    task_timeout: float = 300.0              # seconds per batch, plus bytes / min_rate
+    min_rate: float = 2 * 1024 * 1024        # bytes/s a batch may not fall below
+    model: Optional[dict] = None             # {"name": ..., ...} when a model stage runs
+
+    def timeout_for(self, nbytes: int) -> float:
+        return self.task_timeout + nbytes / self.min_rate
+
+
+@dataclass
+class BatchResult:
+    device_id: str
+    batch_id: str
+    tier: int
+    items: list = field(default_factory=list)          # (FileRecord, Features), members included
+    matches: list = field(default_factory=list)        # Match
+    coverage: list = field(default_factory=list)       # Coverage
+    ignored: int = 0                                   # files in ignore sets (known software)
+    bytes_read: int = 0
+    files: int = 0                                     # files of the batch (not members)
+    seconds: float = 0.0
+    model_inputs: list = field(default_factory=list)   # (key, preprocessed picture) for the model
+
+    @property
+    def pictures(self) -> int:
+        return sum(1 for _, f in self.items if f.is_picture)
+
+
+class Backend:
+    """The functions of the layers below that a scan calls. Picklable (no state)."""
+
+    def device_id_for(self, path: str) -> str:
+        from triage.evidence import device_id_for
+        return device_id_for(path)
+
+    def open_evidence(self, paths: tuple[str, ...], device_id: str):
+        from triage.evidence import open_evidence
+        return open_evidence(list(paths), device_id=device_id)
+
+    def discover(self, evidence, recovery_key=None, password=None):
+        from triage.volumes import discover
+        return discover(evidence, recovery_key=recovery_key, password=password)
+
+    def walk(self, evidence, volume: VolumeRef) -> Iterator[FileRecord]:
+        from triage.filesystems import walk
+        return walk(evidence, volume)
+
+    def read_chunks(self, evidence, prov, chunk_size: int) -> Iterator[bytes]:
+        from triage.filesystems import read_chunks
+        return read_chunks(evidence, prov, chunk_size)
+
+    def feature_options(self, opts: ScanOptions):
+        from triage import features
+        fields = getattr(features.FeatureOptions, "__dataclass_fields__", {})
+        wanted = {"pictures": opts.pictures, "archives": opts.archives, "sha256": opts.sha256,
+                  "model": opts.model}
+        return features.FeatureOptions(**{k: v for k, v in wanted.items() if k in fields})
+
+    def analyse(self, record: FileRecord, chunks, feature_options):
+        from triage.features import analyse
+        return analyse(record, chunks, feature_options)
+
+    def open_hashsets(self, root: str):
+        from hashsets.store import HashSetStore
+        return HashSetStore(root)
+
+    def media_hashes(self, evidence) -> dict:
+        """md5 and sha1 of the whole media, read sequentially (for --verify)."""
+        from triage.evidence import media_hashes
+        return media_hashes(evidence)
+
+
+class WorkerContext:
+    """Per-process state of a worker: open evidence (a small LRU) and hash-set stores.
+
+    Made once per worker process and reused by every task that process runs, so a device's
+    E01 handle and a hash set's mmap are opened once per process, not once per batch.
+    """
+
+    def __init__(self, backend: Backend):
+        self.backend = backend
+        self._evidence: OrderedDict[tuple, Any] = OrderedDict()
+        self._hashsets: dict[str, Any] = {}
+        self._feature_options: dict[ScanOptions, Any] = {}
+
+    def evidence(self, paths: tuple[str, ...], device_id: str):
+        key = (tuple(paths), device_id)
+        if key in self._evidence:
+            self._evidence.move_to_end(key)
+            return self._evidence[key]
+        ev = self.backend.open_evidence(tuple(paths), device_id)
+        self._evidence[key] = ev
+        while len(self._evidence) > EVIDENCE_CACHE:
+            _, old = self._evidence.popitem(last=False)
+            close = getattr(old, "close", None)
+            if close:
+                close()
+        return ev
+
+    def hashsets(self, roots: tuple[str, ...]) -> list:
+        stores = []
+        for root in roots:
+            if root not in self._hashsets:
+                self._hashsets[root] = self.backend.open_hashsets(root)
+            stores.append(self._hashsets[root])
+        return stores
+
+    def feature_options(self, opts: ScanOptions):
+        if opts not in self._feature_options:
+            self._feature_options[opts] = self.backend.feature_options(opts)
+        return self._feature_options[opts]
+
+    def close(self) -> None:
+        for ev in self._evidence.values():
+            close = getattr(ev, "close", None)
+            if close:
+                close()
+        self._evidence.clear()
+
+
+def flatten(analysis) -> Iterator[tuple[FileRecord, Features, list, Any]]:
+    """(record, features, coverage, model input) of a file and of every archive member in it."""
+    yield (analysis.record, analysis.features, list(getattr(analysis, "coverage", ()) or ()),
+           getattr(analysis, "model_input", None))
+    for member in getattr(analysis, "members", ()) or ():
+        if hasattr(member, "features"):
+            yield from flatten(member)
+        else:                                   # a plain (record, features) pair
+            rec, feat = member
+            yield rec, feat, [], None
+
+
+def _error_features(rec: FileRecord, reason: str) -> Features:
+    return Features(key=rec.key, size=rec.size, type=rec.type, ext_mismatch=rec.ext_mismatch,
+                    error=reason)
+
+
+def scan_batch(ctx: WorkerContext, paths: tuple[str, ...], spec: BatchSpec,
+               opts: ScanOptions) -> BatchResult:
+    """Reads, analyses and matches every file of `spec`. A file that cannot be read becomes a
+    coverage record and the batch goes on; only a failure to open the device fails the batch."""
+    t0 = time.monotonic()
+    backend = ctx.backend
+    evidence = ctx.evidence(paths, spec.device_id)
+    fopts = ctx.feature_options(opts)
+    result = BatchResult(device_id=spec.device_id, batch_id=spec.batch_id, tier=spec.tier,
+                         files=len(spec.records))
+    model_inputs: dict[str, Any] = {}
+    for rec in spec.records:
+        try:
+            analysis = backend.analyse(rec, backend.read_chunks(evidence, rec.prov, opts.chunk_size),
+                                       fopts)
+        except (TriageError, OSError, IOError, ValueError, MemoryError) as exc:
+            reason = f"read error: {exc}".splitlines()[0][:300]
+            result.items.append((rec, _error_features(rec, reason)))
+            result.coverage.append(Coverage(device_id=spec.device_id, where=rec.key, reason=reason,
+                                            bytes_not_examined=rec.size,
+                                            volume_offset=rec.prov.volume_offset))
+            continue
+        result.bytes_read += rec.size
+        for r, f, cov, model_input in flatten(analysis):
+            result.items.append((r, f))
+            result.coverage.extend(cov)
+            if model_input is not None:
+                model_inputs[r.key] = model_input
+    if opts.hashset_roots:
+        matches, ignored = match_items(
+            ctx.hashsets(opts.hashset_roots), result.items,
+            set_names=frozenset(opts.hashset_names) or None, perceptual=opts.perceptual)
+        result.matches = matches
+        result.ignored = len(ignored)
+    else:
+        ignored = set()
+    if model_inputs:
+        result.model_inputs = _model_queue(result, model_inputs, ignored)
+    result.seconds = time.monotonic() - t0
+    return result
+
+
+def _model_queue(result: BatchResult, inputs: dict[str, Any], ignored: set[str]) -> list:
+    """The pictures the model should see: not ignored, not exact alert matches, and not what
+    the model's own cascade rules out (icons, tiny pictures)."""
+    try:
+        from models.runner import should_skip
+    except ImportError:                        # no model stage installed
+        should_skip = None
+    by_key: dict[str, list[Match]] = {}
+    for m in result.matches:
+        by_key.setdefault(m.key, []).append(m)
+    queue = []
+    for rec, feat in result.items:
+        if rec.key not in inputs or rec.key in ignored:
+            continue
+        ms = by_key.get(rec.key, [])
+        if any(m.kind == "exact" and m.role == "alert" for m in ms):
+            continue
+        if should_skip is not None and should_skip(feat, ms):
+            continue
+        queue.append((rec.key, inputs[rec.key]))
+    return queue

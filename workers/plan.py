@@ -1,0 +1,205 @@
+"""The scan plan: which files of a volume are read, in which order, in which batches.
+
+Pure functions (no Ray), so the ordering and batching are testable alone. The planner runs in
+a worker process (the file-system walk may crash in TSK), spools the walk to per-tier temporary
+files so no process holds a whole volume's file list, and yields a `VolumePlan` header followed
+by `BatchSpec`s, most likely yield first.
+
+Batch ids are deterministic (volume offset, tier, sequence), so a resumed scan cuts the same
+batches as an uninterrupted one and can skip those already stored.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import tempfile
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, Optional
+
+from triage.records import Coverage, FileRecord
+
+# Tiers, most likely yield first. Pictures, videos and archives (which may hold pictures) in
+# user, camera, download, browser-cache and P2P folders come first, then the same kinds of file
+# anywhere but system folders ("the picture pass"), then other user files, then the rest.
+TIER_NAMES = (
+    "pictures and videos in user, camera, download, cache and P2P folders, and deleted ones",
+    "other pictures, videos and archives",
+    "other files in user folders",
+    "other files",
+    "system folders",
+)
+PICTURE_TIERS = frozenset({0, 1})   # the "one full pass over picture files" of triage mode
+
+DEFAULT_BATCH_FILES = 256
+DEFAULT_BATCH_BYTES = 64 * 1024 * 1024
+
+MEDIA_EXTENSIONS = frozenset({
+    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".dib", ".tif", ".tiff", ".webp",
+    ".heic", ".heif", ".avif",
+    ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".wmv", ".mpg", ".mpeg", ".3gp", ".flv",
+    ".zip", ".tar",
+})
+MEDIA_TYPE_PREFIXES = ("image/", "video/")
+MEDIA_TYPES = frozenset({"application/zip", "application/x-tar"})
+
+# Folders where people keep, receive and take pictures (matched on a whole path component).
+_YIELD = re.compile(
+    r"(^|/)(users|home|documents and settings|dcim|camera|camera roll|pictures|photos|"
+    r"my pictures|downloads|download|desktop|documents|whatsapp|telegram|snapchat|"
+    r"\$recycle\.bin|recycler|\.trash|trash|"
+    r"cache|cache2|inetcache|temporary internet files|thumbnails|"
+    r"emule|incoming|bittorrent|utorrent|qbittorrent|torrents|limewire|shareaza|frostwire|"
+    r"gigatribe|ares|vuze)(/|$)",
+    re.IGNORECASE)
+# Operating-system and application folders: read last.
+_SYSTEM = re.compile(
+    r"^/?(windows|winnt|program files|program files \(x86\)|programdata|\$extend|system|"
+    r"library|system volume information|usr|lib|lib32|lib64|bin|sbin|boot|etc|opt|proc|sys|"
+    r"snap|var/lib|applications)(/|$)",
+    re.IGNORECASE)
+
+
+def is_media(record: FileRecord) -> bool:
+    """A picture, video or archive by its (sniffed, when the walk knew it) type or its name."""
+    if record.type.startswith(MEDIA_TYPE_PREFIXES) or record.type in MEDIA_TYPES:
+        return True
+    return os.path.splitext(record.name)[1].lower() in MEDIA_EXTENSIONS
+
+
+def tier_of(record: FileRecord) -> int:
+    """The reading tier of a file: 0 is read first."""
+    path = record.path.replace("\\", "/")
+    if _SYSTEM.search(path):
+        return 4
+    media = is_media(record)
+    likely = bool(_YIELD.search(path)) or not record.allocated or record.orphan
+    if media:
+        return 0 if likely else 1
+    return 2 if likely else 3
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    """A batch of files to read together in one task."""
+
+    device_id: str
+    batch_id: str
+    volume_offset: int
+    tier: int
+    records: tuple[FileRecord, ...]
+
+    @property
+    def bytes(self) -> int:
+        return sum(r.size for r in self.records)
+
+
+@dataclass(frozen=True)
+class TierTotals:
+    files: int = 0
+    bytes: int = 0
+    batches: int = 0
+
+
+@dataclass(frozen=True)
+class VolumePlan:
+    """What the walk found on one volume, sent before its batches (totals drive ETA and
+    triage-mode bookkeeping)."""
+
+    device_id: str
+    volume_offset: int
+    tiers: dict = field(default_factory=dict)        # tier -> TierTotals
+    coverage: tuple[Coverage, ...] = ()              # walk problems (unreadable directories, ...)
+
+    @property
+    def files(self) -> int:
+        return sum(t.files for t in self.tiers.values())
+
+    @property
+    def bytes(self) -> int:
+        return sum(t.bytes for t in self.tiers.values())
+
+    @property
+    def batches(self) -> int:
+        return sum(t.batches for t in self.tiers.values())
+
+
+def batch_id(volume_offset: int, tier: int, seq: int) -> str:
+    return f"v{volume_offset}-t{tier}-{seq:05d}"
+
+
+def tier_of_batch(batch: str) -> int:
+    """The tier encoded in a batch id."""
+    return int(batch.split("-t", 1)[1].split("-", 1)[0])
+
+
+def cut_batches(records: Iterable[FileRecord], max_files: int, max_bytes: int) -> Iterator[list[FileRecord]]:
+    """Consecutive batches of at most `max_files` files and about `max_bytes` bytes (a file
+    bigger than `max_bytes` gets a batch of its own)."""
+    batch: list[FileRecord] = []
+    size = 0
+    for rec in records:
+        if batch and (len(batch) >= max_files or size + rec.size > max_bytes):
+            yield batch
+            batch, size = [], 0
+        batch.append(rec)
+        size += rec.size
+    if batch:
+        yield batch
+
+
+def wanted(record: FileRecord) -> bool:
+    """Files with content to read. Directories carry no content of their own."""
+    return not record.is_dir
+
+
+def plan_volume(records: Iterable[FileRecord], device_id: str, volume_offset: int, *,
+                max_files: int = DEFAULT_BATCH_FILES, max_bytes: int = DEFAULT_BATCH_BYTES,
+                coverage: Iterable[Coverage] = (), spool_dir: Optional[str] = None,
+                ) -> Iterator[VolumePlan | BatchSpec]:
+    """Yields a `VolumePlan`, then every `BatchSpec` of the volume in tier order.
+
+    The walk is spooled to one temporary file per tier, so memory holds one batch at a time
+    however many files the volume has. Within a tier the walk's own order is kept, which is
+    deterministic for a given image.
+    """
+    spools = {}
+    counts = {t: [0, 0, 0] for t in range(len(TIER_NAMES))}   # files, bytes, batches
+    try:
+        for t in counts:
+            spools[t] = tempfile.TemporaryFile(dir=spool_dir, prefix="triage-plan-")
+        pending: dict[int, tuple[int, int]] = {t: (0, 0) for t in counts}  # open batch: files, bytes
+        for rec in records:
+            if not wanted(rec):
+                continue
+            t = tier_of(rec)
+            pickle.dump(rec, spools[t], protocol=pickle.HIGHEST_PROTOCOL)
+            c = counts[t]
+            c[0] += 1
+            c[1] += rec.size
+            # count batches with the same rule `cut_batches` applies when reading back
+            n, b = pending[t]
+            if n == 0 or n >= max_files or b + rec.size > max_bytes:
+                c[2] += 1
+                n, b = 0, 0
+            pending[t] = (n + 1, b + rec.size)
+        # walk problems raised while iterating (a generator fills `coverage` lazily)
+        yield VolumePlan(device_id=device_id, volume_offset=volume_offset,
+                         tiers={t: TierTotals(*c) for t, c in counts.items() if c[0]},
+                         coverage=tuple(coverage))
+        for t, spool in spools.items():
+            spool.seek(0)
+            for seq, recs in enumerate(cut_batches(_unspool(spool), max_files, max_bytes)):
+                yield BatchSpec(device_id=device_id, batch_id=batch_id(volume_offset, t, seq),
+                                volume_offset=volume_offset, tier=t, records=tuple(recs))
+    finally:
+        for spool in spools.values():
+            spool.close()
+
+
+def _unspool(fh) -> Iterator[FileRecord]:
+    while True:
+        try:
+            yield pickle.load(fh)
+        except EOFError:
+            return

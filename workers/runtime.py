@@ -1,0 +1,85 @@
+"""Starting and joining Ray for a scan: quiet, private, no telemetry.
+
+Local by default: a Ray instance private to this scan, in a 0700 temporary directory removed
+afterwards (Ray's session logs may name evidence files). With an address, the scan joins an
+existing cluster; evidence paths must then be readable at the same path on every node.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from typing import Iterator, Optional
+
+from triage.errors import TriageError
+
+# No usage reports, no update checks, no log de-duplication banners.
+QUIET_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_USAGE_STATS_PROMPT_ENABLED": "0",
+    "RAY_DISABLE_DOCKER_CPU_WARNING": "1",
+    "RAY_DEDUP_LOGS": "0",
+    "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
+    "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
+    "RAY_memory_monitor_refresh_ms": "250",
+}
+
+
+def quiet_environment() -> None:
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+@contextmanager
+def ray_session(address: Optional[str] = None, workers: Optional[int] = None,
+                dashboard: bool = False, object_store_bytes: Optional[int] = None,
+                ) -> Iterator[dict]:
+    """A Ray session for one scan. Yields a summary: cpus, gpus, nodes, address.
+
+    If Ray is already initialised in this process (tests, notebooks), that session is used and
+    left running.
+    """
+    quiet_environment()
+    import ray
+
+    if ray.is_initialized():
+        yield _describe(ray)
+        return
+    temp_dir = None
+    kwargs: dict = dict(include_dashboard=bool(dashboard), logging_level=logging.ERROR,
+                        log_to_driver=False, configure_logging=True)
+    if dashboard:
+        kwargs["dashboard_host"] = "127.0.0.1"
+    if address:
+        kwargs["address"] = address
+    else:
+        # a private temp dir: short enough for Ray's unix sockets, 0700 from mkdtemp
+        temp_dir = tempfile.mkdtemp(prefix="triage-ray-")
+        kwargs["_temp_dir"] = temp_dir
+        if workers:
+            kwargs["num_cpus"] = int(workers)
+        if object_store_bytes:
+            kwargs["object_store_memory"] = int(object_store_bytes)
+    try:
+        ray.init(**kwargs)
+    except ConnectionError as exc:
+        raise TriageError(f"cannot join the Ray cluster at {address}: {exc}") from None
+    except Exception as exc:   # noqa: BLE001 - Ray raises many kinds; the user needs one line
+        if temp_dir:
+            shutil.rmtree(temp_dir, ignore_errors=True)
+        raise TriageError(f"cannot start Ray: {str(exc).splitlines()[0]}") from None
+    try:
+        yield _describe(ray)
+    finally:
+        ray.shutdown()
+        if temp_dir:
+            shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _describe(ray) -> dict:
+    res = ray.cluster_resources()
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    return {"cpus": int(res.get("CPU", 0)), "gpus": int(res.get("GPU", 0)), "nodes": len(nodes),
+            "address": ray.get_runtime_context().gcs_address}

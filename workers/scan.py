@@ -1,0 +1,688 @@
+"""The scan driver: devices -> probe -> plan (per volume) -> batches -> store and flags.
+
+One loop in the driver process does all the bookkeeping, following Ray's limit-pending-tasks
+pattern: at most `max_in_flight` batches are submitted at a time, results are handled as they
+finish (`ray.wait(num_returns=1)`), and planners are pulled only when there is room, so the
+driver's and the object store's memory stay flat however large the evidence.
+
+Every batch's results are written to the case store in one transaction, and its flags are
+raised (store, flags.jsonl, console) the moment the result arrives. A failed batch (worker
+crash, time limit) is retried once, then recorded as coverage, and the scan goes on.
+"""
+from __future__ import annotations
+
+import dataclasses
+import getpass
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from triage import __version__
+from triage.errors import TriageError
+from triage.records import Coverage, EvidenceRef, VolumeRef
+from triage.store import CaseStore
+from workers.batch import Backend, BatchResult, ScanOptions
+from workers.plan import PICTURE_TIERS, BatchSpec, VolumePlan, tier_of_batch
+
+TRIAGE_STOP_REASON = "not examined (triage mode)"
+INTERRUPTED_REASON = "scan interrupted before the end"
+INTERRUPTED_WHERE = "device"
+MAX_ATTEMPTS = 2                      # a failed batch or walk is retried once
+WAIT_TICK = 0.5                       # seconds between time-limit checks while idle
+
+
+class Reporter:
+    """Callbacks for progress display. The default does nothing (--quiet, --json, tests)."""
+
+    console = None
+
+    def device_added(self, device_id: str) -> None: ...
+    def device_planned(self, device_id: str, files: int, nbytes: int) -> None: ...
+    def batch_done(self, device_id: str, state: "DeviceState") -> None: ...
+    def device_finished(self, device_id: str, state: "DeviceState") -> None: ...
+    def warn(self, message: str) -> None: ...
+
+
+@dataclass
+class PlannerState:
+    volume: VolumeRef
+    gen: Any = None                   # ObjectRefGenerator
+    attempts: int = 0
+    seen: set = field(default_factory=set)
+    plan: Optional[VolumePlan] = None
+    pulled_files: int = 0
+    pulled_bytes: int = 0
+    finished: bool = False
+
+
+@dataclass
+class InFlight:
+    device_id: str
+    spec: BatchSpec
+    attempts: int
+    deadline: float
+
+
+@dataclass
+class DeviceState:
+    device_id: str
+    paths: tuple[str, ...]
+    context: Optional[dict] = None
+    ref: Optional[EvidenceRef] = None
+    phase: str = "waiting"            # waiting, probing, scanning, finished
+    probe: Any = None
+    planners: dict = field(default_factory=dict)       # volume offset -> PlannerState
+    waiting_volumes: list = field(default_factory=list)
+    done: set = field(default_factory=set)             # batch ids stored (earlier runs too)
+    in_flight: int = 0
+    tier_batches: Counter = field(default_factory=Counter)     # planned, from the headers
+    tier_accounted: Counter = field(default_factory=Counter)   # stored or recorded as coverage
+    exact_alerts: set = field(default_factory=set)
+    near: set = field(default_factory=set)
+    files: int = 0
+    bytes: int = 0
+    pictures: int = 0
+    flags: int = 0
+    total_files: int = 0
+    total_bytes: int = 0
+    coverage: int = 0
+    stopped_early: bool = False
+    failed: Optional[str] = None
+    status: str = "pending"
+    started: float = 0.0
+    finished: float = 0.0
+    first_flag: Optional[float] = None
+    first_known_match: Optional[float] = None
+    verify: Any = None
+    verified: Optional[dict] = None
+
+    def summary(self, t0: float) -> dict:
+        return {
+            "device": self.device_id, "evidence": list(self.paths), "status": self.status,
+            "files": self.files, "bytes": self.bytes, "pictures": self.pictures,
+            "alert_matches": len(self.exact_alerts), "near_matches": len(self.near),
+            "flags": self.flags, "coverage_records": self.coverage,
+            "stopped_early": self.stopped_early, "error": self.failed,
+            "seconds": round(self.finished - self.started, 3) if self.finished else None,
+            "first_flag_s": None if self.first_flag is None else round(self.first_flag - t0, 3),
+            "first_known_match_s": (None if self.first_known_match is None
+                                    else round(self.first_known_match - t0, 3)),
+            "verified_hashes": self.verified,
+        }
+
+
+@dataclass
+class ScanSummary:
+    run_id: int
+    status: str                       # complete, partial, interrupted
+    seconds: float
+    devices: list[dict]
+    warnings: list[str]
+    cluster: dict
+    first_flag_s: Optional[float] = None
+    first_known_match_s: Optional[float] = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def unique_device_ids(evidence: list[str], id_for: Callable[[str], str]) -> list[str]:
+    """Device ids for EVIDENCE arguments, made unique in argument order ("a.E01", "a.E01-2")."""
+    ids: list[str] = []
+    for path in evidence:
+        base = id_for(path)
+        name, n = base, 2
+        while name in ids:
+            name, n = f"{base}-{n}", n + 1
+        ids.append(name)
+    return ids
+
+
+class Scan:
+    """One scan run over a list of devices. Use `run_scan`; the class keeps the loop's state."""
+
+    def __init__(self, store: CaseStore, sink, devices: list[DeviceState], opts: ScanOptions, *,
+                 backend: Backend, workers: int, resume: bool, verify: bool,
+                 reporter: Reporter, max_in_flight: Optional[int] = None,
+                 max_active_devices: Optional[int] = None, t0: Optional[float] = None,
+                 recovery_key: Optional[str] = None, password: Optional[str] = None):
+        import ray
+        from workers import tasks
+        self.ray, self.tasks = ray, tasks
+        self.store, self.sink, self.opts, self.backend = store, sink, opts, backend
+        self.devices = {d.device_id: d for d in devices}
+        self.order = [d.device_id for d in devices]
+        self.resume, self.verify, self.reporter = resume, verify, reporter
+        self.max_in_flight = max_in_flight or max(2, 2 * workers)
+        self.max_active = max_active_devices or max(2, workers)
+        self.in_flight: dict[Any, InFlight] = {}
+        self.t0 = t0 or time.time()
+        self.warnings: list[str] = []
+        self.recovery_key, self.password = recovery_key, password
+        self._rr = 0
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            while True:
+                self._activate()
+                self._pull_batches()
+                if self._all_finished():
+                    return
+                self._wait_and_handle()
+                self._check_time_limits()
+                for dev in list(self.devices.values()):
+                    self._maybe_finish(dev)
+        except KeyboardInterrupt:
+            self._interrupt()
+            raise
+
+    def _all_finished(self) -> bool:
+        return all(d.phase == "finished" for d in self.devices.values())
+
+    def _active(self) -> list[DeviceState]:
+        return [d for d in self.devices.values() if d.phase in ("probing", "scanning")]
+
+    def _activate(self) -> None:
+        """Starts devices (in argument order) while fewer than `max_active` are in progress."""
+        for dev_id in self.order:
+            if len(self._active()) >= self.max_active:
+                return
+            dev = self.devices[dev_id]
+            if dev.phase != "waiting":
+                continue
+            dev.phase = "probing"
+            dev.started = time.time()
+            dev.probe = self.tasks.probe_device.remote(self.backend, dev.paths, dev.device_id,
+                                                       self.recovery_key, self.password)
+            self.reporter.device_added(dev.device_id)
+
+    def _planners(self) -> list[tuple[DeviceState, PlannerState]]:
+        out = []
+        for dev in self._active():
+            for p in dev.planners.values():
+                if not p.finished and not dev.stopped_early:
+                    out.append((dev, p))
+        return out
+
+    def _pull_batches(self) -> None:
+        """Moves ready batch specs from planners to workers, round robin across devices, while
+        there is room in flight."""
+        while len(self.in_flight) < self.max_in_flight:
+            planners = self._planners()
+            if not planners:
+                return
+            gens = [p.gen for _, p in planners]
+            ready, _ = self.ray.wait(gens, num_returns=len(gens), timeout=0)
+            if not ready:
+                return
+            ready_ids = {id(g) for g in ready}
+            candidates = [(d, p) for d, p in planners if id(p.gen) in ready_ids]
+            self._rr = (self._rr + 1) % len(candidates)
+            dev, planner = candidates[self._rr]
+            self._pull_one(dev, planner)
+
+    def _pull_one(self, dev: DeviceState, planner: PlannerState) -> None:
+        try:
+            ref = next(planner.gen)
+        except StopIteration:
+            planner.finished = True
+            return
+        try:
+            item = self.ray.get(ref)
+        except self.ray.exceptions.RayError as exc:
+            self._planner_failed(dev, planner, exc)
+            return
+        if isinstance(item, VolumePlan):
+            if planner.plan is None:
+                self._volume_planned(dev, planner, item)
+            return
+        spec: BatchSpec = item
+        if spec.batch_id in planner.seen:          # a restarted walk repeats what we have
+            return
+        planner.seen.add(spec.batch_id)
+        planner.pulled_files += len(spec.records)
+        planner.pulled_bytes += spec.bytes
+        if spec.batch_id in dev.done:              # stored by an earlier, interrupted run
+            return
+        self._submit(dev, spec, attempts=1)
+
+    def _submit(self, dev: DeviceState, spec: BatchSpec, attempts: int) -> None:
+        ref = self.tasks.scan_batch_task.remote(self.backend, dev.paths, spec, self.opts)
+        self.in_flight[ref] = InFlight(dev.device_id, spec, attempts,
+                                       time.monotonic() + self.opts.timeout_for(spec.bytes))
+        dev.in_flight += 1
+
+    def _wait_and_handle(self) -> None:
+        waitables = list(self.in_flight)
+        probes = {d.probe: d for d in self._active() if d.probe is not None}
+        verifies = {d.verify: d for d in self.devices.values() if d.verify is not None}
+        waitables += list(probes) + list(verifies)
+        if len(self.in_flight) < self.max_in_flight:
+            waitables += [p.gen for _, p in self._planners()]
+        if not waitables:
+            time.sleep(0.05)
+            return
+        ready, _ = self.ray.wait(waitables, num_returns=1, timeout=WAIT_TICK)
+        if not ready:
+            return
+        # take everything already finished in one go (no extra wait)
+        more, _ = self.ray.wait(waitables, num_returns=len(waitables), timeout=0)
+        for ref in more:
+            if ref in self.in_flight:
+                self._batch_finished(ref)
+            elif ref in probes:
+                self._probed(probes[ref])
+            elif ref in verifies:
+                self._verified(verifies[ref])
+            # ready planners are pulled at the top of the loop
+
+    # --- probes and planners ----------------------------------------------------------------
+
+    def _probed(self, dev: DeviceState) -> None:
+        ref, dev.probe = dev.probe, None
+        try:
+            evidence_ref, volumes, coverage = self.ray.get(ref)
+        except self.ray.exceptions.RayError as exc:
+            self._device_failed(dev, _error_line(exc))
+            return
+        dev.ref = evidence_ref
+        self.store.upsert_device(evidence_ref, context=dev.context)
+        self._start_device(dev)
+        self.store.add_volumes(volumes)
+        if coverage:
+            self._coverage(dev, coverage)
+        if self.verify:
+            dev.verify = self.tasks.verify_media.remote(self.backend, dev.paths, dev.device_id)
+        examinable = [v for v in volumes if v.fs_type and not v.encryption]
+        dev.phase = "scanning"
+        for v in examinable:
+            dev.planners[v.offset] = PlannerState(volume=v)
+            self._start_planner(dev, dev.planners[v.offset])
+
+    def _start_device(self, dev: DeviceState) -> None:
+        if self.resume:
+            dev.done = self.store.done_batches(dev.device_id)
+            # what an earlier run could not finish is examined now, or recorded again below
+            for c in self.store.coverage(dev.device_id):
+                if c.reason in (TRIAGE_STOP_REASON, INTERRUPTED_REASON):
+                    self.store.remove_coverage(dev.device_id, c.where, c.reason)
+            counts = self.store.counts(dev.device_id)
+            dev.files, dev.bytes, dev.pictures = counts["files"], counts["bytes"], counts["pictures"]
+            for m in self.store.matches(dev.device_id):
+                if m.role == "alert":
+                    (dev.exact_alerts if m.kind == "exact" else dev.near).add(m.key)
+            dev.flags = counts["flags"]
+            for batch in dev.done:
+                dev.tier_accounted[tier_of_batch(batch)] += 1
+        else:
+            self.store.reset_device(dev.device_id)
+        self.store.device_started(dev.device_id, dev.started)
+
+    def _start_planner(self, dev: DeviceState, planner: PlannerState) -> None:
+        planner.attempts += 1
+        planner.finished = False
+        planner.gen = self.tasks.plan_device_volume.remote(self.backend, dev.paths,
+                                                           planner.volume, self.opts)
+
+    def _volume_planned(self, dev: DeviceState, planner: PlannerState, plan: VolumePlan) -> None:
+        planner.plan = plan
+        for tier, totals in plan.tiers.items():
+            dev.tier_batches[tier] += totals.batches
+        dev.total_files += plan.files
+        dev.total_bytes += plan.bytes
+        if plan.coverage:
+            self._coverage(dev, list(plan.coverage))
+        self.reporter.device_planned(dev.device_id, dev.total_files, dev.total_bytes)
+
+    def _planner_failed(self, dev: DeviceState, planner: PlannerState, exc: Exception) -> None:
+        if planner.attempts < MAX_ATTEMPTS:
+            self._start_planner(dev, planner)
+            return
+        planner.finished = True
+        v = planner.volume
+        self._coverage(dev, [Coverage(
+            device_id=dev.device_id, where=self.tasks.volume_where(v),
+            reason=f"file system walk failed twice: {_error_line(exc)}",
+            bytes_not_examined=max(0, v.length - planner.pulled_bytes), volume_offset=v.offset)])
+
+    # --- batches ----------------------------------------------------------------------------
+
+    def _batch_finished(self, ref) -> None:
+        job = self.in_flight.pop(ref)
+        dev = self.devices[job.device_id]
+        dev.in_flight -= 1
+        try:
+            result: BatchResult = self.ray.get(ref)
+        except self.ray.exceptions.RayError as exc:
+            self._batch_failed(dev, job, _error_line(exc))
+            return
+        self._store_result(dev, job.spec, result)
+
+    def _store_result(self, dev: DeviceState, spec: BatchSpec, result: BatchResult) -> None:
+        from triage.flags import rules_for_batch
+
+        self.store.add_batch(dev.device_id, result.batch_id, result.items, result.matches, [],
+                             result.coverage)
+        self.store.remove_coverage(dev.device_id, f"batch {spec.batch_id}")
+        dev.done.add(result.batch_id)
+        dev.tier_accounted[spec.tier] += 1
+        dev.files += len(result.items)
+        dev.bytes += result.bytes_read
+        dev.pictures += result.pictures
+        dev.coverage += len(result.coverage)
+        new_exact = {m.key for m in result.matches if m.kind == "exact" and m.role == "alert"}
+        dev.exact_alerts |= new_exact
+        dev.near |= {m.key for m in result.matches if m.kind == "near" and m.role == "alert"}
+        flags = rules_for_batch(dev.device_id, dev.context, result.items, result.matches, [],
+                                result.coverage, time.time())
+        self._raise(dev, flags)
+        self.reporter.batch_done(dev.device_id, dev)
+        self._check_triage_stop(dev)
+
+    def _batch_failed(self, dev: DeviceState, job: InFlight, reason: str) -> None:
+        if job.attempts < MAX_ATTEMPTS and not dev.stopped_early:
+            self._submit(dev, job.spec, job.attempts + 1)
+            return
+        spec = job.spec
+        dev.tier_accounted[spec.tier] += 1
+        self._coverage(dev, [Coverage(
+            device_id=dev.device_id, where=f"batch {spec.batch_id}",
+            reason=f"{len(spec.records)} files not examined: {reason} (after {job.attempts} tries)",
+            bytes_not_examined=spec.bytes, volume_offset=spec.volume_offset)])
+        self._check_triage_stop(dev)
+
+    def _check_time_limits(self) -> None:
+        now = time.monotonic()
+        for ref, job in list(self.in_flight.items()):
+            if now < job.deadline:
+                continue
+            self.ray.cancel(ref, force=True)
+            del self.in_flight[ref]
+            dev = self.devices[job.device_id]
+            dev.in_flight -= 1
+            limit = self.opts.timeout_for(job.spec.bytes)
+            self._batch_failed(dev, job, f"over its time limit of {limit:.0f} s")
+
+    # --- triage mode ------------------------------------------------------------------------
+
+    def _check_triage_stop(self, dev: DeviceState) -> None:
+        """Stops a device once it has enough exact alert matches and one full picture pass."""
+        if self.opts.mode != "triage" or dev.stopped_early:
+            return
+        if len(dev.exact_alerts) < self.opts.stop_after:
+            return
+        if dev.waiting_volumes or any(p.plan is None and not p.finished
+                                      for p in dev.planners.values()):
+            return      # not every volume has been walked yet, so the picture pass is unknown
+        if any(dev.tier_accounted[t] < dev.tier_batches[t] for t in PICTURE_TIERS):
+            return
+        dev.stopped_early = True
+        coverage = []
+        for p in dev.planners.values():
+            if p.plan is None or p.finished and p.pulled_files >= p.plan.files:
+                continue
+            if p.gen is not None and not p.finished:
+                self.ray.cancel(p.gen)
+            p.finished = True
+            left_files = p.plan.files - p.pulled_files
+            if left_files > 0:
+                coverage.append(Coverage(
+                    device_id=dev.device_id, where=self.tasks.volume_where(p.volume),
+                    reason=TRIAGE_STOP_REASON,
+                    bytes_not_examined=p.plan.bytes - p.pulled_bytes,
+                    volume_offset=p.volume.offset))
+        if coverage:
+            self._coverage(dev, coverage)
+
+    # --- devices ----------------------------------------------------------------------------
+
+    def _maybe_finish(self, dev: DeviceState) -> None:
+        if dev.phase != "scanning" or dev.in_flight or dev.waiting_volumes:
+            return
+        if any(not p.finished for p in dev.planners.values()):
+            return
+        if dev.verify is not None:
+            return
+        self._finish(dev)
+
+    def _finish(self, dev: DeviceState, status: Optional[str] = None) -> None:
+        dev.finished = time.time()
+        if status is None:
+            status = "partial" if self.store.coverage(dev.device_id) else "complete"
+        dev.status = status
+        dev.phase = "finished"
+        self.store.device_finished(dev.device_id, dev.finished, status)
+        self.reporter.device_finished(dev.device_id, dev)
+
+    def _device_failed(self, dev: DeviceState, reason: str) -> None:
+        dev.failed = reason
+        size = 0
+        for p in dev.paths:
+            try:
+                size += os.path.getsize(p)
+            except OSError:
+                pass
+        fmt = "unknown"
+        dev.ref = EvidenceRef(device_id=dev.device_id, paths=dev.paths, format=fmt, media_size=size)
+        self.store.upsert_device(dev.ref, context=dev.context)
+        self._start_device(dev)
+        self._coverage(dev, [Coverage(device_id=dev.device_id, where="device",
+                                      reason=f"evidence could not be opened: {reason}",
+                                      bytes_not_examined=size)])
+        self.warnings.append(f"{dev.device_id}: not examined: {reason}")
+        self.reporter.warn(f"{dev.device_id}: not examined: {reason}")
+        self._finish(dev, "failed")
+
+    def _verified(self, dev: DeviceState) -> None:
+        ref, dev.verify = dev.verify, None
+        try:
+            hashes = self.ray.get(ref)
+        except self.ray.exceptions.RayError as exc:
+            self.warnings.append(f"{dev.device_id}: media hash not verified: {_error_line(exc)}")
+            return
+        dev.verified = hashes
+        self.store.set_verified_hashes(dev.device_id, hashes)
+        stored = (dev.ref.stored_hashes if dev.ref else {}) or {}
+        for algo, value in stored.items():
+            got = hashes.get(algo)
+            if got and value and got.lower() != str(value).lower():
+                msg = (f"{dev.device_id}: {algo} of the media is {got}, the container stores "
+                       f"{value}: the image may have changed since acquisition")
+                self.warnings.append(msg)
+                self.reporter.warn(msg)
+
+    # --- coverage, flags, interrupts --------------------------------------------------------
+
+    def _coverage(self, dev: DeviceState, items: list[Coverage]) -> None:
+        from triage.flags import rules_for_batch
+
+        self.store.add_coverage(items)
+        dev.coverage += len(items)
+        self._raise(dev, rules_for_batch(dev.device_id, dev.context, [], [], [], items,
+                                         time.time()))
+
+    def _raise(self, dev: DeviceState, flags) -> None:
+        if not flags:
+            return
+        new = self.sink.raise_all(flags)
+        dev.flags += new
+        if new:
+            now = time.time()
+            dev.first_flag = dev.first_flag or now
+            if any(f.code == "KNOWN_MATCH" for f in flags):
+                dev.first_known_match = dev.first_known_match or now
+
+    def _interrupt(self) -> None:
+        for ref in list(self.in_flight):
+            self.ray.cancel(ref, force=True)
+        self.in_flight.clear()
+        for dev in self.devices.values():
+            for p in dev.planners.values():
+                if p.gen is not None and not p.finished:
+                    try:
+                        self.ray.cancel(p.gen)
+                    except Exception:   # noqa: BLE001 - best effort while stopping
+                        pass
+            if dev.phase in ("scanning", "probing") and dev.ref is not None:
+                self.store.add_coverage([Coverage(dev.device_id, INTERRUPTED_WHERE,
+                                                  INTERRUPTED_REASON)])
+                dev.finished = time.time()
+                dev.status = "interrupted"
+                self.store.device_finished(dev.device_id, dev.finished, "interrupted")
+
+
+def _error_line(exc: BaseException) -> str:
+    """One line for a task failure: the worker's own exception when there is one."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException) and not isinstance(cause, type(exc)):
+        text = f"{cause}" or type(cause).__name__
+    else:
+        name = type(exc).__name__
+        if name in ("WorkerCrashedError", "NodeDiedError", "ActorDiedError", "ObjectLostError",
+                    "OwnerDiedError", "OutOfMemoryError"):
+            text = {"WorkerCrashedError": "worker process crashed",
+                    "NodeDiedError": "node died",
+                    "OutOfMemoryError": "worker ran out of memory"}.get(name, name)
+        elif name == "TaskCancelledError":
+            text = "task cancelled"
+        else:
+            text = str(exc) or name
+    lines = [ln for ln in str(text).splitlines() if ln.strip()]
+    return (lines[-1] if lines else "unknown failure")[:300]
+
+
+def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list[dict] = (),
+             context_file=None, address: Optional[str] = None, workers: Optional[int] = None,
+             resume: bool = False, verify: bool = False, dashboard: bool = False,
+             reporter: Optional[Reporter] = None, backend: Optional[Backend] = None,
+             operator: Optional[str] = None, max_in_flight: Optional[int] = None,
+             recovery_key: Optional[str] = None, password: Optional[str] = None,
+             t0: Optional[float] = None) -> ScanSummary:
+    """Scans every EVIDENCE argument (one device each) into the case at `case_dir`.
+
+    `hashsets` is the provenance of the hash sets in `opts.hashset_roots` (name, version,
+    role, ...), written to the run record. Returns a summary; raises TriageError for bad input
+    and KeyboardInterrupt (after storing everything found so far) on Ctrl-C.
+    """
+    from triage.flags import FlagSink
+    from workers.runtime import ray_session
+
+    t0 = t0 or time.time()
+    if not evidence:
+        raise TriageError("no EVIDENCE given: name one image (or image set) per device")
+    if opts.mode not in ("triage", "full"):
+        raise TriageError(f"mode must be triage or full, not {opts.mode!r}")
+    for path in evidence:
+        if not os.path.exists(path):
+            raise TriageError(f"evidence not found: {path}")
+    backend = backend or Backend()
+    reporter = reporter or Reporter()
+    contexts = {}
+    if context_file:
+        from triage.context import load_context
+        contexts = load_context(context_file)
+    store = CaseStore(case_dir, create=True)
+    if resume:
+        _check_resumable(store, opts, hashsets)
+    ids = unique_device_ids(list(evidence), backend.device_id_for)
+    devices = []
+    from triage.context import match_context
+    for path, dev_id in zip(evidence, ids):
+        devices.append(DeviceState(device_id=dev_id, paths=(os.path.abspath(path),),
+                                   context=match_context(contexts, [path]) if contexts else None))
+    options = dataclasses.asdict(opts)
+    options.update(evidence=[os.path.abspath(p) for p in evidence], resume=resume,
+                   address=address, workers=workers, verify=verify)
+    run_id = store.begin_run(tool_version=__version__, hashsets=list(hashsets), model=opts.model,
+                             operator=operator or _operator(), options=options)
+    sink = FlagSink(case_dir, store, console=reporter.console)
+    status = "interrupted"
+    cluster: dict = {}
+    scan = None
+    try:
+        with ray_session(address=address, workers=workers, dashboard=dashboard) as cluster:
+            n_workers = workers or max(1, cluster.get("cpus", 1))
+            scan = Scan(store, sink, devices, opts, backend=backend, workers=n_workers,
+                        resume=resume, verify=verify, reporter=reporter,
+                        max_in_flight=max_in_flight, t0=t0, recovery_key=recovery_key,
+                        password=password)
+            scan.run()
+        statuses = {d.status for d in devices}
+        status = "complete" if statuses == {"complete"} else "partial"
+    finally:
+        store.end_run(run_id, status)
+        sink.close()
+        store.close()
+    firsts = [d.first_flag for d in devices if d.first_flag]
+    known = [d.first_known_match for d in devices if d.first_known_match]
+    return ScanSummary(run_id=run_id, status=status, seconds=round(time.time() - t0, 3),
+                       devices=[d.summary(t0) for d in devices], warnings=scan.warnings,
+                       cluster=cluster,
+                       first_flag_s=round(min(firsts) - t0, 3) if firsts else None,
+                       first_known_match_s=round(min(known) - t0, 3) if known else None)
+
+
+# Options that change what a batch finds: a resume with different ones would mix two scans.
+_RESUME_KEYS = ("pictures", "archives", "sha256", "hashset_names", "perceptual", "batch_files",
+                "batch_bytes")
+
+
+def _check_resumable(store: CaseStore, opts: ScanOptions, hashsets) -> None:
+    runs = store.runs()
+    if not runs:
+        return
+    last = runs[-1]["options"]
+    now = dataclasses.asdict(opts)
+    changed = [k for k in _RESUME_KEYS if k in last and _norm(last[k]) != _norm(now[k])]
+    before = sorted((h.get("name"), str(h.get("version"))) for h in runs[-1]["hashsets"])
+    after = sorted((h.get("name"), str(h.get("version"))) for h in hashsets)
+    if before != after:
+        changed.append("hash sets")
+    if changed:
+        raise TriageError("--resume needs the same settings as the interrupted scan; changed: "
+                          + ", ".join(changed) + " (scan without --resume to start afresh)")
+
+
+def _norm(v):
+    return list(v) if isinstance(v, (list, tuple)) else v
+
+
+def _operator() -> str:
+    try:
+        return os.environ.get("USER") or getpass.getuser()
+    except Exception:   # noqa: BLE001 - no passwd entry in some containers
+        return "unknown"
+
+
+def prepare_scan(case_dir, *, hashset_args=(), store_root=None, model: str = "none",
+                 mode: str = "triage", stop_after: int = 10, pictures: bool = True,
+                 sha256: bool = False, task_timeout: float = 300.0,
+                 **extra) -> tuple[ScanOptions, list[dict]]:
+    """Turns CLI arguments into ScanOptions and the hash sets' provenance.
+
+    FILE arguments are imported into CASE_DIR/hashsets (the case keeps its own copy of what it
+    was matched against); NAME arguments are looked up in the store.
+    """
+    roots, names, provenance = resolve_scan_hashsets(case_dir, hashset_args, store_root)
+    model_info = resolve_model(model)
+    opts = ScanOptions(mode=mode, stop_after=stop_after, pictures=pictures, sha256=sha256,
+                       hashset_roots=tuple(roots), hashset_names=tuple(names),
+                       task_timeout=task_timeout, model=model_info, **extra)
+    return opts, provenance
+
+
+def resolve_model(model: str) -> Optional[dict]:
+    if model in (None, "", "none"):
+        return None
+    raise TriageError(f"--model {model}: the model stage is not available yet; use --model none")
+
+
+def resolve_scan_hashsets(case_dir, hashset_args, store_root) -> tuple[list[str], list[str], list[dict]]:
+    """(store roots, set names, provenance) for a scan. No arguments: every set in the store."""
+    if not hashset_args and store_root is None:
+        return [], [], []
+    raise TriageError("hash sets are not available in this build yet")

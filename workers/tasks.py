@@ -1,0 +1,96 @@
+"""The Ray tasks of a scan. Everything that touches evidence runs here, in worker processes,
+so a crash in TSK or libyal (a segfault on a corrupt image) costs a task, never the driver.
+
+Each worker process keeps one `WorkerContext` (open evidence, hash-set stores), made on first
+use: Ray reuses worker processes across tasks, so a device is opened once per process.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Iterator, Optional
+
+import ray
+
+from triage.errors import TriageError
+from triage.records import Coverage, EvidenceRef, VolumeRef
+from workers.batch import Backend, BatchResult, ScanOptions, WorkerContext, scan_batch
+from workers.plan import BatchSpec, VolumePlan, plan_volume
+
+# Batch specs a planner may have produced ahead of the driver: the walk is spooled to disk,
+# so this bounds only what sits in the object store.
+PLANNER_AHEAD = 4
+
+_context: Optional[WorkerContext] = None
+
+
+def worker_context(backend: Backend) -> WorkerContext:
+    """This process's context (one per worker process; rebuilt if the backend changes)."""
+    global _context
+    if _context is None or type(_context.backend) is not type(backend):
+        if _context is not None:
+            _context.close()
+        _context = WorkerContext(backend)
+    return _context
+
+
+def volume_where(volume: VolumeRef | int) -> str:
+    offset = volume.offset if isinstance(volume, VolumeRef) else volume
+    return f"volume@{offset}"
+
+
+@ray.remote(num_cpus=1, max_retries=0)
+def probe_device(backend: Backend, paths: tuple[str, ...], device_id: str,
+                 recovery_key: Optional[str] = None, password: Optional[str] = None,
+                 ) -> tuple[EvidenceRef, list[VolumeRef], list[Coverage]]:
+    """Opens a device and finds its volumes. Raises TriageError for evidence that is not one."""
+    ctx = worker_context(backend)
+    evidence = ctx.evidence(paths, device_id)
+    volumes, coverage = backend.discover(evidence, recovery_key=recovery_key, password=password)
+    return evidence.ref, list(volumes), list(coverage)
+
+
+def _guarded(records, device_id: str, volume: VolumeRef, problems: list) -> Iterator:
+    """The walk, with a failure part-way turned into a coverage record (what was found stays)."""
+    try:
+        yield from records
+    except Exception as exc:   # noqa: BLE001 - any walk failure is coverage, never a lost volume
+        problems.append(Coverage(device_id=device_id, where=volume_where(volume),
+                                 reason=f"file system walk stopped: {exc}".splitlines()[0][:300],
+                                 volume_offset=volume.offset))
+
+
+# num_cpus=0: a planner spends most of its life parked on back-pressure; holding a CPU slot
+# while parked would starve the batch tasks it feeds. The driver bounds how many run at once.
+@ray.remote(num_cpus=0, max_retries=0, _generator_backpressure_num_objects=PLANNER_AHEAD)
+def plan_device_volume(backend: Backend, paths: tuple[str, ...], volume: VolumeRef,
+                       opts: ScanOptions) -> Iterator[VolumePlan | BatchSpec]:
+    ctx = worker_context(backend)
+    evidence = ctx.evidence(paths, volume.device_id)
+    problems: list[Coverage] = []
+    records = _guarded(backend.walk(evidence, volume), volume.device_id, volume, problems)
+    yield from plan_volume(records, volume.device_id, volume.offset, max_files=opts.batch_files,
+                           max_bytes=opts.batch_bytes, coverage=problems)
+
+
+@ray.remote(num_cpus=1, max_retries=0)
+def scan_batch_task(backend: Backend, paths: tuple[str, ...], spec: BatchSpec,
+                    opts: ScanOptions) -> BatchResult:
+    return scan_batch(worker_context(backend), paths, spec, opts)
+
+
+@ray.remote(num_cpus=1, max_retries=0)
+def verify_media(backend: Backend, paths: tuple[str, ...], device_id: str) -> dict:
+    """Hashes of the whole media, for comparison with the hashes stored in the container."""
+    ctx = worker_context(backend)
+    t0 = time.monotonic()
+    hashes = backend.media_hashes(ctx.evidence(paths, device_id))
+    return dict(hashes, seconds=round(time.monotonic() - t0, 3))
+
+
+def worker_pid() -> int:
+    return os.getpid()
+
+
+__all__ = ["probe_device", "plan_device_volume", "scan_batch_task", "verify_media",
+           "worker_context", "volume_where", "TriageError"]
