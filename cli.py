@@ -121,7 +121,7 @@ def synth(out, devices, seed, size, as_json):
     for col in ("device", "role", "evidence", "volumes", "MB", "files", "exact", "near"):
         table.add_column(col)
     for d in summary["devices"]:
-        table.add_row(d["id"], d["role"], d["evidence"], "+".join(d["volumes"]) + f" ({d['table']})",
+        table.add_row(d["id"], d["role"], Path(d["evidence"]).name, "+".join(d["volumes"]) + f" ({d['table']})",
                       f"{d['media_size'] / 1e6:.0f}", str(d["files"]), str(d["exact"]), str(d["near"]))
     Console().print(table)
 

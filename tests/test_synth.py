@@ -129,6 +129,11 @@ def test_planted_variety(synth_truth):
     assert any(p["in_archive"] for p in exact)
     assert any(p["renamed"] and not p["path"].lower().endswith((".jpg", ".png")) for p in exact)
     assert any(p.get("camera") and "/DCIM/" in p["path"] for p in exact)
+    deleted_on = {(p["fs_type"]) for p in planted if p["deleted"]}
+    assert {"fat32", "ext4"} <= deleted_on
+    if any(v["fs_type"] == "ntfs" for d in synth_truth["devices"] for v in d["volumes"]):
+        assert "ntfs" in deleted_on
+        assert any(p["ads"] for p in exact), "an alert picture hidden in an NTFS stream"
     near = [p for p in planted if p["kind"] == "near"]
     assert {p["transform"] for p in near} >= {"recompress", "crop", "to_png", "to_webp"}
     bait = _device(synth_truth, "model_bait")["model_bait"]
@@ -147,7 +152,7 @@ def test_fls_sees_planted_items_at_recorded_offsets(synth_fleet, synth_truth):
             path, allocated = seen[p["inode"]]
             assert allocated == (not p.get("deleted", False)), p
             if allocated:
-                assert path == p["path"]
+                assert path == p["path"] + (f":{p['ads']}" if p.get("ads") else "")
             else:   # FAT overwrites a deleted short name's first byte
                 assert path.rsplit("/", 1)[0] == p["path"].rsplit("/", 1)[0]
             checked += 1
@@ -265,6 +270,9 @@ def test_cli_json_summary_and_bad_input(tmp_path):
     res = CliRunner().invoke(main, ["synth", "--out", str(tmp_path / "f"), "--devices", "1", "--json"])
     assert res.exit_code == 0, res.output
     summary = json.loads(res.output)
-    assert summary["devices"][0]["exact"] == 5
+    truth = json.loads((tmp_path / "f" / "truth.json").read_text())
+    planted = truth["devices"][0]["planted"]
+    assert summary["devices"][0]["exact"] == sum(p["kind"] == "exact" for p in planted) >= 5
+    assert summary["devices"][0]["role"] == "exact"
     res = CliRunner().invoke(main, ["synth", "--out", str(tmp_path / "g"), "--size", "huge"])
     assert res.exit_code == 2

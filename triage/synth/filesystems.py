@@ -175,6 +175,10 @@ def build(fs_type: str, entries: list[Entry], image: Path, label: str, seed: int
         after.setdefault((n.meta, n.allocated), n)
     placed = {}
     for e in entries:
+        for sname in e.streams:      # NTFS alternate data streams: fls lists "path:stream"
+            sn = before.get(f"{e.path}:{sname}")
+            if sn is not None:
+                placed[f"{e.path}:{sname}"] = Placed(sn.inode, sn.path, sn.allocated)
         n = before.get(e.path)
         if n is None:
             continue

@@ -207,6 +207,8 @@ N_ALERT = 12
 EXACT_ITEMS = (0, 1, 2, 3, 4)       # planted as exact copies on "exact" devices
 CAMERA_ITEM = 4                     # carries the suspect camera's EXIF, planted under DCIM
 NEAR_ITEMS = (5, 6, 7, 8, 9)        # only near-duplicates of these are planted
+ADS_ITEM = 10                       # in an NTFS alternate data stream (NTFS devices only)
+CARD_DELETED_ITEM = 11              # deleted from the DCIM folder
 CATEGORIES = (1, 2, 3, 2, 1, 1, 2, 3, 3, 2, 1, 3)
 
 
@@ -344,7 +346,9 @@ class ContentMaker:
         for z in range(self.p.zips):
             members = [(f"photos/p{z}_{m}.{self.picture(z * 7 + m)[1]}", self.picture(z * 7 + m)[0])
                        for m in range(5)]
-            main.append(Entry(f"{u}/Downloads/photos_{z + 1}.zip", _zip(members, compress=False), self.when()))
+            zone = {"Zone.Identifier": b"[ZoneTransfer]\r\nZoneId=3\r\n"} if self.spec.volumes[0][0] == "ntfs" else {}
+            main.append(Entry(f"{u}/Downloads/photos_{z + 1}.zip", _zip(members, compress=False), self.when(),
+                              streams=zone))
         for name, data in system_files:
             main.append(Entry(f"/Windows/System32/{name}", data, float(EPOCH_2023 - 86400 * 30)))
         dcim = []
@@ -358,7 +362,7 @@ class ContentMaker:
 
 def _plant_record(kind: str, item: AlertItem, entry: Entry, data: bytes, **extra) -> dict:
     rec = {"kind": kind, "alert_id": item.id, "category": item.category, "path": entry.path,
-           "deleted": entry.deleted, "in_archive": None, "renamed": False, **_hashes(data)}
+           "ads": None, "deleted": entry.deleted, "in_archive": None, "renamed": False, **_hashes(data)}
     rec.update(extra)
     return rec
 
@@ -390,6 +394,17 @@ def plant(maker: ContentMaker, main: list[Entry], dcim: list[Entry], dcim_folder
         vol = 1 if len([v for v in maker.spec.volumes if v[0] != "bitlocker"]) > 1 else 0
         out.append(Planted(e, vol, _plant_record("exact", a, e, a.data, camera={
             "make": a.camera.make, "model": a.camera.model})))
+        # deleted from the camera card (FAT on a two-volume device): the name loses its first
+        # byte, the clusters stay readable
+        a = alerts[CARD_DELETED_ITEM]
+        e = Entry(f"{dcim_folder}/IMG_0108.JPG", a.data, maker.when(), deleted=True)
+        out.append(Planted(e, vol, _plant_record("exact", a, e, a.data)))
+        if maker.spec.volumes[0][0] == "ntfs":
+            # hidden in an alternate data stream of a harmless text file
+            a = alerts[ADS_ITEM]
+            e = Entry(f"{u}/Documents/notes.txt", b"shopping: milk, bread\r\n", maker.when(),
+                      streams={"thumbs.jpg": a.data})
+            out.append(Planted(e, 0, _plant_record("exact", a, e, a.data, ads="thumbs.jpg")))
         near = [(NEAR_ITEMS[0], "resize", f"{u}/Pictures/Saved/IMG-20240702-WA0011.jpg", False)]
     elif role == "near_only":
         near = [(NEAR_ITEMS[1], "recompress", f"{u}/Pictures/Misc/image(3).jpg", False),
@@ -483,7 +498,8 @@ def build_device(seed: int, spec: DeviceSpec, profile: Profile, alerts: list[Ale
     planted_out = []
     for k, p in enumerate(planted):
         vi = vol_of_fs[p.volume]
-        where = placed[vi].get(p.entry.path)
+        ads = p.record.get("ads")
+        where = placed[vi].get(p.entry.path + (f":{ads}" if ads else ""))
         rec = dict(p.record)
         rec.update({"id": f"{spec.id}-p{k + 1}", "volume_index": vi, "volume_offset": parts[vi].offset,
                     "fs_type": spec.volumes[vi][0], "inode": where.inode if where else None,
