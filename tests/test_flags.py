@@ -162,3 +162,15 @@ def test_follow_yields_flags_as_they_are_appended(tmp_path):
         seen.append(f)
     t.join()
     assert sorted(f.key for f in seen) == sorted(f.key for f in flags)
+
+
+def test_unassessed_labels_neither_pass_nor_fail():
+    from triage.flags import suspected
+    from triage.records import Score
+    mk = lambda **v: Score(key="k", model="m", model_sha256="s", values=v)   # noqa: E731
+    assert suspected(mk(explicit=0.9, faces=0, minor_likelihood=None))          # no face found
+    assert not suspected(mk(explicit=0.9, faces=1, minor_likelihood=0.1))       # adult face
+    assert suspected(mk(explicit=0.9, faces=1, minor_likelihood=0.7))
+    assert not suspected(mk(explicit=0.5, minor_likelihood=None))
+    assert not suspected(mk(explicit=float("nan")))                             # Ray's None
+    assert not suspected(mk(other=0.99))                                        # nothing thresholded

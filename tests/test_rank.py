@@ -8,8 +8,8 @@ import pytest
 from casebuild import (FLEET_ORDER, VOL, add_device, build_fleet, context, exact, near, picture,
                        score)
 from triage.records import Coverage, Exif, VolumeRef
-from triage.rank import (TIER_CLEAN, TIER_EXACT, TIER_NEAR, TIER_UNEXAMINED, coverage_state,
-                         verdict_dict, verdicts)
+from triage.rank import (TIER_CLEAN, TIER_EXACT, TIER_NEAR, TIER_SUSPECTED, TIER_UNEXAMINED,
+                         coverage_state, verdict_dict, verdicts)
 from triage.store import CaseStore
 
 NOW = time.time()
@@ -40,6 +40,7 @@ def test_counts_flags_and_coverage(fleet):
     assert "CHILD_ACCESS" in by_id["exact_lives.dd"].flags
     assert by_id["near_only.dd"].tier == TIER_NEAR and by_id["near_only.dd"].near_matches == 1
     assert by_id["suspected_only.dd"].suspected_new == 1
+    assert by_id["suspected_only.dd"].tier == TIER_SUSPECTED
     enc = by_id["encrypted.dd"]
     assert (enc.tier, enc.coverage) == (TIER_UNEXAMINED, "partial")
     assert "NOT_EXAMINED" in enc.flags
@@ -114,6 +115,18 @@ def test_exact_beats_many_near_and_lives_with(tmp_path):
     assert ordered[1].score > ordered[0].score   # the tier, not the points, decided
 
 
+def test_one_near_match_outranks_many_model_suspicions(tmp_path):
+    store = CaseStore(tmp_path / "c", create=True)
+    n = picture("n.dd", 1)
+    add_device(store, None, "n.dd", items=[n], matches=[near(n)], context=context("none", "N"))
+    bait = [picture("bait.dd", i) for i in range(20)]
+    add_device(store, None, "bait.dd", items=bait, scores=[score(x, 0.9, 0.9) for x in bait],
+               context=context("lives_with", "B"))
+    ordered = verdicts(store, now=NOW)
+    assert [v.device_id for v in ordered] == ["n.dd", "bait.dd"]
+    assert ordered[1].suspected_new == 20
+
+
 def test_category_severity_and_count_weigh(tmp_path):
     store = CaseStore(tmp_path / "c", create=True)
     a = picture("a.dd", 1)
@@ -182,3 +195,14 @@ def test_coverage_state_rules():
     assert coverage_state(dev, locked, gap) == "failed"
     assert coverage_state({"id": "d", "status": "scanning"}, ok, []) == "partial"
     assert coverage_state({"id": "d", "status": "failed"}, ok, []) == "failed"
+
+
+def test_partial_scan_status_is_finished_not_running(tmp_path):
+    store = CaseStore(tmp_path / "c", create=True)
+    add_device(store, None, "p.dd", items=[picture("p.dd", 1)], status="partial",
+               coverage=[Coverage("p.dd", "batch 3", "worker crashed twice")],
+               context=context("none", "P"))
+    (v,) = verdicts(store, now=NOW)
+    assert v.coverage == "partial" and v.tier == TIER_UNEXAMINED
+    assert "batch 3 not examined: worker crashed twice" in v.reasons
+    assert not any("not finished" in r for r in v.reasons)

@@ -6,14 +6,16 @@ The order is decided in two steps, so that no weight can break the rules that ma
 
 | tier | the device has                                                   |
 |-----:|------------------------------------------------------------------|
-| 3    | exact alert matches                                              |
-| 2    | near (perceptual) alert matches or SUSPECTED_NEW pictures only   |
+| 4    | exact alert matches                                              |
+| 3    | near (perceptual) alert matches, no exact ones                   |
+| 2    | SUSPECTED_NEW pictures only (the model's view, a ranking aid)    |
 | 1    | nothing found, but not fully examined (coverage partial/failed)  |
 | 0    | nothing found, fully examined                                    |
 
-So a device with exact matches always precedes one with only near matches, and a device that
-could not be fully examined (encrypted volume, corrupt image, unfinished scan) can never rank
-below one that was examined and found clean.
+So a device with exact matches always precedes one with only near matches, a near match to
+known material outweighs any number of model suspicions, and a device that could not be fully
+examined (encrypted volume, corrupt image, unfinished scan) can never rank below one that was
+examined and found clean.
 
 **2. Points** (within a tier, higher first; ties go by device id). Each rule adds points and a
 reason line; `triage show` lists the breakdown.
@@ -46,7 +48,7 @@ from triage.context import ACCESS_PHRASES, deadline_datetime
 from triage.flags import camera_indicators, store_thresholds, suspected
 from triage.records import Coverage, DeviceVerdict, FileRecord, Features, Match, Score, VolumeRef
 
-TIER_EXACT, TIER_NEAR, TIER_UNEXAMINED, TIER_CLEAN = 3, 2, 1, 0
+TIER_EXACT, TIER_NEAR, TIER_SUSPECTED, TIER_UNEXAMINED, TIER_CLEAN = 4, 3, 2, 1, 0
 
 EXACT_POINTS = 100
 NEAR_POINTS = 30
@@ -59,7 +61,7 @@ ACCESS_POINTS = {"lives_with": 150, "works_with": 150, "other": 100, "unknown": 
 DEADLINE_SOON_POINTS, DEADLINE_WEEK_POINTS = 50, 25
 COVERAGE_POINTS = {"complete": 0, "partial": 20, "failed": 40}
 
-FINISHED_STATUSES = frozenset({"complete", "completed", "done", "finished", "ok", "warning"})
+FINISHED_STATUSES = frozenset({"complete", "partial", "completed", "done", "finished", "ok"})
 FAILED_STATUSES = frozenset({"failed", "error", "corrupt"})
 
 
@@ -269,8 +271,10 @@ def verdict_for_device(device: dict, volumes: list[VolumeRef], coverage: list[Co
 
     if exact:
         tier = TIER_EXACT
-    elif near_only or suspect_keys:
+    elif near_only:
         tier = TIER_NEAR
+    elif suspect_keys:
+        tier = TIER_SUSPECTED
     elif state != "complete":
         tier = TIER_UNEXAMINED
     else:
