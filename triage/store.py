@@ -404,8 +404,11 @@ class CaseStore:
 
     def add_batch(self, device_id: str, batch_id: str,
                   items: list[tuple[FileRecord, Features]], matches: list[Match],
-                  scores: list[Score], coverage: list[Coverage]) -> None:
-        """Stores one batch's results and marks the batch done, in one transaction."""
+                  scores: list[Score], coverage: list[Coverage], done: bool = True) -> None:
+        """Stores one batch's results and marks the batch done, in one transaction.
+
+        `done=False` leaves the batch unfinished (its model scores are still to come): a resume
+        then scans it again, and `mark_batch_done` finishes it with the scores."""
         file_rows = [_file_row(device_id, batch_id, rec, feat) for rec, feat in items]
         with self._tx() as db:
             db.executemany(
@@ -414,8 +417,18 @@ class CaseStore:
             self._insert_matches(db, device_id, matches)
             self._insert_scores(db, device_id, scores)
             self._insert_coverage(db, coverage)
+            if done:
+                db.execute("INSERT OR REPLACE INTO batches VALUES (?, ?, ?, ?)",
+                           (device_id, batch_id, len(items), time.time()))
+
+    def mark_batch_done(self, device_id: str, batch_id: str, scores: list[Score] = (),
+                        coverage: list[Coverage] = (), files: int = 0) -> None:
+        """Finishes a batch stored with `done=False`, adding its late results."""
+        with self._tx() as db:
+            self._insert_scores(db, device_id, scores)
+            self._insert_coverage(db, coverage)
             db.execute("INSERT OR REPLACE INTO batches VALUES (?, ?, ?, ?)",
-                       (device_id, batch_id, len(items), time.time()))
+                       (device_id, batch_id, files, time.time()))
 
     def add_matches(self, device_id: str, matches: list[Match]) -> None:
         with self._tx() as db:

@@ -118,7 +118,7 @@ class WorkerContext:
         self.backend = backend
         self._evidence: OrderedDict[tuple, Any] = OrderedDict()
         self._hashsets: dict[str, Any] = {}
-        self._feature_options: dict[ScanOptions, Any] = {}
+        self._feature_options: dict[str, Any] = {}
 
     def evidence(self, paths: tuple[str, ...], device_id: str):
         key = (tuple(paths), device_id)
@@ -143,9 +143,10 @@ class WorkerContext:
         return stores
 
     def feature_options(self, opts: ScanOptions):
-        if opts not in self._feature_options:
-            self._feature_options[opts] = self.backend.feature_options(opts)
-        return self._feature_options[opts]
+        key = repr(opts)          # ScanOptions holds a dict (the model), so it is not hashable
+        if key not in self._feature_options:
+            self._feature_options[key] = self.backend.feature_options(opts)
+        return self._feature_options[key]
 
     def close(self) -> None:
         for ev in self._evidence.values():

@@ -66,6 +66,14 @@ class InFlight:
 
 
 @dataclass
+class ModelJob:
+    device_id: str
+    spec: BatchSpec
+    files: int
+    items: list                       # (FileRecord, Features) of the pictures sent
+
+
+@dataclass
 class DeviceState:
     device_id: str
     paths: tuple[str, ...]
@@ -85,6 +93,7 @@ class DeviceState:
     bytes: int = 0
     pictures: int = 0
     flags: int = 0
+    scored: int = 0
     total_files: int = 0
     total_bytes: int = 0
     coverage: int = 0
@@ -103,7 +112,7 @@ class DeviceState:
             "device": self.device_id, "evidence": list(self.paths), "status": self.status,
             "files": self.files, "bytes": self.bytes, "pictures": self.pictures,
             "alert_matches": len(self.exact_alerts), "near_matches": len(self.near),
-            "flags": self.flags, "coverage_records": self.coverage,
+            "flags": self.flags, "coverage_records": self.coverage, "scored": self.scored,
             "stopped_early": self.stopped_early, "error": self.failed,
             "seconds": round(self.finished - self.started, 3) if self.finished else None,
             "first_flag_s": None if self.first_flag is None else round(self.first_flag - t0, 3),
@@ -145,7 +154,8 @@ class Scan:
 
     def __init__(self, store: CaseStore, sink, devices: list[DeviceState], opts: ScanOptions, *,
                  backend: Backend, workers: int, resume: bool, verify: bool,
-                 reporter: Reporter, max_in_flight: Optional[int] = None,
+                 reporter: Reporter, max_in_flight: Optional[int] = None, model_pool=None,
+                 thresholds: Optional[dict] = None,
                  max_active_devices: Optional[int] = None, t0: Optional[float] = None,
                  recovery_key: Optional[str] = None, password: Optional[str] = None):
         import ray
@@ -158,6 +168,10 @@ class Scan:
         self.max_in_flight = max_in_flight or max(2, 2 * workers)
         self.max_active = max_active_devices or max(2, workers)
         self.in_flight: dict[Any, InFlight] = {}
+        self.model_pool = model_pool
+        self.model_jobs: dict[Any, ModelJob] = {}
+        self.max_model_jobs = 2 * len(model_pool.actors) + 1 if model_pool else 0
+        self.thresholds = thresholds
         self.t0 = t0 or time.time()
         self.warnings: list[str] = []
         self.recovery_key, self.password = recovery_key, password
@@ -208,10 +222,16 @@ class Scan:
                     out.append((dev, p))
         return out
 
+    def _room(self) -> bool:
+        """Room for another batch: CPU batches below their bound, and the model stage keeping up."""
+        if self.model_pool is not None and len(self.model_jobs) >= self.max_model_jobs:
+            return False
+        return len(self.in_flight) < self.max_in_flight
+
     def _pull_batches(self) -> None:
         """Moves ready batch specs from planners to workers, round robin across devices, while
         there is room in flight."""
-        while len(self.in_flight) < self.max_in_flight:
+        while self._room():
             planners = self._planners()
             if not planners:
                 return
@@ -257,11 +277,11 @@ class Scan:
         dev.in_flight += 1
 
     def _wait_and_handle(self) -> None:
-        waitables = list(self.in_flight)
+        waitables = list(self.in_flight) + list(self.model_jobs)
         probes = {d.probe: d for d in self._active() if d.probe is not None}
         verifies = {d.verify: d for d in self.devices.values() if d.verify is not None}
         waitables += list(probes) + list(verifies)
-        if len(self.in_flight) < self.max_in_flight:
+        if self._room():
             waitables += [p.gen for _, p in self._planners()]
         if not waitables:
             time.sleep(0.05)
@@ -274,6 +294,8 @@ class Scan:
         for ref in more:
             if ref in self.in_flight:
                 self._batch_finished(ref)
+            elif ref in self.model_jobs:
+                self._scored(ref)
             elif ref in probes:
                 self._probed(probes[ref])
             elif ref in verifies:
@@ -365,10 +387,14 @@ class Scan:
     def _store_result(self, dev: DeviceState, spec: BatchSpec, result: BatchResult) -> None:
         from triage.flags import rules_for_batch
 
+        to_model = result.model_inputs if self.model_pool is not None else []
         self.store.add_batch(dev.device_id, result.batch_id, result.items, result.matches, [],
-                             result.coverage)
+                             result.coverage, done=not to_model)
         self.store.remove_coverage(dev.device_id, f"batch {spec.batch_id}")
-        dev.done.add(result.batch_id)
+        if to_model:
+            self._send_to_model(dev, spec, result)
+        else:
+            dev.done.add(result.batch_id)
         dev.tier_accounted[spec.tier] += 1
         dev.files += len(result.items)
         dev.bytes += result.bytes_read
@@ -382,6 +408,41 @@ class Scan:
         self._raise(dev, flags)
         self.reporter.batch_done(dev.device_id, dev)
         self._check_triage_stop(dev)
+
+    def _send_to_model(self, dev: DeviceState, spec: BatchSpec, result: BatchResult) -> None:
+        import numpy as np
+        keys = [k for k, _ in result.model_inputs]
+        pixels = np.stack([np.asarray(x) for _, x in result.model_inputs])
+        wanted = set(keys)
+        items = [(r, f) for r, f in result.items if r.key in wanted]
+        ref = self.model_pool.submit(keys, pixels)
+        self.model_jobs[ref] = ModelJob(dev.device_id, spec, len(result.items), items)
+        dev.in_flight += 1
+
+    def _scored(self, ref) -> None:
+        from triage.flags import rules_for_batch
+
+        job = self.model_jobs.pop(ref)
+        self.model_pool.done(ref)
+        dev = self.devices[job.device_id]
+        dev.in_flight -= 1
+        try:
+            scores = self.ray.get(ref)
+            coverage = []
+        except self.ray.exceptions.RayError as exc:
+            scores = []
+            coverage = [Coverage(device_id=dev.device_id, where=f"model {job.spec.batch_id}",
+                                 reason=f"{len(job.items)} pictures not scored by the model: "
+                                        f"{_error_line(exc)}",
+                                 volume_offset=job.spec.volume_offset)]
+        self.store.mark_batch_done(dev.device_id, job.spec.batch_id, scores, coverage, job.files)
+        dev.done.add(job.spec.batch_id)
+        dev.scored += len(scores)
+        dev.coverage += len(coverage)
+        flags = rules_for_batch(dev.device_id, dev.context, job.items, [], scores, coverage,
+                                time.time(), thresholds=self.thresholds)
+        self._raise(dev, flags)
+        self.reporter.batch_done(dev.device_id, dev)
 
     def _batch_failed(self, dev: DeviceState, job: InFlight, reason: str) -> None:
         if job.attempts < MAX_ATTEMPTS and not dev.stopped_early:
@@ -520,6 +581,7 @@ class Scan:
         for ref in list(self.in_flight):
             self.ray.cancel(ref, force=True)
         self.in_flight.clear()
+        self.model_jobs.clear()
         for dev in self.devices.values():
             for p in dev.planners.values():
                 if p.gen is not None and not p.finished:
@@ -606,11 +668,23 @@ def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list
     try:
         with ray_session(address=address, workers=workers, dashboard=dashboard) as cluster:
             n_workers = workers or max(1, cluster.get("cpus", 1))
+            pool = None
+            if opts.model:
+                from workers.model_pool import ModelPool
+                gpus = cluster.get("gpus", 0)
+                # on CPU one actor, with threads from the cores the batch workers leave
+                pool = ModelPool(opts.model, size=gpus or 1, gpus=gpus,
+                                 cpu_threads=None if gpus else max(1, n_workers // 2))
             scan = Scan(store, sink, devices, opts, backend=backend, workers=n_workers,
                         resume=resume, verify=verify, reporter=reporter,
                         max_in_flight=max_in_flight, t0=t0, recovery_key=recovery_key,
-                        password=password)
-            scan.run()
+                        password=password, model_pool=pool,
+                        thresholds=(opts.model or {}).get("thresholds") or None)
+            try:
+                scan.run()
+            finally:
+                if pool is not None:
+                    pool.close()
         statuses = {d.status for d in devices}
         status = "complete" if statuses == {"complete"} else "partial"
     finally:
@@ -676,9 +750,17 @@ def prepare_scan(case_dir, *, hashset_args=(), store_root=None, model: str = "no
 
 
 def resolve_model(model: str) -> Optional[dict]:
+    """The model's provenance (name, version, sha256, input size, thresholds) after checking
+    its weights' sha256; None for --model none."""
     if model in (None, "", "none"):
         return None
-    raise TriageError(f"--model {model}: the model stage is not available yet; use --model none")
+    from models.registry import resolve
+    from models.spec import describe, verify
+    spec = resolve(model)
+    verify(spec)          # ModelError (a TriageError) on a wrong sha256, before any scan work
+    info = describe(spec)
+    info["spec"] = model
+    return info
 
 
 def resolve_scan_hashsets(case_dir, hashset_args, store_root) -> tuple[list[str], list[str], list[dict]]:
