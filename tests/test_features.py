@@ -1,0 +1,414 @@
+"""triage.features: one-pass hashing, signature typing, picture features, archives.
+
+Every fixture is generated here with Pillow/numpy (synthetic smooth "photos"), small and fast.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import struct
+import tarfile
+import zipfile
+
+import numpy as np
+import pdqhash
+import pytest
+from PIL import Image
+
+from triage.features import (Analysis, FeatureOptions, analyse, decode_for_model, hamming_hex,
+                             pdq, phash)
+from triage.features.hashing import SNIFF_BYTES
+from triage.features.pictures import pdq_hex
+from triage.records import FileRecord, Provenance
+
+PDQ_NEAR, PDQ_FAR = 31, 64      # PDQ: <=31 is a match; unrelated pictures average ~128
+PHASH_NEAR, PHASH_FAR = 10, 16
+
+
+# --- fixtures --------------------------------------------------------------------------------
+
+def photo(seed: int, w: int = 640, h: int = 480) -> Image.Image:
+    """A random multi-octave colour field with grain: energy at every scale, as in a photo,
+    so perceptual hashes have structure to hold on to (a too-smooth field makes PDQ fragile)."""
+    rng = np.random.default_rng(seed)
+    acc = np.zeros((h, w, 3), dtype=np.float32)
+    for cells, amp in ((4, 1.0), (12, 0.6), (36, 0.35), (108, 0.2)):
+        coarse = rng.uniform(-1, 1, size=(cells * 3 // 4 + 1, cells + 1, 3)).astype(np.float32)
+        acc += amp * np.stack([np.asarray(Image.fromarray(coarse[..., c], mode="F").resize(
+            (w, h), Image.Resampling.BICUBIC)) for c in range(3)], -1)
+    acc = 128 + 60 * acc + rng.normal(0, 3, acc.shape)
+    return Image.fromarray(acc.clip(0, 255).astype(np.uint8))
+
+
+def encode(img: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def record(name: str, data: bytes, path: str | None = None) -> FileRecord:
+    return FileRecord(prov=Provenance("dev1", 1048576, 42, path or f"/home/u/{name}"),
+                      name=name, size=len(data), allocated=True, fs_type="ext4")
+
+
+def chunked(data: bytes, size: int = 65536):
+    return [data[i:i + size] for i in range(0, len(data), size)] or [b""]
+
+
+def run(name: str, data: bytes, opts: FeatureOptions = FeatureOptions(), chunk: int = 65536
+        ) -> Analysis:
+    return analyse(record(name, data), chunked(data, chunk), opts)
+
+
+def zip_bytes(members: dict[str, bytes], method=zipfile.ZIP_DEFLATED) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=method) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def pic_a() -> Image.Image:
+    return photo(1)
+
+
+@pytest.fixture(scope="module")
+def jpeg_a(pic_a) -> bytes:
+    return encode(pic_a, "JPEG", quality=90)
+
+
+# --- hashing and typing ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("chunk", [1, 7, SNIFF_BYTES - 1, 4096, 10**6])
+def test_hashes_equal_hashlib_whatever_the_chunking(chunk):
+    data = np.random.default_rng(3).bytes(50_000)
+    a = run("blob.bin", data, FeatureOptions(sha256=True), chunk=chunk)
+    f = a.features
+    assert f.md5 == hashlib.md5(data).hexdigest()
+    assert f.sha1 == hashlib.sha1(data).hexdigest()
+    assert f.sha256 == hashlib.sha256(data).hexdigest()
+    assert f.size == len(data) and f.key == a.record.key
+
+
+def test_sha256_only_on_request_and_empty_chunks_ignored():
+    data = b"hello world" * 100
+    a = analyse(record("t.txt", data), [b"", data[:5], b"", data[5:]], FeatureOptions())
+    assert a.features.sha256 == "" and a.features.md5 == hashlib.md5(data).hexdigest()
+
+
+def test_empty_file():
+    a = analyse(record("empty.jpg", b""), iter(()), FeatureOptions())
+    assert a.record.type == "empty" and not a.record.ext_mismatch
+    assert a.features.md5 == hashlib.md5(b"").hexdigest() and not a.features.is_picture
+
+
+def test_content_is_read_exactly_once(jpeg_a):
+    pulled = []
+
+    def source():
+        for c in chunked(jpeg_a):
+            pulled.append(len(c))
+            yield c
+    a = analyse(record("a.jpg", jpeg_a), source(), FeatureOptions())
+    assert sum(pulled) == len(jpeg_a) and a.features.pdq
+
+
+def test_renamed_jpeg_is_still_a_picture(jpeg_a):
+    a = run("holiday.dat", jpeg_a)
+    assert a.record.type == "image/jpeg" and a.record.ext_mismatch
+    f = a.features
+    assert f.is_picture and f.type == "image/jpeg" and f.ext_mismatch
+    assert (f.width, f.height) == (640, 480) and len(f.pdq) == 64 and len(f.phash) == 16
+    assert run("holiday.jpg", jpeg_a).record.ext_mismatch is False
+
+
+def test_short_read_is_reported(jpeg_a):
+    rec = record("a.bin", jpeg_a)
+    a = analyse(rec, [jpeg_a[:1000]], FeatureOptions())
+    assert a.features.size == 1000 and "short read" in a.features.error
+
+
+# --- perceptual hashes -----------------------------------------------------------------------
+
+def test_near_copy_is_near_and_other_picture_is_far(pic_a, jpeg_a):
+    copy = encode(pic_a.resize((400, 300), Image.Resampling.BILINEAR), "JPEG", quality=55)
+    other = encode(photo(2), "JPEG", quality=90)
+    a, b, c = (run("x.jpg", d).features for d in (jpeg_a, copy, other))
+    assert a.pdq_quality >= 50
+    assert hamming_hex(a.pdq, b.pdq) <= PDQ_NEAR
+    assert hamming_hex(a.phash, b.phash) <= PHASH_NEAR
+    assert hamming_hex(a.pdq, c.pdq) >= PDQ_FAR
+    assert hamming_hex(a.phash, c.phash) >= PHASH_FAR
+
+
+def test_draft_decode_hashes_match_full_decode(jpeg_a):
+    f = run("a.jpg", jpeg_a).features
+    full = Image.open(io.BytesIO(jpeg_a)).convert("RGB")
+    assert hamming_hex(f.pdq, pdq(full)[0]) <= 16
+    assert hamming_hex(f.phash, phash(full)) <= 6
+
+
+def test_pdq_hex_is_the_reference_word_order():
+    # C++ Hash256::format prints w[15] .. w[0] as %04hx
+    words = [(0x1111 * i + 0x0F0E) & 0xFFFF for i in range(16)]
+    vector = pdqhash.bindings.hash_to_vector(words)
+    assert pdq_hex(vector) == "".join(f"{w:04x}" for w in reversed(words))
+
+
+def test_phash_is_imagehash_dct_phash(pic_a):
+    # independent naive form: scipy's unnormalised DCT-II along rows then columns
+    grey = np.asarray(pic_a.convert("L").resize((32, 32), Image.Resampling.LANCZOS), float)
+    n = np.arange(32)
+    dct = np.array([[sum(grey[y, x] * np.cos(np.pi * u * (2 * y + 1) / 64)
+                         * np.cos(np.pi * v * (2 * x + 1) / 64) for y in n for x in n)
+                     for v in range(8)] for u in range(8)])
+    bits = "".join("1" if b else "0" for b in (dct > np.median(dct)).ravel())
+    assert phash(pic_a) == f"{int(bits, 2):016x}"
+
+
+def test_hamming_hex():
+    assert hamming_hex("00ff", "0f0f") == 8 and hamming_hex("ab", "ab") == 0
+    with pytest.raises(ValueError):
+        hamming_hex("00", "000")
+
+
+# --- picture formats -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt,mime,kw", [
+    ("PNG", "image/png", {}), ("WEBP", "image/webp", {"quality": 90}), ("BMP", "image/bmp", {}),
+    ("TIFF", "image/tiff", {}), ("GIF", "image/gif", {}),
+])
+def test_each_picture_format_decodes_to_the_same_hashes(pic_a, jpeg_a, fmt, mime, kw):
+    ref = run("a.jpg", jpeg_a).features
+    f = run(f"a.{fmt.lower()}", encode(pic_a, fmt, **kw)).features
+    assert f.type == mime and not f.error and (f.width, f.height) == (640, 480)
+    assert hamming_hex(ref.pdq, f.pdq) <= PDQ_NEAR
+    assert hamming_hex(ref.phash, f.phash) <= PHASH_NEAR
+
+
+def test_gif_uses_the_first_frame(pic_a):
+    first, second = pic_a, photo(7)
+    buf = io.BytesIO()
+    first.save(buf, format="GIF", save_all=True, append_images=[second], duration=100)
+    f = run("anim.gif", buf.getvalue()).features
+    assert not f.error
+    assert hamming_hex(f.phash, phash(first)) <= PHASH_NEAR
+    assert hamming_hex(f.phash, phash(second)) >= PHASH_FAR
+
+
+def test_heic(pic_a, jpeg_a):
+    pillow_heif = pytest.importorskip("pillow_heif")
+    if not pillow_heif.libheif_info().get("HEIF"):
+        pytest.skip("pillow-heif has no HEVC encoder here")
+    f = run("IMG_0001.HEIC", encode(pic_a, "HEIF", quality=80)).features
+    assert f.type == "image/heic" and not f.error and (f.width, f.height) == (640, 480)
+    assert hamming_hex(f.pdq, run("a.jpg", jpeg_a).features.pdq) <= PDQ_NEAR
+
+
+def test_sixteen_bit_png_is_scaled_not_clipped():
+    ramp = (np.linspace(0, 65535, 256)[None, :] * np.ones((64, 1))).astype(np.uint16)
+    f = run("depth.png", encode(Image.fromarray(ramp), "PNG")).features
+    assert not f.error and f.pdq_quality > 0 and (f.width, f.height) == (256, 64)
+
+
+def test_exif_make_model_date_gps(pic_a):
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110] = "Canon", "Canon EOS 5D Mark IV"
+    exif.get_ifd(0x8769)[0x9003] = "2024:05:06 07:08:09"
+    gps = exif.get_ifd(0x8825)
+    gps[1], gps[2], gps[3], gps[4] = "S", (33.0, 51.0, 54.0), "E", (151.0, 12.0, 36.0)
+    f = run("IMG_1.jpg", encode(pic_a, "JPEG", exif=exif)).features
+    assert f.exif.make == "Canon" and f.exif.model == "Canon EOS 5D Mark IV"
+    assert f.exif.datetime_original == "2024:05:06 07:08:09"
+    lat, lon = f.exif.gps
+    assert lat == pytest.approx(-33.865) and lon == pytest.approx(151.21)
+    assert run("plain.jpg", encode(pic_a, "JPEG")).features.exif is None
+
+
+def test_thumbnail_is_a_small_jpeg(jpeg_a):
+    f = run("a.jpg", jpeg_a, FeatureOptions(thumb_size=96)).features
+    thumb = Image.open(io.BytesIO(f.thumbnail))
+    assert thumb.format == "JPEG" and max(thumb.size) == 96 and len(f.thumbnail) < 10_000
+    assert run("a.jpg", jpeg_a, FeatureOptions(thumbnails=False)).features.thumbnail == b""
+
+
+def test_truncated_jpeg_is_an_error_not_an_exception(jpeg_a):
+    cut = jpeg_a[: len(jpeg_a) // 2]
+    f = run("cut.jpg", cut).features
+    assert f.is_picture and f.error.startswith("decode error") and f.pdq == ""
+    assert f.md5 == hashlib.md5(cut).hexdigest()
+
+
+def test_garbage_behind_a_jpeg_signature():
+    data = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8
+    a = run("x.jpg", data)
+    assert a.features.error and a.features.md5 == hashlib.md5(data).hexdigest()
+
+
+def test_decompression_bomb_is_refused_and_recorded():
+    bomb = encode(Image.new("1", (3000, 2000)), "PNG")           # 6 Mpx in a few KiB
+    a = run("bomb.png", bomb, FeatureOptions(max_image_pixels=1_000_000))
+    f = a.features
+    assert "decompression bomb" in f.error and f.pdq == "" and (f.width, f.height) == (3000, 2000)
+    assert f.md5 == hashlib.md5(bomb).hexdigest()
+    assert len(a.coverage) == 1 and "decompression bomb" in a.coverage[0].reason
+    assert a.coverage[0].where == a.record.key
+    assert run("ok.png", bomb).features.error == ""               # under Pillow's default
+
+
+def test_picture_over_the_byte_limit_is_hashed_only(jpeg_a):
+    a = run("big.jpg", jpeg_a, FeatureOptions(picture_max_bytes=10_000))
+    f = a.features
+    assert f.md5 == hashlib.md5(jpeg_a).hexdigest() and f.pdq == "" and "not decoded" in f.error
+    assert a.coverage and "not decoded" in a.coverage[0].reason
+
+
+def test_pictures_off_hashes_only(jpeg_a):
+    f = run("a.jpg", jpeg_a, FeatureOptions(pictures=False)).features
+    assert f.is_picture and f.md5 and f.pdq == "" and f.error == ""
+
+
+def test_model_input_and_decode_for_model(jpeg_a):
+    a = run("a.jpg", jpeg_a, FeatureOptions(model_input_size=224))
+    assert a.model_input.shape == (224, 224, 3) and a.model_input.dtype == np.uint8
+    assert run("a.jpg", jpeg_a).model_input is None
+    prepped = run("a.jpg", jpeg_a, FeatureOptions(model_prep=lambda im: np.asarray(im)[:8, :8]))
+    assert prepped.model_input.shape == (8, 8, 3)
+    img = decode_for_model(jpeg_a, 200)
+    assert img.mode == "RGB" and min(img.size) >= 200 and max(img.size) < 640
+    assert decode_for_model(b"not a picture", 200) is None
+
+
+# --- archives --------------------------------------------------------------------------------
+
+def test_zip_members_are_analysed_with_provenance(jpeg_a):
+    other = encode(photo(5), "PNG")
+    data = zip_bytes({"DCIM/a.jpg": jpeg_a, "b.dat": other, "notes.txt": b"hi" * 100})
+    a = run("photos.zip", data)
+    assert a.record.type == "application/zip" and a.features.md5 == hashlib.md5(data).hexdigest()
+    by = {m.record.prov.member: m for m in a.members}
+    assert set(by) == {"DCIM/a.jpg", "b.dat", "notes.txt"}
+    jpg = by["DCIM/a.jpg"]
+    assert jpg.record.path == "/home/u/photos.zip" and jpg.record.name == "a.jpg"
+    assert jpg.record.key.endswith("|/home/u/photos.zip|!DCIM/a.jpg")
+    assert jpg.features.key == jpg.record.key and jpg.features.md5 == hashlib.md5(jpeg_a).hexdigest()
+    assert jpg.features.pdq == run("a.jpg", jpeg_a).features.pdq
+    assert by["b.dat"].record.type == "image/png" and by["b.dat"].record.ext_mismatch
+    assert by["notes.txt"].features.sha1 == hashlib.sha1(b"hi" * 100).hexdigest()
+    assert a.coverage == () and jpg.record.prov.inode == 42 and jpg.record.mtime
+
+
+def test_tar_members(jpeg_a):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        info = tarfile.TarInfo("pics/a.jpg")
+        info.size, info.mtime = len(jpeg_a), 1_700_000_000
+        tf.addfile(info, io.BytesIO(jpeg_a))
+    a = run("backup.tar", buf.getvalue())
+    assert a.record.type == "application/x-tar"
+    (m,) = a.members
+    assert m.record.prov.member == "pics/a.jpg" and m.record.mtime == 1_700_000_000
+    assert m.features.md5 == hashlib.md5(jpeg_a).hexdigest() and m.features.pdq
+
+
+def test_nested_zips_open_to_the_depth_limit(jpeg_a):
+    inner = zip_bytes({"a.jpg": jpeg_a})               # level 4 archive
+    for level in (3, 2):
+        inner = zip_bytes({f"l{level + 1}.zip": inner})
+    data = zip_bytes({"l2.zip": inner})                 # outer.zip is level 1
+    a = run("outer.zip", data)
+    paths = [x.record.prov.member for x in a.walk()]
+    assert paths == ["", "l2.zip", "l2.zip!/l3.zip", "l2.zip!/l3.zip!/l4.zip"]
+    deepest = list(a.walk())[-1]
+    assert deepest.features.md5 and deepest.members == ()
+    cov = a.all_coverage()
+    assert len(cov) == 1 and "deeper than 3" in cov[0].reason and cov[0].where == deepest.record.key
+    # one level more and the picture is reached
+    b = run("outer.zip", data, FeatureOptions(archive_max_depth=4))
+    leaf = list(b.walk())[-1]
+    assert leaf.record.prov.member == "l2.zip!/l3.zip!/l4.zip!/a.jpg" and leaf.features.pdq
+    assert b.all_coverage() == []
+
+
+def test_zip_bomb_member_is_refused():
+    data = zip_bytes({"readme.txt": b"ok", "zeros.bin": bytes(8 * 1024 * 1024)})
+    a = run("bomb.zip", data, FeatureOptions(archive_ratio_min_bytes=1024 * 1024))
+    assert [m.record.prov.member for m in a.members] == ["readme.txt"]
+    (cov,) = a.coverage
+    assert "bomb" in cov.reason and cov.where.endswith("!zeros.bin")
+    assert cov.bytes_not_examined == 8 * 1024 * 1024
+
+
+def test_total_expansion_limit_is_shared_by_nested_archives():
+    blob = np.random.default_rng(9).bytes(300_000)     # incompressible: no ratio alarm
+    inner = zip_bytes({"x1.bin": blob, "x2.bin": blob})
+    data = zip_bytes({"inner.zip": inner, "y.bin": blob})
+    a = run("o.zip", data, FeatureOptions(archive_max_total_bytes=1_000_000))
+    examined = [x.record.prov.member for x in a.walk() if x.features.md5][1:]
+    assert examined == ["inner.zip", "inner.zip!/x1.bin"]
+    reasons = [c.reason for c in a.all_coverage()]
+    assert len(reasons) == 2 and all("expansion limit" in r for r in reasons)
+
+
+def test_member_count_limit():
+    data = zip_bytes({f"f{i}.txt": str(i).encode() for i in range(10)})
+    a = run("many.zip", data, FeatureOptions(archive_max_members=4))
+    assert len(a.members) == 4
+    (cov,) = a.coverage
+    assert "member limit (4)" in cov.reason and "6 of 10" in cov.reason
+
+
+def _set_encrypted(data: bytes, name: bytes) -> bytes:
+    """Set the 'encrypted' general-purpose bit of member `name` (local and central headers)."""
+    buf = bytearray(data)
+    for sig, flag_at, name_len_at, name_at in ((b"PK\x03\x04", 6, 26, 30),
+                                               (b"PK\x01\x02", 8, 28, 46)):
+        pos = buf.find(sig)
+        while pos >= 0:
+            n = struct.unpack_from("<H", buf, pos + name_len_at)[0]
+            if bytes(buf[pos + name_at:pos + name_at + n]) == name:
+                struct.pack_into("<H", buf, pos + flag_at,
+                                 struct.unpack_from("<H", buf, pos + flag_at)[0] | 1)
+            pos = buf.find(sig, pos + 4)
+    return bytes(buf)
+
+
+def test_encrypted_member_becomes_coverage(jpeg_a):
+    data = _set_encrypted(zip_bytes({"secret.jpg": jpeg_a, "open.txt": b"x"}), b"secret.jpg")
+    a = run("locked.zip", data)
+    assert [m.record.prov.member for m in a.members] == ["open.txt"]
+    (cov,) = a.coverage
+    assert "encrypted" in cov.reason and cov.where.endswith("!secret.jpg")
+
+
+def test_corrupt_zip_becomes_coverage(jpeg_a):
+    data = zip_bytes({"a.jpg": jpeg_a})
+    cut = data[: len(data) - 30]                          # central directory damaged
+    a = run("broken.zip", cut)
+    assert a.features.md5 == hashlib.md5(cut).hexdigest() and a.members == ()
+    (cov,) = a.coverage
+    assert cov.reason.startswith("corrupt zip archive") and cov.where == a.record.key
+
+
+def test_corrupt_member_data_keeps_a_record():
+    payload = b"important " * 5000
+    data = bytearray(zip_bytes({"doc.txt": payload}, method=zipfile.ZIP_STORED))
+    data[data.find(b"important") + 3] ^= 0xFF            # breaks the CRC
+    a = run("crc.zip", bytes(data))
+    (m,) = a.members
+    assert m.features.error.startswith("corrupt archive member") and m.features.md5 == ""
+    assert any("CRC" in c.reason for c in a.all_coverage())
+
+
+def test_archives_off_hashes_only(jpeg_a):
+    a = run("p.zip", zip_bytes({"a.jpg": jpeg_a}), FeatureOptions(archives=False))
+    assert a.members == () and a.coverage == () and a.features.md5
+
+
+def test_archive_over_the_byte_limit_is_hashed_not_opened(jpeg_a):
+    data = zip_bytes({"a.jpg": jpeg_a})
+    a = run("p.zip", data, FeatureOptions(archive_max_bytes=1000))
+    assert a.members == () and a.features.md5 == hashlib.md5(data).hexdigest()
+    (cov,) = a.coverage
+    assert "archive not opened" in cov.reason and cov.bytes_not_examined == len(data)

@@ -1,0 +1,163 @@
+"""`analyse`: one file's content, read once, to a Features record (and its archive members).
+
+Pure: bytes in, records out. No Ray, no TSK; the scan calls it from Ray workers with the chunks
+the evidence layer reads.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterable, Iterator, Optional
+
+import numpy as np
+
+from triage.features import archives, pictures
+from triage.features.hashing import read_once, human_bytes
+from triage.filetype import ARCHIVE_TYPES, PICTURE_TYPES, ext_mismatch, sniff
+from triage.records import Coverage, Features, FileRecord
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+
+@dataclass(frozen=True)
+class FeatureOptions:
+    """What to compute, and the limits that keep hostile content from exhausting a worker."""
+
+    sha256: bool = False
+    pictures: bool = True                    # decode pictures: PDQ, pHash, EXIF, size
+    thumbnails: bool = True                  # a small JPEG for review (needs pictures)
+    thumb_size: int = 128
+    archives: bool = True                    # open zip and tar, recursively
+    archive_max_depth: int = 3               # levels of archives opened (outer.zip is level 1)
+    archive_max_members: int = 10_000        # members analysed under one file, all levels
+    archive_max_total_bytes: int = 2 * GiB   # expanded bytes read under one file, all levels
+    archive_max_bytes: int = 512 * MiB       # an archive larger than this is hashed, not opened
+    archive_max_ratio: float = 100.0         # a member expanding more than this is a bomb ...
+    archive_ratio_min_bytes: int = 64 * MiB  # ... when it is also at least this large
+    picture_max_bytes: int = 256 * MiB       # a picture file larger than this is hashed only
+    max_image_pixels: int = 89_478_485       # Pillow's MAX_IMAGE_PIXELS: larger is a bomb
+    model_input_size: Optional[int] = None   # also give a size x size uint8 RGB array
+    model_prep: Optional[Callable[[Any], np.ndarray]] = None   # or: picture -> model array
+
+
+DEFAULT_OPTIONS = FeatureOptions()
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """One file (or archive member) analysed: its typed record, features, members, coverage."""
+
+    record: FileRecord                       # `type` and `ext_mismatch` filled from magic bytes
+    features: Features
+    members: tuple["Analysis", ...] = ()     # archive members, nested members inside theirs
+    coverage: tuple[Coverage, ...] = ()      # what was refused or could not be examined
+    model_input: Optional[np.ndarray] = field(default=None, compare=False, repr=False)
+
+    def walk(self) -> Iterator["Analysis"]:
+        """This analysis and every member's, depth first."""
+        yield self
+        for m in self.members:
+            yield from m.walk()
+
+    def all_coverage(self) -> list[Coverage]:
+        return [c for a in self.walk() for c in a.coverage]
+
+
+def analyse(record: FileRecord, chunks: Iterable[bytes],
+            opts: FeatureOptions = DEFAULT_OPTIONS) -> Analysis:
+    """Read `chunks` (the content of `record`) once and analyse it.
+
+    Never raises for bad content: decode failures are `features.error`, refusals and damaged
+    archives are coverage records. Exceptions from `chunks` itself (read errors) propagate.
+    """
+    budget = archives.Budget(opts.archive_max_total_bytes, opts.archive_max_members)
+    return _analyse(record, chunks, opts, 0, budget)
+
+
+def _analyse(record: FileRecord, chunks: Iterable[bytes], opts: FeatureOptions, depth: int,
+             budget: archives.Budget) -> Analysis:
+    def keep(head: bytes) -> int:
+        ctype = sniff(head)
+        if opts.pictures and ctype in PICTURE_TYPES:
+            return opts.picture_max_bytes
+        if opts.archives and ctype in ARCHIVE_TYPES and depth < opts.archive_max_depth:
+            return opts.archive_max_bytes
+        return 0
+
+    rr = read_once(chunks, sha256=opts.sha256, keep=keep)
+    ctype = sniff(rr.head)
+    rec = replace(record, type=ctype, ext_mismatch=ext_mismatch(record.name, ctype))
+    prov = rec.prov
+    coverage: list[Coverage] = []
+
+    def cover(reason: str, nbytes: int = 0, where: str = "") -> None:
+        coverage.append(Coverage(device_id=prov.device_id, where=where or rec.key, reason=reason,
+                                 bytes_not_examined=nbytes, volume_offset=prov.volume_offset))
+
+    is_picture = ctype in PICTURE_TYPES
+    if rr.aborted:
+        # a member cut short by the archive budget: a partial hash would match nothing, so none
+        cover(f"archive member not fully read: {rr.aborted}", max(0, rec.size - rr.size))
+        feats = Features(key=rec.key, size=rr.size, type=ctype, ext_mismatch=rec.ext_mismatch,
+                         is_picture=is_picture, error=f"not fully read: {rr.aborted}")
+        return Analysis(rec, feats, (), tuple(coverage))
+
+    d = rr.digests
+    base = dict(key=rec.key, size=rr.size, md5=d.md5, sha1=d.sha1, sha256=d.sha256, type=ctype,
+                ext_mismatch=rec.ext_mismatch, is_picture=is_picture)
+    error = ""
+    if rec.size and rr.size < rec.size:
+        error = f"short read: {rr.size} of {rec.size} bytes"
+    members: tuple[Analysis, ...] = ()
+    model_input = None
+    pic: dict = {}
+
+    if is_picture and opts.pictures:
+        if rr.data is None:
+            why = f"picture not decoded: {human_bytes(rr.size)}, {rr.not_kept}"
+            error = error or why
+            cover(why)
+        else:
+            pr = pictures.analyse_picture(
+                rr.data, ctype, thumbnails=opts.thumbnails, thumb_size=opts.thumb_size,
+                max_image_pixels=opts.max_image_pixels, model_input_size=opts.model_input_size,
+                model_prep=opts.model_prep)
+            pic = dict(width=pr.width, height=pr.height, pdq=pr.pdq, pdq_quality=pr.pdq_quality,
+                       phash=pr.phash, exif=pr.exif, thumbnail=pr.thumbnail)
+            model_input = pr.model_input
+            if pr.error:
+                error = pr.error if not error else f"{error}; {pr.error}"
+            if pr.refused:
+                cover(f"picture refused: {pr.refused}")
+
+    elif ctype in ARCHIVE_TYPES and opts.archives:
+        if depth >= opts.archive_max_depth:
+            cover(f"nested archive not opened: deeper than {opts.archive_max_depth} levels",
+                  rr.size)
+        elif rr.data is None:
+            cover(f"archive not opened: {human_bytes(rr.size)}, {rr.not_kept}", rr.size)
+        else:
+            limits = archives.Limits(opts.archive_max_ratio, opts.archive_ratio_min_bytes)
+            found, more = archives.expand(
+                rec, rr.data, ctype, budget, limits,
+                lambda mrec, mchunks: _analyse_member(mrec, mchunks, opts, depth + 1, budget))
+            members = tuple(found)
+            coverage.extend(more)
+
+    feats = Features(**base, **pic, error=error)
+    return Analysis(rec, feats, members, tuple(coverage), model_input)
+
+
+def _analyse_member(record: FileRecord, chunks: Iterable[bytes], opts: FeatureOptions,
+                    depth: int, budget: archives.Budget) -> Analysis:
+    """A member whose bytes turn out damaged mid-read still gets a record, with the error."""
+    try:
+        return _analyse(record, chunks, opts, depth, budget)
+    except NotImplementedError:
+        raise                                   # unsupported method: expand() words it
+    except archives.ARCHIVE_ERRORS as exc:
+        reason = f"corrupt archive member: {archives._one_line(exc)}"
+        cov = Coverage(device_id=record.prov.device_id, where=record.key, reason=reason,
+                       bytes_not_examined=record.size, volume_offset=record.prov.volume_offset)
+        feats = Features(key=record.key, size=record.size, error=reason)
+        return Analysis(record, feats, (), (cov,))

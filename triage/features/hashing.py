@@ -1,0 +1,117 @@
+"""One pass over a file's content: MD5 and SHA-1 always, SHA-256 on request, signature typing
+from the first bytes, and the bytes themselves kept only when a later step needs them.
+
+The content arrives as an iterator of chunks and is read exactly once. hashlib releases the GIL
+for buffers over 2 KiB, so a worker thread reading the next chunk overlaps with hashing.
+Chunks are kept by reference (a list), never copied into a growing buffer, and joined once at
+the end; a single-chunk file is not copied at all.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Callable, Iterable, Optional
+
+SNIFF_BYTES = 512  # covers every signature in triage.filetype (tar's "ustar" sits at 257)
+
+
+@dataclass(frozen=True)
+class Digests:
+    md5: str
+    sha1: str
+    sha256: str = ""
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    """What one pass over the content gives."""
+
+    digests: Digests
+    size: int                        # bytes actually read
+    head: bytes                      # the first SNIFF_BYTES (fewer for a short file)
+    data: Optional[bytes]            # the whole content, when it was kept
+    not_kept: str = ""               # why it was not kept although asked for ("" otherwise)
+    aborted: str = ""                # the read stopped early (e.g. an archive expansion limit)
+
+
+class ReadAborted(Exception):
+    """Raised by a chunk source to stop a read early (the reason is the message)."""
+
+
+def read_once(chunks: Iterable[bytes], *, sha256: bool = False,
+              keep: Callable[[bytes], int] = lambda head: 0) -> ReadResult:
+    """Hash every chunk once; keep the content when `keep(head)` returns a byte limit > 0.
+
+    `keep` sees the first SNIFF_BYTES and returns how many bytes may be kept (0: none). Content
+    longer than that is still hashed to the end but not kept, and `not_kept` says why.
+    A chunk source may raise ReadAborted to stop (the digests then cover only what was read).
+    """
+    md5 = hashlib.md5(usedforsecurity=False)
+    sha1 = hashlib.sha1(usedforsecurity=False)
+    s256 = hashlib.sha256() if sha256 else None
+    it = iter(chunks)
+    parts: list = []
+    kept: Optional[list] = None
+    head = b""
+    n = 0
+    limit = 0
+    over = aborted = ""
+    try:
+        # Phase 1: enough bytes to know the type (one chunk, almost always).
+        for chunk in it:
+            if chunk:
+                md5.update(chunk)
+                sha1.update(chunk)
+                if s256 is not None:
+                    s256.update(chunk)
+                parts.append(chunk)
+                n += len(chunk)
+                if n >= SNIFF_BYTES:
+                    break
+        first = parts[0] if parts else b""
+        head = bytes(first[:SNIFF_BYTES]) if len(first) >= SNIFF_BYTES \
+            else b"".join(parts)[:SNIFF_BYTES]
+        limit = keep(head) if n else 0
+        if limit > 0:
+            kept = parts if n <= limit else None
+            over = "" if kept is not None else f"over the {_human(limit)} limit"
+        parts = []
+        # Phase 2: the rest, hashed and (maybe) kept by reference.
+        for chunk in it:
+            if chunk:
+                md5.update(chunk)
+                sha1.update(chunk)
+                if s256 is not None:
+                    s256.update(chunk)
+                n += len(chunk)
+                if kept is not None:
+                    if n > limit:
+                        kept, over = None, f"over the {_human(limit)} limit"
+                    else:
+                        kept.append(chunk)
+    except ReadAborted as exc:
+        aborted = str(exc) or "read aborted"
+        head = head or b"".join(parts)[:SNIFF_BYTES]
+        kept = None
+    if kept is None:
+        data = None
+    elif len(kept) == 1 and isinstance(kept[0], bytes):
+        data = kept[0]
+    else:
+        data = b"".join(kept)
+    return ReadResult(
+        digests=Digests(md5.hexdigest(), sha1.hexdigest(), s256.hexdigest() if s256 else ""),
+        size=n, head=head, data=data, not_kept=over,
+        aborted=aborted)
+
+
+def _human(n: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:g} {unit}"
+    return f"{n} bytes"
+
+
+def human_bytes(n: int) -> str:
+    """1073741824 -> '1 GiB' (for reasons shown to examiners)."""
+    return _human(n)
