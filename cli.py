@@ -283,13 +283,16 @@ def models_verify(names, models_dir, as_json):
 @click.option("--password", default=None, help="Password for encrypted volumes.")
 @click.option("--task-timeout", default=300.0, show_default=True, type=click.FloatRange(1),
               help="Seconds a batch may take (plus 1 s per 2 MB) before it is retried.")
+@click.option("--batch-files", default=256, show_default=True, type=click.IntRange(1),
+              help="Files per batch (batches also stop at 64 MB). Smaller batches spread a "
+                   "small device over more workers; --resume needs the same value.")
 @click.option("--dashboard", is_flag=True, help="Start Ray's dashboard on 127.0.0.1 (off by default).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display or flag lines; summary only.")
 @click.option("--json", "as_json", is_flag=True, help="Print only a JSON summary (implies --quiet).")
 @click.argument("evidence", nargs=-1, required=True, type=click.Path(exists=True))
 def scan(case_dir, hashset_args, store_root, context_file, model, mode, stop_after, address,
          workers, resume, verify, no_pictures, sha256, recovery_key, password, task_timeout,
-         dashboard, quiet, as_json, evidence):
+         batch_files, dashboard, quiet, as_json, evidence):
     """Scan seized devices: hash every file once, match against hash sets, raise flags.
 
     One device per EVIDENCE argument (an E01 set or a split raw set is one device: name its
@@ -313,7 +316,7 @@ def scan(case_dir, hashset_args, store_root, context_file, model, mode, stop_aft
     opts, hashsets = prepare_scan(case_dir, hashset_args=hashset_args, store_root=store_root,
                                   model=model, mode=mode, stop_after=stop_after,
                                   pictures=not no_pictures, sha256=sha256,
-                                  task_timeout=task_timeout)
+                                  task_timeout=task_timeout, batch_files=batch_files)
     quiet = quiet or as_json
     reporter = None
     if not quiet:
@@ -467,6 +470,17 @@ def flags_cmd(case_dir, follow, fmt, device, interval):
     from triage.flags import format_flag_line
 
     console = Console(highlight=False)
+    if follow:
+        from triage.store import is_case
+
+        if not is_case(case_dir):
+            # started before the scan: wait for the scan to create the case
+            click.echo(f"waiting for a scan to create {case_dir} (Ctrl-C ends)", err=True)
+            try:
+                while not is_case(case_dir):
+                    _time.sleep(interval)
+            except KeyboardInterrupt:
+                return
     with _open_case(case_dir) as store:
         dev_id = None
         if device:

@@ -92,12 +92,14 @@ def test_flags_json_lines(case):
 
 def test_flags_follow_prints_new_flags_until_ctrl_c(tmp_path):
     case_dir = tmp_path / "live"
-    store = CaseStore(case_dir, create=True)
     exe = Path(sys.executable).with_name("triage")
+    # started before the scan has created the case: it waits for it
     proc = subprocess.Popen([str(exe), "flags", "--case", str(case_dir), "--follow", "--format",
                              "json", "--interval", "0.1"], stdout=subprocess.PIPE, text=True)
     try:
-        time.sleep(1.5)
+        time.sleep(1.0)
+        store = CaseStore(case_dir, create=True)
+        time.sleep(0.5)
         x = picture("d.dd", 1)
         with FlagSink(case_dir, store) as sink:
             sink.raise_all(rules_for_batch("d.dd", None, [x], [exact(x)], [], [], time.time()))
