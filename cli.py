@@ -448,7 +448,7 @@ def show(device, case_dir, as_json):
 @click.option("--interval", default=0.5, show_default=True, type=click.FloatRange(0.05, 60),
               help="Seconds between looks at the case store with --follow.")
 def flags_cmd(case_dir, follow, fmt, device, interval):
-    """Safeguarding flags, worst codes first in each line's colour, oldest first.
+    """Safeguarding flags raised so far, oldest first; --follow while a scan runs.
 
     \b
     KNOWN_MATCH    exact alert match        NEAR_MATCH     perceptual alert match
@@ -588,7 +588,7 @@ def export(case_dir, fmt, out, device):
 
     \b
     vics   VICS 2.0 #Cases JSON: Media (MD5, SHA1, Category, MediaSize) and MediaFiles
-           (path, deleted, times, physical location) of matched and suspected pictures,
+           (path, deleted, times, exhibit, provenance) of matched and suspected pictures,
            so grading continues in Griffeye Analyze or Magnet AXIOM.
     case   CASE/UCO JSON-LD: files, hashes, the scan as an InvestigativeAction and the
            matches as analytic results (passes case_validate).
@@ -616,14 +616,16 @@ def export(case_dir, fmt, out, device):
 @click.option("--clear-thumbnails", is_flag=True,
               help="Show thumbnails unblurred, in colour (default: blurred and greyscale).")
 def report(case_dir, out, no_thumbnails, clear_thumbnails):
-    """One self-contained HTML report: the queue, each device's reasons, flags, coverage,
-    findings and charts. Nothing in it loads from the network.
+    """Write a self-contained HTML report of the case for reading and sharing.
 
-    Thumbnails are blurred and greyscale by default, to spare whoever reads it; the
+    The queue, each device's reasons, flags, coverage and findings, and charts of findings
+    per device. Nothing in it loads from the network. Thumbnails are blurred and greyscale by default, to spare whoever reads it; the
     examiner reviews the real pictures in their review tool.
     """
     from triage.exports.report_html import write_report
 
+    if no_thumbnails and clear_thumbnails:
+        raise click.UsageError("--no-thumbnails and --clear-thumbnails exclude each other")
     with _open_case(case_dir) as store:
         write_report(store, out, thumbnails="none" if no_thumbnails else
                      ("clear" if clear_thumbnails else "blurred"))
