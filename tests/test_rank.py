@@ -206,3 +206,22 @@ def test_partial_scan_status_is_finished_not_running(tmp_path):
     assert v.coverage == "partial" and v.tier == TIER_UNEXAMINED
     assert "batch 3 not examined: worker crashed twice" in v.reasons
     assert not any("not finished" in r for r in v.reasons)
+
+
+def test_coverage_reasons_name_volumes_and_files():
+    from triage.rank import _coverage_reasons
+    vols = [VolumeRef("d", 1, VOL, 10 * 2**20, "Linux", "ext4"),
+            VolumeRef("d", 2, 8 * VOL, 10, "data", None),
+            VolumeRef("d", 3, 16 * VOL, 10, "data", None, encryption="BitLocker")]
+    covs = [Coverage("d", f"volume@{VOL}", "not examined (triage mode)", 5 * 2**20, VOL),
+            Coverage("d", f"volume@{8 * VOL}", "unknown file system", 10, 8 * VOL),
+            Coverage("d", f"volume@{16 * VOL}", "encrypted (BitLocker)", 10, 16 * VOL),
+            Coverage("d", f"d|{VOL}|12|/home/a/secret.zip", "encrypted archive", 100),
+            Coverage("d", f"d|{VOL}|13|/home/a/x.jpg", "decompression bomb refused", 0),
+            Coverage("d", f"d|{VOL}|14|/home/a/y.jpg", "decompression bomb refused", 0)]
+    lines = _coverage_reasons(vols, covs, {"status": "partial"})
+    assert lines == ["volume 1 (ext4): not examined (triage mode), 5.0 MB",
+                     "volume 2 (unknown file system) not examined",
+                     "volume 3 (BitLocker) not examined",
+                     "2 parts not examined: decompression bomb refused",
+                     "/home/a/secret.zip not examined: encrypted archive, 100 B"]

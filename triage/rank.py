@@ -92,6 +92,12 @@ def coverage_state(device: dict, volumes: list[VolumeRef], coverage: list[Covera
     return "complete"
 
 
+def _where_label(where: str) -> str:
+    """A coverage "where" for people: a file key becomes its path (with stream and member)."""
+    parts = where.split("|", 3)
+    return parts[3] if len(parts) == 4 else where
+
+
 def _coverage_reasons(volumes: list[VolumeRef], coverage: list[Coverage],
                       device: dict) -> list[str]:
     by_offset = {v.offset: v for v in volumes}
@@ -99,16 +105,24 @@ def _coverage_reasons(volumes: list[VolumeRef], coverage: list[Coverage],
     other: dict[str, list[Coverage]] = defaultdict(list)
     for c in coverage:
         vol = by_offset.get(c.volume_offset) if c.volume_offset is not None else None
-        if vol is not None and (vol.fs_type is None or c.where.startswith("volume")):
-            what = vol.encryption or c.reason
-            lines.append(f"volume {vol.index} ({what}) not examined")
+        if vol is not None and c.where.startswith("volume"):
+            lost = f", {_human_bytes(c.bytes_not_examined)}" if c.bytes_not_examined else ""
+            if vol.encryption:
+                lines.append(f"volume {vol.index} ({vol.encryption}) not examined")
+            elif vol.fs_type is None:
+                lines.append(f"volume {vol.index} ({c.reason}) not examined")
+            elif "not examined" in c.reason:
+                lines.append(f"volume {vol.index} ({vol.fs_type}): {c.reason}{lost}")
+            else:
+                lines.append(f"volume {vol.index} ({vol.fs_type}) partly not examined: "
+                             f"{c.reason}{lost}")
         else:
             other[c.reason].append(c)
     for reason, items in sorted(other.items(), key=lambda kv: (-len(kv[1]), kv[0])):
         lost = sum(c.bytes_not_examined for c in items)
         size = f", {_human_bytes(lost)}" if lost else ""
         if len(items) == 1:
-            lines.append(f"{items[0].where} not examined: {reason}{size}")
+            lines.append(f"{_where_label(items[0].where)} not examined: {reason}{size}")
         else:
             lines.append(f"{len(items)} parts not examined: {reason}{size}")
     status = (device.get("status") or "").lower()
