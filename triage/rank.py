@@ -106,7 +106,7 @@ def _coverage_reasons(volumes: list[VolumeRef], coverage: list[Coverage],
     for c in coverage:
         vol = by_offset.get(c.volume_offset) if c.volume_offset is not None else None
         if vol is not None and c.where.startswith("volume"):
-            lost = f", {_human_bytes(c.bytes_not_examined)}" if c.bytes_not_examined else ""
+            lost = f", {human_bytes(c.bytes_not_examined)}" if c.bytes_not_examined else ""
             if vol.encryption:
                 lines.append(f"volume {vol.index} ({vol.encryption}) not examined")
             elif vol.fs_type is None:
@@ -120,7 +120,7 @@ def _coverage_reasons(volumes: list[VolumeRef], coverage: list[Coverage],
             other[c.reason].append(c)
     for reason, items in sorted(other.items(), key=lambda kv: (-len(kv[1]), kv[0])):
         lost = sum(c.bytes_not_examined for c in items)
-        size = f", {_human_bytes(lost)}" if lost else ""
+        size = f", {human_bytes(lost)}" if lost else ""
         if len(items) == 1:
             lines.append(f"{_where_label(items[0].where)} not examined: {reason}{size}")
         else:
@@ -133,7 +133,7 @@ def _coverage_reasons(volumes: list[VolumeRef], coverage: list[Coverage],
     return lines
 
 
-def _human_bytes(n: int) -> str:
+def human_bytes(n: int) -> str:
     size = float(n)
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if size < 1024 or unit == "TB":

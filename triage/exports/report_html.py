@@ -22,7 +22,7 @@ from triage import __version__
 from triage.exports import iso_utc, private_output
 from triage.findings import Finding, findings
 from triage.flags import SEVERITY
-from triage.rank import _human_bytes, verdicts
+from triage.rank import human_bytes, verdicts
 
 MAX_FINDINGS_PER_DEVICE = 200
 MAX_FLAGS_PER_DEVICE = 200
@@ -272,7 +272,7 @@ def build(store, thumbnails: str = "blurred", now: Optional[float] = None) -> st
                         if ctx.get("custody_deadline") else "")
                      + "</div>"
                      f'<div class="muted mono">{_e(" ".join(v.evidence))} &middot; '
-                     f"{_e(dev.get('format', ''))} &middot; {_human_bytes(int(dev.get('media_size') or 0))}"
+                     f"{_e(dev.get('format', ''))} &middot; {human_bytes(int(dev.get('media_size') or 0))}"
                      + (f" &middot; scanned {_e(iso_utc(dev.get('started')))} to "
                         f"{_e(iso_utc(dev.get('finished')) or '-')} ({_e(dev.get('status', ''))})"
                         if dev.get("started") else "") + "</div>")
@@ -286,7 +286,7 @@ def build(store, thumbnails: str = "blurred", now: Optional[float] = None) -> st
             parts.append("<p><b>Not examined</b></p><table><tr><th>where</th><th>reason</th>"
                          '<th class="num">bytes</th></tr>'
                          + "".join(f"<tr><td>{_e(c.where)}</td><td>{_e(c.reason)}</td>"
-                                   f'<td class="num">{_human_bytes(c.bytes_not_examined)}</td></tr>'
+                                   f'<td class="num">{human_bytes(c.bytes_not_examined)}</td></tr>'
                                    for c in coverage[:MAX_FLAGS_PER_DEVICE]) + "</table>")
         dev_flags = sorted(flags_by_dev.get(v.device_id, []),
                            key=lambda f: (-f.severity, f.raised_at))
