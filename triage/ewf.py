@@ -1,0 +1,271 @@
+"""Read-only E01/Ex01 access through Debian's libewf2 (ctypes), falling back to the pyewf wheel.
+
+Why ctypes over `libewf.so.2` and not the PyPI `libewf-python` wheel: the wheel's libewf is
+compiled without zlib (its strings say so) and inflates every chunk with libewf's own slow
+inflater, 24-50 MB/s, which made an E01 walk 30x slower than the same walk on the raw image
+(shared/docs/baselines.md). Debian's libewf2 is linked to zlib: the same reads run at the
+speed of `ewfverify`. The Debian Python binding (`python3-libewf`) is built for the system
+Python, not the venv's, so a ~150-line ctypes layer over the stable C API is the smallest
+thing that works in the venv, needs no compiler, and is installed by `apt-get install libewf2`
+(Makefile APT_PACKAGES). ctypes drops the GIL around every foreign call, so reads in threads
+overlap. The wheel stays as a fallback (with a warning) for machines without libewf2 and for
+Ex01 files the 2014 Debian library cannot open.
+
+Only this module, evidence.py, volumes.py and filesystems.py touch libyal/TSK libraries.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import threading
+import warnings
+from typing import Optional, Sequence
+
+from triage.errors import EvidenceError
+
+_LIB_NAMES = ("/usr/lib/x86_64-linux-gnu/libewf.so.2", "libewf.so.2", "libewf.so")
+_ACCESS_READ = 0x01            # LIBEWF_ACCESS_FLAG_READ
+_FORMAT_UNKNOWN = 0            # LIBEWF_FORMAT_UNKNOWN: let libewf_glob find any EWF naming
+
+_c_err = ctypes.POINTER(ctypes.c_void_p)
+
+
+def _load() -> Optional[ctypes.CDLL]:
+    found = ctypes.util.find_library("ewf")
+    for name in _LIB_NAMES + ((found,) if found else ()):
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError:
+            continue
+        if not hasattr(lib, "libewf_handle_open"):
+            continue
+        _declare(lib)
+        return lib
+    return None
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    vp, vpp = ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)
+    lib.libewf_get_version.restype = ctypes.c_char_p
+    lib.libewf_error_sprint.argtypes = [vp, ctypes.c_char_p, ctypes.c_size_t]
+    lib.libewf_error_backtrace_sprint.argtypes = [vp, ctypes.c_char_p, ctypes.c_size_t]
+    lib.libewf_error_free.argtypes = [vpp]
+    lib.libewf_glob.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint8,
+                                ctypes.POINTER(ctypes.POINTER(ctypes.c_char_p)),
+                                ctypes.POINTER(ctypes.c_int), vpp]
+    lib.libewf_glob_free.argtypes = [ctypes.POINTER(ctypes.c_char_p), ctypes.c_int, vpp]
+    lib.libewf_handle_initialize.argtypes = [vpp, vpp]
+    lib.libewf_handle_open.argtypes = [vp, ctypes.POINTER(ctypes.c_char_p), ctypes.c_int,
+                                       ctypes.c_int, vpp]
+    lib.libewf_handle_close.argtypes = [vp, vpp]
+    lib.libewf_handle_free.argtypes = [vpp, vpp]
+    lib.libewf_handle_get_media_size.argtypes = [vp, ctypes.POINTER(ctypes.c_uint64), vpp]
+    lib.libewf_handle_get_bytes_per_sector.argtypes = [vp, ctypes.POINTER(ctypes.c_uint32), vpp]
+    lib.libewf_handle_get_sectors_per_chunk.argtypes = [vp, ctypes.POINTER(ctypes.c_uint32), vpp]
+    lib.libewf_handle_segment_files_corrupted.argtypes = [vp, vpp]
+    lib.libewf_handle_get_utf8_hash_value.argtypes = [vp, ctypes.c_char_p, ctypes.c_size_t,
+                                                      ctypes.c_char_p, ctypes.c_size_t, vpp]
+    # The 2014 library (Debian 12) has read_random; newer ones read_buffer_at_offset.
+    read = getattr(lib, "libewf_handle_read_buffer_at_offset", None) or lib.libewf_handle_read_random
+    read.argtypes = [vp, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int64, vpp]
+    read.restype = ctypes.c_ssize_t
+    lib.triage_read = read
+
+
+_LIB: Optional[ctypes.CDLL] = None
+_LIB_TRIED = False
+
+
+def library() -> Optional[ctypes.CDLL]:
+    """The loaded libewf, or None when the shared library is missing."""
+    global _LIB, _LIB_TRIED
+    if not _LIB_TRIED:
+        _LIB_TRIED = True
+        _LIB = _load()
+    return _LIB
+
+
+def backend_name() -> str:
+    lib = library()
+    if lib is None:
+        return "pyewf (PyPI wheel, no zlib: slow)"
+    return f"libewf {lib.libewf_get_version().decode()} (ctypes)"
+
+
+def _message(lib: ctypes.CDLL, err: ctypes.c_void_p, what: str) -> str:
+    """libewf's innermost error, on one line (the backtrace's last frame says what went wrong)."""
+    text = ""
+    if err:
+        buf = ctypes.create_string_buffer(4096)
+        if lib.libewf_error_backtrace_sprint(err, buf, len(buf)) > 0:
+            lines = [ln.strip() for ln in buf.value.decode("utf-8", "replace").splitlines() if ln.strip()]
+            text = lines[-1] if lines else ""
+        lib.libewf_error_free(ctypes.byref(err))
+    return f"{what}: {text}" if text else what
+
+
+class EwfReader:
+    """A read-only view of the media inside an EWF segment set.
+
+    `read(offset, size)` is thread-safe (one lock: libewf keeps one chunk cache per handle).
+    """
+
+    def __init__(self, paths: Sequence[str]):
+        self.paths = tuple(str(p) for p in paths)
+        self._lock = threading.Lock()
+        self._handle = ctypes.c_void_p()
+        self._pyewf = None
+        lib = library()
+        if lib is None:
+            warnings.warn("libewf.so.2 not found (apt-get install libewf2): falling back to the "
+                          "pyewf wheel, which has no zlib and reads E01 about 10x slower", stacklevel=2)
+            self._open_pyewf()
+            return
+        try:
+            self._open_native(lib)
+        except EvidenceError as native_error:
+            # Ex01 (EWF2) postdates the 2014 Debian library: let the newer wheel try.
+            if not _is_ewf2(self.paths[0]):
+                raise
+            try:
+                self._open_pyewf()
+            except EvidenceError:
+                raise native_error from None
+
+    # --- opening ---------------------------------------------------------------------------
+    def _open_native(self, lib: ctypes.CDLL) -> None:
+        self._lib = lib
+        err = ctypes.c_void_p()
+        names = (ctypes.c_char_p * len(self.paths))(*[os.fsencode(p) for p in self.paths])
+        if lib.libewf_handle_initialize(ctypes.byref(self._handle), ctypes.byref(err)) != 1:
+            raise EvidenceError(_message(lib, err, "libewf could not start"))
+        if lib.libewf_handle_open(self._handle, names, len(self.paths), _ACCESS_READ, ctypes.byref(err)) != 1:
+            msg = _message(lib, err, f"{self.paths[0]}: not a readable EWF segment set")
+            self._free()
+            raise EvidenceError(msg)
+        size = ctypes.c_uint64()
+        if lib.libewf_handle_get_media_size(self._handle, ctypes.byref(size), ctypes.byref(err)) != 1:
+            msg = _message(lib, err, f"{self.paths[0]}: no media size")
+            self.close()
+            raise EvidenceError(msg)
+        self.size = size.value
+        bps, spc = ctypes.c_uint32(), ctypes.c_uint32()
+        lib.libewf_handle_get_bytes_per_sector(self._handle, ctypes.byref(bps), ctypes.byref(err))
+        lib.libewf_handle_get_sectors_per_chunk(self._handle, ctypes.byref(spc), ctypes.byref(err))
+        self.chunk_size = (bps.value or 512) * (spc.value or 64)
+        self.backend = "libewf"
+        # A segment set with a cut-off last segment opens, but its table ends early: a read of
+        # the last sector tells, now, rather than as a short file deep inside a scan.
+        if self.size:
+            last = min(self.size, 512)
+            self.read(self.size - last, last)
+
+    def _open_pyewf(self) -> None:
+        try:
+            import pyewf
+        except ImportError as exc:
+            raise EvidenceError(f"no EWF reader: install libewf2 ({exc})") from None
+        handle = pyewf.handle()
+        try:
+            handle.open(list(self.paths))
+        except (OSError, IOError) as exc:
+            raise EvidenceError(f"{self.paths[0]}: not a readable EWF segment set: "
+                                f"{str(exc).splitlines()[0]}") from None
+        self._pyewf = handle
+        self.size = handle.get_media_size()
+        self.chunk_size = 32768
+        self.backend = "pyewf"
+
+    # --- reading ---------------------------------------------------------------------------
+    def read(self, offset: int, size: int) -> bytes:
+        if offset >= self.size or size <= 0:
+            return b""
+        size = min(size, self.size - offset)
+        if self._pyewf is not None:
+            with self._lock:
+                try:
+                    return self._pyewf.read_buffer_at_offset(size, offset)
+                except (OSError, IOError) as exc:
+                    raise EvidenceError(f"{self.paths[0]}: read error at {offset}: "
+                                        f"{str(exc).splitlines()[0]}") from None
+        buf = ctypes.create_string_buffer(size)
+        err = ctypes.c_void_p()
+        with self._lock:
+            if not self._handle:
+                raise EvidenceError(f"{self.paths[0]}: read after close")
+            got = self._lib.triage_read(self._handle, buf, size, offset, ctypes.byref(err))
+        if got < 0:
+            raise EvidenceError(_message(self._lib, err, f"{self.paths[0]}: read error at offset {offset}"))
+        return buf.raw[:got] if got != size else buf.raw
+
+    def stored_hashes(self) -> dict:
+        """The MD5/SHA-1 the acquisition tool stored in the segments (lower-case hex)."""
+        out = {}
+        if self._pyewf is not None:
+            for key in ("MD5", "SHA1"):
+                try:
+                    value = self._pyewf.get_hash_value(key)
+                except (OSError, IOError, AttributeError):
+                    value = None
+                if value:
+                    out[key.lower()] = value.lower()
+            return out
+        for key in ("MD5", "SHA1"):
+            buf = ctypes.create_string_buffer(128)
+            err = ctypes.c_void_p()
+            with self._lock:
+                rc = self._lib.libewf_handle_get_utf8_hash_value(
+                    self._handle, key.encode(), len(key), buf, len(buf), ctypes.byref(err))
+            if rc == 1 and buf.value:
+                out[key.lower()] = buf.value.decode().lower()
+            elif err:
+                self._lib.libewf_error_free(ctypes.byref(err))
+        return out
+
+    def close(self) -> None:
+        if self._pyewf is not None:
+            self._pyewf.close()
+            self._pyewf = None
+            return
+        with self._lock:
+            if self._handle:
+                err = ctypes.c_void_p()
+                self._lib.libewf_handle_close(self._handle, ctypes.byref(err))
+                if err:
+                    self._lib.libewf_error_free(ctypes.byref(err))
+                self._free()
+
+    def _free(self) -> None:
+        err = ctypes.c_void_p()
+        self._lib.libewf_handle_free(ctypes.byref(self._handle), ctypes.byref(err))
+        if err:
+            self._lib.libewf_error_free(ctypes.byref(err))
+        self._handle = ctypes.c_void_p()
+
+
+def _is_ewf2(path: str) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(5) == b"EVF2\r"
+
+
+def glob_segments(first: str) -> list[str]:
+    """Every segment of the set `first` belongs to (E01, E02 ... EAA ...; Ex01 ...), in order."""
+    lib = library()
+    if lib is None:
+        import pyewf
+        try:
+            return list(pyewf.glob(first))
+        except (OSError, IOError) as exc:
+            raise EvidenceError(f"{first}: {str(exc).splitlines()[0]}") from None
+    names = ctypes.POINTER(ctypes.c_char_p)()
+    count = ctypes.c_int()
+    err = ctypes.c_void_p()
+    raw = os.fsencode(first)
+    if lib.libewf_glob(raw, len(raw), _FORMAT_UNKNOWN, ctypes.byref(names), ctypes.byref(count),
+                       ctypes.byref(err)) != 1:
+        raise EvidenceError(_message(lib, err, f"{first}: cannot find its EWF segments"))
+    try:
+        return [os.fsdecode(names[i]) for i in range(count.value)]
+    finally:
+        lib.libewf_glob_free(names, count, ctypes.byref(err))
