@@ -275,6 +275,11 @@ def test_model_input_and_decode_for_model(jpeg_a):
     assert run("a.jpg", jpeg_a).model_input is None
     prepped = run("a.jpg", jpeg_a, FeatureOptions(model_prep=lambda im: np.asarray(im)[:8, :8]))
     assert prepped.model_input.shape == (8, 8, 3)
+    def broken(im):
+        raise RuntimeError("no such model")
+    failed = run("a.jpg", jpeg_a, FeatureOptions(model_prep=broken))
+    assert failed.model_input is None and failed.features.pdq
+    assert "model input not prepared" in failed.features.error
     img = decode_for_model(jpeg_a, 200)
     assert img.mode == "RGB" and min(img.size) >= 200 and max(img.size) < 640
     assert decode_for_model(b"not a picture", 200) is None

@@ -61,6 +61,12 @@ _N = 32
 _DCT8 = np.cos(np.pi * np.arange(8)[:, None] * (2 * np.arange(_N)[None, :] + 1) / (2 * _N))
 
 
+# The limit below is ours (FeatureOptions.max_image_pixels); Pillow's warning for pictures between
+# its limit and twice it would only be noise. A process-wide filter: catch_warnings is not
+# thread-safe.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
 class PictureRefused(Exception):
     """A picture deliberately not decoded (decompression bomb); the message says why."""
 
@@ -128,13 +134,10 @@ def hamming_hex(a: str, b: str) -> int:
 def _open(data: bytes, content_type: str, max_image_pixels: int) -> Image.Image:
     """Open (header only) and refuse pictures whose pixel count is a decompression bomb."""
     formats = PIL_FORMATS.get(content_type)
-    with warnings.catch_warnings():
-        # we apply our own limit below; Pillow's warning would only be noise
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            img = Image.open(io.BytesIO(data), formats=formats)
-        except Image.DecompressionBombError as exc:
-            raise PictureRefused(f"decompression bomb refused: {exc}") from None
+    try:
+        img = Image.open(io.BytesIO(data), formats=formats)
+    except Image.DecompressionBombError as exc:   # over twice Pillow's own MAX_IMAGE_PIXELS
+        raise PictureRefused(f"decompression bomb refused: {exc}") from None
     w, h = img.size
     if max_image_pixels and w * h > max_image_pixels:
         err = Image.DecompressionBombError(
@@ -262,19 +265,23 @@ def analyse_picture(data: bytes, content_type: str, *, thumbnails: bool = True,
         pdq_value, quality = pdq(small)
         ph = phash(small)
         thumb = _thumbnail(small, thumb_size, orientation) if thumbnails else b""
-        model_input = None
-        if model_input_size or model_prep:
-            if model_prep is not None:
-                model_input = model_prep(small)
-            else:
-                s = int(model_input_size)
-                model_input = np.asarray(small.resize((s, s), Image.Resampling.BILINEAR),
-                                         dtype=np.uint8)
     except PictureRefused as exc:
         width, height = exc.size if exc.size != (0, 0) else (width, height)
         return PictureResult(width=width, height=height, refused=str(exc), error=str(exc))
     except Exception as exc:  # noqa: BLE001 - hostile input: every decoder failure is data
         msg = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
         return PictureResult(width=width, height=height, error=f"decode error: {msg}")
+    model_input, error = None, ""
+    if model_input_size or model_prep:
+        try:  # apart from the decode: a failing model preparation must not lose the hashes
+            if model_prep is not None:
+                model_input = model_prep(small)
+            else:
+                side = int(model_input_size)
+                model_input = np.asarray(small.resize((side, side), Image.Resampling.BILINEAR),
+                                         dtype=np.uint8)
+        except Exception as exc:  # noqa: BLE001
+            error = f"model input not prepared: {type(exc).__name__}: {exc}".splitlines()[0][:200]
     return PictureResult(width=width, height=height, pdq=pdq_value, pdq_quality=quality,
-                         phash=ph, exif=exif, thumbnail=thumb, model_input=model_input)
+                         phash=ph, exif=exif, thumbnail=thumb, model_input=model_input,
+                         error=error)
