@@ -1,0 +1,154 @@
+"""VICS JSON (Project VIC, UK CAID), versions 1.x (`odata.metadata`) and 2.0 (`@odata.context`).
+
+Two shapes (docs/formats.md 1.3): a hash-set distribution, `value` = flat list of Media, and a
+case export, `value` = Cases each holding `Media`. Vendors get the `#Media`/`#Cases` URL
+fragment wrong, so the shape is read from the structure. The file is streamed with ijson's C
+backend: memory holds one Media record at a time, never the file.
+
+Lenient on purpose: booleans and sizes may be strings, hashes upper or lower case, the file may
+start with a UTF-8 BOM, SHA-1 may sit in 1.x `AlternativeHashes`. PhotoDNA is kept as given
+(it cannot be computed without the licensed library).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import ijson
+
+from hashsets.build import SetBuilder
+from hashsets.importers import ImportOptions, SourceFacts
+from triage.errors import HashSetError
+
+_PROFILE = re.compile(r"/DataModels/[^/]+\.xml/([A-Za-z]+)/", re.I)
+_MEDIA_KEYS = {"MD5", "SHA1", "MediaID", "Category", "PhotoDNA", "MediaSize", "md5", "sha1"}
+_PEEK_EVENTS = 200_000
+_BATCH = 50_000
+
+
+def profile_from_context(url: str) -> str:
+    m = _PROFILE.search(url or "")
+    return m.group(1).upper() if m else ""
+
+
+def _open(path: Path):
+    f = open(path, "rb")
+    if f.read(3) != b"\xef\xbb\xbf":
+        f.seek(0)
+    return f
+
+
+def _shape(path: Path) -> tuple[str, str]:
+    """(ijson prefix of the Media records, context URL)."""
+    context = ""
+    with _open(path) as f:
+        try:
+            for n, (prefix, event, value) in enumerate(ijson.parse(f)):
+                if event == "string" and prefix in ("@odata.context", "odata.metadata"):
+                    context = value
+                elif event == "map_key":
+                    if prefix == "value.item":
+                        if value == "Media":
+                            return "value.item.Media.item", context
+                        if value in _MEDIA_KEYS:
+                            return "value.item", context
+                    elif prefix == "" and value == "Media":
+                        return "Media.item", context
+                    elif prefix == "item" and value in _MEDIA_KEYS:
+                        return "item", context           # a bare JSON array of Media records
+                if n > _PEEK_EVENTS:
+                    break
+        except ijson.JSONError as exc:
+            raise HashSetError(f"{path.name} is not a VICS hash set (not valid JSON: "
+                               f"{str(exc).splitlines()[0][:80]})") from None
+    raise HashSetError(f"{path.name} is not a VICS hash set (JSON without Media records "
+                       "under `value`)")
+
+
+def _bool(v):
+    if v is None or v == "":
+        return None
+    if isinstance(v, bool):
+        return v
+    s = str(v).strip().lower()
+    if s in ("true", "1", "yes"):
+        return True
+    if s in ("false", "0", "no"):
+        return False
+    return None
+
+
+def _category(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    return str(v).strip()
+
+
+def read(path: Path, builder: SetBuilder, options: ImportOptions) -> SourceFacts:
+    prefix, context = _shape(path)
+    size = max(1, path.stat().st_size)
+    md5s, md5_meta, sha1s, sha1_meta, sha256s, sha256_meta = [], [], [], [], [], []
+    latest = ""
+    n = 0
+
+    def flush():
+        builder.add_hex("md5", md5s, md5_meta, where="media")
+        builder.add_hex("sha1", sha1s, sha1_meta, where="media")
+        builder.add_hex("sha256", sha256s, sha256_meta, where="media")
+        for lst in (md5s, md5_meta, sha1s, sha1_meta, sha256s, sha256_meta):
+            lst.clear()
+
+    with _open(path) as f:
+        try:
+            for media in ijson.items(f, prefix, use_float=True):
+                n += 1
+                if not isinstance(media, dict):
+                    builder.reject(f"media {n}", repr(media))
+                    continue
+                get = media.get
+                md5 = get("MD5") or get("md5") or ""
+                sha1 = get("SHA1") or get("sha1") or ""
+                sha256 = get("SHA256") or ""
+                for alt in get("AlternativeHashes") or ():
+                    if isinstance(alt, dict):
+                        name = str(alt.get("HashName", "")).upper().replace("-", "")
+                        if name == "SHA1" and not sha1:
+                            sha1 = alt.get("HashValue") or ""
+                        elif name == "SHA256" and not sha256:
+                            sha256 = alt.get("HashValue") or ""
+                md5, sha1, sha256 = (str(x).strip().lower() for x in (md5, sha1, sha256))
+                if len(md5) != 32 and len(sha1) != 40 and len(sha256) != 64:
+                    builder.reject(f"media {n}", f"no valid MD5/SHA1 in {str(media)[:100]}")
+                    continue
+                meta = builder.meta_id(_category(get("Category")), str(get("Series") or ""),
+                                       _bool(get("VictimIdentified")), _bool(get("IsDistributed")))
+                for value, width, hexes, metas, alg in ((md5, 32, md5s, md5_meta, "md5"),
+                                                        (sha1, 40, sha1s, sha1_meta, "sha1"),
+                                                        (sha256, 64, sha256s, sha256_meta, "sha256")):
+                    if value:
+                        if len(value) == width:
+                            hexes.append(value)
+                            metas.append(meta)
+                        else:
+                            builder.reject(f"media {n}", f"{alg} {value!r}")
+                pdna = get("PhotoDNA")
+                if pdna and len(md5) == 32:
+                    builder.photodna.append((md5, str(pdna)))
+                updated = get("DateUpdated")
+                if isinstance(updated, str) and updated > latest:
+                    latest = updated
+                if n % _BATCH == 0:
+                    flush()
+                    builder.progress(f.tell() / size)
+        except ijson.JSONError as exc:
+            # A truncated or damaged tail: keep what was read, report the break as a rejection.
+            builder.reject(f"after media {n}", f"JSON error: {str(exc).splitlines()[0][:80]}")
+    flush()
+    builder.progress(1.0)
+    profile = (options.profile or profile_from_context(context)).upper()
+    return SourceFacts(version=latest[:10], source_date=latest, profile=profile,
+                       detail={"context": context, "shape": "cases" if "Media" in prefix else "media",
+                               "vics_version": "1.x" if "ICMEC" in context or not context.count("2.0")
+                               else "2.0"})
