@@ -42,6 +42,119 @@ def main():
 
 # --- evidence: inspect, files (triage/evidence.py, volumes.py, filesystems.py) ---
 
+def _key_options(fn):
+    fn = click.option("--password", default=None, metavar="TEXT",
+                      help="BitLocker password to unlock an encrypted volume.")(fn)
+    fn = click.option("--recovery-key", default=None, metavar="KEY",
+                      help="BitLocker recovery key (48 digits, dashes optional) to unlock an encrypted volume.")(fn)
+    return fn
+
+
+@main.command()
+@click.argument("evidence", type=click.Path(exists=True))
+@_key_options
+@click.option("--no-count", is_flag=True, help="Skip the file counts (no file-system walk).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object, for scripts.")
+def inspect(evidence, recovery_key, password, no_count, as_json):
+    """Describe a device: container, media size, stored hashes, partitions, file systems,
+    file counts and what could not be examined.
+
+    \b
+    EVIDENCE is the first segment of an image (raw/dd, split raw .000/.001/.aa,
+    E01/Ex01, VHD/VHDX, VMDK, QCOW2; the other segments are found) or a folder
+    of logical files. The container is told by its bytes, not its name.
+
+    \b
+    A volume that cannot be examined (BitLocker or LUKS without a key, an
+    unknown or corrupt file system, a read error) is listed under "not
+    examined" with its offset, size and reason: it is never silently skipped.
+
+    \b
+    Examples:
+      triage inspect suspect.E01
+      triage inspect usb.dd --recovery-key 123456-...-123456 --json
+    """
+    import json as jsonlib
+
+    from triage.evidence import open_evidence
+    from triage.inventory import describe
+
+    with open_evidence(evidence) as ev:
+        if as_json or not sys.stderr.isatty():
+            info = describe(ev, recovery_key, password, count_files=not no_count)
+        else:
+            from rich.console import Console
+            with Console(stderr=True).status("walking file systems") as status:
+                info = describe(ev, recovery_key, password, count_files=not no_count,
+                                progress=lambda text: status.update(text))
+    if as_json:
+        click.echo(jsonlib.dumps(info, indent=1))
+        return
+    from triage.inventory import render_inspect
+    render_inspect(info)
+
+
+@main.command()
+@click.argument("evidence", type=click.Path(exists=True))
+@click.option("--hash", "hash_spec", default="", metavar="md5,sha1,sha256",
+              help="Hashes to compute, comma-separated; all in one pass over each file's content.")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True,
+              help="One JSON object per line, or CSV with a header row.")
+@click.option("--files-only", is_flag=True, help="Leave folders out (they are listed by default, as fls does).")
+@_key_options
+def files(evidence, hash_spec, fmt, files_only, recovery_key, password):
+    """List every file of a device, deleted, orphaned and alternate streams included.
+
+    \b
+    EVIDENCE is the first segment of an image (raw/dd, split raw, E01/Ex01,
+    VHD/VHDX, VMDK, QCOW2) or a folder of logical files.
+
+    \b
+    Paths are absolute from the file-system root, as `fls -p` prints them; an
+    NTFS stream is "/path:stream"; orphans sit under "/$OrphanFiles". Keys:
+    path name size allocated dir orphan inode ads volume_offset fs_type type
+    ext_mismatch [md5 sha1 sha256] mtime atime ctime crtime (ISO-8601 UTC or
+    null), and "error" when a file's content could not be read.
+    Any volume that cannot be examined is reported on stderr ("not examined:
+    ..."); when no volume at all can be examined the command fails (exit 2).
+
+    \b
+    Examples:
+      triage files suspect.E01 --hash md5,sha1 > listing.jsonl
+      triage files phone_export/ --format csv --hash sha256 > files.csv
+      icat -o $((VOLUME_OFFSET / 512)) IMAGE INODE    # the same bytes, with TSK
+    """
+    import csv
+    import json as jsonlib
+
+    from triage.errors import TriageError as _TriageError
+    from triage.evidence import open_evidence
+    from triage.inventory import CSV_FIELDS, examinable, parse_hashes, rows
+    from triage.volumes import discover
+
+    hashes = parse_hashes(hash_spec)
+    with open_evidence(evidence) as ev:
+        volumes, coverage = discover(ev, recovery_key=recovery_key, password=password)
+        if not examinable(volumes):
+            reasons = "; ".join(f"{c.where}: {c.reason}" for c in coverage) or "no volumes"
+            raise _TriageError(f"{evidence}: nothing could be examined ({reasons})")
+        for c in coverage:
+            click.echo(f"not examined: {c.where} ({c.bytes_not_examined} bytes): {c.reason}", err=True)
+        problems: list = []
+        writer = None
+        if fmt == "csv":
+            writer = csv.DictWriter(sys.stdout, fieldnames=CSV_FIELDS, extrasaction="ignore")
+            writer.writeheader()
+        for row in rows(ev, volumes, hashes, include_dirs=not files_only, problems=problems):
+            if writer is not None:
+                writer.writerow(row)
+            else:
+                sys.stdout.write(jsonlib.dumps(row) + "\n")
+            if row.get("error"):
+                click.echo(f"warning: {row['error']}", err=True)
+        for c in problems:
+            click.echo(f"not examined: {c.where}: {c.reason}", err=True)
+
 # --- synth (triage/synth.py) ---
 
 @main.command()

@@ -80,7 +80,7 @@ class FakeBackend(Backend):
                                     f"encrypted ({vol.encryption})", vol.length, vol.offset))
         return vols, cov
 
-    def walk(self, evidence, volume):
+    def walk(self, evidence, volume, problems=None):
         for i, f in enumerate(evidence.data["files"]):
             if f.get("volume", evidence.data["volumes"][0]["offset"]) != volume.offset:
                 continue

@@ -78,20 +78,28 @@ class Backend:
         from triage.volumes import discover
         return discover(evidence, recovery_key=recovery_key, password=password)
 
-    def walk(self, evidence, volume: VolumeRef) -> Iterator[FileRecord]:
+    def walk(self, evidence, volume: VolumeRef, problems: Optional[list] = None) -> Iterator[FileRecord]:
+        """Files of a volume; folders that cannot be read go to `problems` as coverage."""
         from triage.filesystems import walk
-        return walk(evidence, volume)
+        return walk(evidence, volume, problems)
 
     def read_chunks(self, evidence, prov, chunk_size: int) -> Iterator[bytes]:
         from triage.filesystems import read_chunks
         return read_chunks(evidence, prov, chunk_size)
 
     def feature_options(self, opts: ScanOptions):
-        from triage import features
-        fields = getattr(features.FeatureOptions, "__dataclass_fields__", {})
-        wanted = {"pictures": opts.pictures, "archives": opts.archives, "sha256": opts.sha256,
-                  "model": opts.model}
-        return features.FeatureOptions(**{k: v for k, v in wanted.items() if k in fields})
+        from triage.features import FeatureOptions
+        prep = None
+        if opts.model and opts.pictures:
+            # the model's own preprocessing, run here on the CPU workers while the picture is
+            # decoded anyway, so the model actors only run the network
+            from functools import partial
+
+            from models.registry import resolve
+            from models.runner import preprocess
+            prep = partial(preprocess, resolve(opts.model.get("spec") or opts.model["name"]))
+        return FeatureOptions(sha256=opts.sha256, pictures=opts.pictures,
+                              thumbnails=opts.pictures, archives=opts.archives, model_prep=prep)
 
     def analyse(self, record: FileRecord, chunks, feature_options):
         from triage.features import analyse

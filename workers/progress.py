@@ -6,8 +6,7 @@ the walk planned. Flags print above the bars as they are raised.
 from __future__ import annotations
 
 from rich.console import Console
-from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from workers.scan import DeviceState, Reporter
 
@@ -15,16 +14,13 @@ from workers.scan import DeviceState, Reporter
 class RichReporter(Reporter):
     def __init__(self, console: Console | None = None):
         self.console = console or Console(stderr=True)
+        # fits an 80-column terminal: the percentage is of the bytes the walk planned
         self.progress = Progress(
             TextColumn("{task.description}", style="bold"),
-            BarColumn(bar_width=24),
-            DownloadColumn(),
-            TextColumn("{task.fields[files]} files, {task.fields[pictures]} pictures"),
-            TextColumn("[red]{task.fields[matches]} matches[/red], "
-                       "[yellow]{task.fields[near]} near[/yellow], {task.fields[flags]} flags"),
-            TextColumn("{task.fields[status]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
+            BarColumn(bar_width=10),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TextColumn("{task.fields[stats]}"),
+            TimeRemainingColumn(compact=True, elapsed_when_finished=True),
             console=self.console, transient=False, refresh_per_second=4)
         self._tasks: dict[str, int] = {}
 
@@ -36,30 +32,30 @@ class RichReporter(Reporter):
         self.progress.stop()
 
     def device_added(self, device_id: str) -> None:
-        self._tasks[device_id] = self.progress.add_task(
-            device_id, total=None, files=0, pictures=0, matches=0, near=0, flags=0,
-            status="opening")
+        self._tasks[device_id] = self.progress.add_task(device_id, total=None, stats="opening")
 
     def device_planned(self, device_id: str, files: int, nbytes: int) -> None:
-        self.progress.update(self._tasks[device_id], total=max(nbytes, 1), status="scanning")
+        self.progress.update(self._tasks[device_id], total=max(nbytes, 1))
 
-    def _fields(self, state: DeviceState) -> dict:
-        return dict(completed=state.bytes, files=state.files, pictures=state.pictures,
-                    matches=len(state.exact_alerts), near=len(state.near), flags=state.flags)
+    @staticmethod
+    def _stats(state: DeviceState) -> str:
+        hits = len(state.exact_alerts)
+        return (f"{state.files} files {state.pictures} pics "
+                f"{'[red]' if hits else ''}{hits} hits{'[/red]' if hits else ''} "
+                f"{len(state.near)} near {state.flags} flags")
 
     def batch_done(self, device_id: str, state: DeviceState) -> None:
-        self.progress.update(self._tasks[device_id], **self._fields(state))
+        self.progress.update(self._tasks[device_id], completed=state.bytes, stats=self._stats(state))
 
     def device_finished(self, device_id: str, state: DeviceState) -> None:
         if device_id not in self._tasks:
             self.device_added(device_id)
         task = self._tasks[device_id]
-        fields = self._fields(state)
-        fields.pop("completed")
-        label = state.status + (" (stopped early: triage mode)" if state.stopped_early else "")
+        label = "early stop" if state.stopped_early else state.status
         total = next((t.total for t in self.progress.tasks if t.id == task), None)
         done = total or max(state.bytes, 1)
-        self.progress.update(task, total=done, completed=done, status=label, **fields)
+        self.progress.update(task, total=done, completed=done,
+                             stats=f"{self._stats(state)} [bold]{label}[/bold]")
 
     def warn(self, message: str) -> None:
         self.console.print(f"warning: {message}", style="yellow", markup=False, highlight=False)

@@ -387,6 +387,11 @@ class Scan:
     def _store_result(self, dev: DeviceState, spec: BatchSpec, result: BatchResult) -> None:
         from triage.flags import rules_for_batch
 
+        # flags first: a crash between the two then re-scans the batch and the flags dedupe,
+        # where the other order could lose a flag for good
+        flags = rules_for_batch(dev.device_id, dev.context, result.items, result.matches, [],
+                                result.coverage, time.time(), thresholds=self.thresholds)
+        self._raise(dev, flags)
         to_model = result.model_inputs if self.model_pool is not None else []
         self.store.add_batch(dev.device_id, result.batch_id, result.items, result.matches, [],
                              result.coverage, done=not to_model)
@@ -396,16 +401,12 @@ class Scan:
         else:
             dev.done.add(result.batch_id)
         dev.tier_accounted[spec.tier] += 1
-        dev.files += len(result.items)
+        dev.files += result.files
         dev.bytes += result.bytes_read
         dev.pictures += result.pictures
         dev.coverage += len(result.coverage)
-        new_exact = {m.key for m in result.matches if m.kind == "exact" and m.role == "alert"}
-        dev.exact_alerts |= new_exact
+        dev.exact_alerts |= {m.key for m in result.matches if m.kind == "exact" and m.role == "alert"}
         dev.near |= {m.key for m in result.matches if m.kind == "near" and m.role == "alert"}
-        flags = rules_for_batch(dev.device_id, dev.context, result.items, result.matches, [],
-                                result.coverage, time.time())
-        self._raise(dev, flags)
         self.reporter.batch_done(dev.device_id, dev)
         self._check_triage_stop(dev)
 

@@ -68,7 +68,7 @@ def plan_device_volume(backend: Backend, paths: tuple[str, ...], volume: VolumeR
     ctx = worker_context(backend)
     evidence = ctx.evidence(paths, volume.device_id)
     problems: list[Coverage] = []
-    records = _guarded(backend.walk(evidence, volume), volume.device_id, volume, problems)
+    records = _guarded(backend.walk(evidence, volume, problems), volume.device_id, volume, problems)
     yield from plan_volume(records, volume.device_id, volume.offset, max_files=opts.batch_files,
                            max_bytes=opts.batch_bytes, coverage=problems)
 
