@@ -240,6 +240,218 @@ def synth(out, devices, seed, size, as_json):
 
 # --- hashset (hashsets/) ---
 
+_STORE_OPTION = click.option(
+    "--store", "store_dir", default=None, type=click.Path(file_okay=False),
+    help="Hash-set store folder [default: $TRIAGE_HOME/hashsets, TRIAGE_HOME=~/.triage].")
+
+
+def _hashset_store(store_dir):
+    from hashsets.store import HashSetStore
+
+    return HashSetStore(store_dir)
+
+
+@main.group()
+def hashset():
+    """Hash sets: import CAID/Project VIC, NSRL, hashdeep, plain lists, PDQ; look hashes up.
+
+    \b
+    Each set has a role: alert (known illegal: CAID, Project VIC, agency lists),
+    ignore (known software: NSRL) or watch (of interest, not alerting). Sets are
+    compiled into a store folder and looked up together, exact (MD5, SHA-1,
+    SHA-256) and perceptual (PDQ within 31 bits, pHash within 8).
+
+    \b
+    Examples:
+      triage hashset import caid_2025.json --name caid --role alert
+      triage hashset import RDS_2025.03.1_modern_minimal.db --name nsrl --role ignore
+      triage hashset list
+      triage hashset lookup d41d8cd98f00b204e9800998ecf8427e
+    """
+
+
+@hashset.command("import")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--name", required=True, help="Name of the set in the store (letters, digits, . _ -).")
+@click.option("--role", type=click.Choice(["alert", "ignore", "watch"]), default=None,
+              help="alert, ignore or watch [default: alert; NSRL must be ignore].")
+@click.option("--format", "fmt", default=None,
+              type=click.Choice(["vics", "nsrl-rdsv3", "nsrl-txt", "hashdeep", "plain", "encase",
+                                 "pdq", "phash"]),
+              help="Skip detection from content (e.g. bare 64-hex lines as pdq, not sha256).")
+@click.option("--profile", default=None,
+              help="VICS category profile (UK, US, ...) when the file's context URL lacks it.")
+@click.option("--category-map", default=None,
+              help="Category scheme: uk-caid, us-projectvic, or RAW=LABEL:SEVERITY,... "
+                   "(e.g. '1=A:3,2=B:2,3=C:1,0=non-pertinent:0'). Severity 0 hits count as ignore.")
+@click.option("--delta", is_flag=True, help="Add FILE's entries to the existing set NAME.")
+@click.option("--replace", is_flag=True, help="Replace an existing set NAME.")
+@_STORE_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print the set's record as JSON.")
+def hashset_import(file, name, role, fmt, profile, category_map, delta, replace, store_dir, as_json):
+    """Import FILE as hash set NAME; the format is read from the content.
+
+    \b
+    Formats: VICS JSON 1.x/2.0 (#Media and #Cases), NSRL RDSv3 SQLite (minimal and
+    full) and NSRLFile.txt, hashdeep/md5deep, plain MD5/SHA-1/SHA-256 lists and CSV,
+    EnCase v3/v4 .hash, PDQ (hash,quality[,name] or 'pdq HEX'), pHash (16 hex).
+    Bad lines are counted and shown, never fatal. PDQ entries of quality < 50 are
+    left out (they match near-blank pictures).
+
+    \b
+    Examples:
+      triage hashset import caid.json --name caid --role alert
+      triage hashset import vic_us.json --name vic --profile US
+      triage hashset import caid_update.json --name caid --delta
+      triage hashset import known_bad.pdq.txt --name pdq-bad --format pdq
+    """
+    import json as _json
+    import time as _time
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    store = _hashset_store(store_dir)
+    t0 = _time.monotonic()
+    columns = (TextColumn("importing {task.description}"), BarColumn(),
+               TextColumn("{task.fields[records]:,} records, {task.fields[rate]:,.0f}/s"),
+               TimeElapsedColumn())
+    with Progress(*columns, transient=True, disable=as_json or not sys.stderr.isatty(),
+                  console=None) as bar:
+        task = bar.add_task(Path(file).name, total=1.0, records=0, rate=0.0)
+
+        def report(records, fraction):
+            rate = records / max(_time.monotonic() - t0, 1e-6)
+            bar.update(task, completed=fraction if fraction is not None else 0, records=records,
+                       rate=rate)
+
+        if delta:
+            info = store.add_delta(name, file, format=fmt, progress=report)
+        else:
+            info = store.import_file(file, name, role or "alert", format=fmt, profile=profile,
+                                     category_map=category_map, progress=report, replace=replace)
+    seconds = _time.monotonic() - t0
+    if as_json:
+        click.echo(_json.dumps(dict(info.to_dict(), seconds=round(seconds, 3)), indent=2))
+        return
+    counts = ", ".join(f"{n:,} {alg}" for alg, n in info.counts.items())
+    click.echo(f"{info.name}: {info.role}, {info.format}, version {info.version}: {counts} "
+               f"in {seconds:.1f} s ({info.records / max(seconds, 1e-6):,.0f} records/s)")
+    if info.scheme and info.scheme != "none":
+        click.echo(f"  categories: {info.scheme}" + (f" (profile {info.profile})" if info.profile else ""))
+    if info.skipped_low_quality:
+        click.echo(f"  left out {info.skipped_low_quality:,} PDQ entries of quality < 50")
+    if info.rejected:
+        click.echo(f"  rejected {info.rejected:,} records, e.g.:", err=True)
+        for ex in info.rejected_examples:
+            click.echo(f"    {ex}", err=True)
+
+
+@hashset.command("list")
+@_STORE_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Every set's full record as JSON.")
+def hashset_list(store_dir, as_json):
+    """The sets in the store: role, format, version, entries, source and import time.
+
+    \b
+    Example:
+      triage hashset list --json | jq '.[] | {name, role, version, records}'
+    """
+    import json as _json
+
+    store = _hashset_store(store_dir)
+    infos = store.sets()
+    if as_json:
+        click.echo(_json.dumps([i.to_dict() for i in infos], indent=2))
+        return
+    if not infos:
+        click.echo(f"no hash sets in {store.root}; add one with `triage hashset import`")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for col in ("name", "role", "format", "version", "entries", "rejected", "source", "imported"):
+        table.add_column(col, justify="right" if col in ("entries", "rejected") else "left")
+    for i in infos:
+        table.add_row(i.name, i.role, i.format + (f" ({i.scheme})" if i.scheme not in ("", "none") else ""),
+                      i.version, f"{i.records:,}", f"{i.rejected:,}", i.source_name, i.imported_at)
+    Console(width=160 if not sys.stdout.isatty() else None).print(table)
+
+
+_LOOKUP_ALGS = {32: ("md5",), 40: ("sha1",), 64: ("sha256", "pdq"), 16: ("phash",)}
+
+
+@hashset.command("lookup")
+@click.argument("hashes", nargs=-1, required=True)
+@click.option("--algorithm", "algorithm", default=None,
+              type=click.Choice(["md5", "sha1", "sha256", "pdq", "phash"]),
+              help="[default: from the length: 32 md5, 40 sha1, 64 sha256 and pdq, 16 phash]")
+@click.option("--distance", default=None, type=click.IntRange(0, 256),
+              help="Perceptual match distance [default: pdq 31, phash 8].")
+@click.option("--set", "set_names", multiple=True, help="Only this set (repeatable).")
+@_STORE_OPTION
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per hash, with its hits.")
+def hashset_lookup(hashes, algorithm, distance, set_names, store_dir, as_json):
+    """Look HASHES up in every set ('-' reads them from stdin, one per line).
+
+    \b
+    Examples:
+      triage hashset lookup d41d8cd98f00b204e9800998ecf8427e
+      cut -d, -f2 listing.csv | triage hashset lookup - --json
+    """
+    import json as _json
+    from dataclasses import asdict
+
+    from hashsets.store import open_sets
+    from triage.errors import HashSetError
+
+    values = []
+    for h in hashes:
+        values.extend(line.strip() for line in sys.stdin if line.strip()) if h == "-" else values.append(h.strip())
+    store = open_sets(store_dir, list(set_names) or None)
+    results: dict[int, list] = {i: [] for i in range(len(values))}
+    groups: dict[str, list[int]] = {}
+    for i, v in enumerate(values):
+        algs = (algorithm,) if algorithm else _LOOKUP_ALGS.get(len(v))
+        if not algs or not all(c in "0123456789abcdefABCDEF" for c in v):
+            raise HashSetError(f"{v!r} is not an MD5, SHA-1, SHA-256, PDQ or pHash in hex")
+        for alg in algs:
+            groups.setdefault(alg, []).append(i)
+    for alg, idx in groups.items():
+        batch = [values[i] for i in idx]
+        found = (store.lookup_perceptual(alg, batch, distance) if alg in ("pdq", "phash")
+                 else store.lookup(alg, batch))
+        for i, hits in zip(idx, found):
+            results[i].extend(hits)
+    if as_json:
+        for i, v in enumerate(values):
+            click.echo(_json.dumps({"hash": v, "hits": [asdict(h) for h in results[i]]}))
+        return
+    for i, v in enumerate(values):
+        if not results[i]:
+            click.echo(f"{v}  no match")
+        for h in results[i]:
+            cat = f" category {h.category}" + (f" ({h.category_label})" if h.category_label else "") \
+                if h.category else ""
+            near = f" distance {h.distance}" if h.algorithm in ("pdq", "phash") else ""
+            click.echo(f"{v}  {h.role}: {h.set_name} {h.set_version} {h.algorithm}{near}{cat}"
+                       f" severity {h.severity}")
+
+
+@hashset.command("remove")
+@click.argument("name")
+@_STORE_OPTION
+def hashset_remove(name, store_dir):
+    """Remove set NAME from the store (its compiled files; the source file is untouched).
+
+    \b
+    Example:
+      triage hashset remove caid-2024
+    """
+    info = _hashset_store(store_dir).remove(name)
+    click.echo(f"removed {info.name} ({info.records:,} entries, version {info.version})")
+
+
 # --- models (models/) ---
 
 _MODEL_HONESTY = ("The bundled models were trained on adult content: they are not CSAM detectors, "
