@@ -110,7 +110,8 @@ def check_file(name: str, path: Path, expected: str) -> None:
     """Raise ModelError unless `path` exists and hashes to `expected`."""
     path = Path(path)
     if not path.is_file():
-        raise ModelError(f"weights for {name} not found: {path}")
+        hint = " (is that package installed?)" if str(path).startswith(PACKAGE_PREFIX) else ""
+        raise ModelError(f"weights for {name} not found: {path}{hint}")
     actual = sha256_file(path)
     if actual != expected.lower():
         raise ModelError(f"sha256 mismatch for {name}: expected {expected.lower()}, got {actual}")
@@ -130,7 +131,7 @@ def resolve_path(value: str, base: Path) -> Path:
         package, _, rel = value[len(PACKAGE_PREFIX):].partition("/")
         found = importlib.util.find_spec(package)
         if found is None or not found.submodule_search_locations:
-            raise ModelError(f"package {package!r} named by a model spec is not installed")
+            return Path(value)   # verify() says "not found ... is the package installed?"
         return Path(list(found.submodule_search_locations)[0]) / rel
     path = Path(value).expanduser()
     return path if path.is_absolute() else (base / path)

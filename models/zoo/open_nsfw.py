@@ -54,8 +54,9 @@ class OpenNSFW(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.conv_1(x))
-        # TensorFlow "SAME" pooling: one extra row/column at the bottom/right only.
-        x = F.max_pool2d(F.pad(x, (0, 1, 0, 1), value=float("-inf")), 3, stride=2)
+        # TensorFlow "SAME" pooling pads one row/column at the bottom/right only; for the
+        # 112 x 112 map that is exactly ceil_mode (the last window may run off the edge).
+        x = F.max_pool2d(x, 3, stride=2, ceil_mode=True)
         x = self.blocks(x)
         x = x.mean(dim=(2, 3))   # the 7x7 average pool over a 7x7 map
         return torch.softmax(self.fc_nsfw(x), dim=1)
