@@ -121,7 +121,7 @@ class FakeBackend(Backend):
                         pdq_quality=100 if picture else 0)
         return FakeAnalysis(record, feat)
 
-    def open_hashsets(self, root):
+    def open_hashsets(self, root, names=()):
         return FakeHashSets(root)
 
     def media_hashes(self, evidence):

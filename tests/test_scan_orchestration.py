@@ -41,7 +41,7 @@ def hashset_root(tmp_path_factory):
 
 
 def _opts(root, **kw):
-    base = dict(mode="full", hashset_roots=(str(root),), batch_files=4)
+    base = dict(mode="full", hashsets=((str(root), ()),), batch_files=4)
     base.update(kw)
     return ScanOptions(**base)
 

@@ -30,8 +30,8 @@ class ScanOptions:
     pictures: bool = True                    # picture features (decode, PDQ, pHash, EXIF, thumbnail)
     archives: bool = True
     sha256: bool = False
-    hashset_roots: tuple[str, ...] = ()      # hash-set stores to open in each worker
-    hashset_names: tuple[str, ...] = ()      # sets to use; empty means every set in the roots
+    # hash-set stores to open in each worker: (root, set names); no names means every set
+    hashsets: tuple[tuple[str, tuple[str, ...]], ...] = ()
     perceptual: bool = True
     batch_files: int = 256
     batch_bytes: int = 64 * 1024 * 1024
@@ -105,9 +105,9 @@ class Backend:
         from triage.features import analyse
         return analyse(record, chunks, feature_options)
 
-    def open_hashsets(self, root: str):
+    def open_hashsets(self, root: str, names: tuple[str, ...] = ()):
         from hashsets.store import HashSetStore
-        return HashSetStore(root)
+        return HashSetStore(root, names or None)
 
     def media_hashes(self, evidence) -> dict:
         """md5 and sha1 of the whole media, read sequentially (for --verify)."""
@@ -125,7 +125,7 @@ class WorkerContext:
     def __init__(self, backend: Backend):
         self.backend = backend
         self._evidence: OrderedDict[tuple, Any] = OrderedDict()
-        self._hashsets: dict[str, Any] = {}
+        self._hashsets: dict[tuple, Any] = {}
         self._feature_options: dict[str, Any] = {}
 
     def evidence(self, paths: tuple[str, ...], device_id: str):
@@ -142,12 +142,13 @@ class WorkerContext:
                 close()
         return ev
 
-    def hashsets(self, roots: tuple[str, ...]) -> list:
+    def hashsets(self, wanted: tuple[tuple[str, tuple[str, ...]], ...]) -> list:
         stores = []
-        for root in roots:
-            if root not in self._hashsets:
-                self._hashsets[root] = self.backend.open_hashsets(root)
-            stores.append(self._hashsets[root])
+        for root, names in wanted:
+            key = (root, tuple(names))
+            if key not in self._hashsets:
+                self._hashsets[key] = self.backend.open_hashsets(root, tuple(names))
+            stores.append(self._hashsets[key])
         return stores
 
     def feature_options(self, opts: ScanOptions):
@@ -209,10 +210,9 @@ def scan_batch(ctx: WorkerContext, paths: tuple[str, ...], spec: BatchSpec,
             result.coverage.extend(cov)
             if model_input is not None:
                 model_inputs[r.key] = model_input
-    if opts.hashset_roots:
-        matches, ignored = match_items(
-            ctx.hashsets(opts.hashset_roots), result.items,
-            set_names=frozenset(opts.hashset_names) or None, perceptual=opts.perceptual)
+    if opts.hashsets:
+        matches, ignored = match_items(ctx.hashsets(opts.hashsets), result.items,
+                                       perceptual=opts.perceptual)
         result.matches = matches
         result.ignored = len(ignored)
     else:

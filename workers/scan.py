@@ -17,6 +17,7 @@ import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 from triage import __version__
@@ -627,7 +628,7 @@ def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list
              t0: Optional[float] = None) -> ScanSummary:
     """Scans every EVIDENCE argument (one device each) into the case at `case_dir`.
 
-    `hashsets` is the provenance of the hash sets in `opts.hashset_roots` (name, version,
+    `hashsets` is the provenance of the hash sets in `opts.hashsets` (name, version,
     role, ...), written to the run record. Returns a summary; raises TriageError for bad input
     and KeyboardInterrupt (after storing everything found so far) on Ctrl-C.
     """
@@ -702,8 +703,7 @@ def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list
 
 
 # Options that change what a batch finds: a resume with different ones would mix two scans.
-_RESUME_KEYS = ("pictures", "archives", "sha256", "hashset_names", "perceptual", "batch_files",
-                "batch_bytes")
+_RESUME_KEYS = ("pictures", "archives", "sha256", "perceptual", "batch_files", "batch_bytes")
 
 
 def _check_resumable(store: CaseStore, opts: ScanOptions, hashsets) -> None:
@@ -742,11 +742,10 @@ def prepare_scan(case_dir, *, hashset_args=(), store_root=None, model: str = "no
     FILE arguments are imported into CASE_DIR/hashsets (the case keeps its own copy of what it
     was matched against); NAME arguments are looked up in the store.
     """
-    roots, names, provenance = resolve_scan_hashsets(case_dir, hashset_args, store_root)
+    wanted, provenance = resolve_scan_hashsets(case_dir, hashset_args, store_root)
     model_info = resolve_model(model)
     opts = ScanOptions(mode=mode, stop_after=stop_after, pictures=pictures, sha256=sha256,
-                       hashset_roots=tuple(roots), hashset_names=tuple(names),
-                       task_timeout=task_timeout, model=model_info, **extra)
+                       hashsets=wanted, task_timeout=task_timeout, model=model_info, **extra)
     return opts, provenance
 
 
@@ -764,8 +763,39 @@ def resolve_model(model: str) -> Optional[dict]:
     return info
 
 
-def resolve_scan_hashsets(case_dir, hashset_args, store_root) -> tuple[list[str], list[str], list[dict]]:
-    """(store roots, set names, provenance) for a scan. No arguments: every set in the store."""
-    if not hashset_args and store_root is None:
-        return [], [], []
-    raise TriageError("hash sets are not available in this build yet")
+def resolve_scan_hashsets(case_dir, hashset_args, store_root
+                          ) -> tuple[tuple[tuple[str, tuple[str, ...]], ...], list[dict]]:
+    """((store root, set names), ...) for the workers, and each set's provenance for the run.
+
+    FILE arguments are imported into CASE_DIR/hashsets, so the case keeps its own copy of what
+    it was matched against; NAME arguments are sets in `store_root` ($TRIAGE_HOME/hashsets).
+    With no arguments, every set in `store_root` is used.
+    """
+    from hashsets.store import HashSetStore, default_root, open_sets, resolve_hashsets
+
+    root = Path(store_root) if store_root else default_root()
+    files = [a for a in hashset_args if Path(a).is_file()]
+    names = [a for a in hashset_args if not Path(a).is_file()]
+    wanted: list[tuple[str, tuple[str, ...]]] = []
+    if files:
+        case_sets = Path(case_dir) / "hashsets"
+        Path(case_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(case_dir, 0o700)
+        imported = resolve_hashsets(case_sets, files)
+        wanted.append((str(case_sets.resolve()), tuple(dict.fromkeys(imported))))
+    if names:
+        open_sets(root, names)                      # unknown names: a HashSetError now
+        wanted.append((str(root.resolve()), tuple(dict.fromkeys(names))))
+    elif not hashset_args and HashSetStore(root).names():
+        wanted.append((str(root.resolve()), tuple(HashSetStore(root).names())))
+    provenance = []
+    for where, set_names in wanted:
+        store = HashSetStore(where)
+        for name in set_names:
+            info = store.info(name)
+            provenance.append({"name": info.name, "version": info.version, "role": info.role,
+                               "format": info.format, "records": info.records,
+                               "source_name": info.source_name,
+                               "source_sha256": info.source_sha256, "scheme": info.scheme,
+                               "imported_at": info.imported_at, "store": where})
+    return tuple(wanted), provenance
