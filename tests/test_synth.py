@@ -55,7 +55,7 @@ def test_fleet_has_every_role_and_container(synth_fleet, synth_truth):
     assert len(devices) == 6
     assert {d["role"] for d in devices} == {"exact", "near_only", "encrypted", "clean", "model_bait"}
     assert {d["format"] for d in devices} >= {"raw", "split_raw", "ewf"}
-    assert {d["partition_table"] for d in devices} >= {"mbr", "gpt", "none"}
+    assert {d["partition_table"] for d in devices} >= {"mbr", "mbr_ext", "gpt", "none"}
     fs_types = {v["fs_type"] for d in devices for v in d["volumes"]}
     assert {"ext4", "fat32"} <= fs_types
     listed = (synth_fleet / "evidence.txt").read_text().split()
@@ -255,6 +255,13 @@ def _stable(truth: dict) -> dict:
 def test_same_seed_same_truth_and_alerts(synth_fleet, synth_truth, tmp_path):
     again = build_fleet(tmp_path / "again", devices=6, seed=synth_truth["seed"], size="small")
     assert _stable(again) == _stable(synth_truth)
+    # ext4 and FAT32 builds pin every timestamp, so those disks are byte-identical too
+    # (libntfs-3g stamps "now" on MFT changes, so NTFS disks are not)
+    pinned = [(a, b) for a, b in zip(again["devices"], synth_truth["devices"])
+              if all(v["fs_type"] != "ntfs" for v in a["volumes"])]
+    assert len(pinned) >= 3
+    for a, b in pinned:
+        assert a["media_md5"] == b["media_md5"], a["id"]
     for name in ("alert.vics.json", "alert.pdq.txt", "alert.phash.txt", "context.csv"):
         assert (tmp_path / "again" / name).read_bytes() == (synth_fleet / name).read_bytes(), name
 

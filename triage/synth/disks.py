@@ -90,6 +90,8 @@ def assemble(disk: Path, parts: list[Part], table: str, seed: int) -> list[Part]
         os.replace(parts[0].image, disk)
         parts[0].offset, parts[0].length = 0, disk.stat().st_size
         return parts
+    if table == "mbr_ext":
+        return _assemble_extended(disk, parts, seed)
     start = ALIGN
     lines = ["label: gpt" if table == "gpt" else "label: dos", "unit: sectors"]
     if table == "gpt":
@@ -109,6 +111,39 @@ def assemble(disk: Path, parts: list[Part], table: str, seed: int) -> list[Part]
     total = (start + ALIGN) * SECTOR           # room for the GPT backup header
     with open(disk, "wb") as f:
         f.truncate(total)
+    run(["sfdisk", "--no-reread", "--no-tell-kernel", "-q", str(disk)], stdin="\n".join(lines).encode() + b"\n")
+    with open(disk, "r+b") as f:
+        for p in parts:
+            _copy_into(p.image, f, p.offset)
+    for p in parts:
+        p.image.unlink()
+    return parts
+
+
+def _sectors(p: Part) -> int:
+    n = (p.image.stat().st_size + SECTOR - 1) // SECTOR
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+def _assemble_extended(disk: Path, parts: list[Part], seed: int) -> list[Part]:
+    """MBR with the first volume primary and every other one a logical partition inside an
+    extended partition (each logical one preceded by its EBR), as older Windows installs are."""
+    lines = ["label: dos", "unit: sectors", f"label-id: 0x{(seed * 40503 + 0xE87) & 0xFFFFFFFF:08x}"]
+    first, rest = parts[0], parts[1:]
+    start = ALIGN
+    first.offset, first.length = start * SECTOR, _sectors(first) * SECTOR
+    lines.append(f"start={start}, size={_sectors(first)}, type={MBR_TYPES[first.kind]}")
+    start += _sectors(first)
+    ext_start = start
+    ext_size = sum(ALIGN + _sectors(p) for p in rest)
+    lines.append(f"start={ext_start}, size={ext_size}, type=5")
+    for p in rest:
+        start += ALIGN                       # room for this logical partition's EBR
+        p.offset, p.length = start * SECTOR, _sectors(p) * SECTOR
+        lines.append(f"start={start}, size={_sectors(p)}, type={MBR_TYPES[p.kind]}")
+        start += _sectors(p)
+    with open(disk, "wb") as f:
+        f.truncate((ext_start + ext_size + ALIGN) * SECTOR)
     run(["sfdisk", "--no-reread", "--no-tell-kernel", "-q", str(disk)], stdin="\n".join(lines).encode() + b"\n")
     with open(disk, "r+b") as f:
         for p in parts:

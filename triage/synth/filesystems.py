@@ -97,6 +97,15 @@ def _ext4_create(entries: list[Entry], image: Path, size: int, label: str, seed:
     run(["mke2fs", "-q", "-F", "-t", "ext4", "-d", str(src), "-L", label[:16], "-U", fs_uuid,
          "-E", f"hash_seed={fs_uuid},root_owner=0:0", "-b", "4096", "-I", "256",
          str(image), f"{size // 1024}k"], env=_E2FS_ENV)
+    # mke2fs copies each source file's ctime, which is "now" and cannot be set from user space;
+    # pin it to the mtime so the same seed gives the same image bytes
+    script = []
+    for p in sorted(src.rglob("*")):
+        rel = "/" + p.relative_to(src).as_posix()
+        t = int(p.stat().st_mtime)
+        script.append(f'sif "{rel}" ctime @{t}\nsif "{rel}" ctime_extra 0\n')
+    if script:
+        run(["debugfs", "-w", "-f", "-", str(image)], env=_E2FS_ENV, stdin="".join(script).encode())
     shutil.rmtree(src)
 
 

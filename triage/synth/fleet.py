@@ -64,7 +64,7 @@ PROFILES = {
 class DeviceSpec:
     id: str
     role: str                       # exact, near_only, encrypted, clean, model_bait
-    table: str                      # mbr, gpt, none
+    table: str                      # mbr, mbr_ext (logical partitions in an extended one), gpt, none
     volumes: tuple[tuple[str, str], ...]    # (fs kind, label); kind bitlocker = encrypted
     container: str                  # raw, split_raw, split_raw_aa, e01, e01_split
     access: str                     # access_to_children in the context file
@@ -75,7 +75,7 @@ BASE_PLAN = (
     ("exact", "mbr", (("ntfs", "Windows"), ("fat32", "SDCARD")), "raw", "lives_with", "laptop"),
     ("exact", "mbr", (("ntfs", "Windows"), ("fat32", "SDCARD")), "e01_split", "none", "laptop"),
     ("near_only", "gpt", (("ext4", "home"),), "split_raw", "unknown", "desktop"),
-    ("encrypted", "mbr", (("fat32", "USBDATA"), ("bitlocker", "")), "e01", "none", "usb drive"),
+    ("encrypted", "mbr_ext", (("fat32", "USBDATA"), ("bitlocker", "")), "e01", "none", "usb drive"),
     ("clean", "none", (("ext4", "data"),), "raw", "none", "server disk"),
     ("model_bait", "gpt", (("ntfs", "Data"),), "raw", "other", "desktop"),
 )

@@ -153,12 +153,24 @@ class Volume:
                 su, sn = _ucs(sname)
                 if self.lib.ntfs_attr_add(ni, AT_DATA, su, sn, sdata, len(sdata)) != 0:
                     raise _fail(f"add stream {e.path}:{sname}")
-            t = _ntfs_time(e.mtime)
-            times = (ctypes.c_int64 * 3)(t, t, t)     # creation, data change, access
-            self.lib.ntfs_inode_set_times(ni, ctypes.cast(times, ctypes.c_char_p), 24, 0)
+            self._set_times(ni, e.mtime)
         finally:
             if self.lib.ntfs_inode_close(ni) != 0:
                 raise _fail(f"close {e.path}")
+
+    def _set_times(self, ni, when: float) -> None:
+        t = _ntfs_time(when)
+        times = (ctypes.c_int64 * 3)(t, t, t)     # creation, data change, access
+        self.lib.ntfs_inode_set_times(ni, ctypes.cast(times, ctypes.c_char_p), 24, 0)
+
+    def set_dir_time(self, path: str, when: float) -> None:
+        ni = self._open(path)
+        if not ni:
+            raise _fail(f"open {path}")
+        try:
+            self._set_times(ni, when)
+        finally:
+            self.lib.ntfs_inode_close(ni)
 
     def delete(self, path: str) -> None:
         parent_path, name = path.rsplit("/", 1)
@@ -185,12 +197,20 @@ def create(entries: list[Entry], image: Path, size: int, label: str, seed: int) 
     image.unlink(missing_ok=True)
     with open(image, "wb") as f:
         f.truncate(size)
-    run(["mkntfs", "-F", "-f", "-Q", "-q", "-L", label[:32], "-c", "4096", "-s", "512", str(image)])
+    run(["mkntfs", "-F", "-f", "-Q", "-q", "-T", "-L", label[:32], "-c", "4096", "-s", "512", str(image)])
     serial = f"{(seed * 0x9E3779B97F4A7C15 + 0x47F5) & 0xFFFFFFFFFFFFFFFF:016X}"
     run(["ntfslabel", f"--new-serial={serial}", str(image)])
+    newest: dict[str, float] = {}
+    for e in entries:
+        for parent in PurePosixPath(e.path).parents:
+            if str(parent) != "/":
+                newest[str(parent)] = max(newest.get(str(parent), 0.0), e.mtime)
     with Volume(image) as vol:
         for e in sorted(entries, key=lambda e: e.path):
             vol.write_file(e)
+        # directories look as old as what they hold, not "now"
+        for d, t in sorted(newest.items()):
+            vol.set_dir_time(d, t)
 
 
 def delete(paths: list[str], image: Path) -> None:
