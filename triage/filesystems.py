@@ -106,11 +106,13 @@ def walk(evidence: Evidence, volume: VolumeRef, problems: Optional[list] = None)
             meta = info.meta
             addr = int(info.name.meta_addr)
             name_alloc = bool(int(info.name.flags) & int(pytsk3.TSK_FS_NAME_FLAG_ALLOC))
+            if meta is None and addr and not name_alloc:
+                entry, meta = _unclaimed_meta(fs, entry, addr)
             if meta is not None:
                 is_dir = meta.type in _DIR_TYPES
             else:
                 is_dir = info.name.type in _NAME_DIR_TYPES
-            record = _record(entry, dev, volume.offset, fs_type, path, name, addr, name_alloc, is_dir)
+            record = _record(entry, meta, dev, volume.offset, fs_type, path, name, addr, name_alloc, is_dir)
             yield record
             if fs_type == "ntfs" and meta is not None:
                 yield from _streams(entry, record)
@@ -125,9 +127,25 @@ def walk(evidence: Evidence, volume: VolumeRef, problems: Optional[list] = None)
         stack.extend(reversed(children))
 
 
-def _record(entry, dev: str, offset: int, fs_type: str, path: str, name: str, addr: int,
+def _unclaimed_meta(fs, entry, addr: int):
+    """The metadata of a deleted name that TSK 4.15 did not attach (NTFS: the MFT entry's
+    sequence number moved on at deletion), provided no other file has claimed the entry since.
+
+    Debian's TSK 4.11 `fls` attaches it, and the content is still recoverable; an entry now
+    allocated to another file is left alone, its bytes are not this name's.
+    """
+    try:
+        f = fs.open_meta(inode=addr)
+    except (IOError, OSError, RuntimeError):
+        return entry, None
+    meta = f.info.meta
+    if meta is None or int(meta.flags) & int(pytsk3.TSK_FS_META_FLAG_ALLOC):
+        return entry, None
+    return f, meta
+
+
+def _record(entry, meta, dev: str, offset: int, fs_type: str, path: str, name: str, addr: int,
             allocated: bool, is_dir: bool) -> FileRecord:
-    meta = entry.info.meta
     size = int(meta.size) if meta is not None else 0
     ctype, mismatch = "", False
     if not is_dir and meta is not None:
