@@ -364,6 +364,17 @@ def test_member_count_limit():
     assert "member limit (4)" in cov.reason and "6 of 10" in cov.reason
 
 
+def test_zip_declaring_too_many_entries_is_not_parsed(monkeypatch):
+    from triage.features import archives
+    data = zip_bytes({f"f{i}.txt": b"x" for i in range(5)})
+    assert archives.zip_entry_count(data) == 5
+    monkeypatch.setattr(archives, "ZIP_MAX_ENTRIES", 4)
+    a = run("huge.zip", data)
+    assert a.members == ()
+    (cov,) = a.coverage
+    assert "declares 5 entries" in cov.reason and cov.bytes_not_examined == len(data)
+
+
 def _set_encrypted(data: bytes, name: bytes) -> bytes:
     """Set the 'encrypted' general-purpose bit of member `name` (local and central headers)."""
     buf = bytearray(data)

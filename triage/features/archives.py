@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import posixpath
+import struct
 import tarfile
 import zipfile
 import zlib
@@ -25,6 +26,9 @@ from triage.features.hashing import ReadAborted, human_bytes
 from triage.records import Coverage, FileRecord
 
 CHUNK = 1024 * 1024
+# zipfile parses the whole central directory into ZipInfo objects (~0.5 KiB each) before the
+# first member can be read; past this many declared entries the zip is not opened at all.
+ZIP_MAX_ENTRIES = 250_000
 MEMBER_SEP = "!/"            # "outer.zip" + "!/" + "inner.zip" + "!/" + "a.jpg"
 # Errors an archive library raises on hostile or damaged bytes.
 ARCHIVE_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, tarfile.TarError, zlib.error,
@@ -100,8 +104,31 @@ _ZIP_METHODS = {0: "stored", 8: "deflate", 9: "deflate64", 12: "bzip2", 14: "lzm
                 93: "zstd", 98: "ppmd", 99: "aes"}
 
 
+class TooManyEntries(ValueError):
+    """A zip whose central directory declares more entries than a worker should parse."""
+
+
+def zip_entry_count(data: bytes) -> Optional[int]:
+    """Entries declared by the zip's end-of-central-directory record (zip64 too); None when
+    there is no end record (zipfile then reports the damage)."""
+    pos = data.rfind(b"PK\x05\x06", max(0, len(data) - (22 + 65535)))
+    if pos < 0 or pos + 22 > len(data):
+        return None
+    total = struct.unpack_from("<H", data, pos + 10)[0]
+    loc = pos - 20
+    if total == 0xFFFF and loc >= 0 and data[loc:loc + 4] == b"PK\x06\x07":
+        off = struct.unpack_from("<Q", data, loc + 8)[0]
+        if off + 56 <= len(data) and data[off:off + 4] == b"PK\x06\x06":
+            total = struct.unpack_from("<Q", data, off + 32)[0]
+    return total
+
+
 def zip_members(data: bytes) -> tuple[int, Iterator[Member]]:
     """(member count, members) of a zip; raises one of ARCHIVE_ERRORS when it is corrupt."""
+    declared = zip_entry_count(data)
+    if declared is not None and declared > ZIP_MAX_ENTRIES:
+        raise TooManyEntries(f"central directory declares {declared} entries, over the "
+                             f"{ZIP_MAX_ENTRIES} a worker parses")
     zf = zipfile.ZipFile(io.BytesIO(data))
     infos = [i for i in zf.infolist() if not i.is_dir()]
 
@@ -197,6 +224,8 @@ def expand(record: FileRecord, data: bytes, content_type: str, budget: Budget, l
                                 f"({m.method}): {exc}", m.size)
             except ARCHIVE_ERRORS as exc:
                 cover(mrec.key, f"corrupt {kind} member: {_one_line(exc)}", m.size)
+    except TooManyEntries as exc:
+        cover(record.key, f"{kind} not opened: {exc}", len(data))
     except ARCHIVE_ERRORS as exc:
         cover(record.key, f"corrupt {kind} archive: {_one_line(exc)}",
               len(data) if not analyses else 0)

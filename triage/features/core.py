@@ -84,7 +84,7 @@ def _analyse(record: FileRecord, chunks: Iterable[bytes], opts: FeatureOptions, 
             return opts.archive_max_bytes
         return 0
 
-    rr = read_once(chunks, sha256=opts.sha256, keep=keep)
+    rr = read_once(chunks, sha256=opts.sha256, keep=keep, size_hint=record.size)
     ctype = sniff(rr.head)
     rec = replace(record, type=ctype, ext_mismatch=ext_mismatch(record.name, ctype))
     prov = rec.prov

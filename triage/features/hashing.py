@@ -39,11 +39,12 @@ class ReadAborted(Exception):
 
 
 def read_once(chunks: Iterable[bytes], *, sha256: bool = False,
-              keep: Callable[[bytes], int] = lambda head: 0) -> ReadResult:
+              keep: Callable[[bytes], int] = lambda head: 0, size_hint: int = 0) -> ReadResult:
     """Hash every chunk once; keep the content when `keep(head)` returns a byte limit > 0.
 
     `keep` sees the first SNIFF_BYTES and returns how many bytes may be kept (0: none). Content
-    longer than that is still hashed to the end but not kept, and `not_kept` says why.
+    longer than that is still hashed to the end but not kept, and `not_kept` says why;
+    `size_hint` (the expected size, 0 if unknown) lets that decision be taken at once.
     A chunk source may raise ReadAborted to stop (the digests then cover only what was read).
     """
     md5 = hashlib.md5(usedforsecurity=False)
@@ -73,7 +74,7 @@ def read_once(chunks: Iterable[bytes], *, sha256: bool = False,
             else b"".join(parts)[:SNIFF_BYTES]
         limit = keep(head) if n else 0
         if limit > 0:
-            kept = parts if n <= limit else None
+            kept = parts if n <= limit and size_hint <= limit else None
             over = "" if kept is not None else f"over the {_human(limit)} limit"
         parts = []
         # Phase 2: the rest, hashed and (maybe) kept by reference.
