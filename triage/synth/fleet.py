@@ -226,8 +226,7 @@ def make_alert_set(seed: int) -> list[AlertItem]:
         data = pics.encode(img, "jpeg", exif=exif)
         item = AlertItem(f"alert-{i + 1:03d}", f"alert-{i + 1:03d}.jpg", CATEGORIES[i], data,
                          pics.decode(data), camera=camera)
-        item.pdq, item.pdq_quality = pics.pdq(item.image)
-        item.phash = pics.phash(item.image)
+        item.pdq, item.pdq_quality, item.phash = pics.perceptual(data)
         items.append(item)
     return items
 
@@ -267,8 +266,8 @@ class ContentMaker:
     def when(self) -> float:
         return float(self.base_time + int(self.rng.integers(0, 540 * 86400)))
 
-    def _far_from_alerts(self, img) -> bool:
-        h, _ = pics.pdq(img)
+    def _far_from_alerts(self, data: bytes) -> bool:
+        h = pics.perceptual(data)[0]
         return all(pics.hamming(h, a.pdq) > pics.PDQ_MATCH for a in self.alerts)
 
     def picture(self, j: int) -> tuple[bytes, str]:
@@ -278,14 +277,15 @@ class ContentMaker:
             w, h = self.p.picture_size
             rng = pics.rng_for(self.seed, self.spec.id, "pic", u)
             w, h = int(w * rng.uniform(0.6, 1.0)), int(h * rng.uniform(0.6, 1.0))
+            fmt = ("jpeg", "jpeg", "jpeg", "png", "gif", "webp")[int(rng.integers(6))]
             salt = 0
             while True:
                 img = pics.benign_picture(self.seed, f"{self.spec.id}/{u}/{salt}", w, h)
-                if self._far_from_alerts(img):
+                data = pics.encode(img, fmt)
+                if self._far_from_alerts(data):
                     break
                 salt += 1
-            fmt = ("jpeg", "jpeg", "jpeg", "png", "gif", "webp")[int(rng.integers(6))]
-            self._pool[u] = (pics.encode(img, fmt), {"jpeg": "jpg"}.get(fmt, fmt))
+            self._pool[u] = (data, {"jpeg": "jpg"}.get(fmt, fmt))
         data, ext = self._pool[u]
         if j >= self.p.unique_pictures:
             if ext == "jpg":
@@ -426,11 +426,10 @@ def plant(maker: ContentMaker, main: list[Entry], dcim: list[Entry], dcim_folder
             raise TriageError(f"could not make a near-duplicate of {a.id} within PDQ {pics.NEAR_LIMIT}")
         path = path.rsplit(".", 1)[0] + "." + ext
         e = Entry(path, data, maker.when(), deleted=deleted)
-        n_pdq, n_q = pics.pdq(pics.decode(data))
+        n_pdq, n_q, n_phash = pics.perceptual(data)
         rec = _plant_record("near", a, e, data, near_dup_of=a.id, transform=t, pdq=n_pdq,
-                            pdq_quality=n_q, pdq_distance=dist,
-                            phash=pics.phash(pics.decode(data)),
-                            phash_distance=pics.hamming(a.phash, pics.phash(pics.decode(data))))
+                            pdq_quality=n_q, pdq_distance=dist, phash=n_phash,
+                            phash_distance=pics.hamming(a.phash, n_phash))
         out.append(Planted(e, 0, rec))
     return out
 
@@ -456,8 +455,7 @@ def build_device(seed: int, spec: DeviceSpec, profile: Profile, alerts: list[Ale
             data = pics.encode(img, "jpeg")
             e = Entry(f"/Users/{maker.user}/Pictures/Textures/tone_{k + 1:02d}.jpg", data, maker.when())
             main.append(e)
-            q = pics.pdq(pics.decode(data))
-            bait.append((e, {"path": e.path, "pdq_quality": q[1], **_hashes(data)}))
+            bait.append((e, {"path": e.path, "pdq_quality": pics.perceptual(data)[1], **_hashes(data)}))
     vol_entries: list[list[Entry]] = [list(main)] + [[] for _ in fs_vols[1:]]
     (vol_entries[1] if len(fs_vols) > 1 else vol_entries[0]).extend(dcim)
     for p in planted:

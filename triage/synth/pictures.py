@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-import pdqhash
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+from triage.features import pictures as _features
+from triage.filetype import HEAD_BYTES, sniff
 
 PDQ_MATCH = 31          # ThreatExchange's confident-match distance
 JPEG_QUALITY = 88
@@ -209,30 +211,26 @@ def decode(data: bytes) -> Image.Image:
 
 
 def pdq(img: Image.Image) -> tuple[str, int]:
-    """PDQ as ThreatExchange writes it: 64 lower-case hex (bit 0 first), and quality 0-100."""
-    vec, quality = pdqhash.compute(np.asarray(img.convert("RGB")))
-    return np.packbits(np.asarray(vec, dtype=np.uint8)).tobytes().hex(), int(quality)
-
-
-@lru_cache(maxsize=1)
-def _dct_matrix(n: int = 32) -> np.ndarray:
-    k = np.arange(n)[:, None]
-    x = np.arange(n)[None, :]
-    return np.cos(np.pi * k * (2 * x + 1) / (2 * n))
+    """PDQ (64 hex, reference order) and quality: the scanner's own function."""
+    return _features.pdq(img)
 
 
 def phash(img: Image.Image) -> str:
-    """64-bit DCT pHash (imagehash's recipe): 32x32 greyscale, 2-D DCT-II, the 8x8 low
-    frequencies against their median, row-major, first bit most significant, 16 hex."""
-    grey = np.asarray(img.convert("L").resize((32, 32), Image.Resampling.LANCZOS), dtype=float)
-    m = _dct_matrix()
-    low = (m @ grey @ m.T)[:8, :8]
-    bits = (low > np.median(low)).astype(np.uint8).ravel()
-    return np.packbits(bits).tobytes().hex()
+    """64-bit DCT pHash, 16 hex: the scanner's own function (imagehash's recipe)."""
+    return _features.phash(img)
 
 
 def hamming(a: str, b: str) -> int:
-    return (int(a, 16) ^ int(b, 16)).bit_count()
+    return _features.hamming_hex(a, b)
+
+
+def perceptual(data: bytes) -> tuple[str, int, str]:
+    """(pdq, quality, phash) of picture bytes exactly as `triage scan` computes them (same
+    draft decode and reduction), so the distances in truth.json are the ones the scan sees."""
+    res = _features.analyse_picture(data, sniff(data[:HEAD_BYTES]), thumbnails=False)
+    if res.error:
+        raise ValueError(f"synthetic picture did not decode: {res.error}")
+    return res.pdq, res.pdq_quality, res.phash
 
 
 # ---------------------------------------------------------------- near-duplicates
@@ -268,7 +266,7 @@ def near_duplicate_within(original: Image.Image, original_pdq: str, transform: s
     best = None
     for level in range(5):
         data, ext = near_duplicate(original, transform, level)
-        dist = hamming(original_pdq, pdq(decode(data))[0])
+        dist = hamming(original_pdq, perceptual(data)[0])
         if dist <= limit:
             return data, ext, dist
         best = dist if best is None else min(best, dist)
