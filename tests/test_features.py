@@ -4,6 +4,7 @@ Every fixture is generated here with Pillow/numpy (synthetic smooth "photos"), s
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import struct
@@ -315,6 +316,34 @@ def test_tar_members(jpeg_a):
     (m,) = a.members
     assert m.record.prov.member == "pics/a.jpg" and m.record.mtime == 1_700_000_000
     assert m.features.md5 == hashlib.md5(jpeg_a).hexdigest() and m.features.pdq
+
+
+def test_tar_gz_opens_as_two_levels(jpeg_a):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        info = tarfile.TarInfo("pics/a.jpg")
+        info.size = len(jpeg_a)
+        tf.addfile(info, io.BytesIO(jpeg_a))
+    data = gzip.compress(buf.getvalue(), mtime=0)
+    a = run("backup.tgz", data)
+    assert a.record.type == "application/gzip" and a.coverage == ()
+    (tar,) = a.members
+    assert tar.record.prov.member == "backup.tar" and tar.record.type == "application/x-tar"
+    (pic,) = tar.members
+    assert pic.record.prov.member == "backup.tar!/pics/a.jpg" and pic.features.pdq
+    assert pic.features.md5 == hashlib.md5(jpeg_a).hexdigest()
+    assert run("backup.tgz", data, FeatureOptions(archive_gzip=False)).members == ()
+
+
+def test_gzip_bomb_is_cut_off_by_the_shared_budget():
+    data = bytearray(gzip.compress(bytes(8 * 1024 * 1024)))
+    data[-4:] = struct.pack("<I", 1000)                 # a forged, harmless-looking ISIZE
+    a = run("zeros.gz", bytes(data), FeatureOptions(archive_max_total_bytes=2 * 1024 * 1024))
+    (m,) = a.members
+    assert m.record.prov.member == "zeros" and m.features.md5 == ""
+    assert "not fully read" in m.features.error
+    (cov,) = a.all_coverage()
+    assert "expansion limit" in cov.reason and cov.where == m.record.key
 
 
 def test_nested_zips_open_to_the_depth_limit(jpeg_a):

@@ -12,6 +12,7 @@ its header says. That makes the declared size a safe thing to budget before read
 """
 from __future__ import annotations
 
+import gzip
 import io
 import posixpath
 import struct
@@ -123,7 +124,7 @@ def zip_entry_count(data: bytes) -> Optional[int]:
     return total
 
 
-def zip_members(data: bytes) -> tuple[int, Iterator[Member]]:
+def zip_members(data: bytes, name: str = "") -> tuple[int, Iterator[Member]]:
     """(member count, members) of a zip; raises one of ARCHIVE_ERRORS when it is corrupt."""
     declared = zip_entry_count(data)
     if declared is not None and declared > ZIP_MAX_ENTRIES:
@@ -144,7 +145,7 @@ def zip_members(data: bytes) -> tuple[int, Iterator[Member]]:
     return len(infos), gen()
 
 
-def tar_members(data: bytes) -> tuple[int, Iterator[Member]]:
+def tar_members(data: bytes, name: str = "") -> tuple[int, Iterator[Member]]:
     """(-1: unknown count, members) of an uncompressed tar; headers are parsed lazily."""
     tf = tarfile.open(fileobj=io.BytesIO(data), mode="r:")
 
@@ -158,7 +159,41 @@ def tar_members(data: bytes) -> tuple[int, Iterator[Member]]:
     return -1, gen()
 
 
-READERS = {"application/zip": zip_members, "application/x-tar": tar_members}
+def _gzip_header_name(data: bytes) -> str:
+    """The original file name stored in a gzip header (FNAME), "" when absent."""
+    if len(data) < 10 or not data[3] & 0x08:
+        return ""
+    pos = 10
+    if data[3] & 0x04:                                    # FEXTRA: 2-byte length, then data
+        pos += 2 + struct.unpack_from("<H", data, pos)[0]
+    end = data.find(b"\x00", pos, pos + 4096)
+    return data[pos:end].decode("latin-1") if end > pos else ""
+
+
+def gzip_members(data: bytes, name: str = "") -> tuple[int, Iterator[Member]]:
+    """The one member of a gzip file (concatenated gzip members read as one stream).
+
+    Its name is the one stored in the header, else the file's name less `.gz` (`.tgz` ->
+    `.tar`). The declared size is the trailer's ISIZE (modulo 4 GiB, and forgeable), so the
+    shared budget, which meters the bytes actually produced, is what really bounds it.
+    """
+    base = posixpath.basename(name)
+    stem = base[:-4] + ".tar" if base.lower().endswith(".tgz") else \
+        base[:-3] if base.lower().endswith(".gz") else base + ".out"
+    inner = _gzip_header_name(data) or stem
+    isize = struct.unpack_from("<I", data, len(data) - 4)[0] if len(data) >= 18 else 0
+    mtime = struct.unpack_from("<I", data, 4)[0] if len(data) >= 10 else 0
+    member = Member(name=inner, size=isize, compressed_size=len(data), encrypted=False,
+                    mtime=float(mtime) or None,
+                    open=lambda: _stream(lambda: gzip.GzipFile(fileobj=io.BytesIO(data))),
+                    method="gzip")
+    return 1, iter((member,))
+
+
+READERS = {"application/zip": zip_members, "application/x-tar": tar_members,
+           "application/gzip": gzip_members}
+KINDS = {"application/zip": "zip", "application/x-tar": "tar", "application/gzip": "gzip"}
+OPENABLE = frozenset(READERS)
 
 
 # --- the walk --------------------------------------------------------------------------------
@@ -186,9 +221,9 @@ def expand(record: FileRecord, data: bytes, content_type: str, budget: Budget, l
                                  volume_offset=prov.volume_offset))
 
     analyses: list = []
-    kind = "zip" if content_type == "application/zip" else "tar"
+    kind = KINDS[content_type]
     try:
-        count, members = READERS[content_type](data)
+        count, members = READERS[content_type](data, record.name)
         seen = 0
         for m in members:
             seen += 1

@@ -12,9 +12,10 @@ import numpy as np
 
 from triage.features import archives, pictures
 from triage.features.hashing import read_once, human_bytes
-from triage.filetype import ARCHIVE_TYPES, PICTURE_TYPES, ext_mismatch, sniff
+from triage.filetype import PICTURE_TYPES, ext_mismatch, sniff
 from triage.records import Coverage, Features, FileRecord
 
+ARCHIVE_TYPES = archives.OPENABLE        # zip, tar, gzip (a .tar.gz is two levels)
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 
@@ -27,7 +28,8 @@ class FeatureOptions:
     pictures: bool = True                    # decode pictures: PDQ, pHash, EXIF, size
     thumbnails: bool = True                  # a small JPEG for review (needs pictures)
     thumb_size: int = 128
-    archives: bool = True                    # open zip and tar, recursively
+    archives: bool = True                    # open zip, tar and gzip, recursively
+    archive_gzip: bool = True                # gzip too (.tar.gz, and every man page .gz)
     archive_max_depth: int = 3               # levels of archives opened (outer.zip is level 1)
     archive_max_members: int = 10_000        # members analysed under one file, all levels
     archive_max_total_bytes: int = 2 * GiB   # expanded bytes read under one file, all levels
@@ -76,11 +78,15 @@ def analyse(record: FileRecord, chunks: Iterable[bytes],
 
 def _analyse(record: FileRecord, chunks: Iterable[bytes], opts: FeatureOptions, depth: int,
              budget: archives.Budget) -> Analysis:
+    def opens(ctype: str) -> bool:
+        return opts.archives and ctype in ARCHIVE_TYPES and (
+            opts.archive_gzip or ctype != "application/gzip")
+
     def keep(head: bytes) -> int:
         ctype = sniff(head)
         if opts.pictures and ctype in PICTURE_TYPES:
             return opts.picture_max_bytes
-        if opts.archives and ctype in ARCHIVE_TYPES and depth < opts.archive_max_depth:
+        if opens(ctype) and depth < opts.archive_max_depth:
             return opts.archive_max_bytes
         return 0
 
@@ -130,7 +136,7 @@ def _analyse(record: FileRecord, chunks: Iterable[bytes], opts: FeatureOptions, 
             if pr.refused:
                 cover(f"picture refused: {pr.refused}")
 
-    elif ctype in ARCHIVE_TYPES and opts.archives:
+    elif opens(ctype):
         if depth >= opts.archive_max_depth:
             cover(f"nested archive not opened: deeper than {opts.archive_max_depth} levels",
                   rr.size)
