@@ -449,13 +449,18 @@ def build_device(seed: int, spec: DeviceSpec, profile: Profile, alerts: list[Ale
     planted = plant(maker, main, dcim, dcim_folder)
     bait = []
     if spec.role == "model_bait":
-        w, h = profile.picture_size
+        # skin-toned abstract shapes (no people) tuned by the models issue to score high on
+        # open_nsfw; one per layout, so each is a different picture
+        from models import bait as model_bait
+
         for k in range(4):
-            img = pics.skin_field(seed, k, w, h)
-            data = pics.encode(img, "jpeg")
+            bait_seed = seed * len(model_bait.LAYOUTS) + k
+            img = model_bait.make_bait_picture(bait_seed)
+            data = pics.encode(img, "jpeg", model_bait.JPEG_QUALITY)
             e = Entry(f"/Users/{maker.user}/Pictures/Textures/tone_{k + 1:02d}.jpg", data, maker.when())
             main.append(e)
-            bait.append((e, {"path": e.path, "pdq_quality": pics.perceptual(data)[1], **_hashes(data)}))
+            bait.append((e, {"path": e.path, "bait_seed": bait_seed,
+                             "pdq_quality": pics.perceptual(data)[1], **_hashes(data)}))
     vol_entries: list[list[Entry]] = [list(main)] + [[] for _ in fs_vols[1:]]
     (vol_entries[1] if len(fs_vols) > 1 else vol_entries[0]).extend(dcim)
     for p in planted:

@@ -1,7 +1,8 @@
-"""Procedural pictures for the synthetic fleet: benign photos, alert stand-ins, near-duplicates
-and flat skin-toned "model bait". Everything is drawn from a seed with numpy and Pillow, so the
-same seed gives byte-identical files. Nothing here depicts people; the alert stand-ins are
-coloured shapes labelled "ALERT STAND-IN n".
+"""Procedural pictures for the synthetic fleet: benign photos, camera frames, alert stand-ins
+and their near-duplicates (the skin-toned "model bait" comes from models/bait.py). Everything
+is drawn from a seed with numpy and Pillow, so the same seed gives byte-identical files.
+Nothing here depicts people; the alert stand-ins are coloured shapes labelled
+"ALERT STAND-IN n".
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from PIL import Image, ImageDraw, ImageFont
 
 from triage.features import pictures as _features
 from triage.filetype import HEAD_BYTES, sniff
@@ -104,26 +105,6 @@ def alert_picture(seed: int, index: int, w: int = 480, h: int = 360) -> Image.Im
     d.rectangle((8, h - 44, 16 + 13 * len(label), h - 8), fill=(255, 255, 255))
     d.text((12, h - 40), label, fill=(200, 0, 0), font=_font(24))
     return img
-
-
-def skin_field(seed: int, index: int, w: int, h: int) -> Image.Image:
-    """A smooth field of skin tones (no people, no shapes of bodies): bait for the nudity model,
-    which reacts to large skin-coloured areas."""
-    rng = rng_for(seed, "skin", index)
-    tones = np.array([(224, 172, 140), (198, 134, 100), (241, 194, 167), (176, 118, 86),
-                      (232, 185, 150)], float)
-    a, b = tones[rng.choice(len(tones), 2, replace=False)]
-    y = np.linspace(0, 1, h)[:, None, None]
-    x = np.linspace(0, 1, w)[None, :, None]
-    t = 0.5 + 0.5 * np.sin(2.5 * x + 1.7 * y + rng.uniform(0, 6))
-    field = a * (1 - t) + b * t
-    img = Image.fromarray(field.astype(np.uint8), "RGB")
-    d = ImageDraw.Draw(img)
-    for _ in range(3):   # soft blobs of a neighbouring tone, then blur: no edges at all
-        cx, cy = int(rng.integers(0, w)), int(rng.integers(0, h))
-        r = int(rng.integers(min(w, h) // 6, min(w, h) // 2))
-        d.ellipse((cx - r, cy - r, cx + r, cy + r), fill=tuple(int(v) for v in tones[rng.integers(len(tones))]))
-    return img.filter(ImageFilter.GaussianBlur(radius=max(w, h) / 25))
 
 
 # ---------------------------------------------------------------- encoding
