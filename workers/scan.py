@@ -781,7 +781,11 @@ def resolve_scan_hashsets(case_dir, hashset_args, store_root
         case_sets = Path(case_dir) / "hashsets"
         Path(case_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(case_dir, 0o700)
-        imported = resolve_hashsets(case_sets, files)
+        old = os.umask(0o077)              # the case's copy of the sets: owner only, like the rest
+        try:
+            imported = resolve_hashsets(case_sets, files)
+        finally:
+            os.umask(old)
         wanted.append((str(case_sets.resolve()), tuple(dict.fromkeys(imported))))
     if names:
         open_sets(root, names)                      # unknown names: a HashSetError now

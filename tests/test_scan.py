@@ -1,0 +1,278 @@
+"""`triage scan` on the synthetic fleet, the real stack end to end, checked against truth.json.
+
+One full scan of the whole fleet (plus a corrupt image) serves most assertions. A second
+scan is SIGKILLed part-way and resumed; its matches must equal the uninterrupted scan's.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+ray = pytest.importorskip("ray")
+
+from triage.flags import read_flags_file  # noqa: E402
+from triage.store import CaseStore  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def hashset_files(fleet: Path, truth: dict) -> list[Path]:
+    hs = truth["hashsets"]
+    return [fleet / hs[k] for k in ("alert_vics", "nsrl", "alert_pdq", "alert_phash")]
+
+
+def evidence_paths(fleet: Path, truth: dict) -> list[Path]:
+    return [fleet / d["evidence"] for d in truth["devices"]]
+
+
+def scan_args(case: Path, fleet: Path, truth: dict, *extra: str) -> list[str]:
+    args = ["scan", "--case", str(case), "--json"]
+    for h in hashset_files(fleet, truth):
+        args += ["--hashset", str(h)]
+    return args + list(extra)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    from workers.runtime import quiet_environment
+    quiet_environment()
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def corrupt_image(tmp_path_factory, synth_fleet, synth_truth) -> Path:
+    """An E01 cut short after its first 64 KiB: the kind of image a failed copy leaves."""
+    e01 = next(synth_fleet / d["evidence"] for d in synth_truth["devices"] if d["format"] == "ewf")
+    bad = tmp_path_factory.mktemp("corrupt") / "broken.E01"
+    bad.write_bytes(e01.read_bytes()[:65536])
+    return bad
+
+
+@pytest.fixture(scope="module")
+def full_scan(tmp_path_factory, local_ray, synth_fleet, synth_truth, corrupt_image):
+    case = tmp_path_factory.mktemp("scan") / "case"
+    args = scan_args(case, synth_fleet, synth_truth, "--mode", "full", "--context",
+                     str(synth_fleet / "context.csv"))
+    args += [str(p) for p in evidence_paths(synth_fleet, synth_truth)] + [str(corrupt_image)]
+    result = CliRunner().invoke(__import__("cli").main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    return case, summary
+
+
+def device_ids(case: Path) -> dict[str, str]:
+    """evidence file name -> device id in the store."""
+    with CaseStore(case, create=False) as store:
+        return {Path(d["paths"][0]).name: d["id"] for d in store.devices()}
+
+
+def dev_id(case: Path, device: dict) -> str:
+    return device_ids(case)[Path(device["evidence"]).name]
+
+
+def _files_by_key(store: CaseStore, device_id: str) -> dict:
+    return {r.key: (r, f) for r, f in store.files(device_id)}
+
+
+def planted_where(p: dict) -> tuple[str, str, str]:
+    """(path as TSK lists it, ADS name, archive member) of a planted item. An NTFS stream's
+    path is `file:stream`, as `fls` prints it."""
+    if p["in_archive"]:
+        return p["in_archive"]["archive"], "", p["in_archive"]["member"]
+    return p.get("tsk_path") or p["path"], p.get("ads") or "", ""
+
+
+def test_every_planted_exact_item_is_found(full_scan, synth_truth):
+    case, _ = full_scan
+    checked = {"deleted": 0, "in_archive": 0, "renamed": 0, "ads": 0}
+    with CaseStore(case, create=False) as store:
+        for device in synth_truth["devices"]:
+            exact = [p for p in device["planted"] if p["kind"] == "exact"]
+            if not exact:
+                continue
+            did = dev_id(case, device)
+            files = _files_by_key(store, did)
+            matches = [m for m in store.matches(did) if m.kind == "exact" and m.role == "alert"]
+            found = {}
+            for m in matches:
+                rec, feat = files[m.key]
+                found[(rec.path, rec.prov.ads, rec.prov.member)] = (rec, feat, m)
+            for p in exact:
+                where = planted_where(p)
+                assert where in found, f"{device['id']}: planted {p['id']} {where} not matched"
+                rec, feat, m = found[where]
+                assert feat.md5 == p["md5"] and feat.sha1 == p["sha1"]
+                assert m.category in ("A", "B", "C", "1", "2", "3")
+                if p["deleted"]:
+                    assert not rec.allocated
+                    checked["deleted"] += 1
+                if p["in_archive"]:
+                    checked["in_archive"] += 1
+                if p.get("ads"):
+                    checked["ads"] += 1
+                if p["renamed"]:
+                    assert rec.ext_mismatch and feat.is_picture and feat.type == "image/jpeg"
+                    checked["renamed"] += 1
+            assert len({m.key for m in matches}) == device["expect"]["exact_matches"]
+    assert all(checked.values()), checked
+
+
+def test_every_near_duplicate_is_a_near_match(full_scan, synth_truth):
+    case, _ = full_scan
+    threshold = synth_truth["pdq_match_threshold"]
+    with CaseStore(case, create=False) as store:
+        for device in synth_truth["devices"]:
+            near = [p for p in device["planted"] if p["kind"] == "near"]
+            did = dev_id(case, device)
+            files = _files_by_key(store, did)
+            got = {}
+            for m in store.matches(did):
+                if m.kind == "near" and m.role == "alert":
+                    rec = files[m.key][0]
+                    got.setdefault((rec.path, rec.prov.ads, rec.prov.member), []).append(m)
+            for p in near:
+                where = planted_where(p)
+                assert where in got, f"{device['id']}: near item {where} not found"
+                assert any(m.algorithm in ("pdq", "phash") for m in got[where])
+                assert all(m.distance <= threshold for m in got[where] if m.algorithm == "pdq")
+            assert len(got) == device["expect"]["near_matches"]
+
+
+def test_clean_devices_have_no_matches(full_scan, synth_truth):
+    case, _ = full_scan
+    with CaseStore(case, create=False) as store:
+        for device in synth_truth["devices"]:
+            if device["expect"]["exact_matches"] or device["expect"]["near_matches"]:
+                continue
+            did = dev_id(case, device)
+            assert [m for m in store.matches(did) if m.role == "alert"] == []
+            assert store.counts(did)["files"] > 0
+
+
+def test_encrypted_volume_is_flagged_not_examined(full_scan, synth_truth):
+    case, summary = full_scan
+    encrypted = [d for d in synth_truth["devices"] if d["encrypted_volumes"]]
+    assert encrypted
+    with CaseStore(case, create=False) as store:
+        for device in encrypted:
+            did = dev_id(case, device)
+            cov = store.coverage(did)
+            for offset in device["encrypted_volumes"]:
+                assert any(c.volume_offset == offset and "encrypt" in c.reason.lower() for c in cov)
+            flags = [f for _, f in store.flags(did) if f.code == "NOT_EXAMINED"]
+            assert flags and any("encrypt" in f.message.lower() for f in flags)
+            assert store.device(did)["status"] == "partial"
+
+
+def test_corrupt_image_is_recorded_and_the_others_complete(full_scan, synth_truth, corrupt_image):
+    case, summary = full_scan
+    by = {Path(d["evidence"][0]).name: d for d in summary["devices"]}
+    bad = by[corrupt_image.name]
+    assert bad["status"] == "failed" and bad["error"]
+    assert any(corrupt_image.name in w for w in summary["warnings"])
+    with CaseStore(case, create=False) as store:
+        [cov] = store.coverage(bad["device"])
+        assert cov.reason.startswith("evidence could not be opened")
+        for device in synth_truth["devices"]:
+            want = device["expect"]["coverage"]
+            assert by[Path(device["evidence"]).name]["status"] == want, device["id"]
+
+
+def test_flags_are_stored_and_logged_before_each_device_ends(full_scan):
+    case, _ = full_scan
+    logged = read_flags_file(case / "flags.jsonl")
+    with CaseStore(case, create=False) as store:
+        stored = [f for _, f in store.flags()]
+        finished = {d["id"]: d["finished"] for d in store.devices()}
+    assert sorted(map(repr, logged)) == sorted(map(repr, stored))
+    codes = {f.code for f in stored}
+    assert {"KNOWN_MATCH", "NEAR_MATCH", "NOT_EXAMINED"} <= codes
+    for f in stored:
+        assert f.raised_at <= finished[f.device_id]
+
+
+def test_case_is_private_and_has_provenance(full_scan, synth_truth):
+    case, summary = full_scan
+    assert stat.S_IMODE(os.stat(case).st_mode) == 0o700
+    for p in case.rglob("*"):
+        if p.is_file():
+            assert stat.S_IMODE(os.stat(p).st_mode) & 0o077 == 0, p
+    with CaseStore(case, create=False) as store:
+        [run] = store.runs()
+        devices = store.devices()
+    assert run["tool_version"] and run["operator"] and run["ended"] >= run["started"]
+    assert len(run["hashsets"]) >= 4 and all(h.get("name") for h in run["hashsets"])
+    assert all(h.get("version") not in (None, "") for h in run["hashsets"])
+    assert run["options"]["mode"] == "full"
+    ewf = [d for d in devices if d["format"] == "ewf"]
+    assert ewf and all(d["stored_hashes"].get("md5") for d in ewf)
+    with_context = [d for d in devices if d["context"]]
+    assert {d["context"]["exhibit"] for d in with_context} >= {"SYN/7/01"}
+
+
+def test_sigkill_then_resume_gives_the_same_matches(tmp_path, local_ray, full_scan, synth_fleet,
+                                                    synth_truth):
+    full_case, _ = full_scan
+    devices = [d for d in synth_truth["devices"] if d["expect"]["exact_matches"]][:1]
+    devices += [d for d in synth_truth["devices"] if d["expect"]["near_matches"]
+                and not d["expect"]["exact_matches"]][:1]
+    evidence = [str(synth_fleet / d["evidence"]) for d in devices]
+    case = tmp_path / "case"
+    args = scan_args(case, synth_fleet, synth_truth, "--mode", "full", "--workers", "1",
+                     "--batch-files", "3")
+    proc = subprocess.Popen([str(ROOT / ".venv/bin/triage"), *args, *evidence],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    db = case / "case.sqlite"
+    deadline = time.time() + 120
+    done = 0
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if db.exists():
+                try:
+                    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+                    done = con.execute("SELECT COUNT(*) FROM batches").fetchone()[0]
+                    con.close()
+                except sqlite3.Error:
+                    done = 0
+                if done >= 3:
+                    break
+            time.sleep(0.05)
+    finally:
+        still_running = proc.poll() is None
+        os.killpg(proc.pid, signal.SIGKILL)      # the driver and its Ray processes, at once
+        proc.wait()
+    assert still_running and done >= 3, "the scan ended before it could be killed"
+    with CaseStore(case, create=False) as store:
+        assert any(d["finished"] is None for d in store.devices())
+    result = CliRunner().invoke(__import__("cli").main,
+                                args + ["--resume"] + evidence, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+
+    def key(m):
+        return (m.key, m.kind, m.algorithm, m.set_name, m.value, m.distance)
+
+    with CaseStore(case, create=False) as resumed, CaseStore(full_case, create=False) as whole:
+        for ev in evidence:
+            did = device_ids(case)[Path(ev).name]
+            assert sorted(map(key, resumed.matches(did))) == sorted(map(key, whole.matches(did)))
+            assert ([(r.key, f.md5) for r, f in resumed.files(did)]
+                    == [(r.key, f.md5) for r, f in whole.files(did)])
+            assert resumed.device(did)["status"] == "complete"
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))
