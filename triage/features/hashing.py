@@ -50,6 +50,7 @@ def read_once(chunks: Iterable[bytes], *, sha256: bool = False,
     md5 = hashlib.md5(usedforsecurity=False)
     sha1 = hashlib.sha1(usedforsecurity=False)
     s256 = hashlib.sha256() if sha256 else None
+    updates = (md5.update, sha1.update) + ((s256.update,) if s256 is not None else ())
     it = iter(chunks)
     parts: list = []
     kept: Optional[list] = None
@@ -61,10 +62,8 @@ def read_once(chunks: Iterable[bytes], *, sha256: bool = False,
         # Phase 1: enough bytes to know the type (one chunk, almost always).
         for chunk in it:
             if chunk:
-                md5.update(chunk)
-                sha1.update(chunk)
-                if s256 is not None:
-                    s256.update(chunk)
+                for update in updates:
+                    update(chunk)
                 parts.append(chunk)
                 n += len(chunk)
                 if n >= SNIFF_BYTES:
@@ -80,10 +79,8 @@ def read_once(chunks: Iterable[bytes], *, sha256: bool = False,
         # Phase 2: the rest, hashed and (maybe) kept by reference.
         for chunk in it:
             if chunk:
-                md5.update(chunk)
-                sha1.update(chunk)
-                if s256 is not None:
-                    s256.update(chunk)
+                for update in updates:
+                    update(chunk)
                 n += len(chunk)
                 if kept is not None:
                     if n > limit:
