@@ -17,7 +17,7 @@ from triage.store import CaseStore
 
 VOL = 1048576
 SET_NAME, SET_VERSION = "caid", "2026-11"
-SEVERITY = {"A": 3, "B": 2, "C": 1}
+SEVERITY = {"A": 3, "B": 2, "C": 1, "1": 3, "2": 2, "3": 1}   # the UK CAID scheme
 
 
 def thumbnail(seed: int) -> bytes:

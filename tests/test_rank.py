@@ -225,3 +225,19 @@ def test_coverage_reasons_name_volumes_and_files():
                      "volume 3 (BitLocker) not examined",
                      "2 parts not examined: decompression bomb refused",
                      "/home/a/secret.zip not examined: encrypted archive, 100 B"]
+
+
+def test_raw_categories_read_with_the_sets_scheme(tmp_path):
+    store = CaseStore(tmp_path / "c", create=True)
+    xs = [picture("v.dd", i) for i in range(3)]
+    add_device(store, None, "v.dd", items=xs,
+               matches=[exact(xs[0], "1"), exact(xs[1], "2"), exact(xs[2], "2")],
+               context=context("none", "V"))
+    (v,) = verdicts(store, now=NOW)
+    assert v.reasons[0] == "3 exact caid matches (Category 1: 1, 2: 2)"   # no run: raw
+    run = store.begin_run(tool_version="t", operator="o", options={}, model=None,
+                          hashsets=[{"name": "caid", "version": "2026-11", "role": "alert",
+                                     "scheme": "uk-caid"}])
+    store.end_run(run, "complete")
+    (v,) = verdicts(store, now=NOW)
+    assert v.reasons[0] == "3 exact caid matches (Category A: 1, B: 2)"

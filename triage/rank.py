@@ -74,6 +74,29 @@ def category_weight(match: Match) -> int:
     return max(1, int(match.severity or 0))
 
 
+def category_labels(store) -> dict[str, dict[str, str]]:
+    """set name -> raw category -> the scheme's label ("1" -> "A" for UK CAID).
+
+    Read from the hash-set provenance the scan runs recorded: the set's own category map when
+    recorded, else its scheme's (hashsets.model.SCHEMES). Unknown sets keep raw categories.
+    """
+    try:
+        from hashsets.model import SCHEMES
+    except ImportError:   # a case read without the hash-set package: raw categories
+        SCHEMES = {}
+    out: dict[str, dict[str, str]] = {}
+    for run in store.runs():
+        for hs in run.get("hashsets") or []:
+            if not isinstance(hs, dict):
+                continue
+            cmap = hs.get("category_map") or SCHEMES.get(hs.get("scheme") or "", {})
+            labels = {str(k): str(v.get("label", k)) if isinstance(v, dict) else str(v)
+                      for k, v in cmap.items()}
+            if labels:
+                out.setdefault(str(hs.get("name", "")), {}).update(labels)
+    return out
+
+
 def coverage_state(device: dict, volumes: list[VolumeRef], coverage: list[Coverage]) -> str:
     """complete, partial or failed.
 
@@ -171,7 +194,8 @@ def verdict_for_device(device: dict, volumes: list[VolumeRef], coverage: list[Co
                        matches: list[Match], scores: list[Score],
                        files: dict[str, tuple[FileRecord, Features]], flag_codes: Iterable[str],
                        camera_census: Optional[Counter] = None, now: Optional[float] = None,
-                       thresholds: Optional[dict] = None) -> DeviceVerdict:
+                       thresholds: Optional[dict] = None,
+                       labels: Optional[dict[str, dict[str, str]]] = None) -> DeviceVerdict:
     """One device's verdict from its stored results (rank is filled in by `verdicts`).
 
     `files` holds the matched and scored files; `camera_census` counts the device's pictures
@@ -202,11 +226,12 @@ def verdict_for_device(device: dict, volumes: list[VolumeRef], coverage: list[Co
                     per_set[m.set_name][key] = m
         points["exact_matches"] = total
         for set_name, by_key in sorted(per_set.items()):
-            cats = Counter(m.category for m in by_key.values() if m.category)
+            names = (labels or {}).get(set_name, {})
+            cats = Counter(names.get(m.category, m.category) for m in by_key.values() if m.category)
+            weight = {names.get(m.category, m.category): category_weight(m) for m in by_key.values()}
             cat_text = ""
             if cats:
-                order = sorted(cats, key=lambda c: (-max(category_weight(m) for m in by_key.values()
-                                                         if m.category == c), c))
+                order = sorted(cats, key=lambda c: (-weight[c], c))
                 cat_text = " (Category " + ", ".join(f"{c}: {cats[c]}" for c in order) + ")"
             extras = []
             deleted = sum(1 for k in by_key if k in files and not files[k][0].allocated)
@@ -326,7 +351,8 @@ def camera_census(store, device_id: str) -> Counter:
 
 
 def device_verdict(store, device: dict, now: Optional[float] = None,
-                   thresholds: Optional[dict] = None) -> DeviceVerdict:
+                   thresholds: Optional[dict] = None,
+                   labels: Optional[dict[str, dict[str, str]]] = None) -> DeviceVerdict:
     """One device's verdict read from the case store."""
     device_id = device["id"]
     matches = store.matches(device_id)
@@ -339,7 +365,8 @@ def device_verdict(store, device: dict, now: Optional[float] = None,
         census = camera_census(store, device_id)
     codes = {flag.code for _id, flag in store.flags(device_id)}
     return verdict_for_device(device, store.volumes(device_id), store.coverage(device_id),
-                              matches, scores, files, codes, census, now, thresholds)
+                              matches, scores, files, codes, census, now, thresholds,
+                              labels if labels is not None else category_labels(store))
 
 
 def verdicts(store, now: Optional[float] = None,
@@ -350,7 +377,8 @@ def verdicts(store, now: Optional[float] = None,
     """
     if thresholds is None:
         thresholds = store_thresholds(store)
-    return order(device_verdict(store, d, now, thresholds) for d in store.devices())
+    labels = category_labels(store)
+    return order(device_verdict(store, d, now, thresholds, labels) for d in store.devices())
 
 
 def verdict_dict(v: DeviceVerdict) -> dict:
