@@ -51,7 +51,7 @@ def _key_options(fn):
 
 
 @main.command()
-@click.argument("evidence", type=click.Path(exists=True))
+@click.argument("evidence", metavar="EVIDENCE")
 @_key_options
 @click.option("--no-count", is_flag=True, help="Skip the file counts (no file-system walk).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object, for scripts.")
@@ -95,7 +95,7 @@ def inspect(evidence, recovery_key, password, no_count, as_json):
 
 
 @main.command()
-@click.argument("evidence", type=click.Path(exists=True))
+@click.argument("evidence", metavar="EVIDENCE")
 @click.option("--hash", "hash_spec", default="", metavar="md5,sha1,sha256",
               help="Hashes to compute, comma-separated; all in one pass over each file's content.")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True,
@@ -145,13 +145,19 @@ def files(evidence, hash_spec, fmt, files_only, recovery_key, password):
         if fmt == "csv":
             writer = csv.DictWriter(sys.stdout, fieldnames=CSV_FIELDS, extrasaction="ignore")
             writer.writeheader()
-        for row in rows(ev, volumes, hashes, include_dirs=not files_only, problems=problems):
-            if writer is not None:
-                writer.writerow(row)
-            else:
-                sys.stdout.write(jsonlib.dumps(row) + "\n")
-            if row.get("error"):
-                click.echo(f"warning: {row['error']}", err=True)
+        try:
+            for row in rows(ev, volumes, hashes, include_dirs=not files_only, problems=problems):
+                if writer is not None:
+                    writer.writerow(row)
+                else:
+                    sys.stdout.write(jsonlib.dumps(row) + "\n")
+                if row.get("error"):
+                    click.echo(f"warning: {row['error']}", err=True)
+            sys.stdout.flush()
+        except BrokenPipeError:       # `triage files X | head`: the reader has what it wanted
+            import os
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return
         for c in problems:
             click.echo(f"not examined: {c.where}: {c.reason}", err=True)
 

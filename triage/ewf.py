@@ -113,6 +113,7 @@ class EwfReader:
 
     def __init__(self, paths: Sequence[str]):
         self.paths = tuple(str(p) for p in paths)
+        check_segments(self.paths)
         self._lock = threading.Lock()
         self._handle = ctypes.c_void_p()
         self._pyewf = None
@@ -242,6 +243,54 @@ class EwfReader:
         if err:
             self._lib.libewf_error_free(ctypes.byref(err))
         self._handle = ctypes.c_void_p()
+
+
+def check_segments(paths: Sequence[str]) -> None:
+    """Refuse a segment set with a gap or a cut-off segment, naming what is wrong.
+
+    The 2014 libewf opens E01+E03 without E02, or a last segment cut short, and then reads
+    zeroes or garbage where the missing data should be: a listing of a damaged device that
+    looks whole. EWF1 segments say who they are (segment number at offset 9) and chain their
+    sections (`next` offsets) to a final `next` (more segments follow) or `done` (the last).
+    Walking that chain costs one 76-byte read per section. EWF2 (Ex01) is left to the library.
+    """
+    import struct
+
+    for i, path in enumerate(paths):
+        try:
+            size = os.path.getsize(path)
+            with open(path, "rb") as fh:
+                head = fh.read(13)
+                if not head.startswith(b"EVF\x09\x0d\x0a\xff\x00"):
+                    return
+                number = struct.unpack_from("<H", head, 9)[0]
+                name = os.path.basename(path)
+                if number != i + 1:
+                    raise EvidenceError(f"{paths[0]}: EWF segment {i + 1} is missing "
+                                        f"({name} is segment {number})")
+                offset, last = 13, ""
+                while True:
+                    fh.seek(offset)
+                    desc = fh.read(76)
+                    if len(desc) < 76:
+                        raise EvidenceError(f"{paths[0]}: EWF segment {name} is truncated "
+                                            f"({size} bytes; a section should start at {offset})")
+                    last = desc[:16].rstrip(b"\x00").decode("ascii", "replace")
+                    nxt, sect_size = struct.unpack_from("<QQ", desc, 16)
+                    if last in ("next", "done"):
+                        break
+                    if nxt <= offset or nxt > size:
+                        raise EvidenceError(f"{paths[0]}: EWF segment {name} is truncated "
+                                            f"({size} bytes; its '{last}' section runs to {nxt})")
+                    offset = nxt
+        except OSError as exc:
+            raise EvidenceError(f"{path}: {exc.strerror or exc}") from None
+        final = i == len(paths) - 1
+        if final and last != "done":
+            raise EvidenceError(f"{paths[0]}: EWF segment set incomplete: {name} is not the last "
+                                f"segment (segment {number + 1} is missing)")
+        if not final and last == "done":
+            raise EvidenceError(f"{paths[0]}: {name} ends the EWF set, but more segments were given")
 
 
 def _is_ewf2(path: str) -> bool:

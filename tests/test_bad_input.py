@@ -1,0 +1,219 @@
+"""Bad evidence gives one line on stderr and exit code 2, never a traceback.
+
+The CLI runs in a subprocess, as an officer would run it, so what is checked is exactly what
+reaches the terminal.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata"
+MiB = 1 << 20
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def triage(*args: str, prefix: tuple = ()) -> subprocess.CompletedProcess:
+    cmd = [*prefix, sys.executable, "-c", "from cli import main; main()", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> str:
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def ext4_image(tmp_path_factory) -> Path:
+    if shutil.which("mke2fs") is None:
+        pytest.skip("needs e2fsprogs")
+    work = tmp_path_factory.mktemp("bad_input")
+    src = work / "src"
+    src.mkdir()
+    (src / "a.txt").write_bytes(b"some text\n" * 1000)
+    (src / "b.bin").write_bytes(os.urandom(300_000))
+    img = work / "ext4.raw"
+    subprocess.run(["mke2fs", "-q", "-F", "-t", "ext4", "-d", str(src), str(img), "4M"], check=True,
+                   capture_output=True)
+    return img
+
+
+@pytest.fixture(scope="module")
+def e01_set(ext4_image, tmp_path_factory) -> list[Path]:
+    if shutil.which("ewfacquire") is None:
+        pytest.skip("needs ewf-tools")
+    work = tmp_path_factory.mktemp("e01")
+    subprocess.run(["ewfacquire", "-u", "-q", "-t", str(work / "disk"), "-f", "encase6", "-c", "none",
+                    "-S", "1MiB", "-d", "sha1", "-C", "c", "-D", "d", "-E", "e", "-e", "x", "-N", "n",
+                    "-m", "fixed", "-M", "physical", str(ext4_image)], check=True, capture_output=True)
+    segments = sorted(work.glob("disk.E0*"))
+    assert len(segments) >= 3
+    return segments
+
+
+def copy_set(segments: list[Path], dest: Path) -> list[Path]:
+    dest.mkdir()
+    return [Path(shutil.copy(s, dest / s.name)) for s in segments]
+
+
+def test_the_good_e01_set_lists(e01_set):
+    result = triage("files", str(e01_set[0]), "--hash", "md5")
+    assert result.returncode == 0, result.stderr
+    assert '"/a.txt"' in result.stdout
+
+
+def test_truncated_last_segment(e01_set, tmp_path):
+    segs = copy_set(e01_set, tmp_path / "t")
+    data = segs[-1].read_bytes()
+    segs[-1].write_bytes(data[: len(data) // 3])
+    for cmd in ("files", "inspect"):
+        assert_one_line_error(triage(cmd, str(segs[0])), "truncated", segs[-1].name)
+
+
+def test_truncated_single_segment(ext4_image, tmp_path):
+    subprocess.run(["ewfacquire", "-u", "-q", "-t", str(tmp_path / "one"), "-f", "encase6", "-c", "fast",
+                    "-d", "sha1", "-C", "c", "-D", "d", "-E", "e", "-e", "x", "-N", "n", "-m", "fixed",
+                    "-M", "physical", str(ext4_image)], check=True, capture_output=True)
+    e01 = tmp_path / "one.E01"
+    data = e01.read_bytes()
+    e01.write_bytes(data[: len(data) // 2])
+    assert_one_line_error(triage("files", str(e01)), "truncated")
+
+
+def test_missing_middle_segment(e01_set, tmp_path):
+    segs = copy_set(e01_set, tmp_path / "m")
+    segs[1].unlink()
+    assert_one_line_error(triage("files", str(segs[0])), "missing")
+    # given explicitly, the gap is still seen
+    from triage.errors import EvidenceError
+    from triage.evidence import open_evidence
+    with pytest.raises(EvidenceError, match="segment 2 is missing"):
+        open_evidence([str(segs[0]), str(segs[2])])
+
+
+def test_missing_last_segment(e01_set, tmp_path):
+    segs = copy_set(e01_set, tmp_path / "l")
+    segs[-1].unlink()
+    assert_one_line_error(triage("inspect", str(segs[0])), "missing")
+
+
+def test_random_bytes(tmp_path):
+    f = tmp_path / "random.E01"       # the name claims EWF; the bytes decide
+    f.write_bytes(os.urandom(10 * MiB))
+    assert_one_line_error(triage("files", str(f)), "not a recognised disk image")
+
+
+def test_zero_length_file(tmp_path):
+    f = tmp_path / "empty.dd"
+    f.write_bytes(b"")
+    assert_one_line_error(triage("inspect", str(f)), "empty file")
+
+
+def test_missing_path(tmp_path):
+    assert_one_line_error(triage("files", str(tmp_path / "nope.E01")), "no such file")
+
+
+def _without_root_override() -> tuple:
+    """A command prefix that takes away root's power to read anything (CAP_DAC_*), when root.
+
+    Root reads a mode-000 folder regardless of its bits, so as root the test drops those two
+    capabilities with setpriv for the one command; as another user the bits alone suffice.
+    """
+    if os.geteuid() != 0:
+        return ()
+    if shutil.which("setpriv") is None:
+        pytest.skip("root without setpriv: cannot take away root's read-anything capability")
+    drop = "-dac_override,-dac_read_search"
+    return ("setpriv", f"--inh-caps={drop}", f"--bounding-set={drop}")
+
+
+def test_folder_without_read_permission(tmp_path):
+    locked = tmp_path / "export"
+    locked.mkdir()
+    (locked / "a.jpg").write_bytes(b"\xff\xd8\xff")
+    locked.chmod(0)
+    try:
+        prefix = _without_root_override()
+        probe = subprocess.run([*prefix, "true"], capture_output=True)
+        if probe.returncode != 0:
+            pytest.skip(f"setpriv cannot drop capabilities here: {probe.stderr.strip()}")
+        for cmd in ("files", "inspect"):
+            assert_one_line_error(triage(cmd, str(locked), prefix=prefix), "cannot read folder",
+                                  "Permission denied")
+    finally:
+        locked.chmod(0o755)
+
+
+def test_corrupt_superblock_bare(ext4_image, tmp_path):
+    """A bare file system whose superblock is gone: nothing says it is a disk image any more."""
+    img = tmp_path / "corrupt.raw"
+    data = bytearray(ext4_image.read_bytes())
+    data[1024:2048] = bytes(1024)
+    img.write_bytes(bytes(data))
+    assert_one_line_error(triage("files", str(img)), "not a recognised disk image")
+
+
+def test_corrupt_superblock_fields(ext4_image, tmp_path):
+    """The ext magic survives but the geometry is garbage: TSK refuses, `files` exits 2 (there
+    is nothing to list) and `inspect` shows the volume as a coverage gap."""
+    img = tmp_path / "garbled.raw"
+    data = bytearray(ext4_image.read_bytes())
+    data[1024:1024 + 56] = b"\xff" * 56          # counts, block size, blocks per group; magic at +56 kept
+    img.write_bytes(bytes(data))
+    assert_one_line_error(triage("files", str(img)), "nothing could be examined", "corrupt file system")
+    result = triage("inspect", str(img), "--json")
+    assert result.returncode == 0, result.stderr
+    import json
+    info = json.loads(result.stdout)
+    assert info["volumes"][0]["fs_type"] is None
+    assert "corrupt file system" in info["coverage"][0]["reason"]
+
+
+def test_corrupt_partition_among_good_ones_is_coverage(ext4_image, tmp_path):
+    """One unreadable partition beside a good one: the good one is listed, the bad one is
+    reported on stderr as not examined, and the command succeeds."""
+    if shutil.which("sfdisk") is None:
+        pytest.skip("needs fdisk")
+    disk = tmp_path / "disk.raw"
+    size = ext4_image.stat().st_size
+    with open(disk, "wb") as fh:
+        fh.truncate(MiB + 2 * size + MiB)
+    script = f"label: dos\nstart=2048, size={size // 512}, type=83\nstart={(MiB + size) // 512}, size={size // 512}, type=83\n"
+    subprocess.run(["sfdisk", "--no-reread", "--no-tell-kernel", "-q", str(disk)], input=script.encode(),
+                   check=True, capture_output=True)
+    good = ext4_image.read_bytes()
+    bad = bytearray(good)
+    bad[1024:1024 + 56] = b"\xff" * 56
+    with open(disk, "r+b") as fh:
+        fh.seek(MiB)
+        fh.write(good)
+        fh.write(bytes(bad))
+    result = triage("files", str(disk))
+    assert result.returncode == 0, result.stderr
+    assert '"/a.txt"' in result.stdout
+    assert "Traceback" not in result.stderr
+    assert f"not examined: volume@{MiB + size}" in result.stderr
+
+
+def test_differencing_vhd_without_parent():
+    vhd = TESTDATA / "more" / "fat-differential.vhd"
+    if not vhd.exists():
+        pytest.skip("shared/testdata absent")
+    assert_one_line_error(triage("files", str(vhd)), "parent")
+
+
+def test_not_a_disk_image():
+    bogus = TESTDATA / "bogus.001"
+    if not bogus.exists():
+        pytest.skip("shared/testdata absent")
+    assert_one_line_error(triage("inspect", str(bogus)), "not a recognised disk image")

@@ -1,0 +1,249 @@
+"""The evidence layer on public test images (dfvfs test data in ../shared/testdata) and on a
+folder of logical files: every container opens by signature, lists the expected files with the
+expected SHA-256, and encrypted volumes become coverage, not empty devices."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cli import main
+from triage.evidence import detect_format, device_id_for, media_hashes, open_evidence, split_raw_segments
+from triage.filesystems import read_chunks, walk
+from triage.volumes import ENCRYPTED_BITLOCKER, discover
+
+TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata"
+needs_testdata = pytest.mark.skipif(not (TESTDATA / "end_to_end").is_dir(), reason="shared/testdata absent")
+
+END_TO_END = ["ext2.E01", "ext2.vhd", "ext2.vmdk", "ext2.qcow2", "image.qcow2", "image.vmdk"]
+FORMATS = {"ext2.E01": "ewf", "ext2.vhd": "vhdi", "ext2.vmdk": "vmdk", "ext2.qcow2": "qcow",
+           "image.qcow2": "qcow", "image.vmdk": "vmdk"}
+
+
+def listing(path, **kw) -> list:
+    with open_evidence(path) as ev:
+        volumes, coverage = discover(ev, **kw)
+        out = []
+        for v in volumes:
+            if v.fs_type:
+                for r in walk(ev, v):
+                    sha = None
+                    if not r.is_dir:
+                        h = hashlib.sha256()
+                        for chunk in read_chunks(ev, r.prov):
+                            h.update(chunk)
+                        sha = h.hexdigest()
+                    out.append((r, sha))
+        return out
+
+
+def expected(name: str) -> tuple[set, dict]:
+    paths = set((TESTDATA / "end_to_end" / f"{name}.paths").read_text().split("\n")) - {""}
+    hashes = {}
+    for line in (TESTDATA / "end_to_end" / f"{name}.hashes").read_text().splitlines():
+        if line.strip():
+            digest, path = line.split("\t", 1)
+            hashes[path] = digest
+    return paths, hashes
+
+
+@needs_testdata
+@pytest.mark.parametrize("name", END_TO_END)
+def test_end_to_end_paths_and_sha256(name):
+    with open_evidence(TESTDATA / name) as ev:
+        assert ev.ref.format == FORMATS[name]
+    want_paths, want_hashes = expected(name)
+    rows = listing(TESTDATA / name)
+    allocated = {r.path for r, _ in rows if r.allocated and not r.orphan}
+    # the expected lists hold allocated entries only, and the root "/" that is not a file
+    assert allocated == want_paths - {"/"}
+    got_hashes = {r.path: sha for r, sha in rows if r.allocated and not r.is_dir and sha}
+    for path, digest in want_hashes.items():
+        assert got_hashes[path] == digest, path
+
+
+@needs_testdata
+def test_image_qcow2_lists_the_deleted_swap_and_backup_files_too():
+    rows = listing(TESTDATA / "image.qcow2")
+    deleted = {r.path for r, _ in rows if not r.allocated}
+    assert {"/passwords.txt~", "/a_directory/.another_file.swp", "/a_directory/another_file~"} <= deleted
+
+
+@needs_testdata
+@pytest.mark.parametrize("first,count", [("ext2.split.E01", 2), ("ext2.splitraw.000", 2),
+                                         ("more/image-split.E01", 2)])
+def test_split_sets_open_whole(first, count):
+    with open_evidence(TESTDATA / first) as ev:
+        assert len(ev.ref.paths) == count
+        assert ev.ref.format in ("ewf", "split_raw")
+        digest = media_hashes(ev)
+        if ev.ref.stored_hashes:
+            assert digest["md5"] == ev.ref.stored_hashes["md5"]
+    if first.startswith("ext2."):
+        want, _ = expected("ext2.E01")
+        assert {r.path for r, _ in listing(TESTDATA / first) if r.allocated} == want - {"/"}
+
+
+@needs_testdata
+def test_split_ewf_and_single_ewf_are_the_same_media():
+    with open_evidence(TESTDATA / "ext2.E01") as one, open_evidence(TESTDATA / "ext2.split.E01") as two:
+        assert one.ref.media_size == two.ref.media_size == 4194304
+        assert media_hashes(one) == media_hashes(two)
+        assert one.ref.stored_hashes["md5"] == media_hashes(one)["md5"]
+
+
+@needs_testdata
+def test_bitlocker_to_go_is_a_coverage_gap_not_an_empty_device():
+    with open_evidence(TESTDATA / "bdetogo.raw") as ev:
+        volumes, coverage = discover(ev)
+    assert [v.encryption for v in volumes] == ["BitLocker"]
+    assert volumes[0].fs_type is None          # its boot sector passes for FAT32; it is not
+    assert [c.reason for c in coverage] == [ENCRYPTED_BITLOCKER]
+    assert coverage[0].bytes_not_examined == ev.ref.media_size
+    result = CliRunner().invoke(main, ["inspect", str(TESTDATA / "bdetogo.raw"), "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert info["coverage"][0]["reason"] == ENCRYPTED_BITLOCKER
+
+
+@needs_testdata
+def test_mbr_with_extended_partitions():
+    with open_evidence(TESTDATA / "more" / "mbr.raw") as ev:
+        volumes, coverage = discover(ev)
+    # two Linux partitions, the second inside the extended one; the first holds no file system
+    assert [(v.offset, v.fs_type) for v in volumes] == [(512, None), (180224, "ext2")]
+    assert [c.where for c in coverage] == ["volume@512"]
+
+
+@needs_testdata
+@pytest.mark.parametrize("name,fs", [("hfsplus.raw", "hfs+"), ("iso9660.raw", "iso9660"),
+                                     ("windows_volume.qcow2", "ntfs")])
+def test_other_file_systems(name, fs):
+    rows = listing(TESTDATA / "more" / name)
+    assert rows and {r.fs_type for r, _ in rows} == {fs}
+
+
+@needs_testdata
+def test_apfs_and_lvm_are_coverage_with_a_reason():
+    for name, word in (("apfs.raw", "APFS"), ("lvm.qcow2", "unknown or corrupt")):
+        with open_evidence(TESTDATA / "more" / name) as ev:
+            volumes, coverage = discover(ev)
+        assert len(coverage) == 1 and word in coverage[0].reason, coverage
+
+
+@needs_testdata
+def test_signature_not_extension(tmp_path):
+    disguised = tmp_path / "holiday.jpg"
+    shutil.copy(TESTDATA / "ext2.qcow2", disguised)
+    assert detect_format(str(disguised)) == "qcow"
+    raw_named_e01 = tmp_path / "disk.E01"
+    shutil.copy(TESTDATA / "more" / "image.dd", raw_named_e01)
+    with open_evidence(raw_named_e01) as ev:
+        assert ev.ref.format == "raw"
+
+
+def test_split_raw_naming(tmp_path):
+    for name in ("d.000", "d.001", "d.002", "x.aa", "x.ab"):
+        (tmp_path / name).write_bytes(b"\0")
+    assert [Path(p).name for p in split_raw_segments(str(tmp_path / "d.000"))] == ["d.000", "d.001", "d.002"]
+    assert [Path(p).name for p in split_raw_segments(str(tmp_path / "x.aa"))] == ["x.aa", "x.ab"]
+    assert [Path(p).name for p in split_raw_segments(str(tmp_path / "d.001"))] == ["d.001", "d.002"]
+    (tmp_path / "lone.001").write_bytes(b"\0")
+    assert split_raw_segments(str(tmp_path / "lone.001")) == [str(tmp_path / "lone.001")]
+    assert device_id_for(str(tmp_path / "d.000")) == "d.000"
+
+
+def test_directory_evidence(tmp_path):
+    root = tmp_path / "phone_export"
+    (root / "DCIM" / "Camera").mkdir(parents=True)
+    (root / "DCIM" / "Camera" / "IMG_0001.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"x" * 100)
+    (root / "notes.txt").write_bytes(b"\x89PNG\r\n\x1a\n" + b"y" * 50)     # a picture in disguise
+    (root / "empty").write_bytes(b"")
+    os.symlink("/etc/passwd", root / "link")                                 # never followed
+    with open_evidence(root) as ev:
+        assert ev.ref.format == "directory" and ev.img is None
+        volumes, coverage = discover(ev)
+        assert [v.fs_type for v in volumes] == ["directory"] and coverage == []
+        rows = {r.path: r for r in walk(ev, volumes[0])}
+        assert set(rows) == {"/DCIM", "/DCIM/Camera", "/DCIM/Camera/IMG_0001.jpg", "/notes.txt", "/empty", "/link"}
+        assert rows["/notes.txt"].type == "image/png" and rows["/notes.txt"].ext_mismatch
+        assert rows["/DCIM/Camera/IMG_0001.jpg"].type == "image/jpeg"
+        data = b"".join(read_chunks(ev, rows["/DCIM/Camera/IMG_0001.jpg"].prov, chunk_size=16))
+        assert data == (root / "DCIM" / "Camera" / "IMG_0001.jpg").read_bytes()
+        from triage.errors import EvidenceError
+        with pytest.raises(EvidenceError):
+            list(read_chunks(ev, rows["/link"].prov))
+
+
+def test_walk_is_a_generator_with_flat_memory(tmp_path):
+    """Thousands of files stream out one at a time; the walk holds folders, not files."""
+    import tracemalloc
+    root = tmp_path / "many"
+    for d in range(20):
+        sub = root / f"d{d}"
+        sub.mkdir(parents=True)
+        for i in range(150):
+            (sub / f"f{i}.txt").write_bytes(b"x")
+    with open_evidence(root) as ev:
+        (volume,), _ = discover(ev)
+        gen = walk(ev, volume)
+        assert iter(gen) is gen
+        tracemalloc.start()
+        first = None
+        n = 0
+        for n, _ in enumerate(gen, 1):
+            if n == 200:
+                first = tracemalloc.get_traced_memory()[0]
+        last = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+    assert n == 20 + 20 * 150
+    # 2,800 more files later the walk holds (about) what it held after 200
+    assert last - first < 256 * 1024, (first, last)
+
+
+@needs_testdata
+def test_files_command_jsonl_and_csv():
+    runner = CliRunner()
+    result = runner.invoke(main, ["files", str(TESTDATA / "image.qcow2"), "--hash", "md5,sha256"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.output.splitlines()]
+    want_keys = {"path", "size", "allocated", "inode", "volume_offset", "fs_type", "type", "ext_mismatch",
+                 "md5", "sha256", "mtime", "atime", "ctime", "crtime"}
+    assert all(want_keys <= set(r) for r in rows)
+    assert all("sha1" not in r for r in rows)
+    by_path = {r["path"]: r for r in rows}
+    _, hashes = expected("image.qcow2")
+    for path, digest in hashes.items():
+        assert by_path[path]["sha256"] == digest
+    assert by_path["/passwords.txt"]["mtime"].endswith("Z")
+    assert by_path["/passwords.txt~"]["allocated"] is False
+    result = runner.invoke(main, ["files", str(TESTDATA / "ext2.vmdk"), "--format", "csv", "--files-only"])
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert lines[0].startswith("path,size,allocated")
+    assert sum(1 for line in lines if line.startswith("path,")) == 1             # header once
+    # three files and a symbolic link; no folders
+    assert sorted(line.split(",")[0] for line in lines[1:]) == [
+        "/a_directory/a_file", "/a_directory/another_file", "/a_link", "/passwords.txt"]
+    result = runner.invoke(main, ["files", str(TESTDATA / "ext2.vmdk"), "--hash", "crc32"])
+    assert result.exit_code == 2 and "unknown hash crc32" in result.output
+
+
+@needs_testdata
+def test_inspect_reports_container_volumes_and_counts():
+    result = CliRunner().invoke(main, ["inspect", str(TESTDATA / "ext2.split.E01"), "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert info["format"] == "ewf" and len(info["paths"]) == 2
+    assert info["stored_hashes"]["md5"] == "196066add11fb71c4c49cf1bb50d6d24"
+    (vol,) = info["volumes"]
+    assert vol["fs_type"] == "ext2" and vol["label"] == "ext2_test" and vol["block_size"] == 1024
+    # a_file, another_file, passwords.txt and the symbolic link a_link
+    assert vol["files"]["allocated"] == 4 and vol["files"]["deleted"] == 0
+    human = CliRunner().invoke(main, ["inspect", str(TESTDATA / "image.qcow2")])
+    assert human.exit_code == 0 and "ext2" in human.output
