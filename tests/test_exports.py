@@ -172,3 +172,42 @@ def test_device_filter_and_bad_format(store, tmp_path):
         export(store, "pdf", tmp_path / "x")
     with pytest.raises(TriageError, match="does not exist"):
         export(store, "csv", tmp_path / "nope" / "x.csv")
+
+
+def test_vics_round_trips_through_our_importer(tmp_path):
+    """Export, import as a hash set: the same hashes come back with the same categories."""
+    from casebuild import add_device, context, exact, near, picture, score
+    from hashsets.store import HashSetStore
+    from triage.store import CaseStore
+    s = CaseStore(tmp_path / "c", create=True)
+    run = s.begin_run(tool_version="t", operator="o", options={}, model=None,
+                      hashsets=[{"name": "caid", "version": "2026-11", "role": "alert",
+                                 "scheme": "uk-caid"}])
+    s.end_run(run, "complete")
+    items = [picture("a.dd", i, content=f"alert-{i}".encode()) for i in range(4)]
+    cats = ["1", "2", "3", "A"]        # raw numbers, and a label the scheme maps to 1
+    n, q = picture("a.dd", 10, content=b"near"), picture("a.dd", 11, content=b"suspect")
+    add_device(s, None, "a.dd", items=items + [n, q],
+               matches=[exact(x, c) for x, c in zip(items, cats)] + [near(n, 8, "2")],
+               scores=[score(q, 0.97, 0.8)], context=context("lives_with", "A/1"))
+    # the same picture on a second device: one Media, two MediaFiles
+    dup = picture("b.dd", 1, "/home/b/copy.jpg", content=b"alert-0")
+    add_device(s, None, "b.dd", items=[dup], matches=[exact(dup, "1")], context=context("none", "B/1"))
+    out = tmp_path / "export.vics.json"
+    export(s, "vics", out)
+    hs = HashSetStore(tmp_path / "hashsets")
+    info = hs.import_file(out, "roundtrip", "alert")
+    assert info.rejected == 0 and info.profile == "UK" and info.scheme == "uk-caid"
+    want = {x[1].md5: c for x, c in zip(items, ["1", "2", "3", "1"])}
+    want.update({n[1].md5: "", q[1].md5: ""})        # near and suspected: uncategorised
+    md5s = sorted(want)
+    for m, hits in zip(md5s, hs.lookup("md5", md5s)):
+        assert len(hits) == 1, m
+        assert hits[0].category == want[m] and hits[0].role == "alert"
+    sha1s = {x[1].md5: x[1].sha1 for x in items + [n, q]}
+    for m, hits in zip(md5s, hs.lookup("sha1", [sha1s[m] for m in md5s])):
+        assert len(hits) == 1 and hits[0].category == want[m]
+    assert info.counts == {"md5": 6, "sha1": 6}
+    doc = json.loads(out.read_text())
+    (dup_media,) = [m for m in doc["value"][0]["Media"] if m["MD5"] == items[0][1].md5.upper()]
+    assert sorted(mf["SourceID"] for mf in dup_media["MediaFiles"]) == ["A/1", "B/1"]

@@ -4,8 +4,8 @@ One Case (the case directory) holds one Media per distinct MD5 among the matched
 pictures, and one MediaFile per place that picture was found (a picture on three devices has
 three MediaFiles). Field names and types follow the VICS 2.0 EDMX (`CEModel`):
 
-* Media: MediaID, MD5, SHA1 (upper case), Category (the alert set's category, when numeric:
-  VICS Category is an Edm.Byte), MediaSize, IsPrecategorized (true for exact alert matches),
+* Media: MediaID, MD5, SHA1 (upper case), Category (the alert set's category; VICS Category
+  is an Edm.Byte, so a label such as "A" is written as its scheme's number), MediaSize, IsPrecategorized (true for exact alert matches),
   PrecategorizationSource ("set version"), IsSuspected (near match or model), SelfGenerated
   (camera-original indicators), MimeType, MediaMetadata (provenance and the reasons).
 * MediaFile: MD5, MediaFileID, FileName, FilePath, Created/Written/Accessed (UTC), Deleted,
@@ -26,15 +26,20 @@ from typing import Optional
 from triage import __version__
 from triage.exports import iso_utc, private_output
 from triage.findings import Finding, findings
+from triage.rank import category_labels
 
 CONTEXT_URL = "http://github.com/VICSDATAMODEL/ProjectVic/DataModels/2.0.xml/{profile}/$metadata#Cases"
 
 
-def _byte_category(category: str) -> Optional[int]:
-    """VICS Category is Edm.Byte: numeric categories pass through, labels go to metadata."""
+def _byte_category(category: str, labels: Optional[dict[str, str]] = None) -> Optional[int]:
+    """VICS Category is an Edm.Byte: numeric categories pass through; a label ("A") becomes
+    the number its set's scheme gives it ("1" in UK CAID); anything else goes to metadata."""
     text = (category or "").strip()
     if text.isdigit() and 0 <= int(text) <= 255:
         return int(text)
+    for raw, label in (labels or {}).items():
+        if raw.isdigit() and label.lower() == text.lower() and int(raw) <= 255:
+            return int(raw)
     return None
 
 
@@ -95,6 +100,7 @@ def build(store, device_id: Optional[str] = None, profile: str = "UK") -> dict:
     devices = store.devices()
     exhibits = {d["id"]: (d.get("context") or {}).get("exhibit", "") for d in devices}
     vol_index = {(d["id"], v.offset): v.index for d in devices for v in store.volumes(d["id"])}
+    labels = category_labels(store)
     by_md5: dict[str, list[Finding]] = {}
     for f in findings(store, device_id):
         if f.features.md5:
@@ -117,7 +123,7 @@ def build(store, device_id: Optional[str] = None, profile: str = "UK") -> dict:
             "MimeType": best.features.type or best.record.type or None,
         }
         if top is not None:
-            category = _byte_category(top.category)
+            category = _byte_category(top.category, labels.get(top.set_name))
             if category is not None:
                 item["Category"] = category
             item["PrecategorizationSource"] = f"{top.set_name} {top.set_version}".strip()
