@@ -246,7 +246,7 @@ def verdict_for_device(device: dict, volumes: list[VolumeRef], coverage: list[Co
     if near_only:
         points["near_matches"] = NEAR_POINTS * len(near_only)
         closest = min(m.distance for ms in near_only.values() for m in ms)
-        algos = sorted({m.algorithm.upper() if m.algorithm in ("pdq",) else m.algorithm
+        algos = sorted({{"pdq": "PDQ", "phash": "pHash"}.get(m.algorithm, m.algorithm)
                         for ms in near_only.values() for m in ms})
         sets = sorted({m.set_name for ms in near_only.values() for m in ms})
         n = len(near_only)
