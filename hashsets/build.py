@@ -35,7 +35,8 @@ def hex_to_digests(hexes: Sequence[str], width: int) -> tuple[np.ndarray, list[i
     if n == 0:
         return np.empty((0, width), np.uint8), []
     try:
-        if all(type(h) is str for h in hexes[:1]) and {len(h) for h in hexes} == {2 * width}:
+        lengths = np.fromiter(map(len, hexes), np.int64, n) if type(hexes[0]) is str else None
+        if lengths is not None and lengths.min() == lengths.max() == 2 * width:
             raw = bytes.fromhex("".join(hexes))
             if len(raw) == n * width:
                 return np.frombuffer(raw, np.uint8).reshape(n, width), []
@@ -185,17 +186,29 @@ class SetBuilder:
 
 def _write_exact(out: Path, alg: str, digests: np.ndarray, metas: np.ndarray) -> int:
     keys = big_endian_keys(digests)
-    # Sort by key, then meta, so duplicates (same hash, same metadata) sit side by side.
-    order = np.lexsort((metas, keys))
+    order = np.argsort(keys, kind="stable")
     keys, digests, metas = keys[order], digests[order], metas[order]
     del order
     if len(keys) > 1:
-        dup = np.zeros(len(keys), bool)
-        dup[1:] = (keys[1:] == keys[:-1]) & (metas[1:] == metas[:-1])
-        if dup.any():
-            dup[1:] &= (digests[1:, 8:] == digests[:-1, 8:]).all(1)
-            keep = ~dup
-            keys, digests, metas = keys[keep], digests[keep], metas[keep]
+        # Duplicates (same hash and same metadata) are dropped; the same hash with other
+        # metadata is kept. Only rows whose key repeats need a closer look, and they are few.
+        same_key = np.nonzero(keys[1:] == keys[:-1])[0] + 1
+        if len(same_key):
+            drop = []
+            run_start = None
+            seen: set = set()
+            for i in same_key.tolist():
+                if run_start is None or i - 1 != run_start:
+                    seen = {(digests[i - 1].tobytes(), int(metas[i - 1]))}
+                item = (digests[i].tobytes(), int(metas[i]))
+                if item in seen:
+                    drop.append(i)
+                seen.add(item)
+                run_start = i
+            if drop:
+                keep = np.ones(len(keys), bool)
+                keep[drop] = False
+                keys, digests, metas = keys[keep], digests[keep], metas[keep]
     np.save(out / f"{alg}.keys.npy", keys)
     np.save(out / f"{alg}.rest.npy", np.ascontiguousarray(digests[:, 8:]))
     if metas.any():

@@ -44,6 +44,18 @@ class Hit:
     distance: int = 0              # Hamming distance for perceptual hits, 0 for exact
 
 
+_new = object.__new__
+_set = object.__setattr__
+
+
+def make_hit(base: dict, algorithm: str, value: str, distance: int = 0) -> Hit:
+    """A Hit from a prepared dict of its other fields, without the frozen dataclass __init__
+    (eleven guarded setattr calls): lookups make hundreds of thousands of these per batch."""
+    hit = _new(Hit)
+    _set(hit, "__dict__", {**base, "algorithm": algorithm, "value": value, "distance": distance})
+    return hit
+
+
 @dataclass(frozen=True)
 class Rejects:
     """Lines or records an importer could not use: how many, and the first few as examples."""

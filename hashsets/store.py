@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import gc
 import hashlib
 import json
 import os
@@ -37,7 +38,7 @@ from hashsets.build import SetBuilder, big_endian_keys, hex_to_digests
 from hashsets.importers import ImportOptions, detect, importer
 from hashsets.model import (DEFAULT_DISTANCE, DIGEST_BYTES, EXACT_ALGORITHMS,
                             PERCEPTUAL_ALGORITHMS, ROLES, SCHEMES, HashSetInfo, Hit,
-                            parse_category_map, scheme_for)
+                            make_hit, parse_category_map, scheme_for)
 from triage.errors import HashSetError
 
 IMPORTER_VERSION = "1"
@@ -97,8 +98,8 @@ class CompiledSet:
             self._arrays[name] = np.load(p, mmap_mode="r") if p.exists() else None
         return self._arrays[name]
 
-    def templates(self) -> list[tuple]:
-        """Per side-table row: (role, category, severity, label, series, victim, distributed)."""
+    def templates(self) -> list[dict]:
+        """Per side-table row: the Hit fields that do not depend on the query."""
         if self._templates is None:
             rows = json.loads((self.folder / "meta.json").read_text())
             info = self.info
@@ -112,7 +113,10 @@ class CompiledSet:
                 role = info.role
                 if mapped and severity == 0 and role != "ignore":
                     role = "ignore"       # a non-pertinent category: known, not of interest
-                out.append((role, category, severity, label, series, victim, distributed))
+                out.append({"set_name": info.name, "set_version": info.version, "role": role,
+                            "category": category, "severity": severity, "category_label": label,
+                            "series": series, "victim_identified": victim,
+                            "is_distributed": distributed})
             self._templates = out
         return self._templates
 
@@ -358,7 +362,8 @@ class HashSetStore:
     def lookup(self, algorithm: str, hashes: Sequence[str]) -> list[list[Hit]]:
         """Per input hash (hex, any case), the hits across all sets. Malformed input: no hits."""
         algorithm = algorithm.lower()
-        out: list[list[Hit]] = [[] for _ in hashes]
+        with _no_gc():
+            out: list[list[Hit]] = [[] for _ in hashes]
         if not hashes:
             return out
         width = DIGEST_BYTES.get(algorithm)
@@ -374,12 +379,10 @@ class HashSetStore:
         compiled = self._compiled()
         sets = [compiled[n] for n in found.names]
         templates = [cs.templates() for cs in sets]
-        for q, s, m in zip(index[found.query_index].tolist(), found.set_index.tolist(),
-                           found.meta_index.tolist()):
-            role, cat, sev, label, series, victim, dist = templates[s][m]
-            info = sets[s].info
-            out[q].append(Hit(info.name, info.version, role, cat, sev, algorithm,
-                              hashes[q].strip().lower(), label, series, victim, dist))
+        with _no_gc():
+            for q, s, m in zip(index[found.query_index].tolist(), found.set_index.tolist(),
+                               found.meta_index.tolist()):
+                out[q].append(make_hit(templates[s][m], algorithm, hashes[q].strip().lower()))
         return out
 
     # -------------------------------------------------------------- perceptual lookup
@@ -405,18 +408,27 @@ class HashSetStore:
                 continue
             lims, dist, ids, set_codes, meta = res
             templates = cs.templates()
-            info = cs.info
             for qi in range(len(codes)):
                 a, b = lims[qi], lims[qi + 1]
                 for d, e in zip(dist[a:b].tolist(), ids[a:b].tolist()):
-                    role, cat, sev, label, series, victim, distrib = templates[
-                        int(meta[e]) if meta is not None else 0]
-                    out[index[qi]].append(Hit(info.name, info.version, role, cat, sev, algorithm,
-                                              bytes(set_codes[e]).hex(), label, series, victim,
-                                              distrib, d))
+                    base = templates[int(meta[e]) if meta is not None else 0]
+                    out[index[qi]].append(make_hit(base, algorithm, bytes(set_codes[e]).hex(), d))
         for hits in out:
             hits.sort(key=lambda h: (h.distance, -h.severity, h.set_name))
         return out
+
+
+@contextmanager
+def _no_gc():
+    """Millions of small result objects: the cyclic GC would rescan them again and again while
+    they are made (they hold no cycles), costing more than making them."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _scheme(category_map, profile: str, fmt: str) -> tuple[str, dict]:

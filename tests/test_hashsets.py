@@ -494,3 +494,16 @@ def test_synth_fleet_sets_match_the_truth(synth_fleet, synth_truth, tmp_path):
         assert [(h.set_name, h.category_label) for h in hs] == [(names[0], a["caid_grade"])]
     near = store.lookup_perceptual("pdq", [a["pdq"] for a in alerts if a["pdq_quality"] >= 50])
     assert all(any(h.distance == 0 for h in hs) for hs in near)
+
+
+def test_fast_hits_behave_like_dataclass_hits(three_sets):
+    from dataclasses import FrozenInstanceError, asdict
+
+    from hashsets.model import Hit
+
+    [[hit]] = three_sets.lookup("md5", [md5("only-caid")])
+    same = Hit(**asdict(hit))
+    assert hit == same and hash(hit) == hash(same)
+    assert pickle.loads(pickle.dumps(hit)) == same
+    with pytest.raises(FrozenInstanceError):
+        hit.role = "ignore"

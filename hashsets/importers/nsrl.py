@@ -57,17 +57,28 @@ def read_rdsv3(path: Path, builder: SetBuilder) -> SourceFacts:
     total = None
     if layout == "minimal":
         total = con.execute("SELECT max(rowid) FROM FILE").fetchone()[0] or 0
-    cur = con.execute(f"SELECT {', '.join(algs)} FROM FILE")
-    row_no = 1
+    widths = {"md5": 32, "sha1": 40, "sha256": 64}
+    good = " AND ".join(f"length({a}) = {widths[a]}" for a in algs)
+    row_no = 0
+    # Fast path: one concatenated string per well-formed row, so Python handles one object per
+    # row and one bytes.fromhex per batch. Rows with a missing or odd-length hash come after.
+    cur = con.execute(f"SELECT {' || '.join(algs)} FROM FILE WHERE {good}")
     while True:
         rows = cur.fetchmany(_FETCH)
         if not rows:
             break
-        columns = list(zip(*rows))
-        for alg, values in zip(algs, columns):
-            builder.add_hex(alg, values, 0, where="row", first=row_no)
         row_no += len(rows)
+        _add_rows(builder, algs, [r[0] for r in rows], widths)
         builder.progress(min(1.0, row_no / total) if total else None)
+    cur = con.execute(f"SELECT rowid, {', '.join(algs)} FROM FILE WHERE NOT ({good})")
+    while True:
+        rows = cur.fetchmany(_FETCH)
+        if not rows:
+            break
+        for row in rows:
+            for alg, value in zip(algs, row[1:]):
+                if value:
+                    builder.add_hex(alg, [value], 0, where="row", first=row[0])
     version, detail = "", {"layout": layout}
     if "VERSION" in names:
         try:
@@ -79,6 +90,26 @@ def read_rdsv3(path: Path, builder: SetBuilder) -> SourceFacts:
             pass
     con.close()
     return SourceFacts(version=version, source_date=detail.get("release_date", ""), detail=detail)
+
+
+def _add_rows(builder: SetBuilder, algs: list[str], joined: list[str], widths: dict) -> None:
+    import numpy as np
+
+    from hashsets.build import hex_to_digests
+
+    total = sum(widths[a] for a in algs) // 2
+    arr, bad = hex_to_digests(joined, total)
+    if bad:                      # non-hex characters somewhere: one hash at a time for those
+        for i in bad:
+            pos = 0
+            for alg in algs:
+                builder.add_hex(alg, [joined[i][pos:pos + widths[alg]]], where="row", first=i)
+                pos += widths[alg]
+    pos = 0
+    for alg in algs:
+        w = widths[alg] // 2
+        builder.add_digests(alg, np.ascontiguousarray(arr[:, pos:pos + w]))
+        pos += w
 
 
 def read_txt(path: Path, builder: SetBuilder) -> SourceFacts:

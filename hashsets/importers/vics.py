@@ -86,12 +86,25 @@ def _category(v) -> str:
     return str(v).strip()
 
 
+def _alternative(alts, sha1, sha256):
+    """SHA-1 / SHA-256 from VICS 1.x AlternativeHashes when the record has none of its own."""
+    for alt in alts or ():
+        if isinstance(alt, dict):
+            name = str(alt.get("HashName", "")).upper().replace("-", "")
+            if name == "SHA1" and not sha1:
+                sha1 = alt.get("HashValue") or ""
+            elif name == "SHA256" and not sha256:
+                sha256 = alt.get("HashValue") or ""
+    return sha1, sha256
+
+
 def read(path: Path, builder: SetBuilder, options: ImportOptions) -> SourceFacts:
     prefix, context = _shape(path)
     size = max(1, path.stat().st_size)
     md5s, md5_meta, sha1s, sha1_meta, sha256s, sha256_meta = [], [], [], [], [], []
     latest = ""
     n = 0
+    metas: dict[tuple, int] = {}          # raw (Category, Series, ...) -> side-table row
 
     def flush():
         builder.add_hex("md5", md5s, md5_meta, where="media")
@@ -111,31 +124,44 @@ def read(path: Path, builder: SetBuilder, options: ImportOptions) -> SourceFacts
                 md5 = get("MD5") or get("md5") or ""
                 sha1 = get("SHA1") or get("sha1") or ""
                 sha256 = get("SHA256") or ""
-                for alt in get("AlternativeHashes") or ():
-                    if isinstance(alt, dict):
-                        name = str(alt.get("HashName", "")).upper().replace("-", "")
-                        if name == "SHA1" and not sha1:
-                            sha1 = alt.get("HashValue") or ""
-                        elif name == "SHA256" and not sha256:
-                            sha256 = alt.get("HashValue") or ""
-                md5, sha1, sha256 = (str(x).strip().lower() for x in (md5, sha1, sha256))
+                if "AlternativeHashes" in media:
+                    sha1, sha256 = _alternative(media["AlternativeHashes"], sha1, sha256)
+                # Fast path: well-formed strings go straight in (fromhex takes either case).
+                if type(md5) is not str or len(md5) != 32:
+                    md5 = str(md5).strip()
+                if type(sha1) is not str or len(sha1) != 40:
+                    sha1 = str(sha1).strip()
+                if sha256:
+                    sha256 = str(sha256).strip()
                 if len(md5) != 32 and len(sha1) != 40 and len(sha256) != 64:
                     builder.reject(f"media {n}", f"no valid MD5/SHA1 in {str(media)[:100]}")
                     continue
-                meta = builder.meta_id(_category(get("Category")), str(get("Series") or ""),
-                                       _bool(get("VictimIdentified")), _bool(get("IsDistributed")))
-                for value, width, hexes, metas, alg in ((md5, 32, md5s, md5_meta, "md5"),
-                                                        (sha1, 40, sha1s, sha1_meta, "sha1"),
-                                                        (sha256, 64, sha256s, sha256_meta, "sha256")):
-                    if value:
-                        if len(value) == width:
-                            hexes.append(value)
-                            metas.append(meta)
-                        else:
-                            builder.reject(f"media {n}", f"{alg} {value!r}")
+                raw = (get("Category"), get("Series"), get("VictimIdentified"), get("IsDistributed"))
+                meta = metas.get(raw)
+                if meta is None:
+                    meta = metas[raw] = builder.meta_id(_category(raw[0]), str(raw[1] or ""),
+                                                        _bool(raw[2]), _bool(raw[3]))
+                if md5:
+                    if len(md5) == 32:
+                        md5s.append(md5)
+                        md5_meta.append(meta)
+                    else:
+                        builder.reject(f"media {n}", f"md5 {md5!r}")
+                if sha1:
+                    if len(sha1) == 40:
+                        sha1s.append(sha1)
+                        sha1_meta.append(meta)
+                    else:
+                        builder.reject(f"media {n}", f"sha1 {sha1!r}")
+                if sha256:
+                    if len(sha256) == 64:
+                        sha256s.append(sha256)
+                        sha256_meta.append(meta)
+                    else:
+                        builder.reject(f"media {n}", f"sha256 {sha256!r}")
                 pdna = get("PhotoDNA")
                 if pdna and len(md5) == 32:
-                    builder.photodna.append((md5, str(pdna)))
+                    builder.photodna.append((md5.lower(), str(pdna)))
                 updated = get("DateUpdated")
                 if isinstance(updated, str) and updated > latest:
                     latest = updated
