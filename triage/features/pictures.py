@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover - pillow-heif is a pinned dependency
     HEIF_AVAILABLE = False
 
 WORK_SIZE = 256           # draft target: the smallest side stays >= this (a 12 MP JPEG -> 500x375)
-WORK_MAX = 1024           # non-JPEG pictures larger than this are box-reduced before hashing
+WORK_MAX = 1024           # pictures still larger than this after decoding are box-reduced
 THUMB_QUALITY = 70        # review thumbnails: small JPEGs, a few KiB each
 PDQ_QUALITY_THRESHOLD = 50   # PdqSignal.QUALITY_THRESHOLD: hashes below are unreliable
 
@@ -65,6 +65,9 @@ _DCT8 = np.cos(np.pi * np.arange(8)[:, None] * (2 * np.arange(_N)[None, :] + 1) 
 # its limit and twice it would only be noise. A process-wide filter: catch_warnings is not
 # thread-safe.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+# Damaged metadata in seized pictures is common and Pillow warns about each kind ("Corrupt EXIF
+# data", "Tag data larger than file"); in a scan that is log noise, not news.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
 
 
 class PictureRefused(Exception):
@@ -151,12 +154,15 @@ def _small(img: Image.Image, min_side: int) -> Image.Image:
     if img.format in ("JPEG", "MPO"):
         img.draft("RGB", (min_side, min_side))    # DCT scaling: decode at 1/2, 1/4 or 1/8
     img.load()                                    # GIF/TIFF/WEBP: the first frame
-    shorter = min(img.size)
-    if max(img.size) > WORK_MAX and shorter >= 2 * min_side:
-        factor = max(1, shorter // min_side)
-        if img.mode in ("P", "1"):                # reduce() works on real colours only
-            img = img.convert("RGB")
-        img = img.reduce(factor)
+    shorter, longer = min(img.size), max(img.size)
+    if longer > WORK_MAX:
+        # keep the shorter side >= min_side, but bound the pixels of a banner-shaped picture
+        # too (160x30000): PDQ's cost grows with the pixels it is given
+        factor = max(shorter // min_side, -(-longer // (4 * WORK_MAX)))
+        if factor > 1:
+            if img.mode in ("P", "1"):            # reduce() works on real colours only
+                img = img.convert("RGB")
+            img = img.reduce(factor)
     return _to_rgb(img)
 
 
