@@ -75,7 +75,9 @@ def camera_indicators(record: FileRecord, features: Features) -> list[str]:
     exif = features.exif
     if exif is None or not (exif.make.strip() and exif.model.strip()):
         return []
-    found = [f"camera EXIF {exif.make.strip()} {exif.model.strip()}"]
+    make, model = exif.make.strip(), exif.model.strip()
+    camera = model if model.lower().startswith(make.lower()) else f"{make} {model}"
+    found = [f"camera EXIF {camera}"]
     if is_camera_path(record.path):
         found.append("camera-roll path")
     if exif.datetime_original:
@@ -133,11 +135,17 @@ def _match_prov(match: Match) -> dict:
             "distance": match.distance, "kind": match.kind}
 
 
+def display_path(prov, member: bool = True) -> str:
+    """A file's path for people: with its NTFS stream (`file:stream`, once) and, when asked,
+    its archive member (`archive.zip!member`)."""
+    path = prov.path
+    if prov.ads and not path.endswith(":" + prov.ads):
+        path += ":" + prov.ads
+    return path + ("!" + prov.member if member and prov.member else "")
+
+
 def _label(record: Optional[FileRecord], key: str) -> str:
-    if record is None:
-        return key
-    name = record.path + (":" + record.prov.ads if record.prov.ads else "")
-    return name + ("!" + record.prov.member if record.prov.member else "")
+    return key if record is None else display_path(record.prov)
 
 
 def rules_for_batch(device_id: str, context: Optional[dict],

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from triage.findings import Finding
-from triage.flags import SEVERITY
+from triage.flags import SEVERITY, display_path
 from triage.records import DeviceVerdict, Flag
 
 _COVERAGE_STYLE = {"complete": "green", "partial": "yellow", "failed": "bold red"}
@@ -151,8 +151,7 @@ def device_view(v: DeviceVerdict, device: dict, found: list[Finding],
         table.add_column("match", overflow="fold", max_width=24)
         for f in found:
             p = f.record.prov
-            where = Text(f.record.path + (f":{p.ads}" if p.ads else "")
-                         + (f" ! {p.member}" if p.member else ""))
+            where = Text(display_path(p, member=False) + (f" ! {p.member}" if p.member else ""))
             where.append(f"\n{'DELETED  ' if f.deleted else ''}inode {p.inode}  volume@"
                          f"{p.volume_offset}  {f.record.size} B", style="dim")
             where.append(f"\nmd5 {f.features.md5}\nsha1 {f.features.sha1}", style="dim")

@@ -28,6 +28,7 @@ from typing import Optional
 from triage import __version__
 from triage.exports import iso_utc, private_output
 from triage.findings import Finding, findings
+from triage.flags import display_path
 
 CONTEXT = {
     "kb": "http://example.org/kb/",
@@ -172,7 +173,7 @@ def build(store, device_id: Optional[str] = None) -> dict:
             rec, feat, p = f.record, f.features, f.record.prov
             file_id = g.iri("File", key)
             name = rec.name if not p.member else p.member.rsplit("/", 1)[-1]
-            path = p.path + (f":{p.ads}" if p.ads else "") + (f"!{p.member}" if p.member else "")
+            path = display_path(p)
             g.add({"@id": file_id, "@type": "uco-observable:File", "uco-core:hasFacet": [
                 _strip({"@id": g.iri("FileFacet", key), "@type": "uco-observable:FileFacet",
                         "uco-observable:fileName": name, "uco-observable:filePath": path,
@@ -194,7 +195,7 @@ def build(store, device_id: Optional[str] = None) -> dict:
                    "uco-core:kindOfRelationship": "Contained_Within",
                    "uco-core:isDirectional": True,
                    "uco-core:description": (f"volume offset {p.volume_offset}, inode {p.inode}, "
-                                            f"path {p.path}" + (f", stream {p.ads}" if p.ads else "")
+                                            f"path {display_path(p, member=False)}"
                                             + (f", archive member {p.member}" if p.member else ""))})
             results.append({"@id": file_id})
             analyses = [(m, None) for m in f.matches]

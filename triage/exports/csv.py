@@ -6,8 +6,10 @@ from typing import Optional
 
 from triage.exports import iso_utc, private_output
 from triage.findings import findings
+from triage.rank import category_labels
 
-FIELDS = ("device", "exhibit", "kind", "set_name", "set_version", "category", "severity",
+FIELDS = ("device", "exhibit", "kind", "set_name", "set_version", "category", "category_label",
+          "severity",
           "algorithm", "value", "distance", "model", "model_sha256", "scores", "path", "member",
           "ads", "deleted", "size", "type", "md5", "sha1", "sha256", "volume_offset", "inode",
           "mtime", "atime", "ctime", "crtime", "camera_indicators")
@@ -16,6 +18,7 @@ FIELDS = ("device", "exhibit", "kind", "set_name", "set_version", "category", "s
 def rows(store, device_id: Optional[str] = None):
     """One dict per alert match, and one per suspected picture (kind "suspected")."""
     exhibits = {d["id"]: (d.get("context") or {}).get("exhibit", "") for d in store.devices()}
+    labels = category_labels(store)
     for f in findings(store, device_id):
         rec, feat, p = f.record, f.features, f.record.prov
         base = {
@@ -29,7 +32,9 @@ def rows(store, device_id: Optional[str] = None):
         }
         for m in f.matches:
             yield dict(base, kind=m.kind, set_name=m.set_name, set_version=m.set_version,
-                       category=m.category, severity=m.severity, algorithm=m.algorithm,
+                       category=m.category,
+                       category_label=labels.get(m.set_name, {}).get(m.category, m.category),
+                       severity=m.severity, algorithm=m.algorithm,
                        value=m.value, distance=m.distance if m.kind != "exact" else "")
         if f.suspected:
             for s in f.scores:

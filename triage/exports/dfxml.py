@@ -18,6 +18,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from triage import __version__
 from triage.exports import iso_utc, private_output
+from triage.flags import display_path
 
 DFXML_NS = "http://www.forensicswiki.org/wiki/Category:Digital_Forensics_XML"
 DC_NS = "http://purl.org/dc/elements/1.1/"
@@ -31,7 +32,7 @@ def _el(name: str, value, **attrs) -> str:
 
 def _fileobject(rec, feat, partition: Optional[int], file_id: int) -> str:
     p = rec.prov
-    name = p.path + (f":{p.ads}" if p.ads else "") + (f"!{p.member}" if p.member else "")
+    name = display_path(p)
     parts = [_el("filename", name)]
     if partition is not None:
         parts.append(_el("partition", partition))

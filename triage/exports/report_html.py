@@ -21,8 +21,8 @@ from typing import Optional
 from triage import __version__
 from triage.exports import iso_utc, private_output
 from triage.findings import Finding, findings
-from triage.flags import SEVERITY
-from triage.rank import human_bytes, verdicts
+from triage.flags import SEVERITY, display_path
+from triage.rank import category_labels, human_bytes, verdicts
 
 MAX_FINDINGS_PER_DEVICE = 200
 MAX_FLAGS_PER_DEVICE = 200
@@ -136,7 +136,14 @@ def _bar_chart(rows: list[tuple[str, list[tuple[str, int, str]]]], title: str,
     return "".join(out)
 
 
-def _finding_rows(found: list[Finding], thumbs: str) -> str:
+def _category_text(m, labels: dict) -> str:
+    label = labels.get(m.set_name, {}).get(m.category, m.category)
+    if not m.category:
+        return "-"
+    return label if label == m.category else f"{label} ({m.category})"
+
+
+def _finding_rows(found: list[Finding], thumbs: str, labels: dict) -> str:
     rows = []
     for f in found[:MAX_FINDINGS_PER_DEVICE]:
         p = f.record.prov
@@ -144,14 +151,14 @@ def _finding_rows(found: list[Finding], thumbs: str) -> str:
         thumb = f'<img class="thumb" alt="thumbnail ({thumbs})" src="{uri}">' if uri else ""
         if f.top:
             m = f.top
-            what = (f"{_e(m.set_name)} {_e(m.set_version)}<br>category {_e(m.category or '-')}, "
+            what = (f"{_e(m.set_name)} {_e(m.set_version)}<br>category {_e(_category_text(m, labels))}, "
                     f"{_e(m.algorithm)}" + (f", distance {m.distance}" if m.kind != "exact" else ""))
         else:
             what = "<br>".join(
                 f"{_e(s.model)}: " + ", ".join(f"{_e(k)} {v:.2f}" for k, v in s.values.items()
                                                if isinstance(v, (int, float)) and v == v)
                 for s in f.scores) + '<br><span class="muted">ranking aid, not evidence</span>'
-        where = _e(p.path) + (f":{_e(p.ads)}" if p.ads else "") + (
+        where = _e(display_path(p, member=False)) + (
             f" <b>!</b> {_e(p.member)}" if p.member else "")
         prov = (f"volume@{p.volume_offset} inode {p.inode}"
                 + (" &middot; <b>deleted</b>" if f.deleted else "")
@@ -179,6 +186,7 @@ def build(store, thumbnails: str = "blurred", now: Optional[float] = None) -> st
     ordered = verdicts(store, now=now)
     devices = {d["id"]: d for d in store.devices()}
     runs = store.runs()
+    labels = category_labels(store)
     case_name = store.case_dir.resolve().name
     per_device = {v.device_id: findings(store, v.device_id) for v in ordered}
     flags_by_dev: dict[str, list] = {}
@@ -301,7 +309,7 @@ def build(store, thumbnails: str = "blurred", now: Optional[float] = None) -> st
                          + "</table></details>")
         found = per_device.get(v.device_id) or []
         if found:
-            parts.append(f"<p><b>Findings ({len(found)})</b></p>" + _finding_rows(found, thumbnails))
+            parts.append(f"<p><b>Findings ({len(found)})</b></p>" + _finding_rows(found, thumbnails, labels))
         parts.append("</section>")
     parts.append('<p class="muted">End of report. This file is self-contained; it names possibly '
                  "illicit files, so store and share it as you would the case itself.</p>")

@@ -66,7 +66,7 @@ def _media_file(f: Finding, media_file_id: int, exhibits: dict, vol_index: dict)
         directory, name = _dir_and_name(p.path)
         file_path = f"{prefix}{_windows_path(directory)}"
         parent = {}
-        if p.ads:
+        if p.ads and not name.endswith(":" + p.ads):
             name = f"{name}:{p.ads}"
     out = {
         "MD5": f.features.md5.upper(),
@@ -89,7 +89,7 @@ def _provenance_text(f: Finding) -> str:
     parts = [f"device {f.device_id}", f"volume offset {p.volume_offset}", f"inode {p.inode}",
              f"path {p.path}"]
     if p.ads:
-        parts.append(f"stream {p.ads}")
+        parts.append(f"stream {p.ads} (attribute {p.attr_type}-{p.attr_id})")
     if p.member:
         parts.append(f"member {p.member}")
     return "; ".join(parts)
