@@ -265,7 +265,10 @@ class HashSetStore:
             counts = builder.finish(build)
             info = HashSetInfo(
                 name=name, role=role, format=fmt,
-                version=facts.version or (facts.source_date or "")[:10] or sha[:12],
+                # The source's own version; else its newest record date plus the file's
+                # sha256, so two releases never share a version; else the sha256 alone.
+                version=facts.version or (f"{facts.source_date[:10]}.{sha[:8]}" if facts.source_date
+                                          else sha[:12]),
                 source_name=path.name, source_sha256=sha, importer_version=IMPORTER_VERSION,
                 imported_at=_now(), records=sum(counts.values()), counts=counts,
                 rejected=builder.rejected, rejected_examples=tuple(builder.examples),

@@ -47,7 +47,8 @@ def test_vics_media_shape_bom_upper_case_string_booleans(store, tmp_path):
     doc = {"@odata.context": UK_MEDIA, "value": [
         {"MediaID": 1, "Category": 1, "MD5": md5("a").upper(), "SHA1": sha1("a").upper(),
          "VictimIdentified": "true", "IsDistributed": "False", "Series": "S-1",
-         "MediaSize": "2835", "IsPrecategorized": "true", "PhotoDNA": "QUJD" * 48},
+         "MediaSize": "2835", "IsPrecategorized": "true", "PhotoDNA": "QUJD" * 48,
+         "DateUpdated": "2024-01-02T03:04:05.678Z"},
         {"MediaID": 2, "Category": "3", "MD5": md5("b"), "odata.id": "Media(\"x\")"},
         {"MediaID": 3, "Category": 0, "MD5": md5("c")},
         {"MediaID": 4, "Category": 2, "MD5": "not-a-hash"},
@@ -60,6 +61,7 @@ def test_vics_media_shape_bom_upper_case_string_booleans(store, tmp_path):
     assert info.counts == {"md5": 3, "sha1": 1}
     assert info.rejected == 1 and "media 4" in info.rejected_examples[0]
     assert info.source_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert info.version == "2024-01-02." + info.source_sha256[:8]     # newest DateUpdated + sha
     a, b, c, none = store.lookup("md5", [md5("a"), md5("b").upper(), md5("c"), md5("zzz")])
     assert len(a) == 1 and a[0].category == "1" and a[0].category_label == "A"
     assert a[0].severity == 3 and a[0].role == "alert" and a[0].series == "S-1"

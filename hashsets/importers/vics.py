@@ -174,7 +174,7 @@ def read(path: Path, builder: SetBuilder, options: ImportOptions) -> SourceFacts
     flush()
     builder.progress(1.0)
     profile = (options.profile or profile_from_context(context)).upper()
-    return SourceFacts(version=latest[:10], source_date=latest, profile=profile,
+    return SourceFacts(source_date=latest, profile=profile,
                        detail={"context": context, "shape": "cases" if "Media" in prefix else "media",
                                "vics_version": "1.x" if "ICMEC" in context or not context.count("2.0")
                                else "2.0"})
