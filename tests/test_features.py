@@ -340,8 +340,17 @@ def test_tar_gz_opens_as_two_levels(jpeg_a):
     assert tar.record.prov.member == "backup.tar" and tar.record.type == "application/x-tar"
     (pic,) = tar.members
     assert pic.record.prov.member == "backup.tar!/pics/a.jpg" and pic.features.pdq
+    assert tar.record.size == tar.features.size == len(buf.getvalue()) and not tar.features.error
     assert pic.features.md5 == hashlib.md5(jpeg_a).hexdigest()
     assert run("backup.tgz", data, FeatureOptions(archive_gzip=False)).members == ()
+
+
+def test_concatenated_gzip_reads_as_one_member():
+    data = gzip.compress(b"first part\n" * 100) + gzip.compress(b"second part\n" * 100)
+    (m,) = run("log.gz", data).members
+    whole = b"first part\n" * 100 + b"second part\n" * 100
+    assert m.record.prov.member == "log" and m.features.md5 == hashlib.md5(whole).hexdigest()
+    assert m.record.size == len(whole) and not m.features.error
 
 
 def test_gzip_bomb_is_cut_off_by_the_shared_budget():

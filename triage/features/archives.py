@@ -67,6 +67,7 @@ class Member:
     mtime: Optional[float]
     open: Callable[[], Iterator[bytes]]
     method: str = ""             # compression method, for messages
+    size_known: bool = True      # False for gzip: ISIZE is modulo 4 GiB and of the last member
 
 
 def member_path(parent: FileRecord, name: str) -> str:
@@ -78,7 +79,8 @@ def member_record(parent: FileRecord, m: Member) -> FileRecord:
     """A FileRecord for a member: the archive's provenance plus the member path."""
     base = posixpath.basename(m.name.rstrip("/")) or m.name
     return FileRecord(prov=replace(parent.prov, member=member_path(parent, m.name)), name=base,
-                      size=m.size, allocated=parent.allocated, fs_type=parent.fs_type,
+                      size=m.size if m.size_known else 0,   # 0: filled in once read
+                      allocated=parent.allocated, fs_type=parent.fs_type,
                       orphan=parent.orphan, mtime=m.mtime)
 
 
@@ -186,7 +188,7 @@ def gzip_members(data: bytes, name: str = "") -> tuple[int, Iterator[Member]]:
     member = Member(name=inner, size=isize, compressed_size=len(data), encrypted=False,
                     mtime=float(mtime) or None,
                     open=lambda: _stream(lambda: gzip.GzipFile(fileobj=io.BytesIO(data))),
-                    method="gzip")
+                    method="gzip", size_known=False)
     return 1, iter((member,))
 
 

@@ -92,7 +92,8 @@ def _analyse(record: FileRecord, chunks: Iterable[bytes], opts: FeatureOptions, 
 
     rr = read_once(chunks, sha256=opts.sha256, keep=keep, size_hint=record.size)
     ctype = sniff(rr.head)
-    rec = replace(record, type=ctype, ext_mismatch=ext_mismatch(record.name, ctype))
+    rec = replace(record, type=ctype, ext_mismatch=ext_mismatch(record.name, ctype),
+                  size=record.size or (0 if rr.aborted else rr.size))
     prov = rec.prov
     coverage: list[Coverage] = []
 
