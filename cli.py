@@ -756,6 +756,7 @@ def show(device, case_dir, as_json):
         verdict = [v for v in rank.verdicts(store) if v.device_id == dev["id"]][0]
         found = findings(store, dev["id"])
         flags = [f for _i, f in store.flags(dev["id"])]
+        labels = rank.category_labels(store)
         coverage = store.coverage(dev["id"])
         volumes = store.volumes(dev["id"])
     if as_json:
@@ -766,7 +767,7 @@ def show(device, case_dir, as_json):
         click.echo(_json.dumps(out, indent=2, default=str))
         return
     Console(width=100 if sys.stdout.isatty() else 80).print(
-        views.device_view(verdict, dev, found, flags))
+        views.device_view(verdict, dev, found, flags, labels))
 
 
 @main.command("flags")

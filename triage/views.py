@@ -56,8 +56,18 @@ def queue_table(verdicts: list[DeviceVerdict]) -> Group:
             head.append("  ")
             head.append(code, style=_FLAG_STYLE.get(code, ""))
         parts.append(head)
-        parts.extend(Padding(Text(f"- {r}"), (0, 0, 0, 3)) for r in v.reasons)
+        parts.append(bullets(v.reasons, 2))
     return Group(*parts)
+
+
+def bullets(lines, indent: int = 2) -> Table:
+    """A bullet list whose wrapped lines hang under their text, not under the bullet."""
+    grid = Table.grid(padding=(0, 1), pad_edge=False)
+    grid.add_column(width=indent + 1, justify="right", no_wrap=True)
+    grid.add_column(overflow="fold", ratio=1)
+    for line in lines:
+        grid.add_row("-", line)
+    return grid
 
 
 def queue_csv(rows: list[dict]) -> str:
@@ -108,7 +118,7 @@ def _icat_hint(f: Finding) -> str:
 
 
 def device_view(v: DeviceVerdict, device: dict, found: list[Finding],
-                flags: list[Flag]) -> Group:
+                flags: list[Flag], labels: Optional[dict] = None) -> Group:
     """`triage show`: verdict, reasons, points, flags, coverage and the findings."""
     head = Text()
     head.append(f"{v.device_id}", style="bold")
@@ -131,10 +141,10 @@ def device_view(v: DeviceVerdict, device: dict, found: list[Finding],
                                f"verified {device.get('verified_hashes') or '-'}")
     lines.append(info)
     lines.append(Text("\nReasons", style="bold"))
-    lines.extend(Text(f"  - {r}") for r in v.reasons)
+    lines.append(bullets(v.reasons, 2))
     if v.points:
-        lines.append(Text("  points: " + ", ".join(f"{k} {p}" for k, p in v.points.items()),
-                          style="dim"))
+        lines.append(Padding(Text("points: " + ", ".join(f"{k} {p}" for k, p in v.points.items()),
+                                  style="dim"), (0, 0, 0, 2)))
     if flags:
         counts: dict[str, int] = {}
         for f in flags:
@@ -159,7 +169,8 @@ def device_view(v: DeviceVerdict, device: dict, found: list[Finding],
                 where.append("\ncamera-original: " + "; ".join(f.indicators), style="red")
             if f.top:
                 m = f.top
-                what = f"{m.set_name} {m.set_version}\n" + (f"cat {m.category} " if m.category else "")
+                label = (labels or {}).get(m.set_name, {}).get(m.category, m.category)
+                what = f"{m.set_name} {m.set_version}\n" + (f"cat {label} " if m.category else "")
                 what += f"{m.algorithm}" + (f" d={m.distance}" if m.kind != "exact" else "")
             else:
                 what = "\n".join(f"{s.model}: " + ", ".join(
