@@ -15,7 +15,7 @@ import json
 import shutil
 import sqlite3
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -49,12 +49,13 @@ class Profile:
     zips: int
     system_files: int
     system_size: tuple[int, int]
+    bitlocker_size: int = 16 * MiB
 
 
 PROFILES = {
     "small": Profile(24, 36, 36, (480, 360), 6, 6, (640, 480), 1, 10, (4096, 40960)),
-    "medium": Profile(500, 700, 350, (800, 600), 80, 8, (4000, 3000), 8, 80, (16384, 262144)),
-    "large": Profile(11000, 5600, 700, (1024, 768), 640, 12, (4000, 3000), 40, 2400, (4096, 131072)),
+    "medium": Profile(500, 700, 350, (800, 600), 80, 8, (4000, 3000), 8, 80, (16384, 262144), 64 * MiB),
+    "large": Profile(11000, 5600, 700, (1024, 768), 640, 12, (4000, 3000), 40, 2400, (4096, 131072), 64 * MiB),
 }
 
 
@@ -238,15 +239,8 @@ class Planted:
     """One planted item on a device: the truth record before TSK coordinates are added."""
 
     entry: Entry
-    volume: int
+    volume: int                      # index among the device's file-system volumes
     record: dict
-
-
-@dataclass
-class DeviceContent:
-    volumes: list[list[Entry]] = field(default_factory=list)
-    planted: list[Planted] = field(default_factory=list)
-    camera: Optional[pics.Camera] = None
 
 
 class ContentMaker:
@@ -367,8 +361,9 @@ def _plant_record(kind: str, item: AlertItem, entry: Entry, data: bytes, **extra
     return rec
 
 
-def plant(maker: ContentMaker, main: list[Entry], dcim: list[Entry], dcim_folder: str) -> list[Planted]:
-    """Put the alert stand-ins (exact) or their near-duplicates where an offender would."""
+def plant(maker: ContentMaker, dcim_folder: str, card: int) -> list[Planted]:
+    """Put the alert stand-ins (exact) or their near-duplicates where an offender would.
+    `card` is the file-system volume holding DCIM (the camera card when there is one)."""
     u = f"/Users/{maker.user}"
     alerts = maker.alerts
     out: list[Planted] = []
@@ -391,7 +386,7 @@ def plant(maker: ContentMaker, main: list[Entry], dcim: list[Entry], dcim_folder
         out.append(Planted(e, 0, _plant_record("exact", a, e, a.data, renamed=True)))
         a = alerts[CAMERA_ITEM]
         e = Entry(f"{dcim_folder}/IMG_0107.JPG", a.data, maker.when())
-        vol = 1 if len([v for v in maker.spec.volumes if v[0] != "bitlocker"]) > 1 else 0
+        vol = card
         out.append(Planted(e, vol, _plant_record("exact", a, e, a.data, camera={
             "make": a.camera.make, "model": a.camera.model})))
         # deleted from the camera card (FAT on a two-volume device): the name loses its first
@@ -436,89 +431,85 @@ def plant(maker: ContentMaker, main: list[Entry], dcim: list[Entry], dcim_folder
 
 # ---------------------------------------------------------------- building one device
 
+def _model_bait(seed: int, maker: ContentMaker) -> list[Entry]:
+    """Skin-toned abstract shapes (no people) that the models issue tuned to score high on
+    open_nsfw (models/bait.py); one per layout, so each is a different picture."""
+    from models import bait as model_bait     # numpy only: no torch is imported
+
+    out = []
+    for k in range(4):
+        img = model_bait.make_bait_picture(seed * len(model_bait.LAYOUTS) + k)
+        data = pics.encode(img, "jpeg", model_bait.JPEG_QUALITY)
+        out.append(Entry(f"/Users/{maker.user}/Pictures/Textures/tone_{k + 1:02d}.jpg", data, maker.when()))
+    return out
+
+
 def build_device(seed: int, spec: DeviceSpec, profile: Profile, alerts: list[AlertItem],
                  system_files: list[tuple[str, bytes]], devices_dir: Path, work: Path,
                  progress: Progress) -> dict:
+    """Make one device's content, build its volumes, disk and container; return its truth."""
     work.mkdir(parents=True, exist_ok=True)
-    staging = work / "staging"
-    staging.mkdir(exist_ok=True)
-    maker = ContentMaker(seed, spec, profile, alerts, staging, progress)
-    fs_vols = [v for v in spec.volumes if v[0] != "bitlocker"]
+    (work / "staging").mkdir(exist_ok=True)
+    maker = ContentMaker(seed, spec, profile, alerts, work / "staging", progress)
+
+    # 1. content, per file-system volume: the user's files on the first, the camera card's
+    #    DCIM on the second when there is one
+    fs_kinds = [k for k, _ in spec.volumes if k != "bitlocker"]
     main, dcim = maker.benign(system_files, with_camera=True)
-    dcim_folder = dcim[0].path.rsplit("/", 1)[0] if dcim else "/DCIM/100CAMERA"
-    planted = plant(maker, main, dcim, dcim_folder)
-    bait = []
-    if spec.role == "model_bait":
-        # skin-toned abstract shapes (no people) tuned by the models issue to score high on
-        # open_nsfw; one per layout, so each is a different picture
-        from models import bait as model_bait
-
-        for k in range(4):
-            bait_seed = seed * len(model_bait.LAYOUTS) + k
-            img = model_bait.make_bait_picture(bait_seed)
-            data = pics.encode(img, "jpeg", model_bait.JPEG_QUALITY)
-            e = Entry(f"/Users/{maker.user}/Pictures/Textures/tone_{k + 1:02d}.jpg", data, maker.when())
-            main.append(e)
-            bait.append((e, {"path": e.path, "bait_seed": bait_seed,
-                             "pdq_quality": pics.perceptual(data)[1], **_hashes(data)}))
-    vol_entries: list[list[Entry]] = [list(main)] + [[] for _ in fs_vols[1:]]
-    (vol_entries[1] if len(fs_vols) > 1 else vol_entries[0]).extend(dcim)
+    dcim_folder = dcim[0].path.rsplit("/", 1)[0]
+    card = 1 if len(fs_kinds) > 1 else 0
+    planted = plant(maker, dcim_folder, card)
+    bait = _model_bait(seed, maker) if spec.role == "model_bait" else []
+    per_fs: list[list[Entry]] = [[] for _ in fs_kinds]
+    per_fs[0].extend(main + bait)
+    per_fs[card].extend(dcim)
     for p in planted:
-        vol_entries[p.volume].append(p.entry)
+        per_fs[p.volume].append(p.entry)
 
+    # 2. volumes and disk
     parts: list[disks.Part] = []
-    placed: list[dict] = []
-    vol_records = []
-    fs_index = 0
+    placed: list[dict] = []              # per file-system volume: entry path -> Placed
     for vi, (kind, label) in enumerate(spec.volumes):
         image = work / f"vol{vi}.img"
         if kind == "bitlocker":
-            disks.bitlocker_volume(image, 16 * MiB if profile is PROFILES["small"] else 64 * MiB, seed + vi)
-            placed.append({})
+            disks.bitlocker_volume(image, profile.bitlocker_size, seed + vi)
         else:
-            progress(f"{spec.id}: {kind} volume", 0, 1)
-            _, where = filesystems.build(kind, vol_entries[fs_index], image, label or kind, seed * 31 + vi,
-                                         work / f"fs{vi}")
+            progress(f"{spec.id}: {kind} volume", vi, len(spec.volumes))
+            _, where = filesystems.build(kind, per_fs[len(placed)], image, label or kind,
+                                         seed * 31 + vi, work / f"fs{vi}")
             placed.append(where)
-            fs_index += 1
         parts.append(disks.Part(kind, image, label))
     raw = devices_dir / f"{spec.id}.raw"
     disks.assemble(raw, parts, spec.table, seed * 97 + int(spec.id[3:]))
-    media_size = raw.stat().st_size
-    raw_md5 = _file_md5(raw)
+    media_size, media_md5 = raw.stat().st_size, _file_md5(raw)
+    fs_parts = [p for p in parts if p.kind != "bitlocker"]
 
-    fs_index = 0
-    vol_of_fs = []
-    for vi, (part, (kind, label)) in enumerate(zip(parts, spec.volumes)):
-        rec = {"index": vi, "offset": part.offset, "length": part.length, "label": label,
-               "fs_type": None if kind == "bitlocker" else kind,
-               "encrypted": "BitLocker" if kind == "bitlocker" else None}
-        vol_records.append(rec)
-        if kind != "bitlocker":
-            vol_of_fs.append(vi)
-            fs_index += 1
-
+    # 3. truth: where TSK finds every planted item
     planted_out = []
     for k, p in enumerate(planted):
-        vi = vol_of_fs[p.volume]
         ads = p.record.get("ads")
-        where = placed[vi].get(p.entry.path + (f":{ads}" if ads else ""))
-        rec = dict(p.record)
-        rec.update({"id": f"{spec.id}-p{k + 1}", "volume_index": vi, "volume_offset": parts[vi].offset,
-                    "fs_type": spec.volumes[vi][0], "inode": where.inode if where else None,
-                    "tsk_path": where.tsk_path if where else None})
-        planted_out.append(rec)
+        where = placed[p.volume].get(p.entry.path + (f":{ads}" if ads else ""))
+        planted_out.append({**p.record, "id": f"{spec.id}-p{k + 1}",
+                            "volume_index": parts.index(fs_parts[p.volume]),
+                            "volume_offset": fs_parts[p.volume].offset, "fs_type": fs_parts[p.volume].kind,
+                            "inode": where.inode if where else None,
+                            "tsk_path": where.tsk_path if where else None})
     bait_out = []
-    for e, rec in bait:
-        where = placed[vol_of_fs[0]].get(e.path)
-        bait_out.append({**rec, "volume_offset": parts[vol_of_fs[0]].offset,
-                         "inode": where.inode if where else None})
+    for e in bait:
+        where = placed[0].get(e.path)
+        bait_out.append({"path": e.path, "volume_offset": fs_parts[0].offset,
+                         "inode": where.inode if where else None,
+                         "pdq_quality": pics.perceptual(e.data)[1], **_hashes(e.data)})
+    volumes = [{"index": vi, "offset": part.offset, "length": part.length, "label": label,
+                "fs_type": None if kind == "bitlocker" else kind,
+                "encrypted": "BitLocker" if kind == "bitlocker" else None}
+               for vi, (part, (kind, label)) in enumerate(zip(parts, spec.volumes))]
 
+    # 4. container
     progress(f"{spec.id}: container {spec.container}", 0, 1)
-    content_bytes = sum(e.size for v in vol_entries for e in v)
+    content_bytes = sum(e.size for v in per_fs for e in v)
     segments = _containerise(raw, spec, content_bytes, devices_dir)
     shutil.rmtree(work, ignore_errors=True)
-    n_files = sum(len(v) for v in vol_entries)
     exact = [r for r in planted_out if r["kind"] == "exact"]
     near = [r for r in planted_out if r["kind"] == "near"]
     return {
@@ -530,19 +521,19 @@ def build_device(seed: int, spec: DeviceSpec, profile: Profile, alerts: list[Ale
         "format": {"raw": "raw", "split_raw": "split_raw", "split_raw_aa": "split_raw",
                    "e01": "ewf", "e01_split": "ewf"}[spec.container],
         "media_size": media_size,
-        "media_md5": raw_md5,
+        "media_md5": media_md5,
         "partition_table": spec.table,
-        "volumes": vol_records,
-        "encrypted_volumes": [v["offset"] for v in vol_records if v["encrypted"]],
+        "volumes": volumes,
+        "encrypted_volumes": [v["offset"] for v in volumes if v["encrypted"]],
         "user": maker.user,
         "camera": {"make": maker.camera.make, "model": maker.camera.model} if maker.camera else None,
-        "files": n_files,
+        "files": sum(len(v) for v in per_fs),
         "clean": spec.role == "clean",
         "planted": planted_out,
         "model_bait": bait_out,
         "expect": {"exact_matches": len(exact), "near_matches": len(near),
                    "exact_md5s": sorted({r["md5"] for r in exact}),
-                   "coverage": "partial" if any(v["encrypted"] for v in vol_records) else "complete"},
+                   "coverage": "partial" if any(v["encrypted"] for v in volumes) else "complete"},
     }
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import errno as errno_mod
 import os
 from pathlib import Path, PurePosixPath
 
