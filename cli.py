@@ -171,8 +171,8 @@ def files(evidence, hash_spec, fmt, files_only, recovery_key, password):
 @click.option("--seed", default=1, show_default=True, type=int,
               help="Same seed, same pictures and the same truth.")
 @click.option("--size", type=click.Choice(["small", "medium", "large"]), default="small", show_default=True,
-              help="small: tens of MB per device (tests); medium: ~300 MB; large: the first device "
-                   ">= 2 GB with ~20k files and 12 MP photos (benchmarks).")
+              help="small: 10-60 MB per device (tests); medium: ~400 MB; large: the first device "
+                   "3.4 GB with ~20k files and 12 MP photos (benchmarks).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary instead of a table.")
 def synth(out, devices, seed, size, as_json):
     """Build a synthetic fleet of seized-device images with known answers.
@@ -183,7 +183,8 @@ def synth(out, devices, seed, size, as_json):
     "alert stand-ins": generated pictures labelled ALERT STAND-IN, never real
     material. Some are exact copies (deleted, zipped, renamed, in DCIM with
     camera EXIF), some near-duplicates. One device has a BitLocker-like
-    volume, one is clean, one holds skin-toned colour fields for the model.
+    volume, one is clean, one holds skin-toned abstract shapes (no people)
+    that the explicit-content model scores high.
 
     \b
     Writes into OUT:
@@ -199,7 +200,8 @@ def synth(out, devices, seed, size, as_json):
     \b
     Example:
       triage synth --out fleet --devices 6 --seed 7
-      triage scan --case case --hashset fleet/alert.vics.json $(cat fleet/evidence.txt)
+      triage scan --case case --hashset fleet/alert.vics.json --hashset fleet/nsrl.db \\
+          --context fleet/context.csv $(cat fleet/evidence.txt)
     """
     import contextlib
     import json as jsonlib
