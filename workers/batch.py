@@ -109,6 +109,12 @@ class Backend:
         from hashsets.store import HashSetStore
         return HashSetStore(root, names or None)
 
+    def warm(self) -> None:
+        """Imports what a batch needs, so a worker's first batch does not pay for it."""
+        import hashsets.store  # noqa: F401
+        import triage.features  # noqa: F401
+        import triage.filesystems  # noqa: F401
+
     def media_hashes(self, evidence) -> dict:
         """md5 and sha1 of the whole media, read sequentially (for --verify)."""
         from triage.evidence import media_hashes

@@ -133,14 +133,30 @@ def tier_of_batch(batch: str) -> int:
     return int(batch.split("-t", 1)[1].split("-", 1)[0])
 
 
-def cut_batches(records: Iterable[FileRecord], max_files: int, max_bytes: int) -> Iterator[list[FileRecord]]:
+# The first batches of the first tier are smaller, so the likeliest files report back (and
+# raise their flags) within seconds, and every worker has work before the big batches come.
+RAMP = (8, 4, 2)
+
+
+def cut_batches(records: Iterable[FileRecord], max_files: int, max_bytes: int,
+                ramp: tuple[int, ...] = ()) -> Iterator[list[FileRecord]]:
     """Consecutive batches of at most `max_files` files and about `max_bytes` bytes (a file
-    bigger than `max_bytes` gets a batch of its own)."""
+    bigger than `max_bytes` gets a batch of its own). Batch i < len(ramp) gets 1/ramp[i] of
+    both limits."""
+    def limits(seq: int) -> tuple[int, int]:
+        if seq < len(ramp):
+            return max(1, max_files // ramp[seq]), max(1, max_bytes // ramp[seq])
+        return max_files, max_bytes
+
     batch: list[FileRecord] = []
     size = 0
+    seq = 0
+    files_cap, bytes_cap = limits(0)
     for rec in records:
-        if batch and (len(batch) >= max_files or size + rec.size > max_bytes):
+        if batch and (len(batch) >= files_cap or size + rec.size > bytes_cap):
             yield batch
+            seq += 1
+            files_cap, bytes_cap = limits(seq)
             batch, size = [], 0
         batch.append(rec)
         size += rec.size
@@ -168,33 +184,35 @@ def plan_volume(records: Iterable[FileRecord], device_id: str, volume_offset: in
     try:
         for t in counts:
             spools[t] = tempfile.TemporaryFile(dir=spool_dir, prefix="triage-plan-")
-        pending: dict[int, tuple[int, int]] = {t: (0, 0) for t in counts}  # open batch: files, bytes
         for rec in records:
             if not wanted(rec):
                 continue
             t = tier_of(rec)
             pickle.dump(rec, spools[t], protocol=pickle.HIGHEST_PROTOCOL)
-            c = counts[t]
-            c[0] += 1
-            c[1] += rec.size
-            # count batches with the same rule `cut_batches` applies when reading back
-            n, b = pending[t]
-            if n == 0 or n >= max_files or b + rec.size > max_bytes:
-                c[2] += 1
-                n, b = 0, 0
-            pending[t] = (n + 1, b + rec.size)
-        # walk problems raised while iterating (a generator fills `coverage` lazily)
+            counts[t][0] += 1
+            counts[t][1] += rec.size
+        for t, spool in spools.items():      # a counting pass: cheap next to the walk
+            if counts[t][0]:
+                spool.seek(0)
+                counts[t][2] = sum(1 for _ in cut_batches(_unspool(spool), max_files, max_bytes,
+                                                          _ramp(t)))
+        # walk problems were collected while iterating `records` (the caller's list)
         yield VolumePlan(device_id=device_id, volume_offset=volume_offset,
                          tiers={t: TierTotals(*c) for t, c in counts.items() if c[0]},
                          coverage=tuple(coverage))
         for t, spool in spools.items():
             spool.seek(0)
-            for seq, recs in enumerate(cut_batches(_unspool(spool), max_files, max_bytes)):
+            for seq, recs in enumerate(cut_batches(_unspool(spool), max_files, max_bytes,
+                                                   _ramp(t))):
                 yield BatchSpec(device_id=device_id, batch_id=batch_id(volume_offset, t, seq),
                                 volume_offset=volume_offset, tier=t, records=tuple(recs))
     finally:
         for spool in spools.values():
             spool.close()
+
+
+def _ramp(tier: int) -> tuple[int, ...]:
+    return RAMP if tier == 0 else ()
 
 
 def _unspool(fh) -> Iterator[FileRecord]:

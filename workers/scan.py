@@ -166,6 +166,7 @@ class Scan:
         self.devices = {d.device_id: d for d in devices}
         self.order = [d.device_id for d in devices]
         self.resume, self.verify, self.reporter = resume, verify, reporter
+        self.workers = workers
         self.max_in_flight = max_in_flight or max(2, 2 * workers)
         self.max_active = max_active_devices or max(2, workers)
         self.in_flight: dict[Any, InFlight] = {}
@@ -182,6 +183,12 @@ class Scan:
 
     def run(self) -> None:
         try:
+            self._activate()
+            # warm the other workers while the first probes and walks run
+            self._warm = [self.tasks.warm_up.remote(self.backend, self.opts)
+                          for _ in range(max(0, self.workers - 1))]
+            # and one process for the planners (0 CPUs: Ray starts it beside the others)
+            self._warm.append(self.tasks.warm_up.options(num_cpus=0).remote(self.backend, self.opts))
             while True:
                 self._activate()
                 self._pull_batches()

@@ -80,6 +80,18 @@ def scan_batch_task(backend: Backend, paths: tuple[str, ...], spec: BatchSpec,
 
 
 @ray.remote(num_cpus=1, max_retries=0)
+def warm_up(backend: Backend, opts: ScanOptions) -> int:
+    """Started beside the first probes: imports and opens what batches need, in parallel with
+    the probe and the walk instead of in front of the first batch."""
+    ctx = worker_context(backend)
+    backend.warm()
+    ctx.feature_options(opts)
+    for store in ctx.hashsets(opts.hashsets):
+        getattr(store, "names", lambda: None)()
+    return os.getpid()
+
+
+@ray.remote(num_cpus=1, max_retries=0)
 def verify_media(backend: Backend, paths: tuple[str, ...], device_id: str) -> dict:
     """Hashes of the whole media, for comparison with the hashes stored in the container."""
     ctx = worker_context(backend)
@@ -92,5 +104,5 @@ def worker_pid() -> int:
     return os.getpid()
 
 
-__all__ = ["probe_device", "plan_device_volume", "scan_batch_task", "verify_media",
+__all__ = ["probe_device", "plan_device_volume", "scan_batch_task", "verify_media", "warm_up",
            "worker_context", "volume_where", "TriageError"]

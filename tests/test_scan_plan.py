@@ -1,0 +1,111 @@
+"""The scan plan: triage order, batch cutting, deterministic batch ids, and matching rules."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from triage.records import Features, FileRecord, Provenance
+from workers.matching import PDQ_MIN_QUALITY, match_items
+from workers.plan import (PICTURE_TIERS, BatchSpec, VolumePlan, cut_batches, plan_volume,
+                          tier_of, tier_of_batch)
+
+
+def rec(path: str, size: int = 10, allocated: bool = True, inode: int = 1, is_dir=False) -> FileRecord:
+    return FileRecord(prov=Provenance("d", 0, inode, path), name=path.rsplit("/", 1)[-1],
+                      size=size, allocated=allocated, fs_type="ntfs", is_dir=is_dir)
+
+
+def test_tiers_put_likely_pictures_first_and_system_last():
+    assert tier_of(rec("/Users/bob/Pictures/a.jpg")) == 0
+    assert tier_of(rec("/DCIM/100CANON/IMG_1.JPG")) == 0
+    assert tier_of(rec("/home/bob/Downloads/x.zip")) == 0
+    assert tier_of(rec("/srv/old/photo.png")) == 1
+    assert tier_of(rec("/srv/old/deleted.bin", allocated=False)) == 2   # deleted: likely place
+    assert tier_of(rec("/srv/old/deleted.jpg", allocated=False)) == 0
+    assert tier_of(rec("/Users/bob/notes.txt")) == 2
+    assert tier_of(rec("/srv/data.bin")) == 3
+    assert tier_of(rec("/Windows/System32/icon.png")) == 4
+    assert tier_of(rec("/usr/lib/x.so")) == 4
+    # a picture renamed .dat is found by its sniffed type when the walk knows it
+    typed = FileRecord(prov=Provenance("d", 0, 2, "/srv/f_00a3c1.dat"), name="f_00a3c1.dat",
+                       size=5, allocated=True, fs_type="ext4", type="image/jpeg")
+    assert tier_of(typed) == 1
+    assert PICTURE_TIERS == {0, 1}
+
+
+def test_cut_batches_limits_and_ramp():
+    recs = [rec(f"/f{i}", size=10, inode=i) for i in range(40)]
+    plain = list(cut_batches(recs, max_files=8, max_bytes=10**9))
+    assert [len(b) for b in plain] == [8] * 5
+    ramped = list(cut_batches(recs, max_files=8, max_bytes=10**9, ramp=(8, 4, 2)))
+    assert [len(b) for b in ramped] == [1, 2, 4, 8, 8, 8, 8, 1]
+    big = [rec("/a", 50), rec("/b", 500), rec("/c", 50), rec("/d", 50)]
+    assert [[r.path for r in b] for b in cut_batches(big, 100, 120)] == [["/a"], ["/b"], ["/c", "/d"]]
+    assert sum(len(b) for b in ramped) == 40
+
+
+def test_plan_volume_header_counts_match_batches_and_ids_are_stable():
+    recs = [rec(f"/Users/u/Pictures/p{i}.jpg", 1000, inode=i) for i in range(30)]
+    recs += [rec(f"/usr/lib/l{i}.so", 10, inode=100 + i) for i in range(25)]
+    recs += [rec("/Users/u", 0, inode=999, is_dir=True)]
+    out = list(plan_volume(iter(recs), "d", 1048576, max_files=8, max_bytes=10**9))
+    header, batches = out[0], out[1:]
+    assert isinstance(header, VolumePlan) and all(isinstance(b, BatchSpec) for b in batches)
+    assert header.files == 55 and header.bytes == 30 * 1000 + 25 * 10
+    assert header.batches == len(batches)
+    for tier, totals in header.tiers.items():
+        mine = [b for b in batches if b.tier == tier]
+        assert totals.batches == len(mine) and totals.files == sum(len(b.records) for b in mine)
+    assert [b.tier for b in batches] == sorted(b.tier for b in batches)   # tier order
+    assert all(tier_of_batch(b.batch_id) == b.tier for b in batches)
+    again = list(plan_volume(iter(recs), "d", 1048576, max_files=8, max_bytes=10**9))[1:]
+    assert [(b.batch_id, b.records) for b in again] == [(b.batch_id, b.records) for b in batches]
+    assert len({b.batch_id for b in batches}) == len(batches)
+
+
+@dataclass(frozen=True)
+class _Hit:
+    set_name: str
+    set_version: str
+    role: str
+    category: str
+    severity: int
+    algorithm: str
+    value: str
+    distance: int = 0
+
+
+class _Sets:
+    def __init__(self, exact: dict, near: dict):
+        self.exact, self.near = exact, near
+        self.perceptual_queries: list = []
+
+    def lookup(self, algorithm, hashes):
+        return [[_Hit("s", "1", *self.exact[h], algorithm, h)] if h in self.exact else []
+                for h in hashes]
+
+    def lookup_perceptual(self, algorithm, hashes, max_distance=None):
+        self.perceptual_queries += list(hashes)
+        return [[_Hit("s", "1", "alert", "B", 2, algorithm, h, 5)] if h in self.near else []
+                for h in hashes]
+
+
+def _item(n: int, md5: str, pdq: str = "", quality: int = 100):
+    r = rec(f"/p{n}.jpg", inode=n)
+    return r, Features(key=r.key, size=10, md5=md5, pdq=pdq, pdq_quality=quality,
+                       is_picture=bool(pdq))
+
+
+def test_matching_exact_ignore_and_perceptual_rules():
+    items = [_item(1, "a" * 32, "1" * 64),            # exact alert: no perceptual lookup
+             _item(2, "b" * 32, "2" * 64),            # known software: skipped later
+             _item(3, "c" * 32, "3" * 64),            # near match
+             _item(4, "d" * 32, "3" * 64, quality=PDQ_MIN_QUALITY - 1)]   # too flat to match
+    sets = _Sets({"a" * 32: ("alert", "A", 3), "b" * 32: ("ignore", "", 0)}, {"3" * 64})
+    matches, ignored = match_items([sets], items)
+    kinds = sorted((m.key.split("|")[-1], m.kind, m.role) for m in matches)
+    assert kinds == [("/p1.jpg", "exact", "alert"), ("/p2.jpg", "exact", "ignore"),
+                     ("/p3.jpg", "near", "alert")]
+    assert ignored == {items[1][0].key}
+    assert sets.perceptual_queries == ["3" * 64]
+    near = [m for m in matches if m.kind == "near"][0]
+    assert near.distance == 5 and near.category == "B"
