@@ -260,8 +260,7 @@ class HashSetStore:
             raise HashSetError(f"{path.name}: no usable hashes found as {fmt}{why}")
         sha = _sha256(path)
         scheme, cmap = _scheme(category_map, facts.profile, fmt)
-        with self._locked(name) as folder:
-            build = self._new_build(folder)
+        with self._locked(name) as folder, self._building(folder) as build:
             counts = builder.finish(build)
             info = HashSetInfo(
                 name=name, role=role, format=fmt,
@@ -301,8 +300,8 @@ class HashSetStore:
             added = builder.records_in - base
             if added == 0:
                 raise HashSetError(f"{path.name}: no usable hashes found as {fmt}")
-            build = self._new_build(folder)
-            counts = builder.finish(build)
+            with self._building(folder) as build:
+                counts = builder.finish(build)
             delta = {"source_name": path.name, "source_sha256": _sha256(path), "format": fmt,
                      "added_at": _now(), "records_read": added, "rejected": builder.rejected,
                      "rejected_examples": list(builder.examples)}
@@ -322,10 +321,16 @@ class HashSetStore:
         self.refresh()
         return info
 
-    def _new_build(self, folder: Path) -> Path:
+    @contextmanager
+    def _building(self, folder: Path):
+        """A fresh hidden build folder, removed again if compiling it fails or is interrupted."""
         build = folder / f".b-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
         build.mkdir(mode=0o700)
-        return build
+        try:
+            yield build
+        except BaseException:
+            shutil.rmtree(build, ignore_errors=True)
+            raise
 
     def _commit(self, folder: Path, build: Path, info: HashSetInfo, detail: dict) -> None:
         (build / "info.json").write_text(json.dumps(dict(info.to_dict(), detail=detail), indent=1))
@@ -367,7 +372,7 @@ class HashSetStore:
         algorithm = algorithm.lower()
         with _no_gc():
             out: list[list[Hit]] = [[] for _ in hashes]
-        if not hashes:
+        if len(out) == 0:
             return out
         width = DIGEST_BYTES.get(algorithm)
         if width is None or algorithm not in EXACT_ALGORITHMS:
@@ -399,7 +404,7 @@ class HashSetStore:
         if max_distance is None:
             max_distance = DEFAULT_DISTANCE[algorithm]
         out: list[list[Hit]] = [[] for _ in hashes]
-        if not hashes:
+        if len(out) == 0:
             return out
         codes, bad = hex_to_digests([h.strip() for h in hashes], DIGEST_BYTES[algorithm])
         index = np.delete(np.arange(len(hashes)), bad) if bad else np.arange(len(hashes))

@@ -509,3 +509,29 @@ def test_fast_hits_behave_like_dataclass_hits(three_sets):
     assert pickle.loads(pickle.dumps(hit)) == same
     with pytest.raises(FrozenInstanceError):
         hit.role = "ignore"
+
+
+def test_vpdq_frame_lines_are_pdq(store, tmp_path):
+    rng = np.random.default_rng(5)
+    frames = [c.tobytes().hex() for c in random_pdq(rng, 3)]
+    path = tmp_path / "video.vpdq.txt"
+    path.write_text(f"0,100,{frames[0]},0.000\n1,20,{frames[1]},0.033\n2,90,{frames[2]},0.066\n")
+    assert detect(path) == "pdq"
+    info = store.import_file(path, "vpdq", "alert")
+    assert info.counts == {"pdq": 2} and info.skipped_low_quality == 1
+    assert store.lookup_perceptual("pdq", [frames[2]])[0][0].distance == 0
+
+
+def test_failed_import_leaves_no_partial_build(store, tmp_path, monkeypatch):
+    from hashsets import build
+
+    path = tmp_path / "l.txt"
+    path.write_text(md5("l") + "\n")
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+    monkeypatch.setattr(build, "_write_exact", boom)
+    with pytest.raises(OSError, match="disk full"):
+        store.import_file(path, "l", "alert")
+    assert store.sets() == []
+    assert not list((store.root / "l").glob("*b-*"))

@@ -22,6 +22,7 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 ENCASE_MAGIC = b"HASH\r\n\xff\x00"
 _HEX_LINE = re.compile(rb"^\s*(?:(?:MD5|SHA1|SHA256)\s*\(.*\)\s*=\s*)?([0-9a-fA-F]{32}|[0-9a-fA-F]{40}|[0-9a-fA-F]{64})\b")
 _PDQ_LINE = re.compile(rb"^\s*(?:pdq\s+[0-9a-fA-F]{64}\s*$|[0-9a-fA-F]{64}\s*,\s*\d{1,3}\s*(?:,|$))")
+_VPDQ_LINE = re.compile(rb"^\s*\d+\s*,\s*\d{1,3}\s*,\s*[0-9a-fA-F]{64}\s*(?:,|$)")
 _PHASH_LINE = re.compile(rb"^\s*(?:phash\s+)?[0-9a-fA-F]{16}\s*(?:[,\s].*)?$")
 
 
@@ -74,7 +75,7 @@ def detect(path: Path) -> str:
     if first.startswith(b'"SHA-1","') or first.startswith(b'"SHA-1",'):
         return "nsrl-txt"
     sample = lines[:50]
-    if any(_PDQ_LINE.match(ln) for ln in sample):
+    if any(_PDQ_LINE.match(ln) or _VPDQ_LINE.match(ln) for ln in sample):
         return "pdq"
     hashy = sum(1 for ln in sample if _HEX_LINE.match(ln) or _csv_hash(ln))
     if hashy:
