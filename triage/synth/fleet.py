@@ -12,9 +12,12 @@ import datetime as dt
 import hashlib
 import io
 import json
+import multiprocessing
+import os
 import shutil
 import sqlite3
 import zipfile
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -260,26 +263,19 @@ class ContentMaker:
     def when(self) -> float:
         return float(self.base_time + int(self.rng.integers(0, 540 * 86400)))
 
-    def _far_from_alerts(self, data: bytes) -> bool:
-        h = pics.perceptual(data)[0]
-        return all(pics.hamming(h, a.pdq) > pics.PDQ_MATCH for a in self.alerts)
+    def _fill_pool(self) -> None:
+        """Make every distinct benign picture; in worker processes when there are many."""
+        alert_pdqs = tuple(a.pdq for a in self.alerts)
+        jobs = [(self.seed, self.spec.id, u, self.p.picture_size, alert_pdqs)
+                for u in range(self.p.unique_pictures)]
+        w, h = self.p.picture_size
+        self._pool = dict(enumerate(_parallel_map(_pool_picture, jobs, pixels=len(jobs) * w * h)))
 
     def picture(self, j: int) -> tuple[bytes, str]:
         """Benign picture number j: unique up to `unique_pictures`, then re-saved copies."""
         u = j % self.p.unique_pictures
-        if u not in self._pool:
-            w, h = self.p.picture_size
-            rng = pics.rng_for(self.seed, self.spec.id, "pic", u)
-            w, h = int(w * rng.uniform(0.6, 1.0)), int(h * rng.uniform(0.6, 1.0))
-            fmt = ("jpeg", "jpeg", "jpeg", "png", "gif", "webp")[int(rng.integers(6))]
-            salt = 0
-            while True:
-                img = pics.benign_picture(self.seed, f"{self.spec.id}/{u}/{salt}", w, h)
-                data = pics.encode(img, fmt)
-                if self._far_from_alerts(data):
-                    break
-                salt += 1
-            self._pool[u] = (data, {"jpeg": "jpg"}.get(fmt, fmt))
+        if not self._pool:
+            self._fill_pool()
         data, ext = self._pool[u]
         if j >= self.p.unique_pictures:
             if ext == "jpg":
@@ -293,11 +289,10 @@ class ContentMaker:
         return data, ext
 
     def camera_photos(self, cam: pics.Camera, dcim: str) -> list[Entry]:
-        frames = []
         w, h = self.p.camera_size
-        for k in range(self.p.camera_frames):
-            img = pics.camera_frame(self.seed, f"{self.spec.id}/{k}", w, h)
-            frames.append(pics.encode(img, "jpeg", 92))
+        frames = _parallel_map(_camera_frame, [(self.seed, f"{self.spec.id}/{k}", w, h)
+                                               for k in range(self.p.camera_frames)],
+                               pixels=self.p.camera_frames * w * h)
         entries = []
         t0 = self.when()
         for k in range(self.p.camera):
@@ -352,6 +347,40 @@ class ContentMaker:
             folder = "/DCIM/100" + "".join(ch for ch in self.camera.make.upper() if ch.isalpha())[:5]
             dcim = self.camera_photos(self.camera, folder)
         return main, dcim
+
+
+def _pool_picture(seed: int, device: str, u: int, size: tuple[int, int],
+                  alert_pdqs: tuple[str, ...]) -> tuple[bytes, str]:
+    """Distinct benign picture `u` of a device, redrawn until it is further than the PDQ
+    match threshold from every alert picture, so benign files never cause near matches."""
+    rng = pics.rng_for(seed, device, "pic", u)
+    w, h = int(size[0] * rng.uniform(0.6, 1.0)), int(size[1] * rng.uniform(0.6, 1.0))
+    fmt = ("jpeg", "jpeg", "jpeg", "png", "gif", "webp")[int(rng.integers(6))]
+    salt = 0
+    while True:
+        data = pics.encode(pics.benign_picture(seed, f"{device}/{u}/{salt}", w, h), fmt)
+        h_pdq = pics.perceptual(data)[0]
+        if all(pics.hamming(h_pdq, a) > pics.PDQ_MATCH for a in alert_pdqs):
+            return data, {"jpeg": "jpg"}.get(fmt, fmt)
+        salt += 1
+
+
+def _camera_frame(seed: int, name: str, w: int, h: int) -> bytes:
+    return pics.encode(pics.camera_frame(seed, name, w, h), "jpeg", 92)
+
+
+PARALLEL_MIN_PIXELS = 40_000_000     # below this much drawing, a process pool costs more than it saves
+
+
+def _parallel_map(fn, jobs: list[tuple], pixels: int = 0) -> list:
+    """fn(*job) for every job, in order; over all cores when the work is worth a process pool.
+    Every job is seeded by its own arguments, so the result does not depend on scheduling."""
+    workers = min(os.cpu_count() or 1, 8)
+    if workers < 2 or pixels < PARALLEL_MIN_PIXELS:
+        return [fn(*job) for job in jobs]
+    ctx = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        return list(pool.map(fn, *zip(*jobs), chunksize=max(1, len(jobs) // (workers * 8))))
 
 
 def _plant_record(kind: str, item: AlertItem, entry: Entry, data: bytes, **extra) -> dict:
