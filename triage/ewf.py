@@ -205,7 +205,9 @@ class EwfReader:
                 except (OSError, IOError) as exc:
                     raise EvidenceError(f"{self.paths[0]}: read error at {offset}: "
                                         f"{str(exc).splitlines()[0]}") from None
-        buf = ctypes.create_string_buffer(size)
+        # libewf writes straight into a new bytes object nobody else has seen yet: no zero-fill
+        # of a ctypes buffer and no copy out of it (two passes over every byte saved).
+        buf = bytes(size)
         err = ctypes.c_void_p()
         with self._lock:
             if not self._handle:
@@ -213,7 +215,7 @@ class EwfReader:
             got = self._lib.triage_read(self._handle, buf, size, offset, ctypes.byref(err))
         if got < 0:
             raise EvidenceError(_message(self._lib, err, f"{self.paths[0]}: read error at offset {offset}"))
-        return buf.raw[:got] if got != size else buf.raw
+        return buf[:got] if got != size else buf
 
     def stored_hashes(self) -> dict:
         """The MD5/SHA-1 the acquisition tool stored in the segments (lower-case hex)."""
@@ -313,15 +315,18 @@ class ReadAhead:
         sequential = first in (self._last, self._last + 1)
         parts = [self._block(i) for i in range(first, last + 1)]
         if sequential and last != self._last:
-            self._prefetch(last + 1)
+            # stay one request ahead: a 4 MiB reader gets the next 4 MiB inflated meanwhile
+            self._prefetch(last + 1, max(AHEAD, last - first + 1))
         self._last = last
         lo = offset - first * BLOCK
         if len(parts) == 1:
             return parts[0][lo:lo + size] if (lo or size != len(parts[0])) else parts[0]
+        if lo == 0 and sum(map(len, parts)) == size:
+            return b"".join(parts)                      # an aligned large read: one copy
         return b"".join(parts)[lo:lo + size]
 
-    def _prefetch(self, start: int) -> None:
-        end = min(start + AHEAD, (self._size + BLOCK - 1) // BLOCK)
+    def _prefetch(self, start: int, count: int) -> None:
+        end = min(start + min(count, CACHE_BLOCKS // 2), (self._size + BLOCK - 1) // BLOCK)
         if start >= end:
             return
         if self._pool is None:
