@@ -242,6 +242,15 @@ def test_nsrl_txt_rds2(store, tmp_path):
     assert store.lookup("sha1", [sha1("t2")])[0][0].role == "ignore"
 
 
+def test_nsrl_txt_v1_column_order(store, tmp_path):
+    path = tmp_path / "NSRLFile.txt"
+    path.write_text('"SHA-1","FileName","FileSize","ProductCode","OpSystemCode","MD4","MD5","CRC32","SpecialCode"\n'
+                    f'"{sha1("v1").upper()}","x, y.exe",10,1,"WIN","{"0" * 32}","{md5("v1").upper()}","0",""\n')
+    info = store.import_file(path, "nsrl-v1", "ignore")
+    assert info.counts == {"sha1": 1, "md5": 1}
+    assert store.lookup("md5", [md5("v1")])[0][0].set_name == "nsrl-v1"
+
+
 # ------------------------------------------------------------------ other formats
 
 def test_hashdeep(store, tmp_path):

@@ -54,6 +54,13 @@ def test_import_list_lookup_remove(run, vics, tmp_path):
     r = run("lookup", md5("b"))
     assert "alert: caid" in r.output and "category 3 (C)" in r.output
 
+    table = run("list").output
+    assert "caid" in table and "alert" in table and "uk-caid" in table
+
+    r = CliRunner().invoke(main, ["hashset", "lookup", "-", "--json", "--store",
+                                  str(tmp_path / "store")], input=f"{md5('b')}\n\n{md5('q')}\n")
+    assert [bool(json.loads(line)["hits"]) for line in r.output.splitlines()] == [True, False]
+
     plain = tmp_path / "more.txt"
     plain.write_text(md5("c") + "\n")
     r = run("import", str(plain), "--name", "caid", "--delta")
