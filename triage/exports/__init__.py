@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
@@ -45,9 +46,11 @@ def iso_utc(t: Optional[float]) -> Optional[str]:
     """POSIX seconds as an ISO 8601 UTC time ending in Z (None stays None)."""
     if t is None:
         return None
-    moment = _dt.datetime.fromtimestamp(float(t), _dt.timezone.utc)
-    return moment.isoformat(timespec="seconds" if float(t).is_integer() else "milliseconds"
-                            ).replace("+00:00", "Z")
+    t = float(t)
+    if t.is_integer() and 0 <= t < 253402300800:    # the common case, without datetime
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+    moment = _dt.datetime.fromtimestamp(t, _dt.timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def export(store, fmt: str, out, device_id: Optional[str] = None) -> str:

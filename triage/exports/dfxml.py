@@ -31,28 +31,27 @@ def _el(name: str, value, **attrs) -> str:
 
 
 def _fileobject(rec, feat, partition: Optional[int], file_id: int) -> str:
+    # Hot loop (one call per file of the case): numbers go in as they are, text is escaped.
     p = rec.prov
-    name = display_path(p)
-    parts = [_el("filename", name)]
+    parts = [f"<filename>{escape(display_path(p))}</filename>"]
     if partition is not None:
-        parts.append(_el("partition", partition))
-    parts.append(_el("id", file_id))
-    parts.append(_el("name_type", "d" if rec.is_dir else "r"))
-    parts.append(_el("filesize", rec.size))
-    parts.append(_el("alloc", 1 if rec.allocated else 0))
+        parts.append(f"<partition>{partition}</partition>")
+    parts.append(f"<id>{file_id}</id><name_type>{'d' if rec.is_dir else 'r'}</name_type>"
+                 f"<filesize>{int(rec.size)}</filesize><alloc>{1 if rec.allocated else 0}</alloc>")
     if rec.orphan:
-        parts.append(_el("orphan", 1))
+        parts.append("<orphan>1</orphan>")
     if p.inode is not None:
-        parts.append(_el("inode", p.inode))
+        parts.append(f"<inode>{int(p.inode)}</inode>")
     for tag, t in (("mtime", rec.mtime), ("ctime", rec.ctime), ("atime", rec.atime),
                    ("crtime", rec.crtime)):
         if t is not None:
-            parts.append(_el(tag, iso_utc(t)))
-    if feat.type or rec.type:
-        parts.append(_el("libmagic", feat.type or rec.type))
+            parts.append(f"<{tag}>{iso_utc(t)}</{tag}>")
+    ctype = feat.type or rec.type
+    if ctype:
+        parts.append(f"<libmagic>{escape(ctype)}</libmagic>")
     for algo, value in (("md5", feat.md5), ("sha1", feat.sha1), ("sha256", feat.sha256)):
         if value:
-            parts.append(_el("hashdigest", value, type=algo))
+            parts.append(f'<hashdigest type="{algo}">{escape(value)}</hashdigest>')
     return "    <fileobject>" + "".join(parts) + "</fileobject>\n"
 
 
