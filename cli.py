@@ -655,19 +655,13 @@ def scan(case_dir, hashset_args, store_root, context_file, model, mode, stop_aft
     if not quiet:
         from workers.progress import RichReporter
         reporter = RichReporter()
+    # Ray's driver prints worker-failure notices to stdout; keep stdout for the summary
+    import contextlib as _contextlib
     try:
-        if reporter is not None:
-            with reporter:
-                summary = run_scan(case_dir, list(evidence), opts, hashsets=hashsets,
-                                   context_file=context_file, address=address, workers=workers,
-                                   resume=resume, verify=verify, dashboard=dashboard,
-                                   reporter=reporter, recovery_key=recovery_key,
-                                   password=password, t0=t0)
-        else:
-            summary = run_scan(case_dir, list(evidence), opts, hashsets=hashsets,
-                               context_file=context_file, address=address, workers=workers,
-                               resume=resume, verify=verify, dashboard=dashboard,
-                               recovery_key=recovery_key, password=password, t0=t0)
+        with _contextlib.redirect_stdout(sys.stderr):
+            summary = _run_scan_with(reporter, run_scan, case_dir, evidence, opts, hashsets,
+                                     context_file, address, workers, resume, verify, dashboard,
+                                     recovery_key, password, t0)
     except KeyboardInterrupt:
         click.echo(f"interrupted: everything found so far is in {case_dir}; continue with "
                    "`triage scan --resume` and the same arguments", err=True)
@@ -683,6 +677,17 @@ def scan(case_dir, hashset_args, store_root, context_file, model, mode, stop_aft
                    f"pictures, {d['alert_matches']} alert matches, {d['near_matches']} near, "
                    f"{d['flags']} flags")
     click.echo(f"scan {summary.status} in {summary.seconds:.1f} s; next: triage queue --case {case_dir}")
+
+
+def _run_scan_with(reporter, run_scan, case_dir, evidence, opts, hashsets, context_file, address,
+                   workers, resume, verify, dashboard, recovery_key, password, t0):
+    kwargs = dict(hashsets=hashsets, context_file=context_file, address=address, workers=workers,
+                  resume=resume, verify=verify, dashboard=dashboard, recovery_key=recovery_key,
+                  password=password, t0=t0)
+    if reporter is None:
+        return run_scan(case_dir, list(evidence), opts, **kwargs)
+    with reporter:
+        return run_scan(case_dir, list(evidence), opts, reporter=reporter, **kwargs)
 
 
 # --- queue, show, flags, context, export, report (triage/rank.py, flags.py, exports/) ---

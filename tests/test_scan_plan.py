@@ -1,8 +1,7 @@
 """The scan plan: triage order, batch cutting, deterministic batch ids, and matching rules."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from scanfakes import Hit
 from triage.records import Features, FileRecord, Provenance
 from workers.matching import PDQ_MIN_QUALITY, match_items
 from workers.plan import (PICTURE_TIERS, BatchSpec, VolumePlan, cut_batches, plan_volume,
@@ -62,30 +61,18 @@ def test_plan_volume_header_counts_match_batches_and_ids_are_stable():
     assert len({b.batch_id for b in batches}) == len(batches)
 
 
-@dataclass(frozen=True)
-class _Hit:
-    set_name: str
-    set_version: str
-    role: str
-    category: str
-    severity: int
-    algorithm: str
-    value: str
-    distance: int = 0
-
-
 class _Sets:
     def __init__(self, exact: dict, near: dict):
         self.exact, self.near = exact, near
         self.perceptual_queries: list = []
 
     def lookup(self, algorithm, hashes):
-        return [[_Hit("s", "1", *self.exact[h], algorithm, h)] if h in self.exact else []
+        return [[Hit("s", "1", *self.exact[h], algorithm, h)] if h in self.exact else []
                 for h in hashes]
 
     def lookup_perceptual(self, algorithm, hashes, max_distance=None):
         self.perceptual_queries += list(hashes)
-        return [[_Hit("s", "1", "alert", "B", 2, algorithm, h, 5)] if h in self.near else []
+        return [[Hit("s", "1", "alert", "B", 2, algorithm, h, 5)] if h in self.near else []
                 for h in hashes]
 
 

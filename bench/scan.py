@@ -1,0 +1,354 @@
+"""Benchmark of `triage scan` on a large synthetic device, raw and E01, against baselines run in
+the same process on the same machine.
+
+Prints, in one run:
+  (a) wall time, MB/s and files/s of hashing + exact matching alone (--no-pictures) and of
+      --mode full with picture features, raw and E01 (Ray start-up included);
+  (b) peak RSS of every process of each scan (driver, Ray's own, each worker);
+  (c) ratio of (a) to `md5sum IMAGE` (raw) and `ewfverify` (E01);
+  (d) ratio of (a) to tsk_recover -a + hashdeep -c md5,sha1 -r + hashdeep -M alert;
+  (e) pictures/s of --mode full against a bare Pillow draft + PDQ + pHash loop, same pictures,
+      same number of processes;
+  (f) speed-up from 1 to 2 workers;
+  (g) time to the first KNOWN_MATCH flag in --mode triage against the end of --mode full.
+
+Usage:
+  .venv/bin/python bench/scan.py [--fleet fixtures/bench-large] [--workers 2] [--no-e01]
+
+The fleet is built with `triage synth --devices 1 --size large --seed 7` when missing.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from multiprocessing import Pool
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TRIAGE = [sys.executable, "-m", "cli"] if not (ROOT / ".venv/bin/triage").exists() else [str(ROOT / ".venv/bin/triage")]
+
+
+# --- process RSS sampling -----------------------------------------------------------------
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid:
+            out.append(int(d))
+    return out
+
+
+def _tree(pid: int) -> list[int]:
+    todo, seen = [pid], []
+    while todo:
+        p = todo.pop()
+        seen.append(p)
+        todo.extend(_children(p))
+    return seen
+
+
+def _peak(pid: int) -> tuple[str, int]:
+    name, hwm = "?", 0
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    hwm = int(line.split()[1]) * 1024
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            cmd = fh.read().split(b"\0")
+        name = _role(cmd)
+    except OSError:
+        pass
+    return name, hwm
+
+
+def _role(cmd: list[bytes]) -> str:
+    text = b" ".join(cmd).decode(errors="replace")
+    for key, role in (("gcs_server", "ray gcs_server"), ("raylet", "ray raylet"),
+                      ("dashboard", "ray dashboard"), ("log_monitor", "ray log_monitor"),
+                      ("default_worker", "ray worker"), ("runtime_env", "ray runtime_env agent"),
+                      ("ray::", "ray worker"), ("triage", "driver (triage scan)")):
+        if key in text:
+            return role
+    return os.path.basename(cmd[0].decode(errors="replace")) if cmd and cmd[0] else "?"
+
+
+class RssSampler(threading.Thread):
+    """Samples VmHWM (the kernel's peak RSS) of a process tree until stopped."""
+
+    def __init__(self, pid: int, every: float = 0.25):
+        super().__init__(daemon=True)
+        self.pid, self.every = pid, every
+        self.peaks: dict[int, tuple[str, int]] = {}
+        self._halt = threading.Event()
+
+    def run(self):
+        while not self._halt.is_set():
+            for p in _tree(self.pid):
+                name, hwm = _peak(p)
+                if hwm and hwm >= self.peaks.get(p, ("", 0))[1]:
+                    self.peaks[p] = (name, hwm)
+            self._halt.wait(self.every)
+
+    def stop(self) -> dict[str, list[int]]:
+        self._halt.set()
+        self.join()
+        by_role: dict[str, list[int]] = {}
+        for name, hwm in self.peaks.values():
+            by_role.setdefault(name, []).append(hwm)
+        return {k: sorted(v, reverse=True) for k, v in sorted(by_role.items())}
+
+
+# --- runs ---------------------------------------------------------------------------------
+
+def timed(cmd: list[str], **kw) -> tuple[float, subprocess.CompletedProcess]:
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    return time.perf_counter() - t, proc
+
+
+def scan(evidence: Path, hashsets: list[Path], workers: int, *extra: str, watch_flags: bool = False) -> dict:
+    case = Path(tempfile.mkdtemp(prefix="bench-case-"))
+    cmd = TRIAGE + ["scan", "--case", str(case / "c"), "--json", "--workers", str(workers)]
+    for h in hashsets:
+        cmd += ["--hashset", str(h)]
+    cmd += list(extra) + [str(evidence)]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sampler = RssSampler(proc.pid)
+    sampler.start()
+    first_flag = None
+    flags_file = case / "c" / "flags.jsonl"
+    while proc.poll() is None:
+        if watch_flags and first_flag is None and flags_file.exists():
+            for line in flags_file.read_text().splitlines():
+                if '"KNOWN_MATCH"' in line:
+                    first_flag = time.perf_counter() - t0
+                    break
+        time.sleep(0.02)
+    wall = time.perf_counter() - t0
+    rss = sampler.stop()
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(f"scan failed ({proc.returncode}): {' '.join(cmd)}\n{err[-3000:]}")
+    summary = json.loads(out)
+    shutil.rmtree(case, ignore_errors=True)
+    dev = summary["devices"][0]
+    return {"wall": wall, "summary": summary, "rss": rss, "first_flag_watch": first_flag,
+            "bytes": dev["bytes"], "files": dev["files"], "pictures": dev["pictures"],
+            "alerts": dev["alert_matches"]}
+
+
+def mb(n: float) -> float:
+    return n / 1e6
+
+
+def line(label: str, r: dict) -> str:
+    return (f"{label:<44} {r['wall']:7.1f} s  {mb(r['bytes']) / r['wall']:7.1f} MB/s  "
+            f"{r['files'] / r['wall']:7.0f} files/s  ({r['files']} files, {r['pictures']} pictures, "
+            f"{r['alerts']} alert matches)")
+
+
+def rss_lines(label: str, r: dict) -> list[str]:
+    out = [f"  peak RSS, {label}:"]
+    for role, peaks in r["rss"].items():
+        shown = ", ".join(f"{p / 2**20:.0f}" for p in peaks[:6])
+        more = f" (+{len(peaks) - 6} more)" if len(peaks) > 6 else ""
+        out.append(f"    {role:<24} {len(peaks):2d} process(es): {shown}{more} MiB")
+    return out
+
+
+# --- baselines ----------------------------------------------------------------------------
+
+def partitions(image: Path) -> list[int]:
+    """Sector offsets of the file-system partitions (mmls), or [0] for a bare file system."""
+    proc = subprocess.run(["mmls", "-a", str(image)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        return [0]
+    offs = []
+    for ln in proc.stdout.splitlines():
+        parts = ln.split()
+        if len(parts) >= 5 and parts[0].rstrip(":").isdigit() and parts[2].isdigit():
+            offs.append(int(parts[2]))
+    return offs or [0]
+
+
+def open_source_way(image: Path, alerts: list[tuple[int, str]], workers: int) -> dict:
+    """tsk_recover -a, then hashdeep md5+sha1 over what it recovered, then hashdeep -M."""
+    work = Path(tempfile.mkdtemp(prefix="bench-tsk-"))
+    out = work / "recovered"
+    t_rec = 0.0
+    for i, off in enumerate(partitions(image)):
+        dest = out / f"p{i}"
+        dest.mkdir(parents=True)
+        t, proc = timed(["tsk_recover", "-a", "-o", str(off), str(image), str(dest)])
+        t_rec += t
+    known = work / "alert.hashdeep"
+    with open(known, "w") as fh:
+        fh.write("%%%% HASHDEEP-1.0\n%%%% size,md5,filename\n## bench alert list\n##\n")
+        for size, h in alerts:
+            fh.write(f"{size},{h},alert\n")
+    t_hash, _ = timed(["bash", "-c", f"hashdeep -c md5,sha1 -r -j{workers} {out} > /dev/null"])
+    # hashdeep -M exits 1 whether or not anything matched
+    t_match, _ = timed(["bash", "-c", f"hashdeep -c md5 -r -j{workers} -M -k {known} {out} "
+                                      f"> {work}/hits.txt; true"])
+    hits = len([ln for ln in (work / "hits.txt").read_text().splitlines() if ln.strip()])
+    pictures = [p for p in out.rglob("*") if p.is_file() and _is_picture(p)]
+    return {"recover": t_rec, "hash": t_hash, "match": t_match, "total": t_rec + t_hash + t_match,
+            "hits": hits, "work": work, "pictures": pictures}
+
+
+def _is_picture(path: Path) -> bool:
+    from triage.filetype import is_picture, sniff
+    try:
+        with open(path, "rb") as fh:
+            return is_picture(sniff(fh.read(64)))
+    except OSError:
+        return False
+
+
+def _bare_one(path: str) -> int:
+    """Pillow draft decode + PDQ + pHash of one picture, nothing else: the bare loop."""
+    from PIL import Image
+
+    from triage.features.pictures import pdq, phash
+    with Image.open(path) as img:
+        if img.format == "JPEG":
+            img.draft("RGB", (256, 256))
+        img = img.convert("RGB")
+        pdq(img)
+        phash(img)
+    return 1
+
+
+def bare_loop(pictures: list[Path], workers: int) -> float:
+    t = time.perf_counter()
+    with Pool(workers) as pool:
+        n = sum(pool.imap_unordered(_bare_one, [str(p) for p in pictures], chunksize=8))
+    return n / (time.perf_counter() - t)
+
+
+# --- main ---------------------------------------------------------------------------------
+
+def ensure_fleet(fleet: Path) -> dict:
+    if not (fleet / "truth.json").exists():
+        print(f"building the large synthetic device in {fleet} (minutes) ...", flush=True)
+        subprocess.run(TRIAGE + ["synth", "--out", str(fleet), "--devices", "1", "--size", "large",
+                                 "--seed", "7", "--json"], check=True, stdout=subprocess.DEVNULL)
+    return json.loads((fleet / "truth.json").read_text())
+
+
+def ensure_e01(raw: Path, fleet: Path) -> Path:
+    target = fleet / "e01" / raw.stem
+    e01 = target.with_suffix(".E01")
+    if not e01.exists():
+        target.parent.mkdir(exist_ok=True)
+        print("writing the E01 copy with ewfacquire ...", flush=True)
+        subprocess.run(["ewfacquire", "-u", "-q", "-t", str(target), "-c", "deflate:fast",
+                        "-f", "encase6", "-S", "1.4GiB", "-d", "sha1", str(raw)],
+                       check=True, stdout=subprocess.DEVNULL)
+    return e01
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--fleet", type=Path, default=ROOT / "fixtures" / "bench-large")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--no-e01", action="store_true")
+    args = ap.parse_args()
+    w = args.workers
+    truth = ensure_fleet(args.fleet)
+    dev = truth["devices"][0]
+    raw = args.fleet / dev["evidence"]
+    if dev["format"] != "raw":
+        raise SystemExit(f"the benchmark needs a raw first device, got {dev['format']}")
+    alerts = [args.fleet / truth["hashsets"]["alert_vics"]]
+    hs = alerts + [args.fleet / truth["hashsets"]["nsrl"]]
+    alert_md5s = [(a["size"], a["md5"]) for a in truth["alerts"]]
+    size = raw.stat().st_size
+    print(f"device: {raw} ({size / 1e9:.2f} GB, {dev['files']} files planned), workers={w}, "
+          f"cpus={os.cpu_count()}")
+
+    # warm the page cache once so every contender reads from memory
+    subprocess.run(["cat", str(raw)], stdout=subprocess.DEVNULL)
+    t_md5, _ = timed(["md5sum", str(raw)])
+    print(f"md5sum IMAGE                                  {t_md5:7.1f} s  {mb(size) / t_md5:7.1f} MB/s")
+
+    results = {}
+    results["hash_w"] = scan(raw, hs, w, "--mode", "full", "--no-pictures")
+    print(line(f"(a) raw, hash+match only, {w} workers", results["hash_w"]))
+    results["full_w"] = scan(raw, hs, w, "--mode", "full")
+    print(line(f"(a) raw, --mode full + pictures, {w} workers", results["full_w"]))
+    results["hash_1"] = scan(raw, hs, 1, "--mode", "full", "--no-pictures")
+    print(line("(f) raw, hash+match only, 1 worker", results["hash_1"]))
+    results["full_1"] = scan(raw, hs, 1, "--mode", "full")
+    print(line("(f) raw, --mode full + pictures, 1 worker", results["full_1"]))
+    results["triage_w"] = scan(raw, hs, w, "--mode", "triage", watch_flags=True)
+    print(line(f"(g) raw, --mode triage, {w} workers", results["triage_w"]))
+
+    print("(b) peak RSS per process")
+    for key in ("hash_w", "full_w"):
+        for ln in rss_lines(key, results[key]):
+            print(ln)
+
+    print(f"(c) hash+match / md5sum: {results['hash_w']['wall'] / t_md5:.2f}x the time "
+          f"(goal <= 1.2x); full / md5sum: {results['full_w']['wall'] / t_md5:.2f}x")
+
+    oss = open_source_way(raw, alert_md5s, w)
+    print(f"(d) tsk_recover -a {oss['recover']:.1f} s + hashdeep md5,sha1 {oss['hash']:.1f} s + "
+          f"hashdeep -M {oss['match']:.1f} s = {oss['total']:.1f} s ({oss['hits']} hits); "
+          f"triage hash+match is {oss['total'] / results['hash_w']['wall']:.2f}x faster (goal >= 3x), "
+          f"full {oss['total'] / results['full_w']['wall']:.2f}x")
+
+    pics = oss["pictures"]
+    bare = bare_loop(pics, w)
+    n_pics = results["full_w"]["pictures"]
+    extra = results["full_w"]["wall"] - results["hash_w"]["wall"]
+    pipe_rate = n_pics / extra if extra > 0 else float("inf")
+    print(f"(e) bare loop (draft + PDQ + pHash, {w} processes): {bare:.1f} pictures/s on "
+          f"{len(pics)} pictures; scan picture stage: {n_pics} pictures in {extra:.1f} s over "
+          f"hash-only = {pipe_rate:.1f} pictures/s = {pipe_rate / bare:.0%} of the bare loop "
+          f"(goal >= 80%)")
+    shutil.rmtree(oss["work"], ignore_errors=True)
+
+    print(f"(f) 1 -> {w} workers: hash+match {results['hash_1']['wall'] / results['hash_w']['wall']:.2f}x, "
+          f"full {results['full_1']['wall'] / results['full_w']['wall']:.2f}x (goal >= 1.6x)")
+
+    ff = results["triage_w"]["first_flag_watch"]
+    if ff is None:
+        print("(g) no KNOWN_MATCH flag seen in triage mode")
+    else:
+        print(f"(g) first KNOWN_MATCH flag after {ff:.1f} s (Ray start-up included) = "
+              f"{ff / results['full_w']['wall']:.0%} of the --mode full scan "
+              f"({results['full_w']['wall']:.1f} s) (goal < 10%)")
+
+    if not args.no_e01:
+        e01 = ensure_e01(raw, args.fleet)
+        t_ewf, _ = timed(["ewfverify", "-q", str(e01)])
+        print(f"ewfverify E01                                 {t_ewf:7.1f} s")
+        results["e01_hash"] = scan(e01, hs, w, "--mode", "full", "--no-pictures")
+        print(line(f"(a) E01, hash+match only, {w} workers", results["e01_hash"]))
+        results["e01_full"] = scan(e01, hs, w, "--mode", "full")
+        print(line(f"(a) E01, --mode full + pictures, {w} workers", results["e01_full"]))
+        for ln in rss_lines("E01 hash", results["e01_hash"]):
+            print(ln)
+        print(f"(c) E01 hash+match / ewfverify: {results['e01_hash']['wall'] / t_ewf:.2f}x the time "
+              f"(goal <= 1.25x)")
+
+
+if __name__ == "__main__":
+    main()
