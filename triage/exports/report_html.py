@@ -180,6 +180,30 @@ def _finding_rows(found: list[Finding], thumbs: str, labels: dict) -> str:
             "</tr>" + "".join(rows) + "</table>" + more)
 
 
+def _rules_html() -> str:
+    """How the order is decided, from the rank module's own constants (so it cannot drift)."""
+    from triage import rank as r
+    rows = [
+        ("exact alert matches", f"{r.EXACT_POINTS} x category weight per matched file"),
+        ("near matches", f"{r.NEAR_POINTS} per file"),
+        ("suspected new (model)", f"{r.SUSPECTED_POINTS} per picture"),
+        ("camera-original picture", f"{r.SELF_PRODUCED_POINTS} per picture"),
+        ("same camera across matches", f"{r.SAME_CAMERA_POINTS}"),
+        ("matched camera took {}+ other pictures".format(r.DEVICE_CAMERA_MIN_PICTURES),
+         f"{r.DEVICE_CAMERA_POINTS}"),
+        ("access to children", ", ".join(f"{k} {v}" for k, v in r.ACCESS_POINTS.items())),
+        ("custody deadline", f"passed or within 2 days {r.DEADLINE_SOON_POINTS}, "
+                             f"within 7 days {r.DEADLINE_WEEK_POINTS}"),
+        ("coverage", ", ".join(f"{k} {v}" for k, v in r.COVERAGE_POINTS.items() if v)),
+    ]
+    return ("<details><summary>How the order is decided</summary><p>First the band: exact "
+            "matches, then near matches, then model suspicion only, then not fully examined, "
+            "then clean. A higher band always ranks first, so a device that could not be fully "
+            "examined never ranks below a clean one. Within a band, points:</p><table>"
+            + "".join(f"<tr><td>{_e(a)}</td><td>{_e(b)}</td></tr>" for a, b in rows)
+            + "</table></details>")
+
+
 def build(store, thumbnails: str = "blurred", now: Optional[float] = None) -> str:
     """The report as one HTML string."""
     now = time.time() if now is None else now
@@ -238,6 +262,7 @@ def build(store, thumbnails: str = "blurred", now: Optional[float] = None) -> st
                     f'<td class="num">{v.near_matches}</td><td class="num">{v.suspected_new}</td>'
                     f"<td>{cov}</td><td>{''.join(_badge(c) for c in codes)}</td>"
                     f"<td>{_e(v.reasons[0]) if v.reasons else ''}</td></tr>")
+    parts.append(_rules_html())
     parts.append('<table><tr><th class="num">#</th><th>device</th><th>exhibit</th>'
                  '<th class="num">score</th><th class="num">exact</th><th class="num">near</th>'
                  '<th class="num">new</th><th>coverage</th><th>flags</th><th>main reason</th></tr>'
