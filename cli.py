@@ -710,8 +710,8 @@ def queue(case_dir, fmt):
     """The devices of a case in the order to examine them, with the reasons.
 
     \b
-    Devices with exact alert matches come first, then near matches or pictures the model
-    suspects, then devices that could not be fully examined, then clean ones. Within each band,
+    Devices with exact alert matches come first, then near matches, then pictures only the
+    model suspects, then devices that could not be fully examined, then clean ones. Within a band,
     points from documented rules (category severity, counts, camera-original pictures, the
     suspect's access to children, custody deadline) decide; `triage show DEVICE` lists them.
 

@@ -34,7 +34,7 @@ def queue_table(verdicts: list[DeviceVerdict]) -> Group:
 
     table = Table(title="Examination queue (1 = examine first)", title_justify="left",
                   box=box.SIMPLE_HEAD, pad_edge=False, caption_justify="left",
-                  caption="Order: exact matches, then near/suspected, then not fully examined, "
+                  caption="Order: exact, then near, then model-suspected, then not fully examined, "
                           "then clean; score orders within each.")
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("device", overflow="fold", max_width=22)

@@ -250,8 +250,9 @@ def build(store, thumbnails: str = "blurred", now: Optional[float] = None) -> st
     # the queue
     parts.append("<h2>Examination queue</h2>"
                  '<p class="muted">1 = examine first. Devices with exact alert matches come first, '
-                 "then near matches or suspected pictures, then devices that could not be fully "
-                 "examined, then clean ones; the score orders devices within each band.</p>")
+                 "then near matches, then pictures only the model suspects, then devices that "
+                 "could not be fully examined, then clean ones; the score orders devices within "
+                 "each band.</p>")
     rows = []
     for v in ordered:
         cov = f'<span class="cov" style="color:{_COVERAGE_COLOUR.get(v.coverage, "#000")}">{v.coverage}</span>'
