@@ -28,6 +28,9 @@ from triage.records import Exif
 try:  # phones store HEIC; registered once per process, when this module is imported
     import pillow_heif
     pillow_heif.register_heif_opener()
+    # one decode thread: a scan runs one worker per core already, so libheif's default of
+    # four threads would only contend with the neighbouring workers
+    pillow_heif.options.DECODE_THREADS = 1
     HEIF_AVAILABLE = True
 except ImportError:  # pragma: no cover - pillow-heif is a pinned dependency
     HEIF_AVAILABLE = False
