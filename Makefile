@@ -33,7 +33,9 @@ test: deps
 demo: deps
 	$(VENV)/bin/triage synth --out $(DEMO_DIR)/fleet --devices 6 --seed 7
 	$(VENV)/bin/triage scan --case $(DEMO_DIR)/case --hashset $(DEMO_DIR)/fleet/alert.vics.json \
-	    --hashset $(DEMO_DIR)/fleet/nsrl.db --context $(DEMO_DIR)/fleet/context.csv $$(cat $(DEMO_DIR)/fleet/evidence.txt)
+	    --hashset $(DEMO_DIR)/fleet/nsrl.db --hashset $(DEMO_DIR)/fleet/alert.pdq.txt \
+	    --hashset $(DEMO_DIR)/fleet/alert.phash.txt \
+	    --context $(DEMO_DIR)/fleet/context.csv $$(cat $(DEMO_DIR)/fleet/evidence.txt)
 	$(VENV)/bin/triage queue --case $(DEMO_DIR)/case
 	$(VENV)/bin/triage report --case $(DEMO_DIR)/case --out $(DEMO_DIR)/report.html
 	@echo "HTML report: $(abspath $(DEMO_DIR))/report.html"
