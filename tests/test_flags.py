@@ -174,3 +174,10 @@ def test_unassessed_labels_neither_pass_nor_fail():
     assert not suspected(mk(explicit=0.5, minor_likelihood=None))
     assert not suspected(mk(explicit=float("nan")))                             # Ray's None
     assert not suspected(mk(other=0.99))                                        # nothing thresholded
+
+
+def test_not_examined_file_reads_as_its_path():
+    x = picture("d", 1, "/home/a/secret.zip")
+    flags = rules_for_batch("d", None, [], [], [], [Coverage("d", x[0].key, "encrypted archive")], NOW)
+    assert flags[0].key == x[0].key
+    assert flags[0].message == "/home/a/secret.zip not examined: encrypted archive"

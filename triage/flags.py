@@ -228,7 +228,8 @@ def rules_for_batch(device_id: str, context: Optional[dict],
             add(CHILD_ACCESS, key, f"suspect {who}; {flag.code}: {flag.message}",
                 dict(flag.provenance, cause=flag.code, access_to_children=access))
     for c in coverage:
-        add(NOT_EXAMINED, c.where, f"{c.where} not examined: {c.reason}",
+        where = c.where.split("|", 3)[3] if c.where.count("|") >= 3 else c.where   # a file key
+        add(NOT_EXAMINED, c.where, f"{where} not examined: {c.reason}",
             {"where": c.where, "reason": c.reason, "bytes_not_examined": c.bytes_not_examined,
              "volume_offset": c.volume_offset})
     return flags
