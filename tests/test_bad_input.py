@@ -217,3 +217,25 @@ def test_not_a_disk_image():
     if not bogus.exists():
         pytest.skip("shared/testdata absent")
     assert_one_line_error(triage("inspect", str(bogus)), "not a recognised disk image")
+
+
+def test_unreadable_subfolder_is_coverage_not_an_abort(tmp_path):
+    """One locked folder inside a logical export: the rest is listed, the folder is reported."""
+    root = tmp_path / "export"
+    (root / "open").mkdir(parents=True)
+    (root / "open" / "a.txt").write_bytes(b"a")
+    (root / "locked").mkdir()
+    (root / "locked" / "b.txt").write_bytes(b"b")
+    (root / "locked").chmod(0)
+    try:
+        prefix = _without_root_override()
+        if subprocess.run([*prefix, "true"], capture_output=True).returncode != 0:
+            pytest.skip("setpriv cannot drop capabilities here")
+        result = triage("files", str(root), "--hash", "md5", prefix=prefix)
+        assert result.returncode == 0, result.stderr
+        assert '"/open/a.txt"' in result.stdout and "b.txt" not in result.stdout
+        assert "Traceback" not in result.stderr
+        assert "not examined:" in result.stderr and "/locked" in result.stderr
+        assert "folder not readable" in result.stderr
+    finally:
+        (root / "locked").chmod(0o755)
