@@ -64,7 +64,7 @@ def corrupt_image(tmp_path_factory, synth_fleet, synth_truth) -> Path:
 @pytest.fixture(scope="module")
 def full_scan(tmp_path_factory, local_ray, synth_fleet, synth_truth, corrupt_image):
     case = tmp_path_factory.mktemp("scan") / "case"
-    args = scan_args(case, synth_fleet, synth_truth, "--mode", "full", "--context",
+    args = scan_args(case, synth_fleet, synth_truth, "--mode", "full", "--verify", "--context",
                      str(synth_fleet / "context.csv"))
     args += [str(p) for p in evidence_paths(synth_fleet, synth_truth)] + [str(corrupt_image)]
     result = CliRunner().invoke(__import__("cli").main, args, catch_exceptions=False)
@@ -219,6 +219,10 @@ def test_case_is_private_and_has_provenance(full_scan, synth_truth):
     assert run["options"]["mode"] == "full"
     ewf = [d for d in devices if d["format"] == "ewf"]
     assert ewf and all(d["stored_hashes"].get("md5") for d in ewf)
+    # --verify: the media hash read through the container equals the hash of the media made
+    for device in synth_truth["devices"]:
+        stored = next(d for d in devices if d["id"] == dev_id(case, device))
+        assert stored["verified_hashes"]["md5"] == device["media_md5"], device["id"]
     with_context = [d for d in devices if d["context"]]
     assert {d["context"]["exhibit"] for d in with_context} >= {"SYN/7/01"}
 

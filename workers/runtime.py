@@ -15,7 +15,7 @@ from typing import Iterator, Optional
 
 from triage.errors import TriageError
 
-# No usage reports, no update checks, no log de-duplication banners.
+# No usage reports, no update checks, no log de-duplication banners, normal priority.
 QUIET_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_USAGE_STATS_PROMPT_ENABLED": "0",
@@ -24,6 +24,9 @@ QUIET_ENV = {
     "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
     "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
     "RAY_memory_monitor_refresh_ms": "250",
+    # Ray runs workers at nice 15 by default; a scan is the machine's main job, and a
+    # benchmark against md5sum must not start a nice level behind it
+    "RAY_worker_niceness": "0",
 }
 
 

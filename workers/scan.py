@@ -133,6 +133,7 @@ class ScanSummary:
     cluster: dict
     first_flag_s: Optional[float] = None
     first_known_match_s: Optional[float] = None
+    ray_ready_s: Optional[float] = None       # start-up: from t0 until Ray was ready
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -674,8 +675,10 @@ def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list
     status = "interrupted"
     cluster: dict = {}
     scan = None
+    ray_ready = None
     try:
         with ray_session(address=address, workers=workers, dashboard=dashboard) as cluster:
+            ray_ready = time.time() - t0
             n_workers = workers or max(1, cluster.get("cpus", 1))
             pool = None
             if opts.model:
@@ -706,7 +709,8 @@ def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list
                        devices=[d.summary(t0) for d in devices], warnings=scan.warnings,
                        cluster=cluster,
                        first_flag_s=round(min(firsts) - t0, 3) if firsts else None,
-                       first_known_match_s=round(min(known) - t0, 3) if known else None)
+                       first_known_match_s=round(min(known) - t0, 3) if known else None,
+                       ray_ready_s=None if ray_ready is None else round(ray_ready, 3))
 
 
 # Options that change what a batch finds: a resume with different ones would mix two scans.
