@@ -80,12 +80,16 @@ MIN_COLOURS = 48          # distinct colours in a 64x64 nearest-neighbour thumbn
 TRANSPARENT_SHARE = 0.05  # share of pixels with alpha < 255 that marks a sprite or icon
 
 
-def graphic_reason(img: Image.Image) -> str | None:
+def graphic_reason(img: Image.Image | np.ndarray) -> str | None:
     """Why `img` looks like an icon, sprite or flat graphic rather than a photograph, or None.
 
     Photographs (even small, dark or blurred ones) have hundreds of distinct colours in a 64x64
-    thumbnail; UI graphics, icons and flat fills have a handful.
+    thumbnail; UI graphics, icons and flat fills have a handful. Give the decoded picture (a
+    PIL image keeps its alpha channel), not the model input: open_nsfw's JPEG round trip adds
+    ringing colours around edges, so a graphic then passes as a photograph (never the reverse).
     """
+    if isinstance(img, np.ndarray):
+        img = Image.fromarray(np.ascontiguousarray(img, dtype=np.uint8))
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         alpha = np.asarray(img.convert("RGBA").getchannel("A").resize((64, 64), Image.Resampling.NEAREST))
         share = float((alpha < 255).mean())

@@ -32,12 +32,13 @@ FACES = "faces"
 MINOR = "minor_likelihood"
 
 
-def should_skip(features: Any, matches: Iterable[Any] = (), picture: Optional[Image.Image] = None
-                ) -> str | None:
+def should_skip(features: Any, matches: Iterable[Any] = (),
+                picture: Optional[Image.Image | np.ndarray] = None) -> str | None:
     """Why a picture need not go to the model, or None when it should.
 
-    `features` is a triage.records.Features, `matches` its Match records. `picture`, when the
-    caller has it decoded, allows the icon/sprite test (few colours, transparency).
+    `features` is a triage.records.Features, `matches` its Match records. `picture` (the
+    decoded picture, PIL or uint8 array, any size), when the caller has it, allows the
+    icon/sprite test (few colours, transparency). Without it no picture is skipped as a graphic.
     """
     matches = list(matches)
     for m in matches:

@@ -245,6 +245,9 @@ def test_should_skip_rules():
     assert should_skip(features(type="application/pdf", is_picture=False)) == "not a picture"
     flat = Image.new("RGB", (640, 480), (224, 172, 140))
     assert "few colours" in should_skip(features(), picture=flat)
+    assert "few colours" in should_skip(features(), picture=np.asarray(flat))   # arrays too
+    photo = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    assert should_skip(features(), picture=photo) is None
     sprite = Image.new("RGBA", (128, 128), (0, 0, 0, 0))
     assert "transparent" in should_skip(features(type="image/png"), picture=sprite)
     from models.bait import make_bait_picture
