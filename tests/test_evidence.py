@@ -247,3 +247,46 @@ def test_inspect_reports_container_volumes_and_counts():
     assert vol["files"]["allocated"] == 4 and vol["files"]["deleted"] == 0
     human = CliRunner().invoke(main, ["inspect", str(TESTDATA / "image.qcow2")])
     assert human.exit_code == 0 and "ext2" in human.output
+
+
+def test_read_ahead_returns_exactly_what_direct_reads_return():
+    """The E01 block cache: any offset and size, sequential or not, gives the bytes the
+    library gives; the cache stays bounded; an error reaches the reader that needed it."""
+    import random
+
+    from triage import ewf
+    from triage.errors import EvidenceError
+
+    media = os.urandom(3 * ewf.BLOCK + 12345)
+    calls = []
+
+    def fetch(offset, size):
+        calls.append((offset, size))
+        return media[offset:offset + size]
+
+    ahead = ewf.ReadAhead(fetch, len(media))
+    rng = random.Random(5)
+    try:
+        off = 0
+        while off < len(media):                         # a sequential reader, TSK-sized reads
+            n = min(65536, len(media) - off)
+            assert ahead.read(off, n) == media[off:off + n]
+            off += n
+        for _ in range(300):                            # then scattered reads of any size
+            off = rng.randrange(len(media))
+            n = rng.randrange(1, min(len(media) - off, 3 * ewf.BLOCK) + 1)
+            assert ahead.read(off, n) == media[off:off + n]
+        assert len(ahead._blocks) <= ewf.CACHE_BLOCKS
+        assert all(size <= ewf.BLOCK for _, size in calls)
+    finally:
+        ahead.close()
+
+    def failing(offset, size):
+        raise EvidenceError(f"read error at {offset}")
+
+    broken = ewf.ReadAhead(failing, len(media))
+    try:
+        with pytest.raises(EvidenceError, match="read error at 0"):
+            broken.read(0, 10)
+    finally:
+        broken.close()

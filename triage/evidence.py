@@ -485,7 +485,7 @@ def _tree_size(path: str) -> int:
     return total
 
 
-def media_hashes(evidence: Evidence, chunk_size: int = 4 << 20,
+def media_hashes(evidence: Evidence, chunk_size: int = 1 << 20,
                  algorithms: Sequence[str] = ("md5", "sha1")) -> dict:
     """Hashes of the whole media, read in order (to compare with the hashes an E01 stores).
 
