@@ -42,6 +42,7 @@ from hashsets.model import (DEFAULT_DISTANCE, DIGEST_BYTES, EXACT_ALGORITHMS,
 from triage.errors import HashSetError
 
 IMPORTER_VERSION = "1"
+LOOKUP_CHUNK = 1 << 17          # queries per searchsorted pass
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 Progress = Callable[[int, Optional[float]], None]      # (records so far, fraction done or None)
 
@@ -350,18 +351,22 @@ class HashSetStore:
             raise HashSetError(f"exact lookup needs md5, sha1 or sha256, not {algorithm!r}")
         width = DIGEST_BYTES[algorithm]
         digests = np.asarray(digests, np.uint8).reshape(-1, width)
-        keys = big_endian_keys(digests)
-        # Sorted queries walk the sorted keys forwards: far fewer cache and page misses.
-        order = np.argsort(keys, kind="stable")
-        skeys, srest = keys[order], np.ascontiguousarray(digests[order, 8:])
-        qs, ss, ms, names = [], [], [], []
-        for i, (name, cs) in enumerate(self._compiled().items()):
-            names.append(name)
-            q, m = cs.exact(algorithm, skeys, srest)
-            if len(q):
-                qs.append(order[q])
-                ss.append(np.full(len(q), i, np.int32))
-                ms.append(m)
+        compiled = self._compiled()
+        names = list(compiled)
+        qs, ss, ms = [], [], []
+        # In chunks, so the temporary arrays stay a few MB whatever the batch size.
+        for start in range(0, len(digests), LOOKUP_CHUNK):
+            chunk = digests[start:start + LOOKUP_CHUNK]
+            keys = big_endian_keys(chunk)
+            # Sorted queries walk the sorted keys forwards: far fewer cache and page misses.
+            order = np.argsort(keys, kind="stable")
+            skeys, srest = keys[order], np.ascontiguousarray(chunk[order, 8:])
+            for i, cs in enumerate(compiled.values()):
+                q, m = cs.exact(algorithm, skeys, srest)
+                if len(q):
+                    qs.append(order[q] + start)
+                    ss.append(np.full(len(q), i, np.int32))
+                    ms.append(m)
         if not qs:
             return DigestMatches(np.empty(0, np.int64), np.empty(0, np.int32),
                                  np.empty(0, np.uint32), names)

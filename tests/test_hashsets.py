@@ -544,3 +544,13 @@ def test_failed_import_leaves_no_partial_build(store, tmp_path, monkeypatch):
         store.import_file(path, "l", "alert")
     assert store.sets() == []
     assert not list((store.root / "l").glob("*b-*"))
+
+
+def test_chunked_lookup_gives_the_same_answer(three_sets, monkeypatch):
+    from hashsets import store as store_mod
+
+    queries = [md5(x) for x in ("shared-file", "a", "only-caid", "b", "only-agency", "c", "d")]
+    whole = three_sets.lookup("md5", queries)
+    monkeypatch.setattr(store_mod, "LOOKUP_CHUNK", 2)
+    assert three_sets.lookup("md5", queries) == whole
+    assert sum(map(len, whole)) == 5
