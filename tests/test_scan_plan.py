@@ -96,3 +96,27 @@ def test_matching_exact_ignore_and_perceptual_rules():
     assert sets.perceptual_queries == ["3" * 64]
     near = [m for m in matches if m.kind == "near"][0]
     assert near.distance == 5 and near.category == "B"
+
+
+def test_planning_memory_does_not_grow_with_the_number_of_files():
+    """The walk is spooled to disk: planning 20k files holds about one batch in memory."""
+    import tracemalloc
+
+    def walk(n):
+        for i in range(n):
+            yield rec(f"/Users/u/{'Pictures' if i % 3 else 'Documents'}/f{i:06d}.jpg", 100, inode=i)
+
+    def peak(n):
+        tracemalloc.start()
+        batches = 0
+        for item in plan_volume(walk(n), "d", 0, max_files=256, max_bytes=10**9):
+            batches += isinstance(item, BatchSpec)
+        _, top = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return top, batches
+
+    small, _ = peak(2_000)
+    big, batches = peak(20_000)
+    assert batches >= 20_000 // 256
+    # 20k FileRecords held at once would take over 10 MB; the spooled plan stays near the small one
+    assert big < small * 2 + 1_000_000, (small, big)

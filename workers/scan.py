@@ -83,7 +83,6 @@ class DeviceState:
     phase: str = "waiting"            # waiting, probing, scanning, finished
     probe: Any = None
     planners: dict = field(default_factory=dict)       # volume offset -> PlannerState
-    waiting_volumes: list = field(default_factory=list)
     done: set = field(default_factory=set)             # batch ids stored (earlier runs too)
     in_flight: int = 0
     tier_batches: Counter = field(default_factory=Counter)     # planned, from the headers
@@ -486,15 +485,14 @@ class Scan:
             return
         if len(dev.exact_alerts) < self.opts.stop_after:
             return
-        if dev.waiting_volumes or any(p.plan is None and not p.finished
-                                      for p in dev.planners.values()):
+        if any(p.plan is None and not p.finished for p in dev.planners.values()):
             return      # not every volume has been walked yet, so the picture pass is unknown
         if any(dev.tier_accounted[t] < dev.tier_batches[t] for t in PICTURE_TIERS):
             return
         dev.stopped_early = True
         coverage = []
         for p in dev.planners.values():
-            if p.plan is None or p.finished and p.pulled_files >= p.plan.files:
+            if p.plan is None or (p.finished and p.pulled_files >= p.plan.files):
                 continue
             if p.gen is not None and not p.finished:
                 self.ray.cancel(p.gen)
@@ -512,7 +510,7 @@ class Scan:
     # --- devices ----------------------------------------------------------------------------
 
     def _maybe_finish(self, dev: DeviceState) -> None:
-        if dev.phase != "scanning" or dev.in_flight or dev.waiting_volumes:
+        if dev.phase != "scanning" or dev.in_flight:
             return
         if any(not p.finished for p in dev.planners.values()):
             return
