@@ -35,6 +35,7 @@ _FORMAT_UNKNOWN = 0            # LIBEWF_FORMAT_UNKNOWN: let libewf_glob find any
 BLOCK = 256 * 1024
 CACHE_BLOCKS = 64           # 16 MiB per open E01
 AHEAD = 4                   # blocks decompressed ahead of a sequential reader
+STREAMS = 8                 # sequential streams told apart (file data vs metadata reads)
 
 
 def _load() -> Optional[ctypes.CDLL]:
@@ -281,7 +282,9 @@ class ReadAhead:
         self._blocks: OrderedDict[int, object] = OrderedDict()   # index -> bytes | Future
         self._lock = threading.Lock()
         self._pool: Optional[ThreadPoolExecutor] = None
-        self._last = -2
+        # the last block of each recent sequential stream: a file's data read between
+        # scattered metadata reads (inode tables, extent trees) still counts as sequential
+        self._streams: list[int] = []
 
     def _load(self, i: int) -> bytes:
         start = i * BLOCK
@@ -312,12 +315,16 @@ class ReadAhead:
 
     def read(self, offset: int, size: int) -> bytes:
         first, last = offset // BLOCK, (offset + size - 1) // BLOCK
-        sequential = first in (self._last, self._last + 1)
+        stream = next((k for k, end in enumerate(self._streams) if first in (end, end + 1)), None)
         parts = [self._block(i) for i in range(first, last + 1)]
-        if sequential and last != self._last:
-            # stay one request ahead: a 4 MiB reader gets the next 4 MiB inflated meanwhile
-            self._prefetch(last + 1, max(AHEAD, last - first + 1))
-        self._last = last
+        if stream is None:
+            self._streams.append(last)
+            del self._streams[:-STREAMS]
+        else:
+            if last != self._streams[stream]:
+                # stay one request ahead: a 4 MiB reader gets the next 4 MiB inflated meanwhile
+                self._prefetch(last + 1, max(AHEAD, last - first + 1))
+            self._streams[stream] = last
         lo = offset - first * BLOCK
         if len(parts) == 1:
             return parts[0][lo:lo + size] if (lo or size != len(parts[0])) else parts[0]
