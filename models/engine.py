@@ -18,6 +18,10 @@ from models.spec import ModelSpec
 from triage.errors import ModelError
 
 COMPILE_ENV = "TRIAGE_MODEL_COMPILE"   # "1": torch.compile the network (slow start, faster CPU)
+# On CPU a large batch runs in chunks of at most this many input pixels (16 pictures at 224²):
+# open_nsfw's activations for 64 pictures overflow the caches, and batch 64 ran at 0.75x the
+# rate of batch 16 (bench/models.py). Small inputs (64² face chips) get proportionally more.
+CPU_CHUNK_PIXELS = 16 * 224 * 224
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -148,6 +152,9 @@ class Engine:
         """The network's outputs with the spec's activation applied, float32 [N, labels]."""
         if len(batch) == 0:
             return np.zeros((0, len(self.spec.labels)), dtype=np.float32)
+        chunk = max(1, CPU_CHUNK_PIXELS // (batch.shape[1] * batch.shape[2]))
+        if self.device.type == "cpu" and len(batch) > chunk:
+            return np.concatenate([self.raw(batch[i:i + chunk]) for i in range(0, len(batch), chunk)])
         with torch.inference_mode():
             out = self.net(self.tensor(batch))
             if isinstance(out, (tuple, list)):
