@@ -72,11 +72,16 @@ def acquire(raw: Path, work: Path) -> Path:
     return target.with_suffix(".E01")
 
 
+CPU: dict = {}     # label -> CPU seconds (user+sys) of the best run: load-independent
+
+
 def timed(cmd: list[str], **kw) -> tuple[float, float, subprocess.CompletedProcess]:
-    """(wall seconds, peak RSS MB, result) of one command, measured by /usr/bin/time."""
+    """(wall seconds, peak RSS MB, result) of one command, measured by /usr/bin/time.
+    The CPU seconds of the call are left in `timed.cpu`."""
     with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
-        res = subprocess.run(["/usr/bin/time", "-f", "%e %M", "-o", tf.name, *cmd], **kw)
-        wall, rss_kb = tf.read().split()[-2:]
+        res = subprocess.run(["/usr/bin/time", "-f", "%e %M %U %S", "-o", tf.name, *cmd], **kw)
+        wall, rss_kb, user, sys_ = tf.read().split()[-4:]
+    timed.cpu = float(user) + float(sys_)
     return float(wall), int(rss_kb) / 1024, res
 
 
@@ -96,7 +101,9 @@ def tsk_baseline(image: Path, work: Path) -> tuple[float, float, int]:
     out = work / "recovered"
     shutil.rmtree(out, ignore_errors=True)
     w1, r1, _ = timed(["tsk_recover", "-a", str(image), str(out)], capture_output=True, check=True)
+    c1 = timed.cpu
     w2, r2, res = timed(["md5deep", "-r", str(out)], capture_output=True, text=True, check=True)
+    timed.cpu += c1
     n = len(res.stdout.splitlines())
     shutil.rmtree(out, ignore_errors=True)
     return w1 + w2, max(r1, r2), n
@@ -143,6 +150,7 @@ def main() -> None:
         def keep(name, value):
             if name not in best or value[0] < best[name][0]:
                 best[name] = value
+                CPU[name] = timed.cpu
 
         for _ in range(args.rounds):
             keep("triage raw", triage_files(raw))
@@ -154,26 +162,31 @@ def main() -> None:
         files, content = best["triage raw"][2], best["triage raw"][3]
         assert best["triage E01"][2] == files, "raw and E01 listings differ"
         print(f"{files} files, {content / 1e6:.0f} MB of content (TSK recovered {best['tsk raw'][2]})\n")
-        print(f"{'':38s}{'wall':>8s}{'files/s':>10s}{'MB/s':>9s}{'peak RSS':>11s}")
+        print(f"{'':38s}{'wall':>8s}{'CPU':>8s}{'files/s':>10s}{'MB/s':>9s}{'peak RSS':>11s}")
 
-        def row(label, wall, rss, nbytes, nfiles=None):
+        def row(label, key, nbytes, nfiles=None):
+            wall, rss = best[key][0], best[key][1]
             fps = f"{nfiles / wall:,.0f}" if nfiles else ""
-            print(f"{label:38s}{wall:7.2f}s{fps:>10s}{nbytes / 1e6 / wall:9.0f}{rss:9.0f} MB")
+            print(f"{label:38s}{wall:7.2f}s{CPU[key]:7.2f}s{fps:>10s}{nbytes / 1e6 / wall:9.0f}{rss:9.0f} MB")
 
-        row("triage files --hash md5, raw", best["triage raw"][0], best["triage raw"][1], content, files)
-        row("triage files --hash md5, E01", best["triage E01"][0], best["triage E01"][1], content, files)
-        row("tsk_recover -a + md5deep -r, raw", best["tsk raw"][0], best["tsk raw"][1], content, files)
-        row("tsk_recover -a + md5deep -r, E01", best["tsk E01"][0], best["tsk E01"][1], content, files)
-        row("ewfverify (inflate + MD5 of media)", best["ewfverify"][0], best["ewfverify"][1], media)
-        row("triage E01 reader (read + MD5 media)", best["media E01"][0], best["media E01"][1], media)
+        row("triage files --hash md5, raw", "triage raw", content, files)
+        row("triage files --hash md5, E01", "triage E01", content, files)
+        row("tsk_recover -a + md5deep -r, raw", "tsk raw", content, files)
+        row("tsk_recover -a + md5deep -r, E01", "tsk E01", content, files)
+        row("ewfverify (inflate + MD5 of media)", "ewfverify", media)
+        row("triage E01 reader (read + MD5 media)", "media E01", media)
         r_raw = best["triage raw"][0] / best["tsk raw"][0]
         r_e01 = best["triage E01"][0] / best["tsk E01"][0]
         r_verify = best["triage E01"][0] / best["ewfverify"][0]
         r_media = best["media E01"][0] / best["ewfverify"][0]
         print(f"\nratio triage/TSK baseline: raw {r_raw:.2f}x, E01 {r_e01:.2f}x (below 1 = triage faster)")
-        print(f"E01: triage walk+MD5 / ewfverify {r_verify:.2f}x; media read+MD5 / ewfverify {r_media:.2f}x "
+        print(f"E01 (wall): triage walk+MD5 / ewfverify {r_verify:.2f}x; media read+MD5 / ewfverify {r_media:.2f}x "
               f"(goal <= 1.25x); E01 media MB/s triage {media / 1e6 / best['media E01'][0]:.0f} "
               f"vs ewfverify {media / 1e6 / best['ewfverify'][0]:.0f}")
+        print(f"E01 (CPU seconds, independent of machine load): walk+MD5 / ewfverify "
+              f"{CPU['triage E01'] / CPU['ewfverify']:.2f}x, media / ewfverify {CPU['media E01'] / CPU['ewfverify']:.2f}x; "
+              f"raw walk {CPU['triage raw']:.2f}s, so E01 inflation adds {CPU['triage E01'] - CPU['triage raw']:.2f}s "
+              f"of CPU")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -167,9 +167,6 @@ class EwfSource(Source):
     def read(self, offset: int, size: int) -> bytes:
         return self._reader.read(offset, size)
 
-    def read_direct(self, offset: int, size: int) -> bytes:
-        """Past the block cache: for one long sequential pass (media_hashes)."""
-        return self._reader.read_direct(offset, size)
 
     def stored_hashes(self) -> dict:
         return self._reader.stored_hashes()
@@ -497,7 +494,7 @@ def media_hashes(evidence: Evidence, chunk_size: int = 1 << 20,
     source = evidence.source
     if source is None:
         raise EvidenceError(f"{evidence.ref.device_id}: a directory has no media hash")
-    read = getattr(source, "read_direct", source.read)
+    read = source.read
     hashers = [hashlib.new(a) for a in algorithms]
     size = source.size
     with ThreadPoolExecutor(1, thread_name_prefix="media-read") as pool:
