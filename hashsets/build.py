@@ -168,15 +168,15 @@ class SetBuilder:
     def finish(self, out: Path) -> dict[str, int]:
         """Writes the compiled arrays into `out`; returns entries per algorithm."""
         counts: dict[str, int] = {}
-        for alg, chunks in self._digests.items():
-            digests = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
-            metas = np.concatenate(self._metas[alg])
-            self._digests[alg] = []
-            if alg in PERCEPTUAL_ALGORITHMS:
-                counts[alg] = _write_perceptual(out, alg, digests, metas)
-            else:
-                counts[alg] = _write_exact(out, alg, digests, metas)
-            del digests, metas
+        for alg in list(self._digests):
+            # Hand the arrays over (no reference kept here), so each copy the compiler makes
+            # replaces the one before instead of adding to it: peak memory stays near 2-3x
+            # one algorithm's digests rather than every copy of every algorithm at once.
+            chunks, metas = self._digests.pop(alg), self._metas.pop(alg)
+            parts = [np.concatenate(chunks) if len(chunks) > 1 else chunks[0], np.concatenate(metas)]
+            del chunks, metas
+            write = _write_perceptual if alg in PERCEPTUAL_ALGORITHMS else _write_exact
+            counts[alg] = write(out, alg, parts)
         (out / "meta.json").write_text(json.dumps(self._meta_rows))
         if self.photodna:
             seen = dict(self.photodna)
@@ -184,10 +184,14 @@ class SetBuilder:
         return counts
 
 
-def _write_exact(out: Path, alg: str, digests: np.ndarray, metas: np.ndarray) -> int:
+def _write_exact(out: Path, alg: str, parts: list) -> int:
+    digests, metas = parts
+    parts.clear()
     keys = big_endian_keys(digests)
     order = np.argsort(keys, kind="stable")
-    keys, digests, metas = keys[order], digests[order], metas[order]
+    keys = keys[order]
+    metas = metas[order]
+    digests = np.take(digests, order, axis=0)
     del order
     if len(keys) > 1:
         # Duplicates (same hash and same metadata) are dropped; the same hash with other
@@ -216,9 +220,11 @@ def _write_exact(out: Path, alg: str, digests: np.ndarray, metas: np.ndarray) ->
     return int(len(keys))
 
 
-def _write_perceptual(out: Path, alg: str, digests: np.ndarray, metas: np.ndarray) -> int:
+def _write_perceptual(out: Path, alg: str, parts: list) -> int:
     from hashsets.perceptual import build_index
 
+    digests, metas = parts
+    parts.clear()
     # Deduplicate (code, meta) pairs, keeping first-seen order.
     width = digests.shape[1]
     rows = np.concatenate([digests, metas.astype("<u4").view(np.uint8).reshape(-1, 4)], 1)

@@ -20,7 +20,7 @@ from hashsets.build import SetBuilder
 from hashsets.importers import ImportOptions, SourceFacts
 from triage.errors import HashSetError
 
-_FETCH = 250_000
+_FETCH = 100_000
 
 
 def read(path: Path, builder: SetBuilder, options: ImportOptions) -> SourceFacts:
