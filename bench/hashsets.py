@@ -240,6 +240,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--lookup-only", action="store_true",
                     help="only the RDSv3 import and the lookups (no VICS, Python set, hfind)")
+    ap.add_argument("--no-baselines", action="store_true", help="skip the Python set and hfind")
     args = ap.parse_args()
     results = []
     for n in (int(x) for x in args.sizes.split(",")):
@@ -260,7 +261,7 @@ def main() -> None:
             for alg in ("sha1", "md5"):
                 r.setdefault(f"lookup_{api}", {})[alg] = run_child(
                     "lookup", work / "store", work / "queries.npz", api, alg)
-        if not args.lookup_only:
+        if not (args.lookup_only or args.no_baselines):
             r["python_set"] = run_child("pyset", n, work / "queries.npz")
             r["hfind"] = hfind_baseline(work, n, work / "queries.npz", args.hfind_queries)
         results.append(r)
