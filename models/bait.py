@@ -4,10 +4,11 @@ They are shaded skin-toned ellipses on a darker skin-toned ground with fine nois
 sexual, no people, no real material. They exist so a synthetic fleet can exercise
 `SUSPECTED_NEW` (a picture over the model's threshold with no hash match) end to end.
 
-The layouts below were found by a random search over this family (about 240 candidates,
-see the README, "Models"): each scores at least about 0.75 on open_nsfw
-at 480 x 640 saved as JPEG quality 90, also with another noise seed and with colours moved
-by 3 %. A flat skin-toned field scores only 0.21 to 0.28, and is skipped by the cascade as a
+The layouts below were found by a random search over this family (about 640 candidates):
+the 40 best were re-scored with 12 more seeds each (other noise, colours moved by up to 1 %),
+and these six had the highest minimum. Saved as JPEG quality 90 at 480 x 640, each scored at
+least 0.83 on open_nsfw in that check (medians 0.87-0.95), so they clear the default 0.8
+threshold. A flat skin-toned field scores only 0.21 to 0.28, and is skipped by the cascade as a
 graphic (too few colours) anyway. No torch here: triage/synth.py may import this.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ from PIL import Image
 
 WIDTH, HEIGHT = 480, 640
 JPEG_QUALITY = 90        # the quality the layouts were checked at
+JITTER = 0.01            # colour shift between seeds; larger shifts move scores by 0.1
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,20 @@ LAYOUTS: tuple[Layout, ...] = (
         (0.386, 0.164, 0.137, 0.333),
         (0.204, 0.188, 0.120, 0.323),
     )),
+    Layout(colour=(141, 85, 60), bg=0.665, soft=0.234, noise=1.76, blobs=(
+        (0.269, 0.624, 0.125, 0.119),
+        (0.434, 0.631, 0.172, 0.288),
+        (0.473, 0.349, 0.207, 0.251),
+        (0.290, 0.564, 0.134, 0.342),
+        (0.519, 0.294, 0.109, 0.154),
+    )),
+    Layout(colour=(241, 194, 167), bg=0.572, soft=0.249, noise=2.55, blobs=(
+        (0.451, 0.641, 0.150, 0.339),
+        (0.652, 0.604, 0.158, 0.302),
+        (0.751, 0.704, 0.282, 0.123),
+        (0.645, 0.756, 0.195, 0.120),
+        (0.526, 0.320, 0.107, 0.334),
+    )),
     Layout(colour=(224, 172, 140), bg=0.536, soft=0.159, noise=2.76, blobs=(
         (0.726, 0.748, 0.294, 0.321),
         (0.470, 0.249, 0.291, 0.157),
@@ -50,22 +66,12 @@ LAYOUTS: tuple[Layout, ...] = (
         (0.452, 0.304, 0.272, 0.255),
         (0.578, 0.370, 0.135, 0.314),
     )),
-    Layout(colour=(198, 134, 102), bg=0.556, soft=0.227, noise=1.36, blobs=(
-        (0.772, 0.449, 0.178, 0.229),
-        (0.466, 0.479, 0.185, 0.275),
-        (0.366, 0.267, 0.187, 0.122),
-        (0.468, 0.496, 0.257, 0.127),
-        (0.438, 0.696, 0.168, 0.309),
-    )),
-    Layout(colour=(141, 85, 60), bg=0.778, soft=0.170, noise=1.31, blobs=(
-        (0.654, 0.616, 0.158, 0.316),
-        (0.490, 0.190, 0.114, 0.157),
-        (0.566, 0.721, 0.120, 0.106),
-        (0.574, 0.437, 0.188, 0.305),
-    )),
-    Layout(colour=(170, 110, 80), bg=0.708, soft=0.185, noise=2.85, blobs=(
-        (0.228, 0.316, 0.279, 0.131),
-        (0.520, 0.185, 0.288, 0.143),
+    Layout(colour=(198, 134, 102), bg=0.748, soft=0.192, noise=3.95, blobs=(
+        (0.489, 0.280, 0.173, 0.121),
+        (0.440, 0.572, 0.231, 0.343),
+        (0.427, 0.211, 0.273, 0.144),
+        (0.395, 0.250, 0.242, 0.321),
+        (0.327, 0.556, 0.105, 0.271),
     )),
 )
 
@@ -76,7 +82,7 @@ def make_bait_picture(seed: int, width: int = WIDTH, height: int = HEIGHT) -> Im
     """
     rng = np.random.default_rng(seed)
     layout = LAYOUTS[seed % len(LAYOUTS)]
-    colour = np.array(layout.colour, np.float32) * np.float32(1 + rng.uniform(-0.03, 0.03))
+    colour = np.array(layout.colour, np.float32) * np.float32(1 + rng.uniform(-JITTER, JITTER))
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     img = np.empty((height, width, 3), np.float32)
     img[:] = colour * layout.bg
