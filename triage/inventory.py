@@ -121,6 +121,7 @@ def _mb(n: int) -> str:
 
 def render_inspect(info: dict, console=None) -> None:
     """The human view of `describe`: a header, the partitions, the file systems, the gaps."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
@@ -131,7 +132,7 @@ def render_inspect(info: dict, console=None) -> None:
     for name, value in info["stored_hashes"].items():
         console.print(f"  stored {name}: {value}")
     if info["partitions"]:
-        t = Table(title=f"partition table: {info['partition_table']}", title_justify="left")
+        t = Table(title=f"partition table: {info['partition_table']}", title_justify="left", box=box.SIMPLE)
         for col in ("slot", "offset", "length", "description"):
             t.add_column(col, justify="right" if col in ("slot", "offset", "length") else "left")
         for p in info["partitions"]:
@@ -140,12 +141,12 @@ def render_inspect(info: dict, console=None) -> None:
         console.print(t)
     else:
         console.print("partition table: none")
-    t = Table(title="volumes", title_justify="left")
-    for col in ("#", "offset", "size", "file system", "label", "block", "allocated", "deleted", "streams"):
-        t.add_column(col, justify="left" if col in ("file system", "label") else "right")
+    t = Table(title="volumes", title_justify="left", box=box.SIMPLE, pad_edge=False, padding=(0, 1))
+    for col in ("#", "offset", "size", "fs", "label", "block", "files", "deleted", "ADS"):
+        t.add_column(col, justify="left" if col in ("fs", "label") else "right", no_wrap=col != "label")
     for v in info["volumes"]:
         files = v.get("files") or {}
-        fs = v["fs_type"] or (f"[red]{v['encryption']}[/red]" if v["encryption"] else "[red]not examined[/red]")
+        fs = v["fs_type"] or (f"[red]{v['encryption']}[/red]" if v["encryption"] else "[red]none[/red]")
         t.add_row(str(v["index"]), f"{v['offset']:,}", _mb(v["length"]), fs, v["label"],
                   str(v["block_size"] or ""), str(files.get("allocated", "")), str(files.get("deleted", "")),
                   str(files.get("streams", "")))
