@@ -124,12 +124,28 @@ class Engine:
         self._mean = torch.tensor(spec.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self._inv_std = (1.0 / torch.tensor(spec.std, dtype=torch.float32,
                                             device=self.device)).view(1, 3, 1, 1)
-        self._check_outputs()
+        try:
+            self._check_outputs()
+        except RuntimeError:
+            if self.dtype == torch.float32 or compile:
+                raise
+            # a user's network with an op that has no bf16 kernel: run it in fp32 instead
+            self.dtype = torch.float32
+            self.net = self.net.float()
+            self._check_outputs()
 
     def _check_outputs(self) -> None:
         """Run one blank picture so a spec whose labels disagree with the network fails now."""
         size = self.spec.input_size
-        out = self.raw(np.zeros((1, size, size, 3), dtype=np.uint8))
+        try:
+            out = self.raw(np.zeros((1, size, size, 3), dtype=np.uint8))
+        except ModelError:
+            raise
+        except RuntimeError:
+            if self.dtype != torch.float32:
+                raise   # the caller retries in fp32
+            raise ModelError(f"{self.spec.name}: the network fails on a {size}x{size} picture; "
+                             "check input.size in the spec") from None
         if out.ndim != 2 or out.shape[1] != len(self.spec.labels):
             raise ModelError(f"{self.spec.name}: the network returns shape {tuple(out.shape)}, "
                              f"but the spec names {len(self.spec.labels)} labels")

@@ -95,6 +95,25 @@ def test_labels_that_disagree_with_the_network_are_refused(toy_dir, tmp_path):
         ModelRunner(load_spec(spec_path), device="cpu")
 
 
+def test_a_network_that_fails_on_the_spec_input_size_is_a_clear_error(tmp_path):
+    import re
+
+    import torch
+
+    class Flat32(torch.nn.Module):       # only accepts 32x32 pictures
+        def forward(self, x):
+            return torch.softmax(torch.nn.functional.linear(x.flatten(1), torch.zeros(2, 3 * 32 * 32)), 1)
+
+    spec_path = make_toy_torchscript(tmp_path, name="flat32")
+    torch.jit.script(Flat32()).save(str(tmp_path / "flat32.pt"))
+    text = spec_path.read_text().replace("size = 32", "size = 48")
+    spec_path.write_text(re.sub(r'sha256 = "[0-9a-f]+"',
+                                f'sha256 = "{sha256_file(tmp_path / "flat32.pt")}"', text))
+    result = CliRunner().invoke(main, ["models", "add", str(spec_path), "--models-dir", str(tmp_path / "h")])
+    assert result.exit_code == 2
+    assert result.output.strip() == "error: flat32: the network fails on a 48x48 picture; check input.size in the spec"
+
+
 # --- sha256 ----------------------------------------------------------------------------------
 
 def test_wrong_sha256_is_refused_before_loading(tmp_path):
