@@ -105,7 +105,10 @@ def test_a_network_that_fails_on_the_spec_input_size_is_a_clear_error(tmp_path):
             return torch.softmax(torch.nn.functional.linear(x.flatten(1), torch.zeros(2, 3 * 32 * 32)), 1)
 
     spec_path = make_toy_torchscript(tmp_path, name="flat32")
-    torch.jit.script(Flat32()).save(str(tmp_path / "flat32.pt"))
+    import warnings
+    with warnings.catch_warnings():          # TorchScript is deprecated upstream, still supported
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.script(Flat32()).save(str(tmp_path / "flat32.pt"))
     text = spec_path.read_text().replace("size = 32", "size = 48")
     spec_path.write_text(re.sub(r'sha256 = "[0-9a-f]+"',
                                 f'sha256 = "{sha256_file(tmp_path / "flat32.pt")}"', text))
