@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-APT_PACKAGES := e2fsprogs dosfstools mtools fdisk ntfs-3g ewf-tools libewf2 sleuthkit hashdeep md5deep chromium chromium-driver
+APT_PACKAGES := e2fsprogs dosfstools exfatprogs mtools fdisk ntfs-3g ewf-tools libewf2 sleuthkit hashdeep md5deep chromium chromium-driver
 DEMO_DIR ?= demo
 
 .PHONY: demo test deps venv clean bench

@@ -102,6 +102,20 @@ def build_fat32(work: Path, src: Path, files: dict[str, bytes]) -> Path:
     return img
 
 
+def build_small_fat(work: Path, src: Path, bits: int) -> Path:
+    """A bare FAT12 or FAT16 volume (floppies, old cards and cameras) with one deletion."""
+    img = work / f"fat{bits}.raw"
+    with open(img, "wb") as fh:
+        fh.truncate((2 if bits == 12 else 16) * MiB)
+    run(["mkfs.fat", "-F", str(bits), "-n", f"FAT{bits}", img])
+    env = dict(os.environ, MTOOLS_SKIP_CHECK="1")
+    run(["mmd", "-i", img, "::/docs"], env=env)
+    for rel in ("readme.txt", "docs/report.txt", "pictures/cat.png", "gone.txt"):
+        run(["mcopy", "-i", img, src / rel, f"::/{rel.replace('pictures/', '')}"], env=env)
+    run(["mdel", "-i", img, "::/gone.txt"], env=env)
+    return img
+
+
 def build_ntfs(work: Path, src: Path, files: dict[str, bytes]) -> Path:
     """NTFS with files in the root (ntfscp writes into existing folders only), one ADS and
     one deleted file (Debian has no ntfsrm: the deletion goes through libntfs-3g, by way of
@@ -174,6 +188,17 @@ def build_all(work: Path) -> dict[str, Image]:
     fat = build_fat32(work, src, files)
     ntfs = build_ntfs(work, src, files)
     images = {"ext4": Image("ext4", ext4, ext4, (0,), ("ext4",), ("/gone.txt",))}
+    if shutil.which("mkfs.exfat"):
+        # exFAT has no unmounted writer in Debian (mtools stops at FAT32): an empty volume,
+        # which still has a label entry, the allocation bitmap and the up-case table
+        img = work / "exfat.raw"
+        with open(img, "wb") as fh:
+            fh.truncate(8 * MiB)
+        run(["mkfs.exfat", "-L", "EXVOL", img])
+        images["exfat"] = Image("exfat", img, img, (0,), ("exfat",), ())
+    for bits in (12, 16):
+        img = build_small_fat(work, src, bits)
+        images[f"fat{bits}"] = Image(f"fat{bits}", img, img, (0,), (f"fat{bits}",), ("/gone.txt",))
     split_dir = work / "split"
     split_dir.mkdir()
     segs = split_raw(ext4, split_dir / "ext4", 3 * MiB)
@@ -222,12 +247,18 @@ def fls_body(image, offset: int) -> list[BodyLine]:
             if name.endswith(suffix):
                 name, allocated = name[: -len(suffix)], False
                 break
+        if mode.startswith("l/") and " -> " in name:        # a symbolic link shows its target
+            name = name.split(" -> ", 1)[0]
         lines.append(BodyLine(name, inode, size, allocated, mode))
     return lines
 
 
+def icat(image, offset: int, inode: str) -> tuple[str, bool]:
+    """(MD5 of `icat -o SECTORS IMAGE... INODE`, whether icat succeeded); an NTFS stream is
+    "addr-128-id"."""
+    res = subprocess.run(["icat", "-o", str(offset // 512), *_images(image), inode], capture_output=True)
+    return hashlib.md5(res.stdout).hexdigest(), res.returncode == 0 and not res.stderr
+
+
 def icat_md5(image, offset: int, inode: str) -> str:
-    """MD5 of `icat -o SECTORS IMAGE... INODE` (an NTFS stream as "addr-128-id")."""
-    data = subprocess.run(["icat", "-o", str(offset // 512), *_images(image), inode],
-                          capture_output=True).stdout
-    return hashlib.md5(data).hexdigest()
+    return icat(image, offset, inode)[0]

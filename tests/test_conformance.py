@@ -17,13 +17,14 @@ disagreement fails the test rather than hiding:
 from __future__ import annotations
 
 import hashlib
-import json
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 
-from evidence_images import BodyLine, build_all, fls_body, icat_md5, missing_tools
+from evidence_images import build_all, fls_body, icat, missing_tools
+from triage.errors import EvidenceError
 from triage.evidence import open_evidence
 from triage.filesystems import NTFS_DATA, read_chunks, walk
 from triage.volumes import discover
@@ -63,6 +64,12 @@ def reference(image, offset: int) -> tuple[set, set, dict]:
     return keys, paths, inodes
 
 
+def printable(path: str) -> str:
+    """A path as fls prints it: TSK shows control characters as '^' (HFS+ names its private
+    folder ".HFS+ Private Directory Data\r"). triage keeps the real name; only the printing differs."""
+    return re.sub(r"[\x00-\x1f]", "^", path)
+
+
 def ours(evidence, offset: int):
     volumes, _ = discover(evidence)
     (volume,) = [v for v in volumes if v.offset == offset]
@@ -74,23 +81,31 @@ def assert_conforms(evidence_path, tsk_image, offset: int, expect_fs: str) -> li
         volume, records = ours(ev, offset)
         assert volume.fs_type == expect_fs
         want, want_paths, icat_inodes = reference(tsk_image, offset)
-        got_paths = {r.path for r in records}
+        got_paths = {printable(r.path) for r in records}
         assert got_paths == want_paths, (f"only triage: {sorted(got_paths - want_paths)[:10]}; "
                                          f"only fls: {sorted(want_paths - got_paths)[:10]}")
-        got = {(r.path, r.prov.inode, r.size, r.allocated) for r in records if r.path in icat_inodes}
+        got = {(printable(r.path), r.prov.inode, r.size, r.allocated) for r in records
+               if printable(r.path) in icat_inodes}
         assert got == want, (f"only triage: {sorted(got - want)[:10]}; only fls: {sorted(want - got)[:10]}")
         # NTFS streams: the attribute id triage reads is the one fls names
         for r in records:
             if r.prov.ads:
-                assert icat_inodes[r.path] == f"{r.prov.inode}-{NTFS_DATA}-{r.prov.attr_id}"
+                assert icat_inodes[printable(r.path)] == f"{r.prov.inode}-{NTFS_DATA}-{r.prov.attr_id}"
         # every content, byte for byte as icat gives it
         for r in records:
-            if r.is_dir or r.path not in icat_inodes:
+            if r.is_dir or printable(r.path) not in icat_inodes:
                 continue
+            want_md5, icat_ok = icat(tsk_image, offset, icat_inodes[printable(r.path)])
             md5 = hashlib.md5()
-            for chunk in read_chunks(ev, r.prov):
-                md5.update(chunk)
-            assert md5.hexdigest() == icat_md5(tsk_image, offset, icat_inodes[r.path]), r.path
+            try:
+                for chunk in read_chunks(ev, r.prov):
+                    md5.update(chunk)
+            except EvidenceError:
+                # both TSKs refuse the same files (exFAT's virtual $FAT1 has a cluster address
+                # past the end: "Starting cluster address too large"); triage says so per file
+                assert not icat_ok, f"{r.path}: triage could not read what icat reads"
+                continue
+            assert md5.hexdigest() == want_md5, r.path
         return records
 
 
@@ -98,6 +113,9 @@ CASES = [
     # image, volume index, file system
     ("ext4", 0, "ext4"),
     ("ext4_split", 0, "ext4"),
+    ("exfat", 0, "exfat"),
+    ("fat12", 0, "fat12"),
+    ("fat16", 0, "fat16"),
     ("mbr", 0, "fat32"),
     ("mbr", 1, "ntfs"),
     ("gpt", 0, "ext4"),
@@ -109,11 +127,14 @@ CASES = [
 
 @pytest.mark.parametrize("name,vol,fs", CASES, ids=[f"{c[0]}-{c[2]}" for c in CASES])
 def test_walk_matches_fls_and_icat(tsk_images, name, vol, fs):
+    if name not in tsk_images:
+        pytest.skip(f"no {name} image (mkfs.exfat comes with exfatprogs)")
     image = tsk_images[name]
     records = assert_conforms(image.path, image.raw, image.offsets[vol], fs)
     # the planted deletion is found, as deleted, with its name (FAT keeps all but the first letter)
     deleted = [r for r in records if not r.allocated and not r.orphan and not r.is_dir]
-    assert any(r.path.endswith("one.txt") for r in deleted), [r.path for r in deleted]
+    if image.deleted:
+        assert any(r.path.endswith("one.txt") for r in deleted), [r.path for r in deleted]
 
 
 def test_ntfs_stream_and_renamed_picture(tsk_images):
@@ -178,3 +199,28 @@ def test_synth_fleet_conforms(synth_fleet, synth_truth):
         seen_fs.add(vol["fs_type"])
     assert {"raw", "ewf", "split_raw"} <= seen_formats
     assert {"ext4", "fat32", "ntfs"} <= seen_fs
+
+
+# --- the public test images TSK's command-line tools can read directly ---------------------------
+
+TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata"
+PUBLIC = [
+    ("more/hfsplus.raw", 0, "hfs+"),
+    ("more/iso9660.raw", 0, "iso9660"),
+    ("more/image.dd", 0, "ext2"),
+    ("more/mbr.raw", 180224, "ext2"),          # the logical partition inside the extended one
+    ("image.vhd", None, "ext2"),               # VHD read by triage, raw media by TSK (see below)
+]
+
+
+@pytest.mark.skipif(not TESTDATA.is_dir(), reason="shared/testdata absent")
+@pytest.mark.parametrize("name,offset,fs", PUBLIC, ids=[p[0] for p in PUBLIC])
+def test_public_images_conform(name, offset, fs, tmp_path):
+    path = TESTDATA / name
+    tsk_image = path
+    if offset is None:
+        # Debian's TSK has no VHD support: give it the media triage reads, as a raw file
+        with open_evidence(path) as ev:
+            (tmp_path / "media.raw").write_bytes(ev.read(0, ev.ref.media_size))
+        tsk_image, offset = tmp_path / "media.raw", 0
+    assert_conforms(path, tsk_image, offset, fs)
