@@ -248,3 +248,14 @@ def test_inspect_reports_container_volumes_and_counts():
     human = CliRunner().invoke(main, ["inspect", str(TESTDATA / "image.qcow2")])
     assert human.exit_code == 0 and "ext2" in human.output
 
+
+
+@needs_testdata
+def test_bitlocker_key_that_does_not_unlock_stays_a_gap_with_the_reason():
+    with open_evidence(TESTDATA / "bdetogo.raw") as ev:
+        volumes, coverage = discover(ev, password="not-the-password")
+    assert volumes[0].fs_type is None and volumes[0].encryption == "BitLocker"
+    assert coverage[0].reason.startswith(ENCRYPTED_BITLOCKER + ": ")
+    assert "\n" not in coverage[0].reason
+    result = CliRunner().invoke(main, ["files", str(TESTDATA / "bdetogo.raw"), "--password", "x"])
+    assert result.exit_code == 2 and "encrypted (BitLocker)" in result.output
