@@ -271,6 +271,8 @@ def main() -> None:
     ap.add_argument("--fleet", type=Path, default=ROOT / "fixtures" / "bench-large")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--no-e01", action="store_true")
+    ap.add_argument("--repeat", type=int, default=2,
+                    help="hash-only runs (1 and N workers, interleaved) repeated; the fastest counts")
     args = ap.parse_args()
     w = args.workers
     truth = ensure_fleet(args.fleet)
@@ -287,20 +289,29 @@ def main() -> None:
 
     # warm the page cache once so every contender reads from memory
     subprocess.run(["cat", str(raw)], stdout=subprocess.DEVNULL)
-    t_md5, _ = timed(["md5sum", str(raw)])
+    t_md5 = min(timed(["md5sum", str(raw)])[0] for _ in range(2))
     print(f"md5sum IMAGE                                  {t_md5:7.1f} s  {mb(size) / t_md5:7.1f} MB/s")
 
     results = {}
-    results["hash_w"] = scan(raw, hs, w, "--mode", "full", "--no-pictures")
+    # the short hash-only runs alternate 1 and N workers, so load from other processes on a
+    # shared machine hits both alike; the fastest of each counts
+    pairs = [(scan(raw, hs, w, "--mode", "full", "--no-pictures"),
+              scan(raw, hs, 1, "--mode", "full", "--no-pictures")) for _ in range(args.repeat)]
+    results["hash_w"] = min((p[0] for p in pairs), key=lambda r: r["wall"])
+    results["hash_1"] = min((p[1] for p in pairs), key=lambda r: r["wall"])
     print(line(f"(a) raw, hash+match only, {w} workers", results["hash_w"]))
     results["full_w"] = scan(raw, hs, w, "--mode", "full")
     print(line(f"(a) raw, --mode full + pictures, {w} workers", results["full_w"]))
-    results["hash_1"] = scan(raw, hs, 1, "--mode", "full", "--no-pictures")
     print(line("(f) raw, hash+match only, 1 worker", results["hash_1"]))
     results["full_1"] = scan(raw, hs, 1, "--mode", "full")
     print(line("(f) raw, --mode full + pictures, 1 worker", results["full_1"]))
-    results["triage_w"] = scan(raw, hs, w, "--mode", "triage", watch_flags=True)
-    print(line(f"(g) raw, --mode triage, {w} workers", results["triage_w"]))
+    # the device holds 5 exact alert items: --stop-after 5 lets triage mode stop after the
+    # picture pass, as it would on a device with 10 or more
+    results["triage_w"] = scan(raw, hs, w, "--mode", "triage", "--stop-after",
+                               str(min(10, max(1, truth["devices"][0]["expect"]["exact_matches"]))),
+                               watch_flags=True)
+    print(line(f"(g) raw, --mode triage, {w} workers", results["triage_w"])
+          + (" stopped early" if results["triage_w"]["summary"]["devices"][0]["stopped_early"] else ""))
 
     print("(b) peak RSS per process")
     for key in ("hash_w", "full_w"):
