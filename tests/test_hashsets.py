@@ -357,6 +357,13 @@ def test_bare_64_hex_is_sha256_unless_told_pdq(store, tmp_path):
     assert store.import_file(path, "p", "alert", format="pdq").counts == {"pdq": 1}
 
 
+def test_nsrl_sql_delta_gets_advice(store, tmp_path):
+    path = tmp_path / "RDS_2025.06.1_modern_delta.sql"
+    path.write_text("BEGIN;\nINSERT INTO FILE VALUES ('AA','BB','CC','0','f',1,1);\nCOMMIT;\n")
+    with pytest.raises(HashSetError, match="apply it to the matching RDS database"):
+        store.import_file(path, "d", "ignore")
+
+
 @pytest.mark.parametrize("content", [b"hello world\njust text\n", b"\x00\x01binary\xff" * 20, b""])
 def test_not_a_hash_set(store, tmp_path, content):
     path = tmp_path / "notes.txt"

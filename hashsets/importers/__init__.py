@@ -66,6 +66,10 @@ def detect(path: Path) -> str:
         return "vics"
     if b"\x00" in head:
         raise HashSetError(f"{path.name} is not a hash set (binary content of no known format)")
+    if re.search(rb"^\s*(INSERT|UPDATE|DELETE)\s.*\b(FILE|METADATA|PACKAGE_OBJECT)\b", head, re.I | re.M):
+        raise HashSetError(f"{path.name} looks like an NSRL RDSv3 delta (SQL): apply it to the "
+                           "matching RDS database with `sqlite3 RDS.db '.read FILE'` and import "
+                           "the database again")
     lines = [ln for ln in stripped.splitlines()[:200] if ln.strip() and not ln.lstrip().startswith(b"#")]
     if not lines:
         raise HashSetError(f"{path.name} is not a hash set (no hash lines)")
