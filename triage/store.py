@@ -580,9 +580,16 @@ def _exif_from_json(text: Optional[str]) -> Optional[Exif]:
     return Exif(**{k: v for k, v in d.items() if k in known})
 
 
+_EXTRA_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 def _extra_fields(obj: Any, known: set[str]) -> dict:
-    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)
-            if f.name not in known}
+    # field lists are looked up once per record class: this runs for every stored file
+    names = _EXTRA_NAMES.get(type(obj))
+    if names is None:
+        names = tuple(f.name for f in dataclasses.fields(obj) if f.name not in known)
+        _EXTRA_NAMES[type(obj)] = names
+    return {n: getattr(obj, n) for n in names} if names else {}
 
 
 _REC_KNOWN = set(_RECORD_COLS) | {"prov"}
@@ -614,7 +621,7 @@ def _file_row(device_id: str, batch_id: str, rec: FileRecord, feat: Features) ->
         "is_picture": int(feat.is_picture), "width": feat.width, "height": feat.height,
         "pdq": feat.pdq, "pdq_quality": feat.pdq_quality, "phash": feat.phash,
         "exif": _exif_to_json(feat.exif), "thumbnail": feat.thumbnail or None,
-        "error": feat.error, "extra": _json(extra),
+        "error": feat.error, "extra": _json(extra) if extra else "{}",
     }
     return tuple(values[c] for c in _FILE_COLS)
 

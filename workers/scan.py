@@ -403,7 +403,8 @@ class Scan:
         to_model = result.model_inputs if self.model_pool is not None else []
         self.store.add_batch(dev.device_id, result.batch_id, result.items, result.matches, [],
                              result.coverage, done=not to_model)
-        self.store.remove_coverage(dev.device_id, f"batch {spec.batch_id}")
+        if self.resume:       # an earlier run may have given up on this batch
+            self.store.remove_coverage(dev.device_id, f"batch {spec.batch_id}")
         if to_model:
             self._send_to_model(dev, spec, result)
         else:
