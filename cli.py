@@ -673,9 +673,11 @@ def scan(case_dir, hashset_args, store_root, context_file, model, mode, stop_aft
         click.echo(f"warning: {w}", err=True)
     for d in summary.devices:
         stop = ", stopped early (triage mode)" if d["stopped_early"] else ""
+        scored = (f", {d['scored']} scored by the model ({d['model_skipped']} skipped: "
+                  f"see triage show)" if model != "none" else "")
         click.echo(f"{d['device']}: {d['status']}{stop}; {d['files']} files, {d['pictures']} "
                    f"pictures, {d['alert_matches']} alert matches, {d['near_matches']} near, "
-                   f"{d['flags']} flags")
+                   f"{d['flags']} flags{scored}")
     click.echo(f"scan {summary.status} in {summary.seconds:.1f} s; next: triage queue --case {case_dir}")
 
 
@@ -766,15 +768,16 @@ def show(device, case_dir, as_json):
         labels = rank.category_labels(store)
         coverage = store.coverage(dev["id"])
         volumes = store.volumes(dev["id"])
+        model = {"scored": len(store.scores(dev["id"])), "skipped": store.model_skips(dev["id"])}
     if as_json:
-        out = dict(rank.verdict_dict(verdict), device_record=dev,
+        out = dict(rank.verdict_dict(verdict), device_record=dev, model=model,
                    volumes=[asdict(v) for v in volumes], coverage_records=[asdict(c) for c in coverage],
                    flag_records=[asdict(f) for f in flags],
                    findings=[views.finding_dict(f) for f in found])
         click.echo(_json.dumps(out, indent=2, default=str))
         return
     Console(width=100 if sys.stdout.isatty() else 80).print(
-        views.device_view(verdict, dev, found, flags, labels))
+        views.device_view(verdict, dev, found, flags, labels, model))
 
 
 @main.command("flags")

@@ -61,6 +61,13 @@ def should_skip(features: Any, matches: Iterable[Any] = (),
     return None
 
 
+def prepare(spec, img: Image.Image) -> np.ndarray | str:
+    """The model input of a decoded picture, or why it skips the model (icon, sprite, flat
+    graphic). Runs on the scan's CPU workers, where the decoded picture (alpha included) is."""
+    why = graphic_reason(img)
+    return why if why else preprocess(spec, img)
+
+
 @dataclass(frozen=True)
 class Provenance:
     """Everything needed to say which exact weights produced a score."""

@@ -19,7 +19,8 @@ from triage.store import CaseStore  # noqa: E402
 
 @pytest.fixture(scope="module")
 def scanned(tmp_path_factory, synth_fleet, synth_truth):
-    """One triage-mode scan of the fleet with its context, the way an investigator runs it."""
+    """One triage-mode scan of the fleet with its context and the bundled default model, the way
+    an investigator runs it."""
     from cli import main
     from workers.runtime import quiet_environment
 
@@ -28,7 +29,8 @@ def scanned(tmp_path_factory, synth_fleet, synth_truth):
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     case = tmp_path_factory.mktemp("rank_e2e") / "case"
     hs = synth_truth["hashsets"]
-    args = ["scan", "--case", str(case), "--json", "--context", str(synth_fleet / hs["context"])]
+    args = ["scan", "--case", str(case), "--json", "--context", str(synth_fleet / hs["context"]),
+            "--model", "default"]
     for k in ("alert_vics", "nsrl", "alert_pdq", "alert_phash"):
         args += ["--hashset", str(synth_fleet / hs[k])]
     args += [str(synth_fleet / d["evidence"]) for d in synth_truth["devices"]]
@@ -77,6 +79,33 @@ def test_reasons_and_flags_match_the_plant(scanned, synth_truth):
         access = device["context"]["access_to_children"]
         if v.alert_matches or v.near_matches:
             assert ("CHILD_ACCESS" in v.flags) == (access in ("lives_with", "works_with", "other"))
+
+
+def test_default_model_flags_the_bait_and_nothing_else(scanned, synth_truth):
+    """`--model default` (open_nsfw + apparent age) at its bundled threshold, not lowered: the
+    planted bait pictures (models/bait.py, synthetic, not explicit) are SUSPECTED_NEW, and no
+    other picture of the fleet is. Exact alert matches never reach the model."""
+    from models.registry import resolve
+
+    ids = _ids(scanned, synth_truth)
+    threshold = resolve("default").thresholds["explicit"]
+    assert threshold >= 0.8
+    with CaseStore(scanned, create=False) as store:
+        paths = {rec.key: rec.prov.path for rec, _feat in store.files()}
+        suspected = [f for _i, f in store.flags() if f.code == "SUSPECTED_NEW"]
+        scored = {s.key for s in store.scores()}
+        exact = {m.key for m in store.matches() if m.kind == "exact" and m.role == "alert"}
+        skips = {ids[d["id"]]: store.model_skips(ids[d["id"]]) for d in synth_truth["devices"]}
+    want = {(ids[d["id"]], b["path"]) for d in synth_truth["devices"] for b in d["model_bait"]}
+    assert want, "the fleet has no model bait"
+    assert {(f.device_id, paths[f.key]) for f in suspected} == want
+    for f in suspected:
+        assert f.provenance["scores"]["explicit"] >= threshold
+        assert f.provenance["model_sha256"] == resolve("default").sha256
+    assert exact and not (exact & scored)
+    for d in synth_truth["devices"]:
+        if d["expect"]["exact_matches"]:
+            assert skips[ids[d["id"]]].get("exact alert match", 0) >= d["expect"]["exact_matches"]
 
 
 def test_exports_of_a_real_scan(scanned, synth_fleet, synth_truth, tmp_path):

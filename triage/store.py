@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -116,7 +117,7 @@ CREATE TABLE IF NOT EXISTS files (
     error TEXT NOT NULL DEFAULT '',
     extra TEXT NOT NULL DEFAULT '{}' -- JSON of record fields added after this schema
 );
-CREATE INDEX IF NOT EXISTS files_device ON files (device_id);
+CREATE INDEX IF NOT EXISTS files_device_key ON files (device_id, key);  -- pages a device in key order
 CREATE INDEX IF NOT EXISTS files_md5 ON files (md5);
 CREATE INDEX IF NOT EXISTS files_sha1 ON files (sha1);
 CREATE TABLE IF NOT EXISTS matches (
@@ -143,6 +144,12 @@ CREATE TABLE IF NOT EXISTS scores (
     PRIMARY KEY (key, model)
 );
 CREATE INDEX IF NOT EXISTS scores_device ON scores (device_id);
+CREATE TABLE IF NOT EXISTS model_skips (  -- pictures the model cascade did not send, and why
+    key TEXT PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS model_skips_device ON model_skips (device_id);
 CREATE TABLE IF NOT EXISTS flags (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     code TEXT NOT NULL,
@@ -404,7 +411,8 @@ class CaseStore:
 
     def add_batch(self, device_id: str, batch_id: str,
                   items: list[tuple[FileRecord, Features]], matches: list[Match],
-                  scores: list[Score], coverage: list[Coverage], done: bool = True) -> None:
+                  scores: list[Score], coverage: list[Coverage], done: bool = True,
+                  model_skips: Iterable[tuple[str, str]] = ()) -> None:
         """Stores one batch's results and marks the batch done, in one transaction.
 
         `done=False` leaves the batch unfinished (its model scores are still to come): a resume
@@ -416,6 +424,8 @@ class CaseStore:
                 f"VALUES ({', '.join('?' * len(_FILE_COLS))})", file_rows)
             self._insert_matches(db, device_id, matches)
             self._insert_scores(db, device_id, scores)
+            db.executemany("INSERT OR REPLACE INTO model_skips VALUES (?, ?, ?)",
+                           [(key, device_id, why) for key, why in model_skips])
             self._insert_coverage(db, coverage)
             if done:
                 db.execute("INSERT OR REPLACE INTO batches VALUES (?, ?, ?, ?)",
@@ -460,7 +470,8 @@ class CaseStore:
         """Drops every result of a device, so a fresh (not resumed) scan starts clean.
         The device row itself and flags.jsonl (an append-only log) stay."""
         with self._tx() as db:
-            for table in ("files", "matches", "scores", "coverage", "batches", "volumes", "flags"):
+            for table in ("files", "matches", "scores", "model_skips", "coverage", "batches", "volumes",
+                          "flags"):
                 db.execute(f"DELETE FROM {table} WHERE device_id = ?", (device_id,))
             db.execute("UPDATE devices SET started = NULL, finished = NULL, status = 'pending' "
                        "WHERE id = ?", (device_id,))
@@ -515,6 +526,15 @@ class CaseStore:
                       set_name=r["set_name"], set_version=r["set_version"], role=r["role"],
                       category=r["category"], severity=r["severity"], distance=r["distance"])
                 for r in rows]
+
+    def model_skips(self, device_id: str) -> dict[str, int]:
+        """How many of a device's pictures the model cascade skipped, by kind of reason
+        ("few colours", "too small", "exact alert match", ...)."""
+        counts: dict[str, int] = {}
+        for row in self._query("SELECT reason FROM model_skips WHERE device_id = ?", (device_id,)):
+            kind = re.split(r"[(:]", row["reason"], maxsplit=1)[0].strip()
+            counts[kind] = counts.get(kind, 0) + 1
+        return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
     def scores(self, device_id: str | None = None) -> list[Score]:
         sql, params = "SELECT * FROM scores", ()

@@ -118,8 +118,10 @@ def _icat_hint(f: Finding) -> str:
 
 
 def device_view(v: DeviceVerdict, device: dict, found: list[Finding],
-                flags: list[Flag], labels: Optional[dict] = None) -> Group:
-    """`triage show`: verdict, reasons, points, flags, coverage and the findings."""
+                flags: list[Flag], labels: Optional[dict] = None,
+                model: Optional[dict] = None) -> Group:
+    """`triage show`: verdict, reasons, points, flags, coverage and the findings. `model`:
+    {"scored": n, "skipped": {reason: n}} of the model stage, when one ran."""
     head = Text()
     head.append(f"{v.device_id}", style="bold")
     head.append(f"  rank {v.rank}  score {v.score:g}  coverage ")
@@ -139,6 +141,11 @@ def device_view(v: DeviceVerdict, device: dict, found: list[Finding],
     if device.get("stored_hashes") or device.get("verified_hashes"):
         info.add_row("hashes", f"stored {device.get('stored_hashes') or '-'}; "
                                f"verified {device.get('verified_hashes') or '-'}")
+    if model and (model.get("scored") or model.get("skipped")):
+        skipped = model.get("skipped") or {}
+        why = "; ".join(f"{k} {n}" for k, n in skipped.items())
+        info.add_row("model", f"{model.get('scored', 0)} pictures scored (a ranking aid), "
+                              f"{sum(skipped.values())} not sent" + (f": {why}" if why else ""))
     lines.append(info)
     lines.append(Text("\nReasons", style="bold"))
     lines.append(bullets(v.reasons, 2))

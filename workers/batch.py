@@ -57,6 +57,7 @@ class BatchResult:
     files: int = 0                                     # files of the batch (not members)
     seconds: float = 0.0
     model_inputs: list = field(default_factory=list)   # (key, preprocessed picture) for the model
+    model_skips: list = field(default_factory=list)    # (key, why) of pictures the model skips
 
     @property
     def pictures(self) -> int:
@@ -96,8 +97,8 @@ class Backend:
             from functools import partial
 
             from models.registry import resolve
-            from models.runner import preprocess
-            prep = partial(preprocess, resolve(opts.model.get("spec") or opts.model["name"]))
+            from models.runner import prepare
+            prep = partial(prepare, resolve(opts.model.get("spec") or opts.model["name"]))
         return FeatureOptions(sha256=opts.sha256, pictures=opts.pictures,
                               thumbnails=opts.pictures, archives=opts.archives, model_prep=prep)
 
@@ -223,30 +224,33 @@ def scan_batch(ctx: WorkerContext, paths: tuple[str, ...], spec: BatchSpec,
         result.ignored = len(ignored)
     else:
         ignored = set()
-    if model_inputs:
-        result.model_inputs = _model_queue(result, model_inputs, ignored)
+    if opts.model and opts.pictures:
+        result.model_inputs, result.model_skips = _model_queue(result, model_inputs, ignored)
     result.seconds = time.monotonic() - t0
     return result
 
 
-def _model_queue(result: BatchResult, inputs: dict[str, Any], ignored: set[str]) -> list:
-    """The pictures the model should see: not ignored, not exact alert matches, and not what
-    the model's own cascade rules out (icons, tiny pictures)."""
-    try:
-        from models.runner import should_skip
-    except ImportError:                        # no model stage installed
-        should_skip = None
+def _model_queue(result: BatchResult, inputs: dict[str, Any],
+                 ignored: set[str]) -> tuple[list, list]:
+    """(queue, skips): the pictures the model should see, and why each other picture does not
+    (exact alert match, known software, icon, too small, flat graphic, not decoded), so the
+    case can say which pictures the model never saw."""
+    from models.runner import should_skip
     by_key: dict[str, list[Match]] = {}
     for m in result.matches:
         by_key.setdefault(m.key, []).append(m)
-    queue = []
+    queue, skips = [], []
     for rec, feat in result.items:
-        if rec.key not in inputs or rec.key in ignored:
+        given = inputs.get(rec.key)
+        if not feat.is_picture and given is None:
             continue
-        ms = by_key.get(rec.key, [])
-        if any(m.kind == "exact" and m.role == "alert" for m in ms):
-            continue
-        if should_skip is not None and should_skip(feat, ms):
-            continue
-        queue.append((rec.key, inputs[rec.key]))
-    return queue
+        why = "known software" if rec.key in ignored else should_skip(feat, by_key.get(rec.key, []))
+        if why is None and isinstance(given, str):
+            why = given                        # the workers' graphic test
+        if why is None and given is None:
+            why = "no model input: " + (feat.error or "not decoded")
+        if why:
+            skips.append((rec.key, why))
+        else:
+            queue.append((rec.key, given))
+    return queue, skips

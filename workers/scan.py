@@ -72,6 +72,7 @@ class ModelJob:
     spec: BatchSpec
     files: int
     items: list                       # (FileRecord, Features) of the pictures sent
+    matches: list                     # their alert matches: a near-matched picture is no SUSPECTED_NEW
 
 
 @dataclass
@@ -94,6 +95,7 @@ class DeviceState:
     pictures: int = 0
     flags: int = 0
     scored: int = 0
+    model_skipped: int = 0
     total_files: int = 0
     total_bytes: int = 0
     coverage: int = 0
@@ -113,6 +115,7 @@ class DeviceState:
             "files": self.files, "bytes": self.bytes, "pictures": self.pictures,
             "alert_matches": len(self.exact_alerts), "near_matches": len(self.near),
             "flags": self.flags, "coverage_records": self.coverage, "scored": self.scored,
+            "model_skipped": self.model_skipped,
             "stopped_early": self.stopped_early, "error": self.failed,
             "seconds": round(self.finished - self.started, 3) if self.finished else None,
             "first_flag_s": None if self.first_flag is None else round(self.first_flag - t0, 3),
@@ -402,7 +405,8 @@ class Scan:
         self._raise(dev, flags)
         to_model = result.model_inputs if self.model_pool is not None else []
         self.store.add_batch(dev.device_id, result.batch_id, result.items, result.matches, [],
-                             result.coverage, done=not to_model)
+                             result.coverage, done=not to_model,
+                             model_skips=getattr(result, "model_skips", ()))
         if self.resume:       # an earlier run may have given up on this batch
             self.store.remove_coverage(dev.device_id, f"batch {spec.batch_id}")
         if to_model:
@@ -413,6 +417,7 @@ class Scan:
         dev.files += result.files
         dev.bytes += result.bytes_read
         dev.pictures += result.pictures
+        dev.model_skipped += len(getattr(result, "model_skips", ()))
         dev.coverage += len(result.coverage)
         dev.exact_alerts |= {m.key for m in result.matches if m.kind == "exact" and m.role == "alert"}
         dev.near |= {m.key for m in result.matches if m.kind == "near" and m.role == "alert"}
@@ -425,8 +430,9 @@ class Scan:
         pixels = np.stack([np.asarray(x) for _, x in result.model_inputs])
         wanted = set(keys)
         items = [(r, f) for r, f in result.items if r.key in wanted]
+        matches = [m for m in result.matches if m.key in wanted and m.role == "alert"]
         ref = self.model_pool.submit(keys, pixels)
-        self.model_jobs[ref] = ModelJob(dev.device_id, spec, len(result.items), items)
+        self.model_jobs[ref] = ModelJob(dev.device_id, spec, len(result.items), items, matches)
         dev.in_flight += 1
 
     def _scored(self, ref) -> None:
@@ -449,7 +455,9 @@ class Scan:
         dev.done.add(job.spec.batch_id)
         dev.scored += len(scores)
         dev.coverage += len(coverage)
-        flags = rules_for_batch(dev.device_id, dev.context, job.items, [], scores, coverage,
+        # the matches come again so near-matched pictures are not also called new; their
+        # NEAR_MATCH flags were raised with the batch and dedupe here
+        flags = rules_for_batch(dev.device_id, dev.context, job.items, job.matches, scores, coverage,
                                 time.time(), thresholds=self.thresholds)
         self._raise(dev, flags)
         self.reporter.batch_done(dev.device_id, dev)

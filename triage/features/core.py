@@ -39,7 +39,7 @@ class FeatureOptions:
     picture_max_bytes: int = 256 * MiB       # a picture file larger than this is hashed only
     max_image_pixels: int = 89_478_485       # Pillow's MAX_IMAGE_PIXELS: larger is a bomb
     model_input_size: Optional[int] = None   # also give a size x size uint8 RGB array
-    model_prep: Optional[Callable[[Any], np.ndarray]] = None   # or: picture -> model array
+    model_prep: Optional[Callable[[Any], Any]] = None   # or: picture -> model array, or why it skips the model
 
 
 DEFAULT_OPTIONS = FeatureOptions()
@@ -53,7 +53,7 @@ class Analysis:
     features: Features
     members: tuple["Analysis", ...] = ()     # archive members, nested members inside theirs
     coverage: tuple[Coverage, ...] = ()      # what was refused or could not be examined
-    model_input: Optional[np.ndarray] = field(default=None, compare=False, repr=False)
+    model_input: Optional[np.ndarray | str] = field(default=None, compare=False, repr=False)
 
     def walk(self) -> Iterator["Analysis"]:
         """This analysis and every member's, depth first."""

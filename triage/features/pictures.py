@@ -92,7 +92,7 @@ class PictureResult:
     thumbnail: bytes = b""
     error: str = ""              # decode error ("" when decoded)
     refused: str = ""            # a deliberate refusal, e.g. a decompression bomb
-    model_input: Optional[np.ndarray] = None
+    model_input: Optional[np.ndarray | str] = None   # str: why the picture skips the model
 
 
 # --- perceptual hashes -------------------------------------------------------------------------
@@ -259,7 +259,7 @@ def _thumbnail(small: Image.Image, size: int, orientation: int) -> bytes:
 def analyse_picture(data: bytes, content_type: str, *, thumbnails: bool = True,
                     thumb_size: int = 128, max_image_pixels: int = 0,
                     model_input_size: Optional[int] = None,
-                    model_prep: Optional[Callable[[Image.Image], np.ndarray]] = None
+                    model_prep: Optional[Callable[[Image.Image], np.ndarray | str]] = None
                     ) -> PictureResult:
     """Every picture feature of one picture's bytes. Never raises on bad bytes: a decode
     failure is `error`, a decompression bomb is `refused`."""

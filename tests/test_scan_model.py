@@ -1,0 +1,107 @@
+"""The model stage inside a real scan: a toy TorchScript model plugged in through its spec file,
+its scores reaching the case store, and the cascade's skips recorded with their reasons.
+
+The bundled default model on the synthetic fleet is checked in test_rank_e2e.py, whose scan
+runs with `--model default`.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+ray = pytest.importorskip("ray")
+
+from models.spec import sha256_file  # noqa: E402
+from models.testing import make_toy_torchscript  # noqa: E402
+from triage.flags import SUSPECTED_NEW  # noqa: E402
+from triage.store import CaseStore  # noqa: E402
+
+
+def _noise(rng: np.random.Generator, red: int, blue: int, size=(160, 120)) -> Image.Image:
+    """A photograph-like picture (hundreds of colours) with chosen mean red and blue."""
+    h, w = size[1], size[0]
+    px = np.empty((h, w, 3), dtype=np.int16)
+    px[..., 0] = red
+    px[..., 1] = 120
+    px[..., 2] = blue
+    px += rng.integers(-40, 41, size=(h, w, 3), dtype=np.int16)
+    return Image.fromarray(np.clip(px, 0, 255).astype(np.uint8))
+
+
+@pytest.fixture(scope="module")
+def toy_scan(tmp_path_factory):
+    from workers.runtime import quiet_environment
+
+    quiet_environment()
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    root = tmp_path_factory.mktemp("toy_model")
+    spec = make_toy_torchscript(root / "model")
+    phone = root / "phone_export"
+    (phone / "DCIM").mkdir(parents=True)
+    rng = np.random.default_rng(5)
+    _noise(rng, red=210, blue=40).save(phone / "DCIM" / "red.png")
+    _noise(rng, red=40, blue=210).save(phone / "DCIM" / "blue.png")
+    # renamed: the content type, not the name, makes it a picture for the model
+    _noise(rng, red=200, blue=60).save(phone / "DCIM" / "notes.dat", format="PNG")
+    Image.new("RGB", (200, 200), (230, 30, 30)).save(phone / "flat_red.png")       # a graphic
+    _noise(rng, red=220, blue=20, size=(40, 30)).save(phone / "tiny_red.png")     # an icon's size
+    (phone / "readme.txt").write_text("not a picture\n")
+    case = root / "case"
+    result = CliRunner().invoke(__import__("cli").main,
+                                ["scan", "--case", str(case), "--json", "--mode", "full",
+                                 "--model", str(spec), str(phone)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    yield case, spec, json.loads(result.stdout)
+    ray.shutdown()
+
+
+def _by_name(store: CaseStore) -> dict:
+    return {rec.name: rec for rec, _feat in store.files()}
+
+
+def test_toy_model_scores_reach_the_case_store(toy_scan):
+    case, spec, summary = toy_scan
+    weights_sha = sha256_file(spec.with_suffix(".pt"))
+    with CaseStore(case, create=False) as store:
+        files = _by_name(store)
+        scores = {s.key: s for s in store.scores()}
+        run = store.runs()[-1]
+    by_name = {f.name: scores.get(f.key) for f in files.values()}
+    assert set(n for n, s in by_name.items() if s is not None) == {"red.png", "blue.png", "notes.dat"}
+    for s in scores.values():
+        assert s.model == "toy_redness"
+        assert s.model_sha256 == weights_sha
+    assert by_name["red.png"].values["explicit"] > 0.95
+    assert by_name["notes.dat"].values["explicit"] > 0.95
+    assert by_name["blue.png"].values["explicit"] < 0.05
+    assert summary["devices"][0]["scored"] == 3
+    assert weights_sha in json.dumps(run, default=str)      # the run's provenance names the weights
+
+
+def test_toy_threshold_raises_suspected_new_for_red_pictures_only(toy_scan):
+    case, _spec, _summary = toy_scan
+    with CaseStore(case, create=False) as store:
+        names = {rec.key: rec.name for rec, _feat in store.files()}
+        suspected = [f for _i, f in store.flags() if f.code == SUSPECTED_NEW]
+    assert sorted(names[f.key] for f in suspected) == ["notes.dat", "red.png"]
+    for f in suspected:
+        assert f.provenance["model"] == "toy_redness"
+        assert f.provenance["scores"]["explicit"] >= 0.7
+
+
+def test_cascade_skips_are_recorded_with_reasons(toy_scan):
+    case, _spec, summary = toy_scan
+    with CaseStore(case, create=False) as store:
+        device = summary["devices"][0]["device"]
+        skipped = store.model_skips(device)
+    assert skipped == {"few colours": 1, "too small": 1}
+    assert summary["devices"][0]["model_skipped"] == 2
+    out = CliRunner().invoke(__import__("cli").main, ["show", device, "--case", str(case), "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["model"] == {"scored": 3, "skipped": {"few colours": 1, "too small": 1}}
