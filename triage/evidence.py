@@ -307,6 +307,7 @@ class Evidence:
     def __post_init__(self):
         self.fs_cache: dict = {}               # volume offset -> pytsk3.FS_Info (filesystems.open_fs)
         self.unlocked: dict = {}               # volume offset -> Img_Info of a decrypted volume
+        self.keys: tuple = ()                  # (recovery key, password): unlock BitLocker on demand
         self.lock = threading.Lock()
 
     def read(self, offset: int, size: int) -> bytes:

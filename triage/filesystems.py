@@ -42,14 +42,27 @@ def open_fs(evidence: Evidence, volume_offset: int) -> pytsk3.FS_Info:
                 fs = pytsk3.FS_Info(unlocked, offset=0)
             else:
                 if is_bitlocker(evidence.read(volume_offset, 512)):
-                    raise EvidenceError("encrypted (BitLocker): locked; give --recovery-key or --password")
-                fs = pytsk3.FS_Info(evidence.img, offset=volume_offset)
+                    fs = pytsk3.FS_Info(_unlock(evidence, volume_offset), offset=0)
+                else:
+                    fs = pytsk3.FS_Info(evidence.img, offset=volume_offset)
         except (IOError, OSError, RuntimeError) as exc:
             raise EvidenceError(f"unknown or corrupt file system: {_tsk_reason(exc)}") from None
         if len(evidence.fs_cache) >= FS_CACHE:
             evidence.fs_cache.pop(next(iter(evidence.fs_cache)))
         evidence.fs_cache[volume_offset] = fs
         return fs
+
+
+def _unlock(evidence: Evidence, volume_offset: int):
+    """The decrypted BitLocker volume at `volume_offset`, with the keys the evidence was given.
+    A scan's workers each open the evidence themselves, so each unlocks what it reads."""
+    if not any(evidence.keys):
+        raise EvidenceError("encrypted (BitLocker): locked; give --recovery-key or --password")
+    from triage.volumes import unlock_bitlocker
+    img = unlock_bitlocker(evidence, volume_offset, evidence.ref.media_size - volume_offset,
+                           *evidence.keys)
+    evidence.unlocked[volume_offset] = img
+    return img
 
 
 def _tsk_reason(exc: BaseException) -> str:

@@ -135,12 +135,18 @@ class WorkerContext:
         self._hashsets: dict[tuple, Any] = {}
         self._feature_options: dict[str, Any] = {}
 
-    def evidence(self, paths: tuple[str, ...], device_id: str):
+    def evidence(self, paths: tuple[str, ...], device_id: str, keys: tuple = ()):
+        """The open device; `keys` (recovery key, password) unlock its BitLocker volumes."""
         key = (tuple(paths), device_id)
         if key in self._evidence:
             self._evidence.move_to_end(key)
-            return self._evidence[key]
+            ev = self._evidence[key]
+            if keys and any(keys):
+                ev.keys = tuple(keys)
+            return ev
         ev = self.backend.open_evidence(tuple(paths), device_id)
+        if keys and any(keys):
+            ev.keys = tuple(keys)
         self._evidence[key] = ev
         while len(self._evidence) > EVIDENCE_CACHE:
             _, old = self._evidence.popitem(last=False)
@@ -190,12 +196,12 @@ def _error_features(rec: FileRecord, reason: str) -> Features:
 
 
 def scan_batch(ctx: WorkerContext, paths: tuple[str, ...], spec: BatchSpec,
-               opts: ScanOptions) -> BatchResult:
+               opts: ScanOptions, keys: tuple = ()) -> BatchResult:
     """Reads, analyses and matches every file of `spec`. A file that cannot be read becomes a
     coverage record and the batch goes on; only a failure to open the device fails the batch."""
     t0 = time.monotonic()
     backend = ctx.backend
-    evidence = ctx.evidence(paths, spec.device_id)
+    evidence = ctx.evidence(paths, spec.device_id, keys)
     fopts = ctx.feature_options(opts)
     result = BatchResult(device_id=spec.device_id, batch_id=spec.batch_id, tier=spec.tier,
                          files=len(spec.records))

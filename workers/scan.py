@@ -180,6 +180,8 @@ class Scan:
         self.t0 = t0 or time.time()
         self.warnings: list[str] = []
         self.recovery_key, self.password = recovery_key, password
+        # kept out of ScanOptions, which the run record stores: keys never reach the case
+        self.keys = (recovery_key, password) if (recovery_key or password) else ()
         self._rr = 0
 
     # --- the loop ---------------------------------------------------------------------------
@@ -282,7 +284,7 @@ class Scan:
         self._submit(dev, spec, attempts=1)
 
     def _submit(self, dev: DeviceState, spec: BatchSpec, attempts: int) -> None:
-        ref = self.tasks.scan_batch_task.remote(self.backend, dev.paths, spec, self.opts)
+        ref = self.tasks.scan_batch_task.remote(self.backend, dev.paths, spec, self.opts, self.keys)
         self.in_flight[ref] = InFlight(dev.device_id, spec, attempts,
                                        time.monotonic() + self.opts.timeout_for(spec.bytes))
         dev.in_flight += 1
@@ -359,7 +361,7 @@ class Scan:
         planner.attempts += 1
         planner.finished = False
         planner.gen = self.tasks.plan_device_volume.remote(self.backend, dev.paths,
-                                                           planner.volume, self.opts)
+                                                           planner.volume, self.opts, self.keys)
 
     def _volume_planned(self, dev: DeviceState, planner: PlannerState, plan: VolumePlan) -> None:
         planner.plan = plan

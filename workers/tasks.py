@@ -64,9 +64,9 @@ def _guarded(records, device_id: str, volume: VolumeRef, problems: list) -> Iter
 # while parked would starve the batch tasks it feeds. The driver bounds how many run at once.
 @ray.remote(num_cpus=0, max_retries=0, _generator_backpressure_num_objects=PLANNER_AHEAD)
 def plan_device_volume(backend: Backend, paths: tuple[str, ...], volume: VolumeRef,
-                       opts: ScanOptions) -> Iterator[VolumePlan | BatchSpec]:
+                       opts: ScanOptions, keys: tuple = ()) -> Iterator[VolumePlan | BatchSpec]:
     ctx = worker_context(backend)
-    evidence = ctx.evidence(paths, volume.device_id)
+    evidence = ctx.evidence(paths, volume.device_id, keys)
     problems: list[Coverage] = []
     records = _guarded(backend.walk(evidence, volume, problems), volume.device_id, volume, problems)
     yield from plan_volume(records, volume.device_id, volume.offset, max_files=opts.batch_files,
@@ -75,8 +75,8 @@ def plan_device_volume(backend: Backend, paths: tuple[str, ...], volume: VolumeR
 
 @ray.remote(num_cpus=1, max_retries=0)
 def scan_batch_task(backend: Backend, paths: tuple[str, ...], spec: BatchSpec,
-                    opts: ScanOptions) -> BatchResult:
-    return scan_batch(worker_context(backend), paths, spec, opts)
+                    opts: ScanOptions, keys: tuple = ()) -> BatchResult:
+    return scan_batch(worker_context(backend), paths, spec, opts, keys)
 
 
 @ray.remote(num_cpus=1, max_retries=0)
