@@ -4,7 +4,8 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-APT_PACKAGES := e2fsprogs dosfstools exfatprogs mtools fdisk ntfs-3g ewf-tools libewf2 sleuthkit hashdeep md5deep chromium chromium-driver
+APT_PACKAGES := e2fsprogs dosfstools exfatprogs mtools fdisk ntfs-3g ewf-tools libewf2 sleuthkit hashdeep chromium chromium-driver
+# (hashdeep also installs md5deep, which is not a package of its own in current Debian)
 DEMO_DIR ?= demo
 
 .PHONY: demo test deps venv clean bench
@@ -35,7 +36,7 @@ demo: deps
 	$(VENV)/bin/triage scan --case $(DEMO_DIR)/case --hashset $(DEMO_DIR)/fleet/alert.vics.json \
 	    --hashset $(DEMO_DIR)/fleet/nsrl.db --hashset $(DEMO_DIR)/fleet/alert.pdq.txt \
 	    --hashset $(DEMO_DIR)/fleet/alert.phash.txt \
-	    --context $(DEMO_DIR)/fleet/context.csv $$(cat $(DEMO_DIR)/fleet/evidence.txt)
+	    --context $(DEMO_DIR)/fleet/context.csv --model default $$(cat $(DEMO_DIR)/fleet/evidence.txt)
 	$(VENV)/bin/triage queue --case $(DEMO_DIR)/case
 	$(VENV)/bin/triage report --case $(DEMO_DIR)/case --out $(DEMO_DIR)/report.html
 	@echo "HTML report: $(abspath $(DEMO_DIR))/report.html"
