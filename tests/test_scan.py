@@ -265,6 +265,13 @@ def test_sigkill_then_resume_gives_the_same_matches(tmp_path, local_ray, full_sc
     result = CliRunner().invoke(__import__("cli").main,
                                 args + ["--resume"] + evidence, catch_exceptions=False)
     assert result.exit_code == 0, result.output
+    # the resumed run's summary counts the device as a whole, not the rescanned part twice
+    _, whole_summary = full_scan
+    whole_by_name = {Path(d["evidence"][0]).name: d for d in whole_summary["devices"]}
+    for d in json.loads(result.stdout)["devices"]:
+        want = whole_by_name[Path(d["evidence"][0]).name]
+        assert (d["files"], d["pictures"], d["alert_matches"], d["near_matches"]) == \
+            (want["files"], want["pictures"], want["alert_matches"], want["near_matches"])
 
     def key(m):
         return (m.key, m.kind, m.algorithm, m.set_name, m.value, m.distance)

@@ -131,8 +131,17 @@ def test_batch_round_trip_and_idempotence(store):
     assert store.done_batches("d") == {"v1048576-b0000"}
     assert store.done_batches("other") == set()
     counts = store.counts("d")
-    assert counts == {"files": 3, "bytes": sum(i[0].size for i in items), "pictures": 2,
+    own = [rec for rec, _f in items if not rec.prov.member]      # archive members are not files
+    assert len(own) == 2
+    assert counts == {"files": 2, "bytes": sum(r.size for r in own), "pictures": 2,
+                      "scored": 1, "model_skipped": 0,
                       "alert_matches": 1, "near_matches": 1, "flags": 0}
+    # a batch still waiting for its model scores does not count: a resume scans it again
+    waiting = _item("d", 15, "/home/a/icon.png", picture=True)
+    store.add_batch("d", "v1048576-b0001", [waiting], [], [], [], done=False,
+                    model_skips=[(waiting[0].key, "too small (40x30 px)")])
+    assert store.counts("d") == counts
+    assert store.model_skips("d") == {"too small": 1}
     assert store.file(items[1][0].key) == items[1]
     assert [k for k, _ in [(r.key, f) for r, f in store.files(keys=[items[2][0].key, "x"])]] \
         == [items[2][0].key]

@@ -259,9 +259,9 @@ class CaseStore:
 
         return _Tx()
 
-    def _query(self, sql: str, params: Iterable = ()) -> list[dict]:
+    def _query(self, sql: str, params: Iterable | dict = ()) -> list[dict]:
         with self._lock:
-            cur = self._db.execute(sql, tuple(params))
+            cur = self._db.execute(sql, params if isinstance(params, dict) else tuple(params))
             cols = [d[0] for d in cur.description]
             return [dict(zip(cols, row)) for row in cur.fetchall()]
 
@@ -569,16 +569,25 @@ class CaseStore:
     # --- summaries --------------------------------------------------------------------------
 
     def counts(self, device_id: str) -> dict:
-        """Files, bytes, pictures, matches and flags stored for a device (progress, summaries)."""
-        f = self._query("SELECT COUNT(*) AS files, COALESCE(SUM(size), 0) AS bytes, "
-                        "COALESCE(SUM(is_picture), 0) AS pictures FROM files WHERE device_id = ?",
-                        (device_id,))[0]
+        """Files, bytes, pictures, model scores and skips, matches and flags stored for a device
+        (progress, summaries). Files and bytes are the device's own (archive members are in
+        `pictures` only), and only finished batches count: a resumed scan does the rest again."""
+        done = "batch_id IN (SELECT batch_id FROM batches WHERE device_id = :d)"
+        f = self._query("SELECT COALESCE(SUM(member = ''), 0) AS files, "
+                        "COALESCE(SUM(CASE WHEN member = '' THEN size END), 0) AS bytes, "
+                        "COALESCE(SUM(is_picture), 0) AS pictures FROM files "
+                        f"WHERE device_id = :d AND {done}", {"d": device_id})[0]
+        model = self._query(
+            "SELECT (SELECT COUNT(*) FROM scores WHERE device_id = :d) AS scored, "
+            "(SELECT COUNT(*) FROM model_skips s JOIN files f ON f.key = s.key "
+            f"WHERE s.device_id = :d AND f.{done}) AS skipped", {"d": device_id})[0]
         m = self._query("SELECT "
                         "COUNT(DISTINCT CASE WHEN kind = 'exact' AND role = 'alert' THEN key END) AS exact, "
                         "COUNT(DISTINCT CASE WHEN kind = 'near' AND role = 'alert' THEN key END) AS near "
                         "FROM matches WHERE device_id = ?", (device_id,))[0]
         fl = self._query("SELECT COUNT(*) AS n FROM flags WHERE device_id = ?", (device_id,))[0]
         return {"files": f["files"], "bytes": f["bytes"], "pictures": f["pictures"],
+                "scored": model["scored"], "model_skipped": model["skipped"],
                 "alert_matches": m["exact"], "near_matches": m["near"], "flags": fl["n"]}
 
 

@@ -347,6 +347,7 @@ class Scan:
                     self.store.remove_coverage(dev.device_id, c.where, c.reason)
             counts = self.store.counts(dev.device_id)
             dev.files, dev.bytes, dev.pictures = counts["files"], counts["bytes"], counts["pictures"]
+            dev.scored, dev.model_skipped = counts["scored"], counts["model_skipped"]
             for m in self.store.matches(dev.device_id):
                 if m.role == "alert":
                     (dev.exact_alerts if m.kind == "exact" else dev.near).add(m.key)
@@ -408,7 +409,7 @@ class Scan:
         to_model = result.model_inputs if self.model_pool is not None else []
         self.store.add_batch(dev.device_id, result.batch_id, result.items, result.matches, [],
                              result.coverage, done=not to_model,
-                             model_skips=getattr(result, "model_skips", ()))
+                             model_skips=result.model_skips)
         if self.resume:       # an earlier run may have given up on this batch
             self.store.remove_coverage(dev.device_id, f"batch {spec.batch_id}")
         if to_model:
@@ -419,7 +420,7 @@ class Scan:
         dev.files += result.files
         dev.bytes += result.bytes_read
         dev.pictures += result.pictures
-        dev.model_skipped += len(getattr(result, "model_skips", ()))
+        dev.model_skipped += len(result.model_skips)
         dev.coverage += len(result.coverage)
         dev.exact_alerts |= {m.key for m in result.matches if m.kind == "exact" and m.role == "alert"}
         dev.near |= {m.key for m in result.matches if m.kind == "near" and m.role == "alert"}
