@@ -18,7 +18,8 @@ ray = pytest.importorskip("ray")
 
 from models.spec import sha256_file  # noqa: E402
 from models.testing import make_toy_torchscript  # noqa: E402
-from triage.flags import SUSPECTED_NEW  # noqa: E402
+from triage.features import pdq  # noqa: E402
+from triage.flags import NEAR_MATCH, SUSPECTED_NEW  # noqa: E402
 from triage.store import CaseStore  # noqa: E402
 
 
@@ -52,10 +53,16 @@ def toy_scan(tmp_path_factory):
     Image.new("RGB", (200, 200), (230, 30, 30)).save(phone / "flat_red.png")       # a graphic
     _noise(rng, red=220, blue=20, size=(40, 30)).save(phone / "tiny_red.png")     # an icon's size
     (phone / "readme.txt").write_text("not a picture\n")
+    # red too, but a perceptual match of an alert item: NEAR_MATCH says more than the model
+    near = _noise(rng, red=215, blue=35)
+    near.save(phone / "DCIM" / "near_red.png")
+    alert_pdq = root / "alert.pdq.txt"
+    alert_pdq.write_text(f"{pdq(near)[0]},100,alert-near.png\n")
     case = root / "case"
     result = CliRunner().invoke(__import__("cli").main,
                                 ["scan", "--case", str(case), "--json", "--mode", "full",
-                                 "--model", str(spec), str(phone)], catch_exceptions=False)
+                                 "--hashset", str(alert_pdq), "--model", str(spec), str(phone)],
+                                catch_exceptions=False)
     assert result.exit_code == 0, result.output
     yield case, spec, json.loads(result.stdout)
     ray.shutdown()
@@ -73,14 +80,16 @@ def test_toy_model_scores_reach_the_case_store(toy_scan):
         scores = {s.key: s for s in store.scores()}
         run = store.runs()[-1]
     by_name = {f.name: scores.get(f.key) for f in files.values()}
-    assert set(n for n, s in by_name.items() if s is not None) == {"red.png", "blue.png", "notes.dat"}
+    assert set(n for n, s in by_name.items() if s is not None) == {"red.png", "blue.png",
+                                                                   "notes.dat", "near_red.png"}
     for s in scores.values():
         assert s.model == "toy_redness"
         assert s.model_sha256 == weights_sha
     assert by_name["red.png"].values["explicit"] > 0.95
     assert by_name["notes.dat"].values["explicit"] > 0.95
     assert by_name["blue.png"].values["explicit"] < 0.05
-    assert summary["devices"][0]["scored"] == 3
+    assert by_name["near_red.png"].values["explicit"] > 0.95
+    assert summary["devices"][0]["scored"] == 4
     assert weights_sha in json.dumps(run, default=str)      # the run's provenance names the weights
 
 
@@ -89,6 +98,9 @@ def test_toy_threshold_raises_suspected_new_for_red_pictures_only(toy_scan):
     with CaseStore(case, create=False) as store:
         names = {rec.key: rec.name for rec, _feat in store.files()}
         suspected = [f for _i, f in store.flags() if f.code == SUSPECTED_NEW]
+        near = [f for _i, f in store.flags() if f.code == NEAR_MATCH]
+    # near_red.png scores as red as the others, but is a near match, not new material
+    assert [names[f.key] for f in near] == ["near_red.png"]
     assert sorted(names[f.key] for f in suspected) == ["notes.dat", "red.png"]
     for f in suspected:
         assert f.provenance["model"] == "toy_redness"
@@ -104,4 +116,4 @@ def test_cascade_skips_are_recorded_with_reasons(toy_scan):
     assert summary["devices"][0]["model_skipped"] == 2
     out = CliRunner().invoke(__import__("cli").main, ["show", device, "--case", str(case), "--json"])
     assert out.exit_code == 0, out.output
-    assert json.loads(out.stdout)["model"] == {"scored": 3, "skipped": {"few colours": 1, "too small": 1}}
+    assert json.loads(out.stdout)["model"] == {"scored": 4, "skipped": {"few colours": 1, "too small": 1}}
