@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator, Optional
 
 from triage.errors import TriageError
@@ -57,6 +58,7 @@ def ray_session(address: Optional[str] = None, workers: Optional[int] = None,
         kwargs["dashboard_host"] = "127.0.0.1"
     if address:
         kwargs["address"] = address
+        _authenticate_to_cluster()
     else:
         # a private temp dir: short enough for Ray's unix sockets, 0700 from mkdtemp
         temp_dir = tempfile.mkdtemp(prefix="triage-ray-")
@@ -68,7 +70,11 @@ def ray_session(address: Optional[str] = None, workers: Optional[int] = None,
     try:
         ray.init(**kwargs)
     except ConnectionError as exc:
-        raise TriageError(f"cannot join the Ray cluster at {address}: {exc}") from None
+        hint = ("" if _auth_token_available() else
+                "; if the cluster uses token authentication, put its token (`ray get-auth-token` "
+                "on the head) in ~/.ray/auth_token here or in RAY_AUTH_TOKEN")
+        raise TriageError(f"cannot join the Ray cluster at {address}: "
+                          f"{str(exc).splitlines()[0]}{hint}") from None
     except Exception as exc:   # noqa: BLE001 - Ray raises many kinds; the user needs one line
         if temp_dir:
             shutil.rmtree(temp_dir, ignore_errors=True)
@@ -79,6 +85,31 @@ def ray_session(address: Optional[str] = None, workers: Optional[int] = None,
         ray.shutdown()
         if temp_dir:
             shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _auth_token_available() -> bool:
+    """Whether Ray would find a cluster token here (its own sources, in its order)."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return True
+    if os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return Path(os.environ["RAY_AUTH_TOKEN_PATH"]).is_file()
+    return (Path.home() / ".ray" / "auth_token").is_file()
+
+
+def _authenticate_to_cluster() -> None:
+    """Send the token when there is one. `ray start` (2.60) turns token authentication on
+    whenever a token exists on the head (a first local `ray.init` writes one), but a client
+    given an explicit address only authenticates when RAY_AUTH_MODE says so; a cluster without
+    authentication ignores the token."""
+    if "RAY_AUTH_MODE" in os.environ or not _auth_token_available():
+        return
+    try:    # what ray.init does for address="auto"; it also refreshes Ray's cached config
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available)
+    except ImportError:
+        os.environ["RAY_AUTH_MODE"] = "token"
+    else:
+        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def _describe(ray) -> dict:
