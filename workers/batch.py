@@ -141,18 +141,15 @@ class WorkerContext:
         if key in self._evidence:
             self._evidence.move_to_end(key)
             ev = self._evidence[key]
-            if keys and any(keys):
-                ev.keys = tuple(keys)
-            return ev
-        ev = self.backend.open_evidence(tuple(paths), device_id)
-        if keys and any(keys):
+        else:
+            ev = self._evidence[key] = self.backend.open_evidence(tuple(paths), device_id)
+            while len(self._evidence) > EVIDENCE_CACHE:
+                _, old = self._evidence.popitem(last=False)
+                close = getattr(old, "close", None)
+                if close:
+                    close()
+        if any(keys):
             ev.keys = tuple(keys)
-        self._evidence[key] = ev
-        while len(self._evidence) > EVIDENCE_CACHE:
-            _, old = self._evidence.popitem(last=False)
-            close = getattr(old, "close", None)
-            if close:
-                close()
         return ev
 
     def hashsets(self, wanted: tuple[tuple[str, tuple[str, ...]], ...]) -> list:
@@ -228,16 +225,13 @@ def scan_batch(ctx: WorkerContext, paths: tuple[str, ...], spec: BatchSpec,
                                        perceptual=opts.perceptual)
         result.matches = matches
         result.ignored = len(ignored)
-    else:
-        ignored = set()
     if opts.model and opts.pictures:
-        result.model_inputs, result.model_skips = _model_queue(result, model_inputs, ignored)
+        result.model_inputs, result.model_skips = _model_queue(result, model_inputs)
     result.seconds = time.monotonic() - t0
     return result
 
 
-def _model_queue(result: BatchResult, inputs: dict[str, Any],
-                 ignored: set[str]) -> tuple[list, list]:
+def _model_queue(result: BatchResult, inputs: dict[str, Any]) -> tuple[list, list]:
     """(queue, skips): the pictures the model should see, and why each other picture does not
     (exact alert match, known software, icon, too small, flat graphic, not decoded), so the
     case can say which pictures the model never saw."""
@@ -250,7 +244,7 @@ def _model_queue(result: BatchResult, inputs: dict[str, Any],
         given = inputs.get(rec.key)
         if not feat.is_picture and given is None:
             continue
-        why = "known software" if rec.key in ignored else should_skip(feat, by_key.get(rec.key, []))
+        why = should_skip(feat, by_key.get(rec.key, []))     # matches: alert, known software
         if why is None and isinstance(given, str):
             why = given                        # the workers' graphic test
         if why is None and given is None:

@@ -179,7 +179,6 @@ class Scan:
         self.thresholds = thresholds
         self.t0 = t0 or time.time()
         self.warnings: list[str] = []
-        self.recovery_key, self.password = recovery_key, password
         # kept out of ScanOptions, which the run record stores: keys never reach the case
         self.keys = (recovery_key, password) if (recovery_key or password) else ()
         self._rr = 0
@@ -224,7 +223,7 @@ class Scan:
             dev.phase = "probing"
             dev.started = time.time()
             dev.probe = self.tasks.probe_device.remote(self.backend, dev.paths, dev.device_id,
-                                                       self.recovery_key, self.password)
+                                                       *self.keys)
             self.reporter.device_added(dev.device_id)
 
     def _planners(self) -> list[tuple[DeviceState, PlannerState]]:
