@@ -149,6 +149,34 @@ def test_ntfs_stream_and_renamed_picture(tsk_images):
     assert by_path["/readme.txt"].type == "" and not by_path["/readme.txt"].ext_mismatch
 
 
+@pytest.mark.parametrize("name,vol,direct", [("ext4", 0, True), ("ext4_split", 0, True),
+                                              ("fat16", 0, True), ("gpt", 1, True),
+                                              ("mbr", 1, False), ("gpt_e01", 0, False)])
+def test_live_files_on_raw_ext_and_fat_are_read_straight_from_the_image(tsk_images, monkeypatch,
+                                                                         name, vol, direct):
+    """Live ext and FAT files of a raw image are hashed from the mapped image, not through
+    TSK's read; the bytes are TSK's (and so icat's, above). NTFS and E01 always go through
+    TSK (NTFS's initialised size is not visible to pytsk3; E01 has no mapping)."""
+    import triage.filesystems as fsmod
+
+    image = tsk_images[name]
+    with open_evidence(image.path) as ev:
+        _, records = ours(ev, image.offsets[vol])
+        files = [r for r in records if not r.is_dir and r.size and r.allocated and not r.prov.ads]
+        assert files
+        mapped = {}
+        for r in files:
+            chunks = list(read_chunks(ev, r.prov, 4096))
+            mapped[r.path] = (hashlib.md5(b"".join(chunks)).hexdigest(),
+                              any(isinstance(c, memoryview) for c in chunks))
+        monkeypatch.setattr(fsmod, "_direct_ranges", lambda *a: None)
+        for r in files:
+            through_tsk = hashlib.md5(b"".join(read_chunks(ev, r.prov, 4096))).hexdigest()
+            assert mapped[r.path][0] == through_tsk, r.path
+    used = sum(1 for _, m in mapped.values() if m)
+    assert (used == len(files)) if direct else used == 0, (used, len(files))
+
+
 def test_e01_and_split_raw_read_the_same_media(tsk_images):
     with open_evidence(tsk_images["gpt_e01"].path) as e01, open_evidence(tsk_images["gpt"].path) as raw:
         assert e01.ref.format == "ewf" and len(e01.ref.paths) >= 2
