@@ -120,3 +120,12 @@ def test_planning_memory_does_not_grow_with_the_number_of_files():
     assert batches >= 20_000 // 256
     # 20k FileRecords held at once would take over 10 MB; the spooled plan stays near the small one
     assert big < small * 2 + 1_000_000, (small, big)
+
+
+def test_plan_volume_spools_in_blocks_and_counts_every_batch():
+    import workers.plan as plan
+    recs = [rec(f"/Users/a/{i:05d}.jpg", size=1000 + i, inode=i) for i in range(3 * plan.SPOOL_BLOCK + 7)]
+    out = list(plan_volume(iter(recs), "dev", 0, max_files=100, max_bytes=10**9))
+    header, batches = out[0], out[1:]
+    assert header.batches == len(batches)
+    assert [r.path for b in batches for r in b.records] == [r.path for r in recs]

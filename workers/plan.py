@@ -136,6 +136,40 @@ def tier_of_batch(batch: str) -> int:
 # The first batches of the first tier are smaller, so the likeliest files report back (and
 # raise their flags) within seconds, and every worker has work before the big batches come.
 RAMP = (8, 4, 2)
+SPOOL_BLOCK = 512          # records pickled together in the planner's spool (bounded memory)
+
+
+class _Cutter:
+    """The batching rule, one record at a time, so the planner can count batches while it
+    spools the walk and cut the same batches afterwards."""
+
+    def __init__(self, max_files: int, max_bytes: int, ramp: tuple[int, ...] = ()):
+        self._max = (max_files, max_bytes)
+        self._ramp = ramp
+        self.seq = 0
+        self.files = 0
+        self.size = 0
+        self._caps = self._limits(0)
+
+    def _limits(self, seq: int) -> tuple[int, int]:
+        if seq < len(self._ramp):
+            return max(1, self._max[0] // self._ramp[seq]), max(1, self._max[1] // self._ramp[seq])
+        return self._max
+
+    def add(self, size: int) -> bool:
+        """Takes a record of `size` bytes; True when it starts a new batch (not the first)."""
+        new = bool(self.files) and (self.files >= self._caps[0] or self.size + size > self._caps[1])
+        if new:
+            self.seq += 1
+            self._caps = self._limits(self.seq)
+            self.files, self.size = 0, 0
+        self.files += 1
+        self.size += size
+        return new
+
+    @property
+    def batches(self) -> int:
+        return self.seq + 1 if self.files else 0
 
 
 def cut_batches(records: Iterable[FileRecord], max_files: int, max_bytes: int,
@@ -143,23 +177,13 @@ def cut_batches(records: Iterable[FileRecord], max_files: int, max_bytes: int,
     """Consecutive batches of at most `max_files` files and about `max_bytes` bytes (a file
     bigger than `max_bytes` gets a batch of its own). Batch i < len(ramp) gets 1/ramp[i] of
     both limits."""
-    def limits(seq: int) -> tuple[int, int]:
-        if seq < len(ramp):
-            return max(1, max_files // ramp[seq]), max(1, max_bytes // ramp[seq])
-        return max_files, max_bytes
-
+    cutter = _Cutter(max_files, max_bytes, ramp)
     batch: list[FileRecord] = []
-    size = 0
-    seq = 0
-    files_cap, bytes_cap = limits(0)
     for rec in records:
-        if batch and (len(batch) >= files_cap or size + rec.size > bytes_cap):
+        if cutter.add(rec.size):
             yield batch
-            seq += 1
-            files_cap, bytes_cap = limits(seq)
-            batch, size = [], 0
+            batch = []
         batch.append(rec)
-        size += rec.size
     if batch:
         yield batch
 
@@ -180,7 +204,9 @@ def plan_volume(records: Iterable[FileRecord], device_id: str, volume_offset: in
     deterministic for a given image.
     """
     spools = {}
-    counts = {t: [0, 0, 0] for t in range(len(TIER_NAMES))}   # files, bytes, batches
+    counts = {t: [0, 0] for t in range(len(TIER_NAMES))}     # files, bytes
+    cutters = {t: _Cutter(max_files, max_bytes, _ramp(t)) for t in counts}
+    pending: dict[int, list] = {t: [] for t in counts}
     try:
         for t in counts:
             spools[t] = tempfile.TemporaryFile(dir=spool_dir, prefix="triage-plan-")
@@ -188,17 +214,20 @@ def plan_volume(records: Iterable[FileRecord], device_id: str, volume_offset: in
             if not wanted(rec):
                 continue
             t = tier_of(rec)
-            pickle.dump(rec, spools[t], protocol=pickle.HIGHEST_PROTOCOL)
+            pending[t].append(rec)
+            if len(pending[t]) >= SPOOL_BLOCK:
+                pickle.dump(pending[t], spools[t], protocol=pickle.HIGHEST_PROTOCOL)
+                pending[t] = []
             counts[t][0] += 1
             counts[t][1] += rec.size
-        for t, spool in spools.items():      # a counting pass: cheap next to the walk
-            if counts[t][0]:
-                spool.seek(0)
-                counts[t][2] = sum(1 for _ in cut_batches(_unspool(spool), max_files, max_bytes,
-                                                          _ramp(t)))
+            cutters[t].add(rec.size)
+        for t, block in pending.items():
+            if block:
+                pickle.dump(block, spools[t], protocol=pickle.HIGHEST_PROTOCOL)
         # walk problems were collected while iterating `records` (the caller's list)
         yield VolumePlan(device_id=device_id, volume_offset=volume_offset,
-                         tiers={t: TierTotals(*c) for t, c in counts.items() if c[0]},
+                         tiers={t: TierTotals(c[0], c[1], cutters[t].batches)
+                                for t, c in counts.items() if c[0]},
                          coverage=tuple(coverage))
         for t, spool in spools.items():
             spool.seek(0)
@@ -218,6 +247,7 @@ def _ramp(tier: int) -> tuple[int, ...]:
 def _unspool(fh) -> Iterator[FileRecord]:
     while True:
         try:
-            yield pickle.load(fh)
+            block = pickle.load(fh)
         except EOFError:
             return
+        yield from block
