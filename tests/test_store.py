@@ -200,3 +200,32 @@ def test_second_connection_sees_committed_writes(tmp_path):
     assert len(b.flags()) == 1
     a.close()
     b.close()
+
+
+def test_file_row_puts_every_value_in_its_column():
+    from triage.records import Exif, Features, FileRecord, Provenance
+    from triage.store import _FILE_COLS, _file_row
+    prov = Provenance("devX", 1048576, 42, "/a/b.jpg", ads="s", attr_type=128, attr_id=3,
+                      member="in.zip!/c.jpg")
+    rec = FileRecord(prov=prov, name="b.jpg", size=99, allocated=False, fs_type="ntfs",
+                     is_dir=False, orphan=True, mtime=1.5, atime=2.5, ctime=3.5, crtime=4.5,
+                     type="", ext_mismatch=False)
+    feat = Features(key=rec.key, size=99, md5="m" * 32, sha1="s" * 40, sha256="h" * 64,
+                    type="image/png", ext_mismatch=True, is_picture=True, width=640, height=480,
+                    pdq="p" * 64, pdq_quality=77, phash="f" * 16, exif=Exif(make="Canon"),
+                    thumbnail=b"thumb", error="oops")
+    row = dict(zip(_FILE_COLS, _file_row("devX", "v0-t0-00001", rec, feat)))
+    assert len(row) == len(_FILE_COLS)
+    assert row["key"] == rec.key and row["batch_id"] == "v0-t0-00001"
+    assert (row["device_id"], row["volume_offset"], row["inode"], row["path"], row["ads"],
+            row["attr_type"], row["attr_id"], row["member"]) == \
+        ("devX", 1048576, 42, "/a/b.jpg", "s", 128, 3, "in.zip!/c.jpg")
+    assert (row["name"], row["size"], row["allocated"], row["fs_type"], row["is_dir"],
+            row["orphan"]) == ("b.jpg", 99, 0, "ntfs", 0, 1)
+    assert (row["mtime"], row["atime"], row["ctime"], row["crtime"]) == (1.5, 2.5, 3.5, 4.5)
+    assert row["type"] == "image/png" and row["ext_mismatch"] == 1
+    assert (row["md5"], row["sha1"], row["sha256"]) == ("m" * 32, "s" * 40, "h" * 64)
+    assert (row["is_picture"], row["width"], row["height"], row["pdq"], row["pdq_quality"],
+            row["phash"]) == (1, 640, 480, "p" * 64, 77, "f" * 16)
+    assert '"make": "Canon"' in row["exif"] and row["thumbnail"] == b"thumb"
+    assert row["error"] == "oops" and row["extra"] == "{}"

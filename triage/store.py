@@ -627,8 +627,10 @@ _FEAT_KNOWN = set(_FEATURE_COLS) | {"key", "size", "type", "ext_mismatch"}
 
 
 def _file_row(device_id: str, batch_id: str, rec: FileRecord, feat: Features) -> tuple:
-    if feat.key != rec.key:
-        raise ValueError(f"features key {feat.key!r} does not match record key {rec.key!r}")
+    """One `files` row, in _FILE_COLS order (runs for every file and member stored)."""
+    key = rec.key
+    if feat.key != key:
+        raise ValueError(f"features key {feat.key!r} does not match record key {key!r}")
     p = rec.prov
     extra = {}
     for name, obj, known in (("record", rec, _REC_KNOWN), ("prov", p, _PROV_KNOWN),
@@ -636,23 +638,20 @@ def _file_row(device_id: str, batch_id: str, rec: FileRecord, feat: Features) ->
         fields = _extra_fields(obj, known)
         if fields:
             extra[name] = fields
-    # a content type found by the feature stage wins over the walk's (which may not have read)
-    ctype = feat.type or rec.type
-    values = {
-        "key": rec.key, "batch_id": batch_id, "device_id": device_id,
-        "volume_offset": p.volume_offset, "inode": p.inode, "path": p.path, "ads": p.ads,
-        "attr_type": p.attr_type, "attr_id": p.attr_id, "member": p.member,
-        "name": rec.name, "size": rec.size, "allocated": int(rec.allocated),
-        "fs_type": rec.fs_type, "is_dir": int(rec.is_dir), "orphan": int(rec.orphan),
-        "mtime": rec.mtime, "atime": rec.atime, "ctime": rec.ctime, "crtime": rec.crtime,
-        "type": ctype, "ext_mismatch": int(rec.ext_mismatch or feat.ext_mismatch),
-        "md5": feat.md5, "sha1": feat.sha1, "sha256": feat.sha256,
-        "is_picture": int(feat.is_picture), "width": feat.width, "height": feat.height,
-        "pdq": feat.pdq, "pdq_quality": feat.pdq_quality, "phash": feat.phash,
-        "exif": _exif_to_json(feat.exif), "thumbnail": feat.thumbnail or None,
-        "error": feat.error, "extra": _json(extra) if extra else "{}",
-    }
-    return tuple(values[c] for c in _FILE_COLS)
+    return (
+        key, batch_id,
+        # _PROV_COLS
+        device_id, p.volume_offset, p.inode, p.path, p.ads, p.attr_type, p.attr_id, p.member,
+        # _RECORD_COLS; a content type found by the feature stage wins over the walk's
+        rec.name, rec.size, int(rec.allocated), rec.fs_type, int(rec.is_dir), int(rec.orphan),
+        rec.mtime, rec.atime, rec.ctime, rec.crtime, feat.type or rec.type,
+        int(rec.ext_mismatch or feat.ext_mismatch),
+        # _FEATURE_COLS
+        feat.md5, feat.sha1, feat.sha256, int(feat.is_picture), feat.width, feat.height,
+        feat.pdq, feat.pdq_quality, feat.phash, _exif_to_json(feat.exif),
+        feat.thumbnail or None, feat.error,
+        _json(extra) if extra else "{}",
+    )
 
 
 def _file_from_row(r: dict) -> tuple[FileRecord, Features]:
