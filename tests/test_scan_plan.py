@@ -47,18 +47,49 @@ def test_plan_volume_header_counts_match_batches_and_ids_are_stable():
     recs += [rec(f"/usr/lib/l{i}.so", 10, inode=100 + i) for i in range(25)]
     recs += [rec("/Users/u", 0, inode=999, is_dir=True)]
     out = list(plan_volume(iter(recs), "d", 1048576, max_files=8, max_bytes=10**9))
-    header, batches = out[0], out[1:]
-    assert isinstance(header, VolumePlan) and all(isinstance(b, BatchSpec) for b in batches)
+    headers = [i for i, o in enumerate(out) if isinstance(o, VolumePlan)]
+    assert len(headers) == 1
+    header = out[headers[0]]
+    batches = [o for o in out if not isinstance(o, VolumePlan)]
+    assert all(isinstance(b, BatchSpec) for b in batches)
     assert header.files == 55 and header.bytes == 30 * 1000 + 25 * 10
     assert header.batches == len(batches)
     for tier, totals in header.tiers.items():
         mine = [b for b in batches if b.tier == tier]
         assert totals.batches == len(mine) and totals.files == sum(len(b.records) for b in mine)
+        # the same batches as cutting the tier's files, in walk order, after the walk
+        ramp = (8, 4, 2) if tier == 0 else ()
+        want = list(cut_batches([r for r in recs if not r.is_dir and tier_of(r) == tier], 8,
+                                10**9, ramp))
+        assert [list(b.records) for b in mine] == want
     assert [b.tier for b in batches] == sorted(b.tier for b in batches)   # tier order
     assert all(tier_of_batch(b.batch_id) == b.tier for b in batches)
-    again = list(plan_volume(iter(recs), "d", 1048576, max_files=8, max_bytes=10**9))[1:]
+    # full first-tier batches leave while the walk goes on: before the totals
+    assert all(isinstance(o, BatchSpec) and o.tier == 0 for o in out[:headers[0]])
+    assert headers[0] == len([b for b in batches if b.tier == 0]) - 1
+    again = [o for o in plan_volume(iter(recs), "d", 1048576, max_files=8, max_bytes=10**9)
+             if isinstance(o, BatchSpec)]
     assert [(b.batch_id, b.records) for b in again] == [(b.batch_id, b.records) for b in batches]
     assert len({b.batch_id for b in batches}) == len(batches)
+
+
+def test_first_tier_batches_leave_before_the_walk_ends():
+    walked = []
+
+    def walk():
+        for i in range(40):
+            walked.append(i)
+            yield rec(f"/DCIM/IMG_{i}.JPG", 10, inode=i)
+        for i in range(40):
+            walked.append(100 + i)
+            yield rec(f"/srv/f{i}.bin", 10, inode=100 + i)
+
+    gen = plan_volume(walk(), "d", 0, max_files=8, max_bytes=10**9)
+    first = next(gen)
+    assert isinstance(first, BatchSpec) and first.tier == 0 and len(first.records) == 1  # ramp 8
+    assert len(walked) < 80           # the walk is not finished yet
+    rest = list(gen)
+    assert sum(isinstance(o, VolumePlan) for o in rest) == 1
 
 
 class _Sets:
@@ -126,6 +157,7 @@ def test_plan_volume_spools_in_blocks_and_counts_every_batch():
     import workers.plan as plan
     recs = [rec(f"/Users/a/{i:05d}.jpg", size=1000 + i, inode=i) for i in range(3 * plan.SPOOL_BLOCK + 7)]
     out = list(plan_volume(iter(recs), "dev", 0, max_files=100, max_bytes=10**9))
-    header, batches = out[0], out[1:]
+    header = [o for o in out if isinstance(o, VolumePlan)][0]
+    batches = [o for o in out if isinstance(o, BatchSpec)]
     assert header.batches == len(batches)
     assert [r.path for b in batches for r in b.records] == [r.path for r in recs]

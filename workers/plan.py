@@ -80,6 +80,19 @@ def tier_of(record: FileRecord) -> int:
 
 
 @dataclass(frozen=True)
+class BatchHeader:
+    """What the driver needs to know of a batch: the records themselves go from the planner
+    to a worker without the driver unpacking them."""
+
+    device_id: str
+    batch_id: str
+    volume_offset: int
+    tier: int
+    files: int
+    bytes: int
+
+
+@dataclass(frozen=True)
 class BatchSpec:
     """A batch of files to read together in one task."""
 
@@ -92,6 +105,15 @@ class BatchSpec:
     @property
     def bytes(self) -> int:
         return sum(r.size for r in self.records)
+
+    @property
+    def files(self) -> int:
+        return len(self.records)
+
+    @property
+    def header(self) -> BatchHeader:
+        return BatchHeader(self.device_id, self.batch_id, self.volume_offset, self.tier,
+                           self.files, self.bytes)
 
 
 @dataclass(frozen=True)
@@ -193,48 +215,68 @@ def wanted(record: FileRecord) -> bool:
     return not record.is_dir
 
 
+FIRST_TIER = 0
+
+
 def plan_volume(records: Iterable[FileRecord], device_id: str, volume_offset: int, *,
                 max_files: int = DEFAULT_BATCH_FILES, max_bytes: int = DEFAULT_BATCH_BYTES,
                 coverage: Iterable[Coverage] = (), spool_dir: Optional[str] = None,
                 ) -> Iterator[VolumePlan | BatchSpec]:
-    """Yields a `VolumePlan`, then every `BatchSpec` of the volume in tier order.
+    """Yields every `BatchSpec` of the volume in tier order, and one `VolumePlan` (the
+    totals) as soon as the walk ends.
 
-    The walk is spooled to one temporary file per tier, so memory holds one batch at a time
-    however many files the volume has. Within a tier the walk's own order is kept, which is
-    deterministic for a given image.
+    First-tier batches go out while the walk is still running, each as soon as it is full, so
+    the likeliest files are read while the rest of the volume is listed; they are the same
+    batches, with the same ids, that cutting after the walk gives. The other tiers are spooled
+    to one temporary file each, so memory holds a batch or so however many files the volume
+    has. Within a tier the walk's own order is kept, which is deterministic for a given image.
     """
     spools = {}
     counts = {t: [0, 0] for t in range(len(TIER_NAMES))}     # files, bytes
     cutters = {t: _Cutter(max_files, max_bytes, _ramp(t)) for t in counts}
     pending: dict[int, list] = {t: [] for t in counts}
+
+    def spec(tier: int, seq: int, recs: list) -> BatchSpec:
+        return BatchSpec(device_id=device_id, batch_id=batch_id(volume_offset, tier, seq),
+                         volume_offset=volume_offset, tier=tier, records=tuple(recs))
+
     try:
         for t in counts:
-            spools[t] = tempfile.TemporaryFile(dir=spool_dir, prefix="triage-plan-")
+            if t != FIRST_TIER:
+                spools[t] = tempfile.TemporaryFile(dir=spool_dir, prefix="triage-plan-")
+        first = cutters[FIRST_TIER]
         for rec in records:
             if not wanted(rec):
                 continue
             t = tier_of(rec)
+            counts[t][0] += 1
+            counts[t][1] += rec.size
+            if t == FIRST_TIER:
+                if first.add(rec.size):
+                    yield spec(t, first.seq - 1, pending[t])
+                    pending[t] = []
+                pending[t].append(rec)
+                continue
+            cutters[t].add(rec.size)
             pending[t].append(rec)
             if len(pending[t]) >= SPOOL_BLOCK:
                 pickle.dump(pending[t], spools[t], protocol=pickle.HIGHEST_PROTOCOL)
                 pending[t] = []
-            counts[t][0] += 1
-            counts[t][1] += rec.size
-            cutters[t].add(rec.size)
         for t, block in pending.items():
-            if block:
+            if block and t != FIRST_TIER:
                 pickle.dump(block, spools[t], protocol=pickle.HIGHEST_PROTOCOL)
         # walk problems were collected while iterating `records` (the caller's list)
         yield VolumePlan(device_id=device_id, volume_offset=volume_offset,
                          tiers={t: TierTotals(c[0], c[1], cutters[t].batches)
                                 for t, c in counts.items() if c[0]},
                          coverage=tuple(coverage))
+        if pending[FIRST_TIER]:
+            yield spec(FIRST_TIER, first.seq, pending[FIRST_TIER])
         for t, spool in spools.items():
             spool.seek(0)
             for seq, recs in enumerate(cut_batches(_unspool(spool), max_files, max_bytes,
                                                    _ramp(t))):
-                yield BatchSpec(device_id=device_id, batch_id=batch_id(volume_offset, t, seq),
-                                volume_offset=volume_offset, tier=t, records=tuple(recs))
+                yield spec(t, seq, recs)
     finally:
         for spool in spools.values():
             spool.close()

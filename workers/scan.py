@@ -25,7 +25,7 @@ from triage.errors import TriageError
 from triage.records import Coverage, EvidenceRef, VolumeRef
 from triage.store import CaseStore
 from workers.batch import Backend, BatchResult, ScanOptions
-from workers.plan import PICTURE_TIERS, BatchSpec, VolumePlan, tier_of_batch
+from workers.plan import PICTURE_TIERS, BatchHeader, VolumePlan, tier_of_batch
 
 TRIAGE_STOP_REASON = "not examined (triage mode)"
 INTERRUPTED_REASON = "scan interrupted before the end"
@@ -61,7 +61,8 @@ class PlannerState:
 @dataclass
 class InFlight:
     device_id: str
-    spec: BatchSpec
+    spec: BatchHeader
+    spec_ref: Any                     # the planner's BatchSpec, passed on by reference
     attempts: int
     deadline: float
 
@@ -69,7 +70,7 @@ class InFlight:
 @dataclass
 class ModelJob:
     device_id: str
-    spec: BatchSpec
+    spec: BatchHeader
     files: int
     items: list                       # (FileRecord, Features) of the pictures sent
     matches: list                     # their alert matches: a near-matched picture is no SUSPECTED_NEW
@@ -136,6 +137,7 @@ class ScanSummary:
     first_flag_s: Optional[float] = None
     first_known_match_s: Optional[float] = None
     ray_ready_s: Optional[float] = None       # start-up: from t0 until Ray was ready
+    work_done_s: Optional[float] = None       # from t0 until every result was stored (Ray stops after)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -272,19 +274,25 @@ class Scan:
             if planner.plan is None:
                 self._volume_planned(dev, planner, item)
             return
-        spec: BatchSpec = item
+        spec: BatchHeader = item
+        try:            # its BatchSpec follows at once (see tasks.plan_device_volume)
+            spec_ref = next(planner.gen)
+        except StopIteration:
+            planner.finished = True
+            return
         if spec.batch_id in planner.seen:          # a restarted walk repeats what we have
             return
         planner.seen.add(spec.batch_id)
-        planner.pulled_files += len(spec.records)
+        planner.pulled_files += spec.files
         planner.pulled_bytes += spec.bytes
         if spec.batch_id in dev.done:              # stored by an earlier, interrupted run
             return
-        self._submit(dev, spec, attempts=1)
+        self._submit(dev, spec, spec_ref, attempts=1)
 
-    def _submit(self, dev: DeviceState, spec: BatchSpec, attempts: int) -> None:
-        ref = self.tasks.scan_batch_task.remote(self.backend, dev.paths, spec, self.opts, self.keys)
-        self.in_flight[ref] = InFlight(dev.device_id, spec, attempts,
+    def _submit(self, dev: DeviceState, spec: BatchHeader, spec_ref, attempts: int) -> None:
+        ref = self.tasks.scan_batch_task.remote(self.backend, dev.paths, spec_ref, self.opts,
+                                                self.keys)
+        self.in_flight[ref] = InFlight(dev.device_id, spec, spec_ref, attempts,
                                        time.monotonic() + self.opts.timeout_for(spec.bytes))
         dev.in_flight += 1
 
@@ -397,7 +405,7 @@ class Scan:
             return
         self._store_result(dev, job.spec, result)
 
-    def _store_result(self, dev: DeviceState, spec: BatchSpec, result: BatchResult) -> None:
+    def _store_result(self, dev: DeviceState, spec: BatchHeader, result: BatchResult) -> None:
         from triage.flags import rules_for_batch
 
         # flags first: a crash between the two then re-scans the batch and the flags dedupe,
@@ -426,7 +434,7 @@ class Scan:
         self.reporter.batch_done(dev.device_id, dev)
         self._check_triage_stop(dev)
 
-    def _send_to_model(self, dev: DeviceState, spec: BatchSpec, result: BatchResult) -> None:
+    def _send_to_model(self, dev: DeviceState, spec: BatchHeader, result: BatchResult) -> None:
         import numpy as np
         keys = [k for k, _ in result.model_inputs]
         pixels = np.stack([np.asarray(x) for _, x in result.model_inputs])
@@ -466,13 +474,13 @@ class Scan:
 
     def _batch_failed(self, dev: DeviceState, job: InFlight, reason: str) -> None:
         if job.attempts < MAX_ATTEMPTS and not dev.stopped_early:
-            self._submit(dev, job.spec, job.attempts + 1)
+            self._submit(dev, job.spec, job.spec_ref, job.attempts + 1)
             return
         spec = job.spec
         dev.tier_accounted[spec.tier] += 1
         self._coverage(dev, [Coverage(
             device_id=dev.device_id, where=f"batch {spec.batch_id}",
-            reason=f"{len(spec.records)} files not examined: {reason} (after {job.attempts} tries)",
+            reason=f"{spec.files} files not examined: {reason} (after {job.attempts} tries)",
             bytes_not_examined=spec.bytes, volume_offset=spec.volume_offset)])
         self._check_triage_stop(dev)
 
@@ -684,7 +692,7 @@ def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list
     status = "interrupted"
     cluster: dict = {}
     scan = None
-    ray_ready = None
+    ray_ready = work_done = None
     try:
         with ray_session(address=address, workers=workers, dashboard=dashboard) as cluster:
             ray_ready = time.time() - t0
@@ -703,6 +711,7 @@ def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list
                         thresholds=(opts.model or {}).get("thresholds") or None)
             try:
                 scan.run()
+                work_done = time.time() - t0
             finally:
                 if pool is not None:
                     pool.close()
@@ -719,7 +728,8 @@ def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list
                        cluster=cluster,
                        first_flag_s=round(min(firsts) - t0, 3) if firsts else None,
                        first_known_match_s=round(min(known) - t0, 3) if known else None,
-                       ray_ready_s=None if ray_ready is None else round(ray_ready, 3))
+                       ray_ready_s=None if ray_ready is None else round(ray_ready, 3),
+                       work_done_s=None if work_done is None else round(work_done, 3))
 
 
 # Options that change what a batch finds: a resume with different ones would mix two scans.

@@ -15,7 +15,7 @@ import ray
 from triage.errors import TriageError
 from triage.records import Coverage, EvidenceRef, VolumeRef
 from workers.batch import Backend, BatchResult, ScanOptions, WorkerContext, scan_batch
-from workers.plan import BatchSpec, VolumePlan, plan_volume
+from workers.plan import BatchHeader, BatchSpec, VolumePlan, plan_volume
 
 # Batch specs a planner may have produced ahead of the driver: the walk is spooled to disk,
 # so this bounds only what sits in the object store.
@@ -64,13 +64,19 @@ def _guarded(records, device_id: str, volume: VolumeRef, problems: list) -> Iter
 # while parked would starve the batch tasks it feeds. The driver bounds how many run at once.
 @ray.remote(num_cpus=0, max_retries=0, _generator_backpressure_num_objects=PLANNER_AHEAD)
 def plan_device_volume(backend: Backend, paths: tuple[str, ...], volume: VolumeRef,
-                       opts: ScanOptions, keys: tuple = ()) -> Iterator[VolumePlan | BatchSpec]:
+                       opts: ScanOptions, keys: tuple = ()
+                       ) -> Iterator[VolumePlan | BatchHeader | BatchSpec]:
     ctx = worker_context(backend)
     evidence = ctx.evidence(paths, volume.device_id, keys)
     problems: list[Coverage] = []
     records = _guarded(backend.walk(evidence, volume, problems), volume.device_id, volume, problems)
-    yield from plan_volume(records, volume.device_id, volume.offset, max_files=opts.batch_files,
-                           max_bytes=opts.batch_bytes, coverage=problems)
+    for item in plan_volume(records, volume.device_id, volume.offset, max_files=opts.batch_files,
+                            max_bytes=opts.batch_bytes, coverage=problems):
+        if isinstance(item, BatchSpec):
+            # header, then the spec: the driver reads the header and hands the spec on by
+            # reference, never unpacking and repacking its records
+            yield item.header
+        yield item
 
 
 @ray.remote(num_cpus=1, max_retries=0)
