@@ -92,6 +92,9 @@ class Source:
         """The bytes at `offset` without a copy, where the container allows (raw); else None."""
         return None
 
+    def release(self, offset: int, size: int) -> None:
+        """Done with a `view` of these bytes."""
+
     def stored_hashes(self) -> dict:
         return {}
 
@@ -159,6 +162,22 @@ class RawSource(Source):
             except (OSError, ValueError):
                 return None
         return self._maps[i][offset - start:offset - start + size]
+
+    def release(self, offset: int, size: int) -> None:
+        """Unmaps the pages of a `view` once read: the page cache keeps them, but they stop
+        counting in this process's resident set (a later touch maps them again)."""
+        if not self._maps or size <= 0:
+            return
+        i = bisect.bisect_right(self._starts, offset) - 1
+        m = self._maps[i] if 0 <= i < len(self._maps) else None
+        if m is None:
+            return
+        start = offset - self._starts[i]
+        aligned = start - start % mmap.PAGESIZE
+        try:
+            m.obj.madvise(mmap.MADV_DONTNEED, aligned, min(start + size, len(m)) - aligned)
+        except (OSError, ValueError):
+            pass
 
     def close(self) -> None:
         for m in self._maps or ():
@@ -353,6 +372,10 @@ class Evidence:
 
     def view(self, offset: int, size: int) -> Optional[memoryview]:
         return self.source.view(offset, size) if self.source is not None else None
+
+    def release(self, offset: int, size: int) -> None:
+        if self.source is not None:
+            self.source.release(offset, size)
 
     def close(self) -> None:
         self.fs_cache.clear()

@@ -362,6 +362,8 @@ def _read_direct(evidence: Evidence, pieces: list, chunk_size: int) -> Iterator[
                 yield evidence.read(start + done, k)
             else:
                 yield view
+                # hashed by now: keep the worker's resident set to about a chunk
+                evidence.release(start + done, k)
             done += k
 
 
