@@ -4,7 +4,8 @@ from the first bytes, and the bytes themselves kept only when a later step needs
 The content arrives as an iterator of chunks and is read exactly once. hashlib releases the GIL
 for buffers over 2 KiB, so a worker thread reading the next chunk overlaps with hashing.
 Chunks are kept by reference (a list), never copied into a growing buffer, and joined once at
-the end; a single-chunk file is not copied at all.
+the end; a single-chunk file is not copied at all. Views of a mapped image are copied once
+when kept (only pictures and archives are), so the mapping's pages can be let go.
 """
 from __future__ import annotations
 
@@ -73,7 +74,7 @@ def read_once(chunks: Iterable[bytes], *, sha256: bool = False,
             else b"".join(parts)[:SNIFF_BYTES]
         limit = keep(head) if n else 0
         if limit > 0:
-            kept = parts if n <= limit and size_hint <= limit else None
+            kept = [_own(p) for p in parts] if n <= limit and size_hint <= limit else None
             over = "" if kept is not None else f"over the {_human(limit)} limit"
         parts = []
         # Phase 2: the rest, hashed and (maybe) kept by reference.
@@ -86,7 +87,7 @@ def read_once(chunks: Iterable[bytes], *, sha256: bool = False,
                     if n > limit:
                         kept, over = None, f"over the {_human(limit)} limit"
                     else:
-                        kept.append(chunk)
+                        kept.append(_own(chunk))
     except ReadAborted as exc:
         aborted = str(exc) or "read aborted"
         head = head or b"".join(parts)[:SNIFF_BYTES]
@@ -101,6 +102,12 @@ def read_once(chunks: Iterable[bytes], *, sha256: bool = False,
         digests=Digests(md5.hexdigest(), sha1.hexdigest(), s256.hexdigest() if s256 else ""),
         size=n, head=head, data=data, not_kept=over,
         aborted=aborted)
+
+
+def _own(chunk) -> bytes:
+    """A kept chunk as bytes of its own: a view into a mapped image would be touched again
+    (and stay resident) when the content is joined and decoded later."""
+    return chunk if isinstance(chunk, bytes) else bytes(chunk)
 
 
 def _human(n: int) -> str:
