@@ -155,8 +155,6 @@ class RawSource(Source):
         if self._maps is None:
             self._maps = [None] * len(self._fds)
         if self._maps[i] is None:
-            if end == start:
-                return None
             try:
                 self._maps[i] = memoryview(mmap.mmap(self._fds[i], 0, access=mmap.ACCESS_READ))
             except (OSError, ValueError):

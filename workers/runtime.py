@@ -83,14 +83,14 @@ def ray_session(address: Optional[str] = None, workers: Optional[int] = None,
         yield _describe(ray)
     finally:
         if temp_dir:
-            _stop_in_parallel(ray)
+            _kill_on_shutdown(ray)
         ray.shutdown()
         if temp_dir:
             shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def _stop_in_parallel(ray) -> None:
-    """Makes `ray.shutdown` of a private instance end its processes at once.
+def _kill_on_shutdown(ray) -> None:
+    """Makes `ray.shutdown` of a private instance kill its processes outright.
 
     Ray asks each process in turn to exit and gives it a second: its services do not honour
     SIGTERM promptly, so that is over a second at the end of every scan. A private instance
