@@ -68,7 +68,8 @@ def ray_session(address: Optional[str] = None, workers: Optional[int] = None,
         if object_store_bytes:
             kwargs["object_store_memory"] = int(object_store_bytes)
     try:
-        ray.init(**kwargs)
+        with _lean_private_start(ray, enabled=not address and not dashboard):
+            ray.init(**kwargs)
     except ConnectionError as exc:
         hint = ("" if _auth_token_available() else
                 "; if the cluster uses token authentication, put its token (`ray get-auth-token` "
@@ -87,6 +88,67 @@ def ray_session(address: Optional[str] = None, workers: Optional[int] = None,
         ray.shutdown()
         if temp_dir:
             shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@contextmanager
+def _lean_private_start(ray, enabled: bool) -> Iterator[None]:
+    """Starts a private instance without the processes a scan never uses, and notices at once
+    when its raylet is up.
+
+    `ray.init` also starts the dashboard's API server (even with the dashboard off, and waits
+    half a second for it), the autoscaler's monitor and the log monitor (which forwards worker
+    logs, turned off here). On two cores each costs a Python start-up beside the raylet's own
+    agents, and the wait for the raylet polls the GCS once a second: together 1-2 s of every
+    scan's start. Ray's version is pinned; if its internals differ, Ray starts as usual."""
+    try:
+        from ray._private import node as ray_node, services
+    except ImportError:
+        enabled = False
+    names = ("start_api_server", "start_monitor", "start_log_monitor")
+    if not enabled or not all(callable(getattr(ray_node.Node, n, None)) for n in names) \
+            or not callable(getattr(services, "get_node", None)):
+        yield
+        return
+    saved = {n: getattr(ray_node.Node, n) for n in names}
+    get_node = services.get_node
+
+    def skip(self, *args, **kwargs):
+        return None
+
+    def get_node_soon(gcs_address, node_id):
+        _wait_for_node(gcs_address, node_id)
+        return get_node(gcs_address, node_id)
+
+    for name in names:
+        setattr(ray_node.Node, name, skip)
+    services.get_node = get_node_soon
+    try:
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(ray_node.Node, name, fn)
+        services.get_node = get_node
+
+
+def _wait_for_node(gcs_address: str, node_id: str, timeout: float = 30.0,
+                   tick: float = 0.02) -> None:
+    """Polls the GCS until the node is alive (Ray's own wait polls once a second). Any
+    trouble here leaves the wait to Ray."""
+    import time
+    try:
+        from ray._raylet import GcsClient, NodeID
+        from ray.core.generated.gcs_pb2 import GcsNodeInfo
+        from ray.core.generated.gcs_service_pb2 import GetAllNodeInfoRequest
+        client = GcsClient(address=gcs_address)
+        selector = [GetAllNodeInfoRequest.NodeSelector(node_id=NodeID.from_hex(node_id).binary())]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if client.get_all_node_info(timeout=5, node_selectors=selector,
+                                        state_filter=GcsNodeInfo.GcsNodeState.ALIVE):
+                return
+            time.sleep(tick)
+    except Exception:   # noqa: BLE001 - an optimisation only; Ray's wait still follows
+        return
 
 
 def _kill_on_shutdown(ray) -> None:

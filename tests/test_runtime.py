@@ -1,0 +1,76 @@
+"""The private Ray a scan starts: only the processes a scan uses, Ray's own code left as found."""
+from __future__ import annotations
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture
+def no_ray():
+    if ray.is_initialized():
+        pytest.skip("a Ray session is already running in this process")
+    yield
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def test_private_session_starts_no_dashboard_or_monitors_and_runs_tasks(no_ray):
+    from ray._private import node as ray_node, services
+
+    from workers.runtime import ray_session
+
+    originals = (ray_node.Node.start_api_server, ray_node.Node.start_monitor,
+                 ray_node.Node.start_log_monitor, services.get_node)
+    with ray_session(workers=1) as info:
+        started = set(ray._private.worker._global_node.all_processes)
+
+        @ray.remote(num_cpus=1)
+        def square(x):
+            return x * x
+
+        assert ray.get([square.remote(i) for i in range(4)]) == [0, 1, 4, 9]
+        assert info["cpus"] == 1 and info["nodes"] == 1
+    # what a scan needs is there; the dashboard's API server and both monitors are not
+    assert {"gcs_server", "raylet"} <= started
+    assert not started & {"dashboard", "monitor", "log_monitor"}
+    # the start-up shortcuts were for that one start: Ray's own functions are back
+    assert (ray_node.Node.start_api_server, ray_node.Node.start_monitor,
+            ray_node.Node.start_log_monitor, services.get_node) == originals
+    assert not ray.is_initialized()
+
+
+def test_wait_for_node_polls_until_alive_and_gives_up_quietly(monkeypatch):
+    import time
+
+    import ray._raylet
+
+    from workers.runtime import _wait_for_node
+
+    calls = []
+
+    class Gcs:
+        def __init__(self, address):
+            self.address = address
+
+        def get_all_node_info(self, **kwargs):
+            calls.append(kwargs["state_filter"])
+            return {"node": object()} if len(calls) >= 3 else {}
+
+    monkeypatch.setattr(ray._raylet, "GcsClient", Gcs)
+    _wait_for_node("127.0.0.1:1", "ab" * 28, timeout=5, tick=0.01)
+    assert len(calls) == 3                      # returned on the first poll that saw it alive
+
+    calls.clear()
+    monkeypatch.setattr(Gcs, "get_all_node_info", lambda self, **kw: calls.append(1) or {})
+    t = time.monotonic()
+    _wait_for_node("127.0.0.1:1", "ab" * 28, timeout=0.2, tick=0.01)
+    assert 0.2 <= time.monotonic() - t < 2 and len(calls) > 3    # never alive: gives up
+
+    def refuse(self, **kwargs):
+        raise ConnectionError("no GCS")
+
+    monkeypatch.setattr(Gcs, "get_all_node_info", refuse)
+    t = time.monotonic()
+    _wait_for_node("127.0.0.1:1", "ab" * 28, timeout=5)    # trouble: leaves the wait to Ray
+    assert time.monotonic() - t < 1
