@@ -161,3 +161,30 @@ def test_plan_volume_spools_in_blocks_and_counts_every_batch():
     batches = [o for o in out if isinstance(o, BatchSpec)]
     assert header.batches == len(batches)
     assert [r.path for b in batches for r in b.records] == [r.path for r in recs]
+
+
+def test_batch_result_for_the_driver_ships_rows_and_only_referenced_records():
+    from triage.records import Match
+    from triage.store import file_rows
+    from workers.batch import BatchResult
+
+    def item(i, picture=False):
+        rec = FileRecord(prov=Provenance(device_id="d", volume_offset=0, inode=i, path=f"/f{i}"),
+                         name=f"f{i}", size=i, allocated=True, fs_type="ext4")
+        return rec, Features(key=rec.key, size=i, md5=f"{i:032x}", sha1=f"{i:040x}",
+                             is_picture=picture)
+
+    items = [item(1, True), item(2, True), item(3), item(4, True)]
+    matched, modelled = items[0][0].key, items[3][0].key
+    full = BatchResult(device_id="d", batch_id="b7", tier=0, items=list(items), files=4,
+                       matches=[Match(key=matched, kind="exact", algorithm="md5",
+                                      value=items[0][1].md5, set_name="a", set_version="1",
+                                      role="alert")],
+                       model_inputs=[(modelled, "pixels")])
+    shipped = full.for_driver()
+    assert shipped.rows == file_rows("d", "b7", items)            # every file, as a row
+    assert [r.key for r, _ in shipped.items] == [matched, modelled]
+    assert shipped.pictures == full.pictures == 3
+    assert shipped.stored_files == full.stored_files == 4
+    assert (shipped.matches, shipped.model_inputs, shipped.files) == \
+        (full.matches, full.model_inputs, full.files)

@@ -159,6 +159,23 @@ def test_files_streams_past_one_page(store):
     assert len(list(store.files(keys=keys[:1200]))) == 1200
 
 
+def test_rows_made_where_the_batch_ran_store_the_same_as_records(tmp_path):
+    from triage.store import file_rows
+    items = [_item("d", 1, "/a.jpg", picture=True), _item("d", 2, "/b.txt"),
+             _item("d", 3, "/c.zip", member="x.jpg", picture=True)]
+    match = Match(key=items[0][0].key, kind="exact", algorithm="md5", value=items[0][1].md5,
+                  set_name="alert", set_version="1", role="alert", category="1", severity=90)
+    dumps = []
+    for name, kwargs in (("records", {}), ("rows", {"rows": file_rows("d", "b0", items)})):
+        with CaseStore(tmp_path / name) as s:
+            # with rows, the records passed are only those a match refers to
+            s.add_batch("d", "b0", items if not kwargs else items[:1], [match], [], [], **kwargs)
+            dumps.append(([(r, f) for r, f in s.files("d")], s.matches("d"), s.done_batches("d"),
+                          s.counts("d")))
+    assert dumps[0] == dumps[1]
+    assert len(dumps[0][0]) == 3 and len(dumps[0][1]) == 1 and dumps[0][2] == {"b0"}
+
+
 def test_failed_batch_is_not_marked_done(store):
     rec, feat = _item("d", 1, "/a")
     bad = Features(key="wrong-key", size=1)

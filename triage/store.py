@@ -412,16 +412,19 @@ class CaseStore:
     def add_batch(self, device_id: str, batch_id: str,
                   items: list[tuple[FileRecord, Features]], matches: list[Match],
                   scores: list[Score], coverage: list[Coverage], done: bool = True,
-                  model_skips: Iterable[tuple[str, str]] = ()) -> None:
+                  model_skips: Iterable[tuple[str, str]] = (),
+                  rows: Optional[list[tuple]] = None) -> None:
         """Stores one batch's results and marks the batch done, in one transaction.
 
+        `rows`, when given, are the batch's `files` rows made by `file_rows` where the batch
+        ran; `items` then need only hold the files that matches refer to.
         `done=False` leaves the batch unfinished (its model scores are still to come): a resume
         then scans it again, and `mark_batch_done` finishes it with the scores."""
-        file_rows = [_file_row(device_id, batch_id, rec, feat) for rec, feat in items]
+        file_rows_ = rows if rows is not None else file_rows(device_id, batch_id, items)
         with self._tx() as db:
             db.executemany(
                 f"INSERT OR REPLACE INTO files ({', '.join(_FILE_COLS)}) "
-                f"VALUES ({', '.join('?' * len(_FILE_COLS))})", file_rows)
+                f"VALUES ({', '.join('?' * len(_FILE_COLS))})", file_rows_)
             self._insert_matches(db, device_id, matches)
             self._insert_scores(db, device_id, scores)
             db.executemany("INSERT OR REPLACE INTO model_skips VALUES (?, ?, ?)",
@@ -429,7 +432,7 @@ class CaseStore:
             self._insert_coverage(db, coverage)
             if done:
                 db.execute("INSERT OR REPLACE INTO batches VALUES (?, ?, ?, ?)",
-                           (device_id, batch_id, len(items), time.time()))
+                           (device_id, batch_id, len(file_rows_), time.time()))
 
     def mark_batch_done(self, device_id: str, batch_id: str, scores: list[Score] = (),
                         coverage: list[Coverage] = (), files: int = 0) -> None:
@@ -624,6 +627,13 @@ def _extra_fields(obj: Any, known: set[str]) -> dict:
 _REC_KNOWN = set(_RECORD_COLS) | {"prov"}
 _PROV_KNOWN = set(_PROV_COLS)
 _FEAT_KNOWN = set(_FEATURE_COLS) | {"key", "size", "type", "ext_mismatch"}
+
+
+def file_rows(device_id: str, batch_id: str,
+              items: Iterable[tuple[FileRecord, Features]]) -> list[tuple]:
+    """The `files` rows of a batch's (record, features) items, ready for `add_batch(rows=)`.
+    Plain tuples: a worker makes them, and they cross to the driver far cheaper than records."""
+    return [_file_row(device_id, batch_id, rec, feat) for rec, feat in items]
 
 
 def _file_row(device_id: str, batch_id: str, rec: FileRecord, feat: Features) -> tuple:

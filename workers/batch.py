@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterator, Optional
 
 from triage.errors import TriageError
@@ -58,10 +58,29 @@ class BatchResult:
     seconds: float = 0.0
     model_inputs: list = field(default_factory=list)   # (key, preprocessed picture) for the model
     model_skips: list = field(default_factory=list)    # (key, why) of pictures the model skips
+    rows: Optional[list] = None         # the files' store rows, once `for_driver` made them
+    picture_count: Optional[int] = None
 
     @property
     def pictures(self) -> int:
+        if self.picture_count is not None:
+            return self.picture_count
         return sum(1 for _, f in self.items if f.is_picture)
+
+    @property
+    def stored_files(self) -> int:
+        """Files and members this batch stores."""
+        return len(self.rows) if self.rows is not None else len(self.items)
+
+    def for_driver(self) -> "BatchResult":
+        """What crosses back to the driver: every file as a ready-made store row, and records
+        only for the files that a match or the model refers to (flags and the model need
+        those). Unpickling 26k records cost the driver 0.45 s per large device; rows, 0.03 s."""
+        from triage.store import file_rows
+        needed = {m.key for m in self.matches} | {k for k, _ in self.model_inputs}
+        return replace(self, rows=file_rows(self.device_id, self.batch_id, self.items),
+                       picture_count=self.pictures,
+                       items=[(r, f) for r, f in self.items if r.key in needed])
 
 
 class Backend:

@@ -416,7 +416,7 @@ class Scan:
         to_model = result.model_inputs if self.model_pool is not None else []
         self.store.add_batch(dev.device_id, result.batch_id, result.items, result.matches, [],
                              result.coverage, done=not to_model,
-                             model_skips=result.model_skips)
+                             model_skips=result.model_skips, rows=result.rows)
         if self.resume:       # an earlier run may have given up on this batch
             self.store.remove_coverage(dev.device_id, f"batch {spec.batch_id}")
         if to_model:
@@ -442,7 +442,7 @@ class Scan:
         items = [(r, f) for r, f in result.items if r.key in wanted]
         matches = [m for m in result.matches if m.key in wanted and m.role == "alert"]
         ref = self.model_pool.submit(keys, pixels)
-        self.model_jobs[ref] = ModelJob(dev.device_id, spec, len(result.items), items, matches)
+        self.model_jobs[ref] = ModelJob(dev.device_id, spec, result.stored_files, items, matches)
         dev.in_flight += 1
 
     def _scored(self, ref) -> None:

@@ -82,7 +82,7 @@ def plan_device_volume(backend: Backend, paths: tuple[str, ...], volume: VolumeR
 @ray.remote(num_cpus=1, max_retries=0)
 def scan_batch_task(backend: Backend, paths: tuple[str, ...], spec: BatchSpec,
                     opts: ScanOptions, keys: tuple = ()) -> BatchResult:
-    return scan_batch(worker_context(backend), paths, spec, opts, keys)
+    return scan_batch(worker_context(backend), paths, spec, opts, keys).for_driver()
 
 
 @ray.remote(num_cpus=1, max_retries=0)
