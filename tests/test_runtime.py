@@ -18,7 +18,7 @@ def no_ray():
 def test_private_session_starts_no_dashboard_or_monitors_and_runs_tasks(no_ray):
     from ray._private import node as ray_node, services
 
-    from workers.runtime import ray_session
+    from workers.runtime import _children, ray_session
 
     originals = (ray_node.Node.start_api_server, ray_node.Node.start_monitor,
                  ray_node.Node.start_log_monitor, services.get_node)
@@ -31,6 +31,11 @@ def test_private_session_starts_no_dashboard_or_monitors_and_runs_tasks(no_ray):
 
         assert ray.get([square.remote(i) for i in range(4)]) == [0, 1, 4, 9]
         assert info["cpus"] == 1 and info["nodes"] == 1
+        raylet = ray._private.worker._global_node.all_processes["raylet"][0].process.pid
+        children = _children(raylet)            # its agents and the worker
+    assert len(children) >= 3
+    # nothing of the instance outlives the session (agents used to linger for a minute)
+    assert not [pid for pid in children if _alive(pid)]
     # what a scan needs is there; the dashboard's API server and both monitors are not
     assert {"gcs_server", "raylet"} <= started
     assert not started & {"dashboard", "monitor", "log_monitor"}
@@ -38,6 +43,14 @@ def test_private_session_starts_no_dashboard_or_monitors_and_runs_tasks(no_ray):
     assert (ray_node.Node.start_api_server, ray_node.Node.start_monitor,
             ray_node.Node.start_log_monitor, services.get_node) == originals
     assert not ray.is_initialized()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"    # a zombie is dead
+    except OSError:
+        return False
 
 
 def test_wait_for_node_polls_until_alive_and_gives_up_quietly(monkeypatch):
