@@ -1,6 +1,8 @@
 """The private Ray a scan starts: only the processes a scan uses, Ray's own code left as found."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 ray = pytest.importorskip("ray")
@@ -87,3 +89,13 @@ def test_wait_for_node_polls_until_alive_and_gives_up_quietly(monkeypatch):
     t = time.monotonic()
     _wait_for_node("127.0.0.1:1", "ab" * 28, timeout=5)    # trouble: leaves the wait to Ray
     assert time.monotonic() - t < 1
+
+
+def test_task_event_log_is_off_without_the_dashboard(monkeypatch):
+    from workers.runtime import quiet_environment
+    key = "RAY_task_events_report_interval_ms"
+    monkeypatch.delenv(key, raising=False)
+    quiet_environment(dashboard=True)
+    assert key not in os.environ          # the dashboard shows tasks: Ray's default stays
+    quiet_environment()
+    assert os.environ[key] == "0"         # nothing else reads it, and its flush held shutdown
