@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def triage(*args: str, prefix: tuple = ()) -> subprocess.CompletedProcess:
-    cmd = [*prefix, sys.executable, "-c", "from cli import main; main()", *args]
+    # the installed `triage` entry point (cli:run), so exit codes are what an officer sees
+    cmd = [*prefix, sys.executable, "-c", "from cli import run; run()", *args]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
 
 
@@ -239,3 +240,24 @@ def test_unreadable_subfolder_is_coverage_not_an_abort(tmp_path):
         assert "folder not readable" in result.stderr
     finally:
         (root / "locked").chmod(0o755)
+
+
+def test_the_entry_point_exits_promptly_after_cleanup_and_flushed_output(tmp_path):
+    # run() skips only the interpreter's module teardown: exit handlers still run, output is
+    # flushed even when nothing ends the line, and the exit code is the command's
+    code = ("import atexit, os, sys\n"
+            "atexit.register(lambda: open(os.environ['MARKER'], 'w').write('cleaned'))\n"
+            "sys.stdout.write('partial line, not flushed')\n"
+            "from cli import run\n"
+            "run()\n")
+    marker = tmp_path / "marker"
+    env = dict(os.environ, MARKER=str(marker))
+    ok = subprocess.run([sys.executable, "-c", code, "--version"], env=env,
+                        capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert ok.returncode == 0 and marker.read_text() == "cleaned"
+    assert ok.stdout.startswith("partial line, not flushed") and "version" in ok.stdout
+    marker.unlink()
+    bad = subprocess.run([sys.executable, "-c", code, "scan", "--case", str(tmp_path / "c"),
+                          str(tmp_path / "missing.E01")], env=env,
+                         capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert bad.returncode == 2 and marker.read_text() == "cleaned"
