@@ -420,11 +420,11 @@ class CaseStore:
         ran; `items` then need only hold the files that matches refer to.
         `done=False` leaves the batch unfinished (its model scores are still to come): a resume
         then scans it again, and `mark_batch_done` finishes it with the scores."""
-        file_rows_ = rows if rows is not None else file_rows(device_id, batch_id, items)
+        stored = rows if rows is not None else file_rows(device_id, batch_id, items)
         with self._tx() as db:
             db.executemany(
                 f"INSERT OR REPLACE INTO files ({', '.join(_FILE_COLS)}) "
-                f"VALUES ({', '.join('?' * len(_FILE_COLS))})", file_rows_)
+                f"VALUES ({', '.join('?' * len(_FILE_COLS))})", stored)
             self._insert_matches(db, device_id, matches)
             self._insert_scores(db, device_id, scores)
             db.executemany("INSERT OR REPLACE INTO model_skips VALUES (?, ?, ?)",
@@ -432,7 +432,7 @@ class CaseStore:
             self._insert_coverage(db, coverage)
             if done:
                 db.execute("INSERT OR REPLACE INTO batches VALUES (?, ?, ?, ?)",
-                           (device_id, batch_id, len(file_rows_), time.time()))
+                           (device_id, batch_id, len(stored), time.time()))
 
     def mark_batch_done(self, device_id: str, batch_id: str, scores: list[Score] = (),
                         coverage: list[Coverage] = (), files: int = 0) -> None:

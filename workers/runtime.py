@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
@@ -143,7 +144,6 @@ def _wait_for_node(gcs_address: str, node_id: str, timeout: float = 30.0,
                    tick: float = 0.02) -> None:
     """Polls the GCS until the node is alive (Ray's own wait polls once a second). Any
     trouble here leaves the wait to Ray."""
-    import time
     try:
         from ray._raylet import GcsClient, NodeID
         from ray.core.generated.gcs_pb2 import GcsNodeInfo
