@@ -18,8 +18,11 @@ def no_ray():
         ray.shutdown()
 
 
-def test_private_session_starts_no_dashboard_or_monitors_and_runs_tasks(no_ray):
+def test_private_session_starts_no_dashboard_or_monitors_and_runs_tasks(no_ray, monkeypatch):
     from ray._private import node as ray_node, services
+
+    # a stray RAY_ADDRESS must not turn the default private instance into a join
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
 
     from workers.runtime import _children, ray_session
 

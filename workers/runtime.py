@@ -73,6 +73,9 @@ def ray_session(address: Optional[str] = None, workers: Optional[int] = None,
         # a private temp dir: short enough for Ray's unix sockets, 0700 from mkdtemp
         temp_dir = tempfile.mkdtemp(prefix="triage-ray-")
         kwargs["_temp_dir"] = temp_dir
+        # always a new instance: a RAY_ADDRESS left in the environment would otherwise join
+        # some other cluster (or fail on --workers); joining one is what --address is for
+        kwargs["address"] = "local"
         if workers:
             kwargs["num_cpus"] = int(workers)
         if object_store_bytes:
