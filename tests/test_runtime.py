@@ -107,3 +107,10 @@ def test_task_event_log_is_off_without_the_dashboard(monkeypatch):
     assert key not in os.environ          # the dashboard shows tasks: Ray's default stays
     quiet_environment()
     assert os.environ[key] == "0"         # nothing else reads it, and its flush held shutdown
+
+
+def test_an_unreachable_cluster_is_not_judged_tokenless():
+    from workers.runtime import _cluster_wants_token
+
+    # nothing listens: the token is sent as before, and ray.init reports the address
+    assert _cluster_wants_token("127.0.0.1:1", timeout=1) is True

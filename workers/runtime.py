@@ -68,7 +68,7 @@ def ray_session(address: Optional[str] = None, workers: Optional[int] = None,
         kwargs["dashboard_host"] = "127.0.0.1"
     if address:
         kwargs["address"] = address
-        _authenticate_to_cluster()
+        _authenticate_to_cluster(address)
     else:
         # a private temp dir: short enough for Ray's unix sockets, 0700 from mkdtemp
         temp_dir = tempfile.mkdtemp(prefix="triage-ray-")
@@ -213,12 +213,31 @@ def _auth_token_available() -> bool:
     return (Path.home() / ".ray" / "auth_token").is_file()
 
 
-def _authenticate_to_cluster() -> None:
+def _cluster_wants_token(address: str, timeout: float = 5.0) -> bool:
+    """Whether the cluster at `address` refuses a client without a token. True when that
+    cannot be told (unreachable: ray.init then says so)."""
+    import socket
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout):
+            pass
+        from ray._raylet import GcsClient
+        GcsClient(address=address).get_all_node_info(timeout=timeout)
+    except Exception:   # noqa: BLE001 - refused (Ray's auth error has no public type) or unknown
+        return True
+    return False
+
+
+def _authenticate_to_cluster(address: str) -> None:
     """Send the token when there is one. `ray start` (2.60) turns token authentication on
     whenever a token exists on the head (a first local `ray.init` writes one), but a client
     given an explicit address only authenticates when RAY_AUTH_MODE says so; a cluster without
     authentication ignores the token."""
     if "RAY_AUTH_MODE" in os.environ or not _auth_token_available():
+        return
+    if not _cluster_wants_token(address):
+        # a driver that authenticates refuses its workers' unauthenticated calls back: the
+        # scan would wait for ever on a cluster started without a token
         return
     try:    # what ray.init does for address="auto"; it also refreshes Ray's cached config
         from ray._private.authentication.authentication_token_setup import (
