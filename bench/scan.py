@@ -376,9 +376,7 @@ def main() -> None:
           f"full / md5sum: {results['full_w']['wall'] / t_md5:.2f}x")
 
     # the fastest of as many runs as the scan had, so neither side gains from noise
-    runs = []
-    for _ in range(args.repeat):
-        runs.append(open_source_way(raw, alert_md5s, w))
+    runs = [open_source_way(raw, alert_md5s, w) for _ in range(args.repeat)]
     oss = min(runs, key=lambda r: r["total"])
     for r in runs:
         if r is not oss:

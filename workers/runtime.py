@@ -10,6 +10,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import time
 from contextlib import contextmanager
@@ -216,7 +217,6 @@ def _auth_token_available() -> bool:
 def _cluster_wants_token(address: str, timeout: float = 5.0) -> bool:
     """Whether the cluster at `address` refuses a client without a token. True when that
     cannot be told (unreachable: ray.init then says so)."""
-    import socket
     host, _, port = address.rpartition(":")
     try:
         with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout):
