@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -261,3 +262,15 @@ def test_the_entry_point_exits_promptly_after_cleanup_and_flushed_output(tmp_pat
                           str(tmp_path / "missing.E01")], env=env,
                          capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert bad.returncode == 2 and marker.read_text() == "cleaned"
+
+
+def test_an_address_where_nothing_listens_is_one_line(tmp_path):
+    folder = tmp_path / "export"
+    folder.mkdir()
+    (folder / "note.txt").write_text("synthetic\n")
+    with socket.socket() as s:                  # a port that was free a moment ago
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = triage("scan", "--case", str(tmp_path / "case"), "--address", f"127.0.0.1:{port}",
+                    str(folder))
+    assert_one_line_error(result, "cannot join the Ray cluster", "nothing answers there")

@@ -68,6 +68,10 @@ def ray_session(address: Optional[str] = None, workers: Optional[int] = None,
     if dashboard:
         kwargs["dashboard_host"] = "127.0.0.1"
     if address:
+        if _answers(address) is False:
+            # ray.init would retry for minutes, printing a warning every few seconds
+            raise TriageError(f"cannot join the Ray cluster at {address}: nothing answers there "
+                              "(is `ray start --head` running, and is the port right?)")
         kwargs["address"] = address
         _authenticate_to_cluster(address)
     else:
@@ -214,13 +218,25 @@ def _auth_token_available() -> bool:
     return (Path.home() / ".ray" / "auth_token").is_file()
 
 
+def _answers(address: str, timeout: float = 5.0) -> Optional[bool]:
+    """Whether something accepts connections at a HOST:PORT address (None for other forms,
+    such as `auto`, which Ray resolves itself)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    try:
+        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout):
+            return True
+    except OSError:
+        return False
+
+
 def _cluster_wants_token(address: str, timeout: float = 5.0) -> bool:
     """Whether the cluster at `address` refuses a client without a token. True when that
     cannot be told (unreachable: ray.init then says so)."""
-    host, _, port = address.rpartition(":")
+    if not _answers(address, timeout):
+        return True
     try:
-        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout):
-            pass
         from ray._raylet import GcsClient
         GcsClient(address=address).get_all_node_info(timeout=timeout)
     except Exception:   # noqa: BLE001 - refused (Ray's auth error has no public type) or unknown
