@@ -4,8 +4,9 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-APT_PACKAGES := e2fsprogs dosfstools exfatprogs mtools fdisk ntfs-3g ewf-tools libewf2 sleuthkit hashdeep chromium chromium-driver
-# (hashdeep also installs md5deep, which is not a package of its own in current Debian)
+APT_PACKAGES := gcc python3-dev e2fsprogs dosfstools exfatprogs mtools fdisk ntfs-3g ewf-tools libewf2 sleuthkit hashdeep chromium chromium-driver
+# (hashdeep also installs md5deep, which is not a package of its own in current Debian;
+# gcc and python3-dev build the multi-buffer MD5 kernel, triage/features/_md5mb.c)
 DEMO_DIR ?= demo
 
 .PHONY: demo test deps venv clean bench
@@ -18,7 +19,7 @@ DEMO_DIR ?= demo
 	fi
 	@touch $@
 
-$(VENV)/.stamp: pyproject.toml .stamp-apt
+$(VENV)/.stamp: pyproject.toml triage/features/_md5mb.c .stamp-apt
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@$(PIP) install -q --upgrade pip >/dev/null
 	@$(PIP) install -q -e '.[test]'

@@ -16,9 +16,10 @@ import mmap
 import os
 import re
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import pytsk3
 
@@ -94,6 +95,9 @@ class Source:
 
     def release(self, offset: int, size: int) -> None:
         """Done with a `view` of these bytes."""
+
+    def release_all(self) -> None:
+        """Done with every `view` taken so far."""
 
     def stored_hashes(self) -> dict:
         return {}
@@ -176,6 +180,14 @@ class RawSource(Source):
             m.obj.madvise(mmap.MADV_DONTNEED, aligned, min(start + size, len(m)) - aligned)
         except (OSError, ValueError):
             pass
+
+    def release_all(self) -> None:
+        for m in self._maps or ():
+            if m is not None:
+                try:
+                    m.obj.madvise(mmap.MADV_DONTNEED, 0, len(m))
+                except (OSError, ValueError):
+                    pass
 
     def close(self) -> None:
         for m in self._maps or ():
@@ -362,6 +374,7 @@ class Evidence:
         self.unlocked: dict = {}               # volume offset -> Img_Info of a decrypted volume
         self.keys: tuple = ()                  # (recovery key, password): unlock BitLocker on demand
         self.lock = threading.Lock()
+        self._held = 0
 
     def read(self, offset: int, size: int) -> bytes:
         if self.source is None:
@@ -372,8 +385,21 @@ class Evidence:
         return self.source.view(offset, size) if self.source is not None else None
 
     def release(self, offset: int, size: int) -> None:
-        if self.source is not None:
+        if self.source is not None and not self._held:
             self.source.release(offset, size)
+
+    @contextmanager
+    def held(self) -> Iterator["Evidence"]:
+        """Views taken inside the block stay mapped until it ends, then go together. A group of
+        files hashed in two passes (MD5 for many at once, then the rest file by file) is
+        touched twice; letting each view go after the first pass would map it all again."""
+        self._held += 1
+        try:
+            yield self
+        finally:
+            self._held -= 1
+            if not self._held and self.source is not None:
+                self.source.release_all()
 
     def close(self) -> None:
         self.fs_cache.clear()

@@ -7,6 +7,7 @@ tested with fakes and the real stack is one import away.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
@@ -19,6 +20,10 @@ from workers.plan import BatchSpec
 
 CHUNK_SIZE = 1024 * 1024
 EVIDENCE_CACHE = 2          # open devices kept per worker process (an EWF handle holds caches)
+# Files read together for one multi-buffer MD5 pass: held in memory (or mapped) at once, so
+# bounded; a bigger file streams through hashlib alone, never held whole.
+GROUP_FILE_MAX = 16 * 1024 * 1024
+GROUP_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,7 @@ class BatchResult:
     model_skips: list = field(default_factory=list)    # (key, why) of pictures the model skips
     rows: Optional[list] = None         # the files' store rows, once `for_driver` made them
     picture_count: Optional[int] = None
+    md5_engine: str = ""                # which code took the MD5s (hashing.md5_engine)
 
     @property
     def pictures(self) -> int:
@@ -121,13 +127,34 @@ class Backend:
         return FeatureOptions(sha256=opts.sha256, pictures=opts.pictures,
                               thumbnails=opts.pictures, archives=opts.archives, model_prep=prep)
 
-    def analyse(self, record: FileRecord, chunks, feature_options):
+    def read_group(self, evidence, records: list, chunk_size: int) -> list:
+        """(chunks, md5) for each file of a group, its MD5 taken for many files in one pass;
+        None for a file whose read failed (the file-by-file path reads it again and says why).
+        All None when MD5 runs on hashlib alone: streaming then costs the same and holds less."""
+        from triage.features.hashing import md5_engine, md5_many
+        if md5_engine() == "hashlib":
+            return [None] * len(records)
+        contents: list = []
+        for rec in records:
+            try:
+                contents.append(list(self.read_chunks(evidence, rec.prov, chunk_size)))
+            except (TriageError, OSError, IOError, ValueError, MemoryError):
+                contents.append(None)
+        read = [c for c in contents if c is not None]
+        digests = iter(md5_many(read))
+        return [None if c is None else (c, next(digests)) for c in contents]
+
+    def analyse(self, record: FileRecord, chunks, feature_options, md5: Optional[str] = None):
         from triage.features import analyse
-        return analyse(record, chunks, feature_options)
+        return analyse(record, chunks, feature_options, md5=md5)
 
     def open_hashsets(self, root: str, names: tuple[str, ...] = ()):
         from hashsets.store import HashSetStore
         return HashSetStore(root, names or None)
+
+    def md5_engine(self) -> str:
+        from triage.features.hashing import md5_engine
+        return md5_engine()
 
     def warm(self) -> None:
         """Imports what a batch needs, so a worker's first batch does not pay for it."""
@@ -220,25 +247,15 @@ def scan_batch(ctx: WorkerContext, paths: tuple[str, ...], spec: BatchSpec,
     evidence = ctx.evidence(paths, spec.device_id, keys)
     fopts = ctx.feature_options(opts)
     result = BatchResult(device_id=spec.device_id, batch_id=spec.batch_id, tier=spec.tier,
-                         files=len(spec.records))
+                         files=len(spec.records), md5_engine=backend.md5_engine())
     model_inputs: dict[str, Any] = {}
-    for rec in spec.records:
-        try:
-            analysis = backend.analyse(rec, backend.read_chunks(evidence, rec.prov, opts.chunk_size),
-                                       fopts)
-        except (TriageError, OSError, IOError, ValueError, MemoryError) as exc:
-            reason = f"read error: {exc}".splitlines()[0][:300]
-            result.items.append((rec, _error_features(rec, reason)))
-            result.coverage.append(Coverage(device_id=spec.device_id, where=rec.key, reason=reason,
-                                            bytes_not_examined=rec.size,
-                                            volume_offset=rec.prov.volume_offset))
-            continue
-        result.bytes_read += rec.size
-        for r, f, cov, model_input in flatten(analysis):
-            result.items.append((r, f))
-            result.coverage.extend(cov)
-            if model_input is not None:
-                model_inputs[r.key] = model_input
+    for group in _groups(spec.records):
+        with _held(evidence):
+            pre = backend.read_group(evidence, group, opts.chunk_size) if len(group) > 1 \
+                else [None]
+            for i, rec in enumerate(group):
+                got, pre[i] = pre[i], None        # each file's bytes go once it is done
+                _scan_file(backend, evidence, rec, got, fopts, opts, result, model_inputs)
     if opts.hashsets:
         matches, ignored = match_items(ctx.hashsets(opts.hashsets), result.items,
                                        perceptual=opts.perceptual)
@@ -248,6 +265,58 @@ def scan_batch(ctx: WorkerContext, paths: tuple[str, ...], spec: BatchSpec,
         result.model_inputs, result.model_skips = _model_queue(result, model_inputs)
     result.seconds = time.monotonic() - t0
     return result
+
+
+def _groups(records) -> Iterator[list[FileRecord]]:
+    """Consecutive files read together, in batch order: small ones up to GROUP_BYTES, each
+    big one alone."""
+    group: list[FileRecord] = []
+    size = 0
+    for rec in records:
+        if rec.size > GROUP_FILE_MAX:
+            if group:
+                yield group
+                group, size = [], 0
+            yield [rec]
+            continue
+        if group and size + rec.size > GROUP_BYTES:
+            yield group
+            group, size = [], 0
+        group.append(rec)
+        size += rec.size
+    if group:
+        yield group
+
+
+def _held(evidence):
+    held = getattr(evidence, "held", None)
+    return held() if held is not None else contextlib.nullcontext()
+
+
+def _scan_file(backend: Backend, evidence, rec: FileRecord, got: Optional[tuple], fopts,
+               opts: ScanOptions, result: BatchResult, model_inputs: dict) -> None:
+    """One file: its content (already read, with its MD5, or read now), analysed into
+    `result`; a read error becomes a coverage record."""
+    try:
+        if got is not None:
+            chunks, md5 = got
+            analysis = backend.analyse(rec, iter(chunks), fopts, md5=md5)
+        else:
+            analysis = backend.analyse(rec, backend.read_chunks(evidence, rec.prov,
+                                                                opts.chunk_size), fopts)
+    except (TriageError, OSError, IOError, ValueError, MemoryError) as exc:
+        reason = f"read error: {exc}".splitlines()[0][:300]
+        result.items.append((rec, _error_features(rec, reason)))
+        result.coverage.append(Coverage(device_id=result.device_id, where=rec.key, reason=reason,
+                                        bytes_not_examined=rec.size,
+                                        volume_offset=rec.prov.volume_offset))
+        return
+    result.bytes_read += rec.size
+    for r, f, cov, model_input in flatten(analysis):
+        result.items.append((r, f))
+        result.coverage.extend(cov)
+        if model_input is not None:
+            model_inputs[r.key] = model_input
 
 
 def _model_queue(result: BatchResult, inputs: dict[str, Any]) -> tuple[list, list]:

@@ -66,18 +66,19 @@ class Analysis:
 
 
 def analyse(record: FileRecord, chunks: Iterable[bytes],
-            opts: FeatureOptions = DEFAULT_OPTIONS) -> Analysis:
+            opts: FeatureOptions = DEFAULT_OPTIONS, md5: Optional[str] = None) -> Analysis:
     """Read `chunks` (the content of `record`) once and analyse it.
 
     Never raises for bad content: decode failures are `features.error`, refusals and damaged
     archives are coverage records. Exceptions from `chunks` itself (read errors) propagate.
+    `md5`: the content's MD5 when the caller already took it (`hashing.md5_many`).
     """
     budget = archives.Budget(opts.archive_max_total_bytes, opts.archive_max_members)
-    return _analyse(record, chunks, opts, 0, budget)
+    return _analyse(record, chunks, opts, 0, budget, md5)
 
 
 def _analyse(record: FileRecord, chunks: Iterable[bytes], opts: FeatureOptions, depth: int,
-             budget: archives.Budget) -> Analysis:
+             budget: archives.Budget, md5: Optional[str] = None) -> Analysis:
     def opens(ctype: str) -> bool:
         return opts.archives and ctype in ARCHIVE_TYPES and (
             opts.archive_gzip or ctype != "application/gzip")
@@ -90,7 +91,7 @@ def _analyse(record: FileRecord, chunks: Iterable[bytes], opts: FeatureOptions, 
             return opts.archive_max_bytes
         return 0
 
-    rr = read_once(chunks, sha256=opts.sha256, keep=keep, size_hint=record.size)
+    rr = read_once(chunks, sha256=opts.sha256, keep=keep, size_hint=record.size, md5=md5)
     ctype = sniff(rr.head)
     rec = replace(record, type=ctype, ext_mismatch=ext_mismatch(record.name, ctype),
                   size=record.size or (0 if rr.aborted else rr.size))
