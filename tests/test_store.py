@@ -73,6 +73,9 @@ def test_refuses_newer_schema_and_foreign_file(tmp_path):
 
 def test_wal_mode(store):
     assert store._query("PRAGMA journal_mode")[0]["journal_mode"] == "wal"
+    # committed batches are durable; the log is copied back in 40 MB steps, not 4 MB ones
+    assert store._query("PRAGMA synchronous")[0]["synchronous"] == 1          # NORMAL
+    assert store._query("PRAGMA wal_autocheckpoint")[0]["wal_autocheckpoint"] == 10_000
 
 
 def test_device_round_trip(store):

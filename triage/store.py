@@ -196,6 +196,9 @@ def is_case(case_dir: str | os.PathLike) -> bool:
     return (Path(case_dir) / DB_NAME).is_file()
 
 
+WAL_CHECKPOINT_PAGES = 10_000
+
+
 class CaseStore:
     """The SQLite case store of one case directory. Thread-safe; one connection per instance."""
 
@@ -218,6 +221,10 @@ class CaseStore:
                                        isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            # Checkpoint every 40 MB of log, not every 4 MB: a scan commits each batch, and the
+            # default made the driver copy its writes into the database ten times as often
+            # (0.2 s of every 20k-file device). Committed batches are as safe either way.
+            self._db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
             self._db.execute("PRAGMA foreign_keys=ON")
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.DatabaseError as exc:
