@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 APT_PACKAGES := gcc python3-dev e2fsprogs dosfstools exfatprogs mtools fdisk ntfs-3g ewf-tools libewf2 sleuthkit hashdeep chromium chromium-driver
 # (hashdeep also installs md5deep, which is not a package of its own in current Debian;
-# gcc and python3-dev build the multi-buffer MD5 kernel, triage/features/_md5mb.c)
+# gcc and python3-dev build the multi-buffer MD5/SHA-1 kernel, triage/features/_mbhash.c)
 DEMO_DIR ?= demo
 
 .PHONY: demo test deps venv clean bench
@@ -19,7 +19,7 @@ DEMO_DIR ?= demo
 	fi
 	@touch $@
 
-$(VENV)/.stamp: pyproject.toml triage/features/_md5mb.c .stamp-apt
+$(VENV)/.stamp: pyproject.toml triage/features/_mbhash.c .stamp-apt
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@$(PIP) install -q --upgrade pip >/dev/null
 	@$(PIP) install -q -e '.[test]'

@@ -111,10 +111,11 @@ class FakeBackend(Backend):
     def feature_options(self, opts):
         return {"pictures": opts.pictures}
 
-    def analyse(self, record, chunks, opts, md5=None):
+    def analyse(self, record, chunks, opts, known=None):
         data = b"".join(chunks)
-        if md5 is not None and md5 != hashlib.md5(data).hexdigest():
-            raise AssertionError(f"{record.path}: md5 from the group pass is not the content's")
+        if known is not None and (known.md5, known.sha1) != (hashlib.md5(data).hexdigest(),
+                                                               hashlib.sha1(data).hexdigest()):
+            raise AssertionError(f"{record.path}: hashes from the group pass are not the content's")
         picture = record.name.endswith(PICTURE_EXTS)
         feat = Features(key=record.key, size=len(data), md5=hashlib.md5(data).hexdigest(),
                         sha1=hashlib.sha1(data).hexdigest(),

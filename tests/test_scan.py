@@ -217,8 +217,8 @@ def test_case_is_private_and_has_provenance(full_scan, synth_truth):
     assert len(run["hashsets"]) >= 4 and all(h.get("name") for h in run["hashsets"])
     assert all(h.get("version") not in (None, "") for h in run["hashsets"])
     assert run["options"]["mode"] == "full"
-    from triage.features.hashing import md5_engine
-    assert run["options"]["md5_engines"] == [md5_engine()]     # which code took the MD5s
+    from triage.features.hashing import hash_engine
+    assert run["options"]["hash_engines"] == [hash_engine()]   # which code took the hashes
     ewf = [d for d in devices if d["format"] == "ewf"]
     assert ewf and all(d["stored_hashes"].get("md5") for d in ewf)
     # --verify: the media hash read through the container equals the hash of the media made

@@ -294,15 +294,15 @@ class CaseStore:
                  operator, _json(options), time.time()))
             return int(cur.lastrowid)
 
-    def end_run(self, run_id: int, status: str, md5_engines: Sequence[str] = ()) -> None:
-        """Closes a run; `md5_engines` (which code took the MD5s, as the workers reported)
-        joins the run's options."""
+    def end_run(self, run_id: int, status: str, hash_engines: Sequence[str] = ()) -> None:
+        """Closes a run; `hash_engines` (which code took MD5 and SHA-1, as the workers
+        reported) joins the run's options."""
         with self._tx() as db:
             db.execute("UPDATE runs SET ended = ?, status = ? WHERE id = ?",
                        (time.time(), status, run_id))
-            if md5_engines:
-                db.execute("UPDATE runs SET options = json_set(options, '$.md5_engines', json(?)) "
-                           "WHERE id = ?", (_json(list(md5_engines)), run_id))
+            if hash_engines:
+                db.execute("UPDATE runs SET options = json_set(options, '$.hash_engines', json(?)) "
+                           "WHERE id = ?", (_json(list(hash_engines)), run_id))
 
     def runs(self) -> list[dict]:
         out = []

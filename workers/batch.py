@@ -20,7 +20,7 @@ from workers.plan import BatchSpec
 
 CHUNK_SIZE = 1024 * 1024
 EVIDENCE_CACHE = 2          # open devices kept per worker process (an EWF handle holds caches)
-# Files read together for one multi-buffer MD5 pass: held in memory (or mapped) at once, so
+# Files read together for one multi-buffer hashing pass: held in memory (or mapped) at once, so
 # bounded; a bigger file streams through hashlib alone, never held whole.
 GROUP_FILE_MAX = 16 * 1024 * 1024
 GROUP_BYTES = 64 * 1024 * 1024
@@ -65,7 +65,7 @@ class BatchResult:
     model_skips: list = field(default_factory=list)    # (key, why) of pictures the model skips
     rows: Optional[list] = None         # the files' store rows, once `for_driver` made them
     picture_count: Optional[int] = None
-    md5_engine: str = ""                # which code took the MD5s (hashing.md5_engine)
+    hash_engine: str = ""               # which code took MD5 and SHA-1 (hashing.hash_engine)
 
     @property
     def pictures(self) -> int:
@@ -128,11 +128,11 @@ class Backend:
                               thumbnails=opts.pictures, archives=opts.archives, model_prep=prep)
 
     def read_group(self, evidence, records: list, chunk_size: int) -> list:
-        """(chunks, md5) for each file of a group, its MD5 taken for many files in one pass;
-        None for a file whose read failed (the file-by-file path reads it again and says why).
-        All None when MD5 runs on hashlib alone: streaming then costs the same and holds less."""
-        from triage.features.hashing import md5_engine, md5_many
-        if md5_engine() == "hashlib":
+        """(chunks, Digests) for each file of a group, MD5 and SHA-1 taken for many files in
+        one pass; None for a file whose read failed (the file-by-file path reads it again and
+        says why). All None on hashlib alone: streaming then costs the same and holds less."""
+        from triage.features.hashing import hash_engine, hash_many
+        if hash_engine() == "hashlib":
             return [None] * len(records)
         contents: list = []
         for rec in records:
@@ -141,20 +141,21 @@ class Backend:
             except (TriageError, OSError, IOError, ValueError, MemoryError):
                 contents.append(None)
         read = [c for c in contents if c is not None]
-        digests = iter(md5_many(read))
+        digests = iter(hash_many(read))
         return [None if c is None else (c, next(digests)) for c in contents]
 
-    def analyse(self, record: FileRecord, chunks, feature_options, md5: Optional[str] = None):
+    def analyse(self, record: FileRecord, chunks, feature_options, known=None):
+        """`known`: the content's Digests (MD5, SHA-1) when `read_group` took them."""
         from triage.features import analyse
-        return analyse(record, chunks, feature_options, md5=md5)
+        return analyse(record, chunks, feature_options, known=known)
 
     def open_hashsets(self, root: str, names: tuple[str, ...] = ()):
         from hashsets.store import HashSetStore
         return HashSetStore(root, names or None)
 
-    def md5_engine(self) -> str:
-        from triage.features.hashing import md5_engine
-        return md5_engine()
+    def hash_engine(self) -> str:
+        from triage.features.hashing import hash_engine
+        return hash_engine()
 
     def warm(self) -> None:
         """Imports what a batch needs, so a worker's first batch does not pay for it."""
@@ -247,7 +248,7 @@ def scan_batch(ctx: WorkerContext, paths: tuple[str, ...], spec: BatchSpec,
     evidence = ctx.evidence(paths, spec.device_id, keys)
     fopts = ctx.feature_options(opts)
     result = BatchResult(device_id=spec.device_id, batch_id=spec.batch_id, tier=spec.tier,
-                         files=len(spec.records), md5_engine=backend.md5_engine())
+                         files=len(spec.records), hash_engine=backend.hash_engine())
     model_inputs: dict[str, Any] = {}
     for group in _groups(spec.records):
         with _held(evidence):
@@ -295,12 +296,12 @@ def _held(evidence):
 
 def _scan_file(backend: Backend, evidence, rec: FileRecord, got: Optional[tuple], fopts,
                opts: ScanOptions, result: BatchResult, model_inputs: dict) -> None:
-    """One file: its content (already read, with its MD5, or read now), analysed into
+    """One file: its content (already read, with its hashes, or read now), analysed into
     `result`; a read error becomes a coverage record."""
     try:
         if got is not None:
-            chunks, md5 = got
-            analysis = backend.analyse(rec, iter(chunks), fopts, md5=md5)
+            chunks, known = got
+            analysis = backend.analyse(rec, iter(chunks), fopts, known=known)
         else:
             analysis = backend.analyse(rec, backend.read_chunks(evidence, rec.prov,
                                                                 opts.chunk_size), fopts)

@@ -181,7 +181,7 @@ class Scan:
         self.thresholds = thresholds
         self.t0 = t0 or time.time()
         self.warnings: list[str] = []
-        self.md5_engines: set[str] = set()     # recorded with the run (provenance)
+        self.hash_engines: set[str] = set()    # recorded with the run (provenance)
         # kept out of ScanOptions, which the run record stores: keys never reach the case
         self.keys = (recovery_key, password) if (recovery_key or password) else ()
         self._rr = 0
@@ -414,8 +414,8 @@ class Scan:
         flags = rules_for_batch(dev.device_id, dev.context, result.items, result.matches, [],
                                 result.coverage, time.time(), thresholds=self.thresholds)
         self._raise(dev, flags)
-        if result.md5_engine:
-            self.md5_engines.add(result.md5_engine)
+        if result.hash_engine:
+            self.hash_engines.add(result.hash_engine)
         to_model = result.model_inputs if self.model_pool is not None else []
         self.store.add_batch(dev.device_id, result.batch_id, result.items, result.matches, [],
                              result.coverage, done=not to_model,
@@ -721,7 +721,7 @@ def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list
         statuses = {d.status for d in devices}
         status = "complete" if statuses == {"complete"} else "partial"
     finally:
-        store.end_run(run_id, status, md5_engines=sorted(scan.md5_engines) if scan else [])
+        store.end_run(run_id, status, hash_engines=sorted(scan.hash_engines) if scan else [])
         sink.close()
         store.close()
     firsts = [d.first_flag for d in devices if d.first_flag]

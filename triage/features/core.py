@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 import numpy as np
 
 from triage.features import archives, pictures
-from triage.features.hashing import read_once, human_bytes
+from triage.features.hashing import Digests, human_bytes, read_once
 from triage.filetype import PICTURE_TYPES, ext_mismatch, sniff
 from triage.records import Coverage, Features, FileRecord
 
@@ -66,19 +66,19 @@ class Analysis:
 
 
 def analyse(record: FileRecord, chunks: Iterable[bytes],
-            opts: FeatureOptions = DEFAULT_OPTIONS, md5: Optional[str] = None) -> Analysis:
+            opts: FeatureOptions = DEFAULT_OPTIONS, known: Optional[Digests] = None) -> Analysis:
     """Read `chunks` (the content of `record`) once and analyse it.
 
     Never raises for bad content: decode failures are `features.error`, refusals and damaged
     archives are coverage records. Exceptions from `chunks` itself (read errors) propagate.
-    `md5`: the content's MD5 when the caller already took it (`hashing.md5_many`).
+    `known`: the content's MD5 and SHA-1 when the caller already took them (`hash_many`).
     """
     budget = archives.Budget(opts.archive_max_total_bytes, opts.archive_max_members)
-    return _analyse(record, chunks, opts, 0, budget, md5)
+    return _analyse(record, chunks, opts, 0, budget, known)
 
 
 def _analyse(record: FileRecord, chunks: Iterable[bytes], opts: FeatureOptions, depth: int,
-             budget: archives.Budget, md5: Optional[str] = None) -> Analysis:
+             budget: archives.Budget, known: Optional[Digests] = None) -> Analysis:
     def opens(ctype: str) -> bool:
         return opts.archives and ctype in ARCHIVE_TYPES and (
             opts.archive_gzip or ctype != "application/gzip")
@@ -91,7 +91,7 @@ def _analyse(record: FileRecord, chunks: Iterable[bytes], opts: FeatureOptions, 
             return opts.archive_max_bytes
         return 0
 
-    rr = read_once(chunks, sha256=opts.sha256, keep=keep, size_hint=record.size, md5=md5)
+    rr = read_once(chunks, sha256=opts.sha256, keep=keep, size_hint=record.size, known=known)
     ctype = sniff(rr.head)
     rec = replace(record, type=ctype, ext_mismatch=ext_mismatch(record.name, ctype),
                   size=record.size or (0 if rr.aborted else rr.size))

@@ -44,20 +44,21 @@ class ReadAborted(Exception):
 
 def read_once(chunks: Iterable[bytes], *, sha256: bool = False,
               keep: Callable[[bytes], int] = lambda head: 0, size_hint: int = 0,
-              md5: Optional[str] = None) -> ReadResult:
+              known: Optional[Digests] = None) -> ReadResult:
     """Hash every chunk once; keep the content when `keep(head)` returns a byte limit > 0.
 
     `keep` sees the first SNIFF_BYTES and returns how many bytes may be kept (0: none). Content
     longer than that is still hashed to the end but not kept, and `not_kept` says why;
     `size_hint` (the expected size, 0 if unknown) lets that decision be taken at once.
     A chunk source may raise ReadAborted to stop (the digests then cover only what was read).
-    `md5`, when given, is these same chunks' MD5 already taken by `md5_many` (not taken again).
+    `known`, when given, holds these same chunks' MD5 and SHA-1, already taken by `hash_many`
+    (not taken again; SHA-256 still is, on request).
     """
-    md5_hash = None if md5 else hashlib.md5(usedforsecurity=False)
-    sha1 = hashlib.sha1(usedforsecurity=False)
+    md5 = sha1 = None
+    if known is None:
+        md5, sha1 = hashlib.md5(usedforsecurity=False), hashlib.sha1(usedforsecurity=False)
     s256 = hashlib.sha256() if sha256 else None
-    updates = ((md5_hash.update,) if md5_hash is not None else ()) + (sha1.update,) + \
-        ((s256.update,) if s256 is not None else ())
+    updates = tuple(h.update for h in (md5, sha1, s256) if h is not None)
     it = iter(chunks)
     parts: list = []
     kept: Optional[list] = None
@@ -105,35 +106,37 @@ def read_once(chunks: Iterable[bytes], *, sha256: bool = False,
     else:
         data = b"".join(kept)
     return ReadResult(
-        digests=Digests(md5 or md5_hash.hexdigest(), sha1.hexdigest(),
+        digests=Digests(known.md5 if known else md5.hexdigest(),
+                        known.sha1 if known else sha1.hexdigest(),
                         s256.hexdigest() if s256 else ""),
         size=n, head=head, data=data, not_kept=over,
         aborted=aborted)
 
 
-# Multi-buffer MD5 (triage/features/_md5mb.c): sixteen files per pass on a CPU with AVX-512,
-# about 4 GB/s on one core here against hashlib's 0.73 GB/s. MD5 is most of a hash-only
-# scan's CPU, and a batch always holds many files. TRIAGE_MD5MB=0 turns it off.
+# Multi-buffer MD5 and SHA-1 (triage/features/_mbhash.c): sixteen files per pass on a CPU
+# with AVX-512, about 2.5 GB/s for both hashes on one core here against hashlib's 0.53 GB/s.
+# The two hashes are most of a hash-only scan's CPU, and a batch always holds many files.
+# TRIAGE_MBHASH=0 turns it off.
 MB_MIN_FILES = 4            # fewer files than this: hashlib (one stream per lane is no gain)
 
 
 @lru_cache(maxsize=1)
-def md5_engine() -> str:
+def hash_engine() -> str:
     """'multi-buffer AVX-512' when the kernel is built, the CPU runs it, and it gives
-    hashlib's answer on a self-test of awkward lengths and split buffers; 'hashlib' otherwise.
-    Recorded with each scan run: which code produced the MD5s is part of the provenance."""
+    hashlib's answers on a self-test of awkward lengths and split buffers; 'hashlib' otherwise.
+    Recorded with each scan run: which code produced the hashes is part of the provenance."""
     return "multi-buffer AVX-512" if _kernel() is not None else "hashlib"
 
 
 @lru_cache(maxsize=1)
 def _kernel():
-    if os.environ.get("TRIAGE_MD5MB", "1") == "0":
+    if os.environ.get("TRIAGE_MBHASH", "1") == "0":
         return None
     try:
-        from triage.features import _md5mb
+        from triage.features import _mbhash
     except ImportError:
         return None
-    if not _md5mb.simd():
+    if not _mbhash.simd():
         return None
     rnd = random.Random(1321)
     cases = []
@@ -141,24 +144,26 @@ def _kernel():
         data = rnd.randbytes(n)
         cuts = sorted(rnd.randrange(n + 1) for _ in range(rnd.randrange(4)))
         cases.append((data, [data[a:b] for a, b in zip([0] + cuts, cuts + [n])]))
-    got = _md5mb.md5_many([pieces for _, pieces in cases])
-    if got != [hashlib.md5(d, usedforsecurity=False).digest() for d, _ in cases]:
+    want = [hashlib.md5(d, usedforsecurity=False).digest() +
+            hashlib.sha1(d, usedforsecurity=False).digest() for d, _ in cases]
+    if _mbhash.hash_many([pieces for _, pieces in cases]) != want:
         return None
-    return _md5mb
+    return _mbhash
 
 
-def md5_many(files: Sequence[Sequence[bytes]]) -> list[str]:
-    """The hex MD5 of each file, given as its content's chunks (bytes or memoryviews), many
+def hash_many(files: Sequence[Sequence[bytes]]) -> list[Digests]:
+    """MD5 and SHA-1 of each file, given as its content's chunks (bytes or memoryviews), many
     files per pass where the kernel runs; hashlib one file at a time otherwise."""
     kernel = _kernel()
     if kernel is not None and len(files) >= MB_MIN_FILES:
-        return [d.hex() for d in kernel.md5_many(files)]
+        return [Digests(d[:16].hex(), d[16:].hex()) for d in kernel.hash_many(files)]
     out = []
     for chunks in files:
-        h = hashlib.md5(usedforsecurity=False)
+        md5, sha1 = hashlib.md5(usedforsecurity=False), hashlib.sha1(usedforsecurity=False)
         for c in chunks:
-            h.update(c)
-        out.append(h.hexdigest())
+            md5.update(c)
+            sha1.update(c)
+        out.append(Digests(md5.hexdigest(), sha1.hexdigest()))
     return out
 
 

@@ -1,6 +1,6 @@
-"""Multi-buffer MD5: the C kernel must give hashlib's MD5 for every length, every way the
-content is split into buffers, and every number of files (lanes refilled, lanes left idle);
-the batch must use it only where it holds, and fall back to hashlib cleanly."""
+"""Multi-buffer MD5 and SHA-1: the C kernel must give hashlib's digests for every length,
+every way the content is split into buffers, and every number of files (lanes refilled, lanes
+left idle); the batch must use it only where it holds, and fall back to hashlib cleanly."""
 from __future__ import annotations
 
 import hashlib
@@ -14,13 +14,17 @@ from triage.records import FileRecord, Provenance
 from workers import batch as batch_mod
 from workers.plan import BatchSpec
 
-_md5mb = pytest.importorskip("triage.features._md5mb",
+_mbhash = pytest.importorskip("triage.features._mbhash",
                              reason="the C kernel is not built (no compiler): hashlib is used")
 
 
 def _split(rnd: random.Random, data: bytes) -> list[bytes]:
     cuts = sorted(rnd.randrange(len(data) + 1) for _ in range(rnd.randrange(5)))
     return [data[a:b] for a, b in zip([0] + cuts, cuts + [len(data)])]
+
+
+def _both(data: bytes) -> bytes:
+    return hashlib.md5(data).digest() + hashlib.sha1(data).digest()
 
 
 def _cases(seed: int, lengths) -> list[tuple[bytes, list[bytes]]]:
@@ -33,25 +37,25 @@ def _cases(seed: int, lengths) -> list[tuple[bytes, list[bytes]]]:
 
 
 @pytest.mark.parametrize("simd", [True, False])
-def test_every_length_and_split_gives_hashlibs_md5(simd):
-    if simd and not _md5mb.simd():
+def test_every_length_and_split_gives_hashlibs_digests(simd):
+    if simd and not _mbhash.simd():
         pytest.skip("this CPU has no AVX-512")
     rnd = random.Random(7)
     # every padding case (0..200 bytes: one or two final blocks), block edges, and large ones
     lengths = list(range(201)) + [511, 512, 513, 4095, 4096, 4097] + \
         [rnd.randrange(1, 300_000) for _ in range(60)]
     cases = _cases(1, lengths)
-    got = _md5mb.md5_many([pieces for _, pieces in cases], simd=simd)
-    want = [hashlib.md5(d).digest() for d, _ in cases]
-    assert got == want
+    files = [pieces for _, pieces in cases]
+    assert _mbhash.hash_many(files, simd=simd) == [_both(d) for d, _ in cases]
+    assert _mbhash.hash_many(files, sha1=False, simd=simd) == [hashlib.md5(d).digest()
+                                                               for d, _ in cases]
 
 
 def test_lanes_refill_with_files_of_very_different_sizes():
     # more files than lanes, one long one among short ones: lanes finish at different blocks
     lengths = [3_000_000] + [64 * k + 7 for k in range(40)] + [1_000_000, 0, 1]
     cases = _cases(2, lengths)
-    got = _md5mb.md5_many([pieces for _, pieces in cases])
-    assert got == [hashlib.md5(d).digest() for d, _ in cases]
+    assert _mbhash.hash_many([pieces for _, pieces in cases]) == [_both(d) for d, _ in cases]
 
 
 def test_views_of_a_mapping_and_empty_inputs(tmp_path):
@@ -62,48 +66,57 @@ def test_views_of_a_mapping_and_empty_inputs(tmp_path):
         view = memoryview(m)
         files = [[view[i * 4096:(i + 1) * 4096 + 100]] for i in range(20)]
         files.append([view[0:10], view[10:70_000]])
-        got = _md5mb.md5_many(files)
-        want = [hashlib.md5(b"".join(bytes(p) for p in f)).digest() for f in files]
+        got = _mbhash.hash_many(files)
+        want = [_both(b"".join(bytes(p) for p in f)) for f in files]
         del files, view
     assert got == want
-    assert _md5mb.md5_many([]) == []
-    assert _md5mb.md5_many([[]]) == [hashlib.md5(b"").digest()]
+    assert _mbhash.hash_many([]) == []
+    assert _mbhash.hash_many([[]]) == [_both(b"")]
 
 
 def test_wrong_arguments_raise_type_errors_not_crashes():
     with pytest.raises(TypeError):
-        _md5mb.md5_many([["not bytes"]])
+        _mbhash.hash_many([["not bytes"]])
     with pytest.raises(TypeError):
-        _md5mb.md5_many(5)
+        _mbhash.hash_many(5)
     with pytest.raises(TypeError):
-        _md5mb.md5_many([5])
+        _mbhash.hash_many([5])
 
 
-def test_md5_many_and_engine_agree_with_hashlib():
-    cases = _cases(4, [0, 1, 55, 56, 64, 1000, 70_000, 123_457])
-    assert hashing.md5_many([p for _, p in cases]) == [hashlib.md5(d).hexdigest() for d, _ in cases]
-    assert hashing.md5_engine() == ("multi-buffer AVX-512" if _md5mb.simd() else "hashlib")
+def _hex(data: bytes) -> hashing.Digests:
+    return hashing.Digests(hashlib.md5(data).hexdigest(), hashlib.sha1(data).hexdigest())
 
 
-def test_read_once_takes_a_given_md5_and_still_hashes_the_rest():
+def test_hash_many_and_engine_agree_with_hashlib():
+    for n in (3, 9):      # below MB_MIN_FILES (hashlib) and above (the kernel)
+        cases = _cases(4, [0, 1, 55, 56, 64, 1000, 70_000, 123_457, 9][:n])
+        assert hashing.hash_many([p for _, p in cases]) == [_hex(d) for d, _ in cases]
+    assert hashing.hash_engine() == ("multi-buffer AVX-512" if _mbhash.simd() else "hashlib")
+
+
+def test_read_once_takes_given_digests_and_still_reads_the_rest():
     data = b"x" * 5000
-    rr = hashing.read_once([data[:100], data[100:]], md5="0" * 32)
-    assert rr.digests.md5 == "0" * 32           # taken as given, not recomputed
-    assert rr.digests.sha1 == hashlib.sha1(data).hexdigest()
-    assert hashing.read_once([data]).digests.md5 == hashlib.md5(data).hexdigest()
+    given = hashing.Digests("0" * 32, "1" * 40)
+    rr = hashing.read_once([data[:100], data[100:]], known=given, sha256=True)
+    assert (rr.digests.md5, rr.digests.sha1) == (given.md5, given.sha1)   # not recomputed
+    assert rr.digests.sha256 == hashlib.sha256(data).hexdigest()           # still on request
+    assert rr.size == 5000 and rr.head == data[:hashing.SNIFF_BYTES]
+    assert hashing.read_once([data]).digests == _hex(data)
 
 
 def test_engine_off_switch_and_missing_kernel(monkeypatch):
-    monkeypatch.setenv("TRIAGE_MD5MB", "0")
+    monkeypatch.setenv("TRIAGE_MBHASH", "0")
     hashing._kernel.cache_clear()
-    hashing.md5_engine.cache_clear()
+    hashing.hash_engine.cache_clear()
     try:
-        assert hashing.md5_engine() == "hashlib"
-        assert hashing.md5_many([[b"abc"]] * 5) == [hashlib.md5(b"abc").hexdigest()] * 5
+        assert hashing.hash_engine() == "hashlib"
+        assert hashing.hash_many([[b"abc"]] * 5) == [_hex(b"abc")] * 5
+        # a batch then streams file by file: read_group hands nothing back
+        assert batch_mod.Backend().read_group(None, [_rec("/a", 3)] * 5, 1024) == [None] * 5
     finally:
-        monkeypatch.delenv("TRIAGE_MD5MB")
+        monkeypatch.delenv("TRIAGE_MBHASH")
         hashing._kernel.cache_clear()
-        hashing.md5_engine.cache_clear()
+        hashing.hash_engine.cache_clear()
 
 
 def _rec(path: str, size: int) -> FileRecord:
@@ -141,7 +154,7 @@ class _Evidence:
 
 class _Backend(batch_mod.Backend):
     def __init__(self):
-        self.md5_given = {}
+        self.given = {}
 
     def read_chunks(self, evidence, prov, chunk_size):
         data = evidence.files[prov.path]
@@ -150,12 +163,12 @@ class _Backend(batch_mod.Backend):
         for i in range(0, len(data), chunk_size):
             yield data[i:i + chunk_size]
 
-    def analyse(self, record, chunks, feature_options, md5=None):
-        self.md5_given[record.path] = md5
-        return super().analyse(record, chunks, feature_options, md5=md5)
+    def analyse(self, record, chunks, feature_options, known=None):
+        self.given[record.path] = known
+        return super().analyse(record, chunks, feature_options, known=known)
 
 
-@pytest.mark.skipif(not _md5mb.simd(), reason="this CPU has no AVX-512: batches use hashlib")
+@pytest.mark.skipif(not _mbhash.simd(), reason="this CPU has no AVX-512: batches use hashlib")
 def test_a_batch_hashes_its_group_together_and_a_bad_file_stays_coverage():
     rnd = random.Random(5)
     files = {f"/f{i}": rnd.randbytes(rnd.randrange(0, 200_000)) for i in range(20)}
@@ -168,11 +181,13 @@ def test_a_batch_hashes_its_group_together_and_a_bad_file_stays_coverage():
     spec = BatchSpec(device_id="d", batch_id="v0-t3-00000", volume_offset=0, tier=3, records=recs)
     opts = batch_mod.ScanOptions(mode="full", pictures=False, archives=False, chunk_size=65536)
     result = batch_mod.scan_batch(ctx, ("x",), spec, opts)
-    md5s = {r.path: f.md5 for r, f in result.items}
+    found = {r.path: (f.md5, f.sha1) for r, f in result.items}
     for path, data in files.items():
         if data is not None:
-            assert md5s[path] == hashlib.md5(data).hexdigest(), path
-            assert backend.md5_given[path] == md5s[path]     # came from the group pass
+            want = _hex(data)
+            assert found[path] == (want.md5, want.sha1), path
+            got = backend.given[path]                              # came from the group pass
+            assert (got.md5, got.sha1) == found[path]
     assert [c.where for c in result.coverage] == [next(r.key for r in recs if r.path == "/bad")]
     assert "read error at sector 99" in result.coverage[0].reason
     assert ev.held_blocks == 1
