@@ -83,8 +83,11 @@ def _analyse(record: FileRecord, chunks: Iterable[bytes], opts: FeatureOptions, 
         return opts.archives and ctype in ARCHIVE_TYPES and (
             opts.archive_gzip or ctype != "application/gzip")
 
+    sniffed: list[str] = []
+
     def keep(head: bytes) -> int:
         ctype = sniff(head)
+        sniffed.append(ctype)
         if opts.pictures and ctype in PICTURE_TYPES:
             return opts.picture_max_bytes
         if opens(ctype) and depth < opts.archive_max_depth:
@@ -92,9 +95,13 @@ def _analyse(record: FileRecord, chunks: Iterable[bytes], opts: FeatureOptions, 
         return 0
 
     rr = read_once(chunks, sha256=opts.sha256, keep=keep, size_hint=record.size, known=known)
-    ctype = sniff(rr.head)
-    rec = replace(record, type=ctype, ext_mismatch=ext_mismatch(record.name, ctype),
-                  size=record.size or (0 if rr.aborted else rr.size))
+    ctype = sniffed[0] if sniffed else sniff(rr.head)     # read_once asks `keep` once at most
+    size = record.size or (0 if rr.aborted else rr.size)
+    mismatch = ext_mismatch(record.name, ctype)
+    if (record.type, record.size, record.ext_mismatch) == (ctype, size, mismatch):
+        rec = record        # the walk sniffed the same bytes (the usual case): no copy
+    else:
+        rec = replace(record, type=ctype, ext_mismatch=mismatch, size=size)
     prov = rec.prov
     coverage: list[Coverage] = []
 
