@@ -31,6 +31,17 @@ def test_tiers_put_likely_pictures_first_and_system_last():
     assert PICTURE_TIERS == {0, 1}
 
 
+def test_mostly_full_batches_end_on_a_whole_number_of_hashing_lanes():
+    # 3.4 MB camera pictures under a 64 MiB limit: 18 would fit, but 16 fill the kernel's
+    # lanes once and 18 would take a second, nearly empty pass
+    recs = [rec(f"/DCIM/{i:03d}.jpg", 3_400_000) for i in range(40)]
+    sizes = [len(b) for b in cut_batches(recs, max_files=256, max_bytes=64 << 20)]
+    assert sizes == [16, 16, 8]
+    # under 3/4 full at 16 files (48 of 64 MiB): the byte limit alone decides, at 22 files
+    other = [rec(f"/f{i:03d}", 3_000_000) for i in range(40)]
+    assert [len(b) for b in cut_batches(other, max_files=256, max_bytes=64 << 20)] == [22, 18]
+
+
 def test_cut_batches_limits_and_ramp():
     recs = [rec(f"/f{i}", size=10, inode=i) for i in range(40)]
     plain = list(cut_batches(recs, max_files=8, max_bytes=10**9))

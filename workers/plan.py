@@ -159,6 +159,7 @@ def tier_of_batch(batch: str) -> int:
 # raise their flags) within seconds, and every worker has work before the big batches come.
 RAMP = (8, 4, 2)
 SPOOL_BLOCK = 512          # records pickled together in the planner's spool (bounded memory)
+HASH_LANES = 16            # files the multi-buffer kernel hashes side by side (features/_mbhash.c)
 
 
 class _Cutter:
@@ -180,7 +181,12 @@ class _Cutter:
 
     def add(self, size: int) -> bool:
         """Takes a record of `size` bytes; True when it starts a new batch (not the first)."""
-        new = bool(self.files) and (self.files >= self._caps[0] or self.size + size > self._caps[1])
+        files, nbytes = self._caps
+        new = bool(self.files) and (
+            self.files >= files or self.size + size > nbytes
+            # a whole number of hashing lanes once the batch is mostly full: 16 big files
+            # and then 3 more cost two passes of the 16-lane kernel, 16 files one
+            or (self.files % HASH_LANES == 0 and self.size >= nbytes * 3 // 4))
         if new:
             self.seq += 1
             self._caps = self._limits(self.seq)
@@ -197,8 +203,8 @@ class _Cutter:
 def cut_batches(records: Iterable[FileRecord], max_files: int, max_bytes: int,
                 ramp: tuple[int, ...] = ()) -> Iterator[list[FileRecord]]:
     """Consecutive batches of at most `max_files` files and about `max_bytes` bytes (a file
-    bigger than `max_bytes` gets a batch of its own). Batch i < len(ramp) gets 1/ramp[i] of
-    both limits."""
+    bigger than `max_bytes` gets a batch of its own); a batch at least 3/4 full is cut at a
+    multiple of HASH_LANES files. Batch i < len(ramp) gets 1/ramp[i] of both limits."""
     cutter = _Cutter(max_files, max_bytes, ramp)
     batch: list[FileRecord] = []
     for rec in records:
