@@ -215,3 +215,16 @@ def test_held_views_go_together_at_the_end(tmp_path):
     ev.release(0, 4096)
     assert calls[-1] == ("one", 0)
     src.close()
+
+
+def test_a_file_far_longer_than_the_rest_goes_to_hashlib_and_all_digests_hold():
+    # one 4 MB file among 20 small ones would keep the kernel running for it alone
+    assert hashing._alone([4_000_000] + [50_000] * 20) == 1
+    assert hashing._alone([3_400_000] * 16) == 0
+    assert hashing._alone([60_000] * 256) == 0
+    cases = _cases(6, [4_000_000] + [50_000 + k for k in range(20)])
+    files = [p for _, p in cases]
+    rnd = random.Random(6)
+    rnd.shuffle(order := list(range(len(files))))
+    got = hashing.hash_many([files[i] for i in order])
+    assert got == [_hex(cases[i][0]) for i in order]
