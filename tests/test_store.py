@@ -71,6 +71,18 @@ def test_refuses_newer_schema_and_foreign_file(tmp_path):
         CaseStore(bad)
 
 
+def test_hash_indexes_come_when_a_run_ends(store):
+    def indexes():
+        return {r["name"] for r in store._query(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'files'")}
+    run = store.begin_run(tool_version="t", hashsets=[], model=None, operator="o", options={})
+    assert not {"files_md5", "files_sha1"} & indexes()      # not kept up row by row
+    store.end_run(run, "complete")
+    assert {"files_md5", "files_sha1"} <= indexes()
+    plan = store._query("EXPLAIN QUERY PLAN SELECT key FROM files WHERE md5 = 'x'")
+    assert any("files_md5" in r["detail"] for r in plan)
+
+
 def test_wal_mode(store):
     assert store._query("PRAGMA journal_mode")[0]["journal_mode"] == "wal"
     # committed batches are durable; the log is copied back in 40 MB steps, not 4 MB ones

@@ -118,8 +118,6 @@ CREATE TABLE IF NOT EXISTS files (
     extra TEXT NOT NULL DEFAULT '{}' -- JSON of record fields added after this schema
 );
 CREATE INDEX IF NOT EXISTS files_device_key ON files (device_id, key);  -- pages a device in key order
-CREATE INDEX IF NOT EXISTS files_md5 ON files (md5);
-CREATE INDEX IF NOT EXISTS files_sha1 ON files (sha1);
 CREATE TABLE IF NOT EXISTS matches (
     key TEXT NOT NULL,
     device_id TEXT NOT NULL,
@@ -197,6 +195,11 @@ def is_case(case_dir: str | os.PathLike) -> bool:
 
 
 WAL_CHECKPOINT_PAGES = 10_000
+# Indexes for looking a hash up across a case ("where else is this file?"). Built when a scan
+# run ends, not kept up to date row by row: random MD5/SHA-1 keys made every batch's inserts
+# twice as slow (0.43 -> 0.22 s of the driver per 26k files; the build after is 0.06 s).
+HASH_INDEXES = ("CREATE INDEX IF NOT EXISTS files_md5 ON files (md5)",
+                "CREATE INDEX IF NOT EXISTS files_sha1 ON files (sha1)")
 
 
 class CaseStore:
@@ -303,6 +306,8 @@ class CaseStore:
             if hash_engines:
                 db.execute("UPDATE runs SET options = json_set(options, '$.hash_engines', json(?)) "
                            "WHERE id = ?", (_json(list(hash_engines)), run_id))
+            for statement in HASH_INDEXES:
+                db.execute(statement)
 
     def runs(self) -> list[dict]:
         out = []
