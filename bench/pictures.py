@@ -234,6 +234,7 @@ def _multi_buffer(path: Path) -> tuple:
         got = []
         for i in range(0, len(files), 16):      # 64 MiB groups, as a scan batch hashes them
             got += hash_many(files[i:i + 16])
+            m.madvise(mmap.MADV_DONTNEED, i * piece, min(16 * piece, len(view) - i * piece))
         t, w = time.process_time() - c0, time.perf_counter() - w0
         for k in (0, len(files) - 1):
             data = bytes(files[k][0])
