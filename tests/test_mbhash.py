@@ -36,26 +36,36 @@ def _cases(seed: int, lengths) -> list[tuple[bytes, list[bytes]]]:
     return out
 
 
-@pytest.mark.parametrize("simd", [True, False])
-def test_every_length_and_split_gives_hashlibs_digests(simd):
-    if simd and not _mbhash.simd():
-        pytest.skip("this CPU has no AVX-512")
+KERNELS = ("avx512", "avx2", "scalar")
+BEST = _mbhash.best_kernel()
+RUNS = KERNELS[KERNELS.index(BEST):]          # the kernels this CPU can run
+ENGINES = {"avx512": "multi-buffer AVX-512", "avx2": "multi-buffer AVX2", "scalar": "hashlib"}
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_every_length_and_split_gives_hashlibs_digests(kernel):
+    if kernel not in RUNS:
+        pytest.skip(f"this CPU does not run {kernel}")
     rnd = random.Random(7)
     # every padding case (0..200 bytes: one or two final blocks), block edges, and large ones
     lengths = list(range(201)) + [511, 512, 513, 4095, 4096, 4097] + \
         [rnd.randrange(1, 300_000) for _ in range(60)]
     cases = _cases(1, lengths)
     files = [pieces for _, pieces in cases]
-    assert _mbhash.hash_many(files, simd=simd) == [_both(d) for d, _ in cases]
-    assert _mbhash.hash_many(files, sha1=False, simd=simd) == [hashlib.md5(d).digest()
+    assert _mbhash.hash_many(files, kernel=kernel) == [_both(d) for d, _ in cases]
+    assert _mbhash.hash_many(files, sha1=False, kernel=kernel) == [hashlib.md5(d).digest()
                                                                for d, _ in cases]
 
 
-def test_lanes_refill_with_files_of_very_different_sizes():
+@pytest.mark.parametrize("kernel", KERNELS[:2])
+def test_lanes_refill_with_files_of_very_different_sizes(kernel):
+    if kernel not in RUNS:
+        pytest.skip(f"this CPU does not run {kernel}")
     # more files than lanes, one long one among short ones: lanes finish at different blocks
     lengths = [3_000_000] + [64 * k + 7 for k in range(40)] + [1_000_000, 0, 1]
     cases = _cases(2, lengths)
-    assert _mbhash.hash_many([pieces for _, pieces in cases]) == [_both(d) for d, _ in cases]
+    assert _mbhash.hash_many([pieces for _, pieces in cases], kernel=kernel) == \
+        [_both(d) for d, _ in cases]
 
 
 def test_views_of_a_mapping_and_empty_inputs(tmp_path):
@@ -81,6 +91,8 @@ def test_wrong_arguments_raise_type_errors_not_crashes():
         _mbhash.hash_many(5)
     with pytest.raises(TypeError):
         _mbhash.hash_many([5])
+    with pytest.raises(ValueError, match="not one this CPU runs"):
+        _mbhash.hash_many([[b"x"]], kernel="sse9")
 
 
 def _hex(data: bytes) -> hashing.Digests:
@@ -91,7 +103,7 @@ def test_hash_many_and_engine_agree_with_hashlib():
     for n in (3, 9):      # below MB_MIN_FILES (hashlib) and above (the kernel)
         cases = _cases(4, [0, 1, 55, 56, 64, 1000, 70_000, 123_457, 9][:n])
         assert hashing.hash_many([p for _, p in cases]) == [_hex(d) for d, _ in cases]
-    assert hashing.hash_engine() == ("multi-buffer AVX-512" if _mbhash.simd() else "hashlib")
+    assert hashing.hash_engine() == ENGINES[BEST]
 
 
 def test_read_once_takes_given_digests_and_still_reads_the_rest():
@@ -113,6 +125,13 @@ def test_engine_off_switch_and_missing_kernel(monkeypatch):
         assert hashing.hash_many([[b"abc"]] * 5) == [_hex(b"abc")] * 5
         # a batch then streams file by file: read_group hands nothing back
         assert batch_mod.Backend().read_group(None, [_rec("/a", 3)] * 5, 1024) == [None] * 5
+        if "avx2" in RUNS:        # a CPU without AVX-512, as far as the scan can tell
+            monkeypatch.setenv("TRIAGE_MBHASH", "avx2")
+            hashing._kernel.cache_clear()
+            hashing.hash_engine.cache_clear()
+            assert hashing.hash_engine() == "multi-buffer AVX2"
+            cases = _cases(8, [100_000 + k for k in range(12)])
+            assert hashing.hash_many([p for _, p in cases]) == [_hex(d) for d, _ in cases]
     finally:
         monkeypatch.delenv("TRIAGE_MBHASH")
         hashing._kernel.cache_clear()
@@ -168,7 +187,7 @@ class _Backend(batch_mod.Backend):
         return super().analyse(record, chunks, feature_options, known=known)
 
 
-@pytest.mark.skipif(not _mbhash.simd(), reason="this CPU has no AVX-512: batches use hashlib")
+@pytest.mark.skipif(BEST == "scalar", reason="no AVX2 or AVX-512 here: batches use hashlib")
 def test_a_batch_hashes_its_group_together_and_a_bad_file_stays_coverage():
     rnd = random.Random(5)
     files = {f"/f{i}": rnd.randbytes(rnd.randrange(0, 200_000)) for i in range(20)}

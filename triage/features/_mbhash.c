@@ -8,10 +8,10 @@
  * SHA-1 (FIPS 180-4); hashing.py checks this module against hashlib on import and falls back
  * to hashlib if it ever differs or the CPU lacks AVX-512.
  *
- * hash_many(files, sha1=True) -> list[bytes]: `files` is a sequence; each item is a sequence
+ * hash_many(files, sha1=True, kernel=None) -> list[bytes]: `files` is a sequence; each item is a sequence
  * of buffer-protocol objects (bytes, memoryviews of a mapped image) whose concatenation is one
  * string. Returns, in order, its 16-byte MD5 followed (sha1=True) by its 20-byte SHA-1. The
- * GIL is released while hashing.
+ * GIL is released while hashing. Without AVX-512, eight lanes of AVX2 do the same.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -53,18 +53,22 @@ static inline uint32_t load_le32(const uint8_t *p) {
 #define SI(b, c, d) ((c) ^ ((b) | ~(d)))
 #define SSTEP(f, a, b, c, d, i, g) a = (b) + ROTL((a) + f(b, c, d) + K[i] + m[g], S[i])
 
+/* The 64 steps, on a, b, c, d and message words m[]: scalars here, GCC vector types in the
+   AVX2 kernel; both take the same expressions. */
+#define R4(f, i, g0, g1, g2, g3) \
+    SSTEP(f, a, b, c, d, i, g0); SSTEP(f, d, a, b, c, i + 1, g1); \
+    SSTEP(f, c, d, a, b, i + 2, g2); SSTEP(f, b, c, d, a, i + 3, g3)
+#define MD5_ROUNDS() \
+    R4(SF, 0, 0, 1, 2, 3); R4(SF, 4, 4, 5, 6, 7); R4(SF, 8, 8, 9, 10, 11); R4(SF, 12, 12, 13, 14, 15); \
+    R4(SG, 16, 1, 6, 11, 0); R4(SG, 20, 5, 10, 15, 4); R4(SG, 24, 9, 14, 3, 8); R4(SG, 28, 13, 2, 7, 12); \
+    R4(SH, 32, 5, 8, 11, 14); R4(SH, 36, 1, 4, 7, 10); R4(SH, 40, 13, 0, 3, 6); R4(SH, 44, 9, 12, 15, 2); \
+    R4(SI, 48, 0, 7, 14, 5); R4(SI, 52, 12, 3, 10, 1); R4(SI, 56, 8, 15, 6, 13); R4(SI, 60, 4, 11, 2, 9)
+
 static void md5_block(uint32_t st[4], const uint8_t *p) {
     uint32_t m[16];
     for (int i = 0; i < 16; i++) m[i] = load_le32(p + 4 * i);
     uint32_t a = st[0], b = st[1], c = st[2], d = st[3];
-#define R4(f, i, g0, g1, g2, g3) \
-    SSTEP(f, a, b, c, d, i, g0); SSTEP(f, d, a, b, c, i + 1, g1); \
-    SSTEP(f, c, d, a, b, i + 2, g2); SSTEP(f, b, c, d, a, i + 3, g3)
-    R4(SF, 0, 0, 1, 2, 3); R4(SF, 4, 4, 5, 6, 7); R4(SF, 8, 8, 9, 10, 11); R4(SF, 12, 12, 13, 14, 15);
-    R4(SG, 16, 1, 6, 11, 0); R4(SG, 20, 5, 10, 15, 4); R4(SG, 24, 9, 14, 3, 8); R4(SG, 28, 13, 2, 7, 12);
-    R4(SH, 32, 5, 8, 11, 14); R4(SH, 36, 1, 4, 7, 10); R4(SH, 40, 13, 0, 3, 6); R4(SH, 44, 9, 12, 15, 2);
-    R4(SI, 48, 0, 7, 14, 5); R4(SI, 52, 12, 3, 10, 1); R4(SI, 56, 8, 15, 6, 13); R4(SI, 60, 4, 11, 2, 9);
-#undef R4
+    MD5_ROUNDS();
     st[0] += a; st[1] += b; st[2] += c; st[3] += d;
 }
 
@@ -73,20 +77,25 @@ static inline uint32_t load_be32(const uint8_t *p) {
     return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
 }
 
+/* The 80 rounds on a..e and the schedule w[80], for a type T (scalar or vector): four loops of
+   twenty, one round function each, so no round branches. */
+#define SHA1_LOOP(T, from, F, K_)                                                \
+    for (int i = from; i < from + 20; i++) {                                     \
+        T t_ = ROTL(a, 5) + (F) + e + (uint32_t)(K_) + w[i];                     \
+        e = d; d = c; c = ROTL(b, 30); b = a; a = t_;                            \
+    }
+#define SHA1_ROUNDS(T)                                                           \
+    SHA1_LOOP(T, 0, ((c ^ d) & b) ^ d, 0x5a827999)                               \
+    SHA1_LOOP(T, 20, b ^ c ^ d, 0x6ed9eba1)                                      \
+    SHA1_LOOP(T, 40, (b & c) | (d & (b | c)), 0x8f1bbcdc)                        \
+    SHA1_LOOP(T, 60, b ^ c ^ d, 0xca62c1d6)
+
 static void sha1_block(uint32_t st[5], const uint8_t *p) {
     uint32_t w[80];
     for (int i = 0; i < 16; i++) w[i] = load_be32(p + 4 * i);
     for (int i = 16; i < 80; i++) w[i] = ROTL(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
     uint32_t a = st[0], b = st[1], c = st[2], d = st[3], e = st[4];
-    for (int i = 0; i < 80; i++) {
-        uint32_t f, k;
-        if (i < 20) { f = (b & c) | (~b & d); k = 0x5a827999; }
-        else if (i < 40) { f = b ^ c ^ d; k = 0x6ed9eba1; }
-        else if (i < 60) { f = (b & c) | (b & d) | (c & d); k = 0x8f1bbcdc; }
-        else { f = b ^ c ^ d; k = 0xca62c1d6; }
-        uint32_t t = ROTL(a, 5) + f + e + k + w[i];
-        e = d; d = c; c = ROTL(b, 30); b = a; a = t;
-    }
+    SHA1_ROUNDS(uint32_t);
     st[0] += a; st[1] += b; st[2] += c; st[3] += d; st[4] += e;
 }
 
@@ -210,6 +219,8 @@ static void finish_scalar(Lane *ln, State *s, int sha1) {
     }
 }
 
+#define MAXLANES 16
+
 #ifdef HAVE_X86
 #define LANES 16
 #define AVX512 __attribute__((target("avx512f,avx512bw")))
@@ -325,53 +336,124 @@ AVX512 static void sha1x16(__m512i st[5], const __m512i m[16], const __m512i be_
     st[4] = _mm512_add_epi32(st[4], e);
 }
 
-/* Hashes every source, sixteen at a time; when two or fewer strings are left, each finishes in
-   the scalar loop (a nearly empty vector costs as much as a full one). */
-AVX512 static void hash_many_avx512(const Source *src, Py_ssize_t n, uint8_t *out, size_t width,
-                                    int sha1) {
-    static const uint8_t zero[64] __attribute__((aligned(64))) = {0};
+/* One block step of every lane: states in plain arrays [word][lane], blocks in p (for MD5) and
+   pb (for SHA-1: the same block, except in a string's final blocks). */
+AVX512 static void step_avx512(uint32_t md5[4][MAXLANES], uint32_t sha[5][MAXLANES],
+                               const uint8_t *const p[MAXLANES], const uint8_t *const pb[MAXLANES],
+                               int sha1, int tails) {
     const __m512i be_bytes = _mm512_set4_epi32(0x0c0d0e0f, 0x08090a0b, 0x04050607, 0x00010203);
-    Lane lanes[LANES];
-    __m512i st[4], sh[5];
-    for (int k = 0; k < 4; k++) st[k] = _mm512_set1_epi32((int)IV[k]);
-    for (int k = 0; k < 5; k++) sh[k] = _mm512_set1_epi32((int)SHA1_IV[k]);
+    __m512i st[5], m[16];
+    for (int k = 0; k < 4; k++) st[k] = _mm512_load_si512((const void *)md5[k]);
+    transpose16(p, m);
+    md5x16(st, m);
+    for (int k = 0; k < 4; k++) _mm512_store_si512((void *)md5[k], st[k]);
+    if (!sha1) return;
+    if (tails) transpose16(pb, m);
+    for (int k = 0; k < 5; k++) st[k] = _mm512_load_si512((const void *)sha[k]);
+    sha1x16(st, m, be_bytes);
+    for (int k = 0; k < 5; k++) _mm512_store_si512((void *)sha[k], st[k]);
+}
+
+/* ---- AVX2: eight lanes, for CPUs without AVX-512 (GCC vector types carry the rounds) ---- */
+#define AVX2 __attribute__((target("avx2")))
+typedef uint32_t v8u __attribute__((vector_size(32)));
+
+/* Eight 64-byte blocks as sixteen vectors of message word w across the eight lanes. */
+AVX2 static inline void transpose8(const uint8_t *const p[MAXLANES], v8u m[16]) {
+    for (int h = 0; h < 2; h++) {
+        __m256i r[8];
+        for (int j = 0; j < 8; j++) r[j] = _mm256_loadu_si256((const __m256i *)(p[j] + 32 * h));
+        __m256i t[8], u[8];
+        for (int j = 0; j < 8; j += 2) {
+            t[j] = _mm256_unpacklo_epi32(r[j], r[j + 1]);
+            t[j + 1] = _mm256_unpackhi_epi32(r[j], r[j + 1]);
+        }
+        for (int g = 0; g < 8; g += 4) {   /* u[g + k]: word k (low half), k + 4 (high half) */
+            u[g + 0] = _mm256_unpacklo_epi64(t[g], t[g + 2]);
+            u[g + 1] = _mm256_unpackhi_epi64(t[g], t[g + 2]);
+            u[g + 2] = _mm256_unpacklo_epi64(t[g + 1], t[g + 3]);
+            u[g + 3] = _mm256_unpackhi_epi64(t[g + 1], t[g + 3]);
+        }
+        for (int k = 0; k < 4; k++) {
+            m[8 * h + k] = (v8u)_mm256_permute2x128_si256(u[k], u[4 + k], 0x20);
+            m[8 * h + 4 + k] = (v8u)_mm256_permute2x128_si256(u[k], u[4 + k], 0x31);
+        }
+    }
+}
+
+AVX2 static void step_avx2(uint32_t md5[4][MAXLANES], uint32_t sha[5][MAXLANES],
+                           const uint8_t *const p[MAXLANES], const uint8_t *const pb[MAXLANES],
+                           int sha1, int tails) {
+    const __m256i be_bytes = _mm256_set_epi32(0x0c0d0e0f, 0x08090a0b, 0x04050607, 0x00010203,
+                                              0x0c0d0e0f, 0x08090a0b, 0x04050607, 0x00010203);
+    v8u m[16];
+    transpose8(p, m);
+    {
+        v8u a, b, c, d;
+        memcpy(&a, md5[0], 32); memcpy(&b, md5[1], 32); memcpy(&c, md5[2], 32); memcpy(&d, md5[3], 32);
+        v8u a0 = a, b0 = b, c0 = c, d0 = d;
+        MD5_ROUNDS();
+        a += a0; b += b0; c += c0; d += d0;
+        memcpy(md5[0], &a, 32); memcpy(md5[1], &b, 32); memcpy(md5[2], &c, 32); memcpy(md5[3], &d, 32);
+    }
+    if (!sha1) return;
+    if (tails) transpose8(pb, m);
+    v8u w[80];
+    for (int i = 0; i < 16; i++) w[i] = (v8u)_mm256_shuffle_epi8((__m256i)m[i], be_bytes);
+    for (int i = 16; i < 80; i++) w[i] = ROTL(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
+    v8u a, b, c, d, e;
+    memcpy(&a, sha[0], 32); memcpy(&b, sha[1], 32); memcpy(&c, sha[2], 32); memcpy(&d, sha[3], 32);
+    memcpy(&e, sha[4], 32);
+    v8u a0 = a, b0 = b, c0 = c, d0 = d, e0 = e;
+    SHA1_ROUNDS(v8u);
+    a += a0; b += b0; c += c0; d += d0; e += e0;
+    memcpy(sha[0], &a, 32); memcpy(sha[1], &b, 32); memcpy(sha[2], &c, 32); memcpy(sha[3], &d, 32);
+    memcpy(sha[4], &e, 32);
+}
+#endif
+
+typedef void (*StepFn)(uint32_t md5[4][MAXLANES], uint32_t sha[5][MAXLANES],
+                       const uint8_t *const p[MAXLANES], const uint8_t *const pb[MAXLANES],
+                       int sha1, int tails);
+
+/* Hashes every source, `nl` lanes at a time through `step`; when two or fewer strings are
+   left, each finishes in the scalar loop (a nearly empty vector costs as much as a full one). */
+static void hash_many_lanes(int nl, StepFn step, const Source *src, Py_ssize_t n, uint8_t *out,
+                            size_t width, int sha1) {
+    static const uint8_t zero[64] __attribute__((aligned(64))) = {0};
+    Lane lanes[MAXLANES];
+    uint32_t md5[4][MAXLANES] __attribute__((aligned(64)));
+    uint32_t sha[5][MAXLANES] __attribute__((aligned(64)));
+    const uint8_t *p[MAXLANES], *pb[MAXLANES];
     Py_ssize_t next = 0;
     int active = 0;
-    for (int j = 0; j < LANES; j++) {
-        if (next < n) { lane_start(&lanes[j], next, &src[next]); next++; active++; }
-        else lanes[j].file = -1;
+    for (int j = 0; j < MAXLANES; j++) {
+        for (int k = 0; k < 4; k++) md5[k][j] = IV[k];
+        for (int k = 0; k < 5; k++) sha[k][j] = SHA1_IV[k];
+        lanes[j].file = -1;
+        p[j] = pb[j] = zero;
+        if (j < nl && next < n) { lane_start(&lanes[j], next, &src[next]); next++; active++; }
     }
-    const uint8_t *p[LANES], *pb[LANES];
-    uint32_t words[4][LANES] __attribute__((aligned(64)));
-    uint32_t swords[5][LANES] __attribute__((aligned(64)));
-    __m512i m[16];
     while (active > 2 || (active > 0 && next < n)) {
-        int tails = 0;
-        for (int j = 0; j < LANES; j++) {
+        int tails = 0, done = 0;
+        for (int j = 0; j < nl; j++) {
             if (lanes[j].file >= 0) {
                 p[j] = lane_next(&lanes[j], &pb[j]);
-                tails |= (pb[j] != p[j]) << j;
+                tails |= pb[j] != p[j];
             } else {
                 p[j] = pb[j] = zero;
             }
         }
-        transpose16(p, m);
-        md5x16(st, m);
-        if (sha1) {
-            if (tails) transpose16(pb, m);    /* final blocks: SHA-1's length is big-endian */
-            sha1x16(sh, m, be_bytes);
-        }
-        int done = 0;
-        for (int j = 0; j < LANES; j++) done |= (lanes[j].file >= 0 && lanes[j].last) << j;
-        if (!done) continue;
-        for (int k = 0; k < 4; k++) _mm512_store_si512((void *)words[k], st[k]);
-        for (int k = 0; k < 5; k++) _mm512_store_si512((void *)swords[k], sh[k]);
-        for (int j = 0; j < LANES; j++) {
-            if (!(done >> j & 1)) continue;
+        step(md5, sha, p, pb, sha1, tails);
+        for (int j = 0; j < nl; j++) {
+            if (lanes[j].file < 0 || !lanes[j].last) continue;
+            done++;
             State s;
-            for (int k = 0; k < 4; k++) s.md5[k] = words[k][j];
-            for (int k = 0; k < 5; k++) s.sha1[k] = swords[k][j];
+            for (int k = 0; k < 4; k++) s.md5[k] = md5[k][j];
+            for (int k = 0; k < 5; k++) s.sha1[k] = sha[k][j];
             digest_bytes(&s, out + width * (size_t)lanes[j].file, sha1);
+            for (int k = 0; k < 4; k++) md5[k][j] = IV[k];
+            for (int k = 0; k < 5; k++) sha[k][j] = SHA1_IV[k];
             if (next < n) {
                 lane_start(&lanes[j], next, &src[next]);
                 next++;
@@ -379,26 +461,17 @@ AVX512 static void hash_many_avx512(const Source *src, Py_ssize_t n, uint8_t *ou
                 lanes[j].file = -1;
                 active--;
             }
-            for (int k = 0; k < 4; k++) words[k][j] = IV[k];
-            for (int k = 0; k < 5; k++) swords[k][j] = SHA1_IV[k];
         }
-        for (int k = 0; k < 4; k++) st[k] = _mm512_load_si512((const void *)words[k]);
-        for (int k = 0; k < 5; k++) sh[k] = _mm512_load_si512((const void *)swords[k]);
     }
-    if (active) {
-        for (int k = 0; k < 4; k++) _mm512_store_si512((void *)words[k], st[k]);
-        for (int k = 0; k < 5; k++) _mm512_store_si512((void *)swords[k], sh[k]);
-        for (int j = 0; j < LANES; j++) {
-            if (lanes[j].file < 0) continue;
-            State s;
-            for (int k = 0; k < 4; k++) s.md5[k] = words[k][j];
-            for (int k = 0; k < 5; k++) s.sha1[k] = swords[k][j];
-            finish_scalar(&lanes[j], &s, sha1);
-            digest_bytes(&s, out + width * (size_t)lanes[j].file, sha1);
-        }
+    for (int j = 0; j < nl; j++) {
+        if (lanes[j].file < 0) continue;
+        State s;
+        for (int k = 0; k < 4; k++) s.md5[k] = md5[k][j];
+        for (int k = 0; k < 5; k++) s.sha1[k] = sha[k][j];
+        finish_scalar(&lanes[j], &s, sha1);
+        digest_bytes(&s, out + width * (size_t)lanes[j].file, sha1);
     }
 }
-#endif
 
 static void hash_many_scalar(const Source *src, Py_ssize_t n, uint8_t *out, size_t width,
                              int sha1) {
@@ -412,22 +485,41 @@ static void hash_many_scalar(const Source *src, Py_ssize_t n, uint8_t *out, size
     }
 }
 
-static int simd_available(void) {
+enum { KERNEL_SCALAR = 0, KERNEL_AVX2 = 1, KERNEL_AVX512 = 2 };
+
+/* The widest kernel this CPU runs. */
+static int best_kernel(void) {
 #ifdef HAVE_X86
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
-#else
-    return 0;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw"))
+        return KERNEL_AVX512;
+    if (__builtin_cpu_supports("avx2")) return KERNEL_AVX2;
 #endif
+    return KERNEL_SCALAR;
 }
 
+static const char *const KERNEL_NAMES[] = {"scalar", "avx2", "avx512"};
+
 static PyObject *py_hash_many(PyObject *self, PyObject *args, PyObject *kwargs) {
-    static char *kwlist[] = {"files", "sha1", "simd", NULL};
+    static char *kwlist[] = {"files", "sha1", "kernel", NULL};
     PyObject *files;
-    int sha1 = 1, simd = 1;
+    int sha1 = 1;
+    const char *name = NULL;
     (void)self;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|pp", kwlist, &files, &sha1, &simd))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|pz", kwlist, &files, &sha1, &name))
         return NULL;
+    int kernel = best_kernel();
+    if (name != NULL) {
+        int want = -1;
+        for (int i = 0; i < 3; i++)
+            if (strcmp(name, KERNEL_NAMES[i]) == 0) want = i;
+        if (want < 0 || want > kernel) {
+            PyErr_Format(PyExc_ValueError, "kernel %s: not one this CPU runs (best: %s)", name,
+                         KERNEL_NAMES[kernel]);
+            return NULL;
+        }
+        kernel = want;
+    }
     PyObject *seq = PySequence_Fast(files, "hash_many expects a sequence of sequences of buffers");
     if (!seq) return NULL;
     size_t width = sha1 ? 36 : 16;
@@ -466,7 +558,8 @@ static PyObject *py_hash_many(PyObject *self, PyObject *args, PyObject *kwargs) 
     }
     Py_BEGIN_ALLOW_THREADS
 #ifdef HAVE_X86
-    if (simd && simd_available()) hash_many_avx512(src, n, out, width, sha1);
+    if (kernel == KERNEL_AVX512) hash_many_lanes(16, step_avx512, src, n, out, width, sha1);
+    else if (kernel == KERNEL_AVX2) hash_many_lanes(8, step_avx2, src, n, out, width, sha1);
     else hash_many_scalar(src, n, out, width, sha1);
 #else
     hash_many_scalar(src, n, out, width, sha1);
@@ -492,18 +585,20 @@ done:
     return result;
 }
 
-static PyObject *py_simd(PyObject *self, PyObject *noargs) {
+static PyObject *py_best(PyObject *self, PyObject *noargs) {
     (void)self;
     (void)noargs;
-    return PyBool_FromLong(simd_available());
+    return PyUnicode_FromString(KERNEL_NAMES[best_kernel()]);
 }
 
 static PyMethodDef methods[] = {
     {"hash_many", (PyCFunction)(void (*)(void))py_hash_many, METH_VARARGS | METH_KEYWORDS,
-     "hash_many(files, sha1=True, simd=True) -> list of bytes, one per file: its 16-byte MD5, "
+     "hash_many(files, sha1=True, kernel=None) -> list of bytes, one per file: its 16-byte MD5, "
      "then its 20-byte SHA-1 when sha1 is true. Each file is a sequence of buffers hashed as "
-     "one string."},
-    {"simd", py_simd, METH_NOARGS, "True when this CPU runs the 16-lane AVX-512 kernel."},
+     "one string. kernel: 'avx512' (16 lanes), 'avx2' (8 lanes) or 'scalar'; default the "
+     "widest this CPU runs."},
+    {"best_kernel", py_best, METH_NOARGS,
+     "The widest kernel this CPU runs: 'avx512', 'avx2' or 'scalar'."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_mbhash",

@@ -113,31 +113,41 @@ def read_once(chunks: Iterable[bytes], *, sha256: bool = False,
         aborted=aborted)
 
 
-# Multi-buffer MD5 and SHA-1 (triage/features/_mbhash.c): sixteen files per pass on a CPU
-# with AVX-512, about 2.5 GB/s for both hashes on one core here against hashlib's 0.53 GB/s.
-# The two hashes are most of a hash-only scan's CPU, and a batch always holds many files.
-# TRIAGE_MBHASH=0 turns it off.
+# Multi-buffer MD5 and SHA-1 (triage/features/_mbhash.c): sixteen files per pass with AVX-512,
+# eight with AVX2; on one core here about 2.6 and 1.5 GB/s for both hashes, against hashlib's
+# 0.53. The two hashes are most of a hash-only scan's CPU, and a batch always holds many files.
+# TRIAGE_MBHASH=0 turns it off; =avx2 or =avx512 asks for that kernel (if the CPU runs it).
 MB_MIN_FILES = 4            # fewer files than this: hashlib (one stream per lane is no gain)
+# Rates on one core here (MD5 + SHA-1) with every lane busy, and lanes: only the ratios matter.
+_KERNELS = {"avx512": ("multi-buffer AVX-512", 2.6e9, 16), "avx2": ("multi-buffer AVX2", 1.5e9, 8)}
+_HASHLIB_RATE = 0.53e9
 
 
 @lru_cache(maxsize=1)
 def hash_engine() -> str:
-    """'multi-buffer AVX-512' when the kernel is built, the CPU runs it, and it gives
-    hashlib's answers on a self-test of awkward lengths and split buffers; 'hashlib' otherwise.
-    Recorded with each scan run: which code produced the hashes is part of the provenance."""
-    return "multi-buffer AVX-512" if _kernel() is not None else "hashlib"
+    """'multi-buffer AVX-512' or 'multi-buffer AVX2' when the kernel is built, the CPU runs it,
+    and it gives hashlib's answers on a self-test of awkward lengths and split buffers;
+    'hashlib' otherwise. Recorded with each scan run: which code produced the hashes is part
+    of the provenance."""
+    kernel = _kernel()
+    return _KERNELS[kernel[1]][0] if kernel is not None else "hashlib"
 
 
 @lru_cache(maxsize=1)
 def _kernel():
-    if os.environ.get("TRIAGE_MBHASH", "1") == "0":
+    """(module, kernel name), or None."""
+    wanted = os.environ.get("TRIAGE_MBHASH", "1")
+    if wanted == "0":
         return None
     try:
         from triage.features import _mbhash
     except ImportError:
         return None
-    if not _mbhash.simd():
-        return None
+    best = _mbhash.best_kernel()
+    name = wanted if wanted in _KERNELS else best
+    order = list(_KERNELS)
+    if best not in _KERNELS or order.index(name) < order.index(best):
+        return None          # no vector kernel on this CPU, or one wider than it runs
     rnd = random.Random(1321)
     cases = []
     for n in list(range(0, 130)) + [4095, 4096, 4097, 65536 + 55, 200_003]:
@@ -146,9 +156,9 @@ def _kernel():
         cases.append((data, [data[a:b] for a, b in zip([0] + cuts, cuts + [n])]))
     want = [hashlib.md5(d, usedforsecurity=False).digest() +
             hashlib.sha1(d, usedforsecurity=False).digest() for d, _ in cases]
-    if _mbhash.hash_many([pieces for _, pieces in cases]) != want:
+    if _mbhash.hash_many([pieces for _, pieces in cases], kernel=name) != want:
         return None
-    return _mbhash
+    return _mbhash, name
 
 
 def hash_many(files: Sequence[Sequence[bytes]]) -> list[Digests]:
@@ -157,14 +167,16 @@ def hash_many(files: Sequence[Sequence[bytes]]) -> list[Digests]:
     out: list = [None] * len(files)
     kernel = _kernel()
     if kernel is not None and len(files) >= MB_MIN_FILES:
+        module, name = kernel
         sizes = [sum(len(c) for c in chunks) for chunks in files]
         # longest first: lanes are handed out in order, so the long strings start at once and
         # the short ones fill in around them instead of trailing in a nearly empty pass
         order = sorted(range(len(files)), key=lambda i: -sizes[i])
-        alone = _alone([sizes[i] for i in order])
-        lanes = order[alone:]
-        if len(lanes) >= MB_MIN_FILES:
-            for i, d in zip(lanes, kernel.hash_many([files[i] for i in lanes])):
+        _, rate, lanes = _KERNELS[name]
+        alone = _alone([sizes[i] for i in order], rate, lanes)
+        rest = order[alone:]
+        if len(rest) >= MB_MIN_FILES:
+            for i, d in zip(rest, module.hash_many([files[i] for i in rest], kernel=name)):
                 out[i] = Digests(d[:16].hex(), d[16:].hex())
     for i, chunks in enumerate(files):
         if out[i] is None:
@@ -176,20 +188,15 @@ def hash_many(files: Sequence[Sequence[bytes]]) -> list[Digests]:
     return out
 
 
-# Rates on one core here (MD5 + SHA-1): the 16-lane kernel with every lane busy, and hashlib.
-# Only their ratio matters: a lane runs at a sixteenth of the kernel, about a third of hashlib.
-_KERNEL_RATE, _HASHLIB_RATE, _LANES = 2.6e9, 0.53e9, 16
-
-
-def _alone(sizes_desc: list[int]) -> int:
+def _alone(sizes_desc: list[int], rate: float = 2.6e9, lanes: int = 16) -> int:
     """How many of the largest files to give hashlib instead of a lane: a file much longer
-    than the rest would keep the kernel running for it alone, at a third of hashlib's speed."""
+    than the rest would keep the kernel running for it alone, a lane being a `lanes`-th of the
+    kernel's `rate` (a third of hashlib with AVX-512)."""
     total = sum(sizes_desc)
     best_k, best_cost, head = 0, float("inf"), 0
     for k in range(len(sizes_desc) + 1):
         rest = total - head
-        kernel = max(rest / _KERNEL_RATE, sizes_desc[k] / (_KERNEL_RATE / _LANES)) \
-            if k < len(sizes_desc) else 0.0
+        kernel = max(rest / rate, sizes_desc[k] / (rate / lanes)) if k < len(sizes_desc) else 0.0
         cost = head / _HASHLIB_RATE + kernel
         if cost < best_cost:
             best_k, best_cost = k, cost
