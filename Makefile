@@ -19,7 +19,7 @@ DEMO_DIR ?= demo
 	fi
 	@touch $@
 
-$(VENV)/.stamp: pyproject.toml triage/features/_mbhash.c .stamp-apt
+$(VENV)/.stamp: pyproject.toml setup.py triage/features/_mbhash.c .stamp-apt
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@$(PIP) install -q --upgrade pip >/dev/null
 	@$(PIP) install -q -e '.[test]'
