@@ -247,3 +247,22 @@ def test_a_file_far_longer_than_the_rest_goes_to_hashlib_and_all_digests_hold():
     rnd.shuffle(order := list(range(len(files))))
     got = hashing.hash_many([files[i] for i in order])
     assert got == [_hex(cases[i][0]) for i in order]
+
+
+def test_files_past_a_whole_number_of_lanes_go_to_hashlib(monkeypatch):
+    if BEST == "scalar":
+        pytest.skip("no vector kernel here")
+    lanes = {"avx512": 16, "avx2": 8}[BEST]
+    sent = []
+    module, name = hashing._kernel()
+
+    class Spy:
+        @staticmethod
+        def hash_many(files, kernel=None):
+            sent.append(len(files))
+            return module.hash_many(files, kernel=kernel)
+
+    monkeypatch.setattr(hashing, "_kernel", lambda: (Spy, name))
+    cases = _cases(9, [70_000 + k for k in range(lanes + 1)])       # one past a full pass
+    assert hashing.hash_many([p for _, p in cases]) == [_hex(d) for d, _ in cases]
+    assert sent == [lanes]

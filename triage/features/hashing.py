@@ -175,6 +175,12 @@ def hash_many(files: Sequence[Sequence[bytes]]) -> list[Digests]:
         _, rate, lanes = _KERNELS[name]
         alone = _alone([sizes[i] for i in order], rate, lanes)
         rest = order[alone:]
+        spill = len(rest) % lanes
+        if len(rest) > lanes and spill <= 2:
+            # the one or two files past a whole number of lanes (the shortest) would start when
+            # the others end and run alone, at a third of hashlib's speed (measured: 18 files of
+            # 3.4 MB 0.93 -> 1.72 GB/s; with three left over the two ways cost the same)
+            rest = rest[:len(rest) - spill]
         if len(rest) >= MB_MIN_FILES:
             for i, d in zip(rest, module.hash_many([files[i] for i in rest], kernel=name)):
                 out[i] = Digests(d[:16].hex(), d[16:].hex())
