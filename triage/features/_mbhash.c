@@ -6,7 +6,7 @@
  * step is the same instruction for sixteen independent strings, and each 64-byte block is
  * loaded and transposed once for both hashes. Output is byte-for-byte MD5 (RFC 1321) and
  * SHA-1 (FIPS 180-4); hashing.py checks this module against hashlib on import and falls back
- * to hashlib if it ever differs or the CPU lacks AVX-512.
+ * to hashlib if it ever differs or the CPU has neither AVX-512 nor AVX2.
  *
  * hash_many(files, sha1=True, kernel=None) -> list[bytes]: `files` is a sequence; each item is a sequence
  * of buffer-protocol objects (bytes, memoryviews of a mapped image) whose concatenation is one
@@ -222,11 +222,10 @@ static void finish_scalar(Lane *ln, State *s, int sha1) {
 #define MAXLANES 16
 
 #ifdef HAVE_X86
-#define LANES 16
 #define AVX512 __attribute__((target("avx512f,avx512bw")))
 
 /* Sixteen 64-byte blocks (one per lane) as sixteen vectors of message word w across lanes. */
-AVX512 static inline void transpose16(const uint8_t *const p[LANES], __m512i m[16]) {
+AVX512 static inline void transpose16(const uint8_t *const p[MAXLANES], __m512i m[16]) {
     __m512i r[16], t[16], u[16];
     for (int j = 0; j < 16; j++) r[j] = _mm512_loadu_si512((const void *)p[j]);
     for (int j = 0; j < 16; j += 2) {

@@ -186,15 +186,12 @@ def hash_many(files: Sequence[Sequence[bytes]]) -> list[Digests]:
                 out[i] = Digests(d[:16].hex(), d[16:].hex())
     for i, chunks in enumerate(files):
         if out[i] is None:
-            md5, sha1 = hashlib.md5(usedforsecurity=False), hashlib.sha1(usedforsecurity=False)
-            for c in chunks:
-                md5.update(c)
-                sha1.update(c)
-            out[i] = Digests(md5.hexdigest(), sha1.hexdigest())
+            out[i] = read_once(chunks).digests
     return out
 
 
-def _alone(sizes_desc: list[int], rate: float = 2.6e9, lanes: int = 16) -> int:
+def _alone(sizes_desc: list[int], rate: float = _KERNELS["avx512"][1],
+           lanes: int = _KERNELS["avx512"][2]) -> int:
     """How many of the largest files to give hashlib instead of a lane: a file much longer
     than the rest would keep the kernel running for it alone, a lane being a `lanes`-th of the
     kernel's `rate` (a third of hashlib with AVX-512)."""
