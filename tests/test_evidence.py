@@ -1,4 +1,4 @@
-"""The evidence layer on public test images (dfvfs test data in ../shared/testdata) and on a
+"""The evidence layer on public test images (dfvfs test data, vendored in tests/data/dfvfs) and on a
 folder of logical files: every container opens by signature, lists the expected files with the
 expected SHA-256, and encrypted volumes become coverage, not empty devices."""
 from __future__ import annotations
@@ -17,8 +17,7 @@ from triage.evidence import detect_format, device_id_for, media_hashes, open_evi
 from triage.filesystems import read_chunks, walk
 from triage.volumes import ENCRYPTED_BITLOCKER, discover
 
-TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata"
-needs_testdata = pytest.mark.skipif(not (TESTDATA / "end_to_end").is_dir(), reason="shared/testdata absent")
+TESTDATA = Path(__file__).resolve().parent / "data" / "dfvfs"   # vendored, Apache-2.0
 
 END_TO_END = ["ext2.E01", "ext2.vhd", "ext2.vmdk", "ext2.qcow2", "image.qcow2", "image.vmdk"]
 FORMATS = {"ext2.E01": "ewf", "ext2.vhd": "vhdi", "ext2.vmdk": "vmdk", "ext2.qcow2": "qcow",
@@ -52,7 +51,6 @@ def expected(name: str) -> tuple[set, dict]:
     return paths, hashes
 
 
-@needs_testdata
 @pytest.mark.parametrize("name", END_TO_END)
 def test_end_to_end_paths_and_sha256(name):
     with open_evidence(TESTDATA / name) as ev:
@@ -67,14 +65,12 @@ def test_end_to_end_paths_and_sha256(name):
         assert got_hashes[path] == digest, path
 
 
-@needs_testdata
 def test_image_qcow2_lists_the_deleted_swap_and_backup_files_too():
     rows = listing(TESTDATA / "image.qcow2")
     deleted = {r.path for r, _ in rows if not r.allocated}
     assert {"/passwords.txt~", "/a_directory/.another_file.swp", "/a_directory/another_file~"} <= deleted
 
 
-@needs_testdata
 @pytest.mark.parametrize("first,count", [("ext2.split.E01", 2), ("ext2.splitraw.000", 2),
                                          ("more/image-split.E01", 2)])
 def test_split_sets_open_whole(first, count):
@@ -89,7 +85,6 @@ def test_split_sets_open_whole(first, count):
         assert {r.path for r, _ in listing(TESTDATA / first) if r.allocated} == want - {"/"}
 
 
-@needs_testdata
 def test_split_ewf_and_single_ewf_are_the_same_media():
     with open_evidence(TESTDATA / "ext2.E01") as one, open_evidence(TESTDATA / "ext2.split.E01") as two:
         assert one.ref.media_size == two.ref.media_size == 4194304
@@ -97,7 +92,6 @@ def test_split_ewf_and_single_ewf_are_the_same_media():
         assert one.ref.stored_hashes["md5"] == media_hashes(one)["md5"]
 
 
-@needs_testdata
 def test_bitlocker_to_go_is_a_coverage_gap_not_an_empty_device():
     with open_evidence(TESTDATA / "bdetogo.raw") as ev:
         volumes, coverage = discover(ev)
@@ -111,7 +105,6 @@ def test_bitlocker_to_go_is_a_coverage_gap_not_an_empty_device():
     assert info["coverage"][0]["reason"] == ENCRYPTED_BITLOCKER
 
 
-@needs_testdata
 def test_mbr_with_extended_partitions():
     with open_evidence(TESTDATA / "more" / "mbr.raw") as ev:
         volumes, coverage = discover(ev)
@@ -120,7 +113,6 @@ def test_mbr_with_extended_partitions():
     assert [c.where for c in coverage] == ["volume@512"]
 
 
-@needs_testdata
 @pytest.mark.parametrize("name,fs", [("hfsplus.raw", "hfs+"), ("iso9660.raw", "iso9660"),
                                      ("windows_volume.qcow2", "ntfs")])
 def test_other_file_systems(name, fs):
@@ -128,7 +120,6 @@ def test_other_file_systems(name, fs):
     assert rows and {r.fs_type for r, _ in rows} == {fs}
 
 
-@needs_testdata
 def test_apfs_and_lvm_are_coverage_with_a_reason():
     for name, word in (("apfs.raw", "APFS"), ("lvm.qcow2", "unknown or corrupt")):
         with open_evidence(TESTDATA / "more" / name) as ev:
@@ -136,7 +127,6 @@ def test_apfs_and_lvm_are_coverage_with_a_reason():
         assert len(coverage) == 1 and word in coverage[0].reason, coverage
 
 
-@needs_testdata
 def test_signature_not_extension(tmp_path):
     disguised = tmp_path / "holiday.jpg"
     shutil.copy(TESTDATA / "ext2.qcow2", disguised)
@@ -206,7 +196,6 @@ def test_walk_is_a_generator_with_flat_memory(tmp_path):
     assert last - first < 256 * 1024, (first, last)
 
 
-@needs_testdata
 def test_files_command_jsonl_and_csv():
     runner = CliRunner()
     result = runner.invoke(main, ["files", str(TESTDATA / "image.qcow2"), "--hash", "md5,sha256"])
@@ -234,7 +223,6 @@ def test_files_command_jsonl_and_csv():
     assert result.exit_code == 2 and "unknown hash crc32" in result.output
 
 
-@needs_testdata
 def test_inspect_reports_container_volumes_and_counts():
     result = CliRunner().invoke(main, ["inspect", str(TESTDATA / "ext2.split.E01"), "--json"])
     assert result.exit_code == 0, result.output
@@ -250,7 +238,6 @@ def test_inspect_reports_container_volumes_and_counts():
 
 
 
-@needs_testdata
 def test_bitlocker_key_that_does_not_unlock_stays_a_gap_with_the_reason():
     with open_evidence(TESTDATA / "bdetogo.raw") as ev:
         volumes, coverage = discover(ev, password="not-the-password")

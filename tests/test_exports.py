@@ -40,8 +40,7 @@ def _case_validate() -> str | None:
 
 def test_case_uco_passes_case_validate(store, tmp_path):
     exe = _case_validate()
-    if exe is None:
-        pytest.skip("case_validate (PyPI case-utils) is not installed")
+    assert exe is not None, "case_validate (PyPI case-utils, a test dependency) is missing"
     out = tmp_path / "case.jsonld"
     summary = export(store, "case", out)
     assert "7 devices, 8 files, 8 analytic results" == summary
@@ -72,8 +71,7 @@ def test_case_uco_passes_case_validate(store, tmp_path):
 def test_case_uco_invalid_graph_is_caught(tmp_path):
     """The validator really checks: a Hash whose value is not hexBinary fails."""
     exe = _case_validate()
-    if exe is None:
-        pytest.skip("case_validate (PyPI case-utils) is not installed")
+    assert exe is not None, "case_validate (PyPI case-utils, a test dependency) is missing"
     from triage.exports.case_uco import CONTEXT
     bad = {"@context": CONTEXT, "@graph": [{"@id": "kb:Hash-1", "@type": "uco-types:Hash",
                                             "uco-types:hashMethod": "MD5",

@@ -117,7 +117,6 @@ def test_cli_report_and_bad_case(store, tmp_path):
     assert len(bad.output.strip().splitlines()) == 1
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
 def test_renders_in_headless_chromium(store, tmp_path):
     page = tmp_path / "report.html"
     write_report(store, page, now=NOW)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-ray = pytest.importorskip("ray")
+import ray
 
 from triage.flags import read_flags_file  # noqa: E402
 from triage.store import CaseStore  # noqa: E402

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-ray = pytest.importorskip("ray")
+import ray
 
 from triage.store import CaseStore  # noqa: E402
 

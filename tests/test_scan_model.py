@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-ray = pytest.importorskip("ray")
+import ray
 
 from models.spec import sha256_file  # noqa: E402
 from models.testing import make_toy_torchscript  # noqa: E402

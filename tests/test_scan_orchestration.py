@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-ray = pytest.importorskip("ray")
+import ray
 
 import scanfakes  # noqa: E402
 from scanfakes import FakeBackend, md5, sha256, write_device  # noqa: E402

@@ -17,7 +17,6 @@ from click.testing import CliRunner
 from triage.synth import build_fleet
 from triage.synth import pictures as pics
 
-needs_tsk = pytest.mark.skipif(shutil.which("fls") is None, reason="sleuthkit (fls/icat) not installed")
 
 
 def _device(truth: dict, role: str) -> dict:
@@ -142,7 +141,6 @@ def test_planted_variety(synth_truth):
 
 # ---------------------------------------------------------------- independent checks
 
-@needs_tsk
 def test_fls_sees_planted_items_at_recorded_offsets(synth_fleet, synth_truth):
     checked = 0
     for dev in synth_truth["devices"]:
@@ -159,7 +157,6 @@ def test_fls_sees_planted_items_at_recorded_offsets(synth_fleet, synth_truth):
     assert checked >= 15
 
 
-@needs_tsk
 def test_planted_content_is_readable_with_icat_deleted_included(synth_fleet, synth_truth):
     for dev in synth_truth["devices"]:
         for p in dev["planted"]:
@@ -171,7 +168,6 @@ def test_planted_content_is_readable_with_icat_deleted_included(synth_fleet, syn
             assert hashlib.sha1(data).hexdigest() == p["sha1"]
 
 
-@needs_tsk
 def test_near_duplicates_are_within_pdq_threshold(synth_fleet, synth_truth):
     alerts = {a["id"]: a for a in synth_truth["alerts"]}
     near = 0
@@ -189,7 +185,6 @@ def test_near_duplicates_are_within_pdq_threshold(synth_fleet, synth_truth):
     assert near >= 5
 
 
-@needs_tsk
 def test_clean_device_holds_no_alert_hash_and_no_near_picture(synth_fleet, synth_truth, tmp_path):
     dev = _device(synth_truth, "clean")
     assert dev["clean"] and not dev["planted"]
@@ -212,7 +207,6 @@ def test_clean_device_holds_no_alert_hash_and_no_near_picture(synth_fleet, synth
     assert pictures >= 20
 
 
-@pytest.mark.skipif(shutil.which("ewfverify") is None, reason="ewf-tools not installed")
 def test_e01_sets_verify(synth_fleet, synth_truth):
     e01 = [d for d in synth_truth["devices"] if d["format"] == "ewf"]
     assert e01
@@ -223,7 +217,6 @@ def test_e01_sets_verify(synth_fleet, synth_truth):
         assert dev["media_md5"] in out.stdout
 
 
-@pytest.mark.skipif(shutil.which("ewfexport") is None, reason="ewf-tools not installed")
 def test_encrypted_volume_has_bitlocker_signature(synth_fleet, synth_truth, tmp_path):
     dev = _device(synth_truth, "encrypted")
     assert dev["encrypted_volumes"] and dev["expect"]["coverage"] == "partial"

@@ -20,8 +20,6 @@ from workers.plan import BatchSpec
 
 CONTENT = b"synthetic note inside an encrypted volume\n" * 50
 
-pytestmark = pytest.mark.skipif(not (shutil.which("mkfs.fat") and shutil.which("mcopy")),
-                                reason="dosfstools and mtools are needed")
 
 
 @pytest.fixture
