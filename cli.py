@@ -115,8 +115,12 @@ def files(evidence, hash_spec, fmt, files_only, recovery_key, password):
     path name size allocated dir orphan inode ads volume_offset fs_type type
     ext_mismatch [md5 sha1 sha256] mtime atime ctime crtime (ISO-8601 UTC or
     null), and "error" when a file's content could not be read.
-    Any volume that cannot be examined is reported on stderr ("not examined:
-    ..."); when no volume at all can be examined the command fails (exit 2).
+    Every gap is reported on stderr ("not examined: WHERE (KIND, BYTES): WHY"),
+    and no hash is printed for a file that could not be read to its size.
+    Exit status: 0 when everything was read; 1 when something could not be
+    read (a folder, a file, an encrypted or corrupt volume) but the rest was
+    listed, as fls does; 2 when nothing could be examined. Unallocated space
+    is reported (nothing carves it yet) but does not change the status.
 
     \b
     Examples:
@@ -129,17 +133,17 @@ def files(evidence, hash_spec, fmt, files_only, recovery_key, password):
 
     from triage.errors import TriageError as _TriageError
     from triage.evidence import open_evidence
-    from triage.inventory import CSV_FIELDS, examinable, parse_hashes, rows
+    from triage.inventory import CSV_FIELDS, READ_FAILURES, examinable, parse_hashes, rows
     from triage.volumes import discover
 
     hashes = parse_hashes(hash_spec)
     with open_evidence(evidence) as ev:
         volumes, coverage = discover(ev, recovery_key=recovery_key, password=password)
         if not examinable(volumes):
-            reasons = "; ".join(f"{c.where}: {c.reason}" for c in coverage) or "no volumes"
+            reasons = "; ".join(f"{c.where.display()}: {c.reason}" for c in coverage) or "no volumes"
             raise _TriageError(f"{evidence}: nothing could be examined ({reasons})")
         for c in coverage:
-            click.echo(f"not examined: {c.where} ({c.bytes_not_examined} bytes): {c.reason}", err=True)
+            _not_examined(c)
         problems: list = []
         writer = None
         if fmt == "csv":
@@ -151,15 +155,24 @@ def files(evidence, hash_spec, fmt, files_only, recovery_key, password):
                     writer.writerow(row)
                 else:
                     sys.stdout.write(jsonlib.dumps(row) + "\n")
-                if row.get("error"):
-                    click.echo(f"warning: {row['error']}", err=True)
             sys.stdout.flush()
         except BrokenPipeError:       # `triage files X | head`: the reader has what it wanted
             import os
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return
         for c in problems:
-            click.echo(f"not examined: {c.where}: {c.reason}", err=True)
+            _not_examined(c)
+        failed = [c for c in list(coverage) + problems if c.kind in READ_FAILURES]
+        if failed:
+            # as fls and icat do: something could not be read, though the rest was listed
+            raise SystemExit(1)
+
+
+def _not_examined(c) -> None:
+    """One stderr line per gap: where (escaped), kind, bytes and why."""
+    from triage.units import terminal_safe
+    click.echo(f"not examined: {terminal_safe(c.where.display())} ({c.kind}, "
+               f"{c.bytes_not_examined:,} bytes): {terminal_safe(c.reason)}", err=True)
 
 # --- synth (triage/synth.py) ---
 
@@ -668,9 +681,15 @@ def scan(case_dir, hashset_args, store_root, context_file, model, mode, stop_aft
         sys.exit(130)
     if as_json:
         click.echo(_json.dumps(summary.to_dict(), indent=2, sort_keys=True))
+        if summary.status == "failed":
+            sys.exit(2)
         return
     for w in summary.warnings:
         click.echo(f"warning: {w}", err=True)
+    if summary.status == "failed":
+        click.echo(f"error: no device could be examined ({len(summary.devices)} failed); "
+                   f"see triage show --case {case_dir} DEVICE", err=True)
+        sys.exit(2)
     for d in summary.devices:
         stop = ", stopped early (triage mode)" if d["stopped_early"] else ""
         scored = (f", {d['scored']} scored by the model ({d['model_skipped']} skipped: "
@@ -769,15 +788,17 @@ def show(device, case_dir, as_json):
         coverage = store.coverage(dev["id"])
         volumes = store.volumes(dev["id"])
         model = {"scored": len(store.scores(dev["id"])), "skipped": store.model_skips(dev["id"])}
+    accounting = rank.coverage_accounting(dev, volumes, coverage)
     if as_json:
         out = dict(rank.verdict_dict(verdict), device_record=dev, model=model,
-                   volumes=[asdict(v) for v in volumes], coverage_records=[asdict(c) for c in coverage],
+                   volumes=[asdict(v) for v in volumes], accounting=accounting,
+                   coverage_records=[c.to_dict() for c in coverage],
                    flag_records=[asdict(f) for f in flags],
                    findings=[views.finding_dict(f) for f in found])
         click.echo(_json.dumps(out, indent=2, default=str))
         return
     Console(width=100 if sys.stdout.isatty() else 80).print(
-        views.device_view(verdict, dev, found, flags, labels, model))
+        views.device_view(verdict, dev, found, flags, labels, model, accounting))
 
 
 @main.command("flags")

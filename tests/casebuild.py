@@ -11,6 +11,7 @@ import time
 from typing import Optional
 
 from triage.flags import FlagSink, rules_for_batch
+from triage import records
 from triage.records import (Coverage, EvidenceRef, Exif, Features, FileRecord, Match, Provenance,
                             Score, VolumeRef)
 from triage.store import CaseStore
@@ -39,7 +40,7 @@ def picture(device_id: str, n: int, path: Optional[str] = None, *, allocated: bo
     """One picture's FileRecord and Features; hashes come from `content` (or a per-file seed)."""
     path = path or f"/Users/s/Pictures/img_{n:04d}.jpg"
     prov = Provenance(device_id=device_id, volume_offset=VOL, inode=100 + n, path=path,
-                      member=member)
+                      members=(member,) if member else ())
     data = content if content is not None else f"{device_id}/{n}".encode()
     rec = FileRecord(prov=prov, name=path.rsplit("/", 1)[-1], size=len(data) * 100,
                      allocated=allocated, fs_type="ntfs", mtime=mtime, atime=mtime + 60,
@@ -124,8 +125,9 @@ def build_fleet(case_dir, now: Optional[float] = None) -> CaseStore:
                volumes=[VolumeRef("encrypted.dd", 0, VOL, 2**20, "NTFS", "ntfs"),
                         VolumeRef("encrypted.dd", 2, 4 * VOL, 40 * 2**20, "Basic data", None,
                                   encryption="BitLocker")],
-               coverage=[Coverage("encrypted.dd", f"volume@{4 * VOL}", "encrypted (BitLocker)",
-                                  40 * 2**20, 4 * VOL)],
+               coverage=[Coverage("encrypted.dd", records.ENCRYPTED,
+                                  records.volume_where("encrypted.dd", 4 * VOL, 2),
+                                  "encrypted (BitLocker)", 40 * 2**20)],
                context=context("none", "EX/enc"), now=now)
     for dev, access in (("clean_unknown.dd", "unknown"), ("clean_none.dd", "none")):
         add_device(store, sink, dev, items=[picture(dev, i) for i in range(3)],

@@ -253,11 +253,12 @@ def fls_body(image, offset: int) -> list[BodyLine]:
     return lines
 
 
-def icat(image, offset: int, inode: str) -> tuple[str, bool]:
-    """(MD5 of `icat -o SECTORS IMAGE... INODE`, whether icat succeeded); an NTFS stream is
-    "addr-128-id"."""
-    res = subprocess.run(["icat", "-o", str(offset // 512), *_images(image), inode], capture_output=True)
-    return hashlib.md5(res.stdout).hexdigest(), res.returncode == 0 and not res.stderr
+def icat(image, offset: int, inode: str) -> tuple[str, bool, int]:
+    """(MD5 of `icat -o SECTORS IMAGE... INODE`, whether icat succeeded, bytes it wrote); an
+    NTFS stream is "addr-128-id"."""
+    res = subprocess.run(["icat", "-o", str(offset // 512), *_images(image), inode], capture_output=True,
+                         timeout=120)
+    return hashlib.md5(res.stdout).hexdigest(), res.returncode == 0 and not res.stderr, len(res.stdout)
 
 
 def icat_md5(image, offset: int, inode: str) -> str:

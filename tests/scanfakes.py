@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from triage.errors import EvidenceError
+from triage import records
 from triage.records import Coverage, EvidenceRef, Features, FileRecord, Provenance, VolumeRef
 from workers.batch import Backend
 
@@ -76,8 +77,8 @@ class FakeBackend(Backend):
                             fs_type=v.get("fs_type"), encryption=v.get("encryption"))
             vols.append(vol)
             if vol.encryption:
-                cov.append(Coverage(vol.device_id, f"volume@{vol.offset}",
-                                    f"encrypted ({vol.encryption})", vol.length, vol.offset))
+                cov.append(Coverage(vol.device_id, records.ENCRYPTED, vol.where,
+                                    f"encrypted ({vol.encryption})", vol.length))
         return vols, cov
 
     def walk(self, evidence, volume, problems=None):

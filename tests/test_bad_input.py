@@ -177,7 +177,8 @@ def test_corrupt_superblock_fields(ext4_image, tmp_path):
 
 def test_corrupt_partition_among_good_ones_is_coverage(ext4_image, tmp_path):
     """One unreadable partition beside a good one: the good one is listed, the bad one is
-    reported on stderr as not examined, and the command succeeds."""
+    reported on stderr as not examined, and the command exits 1, as fls does when part of
+    an image cannot be read."""
     disk = tmp_path / "disk.raw"
     size = ext4_image.stat().st_size
     with open(disk, "wb") as fh:
@@ -193,10 +194,11 @@ def test_corrupt_partition_among_good_ones_is_coverage(ext4_image, tmp_path):
         fh.write(good)
         fh.write(bytes(bad))
     result = triage("files", str(disk))
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr
     assert '"/a.txt"' in result.stdout
     assert "Traceback" not in result.stderr
-    assert f"not examined: volume@{MiB + size}" in result.stderr
+    assert f"not examined: volume 3 at {MiB + size} (volume not readable, {size:,} bytes)" \
+        in result.stderr
 
 
 def test_differencing_vhd_without_parent():
@@ -221,7 +223,7 @@ def test_unreadable_subfolder_is_coverage_not_an_abort(tmp_path):
         prefix = _without_root_override()
         assert subprocess.run([*prefix, "true"], capture_output=True).returncode == 0
         result = triage("files", str(root), "--hash", "md5", prefix=prefix)
-        assert result.returncode == 0, result.stderr
+        assert result.returncode == 1, result.stderr
         assert '"/open/a.txt"' in result.stdout and "b.txt" not in result.stdout
         assert "Traceback" not in result.stderr
         assert "not examined:" in result.stderr and "/locked" in result.stderr

@@ -6,15 +6,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from cli import main
+from triage import records
 from triage.evidence import detect_format, device_id_for, media_hashes, open_evidence, split_raw_segments
 from triage.filesystems import read_chunks, walk
+from triage.inventory import row as inventory_row
 from triage.volumes import ENCRYPTED_BITLOCKER, discover
 
 TESTDATA = Path(__file__).resolve().parent / "data" / "dfvfs"   # vendored, Apache-2.0
@@ -31,12 +35,7 @@ def listing(path, **kw) -> list:
         for v in volumes:
             if v.fs_type:
                 for r in walk(ev, v):
-                    sha = None
-                    if not r.is_dir:
-                        h = hashlib.sha256()
-                        for chunk in read_chunks(ev, r.prov):
-                            h.update(chunk)
-                        sha = h.hexdigest()
+                    sha = None if r.is_dir else inventory_row(ev, r, ("sha256",))["sha256"]
                     out.append((r, sha))
         return out
 
@@ -110,7 +109,16 @@ def test_mbr_with_extended_partitions():
         volumes, coverage = discover(ev)
     # two Linux partitions, the second inside the extended one; the first holds no file system
     assert [(v.offset, v.fs_type) for v in volumes] == [(512, None), (180224, "ext2")]
-    assert [c.where for c in coverage] == ["volume@512"]
+    assert [(c.kind, c.where.volume_offset, c.where.scope) for c in coverage] == [
+        (records.UNREADABLE_VOLUME, 512, "volume"), (records.UNALLOCATED, 180224, "volume"),
+        (records.UNPARTITIONED, None, "device")]
+    # every byte of the disk is in a volume or the unpartitioned gap
+    assert sum(v.length for v in volumes) + coverage[2].bytes_not_examined == ev.ref.media_size
+    # ext2's free-block count, as TSK's fsstat reads it from the superblock
+    fsstat = subprocess.run(["fsstat", "-o", "352", str(TESTDATA / "more" / "mbr.raw")],
+                            capture_output=True, text=True, check=True).stdout
+    free = int(re.search(r"Free Blocks: (\d+)", fsstat).group(1))
+    assert coverage[1].bytes_not_examined == free * volumes[1].block_size
 
 
 @pytest.mark.parametrize("name,fs", [("hfsplus.raw", "hfs+"), ("iso9660.raw", "iso9660"),
@@ -125,6 +133,7 @@ def test_apfs_and_lvm_are_coverage_with_a_reason():
         with open_evidence(TESTDATA / "more" / name) as ev:
             volumes, coverage = discover(ev)
         assert len(coverage) == 1 and word in coverage[0].reason, coverage
+        assert coverage[0].kind in (records.UNSUPPORTED_VOLUME, records.UNREADABLE_VOLUME)
 
 
 def test_signature_not_extension(tmp_path):
@@ -199,8 +208,9 @@ def test_walk_is_a_generator_with_flat_memory(tmp_path):
 def test_files_command_jsonl_and_csv():
     runner = CliRunner()
     result = runner.invoke(main, ["files", str(TESTDATA / "image.qcow2"), "--hash", "md5,sha256"])
-    assert result.exit_code == 0, result.output
-    rows = [json.loads(line) for line in result.output.splitlines()]
+    assert result.exit_code == 0, result.output        # free space is reported, not a failure
+    assert "unallocated space not carved" in result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
     want_keys = {"path", "size", "allocated", "inode", "volume_offset", "fs_type", "type", "ext_mismatch",
                  "md5", "sha256", "mtime", "atime", "ctime", "crtime"}
     assert all(want_keys <= set(r) for r in rows)
@@ -213,7 +223,7 @@ def test_files_command_jsonl_and_csv():
     assert by_path["/passwords.txt~"]["allocated"] is False
     result = runner.invoke(main, ["files", str(TESTDATA / "ext2.vmdk"), "--format", "csv", "--files-only"])
     assert result.exit_code == 0
-    lines = result.output.splitlines()
+    lines = result.stdout.splitlines()
     assert lines[0].startswith("path,size,allocated")
     assert sum(1 for line in lines if line.startswith("path,")) == 1             # header once
     # three files and a symbolic link; no folders

@@ -20,6 +20,7 @@ from triage.features import (Analysis, FeatureOptions, analyse, decode_for_model
                              pdq, phash)
 from triage.features.hashing import SNIFF_BYTES
 from triage.features.pictures import pdq_hex
+from triage import records
 from triage.records import FileRecord, Provenance
 
 PDQ_NEAR, PDQ_FAR = 31, 64      # PDQ: <=31 is a match; unrelated pictures average ~128
@@ -124,10 +125,47 @@ def test_renamed_jpeg_is_still_a_picture(jpeg_a):
     assert run("holiday.jpg", jpeg_a).record.ext_mismatch is False
 
 
-def test_short_read_is_reported(jpeg_a):
+def test_short_read_is_a_gap_and_never_a_hash(jpeg_a):
+    """Content that ends before the file's size: no hash (a partial one would be matched as the
+    file's), and a coverage record with the bytes expected and read."""
     rec = record("a.bin", jpeg_a)
     a = analyse(rec, [jpeg_a[:1000]], FeatureOptions())
-    assert a.features.size == 1000 and "short read" in a.features.error
+    f = a.features
+    assert f.size == 1000 and "not fully read" in f.error
+    assert (f.md5, f.sha1, f.sha256, f.pdq) == ("", "", "", "")
+    [gap] = a.coverage
+    assert gap.kind == records.FILE_NOT_READ and gap.where == rec.prov
+    assert (gap.bytes_expected, gap.bytes_read, gap.bytes_not_examined) == \
+        (len(jpeg_a), 1000, len(jpeg_a) - 1000)
+
+
+def test_read_error_mid_file_keeps_its_reason(jpeg_a):
+    """The evidence layer's ShortRead (a truncated image, a bad block) ends the read where the
+    bytes stop; the gap says why."""
+    from triage.errors import ShortRead
+
+    def chunks():
+        yield jpeg_a[:4096]
+        raise ShortRead("read error at byte 4,096: sector not found", len(jpeg_a), 4096)
+
+    a = analyse(record("a.jpg", jpeg_a), chunks(), FeatureOptions())
+    assert a.features.md5 == "" and "sector not found" in a.features.error
+    [gap] = a.coverage
+    assert gap.kind == records.FILE_NOT_READ and gap.bytes_read == 4096
+    assert "sector not found" in gap.reason
+
+
+def test_videos_and_picture_containers_are_gaps_until_examined():
+    """Nothing decodes video frames or opens PDFs and thumbnail caches yet: each is a gap."""
+    mp4 = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + b"\x00" * 1000
+    pdf = b"%PDF-1.4\n" + b"x" * 500
+    thumbcache = b"CMMM\x20\x00\x00\x00" + b"\x00" * 500
+    for name, data, kind in (("clip.mp4", mp4, records.VIDEO_FRAMES),
+                             ("scan.pdf", pdf, records.EMBEDDED),
+                             ("thumbcache_256.db", thumbcache, records.EMBEDDED)):
+        a = run(name, data)
+        assert [(c.kind, c.bytes_not_examined) for c in a.coverage] == [(kind, len(data))], name
+        assert a.features.md5 == hashlib.md5(data).hexdigest()       # matched whole all the same
 
 
 # --- perceptual hashes -----------------------------------------------------------------------
@@ -262,7 +300,7 @@ def test_decompression_bomb_is_refused_and_recorded():
     assert "decompression bomb" in f.error and f.pdq == "" and (f.width, f.height) == (3000, 2000)
     assert f.md5 == hashlib.md5(bomb).hexdigest()
     assert len(a.coverage) == 1 and "decompression bomb" in a.coverage[0].reason
-    assert a.coverage[0].where == a.record.key
+    assert a.coverage[0].where == a.record.prov and a.coverage[0].kind == records.PICTURE
     assert run("ok.png", bomb).features.error == ""               # under Pillow's default
 
 
@@ -301,11 +339,12 @@ def test_zip_members_are_analysed_with_provenance(jpeg_a):
     data = zip_bytes({"DCIM/a.jpg": jpeg_a, "b.dat": other, "notes.txt": b"hi" * 100})
     a = run("photos.zip", data)
     assert a.record.type == "application/zip" and a.features.md5 == hashlib.md5(data).hexdigest()
-    by = {m.record.prov.member: m for m in a.members}
+    by = {m.record.prov.members[-1]: m for m in a.members}
     assert set(by) == {"DCIM/a.jpg", "b.dat", "notes.txt"}
     jpg = by["DCIM/a.jpg"]
     assert jpg.record.path == "/home/u/photos.zip" and jpg.record.name == "a.jpg"
-    assert jpg.record.key.endswith("|/home/u/photos.zip|!DCIM/a.jpg")
+    assert jpg.record.prov.members == ("DCIM/a.jpg",)
+    assert jpg.record.prov == a.record.prov.member_of("DCIM/a.jpg")
     assert jpg.features.key == jpg.record.key and jpg.features.md5 == hashlib.md5(jpeg_a).hexdigest()
     assert jpg.features.pdq == run("a.jpg", jpeg_a).features.pdq
     assert by["b.dat"].record.type == "image/png" and by["b.dat"].record.ext_mismatch
@@ -357,10 +396,11 @@ def test_gzip_bomb_is_cut_off_by_the_shared_budget():
     data[-4:] = struct.pack("<I", 1000)                 # a forged, harmless-looking ISIZE
     a = run("zeros.gz", bytes(data), FeatureOptions(archive_max_total_bytes=2 * 1024 * 1024))
     (m,) = a.members
-    assert m.record.prov.member == "zeros" and m.features.md5 == ""
+    assert m.record.prov.members == ("zeros",) and m.features.md5 == ""
     assert "not fully read" in m.features.error
     (cov,) = a.all_coverage()
-    assert "expansion limit" in cov.reason and cov.where == m.record.key
+    assert "expansion limit" in cov.reason and cov.where == m.record.prov
+    assert cov.kind == records.ARCHIVE
 
 
 def test_nested_zips_open_to_the_depth_limit(jpeg_a):
@@ -369,16 +409,16 @@ def test_nested_zips_open_to_the_depth_limit(jpeg_a):
         inner = zip_bytes({f"l{level + 1}.zip": inner})
     data = zip_bytes({"l2.zip": inner})                 # outer.zip is level 1
     a = run("outer.zip", data)
-    paths = [x.record.prov.member for x in a.walk()]
-    assert paths == ["", "l2.zip", "l2.zip!/l3.zip", "l2.zip!/l3.zip!/l4.zip"]
+    paths = [x.record.prov.members for x in a.walk()]
+    assert paths == [(), ("l2.zip",), ("l2.zip", "l3.zip"), ("l2.zip", "l3.zip", "l4.zip")]
     deepest = list(a.walk())[-1]
     assert deepest.features.md5 and deepest.members == ()
     cov = a.all_coverage()
-    assert len(cov) == 1 and "deeper than 3" in cov[0].reason and cov[0].where == deepest.record.key
+    assert len(cov) == 1 and "deeper than 3" in cov[0].reason and cov[0].where == deepest.record.prov
     # one level more and the picture is reached
     b = run("outer.zip", data, FeatureOptions(archive_max_depth=4))
     leaf = list(b.walk())[-1]
-    assert leaf.record.prov.member == "l2.zip!/l3.zip!/l4.zip!/a.jpg" and leaf.features.pdq
+    assert leaf.record.prov.members == ("l2.zip", "l3.zip", "l4.zip", "a.jpg") and leaf.features.pdq
     assert b.all_coverage() == []
 
 
@@ -387,7 +427,7 @@ def test_zip_bomb_member_is_refused():
     a = run("bomb.zip", data, FeatureOptions(archive_ratio_min_bytes=1024 * 1024))
     assert [m.record.prov.member for m in a.members] == ["readme.txt"]
     (cov,) = a.coverage
-    assert "bomb" in cov.reason and cov.where.endswith("!zeros.bin")
+    assert "bomb" in cov.reason and cov.where.members == ("zeros.bin",)
     assert cov.bytes_not_examined == 8 * 1024 * 1024
 
 
@@ -441,7 +481,7 @@ def test_encrypted_member_becomes_coverage(jpeg_a):
     a = run("locked.zip", data)
     assert [m.record.prov.member for m in a.members] == ["open.txt"]
     (cov,) = a.coverage
-    assert "encrypted" in cov.reason and cov.where.endswith("!secret.jpg")
+    assert "encrypted" in cov.reason and cov.where.members == ("secret.jpg",)
 
 
 def test_corrupt_zip_becomes_coverage(jpeg_a):
@@ -450,7 +490,7 @@ def test_corrupt_zip_becomes_coverage(jpeg_a):
     a = run("broken.zip", cut)
     assert a.features.md5 == hashlib.md5(cut).hexdigest() and a.members == ()
     (cov,) = a.coverage
-    assert cov.reason.startswith("corrupt zip archive") and cov.where == a.record.key
+    assert cov.reason.startswith("corrupt zip archive") and cov.where == a.record.prov
 
 
 def test_corrupt_member_data_keeps_a_record():

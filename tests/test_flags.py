@@ -16,6 +16,7 @@ from casebuild import exact, near, picture, score
 from triage.flags import (CHILD_ACCESS, KNOWN_MATCH, NEAR_MATCH, NOT_EXAMINED, SELF_PRODUCED,
                           SEVERITY, SUSPECTED_NEW, FlagSink, camera_indicators, follow_flags_file,
                           read_flags_file, rules_for_batch)
+from triage import records
 from triage.records import Coverage, Exif
 from triage.store import CaseStore
 
@@ -83,7 +84,7 @@ def test_self_produced_needs_camera_original_indicators():
                                            ("other", True), ("unknown", False), ("none", False)])
 def test_child_access_on_any_finding(access, raised):
     x, y = picture("d", 1, "/DCIM/Camera/a.jpg", exif=CAM), picture("d", 2)
-    cov = Coverage("d", "volume@2", "encrypted (BitLocker)", 10, 2)
+    cov = Coverage("d", records.ENCRYPTED, records.volume_where("d", 2), "encrypted (BitLocker)", 10)
     ctx = {"access_to_children": access}
     flags = rules_for_batch("d", ctx, [x, y], [exact(x), near(y)], [], [cov], NOW)
     child = [f for f in flags if f.code == CHILD_ACCESS]
@@ -97,12 +98,20 @@ def test_child_access_on_any_finding(access, raised):
 
 
 def test_not_examined_per_coverage_record():
-    covs = [Coverage("d", "volume@2", "encrypted (BitLocker)", 10, 2),
-            Coverage("d", "batch 7", "worker crashed twice", 0)]
+    """Whole parts that could not be examined raise NOT_EXAMINED at once; gaps in single
+    files and free space are counted in the device's reasons instead."""
+    vol = records.volume_where("d", 2, 1)
+    covs = [Coverage("d", records.ENCRYPTED, vol, "encrypted (BitLocker)", 10),
+            Coverage("d", records.SCAN_INCOMPLETE, vol, "batch 7: worker crashed twice", 0),
+            Coverage("d", records.UNALLOCATED, vol, "unallocated space not carved", 5),
+            Coverage("d", records.VIDEO_FRAMES, picture("d", 3)[0].prov, "video frames", 9)]
     flags = rules_for_batch("d", {"access_to_children": "lives_with"}, [], [], [], covs, NOW)
     assert codes(flags) == [NOT_EXAMINED, NOT_EXAMINED]
-    assert {f.key for f in flags} == {"volume@2", "batch 7"}
-    assert flags[0].provenance["reason"] == "encrypted (BitLocker)"
+    assert {f.key for f in flags} == {covs[0].key, covs[1].key}
+    enc = [f for f in flags if f.key == covs[0].key][0]
+    assert enc.provenance["reason"] == "encrypted (BitLocker)"
+    assert enc.provenance["kind"] == records.ENCRYPTED
+    assert enc.provenance["where"]["volume_offset"] == 2 and enc.provenance["bytes_not_examined"] == 10
 
 
 def test_sink_writes_each_flag_once_and_flushes(tmp_path, monkeypatch):
@@ -165,7 +174,7 @@ def test_follow_yields_flags_as_they_are_appended(tmp_path):
 
 
 def test_unassessed_labels_neither_pass_nor_fail():
-    from triage.flags import suspected
+    from triage.classify import suspected
     from triage.records import Score
     mk = lambda **v: Score(key="k", model="m", model_sha256="s", values=v)   # noqa: E731
     assert suspected(mk(explicit=0.9, faces=0, minor_likelihood=None))          # no face found
@@ -178,6 +187,9 @@ def test_unassessed_labels_neither_pass_nor_fail():
 
 def test_not_examined_file_reads_as_its_path():
     x = picture("d", 1, "/home/a/secret.zip")
-    flags = rules_for_batch("d", None, [], [], [], [Coverage("d", x[0].key, "encrypted archive")], NOW)
-    assert flags[0].key == x[0].key
-    assert flags[0].message == "/home/a/secret.zip not examined: encrypted archive"
+    gap = Coverage("d", records.FOLDER_NOT_READ, x[0].prov, "folder not readable: bad block")
+    flags = rules_for_batch("d", None, [], [], [], [gap], NOW)
+    assert flags[0].key == gap.key
+    assert flags[0].message == ("/home/a/secret.zip not examined (folder not readable): "
+                                "folder not readable: bad block")
+    assert records.Provenance.from_dict(flags[0].provenance["where"]) == x[0].prov

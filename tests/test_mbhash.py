@@ -207,7 +207,7 @@ def test_a_batch_hashes_its_group_together_and_a_bad_file_stays_coverage():
             assert found[path] == (want.md5, want.sha1), path
             got = backend.given[path]                              # came from the group pass
             assert (got.md5, got.sha1) == found[path]
-    assert [c.where for c in result.coverage] == [next(r.key for r in recs if r.path == "/bad")]
+    assert [c.where for c in result.coverage] == [next(r.prov for r in recs if r.path == "/bad")]
     assert "read error at sector 99" in result.coverage[0].reason
     assert ev.held_blocks == 1
 

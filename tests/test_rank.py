@@ -7,6 +7,7 @@ import pytest
 
 from casebuild import (FLEET_ORDER, VOL, add_device, build_fleet, context, exact, near, picture,
                        score)
+from triage import records
 from triage.records import Coverage, Exif, VolumeRef
 from triage.rank import (TIER_CLEAN, TIER_EXACT, TIER_NEAR, TIER_SUSPECTED, TIER_UNEXAMINED,
                          coverage_state, verdict_dict, verdicts)
@@ -53,7 +54,7 @@ def test_reasons_read_like_the_examples(fleet):
     assert "3 exact caid matches (Category A: 1, B: 2), 1 deleted, 1 in archives" in reasons
     assert "suspect lives with children" in reasons
     assert any("camera-original" in r for r in reasons)
-    assert "volume 2 (BitLocker) not examined" in by_id["encrypted.dd"].reasons
+    assert "volume 2 (BitLocker) not examined: 40 MiB" in by_id["encrypted.dd"].reasons
     assert any("ask the officer" in r for r in by_id["clean_unknown.dd"].reasons)
     assert any("not evidence" in r for r in by_id["suspected_only.dd"].reasons)
     assert by_id["clean_none.dd"].reasons[0].startswith("no alert matches")
@@ -89,7 +90,8 @@ def test_unexamined_never_below_clean_whatever_the_points(tmp_path):
     add_device(store, None, "clean.dd", items=[picture("clean.dd", 1)],
                context=context("lives_with", "C/1", deadline="2000-01-01"))
     add_device(store, None, "failed.dd", volumes=[], status="failed",
-               coverage=[Coverage("failed.dd", "image", "read error: truncated image")],
+               coverage=[Coverage("failed.dd", records.EVIDENCE_NOT_OPENED,
+                                  records.device_where("failed.dd"), "read error: truncated image")],
                context=context("none", "F/1"))
     add_device(store, None, "unfinished.dd", items=[picture("unfinished.dd", 1)],
                status="interrupted", context=context("none", "U/1"))
@@ -189,7 +191,7 @@ def test_coverage_state_rules():
     dev = {"id": "d", "status": "complete"}
     ok = [VolumeRef("d", 0, VOL, 10, "NTFS", "ntfs")]
     locked = [VolumeRef("d", 0, VOL, 10, "data", None, encryption="BitLocker")]
-    gap = [Coverage("d", f"volume@{VOL}", "encrypted (BitLocker)", 10, VOL)]
+    gap = [Coverage("d", records.ENCRYPTED, records.volume_where("d", VOL), "encrypted (BitLocker)", 10)]
     assert coverage_state(dev, ok, []) == "complete"
     assert coverage_state(dev, ok + locked, gap) == "partial"
     assert coverage_state(dev, locked, gap) == "failed"
@@ -200,11 +202,12 @@ def test_coverage_state_rules():
 def test_partial_scan_status_is_finished_not_running(tmp_path):
     store = CaseStore(tmp_path / "c", create=True)
     add_device(store, None, "p.dd", items=[picture("p.dd", 1)], status="partial",
-               coverage=[Coverage("p.dd", "batch 3", "worker crashed twice")],
+               coverage=[Coverage("p.dd", records.SCAN_INCOMPLETE, records.volume_where("p.dd", VOL),
+                                  "batch 3: worker crashed twice", 4096)],
                context=context("none", "P"))
     (v,) = verdicts(store, now=NOW)
     assert v.coverage == "partial" and v.tier == TIER_UNEXAMINED
-    assert "batch 3 not examined: worker crashed twice" in v.reasons
+    assert f"scan incomplete: volume at {VOL}: 4 KiB (batch 3: worker crashed twice)" in v.reasons
     assert not any("not finished" in r for r in v.reasons)
 
 
@@ -213,18 +216,26 @@ def test_coverage_reasons_name_volumes_and_files():
     vols = [VolumeRef("d", 1, VOL, 10 * 2**20, "Linux", "ext4"),
             VolumeRef("d", 2, 8 * VOL, 10, "data", None),
             VolumeRef("d", 3, 16 * VOL, 10, "data", None, encryption="BitLocker")]
-    covs = [Coverage("d", f"volume@{VOL}", "not examined (triage mode)", 5 * 2**20, VOL),
-            Coverage("d", f"volume@{8 * VOL}", "unknown file system", 10, 8 * VOL),
-            Coverage("d", f"volume@{16 * VOL}", "encrypted (BitLocker)", 10, 16 * VOL),
-            Coverage("d", f"d|{VOL}|12|/home/a/secret.zip", "encrypted archive", 100),
-            Coverage("d", f"d|{VOL}|13|/home/a/x.jpg", "decompression bomb refused", 0),
-            Coverage("d", f"d|{VOL}|14|/home/a/y.jpg", "decompression bomb refused", 0)]
+    def file(inode, path):
+        return records.Provenance("d", VOL, inode, path, volume_index=1)
+
+    covs = [Coverage("d", records.SCAN_INCOMPLETE, vols[0].where, "not examined (triage mode)",
+                     5 * 2**20),
+            Coverage("d", records.UNREADABLE_VOLUME, vols[1].where, "unknown file system", 10),
+            Coverage("d", records.ENCRYPTED, vols[2].where, "encrypted (BitLocker)", 10),
+            Coverage("d", records.ARCHIVE, file(12, "/home/a/secret.zip"), "encrypted archive", 100),
+            Coverage("d", records.PICTURE, file(13, "/home/a/x.jpg"), "bomb refused", 2048),
+            Coverage("d", records.PICTURE, file(14, "/home/a/y.jpg"), "bomb refused", 1024),
+            Coverage("d", records.UNALLOCATED, vols[0].where, "unallocated space not carved", 3 * 2**20),
+            Coverage("d", records.FILE_NOT_READ, file(15, "/home/a/v.mp4"), "read error", 512)]
     lines = _coverage_reasons(vols, covs, {"status": "partial"})
-    assert lines == ["volume 1 (ext4): not examined (triage mode), 5.0 MB",
-                     "volume 2 (unknown file system) not examined",
-                     "volume 3 (BitLocker) not examined",
-                     "2 parts not examined: decompression bomb refused",
-                     "/home/a/secret.zip not examined: encrypted archive, 100 B"]
+    assert lines == ["volume 2 (unknown file system) not examined: 10 bytes",
+                     "volume 3 (BitLocker) not examined: 10 bytes",
+                     "file not fully read: /home/a/v.mp4: 512 bytes (read error)",
+                     "unallocated space not carved: 3 MiB in 1 volume",
+                     "archive content not examined: /home/a/secret.zip: 100 bytes (encrypted archive)",
+                     "picture not decoded: 2 pictures: 3 KiB",
+                     "scan incomplete: volume 1 at 1048576: 5 MiB (not examined (triage mode))"]
 
 
 def test_raw_categories_read_with_the_sets_scheme(tmp_path):

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 import ray
 
-from triage.rank import verdicts  # noqa: E402
+from triage.rank import TIER_NOT_YET, TIER_UNEXAMINED, verdicts  # noqa: E402
 from triage.store import CaseStore  # noqa: E402
 
 
@@ -60,7 +60,11 @@ def test_queue_follows_truth_rank_order(scanned, synth_truth):
     by_id = {v.device_id: v for v in ordered}
     assert by_id[by_role["encrypted"]].coverage in ("partial", "failed")
     assert any("BitLocker" in r for r in by_id[by_role["encrypted"]].reasons)
-    assert by_id[by_role["clean"]].coverage == "complete" and by_id[by_role["clean"]].tier == 0
+    # the clean device is clean in what was examined, but its free space was not carved
+    clean = by_id[by_role["clean"]]
+    assert clean.coverage == "partial" and clean.tier == TIER_NOT_YET
+    assert any(r.startswith("unallocated space not carved: ") for r in clean.reasons)
+    assert by_id[by_role["encrypted"]].tier == TIER_UNEXAMINED
 
 
 def test_reasons_and_flags_match_the_plant(scanned, synth_truth):

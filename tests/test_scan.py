@@ -284,7 +284,10 @@ def test_sigkill_then_resume_gives_the_same_matches(tmp_path, local_ray, full_sc
             assert sorted(map(key, resumed.matches(did))) == sorted(map(key, whole.matches(did)))
             assert ([(r.key, f.md5) for r, f in resumed.files(did)]
                     == [(r.key, f.md5) for r, f in whole.files(did)])
-            assert resumed.device(did)["status"] == "complete"
+            # finished as the uninterrupted scan did, with the same gaps and no "interrupted"
+            assert resumed.device(did)["status"] == whole.device(did)["status"] == "partial"
+            assert sorted(c.key for c in resumed.coverage(did)) == \
+                sorted(c.key for c in whole.coverage(did))
 
 
 if __name__ == "__main__":

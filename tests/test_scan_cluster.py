@@ -44,7 +44,7 @@ def _results(case):
         files = sorted((r.key, r.allocated, f.md5, f.sha1, f.pdq, f.phash) for r, f in store.files())
         matches = sorted((m.key, m.kind, m.algorithm, m.set_name, m.value, m.distance)
                          for m in store.matches())
-        coverage = sorted((c.device_id, c.where, c.reason) for c in store.coverage())
+        coverage = sorted((c.device_id, c.key, c.reason, c.bytes_not_examined) for c in store.coverage())
     return files, matches, coverage
 
 

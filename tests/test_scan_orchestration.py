@@ -14,6 +14,7 @@ import ray
 
 import scanfakes  # noqa: E402
 from scanfakes import FakeBackend, md5, sha256, write_device  # noqa: E402
+from triage import records
 from triage.flags import read_flags_file  # noqa: E402
 from triage.store import CaseStore  # noqa: E402
 from workers.batch import ScanOptions  # noqa: E402
@@ -46,9 +47,12 @@ def _opts(root, **kw):
     return ScanOptions(**base)
 
 
+FAKESET = {"name": "fakeset", "version": "1", "role": "alert"}
+
+
 def _scan(case, evidence, opts, **kw):
     return run_scan(case, [str(e) for e in evidence], opts, backend=FakeBackend(), workers=2,
-                    hashsets=[{"name": "fakeset", "version": "1"}], **kw)
+                    hashsets=[FAKESET], **kw)
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +90,10 @@ def test_every_device_finishes_and_bad_one_is_recorded(full_scan):
     assert any("corrupt.img" in w for w in summary.warnings)
     with CaseStore(case, create=False) as store:
         [cov] = store.coverage("corrupt.img")
-        assert cov.reason.startswith("evidence could not be opened") and cov.bytes_not_examined == 800
-        assert {c.reason for c in store.coverage("a.img")} == {"encrypted (BitLocker)"}
+        assert cov.kind == records.EVIDENCE_NOT_OPENED and cov.bytes_not_examined == 800
+        assert cov.where.scope == "device"
+        assert {(c.kind, c.reason) for c in store.coverage("a.img")} == \
+            {(records.ENCRYPTED, "encrypted (BitLocker)")}
         assert store.coverage("b.img") == []
         assert store.devices()[0]["verified_hashes"]["md5"] == store.devices()[0]["stored_hashes"]["md5"]
 
@@ -95,12 +101,12 @@ def test_every_device_finishes_and_bad_one_is_recorded(full_scan):
 def test_matches_exact_and_near(full_scan):
     case, _ = full_scan
     with CaseStore(case, create=False) as store:
-        exact = {(m.key.rsplit("|", 1)[1], m.category) for m in store.matches("a.img")
-                 if m.kind == "exact"}
+        path = {r.key: r.path for r, _f in store.files("a.img")}
+        exact = {(path[m.key], m.category) for m in store.matches("a.img") if m.kind == "exact"}
         near = [m for m in store.matches("a.img") if m.kind == "near"]
         assert exact == {("/home/u/Pictures/a.jpg", "A"), ("/home/u/deleted.jpg", "B"),
                          ("/home/u/renamed.dat", "A")}
-        assert [(m.key.rsplit("|", 1)[1], m.distance) for m in near] == [("/home/u/near.jpg", 7)]
+        assert [(path[m.key], m.distance) for m in near] == [("/home/u/near.jpg", 7)]
         assert store.matches("b.img") == []
         assert store.counts("a.img")["files"] == 13 and store.counts("b.img")["files"] == 7
 
@@ -125,7 +131,7 @@ def test_run_provenance(full_scan):
     with CaseStore(case, create=False) as store:
         [run] = store.runs()
     assert run["status"] == "partial" and run["ended"] >= run["started"]
-    assert run["hashsets"] == [{"name": "fakeset", "version": "1"}]
+    assert run["hashsets"] == [FAKESET]
     assert run["options"]["mode"] == "full" and run["operator"]
 
 
@@ -143,11 +149,12 @@ def test_crash_is_retried_once_then_recorded(tmp_path, hashset_root):
         cov = store.coverage("crashy.img")
     assert "/home/u/once.jpg" in keys and "/home/u/a.jpg" in keys
     assert "/srv/always.bin" not in keys
-    batch_cov = [c for c in cov if c.where.startswith("batch ")]
+    batch_cov = [c for c in cov if c.kind == records.SCAN_INCOMPLETE]
     assert len(batch_cov) == 1 and "worker process crashed" in batch_cov[0].reason
-    assert "after 2 tries" in batch_cov[0].reason
-    file_cov = [c for c in cov if c.where.endswith("/home/u/bad.bin")]
+    assert "after 2 tries" in batch_cov[0].reason and batch_cov[0].batch_id
+    file_cov = [c for c in cov if c.where.path == "/home/u/bad.bin"]
     assert file_cov and "read error at sector 1234" in file_cov[0].reason
+    assert file_cov[0].kind == records.FILE_NOT_READ
     assert summary.devices[0]["status"] == "partial"
 
 
@@ -168,7 +175,8 @@ def test_walk_crash_becomes_volume_coverage(tmp_path, hashset_root):
     summary = _scan(tmp_path / "case", [dev], _opts(hashset_root))
     with CaseStore(tmp_path / "case", create=False) as store:
         [cov] = store.coverage("walk.img")
-    assert cov.where == "volume@1048576" and "file system walk failed twice" in cov.reason
+    assert cov.where.volume_offset == 1048576 and cov.where.scope == "volume"
+    assert cov.kind == records.SCAN_INCOMPLETE and "file system walk failed twice" in cov.reason
     assert summary.devices[0]["status"] == "partial"
 
 

@@ -131,7 +131,8 @@ def test_matching_exact_ignore_and_perceptual_rules():
              _item(4, "d" * 32, "3" * 64, quality=PDQ_MIN_QUALITY - 1)]   # too flat to match
     sets = _Sets({"a" * 32: ("alert", "A", 3), "b" * 32: ("ignore", "", 0)}, {"3" * 64})
     matches, ignored = match_items([sets], items)
-    kinds = sorted((m.key.split("|")[-1], m.kind, m.role) for m in matches)
+    path = {r.key: r.path for r, _f in items}
+    kinds = sorted((path[m.key], m.kind, m.role) for m in matches)
     assert kinds == [("/p1.jpg", "exact", "alert"), ("/p2.jpg", "exact", "ignore"),
                      ("/p3.jpg", "near", "alert")]
     assert ignored == {items[1][0].key}

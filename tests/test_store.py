@@ -1,6 +1,8 @@
 """The case store: round trips, idempotent writes, resume state, permissions, schema checks."""
 from __future__ import annotations
 
+import json
+
 import os
 import sqlite3
 import stat
@@ -8,6 +10,7 @@ import stat
 import pytest
 
 from triage.errors import TriageError
+from triage import records
 from triage.records import (Coverage, EvidenceRef, Exif, Features, FileRecord, Flag, Match,
                             Provenance, Score, VolumeRef)
 from triage.store import CaseStore
@@ -16,7 +19,7 @@ from triage.store import CaseStore
 def _item(device: str, inode: int, path: str, *, md5: str = "", member: str = "",
           picture: bool = False, allocated: bool = True) -> tuple[FileRecord, Features]:
     prov = Provenance(device_id=device, volume_offset=1048576, inode=inode, path=path,
-                      member=member)
+                      members=(member,) if member else ())
     rec = FileRecord(prov=prov, name=path.rsplit("/", 1)[-1], size=100 + inode,
                      allocated=allocated, fs_type="ext4", mtime=1.5e9 + inode, crtime=None,
                      type="image/jpeg" if picture else "text/plain", ext_mismatch=path.endswith(".dat"))
@@ -117,12 +120,17 @@ def test_volumes_and_coverage(store):
     store.add_volumes(vols)
     store.add_volumes(vols)
     assert store.volumes("d") == vols
-    cov = [Coverage("d", "volume@2097152", "encrypted (BitLocker)", 10**6, 2**21)]
+    cov = [Coverage("d", records.ENCRYPTED, vols[1].where, "encrypted (BitLocker)", 10**6),
+           Coverage("d", records.FILE_NOT_READ,
+                    Provenance("d", 1048576, 12, "/a|b!/c.jpg", members=("x.zip", "y/z.jpg")),
+                    "file not fully read: read error", 900, bytes_expected=1000, bytes_read=100)]
     store.add_coverage(cov)
     store.add_coverage(cov)
-    assert store.coverage("d") == cov
-    assert store.coverage() == cov and store.coverage("other") == []
-    store.remove_coverage("d", "volume@2097152")
+    assert sorted(store.coverage("d"), key=lambda c: c.key) == sorted(cov, key=lambda c: c.key)
+    assert store.coverage("other") == []
+    store.remove_coverage(cov[0])
+    assert store.coverage() == cov[1:]
+    store.remove_coverage_kind("d", records.FILE_NOT_READ)
     assert store.coverage() == []
 
 
@@ -135,7 +143,8 @@ def test_batch_round_trip_and_idempotence(store):
                Match(items[2][0].key, "near", "pdq", "ab" * 32, "caid", "2024-01", "alert",
                      "B", 2, distance=12)]
     scores = [Score(items[0][0].key, "toy", "f" * 64, {"explicit": 0.5})]
-    cov = [Coverage("d", "d|1048576|99|/bomb.zip", "archive bomb refused")]
+    cov = [Coverage("d", records.ARCHIVE, Provenance("d", 1048576, 99, "/bomb.zip"),
+                    "archive bomb refused")]
     for _ in range(2):
         store.add_batch("d", "v1048576-b0000", items, matches, scores, cov)
     got = list(store.files("d"))
@@ -238,7 +247,7 @@ def test_file_row_puts_every_value_in_its_column():
     from triage.records import Exif, Features, FileRecord, Provenance
     from triage.store import _FILE_COLS, _file_row
     prov = Provenance("devX", 1048576, 42, "/a/b.jpg", ads="s", attr_type=128, attr_id=3,
-                      member="in.zip!/c.jpg")
+                      members=("in.zip", "c.jpg"))
     rec = FileRecord(prov=prov, name="b.jpg", size=99, allocated=False, fs_type="ntfs",
                      is_dir=False, orphan=True, mtime=1.5, atime=2.5, ctime=3.5, crtime=4.5,
                      type="", ext_mismatch=False)
@@ -261,3 +270,5 @@ def test_file_row_puts_every_value_in_its_column():
             row["phash"]) == (1, 640, 480, "p" * 64, 77, "f" * 16)
     assert '"make": "Canon"' in row["exif"] and row["thumbnail"] == b"thumb"
     assert row["error"] == "oops" and row["extra"] == "{}"
+    # the member chain is structured in `prov`, never split back out of the display string
+    assert Provenance.from_dict(json.loads(row["prov"])) == prov

@@ -9,6 +9,18 @@ class EvidenceError(TriageError):
     """Evidence that cannot be opened: truncated, missing segments, not an image."""
 
 
+class ShortRead(EvidenceError):
+    """A file's content ended before its size: raised by the evidence layer after the bytes
+    it could read, so the reader knows how much it has and why the rest is missing."""
+
+    def __init__(self, reason: str, expected: int = 0, got: int = 0, gap: bool = True):
+        super().__init__(reason)
+        self.reason, self.expected, self.got = reason, expected, got
+        # False: the file system itself says the content ends here (an NTFS stream's
+        # initialised size), so nothing is missing and no coverage gap is due
+        self.gap = gap
+
+
 class HashSetError(TriageError):
     """A file that is not a hash set, or a store problem."""
 

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import os
 import stat
+from dataclasses import replace
 from typing import Iterator, Optional
 
 import pytsk3
 
 from triage import filetype
-from triage.errors import EvidenceError
+from triage.errors import EvidenceError, ShortRead
 from triage.evidence import Evidence, is_bitlocker
-from triage.records import Coverage, FileRecord, Provenance, VolumeRef
+from triage.records import FOLDER_NOT_READ, Coverage, FileRecord, Provenance, VolumeRef
 
 ORPHAN_DIR = "/$OrphanFiles"
 NTFS_DATA = int(pytsk3.TSK_FS_ATTR_TYPE_NTFS_DATA)        # 128, the $DATA attribute
@@ -104,10 +105,13 @@ def walk(evidence: Evidence, volume: VolumeRef, problems: Optional[list] = None)
         try:
             directory = fs.open_dir(inode=inum)
         except (IOError, OSError, RuntimeError) as exc:
-            if problems is not None and dir_path:
-                problems.append(Coverage(device_id=dev, where=f"{dev}|{volume.offset}|{inum}|{dir_path}",
-                                         reason=f"folder not readable: {_tsk_reason(exc)}",
-                                         volume_offset=volume.offset))
+            # the root too: an unreadable root hides the whole file system's names
+            if problems is not None:
+                where = Provenance(device_id=dev, volume_offset=volume.offset, inode=inum,
+                                   path=dir_path or "/", volume_index=volume.index,
+                                   fs_type=fs_type)
+                problems.append(Coverage(device_id=dev, kind=FOLDER_NOT_READ, where=where,
+                                         reason=f"folder not readable: {_tsk_reason(exc)}"))
             continue
         children: list[tuple[int, str]] = []
         for entry in directory:
@@ -125,7 +129,7 @@ def walk(evidence: Evidence, volume: VolumeRef, problems: Optional[list] = None)
                 is_dir = meta.type in _DIR_TYPES
             else:
                 is_dir = info.name.type in _NAME_DIR_TYPES
-            record = _record(entry, meta, dev, volume.offset, fs_type, path, name, addr, name_alloc, is_dir)
+            record = _record(entry, meta, volume, fs_type, path, name, addr, name_alloc, is_dir)
             yield record
             if fs_type == "ntfs" and meta is not None:
                 yield from _streams(entry, record)
@@ -157,7 +161,7 @@ def _unclaimed_meta(fs, entry, addr: int):
     return f, meta
 
 
-def _record(entry, meta, dev: str, offset: int, fs_type: str, path: str, name: str, addr: int,
+def _record(entry, meta, volume: VolumeRef, fs_type: str, path: str, name: str, addr: int,
             allocated: bool, is_dir: bool) -> FileRecord:
     size = int(meta.size) if meta is not None else 0
     ctype, mismatch = "", False
@@ -177,7 +181,8 @@ def _record(entry, meta, dev: str, offset: int, fs_type: str, path: str, name: s
                      atime=_time(meta.atime, getattr(meta, "atime_nano", 0)),
                      ctime=_time(meta.ctime, getattr(meta, "ctime_nano", 0)),
                      crtime=_time(meta.crtime, getattr(meta, "crtime_nano", 0)))
-    prov = Provenance(device_id=dev, volume_offset=offset, inode=addr, path=path)
+    prov = Provenance(device_id=volume.device_id, volume_offset=volume.offset, inode=addr,
+                      path=path, volume_index=volume.index, fs_type=fs_type)
     return FileRecord(prov=prov, name=name, size=size, allocated=allocated, fs_type=fs_type,
                       is_dir=is_dir, orphan=path.startswith(ORPHAN_DIR + "/"),
                       type=ctype, ext_mismatch=mismatch, **times)
@@ -200,9 +205,8 @@ def _streams(entry, parent: FileRecord) -> Iterator[FileRecord]:
             except (IOError, OSError, RuntimeError):
                 head = b""
         ctype = "empty" if size == 0 else (filetype.sniff(head) if head else "")
-        prov = Provenance(device_id=parent.prov.device_id, volume_offset=parent.prov.volume_offset,
-                          inode=parent.prov.inode, path=f"{parent.path}:{sname}", ads=sname,
-                          attr_type=NTFS_DATA, attr_id=int(ainfo.id))
+        prov = replace(parent.prov, path=f"{parent.path}:{sname}", ads=sname,
+                       attr_type=NTFS_DATA, attr_id=int(ainfo.id))
         yield FileRecord(prov=prov, name=f"{parent.name}:{sname}", size=size, allocated=parent.allocated,
                          fs_type=parent.fs_type, is_dir=False, orphan=parent.orphan,
                          mtime=parent.mtime, atime=parent.atime, ctime=parent.ctime, crtime=parent.crtime,
@@ -222,9 +226,10 @@ def _walk_directory(evidence: Evidence, volume: VolumeRef, problems: Optional[li
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
             if problems is not None:
-                problems.append(Coverage(device_id=dev, where=f"{dev}|0|None|{rel or '/'}",
-                                         reason=f"folder not readable: {exc.strerror or exc}",
-                                         volume_offset=0))
+                where = Provenance(device_id=dev, volume_offset=0, path=rel or "/",
+                                   volume_index=0, fs_type="directory")
+                problems.append(Coverage(device_id=dev, kind=FOLDER_NOT_READ, where=where,
+                                         reason=f"folder not readable: {exc.strerror or exc}"))
             continue
         children = []
         for e in entries:
@@ -247,7 +252,8 @@ def _walk_directory(evidence: Evidence, volume: VolumeRef, problems: Optional[li
                     except OSError:
                         ctype = ""
                     mismatch = filetype.ext_mismatch(e.name, ctype)
-            prov = Provenance(device_id=dev, volume_offset=0, inode=int(st.st_ino), path=path)
+            prov = Provenance(device_id=dev, volume_offset=0, inode=int(st.st_ino), path=path,
+                              volume_index=0, fs_type="directory")
             yield FileRecord(prov=prov, name=e.name, size=0 if is_dir or stat.S_ISLNK(st.st_mode) else st.st_size,
                              allocated=True, fs_type="directory", is_dir=is_dir,
                              mtime=st.st_mtime, atime=st.st_atime, ctime=st.st_ctime,
@@ -261,8 +267,10 @@ def _walk_directory(evidence: Evidence, volume: VolumeRef, problems: Optional[li
 def read_chunks(evidence: Evidence, prov: Provenance, chunk_size: int = 1 << 20) -> Iterator[bytes]:
     """The content of the file `prov` names, in chunks of at most `chunk_size` bytes.
 
-    A deleted file whose blocks TSK cannot follow any more stops early rather than failing:
-    what could be read is what there is.
+    Content that ends before the file's size (a read error mid-file, a truncated image, a
+    deleted file whose blocks TSK cannot follow any more) raises ShortRead after the bytes
+    that could be read, so the reader can record the gap and never mistake a partial hash for
+    the file's. A declared size larger than the volume is read only as far as the volume goes.
     """
     if evidence.img is None:
         yield from _read_logical(evidence, prov, chunk_size)
@@ -291,19 +299,30 @@ def read_chunks(evidence: Evidence, prov: Provenance, chunk_size: int = 1 << 20)
     else:
         size = int(meta.size) if meta is not None else 0
         args = ()
+    # Hostile metadata can declare any size (7e16 bytes): no loop runs on it past the volume.
+    room = max(0, (evidence.ref.media_size or evidence.source.size) - (prov.volume_offset or 0))
+    end = min(size, room)
     offset = 0
-    while offset < size:
-        n = min(chunk_size, size - offset)
+    while offset < end:
+        n = min(chunk_size, end - offset)
         try:
             data = f.read_random(offset, n, *args)
         except (IOError, OSError, RuntimeError) as exc:
-            if offset == 0 and n and (meta is None or int(meta.flags) & int(pytsk3.TSK_FS_META_FLAG_ALLOC)):
-                raise EvidenceError(f"{prov.path}: read error: {_tsk_reason(exc)}") from None
-            return
+            raise ShortRead(f"read error at byte {offset:,}: {_tsk_reason(exc)}", size,
+                            offset) from None
         if not data:
-            return
+            init = _ntfs_initialised(evidence, fs, prov) if _is_ntfs(fs) else None
+            if init is not None and offset >= init:
+                # NTFS stores nothing past an attribute's initialised size ($BadClus:$Bad
+                # is all of it); icat stops there too
+                raise ShortRead(f"content ends at the NTFS initialised size ({init:,} of "
+                                f"{size:,} bytes)", size, offset, gap=False)
+            raise ShortRead(f"no content past byte {offset:,}", size, offset)
         yield data
         offset += len(data)
+    if end < size:
+        raise ShortRead(f"declared size {size:,} bytes is larger than the volume "
+                        f"({room:,} bytes from its start)", size, offset)
 
 
 # File systems whose block runs are the whole truth about a live file's content: no
@@ -379,3 +398,137 @@ def _read_logical(evidence: Evidence, prov: Provenance, chunk_size: int) -> Iter
             if not data:
                 return
             yield data
+
+
+def _is_ntfs(fs) -> bool:
+    return int(fs.info.ftype) == int(pytsk3.TSK_FS_TYPE_NTFS)
+
+
+def _ntfs_initialised(evidence: Evidence, fs, prov: Provenance) -> Optional[int]:
+    """The initialised size of the NTFS attribute `prov` reads, from its MFT entry (pytsk3
+    does not show it); None when it cannot be found (an attribute list, a damaged entry)."""
+    try:
+        boot = _vread(evidence, prov.volume_offset, 0, 512)
+        cluster = int.from_bytes(boot[11:13], "little") * boot[13]
+        per = int.from_bytes(boot[0x40:0x41], "little", signed=True)
+        entry_size = cluster * per if per > 0 else 1 << -per
+        if not 256 <= entry_size <= 65536:
+            return None
+        rec = bytearray(fs.open_meta(inode=0).read_random(prov.inode * entry_size, entry_size))
+        if len(rec) < entry_size or rec[:4] != b"FILE":
+            return None
+        usa, count = int.from_bytes(rec[4:6], "little"), int.from_bytes(rec[6:8], "little")
+        for i in range(1, count):                     # undo the update-sequence fixups
+            end = i * 512
+            if end > entry_size or usa + 2 * i + 2 > entry_size:
+                return None
+            rec[end - 2:end] = rec[usa + 2 * i:usa + 2 * i + 2]
+        pos = int.from_bytes(rec[0x14:0x16], "little")
+        want_type = prov.attr_type or NTFS_DATA
+        while pos + 16 <= entry_size:
+            atype = int.from_bytes(rec[pos:pos + 4], "little")
+            length = int.from_bytes(rec[pos + 4:pos + 8], "little")
+            if atype == 0xFFFFFFFF or length < 16:
+                return None
+            nonres, name_len = rec[pos + 8], rec[pos + 9]
+            aid = int.from_bytes(rec[pos + 14:pos + 16], "little")
+            if atype == want_type and nonres and (
+                    aid == prov.attr_id if prov.attr_type else name_len == 0):
+                return int.from_bytes(rec[pos + 0x38:pos + 0x40], "little")
+            pos += length
+    except (IOError, OSError, RuntimeError, EvidenceError, ValueError):
+        return None
+    return None
+
+
+# --- the allocation map: how much of a volume is unallocated ---------------------------------
+
+def unallocated_bytes(evidence: Evidence, volume_offset: int, fs_type: str, fs=None) -> int:
+    """Bytes of the volume that its file system's own allocation map marks free, -1 when this
+    file system's map is not read here. Read from the map itself (FAT, NTFS $Bitmap, exFAT's
+    allocation bitmap) or the counters the file system keeps (ext superblock, HFS+ header)."""
+    try:
+        if fs_type.startswith("ext"):
+            return _ext_free(evidence, volume_offset)
+        if fs_type in ("fat12", "fat16", "fat32"):
+            return _fat_free(evidence, volume_offset, fs_type)
+        if fs_type == "ntfs" and fs is not None:
+            return _bitmap_free(fs, 6, int(fs.info.block_count), int(fs.info.block_size))
+        if fs_type == "exfat" and fs is not None:
+            return _exfat_free(evidence, volume_offset, fs)
+        if fs_type == "hfs+":
+            vh = _vread(evidence, volume_offset, 1024, 512)
+            block, free = int.from_bytes(vh[0x28:0x2C], "big"), int.from_bytes(vh[0x30:0x34], "big")
+            return block * free
+        if fs_type == "iso9660":
+            return 0                                # written once: nothing is free
+    except (IOError, OSError, RuntimeError, EvidenceError, ValueError, IndexError):
+        return -1
+    return -1
+
+
+def _vread(evidence: Evidence, volume_offset: int, at: int, size: int) -> bytes:
+    img = evidence.unlocked.get(volume_offset)
+    return img.read(at, size) if img is not None else evidence.read(volume_offset + at, size)
+
+
+def _ext_free(evidence: Evidence, volume_offset: int) -> int:
+    sb = _vread(evidence, volume_offset, 1024, 1024)
+    block = 1024 << int.from_bytes(sb[24:28], "little")
+    free = int.from_bytes(sb[12:16], "little")
+    if int.from_bytes(sb[0x60:0x64], "little") & 0x80:          # 64bit feature: high words
+        free |= int.from_bytes(sb[0x158:0x15C], "little") << 32
+    return free * block
+
+
+def _fat_free(evidence: Evidence, volume_offset: int, fs_type: str) -> int:
+    import numpy as np
+    bs = _vread(evidence, volume_offset, 0, 512)
+    sector = int.from_bytes(bs[11:13], "little")
+    per_cluster = bs[13]
+    reserved = int.from_bytes(bs[14:16], "little")
+    fats = bs[16]
+    root_entries = int.from_bytes(bs[17:19], "little")
+    total = int.from_bytes(bs[19:21], "little") or int.from_bytes(bs[32:36], "little")
+    fat_sectors = int.from_bytes(bs[22:24], "little") or int.from_bytes(bs[36:40], "little")
+    if not (sector and per_cluster and fats):
+        raise ValueError("not a FAT boot sector")
+    root_sectors = (root_entries * 32 + sector - 1) // sector
+    data_sectors = total - reserved - fats * fat_sectors - root_sectors
+    clusters = max(0, data_sectors // per_cluster)
+    fat = _vread(evidence, volume_offset, reserved * sector, fat_sectors * sector)
+    if fs_type == "fat32":
+        entries = np.frombuffer(fat[:len(fat) // 4 * 4], dtype="<u4") & 0x0FFFFFFF
+    elif fs_type == "fat16":
+        entries = np.frombuffer(fat[:len(fat) // 2 * 2], dtype="<u2")
+    else:                                       # FAT12: two 12-bit entries in three bytes
+        raw = np.frombuffer(fat[:len(fat) // 3 * 3], dtype=np.uint8).reshape(-1, 3).astype(np.uint16)
+        entries = np.empty(raw.shape[0] * 2, dtype=np.uint16)
+        entries[0::2] = raw[:, 0] | ((raw[:, 1] & 0x0F) << 8)
+        entries[1::2] = (raw[:, 1] >> 4) | (raw[:, 2] << 4)
+    free = int(np.count_nonzero(entries[2:2 + clusters] == 0))
+    # sectors past the last whole cluster belong to no file either
+    tail = (data_sectors - clusters * per_cluster) * sector
+    return free * per_cluster * sector + max(0, tail)
+
+
+def _bitmap_free(fs, inode: int, clusters: int, cluster_size: int, attr=()) -> int:
+    import numpy as np
+    f = fs.open_meta(inode=inode)
+    nbytes = (clusters + 7) // 8
+    raw = f.read_random(0, nbytes, *attr)
+    bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8), bitorder="little")[:clusters]
+    if len(bits) < clusters:
+        raise ValueError("allocation bitmap shorter than the volume")
+    return int(clusters - np.count_nonzero(bits)) * cluster_size
+
+
+def _exfat_free(evidence: Evidence, volume_offset: int, fs) -> int:
+    bs = _vread(evidence, volume_offset, 0, 512)
+    clusters = int.from_bytes(bs[92:96], "little")
+    cluster_size = 1 << (bs[108] + bs[109])
+    root = fs.open_dir(inode=int(fs.info.root_inum))
+    for entry in root:
+        if _name(entry.info.name.name) == "$ALLOC_BITMAP" and entry.info.meta is not None:
+            return _bitmap_free(fs, int(entry.info.meta.addr), clusters, cluster_size)
+    return -1

@@ -24,6 +24,10 @@ _SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
     (0, b"7z\xbc\xaf\x27\x1c", "application/x-7z-compressed"),
     (0, b"Rar!\x1a\x07", "application/vnd.rar"),
     (0, b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "application/x-ole-storage"),
+    (0, b"CMMM", "application/x-windows-thumbcache"),
+    (0, b"FLV\x01", "video/x-flv"),
+    (0, b"\x30\x26\xb2\x75\x8e\x66\xcf\x11", "video/x-ms-asf"),
+    (0, b"\x00\x00\x01\xba", "video/mpeg"),
     (0, b"SQLite format 3\x00", "application/vnd.sqlite3"),
     (0, b"\x7fELF", "application/x-elf"),
     (0, b"MZ", "application/x-msdownload"),
@@ -37,14 +41,19 @@ _SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
 _FTYP_BRANDS = {
     b"heic": "image/heic", b"heix": "image/heic", b"hevc": "image/heic", b"heim": "image/heic",
     b"heis": "image/heic", b"mif1": "image/heif", b"msf1": "image/heif", b"avif": "image/avif",
-    b"qt  ": "video/quicktime", b"M4A ": "audio/mp4",
+    b"qt  ": "video/quicktime", b"M4A ": "audio/mp4", b"3gp4": "video/3gpp", b"3gp5": "video/3gpp",
+    b"3g2a": "video/3gpp",
 }
 
 PICTURE_TYPES = frozenset({
     "image/jpeg", "image/png", "image/gif", "image/bmp", "image/tiff", "image/webp",
     "image/heic", "image/heif",
 })
-VIDEO_TYPES = frozenset({"video/mp4", "video/quicktime", "video/x-msvideo", "video/x-matroska"})
+VIDEO_TYPES = frozenset({"video/mp4", "video/quicktime", "video/x-msvideo", "video/x-matroska",
+                         "video/x-flv", "video/x-ms-asf", "video/mpeg", "video/3gpp"})
+# Containers that carry pictures inside them, which nothing opens yet: each is a coverage gap.
+EMBEDDING_TYPES = {"application/pdf": "PDF", "application/x-ole-storage": "OLE compound file",
+                   "application/x-windows-thumbcache": "Windows thumbnail cache"}
 ARCHIVE_TYPES = frozenset({"application/zip", "application/x-tar"})
 
 # extension -> the types it may honestly hold

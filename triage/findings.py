@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
-from triage.flags import camera_indicators, file_provenance, store_thresholds, suspected
+from triage.classify import KIND_ORDER, classify, match_order, store_thresholds
+from triage.flags import camera_indicators, file_provenance
 from triage.records import Features, FileRecord, Match, Score
 
 
@@ -60,10 +61,6 @@ class Finding:
         return file_provenance(self.record, self.features)
 
 
-def _match_order(m: Match) -> tuple:
-    return (m.kind != "exact", -int(m.severity or 0), m.distance, m.set_name, m.algorithm)
-
-
 def findings(store, device_id: Optional[str] = None,
              thresholds: Optional[dict] = None) -> list[Finding]:
     """The findings of one device (or of the whole case), exact first, then near, then suspected."""
@@ -77,25 +74,19 @@ def findings(store, device_id: Optional[str] = None,
 
 
 def _device_findings(store, device_id: str, thresholds: Optional[dict]) -> Iterator[Finding]:
-    by_key: dict[str, list[Match]] = {}
-    for m in store.matches(device_id):
-        if m.role == "alert":
-            by_key.setdefault(m.key, []).append(m)
+    found = classify(store.matches(device_id), store.scores(device_id), thresholds)
+    keys = found.keys()
+    if not keys:
+        return []
     scores_by_key: dict[str, list[Score]] = {}
     for s in store.scores(device_id):
         scores_by_key.setdefault(s.key, []).append(s)
-    suspect = {k for k, ss in scores_by_key.items()
-               if k not in by_key and any(suspected(s, thresholds) for s in ss)}
-    keys = set(by_key) | suspect
-    if not keys:
-        return []
     items = []
     for rec, feat in store.files(device_id, keys=keys):
-        ms = tuple(sorted(by_key.get(rec.key, ()), key=_match_order))
-        items.append(Finding(record=rec, features=feat, matches=ms,
+        items.append(Finding(record=rec, features=feat, matches=found.alert_matches(rec.key),
                              scores=tuple(scores_by_key.get(rec.key, ())),
-                             suspected=rec.key in suspect,
+                             suspected=rec.key in found.suspected,
                              indicators=tuple(camera_indicators(rec, feat))))
-    rank = {"exact": 0, "near": 1, "suspected": 2}
-    items.sort(key=lambda f: (rank[f.kind], _match_order(f.top) if f.top else (), f.record.path))
+    items.sort(key=lambda f: (KIND_ORDER[f.kind], match_order(f.top) if f.top else (),
+                              f.record.path))
     return items

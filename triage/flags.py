@@ -15,7 +15,7 @@ Codes and severities (higher is worse; CHILD_ACCESS is always the highest):
 | SUSPECTED_NEW | 50       | model scores over threshold and no hash match: possibly new        |
 |               |          | material, a child who may not yet be identified                    |
 | NEAR_MATCH    | 40       | a perceptual (PDQ/pHash) alert match within threshold, no exact one |
-| NOT_EXAMINED  | 20       | part of the device could not be examined                           |
+| NOT_EXAMINED  | 20       | a part of the device could not be examined (NOT_EXAMINED_KINDS)    |
 
 Camera-original indicators: EXIF make and model both present, and either a camera-roll path
 (DCIM, Camera Roll, ...) or an original capture date in the EXIF. Pictures re-shared online
@@ -34,8 +34,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
+from triage import records
+from triage.classify import _number, classify
 from triage.context import ACCESS_PHRASES, CHILD_ACCESS_LEVELS
-from triage.records import Coverage, Features, FileRecord, Flag, Match, Score
+from triage.records import Coverage, Features, FileRecord, Flag, Match, Provenance, Score
 
 KNOWN_MATCH = "KNOWN_MATCH"
 NEAR_MATCH = "NEAR_MATCH"
@@ -54,9 +56,11 @@ SEVERITY = {
 }
 CODES = tuple(sorted(SEVERITY, key=SEVERITY.get, reverse=True))
 
-# A picture is SUSPECTED_NEW when every thresholded label its model reports reaches the
-# threshold. open_nsfw gives "explicit" only; an age model adds "minor_likelihood".
-DEFAULT_THRESHOLDS = {"explicit": 0.8, "minor_likelihood": 0.5}
+# Gaps that block examination of a whole part of the device raise NOT_EXAMINED at once; gaps
+# in single files and free space (videos, PDFs, unallocated space, files read short) are
+# counted in the device's reasons instead, or a scan would print one flag per video.
+NOT_EXAMINED_KINDS = (frozenset(records.COVERAGE_KINDS) - records.NOT_YET_EXAMINED
+                      - {records.FILE_NOT_READ, records.ARCHIVE, records.PICTURE})
 
 FLAGS_FILE = "flags.jsonl"
 
@@ -88,41 +92,14 @@ def camera_indicators(record: FileRecord, features: Features) -> list[str]:
     return found if len(found) > 1 else []
 
 
-def _number(value) -> Optional[float]:
-    """A score value as a float; None (and NaN) mean the label was not assessed."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return None if value != value else float(value)
-
-
-def suspected(score: Score, thresholds: Optional[dict] = None) -> bool:
-    """True when every thresholded label the model assessed is at or over its threshold.
-
-    A label whose value is None was not assessed (the age stage found no face, or did not run)
-    and neither passes nor fails; at least one thresholded label must have been assessed.
-    """
-    thresholds = DEFAULT_THRESHOLDS if thresholds is None else thresholds
-    assessed = [(label, _number(score.values.get(label))) for label in thresholds]
-    assessed = [(label, v) for label, v in assessed if v is not None]
-    return bool(assessed) and all(v >= float(thresholds[label]) for label, v in assessed)
-
-
-def store_thresholds(store) -> dict:
-    """The thresholds of the model the latest scan run used, else the defaults."""
-    for run in reversed(store.runs()):
-        model = run.get("model") or {}
-        if isinstance(model, dict) and isinstance(model.get("thresholds"), dict):
-            return {str(k): float(v) for k, v in model["thresholds"].items()}
-    return dict(DEFAULT_THRESHOLDS)
-
-
 def file_provenance(record: Optional[FileRecord], features: Optional[Features]) -> dict:
     """The provenance of a file as plain values: enough to re-read it with icat."""
     prov: dict = {}
     if record is not None:
         p = record.prov
         prov.update(path=p.path, inode=p.inode, volume_offset=p.volume_offset, ads=p.ads,
-                    member=p.member, allocated=record.allocated, size=record.size)
+                    member=p.member, allocated=record.allocated, size=record.size,
+                    provenance=p.to_dict())
     if features is not None:
         prov["hashes"] = {k: v for k, v in (("md5", features.md5), ("sha1", features.sha1),
                                             ("sha256", features.sha256)) if v}
@@ -135,17 +112,13 @@ def _match_prov(match: Match) -> dict:
             "distance": match.distance, "kind": match.kind}
 
 
-def display_path(prov, member: bool = True) -> str:
-    """A file's path for people: with its NTFS stream (`file:stream`, once) and, when asked,
-    its archive member (`archive.zip!member`)."""
-    path = prov.path
-    if prov.ads and not path.endswith(":" + prov.ads):
-        path += ":" + prov.ads
-    return path + ("!" + prov.member if member and prov.member else "")
+def display_path(prov: Provenance, member: bool = True) -> str:
+    """A file's path for people (Provenance.display)."""
+    return prov.display(member)
 
 
 def _label(record: Optional[FileRecord], key: str) -> str:
-    return key if record is None else display_path(record.prov)
+    return "(file not in this batch)" if record is None else record.prov.display()
 
 
 def rules_for_batch(device_id: str, context: Optional[dict],
@@ -154,12 +127,7 @@ def rules_for_batch(device_id: str, context: Optional[dict],
                     thresholds: Optional[dict] = None) -> list[Flag]:
     """Every flag one batch of results raises. Pure: the sink dedupes across batches."""
     by_key = {rec.key: (rec, feat) for rec, feat in items}
-    exact: dict[str, list[Match]] = {}
-    near: dict[str, list[Match]] = {}
-    for m in matches:
-        if m.role != "alert":
-            continue
-        (exact if m.kind == "exact" else near).setdefault(m.key, []).append(m)
+    found = classify(matches, scores, thresholds)
     flags: list[Flag] = []
     raised: list[tuple[str, Flag]] = []   # (file key, flag) of file flags, for CHILD_ACCESS
 
@@ -173,8 +141,9 @@ def rules_for_batch(device_id: str, context: Optional[dict],
         rec, feat = by_key.get(key, (None, None))
         return file_provenance(rec, feat)
 
-    for key, ms in exact.items():
-        ms = sorted(ms, key=lambda m: (-m.severity, m.set_name, m.algorithm))
+    for key, ms in found.exact.items():
+        ms = sorted((m for m in ms if m.kind == "exact"),
+                    key=lambda m: (-m.severity, m.set_name, m.algorithm))
         top = ms[0]
         rec = by_key.get(key, (None, None))[0]
         sets = ", ".join(sorted({f"{m.set_name}" + (f" category {m.category}" if m.category else "")
@@ -184,9 +153,7 @@ def rules_for_batch(device_id: str, context: Optional[dict],
         raised.append((key, add(KNOWN_MATCH, key,
                                 f"exact {top.algorithm.upper()} match in {sets}: "
                                 f"{_label(rec, key)}{deleted}", prov)))
-    for key, ms in near.items():
-        if key in exact:
-            continue   # an exact match already says more
+    for key, ms in found.near.items():
         ms = sorted(ms, key=lambda m: (m.distance, m.set_name))
         top = ms[0]
         rec = by_key.get(key, (None, None))[0]
@@ -195,19 +162,16 @@ def rules_for_batch(device_id: str, context: Optional[dict],
         raised.append((key, add(NEAR_MATCH, key,
                                 f"near {top.algorithm} match (distance {top.distance}) in "
                                 f"{top.set_name}{cat}: {_label(rec, key)}", prov)))
-    suspect_keys: set[str] = set()
-    for s in scores:
-        if s.key in exact or s.key in near or s.key in suspect_keys or not suspected(s, thresholds):
-            continue
-        suspect_keys.add(s.key)
-        rec = by_key.get(s.key, (None, None))[0]
+    for key in sorted(found.suspected):
+        s = found.suspected[key][0]
+        rec = by_key.get(key, (None, None))[0]
         values = ", ".join(f"{k} {_number(v):.2f}" for k, v in sorted(s.values.items())
                            if _number(v) is not None)
-        prov = dict(base(s.key), model=s.model, model_sha256=s.model_sha256, scores=dict(s.values))
-        raised.append((s.key, add(SUSPECTED_NEW, s.key,
-                                  f"possibly new material, no hash match ({s.model}: {values}): "
-                                  f"{_label(rec, s.key)}", prov)))
-    for key in list(exact) + [k for k in near if k not in exact] + sorted(suspect_keys):
+        prov = dict(base(key), model=s.model, model_sha256=s.model_sha256, scores=dict(s.values))
+        raised.append((key, add(SUSPECTED_NEW, key,
+                                f"possibly new material, no hash match ({s.model}: {values}): "
+                                f"{_label(rec, key)}", prov)))
+    for key in list(found.exact) + list(found.near) + sorted(found.suspected):
         rec, feat = by_key.get(key, (None, None))
         if rec is None or feat is None:
             continue
@@ -228,10 +192,10 @@ def rules_for_batch(device_id: str, context: Optional[dict],
             add(CHILD_ACCESS, key, f"suspect {who}; {flag.code}: {flag.message}",
                 dict(flag.provenance, cause=flag.code, access_to_children=access))
     for c in coverage:
-        where = c.where.split("|", 3)[3] if c.where.count("|") >= 3 else c.where   # a file key
-        add(NOT_EXAMINED, c.where, f"{where} not examined: {c.reason}",
-            {"where": c.where, "reason": c.reason, "bytes_not_examined": c.bytes_not_examined,
-             "volume_offset": c.volume_offset})
+        if c.kind not in NOT_EXAMINED_KINDS:
+            continue
+        add(NOT_EXAMINED, c.key, f"{c.where.display()} not examined ({c.kind}): {c.reason}",
+            c.to_dict())
     return flags
 
 

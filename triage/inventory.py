@@ -9,11 +9,20 @@ import hashlib
 from datetime import datetime, timezone
 from typing import Callable, Iterator, Optional, Sequence
 
-from triage.errors import EvidenceError, TriageError
+from triage import records
+from triage.errors import EvidenceError, ShortRead, TriageError
 from triage.evidence import Evidence
 from triage.filesystems import read_chunks, walk
 from triage.records import Coverage, FileRecord, VolumeRef, to_dict
+from triage.units import human_bytes
 from triage.volumes import discover, partition_table
+
+# Gaps where something could not be read at all (as opposed to space nothing looks at yet):
+# `triage files` exits 1 for these, as `fls` and `icat` fail on them.
+READ_FAILURES = frozenset({records.EVIDENCE_NOT_OPENED, records.ENCRYPTED,
+                           records.UNREADABLE_VOLUME, records.UNSUPPORTED_VOLUME,
+                           records.FOLDER_NOT_READ, records.FILE_NOT_READ,
+                           records.MEDIA_DAMAGED, records.SCAN_INCOMPLETE})
 
 HASHES = ("md5", "sha1", "sha256")
 CSV_FIELDS = ("path", "size", "allocated", "dir", "orphan", "inode", "ads", "volume_offset", "fs_type",
@@ -54,7 +63,7 @@ def describe(evidence: Evidence, recovery_key: Optional[str] = None, password: O
         "partitions": [{"slot": s, "offset": off, "length": ln, "description": desc, "allocated": alloc}
                        for s, off, ln, desc, alloc in slots],
         "volumes": [],
-        "coverage": [to_dict(c) for c in coverage],
+        "coverage": [c.to_dict() for c in coverage],
     }
     for v in volumes:
         row = to_dict(v)
@@ -73,7 +82,7 @@ def describe(evidence: Evidence, recovery_key: Optional[str] = None, password: O
                 else:
                     deleted += 1
             row["files"] = {"allocated": alloc, "deleted": deleted, "folders": folders, "streams": streams}
-            out["coverage"].extend(to_dict(c) for c in problems)
+            out["coverage"].extend(c.to_dict() for c in problems)
         out["volumes"].append(row)
     return out
 
@@ -89,10 +98,13 @@ def rows(evidence: Evidence, volumes: Sequence[VolumeRef], hashes: Sequence[str]
         for rec in walk(evidence, v, problems):
             if rec.is_dir and not include_dirs:
                 continue
-            yield row(evidence, rec, hashes)
+            yield row(evidence, rec, hashes, problems)
 
 
-def row(evidence: Evidence, rec: FileRecord, hashes: Sequence[str] = ()) -> dict:
+def row(evidence: Evidence, rec: FileRecord, hashes: Sequence[str] = (),
+        problems: Optional[list] = None) -> dict:
+    """One file's listing row; a file whose content cannot be read to its size has no hash
+    (a partial one would pass for the file's) and, in `problems`, a coverage record."""
     out = {
         "path": rec.path, "name": rec.name, "size": rec.size, "allocated": rec.allocated,
         "dir": rec.is_dir, "orphan": rec.orphan, "inode": rec.prov.inode, "ads": rec.prov.ads or None,
@@ -101,22 +113,38 @@ def row(evidence: Evidence, rec: FileRecord, hashes: Sequence[str] = ()) -> dict
     }
     if hashes and not rec.is_dir:
         hashers = [hashlib.new(h) for h in hashes]
+        got = 0
         try:
             for chunk in read_chunks(evidence, rec.prov):
+                got += len(chunk)
                 for h in hashers:
                     h.update(chunk)
+            if got < rec.size:
+                raise ShortRead(f"content ends after {got:,} of {rec.size:,} bytes", rec.size, got)
             out.update({name: h.hexdigest() for name, h in zip(hashes, hashers)})
+        except ShortRead as exc:
+            if exc.gap:
+                _unread(out, rec, hashes, got, exc, problems)
+            else:                       # all there is: hashed as icat gives it
+                out.update({name: h.hexdigest() for name, h in zip(hashes, hashers)})
         except EvidenceError as exc:
-            out.update({name: None for name in hashes})
-            out["error"] = str(exc)
+            _unread(out, rec, hashes, got, exc, problems)
     elif hashes:
         out.update({name: None for name in hashes})
     out.update(mtime=iso(rec.mtime), atime=iso(rec.atime), ctime=iso(rec.ctime), crtime=iso(rec.crtime))
     return out
 
 
-def _mb(n: int) -> str:
-    return f"{n / 1e6:,.1f} MB" if n >= 1e6 else f"{n:,} B"
+def _unread(out: dict, rec: FileRecord, hashes: Sequence[str], got: int, exc: Exception,
+            problems: Optional[list]) -> None:
+    """A file read short: no hash, the error, and a coverage record."""
+    out.update({name: None for name in hashes})
+    out["error"] = f"not fully read ({got:,} of {rec.size:,} bytes): {exc}"
+    if problems is not None:
+        problems.append(Coverage(device_id=rec.prov.device_id, kind=records.FILE_NOT_READ,
+                                 where=rec.prov, reason=f"file not fully read: {exc}",
+                                 bytes_not_examined=max(0, rec.size - got),
+                                 bytes_expected=rec.size, bytes_read=got))
 
 
 def render_inspect(info: dict, console=None) -> None:
@@ -127,7 +155,7 @@ def render_inspect(info: dict, console=None) -> None:
 
     console = console or Console()
     console.print(f"[bold]{info['device']}[/bold]  {info['format']} ({info['reader']}), "
-                  f"{_mb(info['media_size'])} ({info['media_size']:,} bytes), "
+                  f"{human_bytes(info['media_size'])} ({info['media_size']:,} bytes), "
                   f"{len(info['paths'])} segment(s)")
     for name, value in info["stored_hashes"].items():
         console.print(f"  stored {name}: {value}")
@@ -136,7 +164,7 @@ def render_inspect(info: dict, console=None) -> None:
         for col in ("slot", "offset", "length", "description"):
             t.add_column(col, justify="right" if col in ("slot", "offset", "length") else "left")
         for p in info["partitions"]:
-            t.add_row(str(p["slot"]), f"{p['offset']:,}", _mb(p["length"]),
+            t.add_row(str(p["slot"]), f"{p['offset']:,}", human_bytes(p["length"]),
                       p["description"] + ("" if p["allocated"] else " [dim](not a volume)[/dim]"))
         console.print(t)
     else:
@@ -147,13 +175,14 @@ def render_inspect(info: dict, console=None) -> None:
     for v in info["volumes"]:
         files = v.get("files") or {}
         fs = v["fs_type"] or (f"[red]{v['encryption']}[/red]" if v["encryption"] else "[red]none[/red]")
-        t.add_row(str(v["index"]), f"{v['offset']:,}", _mb(v["length"]), fs, v["label"],
+        t.add_row(str(v["index"]), f"{v['offset']:,}", human_bytes(v["length"]), fs, v["label"],
                   str(v["block_size"] or ""), str(files.get("allocated", "")), str(files.get("deleted", "")),
                   str(files.get("streams", "")))
     console.print(t)
     if info["coverage"]:
         console.print("[bold red]not examined[/bold red]")
         for c in info["coverage"]:
-            console.print(f"  {c['where']}: {c['reason']} ({_mb(c['bytes_not_examined'])})")
+            console.print(f"  {c['display']}: {c['kind']}: {c['reason']} "
+                          f"({human_bytes(c['bytes_not_examined'])})", markup=False)
     else:
         console.print("coverage: every volume examined")

@@ -6,16 +6,23 @@ The order is decided in two steps, so that no weight can break the rules that ma
 
 | tier | the device has                                                   |
 |-----:|------------------------------------------------------------------|
-| 4    | exact alert matches                                              |
-| 3    | near (perceptual) alert matches, no exact ones                   |
-| 2    | SUSPECTED_NEW pictures only (the model's view, a ranking aid)    |
-| 1    | nothing found, but not fully examined (coverage partial/failed)  |
+| 5    | exact alert matches                                              |
+| 4    | near (perceptual) alert matches, no exact ones                   |
+| 3    | SUSPECTED_NEW pictures only (the model's view, a ranking aid)    |
+| 2    | nothing found, and a part could not be examined: an encrypted or |
+|      | unreadable volume, a folder or file that could not be read, a    |
+|      | refused archive or picture, no alert set, a failed batch         |
+| 1    | nothing found, but space or content nothing examines yet         |
+|      | (records.NOT_YET_EXAMINED: unallocated and unpartitioned space   |
+|      | not carved, video frames, pictures inside PDFs and thumbnail     |
+|      | caches)                                                          |
 | 0    | nothing found, fully examined                                    |
 
 So a device with exact matches always precedes one with only near matches, a near match to
 known material outweighs any number of model suspicions, and a device that could not be fully
 examined (encrypted volume, corrupt image, unfinished scan) can never rank below one that was
-examined and found clean.
+examined and found clean. Until carving exists nearly every device has uncarved free space, so
+tier 0 is reached only by a device whose every byte was examined.
 
 **2. Points** (within a tier, higher first; ties go by device id). Each rule adds points and a
 reason line; `triage show` lists the breakdown.
@@ -44,11 +51,14 @@ import time
 from collections import Counter, defaultdict
 from typing import Iterable, Optional
 
+from triage import records
+from triage.classify import classify, store_thresholds
 from triage.context import ACCESS_PHRASES, deadline_datetime
-from triage.flags import camera_indicators, store_thresholds, suspected
+from triage.flags import camera_indicators
 from triage.records import Coverage, DeviceVerdict, FileRecord, Features, Match, Score, VolumeRef
+from triage.units import human_bytes
 
-TIER_EXACT, TIER_NEAR, TIER_SUSPECTED, TIER_UNEXAMINED, TIER_CLEAN = 4, 3, 2, 1, 0
+TIER_EXACT, TIER_NEAR, TIER_SUSPECTED, TIER_UNEXAMINED, TIER_NOT_YET, TIER_CLEAN = 5, 4, 3, 2, 1, 0
 
 EXACT_POINTS = 100
 NEAR_POINTS = 30
@@ -97,6 +107,11 @@ def category_labels(store) -> dict[str, dict[str, str]]:
     return out
 
 
+def status_unfinished(device: dict) -> bool:
+    """The device's scan has not finished (or failed): what it did not reach is unknown."""
+    return (device.get("status") or "").lower() not in FINISHED_STATUSES
+
+
 def coverage_state(device: dict, volumes: list[VolumeRef], coverage: list[Coverage]) -> str:
     """complete, partial or failed.
 
@@ -115,54 +130,93 @@ def coverage_state(device: dict, volumes: list[VolumeRef], coverage: list[Covera
     return "complete"
 
 
-def _where_label(where: str) -> str:
-    """A coverage "where" for people: a file key becomes its path (with stream and member)."""
-    parts = where.split("|", 3)
-    return parts[3] if len(parts) == 4 else where
+# Coverage kinds of whole volumes: one reason line each. Every other kind is one line with a
+# count and bytes ("3 files not fully read: 1.2 MiB").
+_VOLUME_KINDS = (records.ENCRYPTED, records.UNREADABLE_VOLUME, records.UNSUPPORTED_VOLUME)
+_NOUNS = {records.FOLDER_NOT_READ: "folder", records.FILE_NOT_READ: "file",
+          records.VIDEO_FRAMES: "video", records.EMBEDDED: "container",
+          records.ARCHIVE: "archive member", records.PICTURE: "picture",
+          records.UNALLOCATED: "volume", records.MEDIA_DAMAGED: "damaged region",
+          records.SCAN_INCOMPLETE: "part"}
+
+
+def coverage_summary(coverage: Iterable[Coverage]) -> dict[str, dict]:
+    """kind -> {"count", "bytes"}: what a device's gaps add up to, per kind."""
+    out: dict[str, dict] = {}
+    for c in coverage:
+        row = out.setdefault(c.kind, {"count": 0, "bytes": 0})
+        row["count"] += 1
+        row["bytes"] += int(c.bytes_not_examined)
+    return {k: out[k] for k in records.COVERAGE_KINDS if k in out} | \
+        {k: v for k, v in out.items() if k not in records.COVERAGE_KINDS}
+
+
+def coverage_accounting(device: dict, volumes: list[VolumeRef],
+                        coverage: list[Coverage]) -> dict:
+    """Examined and not-examined bytes of a device, per volume and per coverage kind.
+
+    Each volume's bytes are its length; the gaps inside it (unallocated space, files read short,
+    videos whose frames were not looked at, ...) are subtracted by kind, and what is left was
+    examined (allocated files, and the file-system metadata the walk read). Gaps outside any
+    volume (unpartitioned space, a device that could not be opened, no alert set) are listed
+    at device level.
+    """
+    vols = []
+    claimed: set[int] = set()
+    for v in volumes:
+        inside = [c for c in coverage if c.where.volume_offset == v.offset
+                  and c.where.scope != "device"]
+        claimed.update(id(c) for c in inside)
+        kinds = coverage_summary(inside)
+        missing = min(v.length, sum(k["bytes"] for k in kinds.values()))
+        vols.append({"index": v.index, "offset": v.offset, "fs_type": v.fs_type,
+                     "encryption": v.encryption, "total": v.length,
+                     "examined": v.length - missing, "unallocated": v.unallocated,
+                     "not_examined": kinds})
+    device_level = coverage_summary(c for c in coverage if id(c) not in claimed)
+    total = int(device.get("media_size") or 0)
+    missing = sum(v["total"] - v["examined"] for v in vols) + \
+        sum(k["bytes"] for kind, k in device_level.items()
+            if kind in (records.UNPARTITIONED, records.EVIDENCE_NOT_OPENED))
+    return {"total": total, "examined": max(0, total - missing), "volumes": vols,
+            "device": device_level, "kinds": coverage_summary(coverage)}
 
 
 def _coverage_reasons(volumes: list[VolumeRef], coverage: list[Coverage],
                       device: dict) -> list[str]:
+    """What was not examined, in bytes and counts, one line per whole volume or per kind."""
     by_offset = {v.offset: v for v in volumes}
     lines: list[str] = []
-    other: dict[str, list[Coverage]] = defaultdict(list)
+    rest: list[Coverage] = []
     for c in coverage:
         vol = by_offset.get(c.volume_offset) if c.volume_offset is not None else None
-        if vol is not None and c.where.startswith("volume"):
-            lost = f", {human_bytes(c.bytes_not_examined)}" if c.bytes_not_examined else ""
-            if vol.encryption:
-                lines.append(f"volume {vol.index} ({vol.encryption}) not examined")
-            elif vol.fs_type is None:
-                lines.append(f"volume {vol.index} ({c.reason}) not examined")
-            elif "not examined" in c.reason:
-                lines.append(f"volume {vol.index} ({vol.fs_type}): {c.reason}{lost}")
-            else:
-                lines.append(f"volume {vol.index} ({vol.fs_type}) partly not examined: "
-                             f"{c.reason}{lost}")
+        if c.kind in _VOLUME_KINDS and c.where.scope == "volume":
+            name = f"volume {vol.index}" if vol is not None else c.where.display()
+            what = vol.encryption if vol is not None and vol.encryption else c.reason
+            lines.append(f"{name} ({what}) not examined: {human_bytes(c.bytes_not_examined)}")
         else:
-            other[c.reason].append(c)
-    for reason, items in sorted(other.items(), key=lambda kv: (-len(kv[1]), kv[0])):
-        lost = sum(c.bytes_not_examined for c in items)
-        size = f", {human_bytes(lost)}" if lost else ""
-        if len(items) == 1:
-            lines.append(f"{_where_label(items[0].where)} not examined: {reason}{size}")
+            rest.append(c)
+    for kind, total in coverage_summary(rest).items():
+        items = [c for c in rest if c.kind == kind]
+        size = f": {human_bytes(total['bytes'])}" if total["bytes"] else ""
+        if kind in (records.NOT_MATCHED, records.NOT_SCORED):
+            lines.append(f"{kind}: {items[0].reason}")
+        elif kind == records.UNALLOCATED:
+            vols = len(items)
+            lines.append(f"{kind}{size} in {vols} volume{'s' if vols != 1 else ''}")
+        elif kind == records.UNPARTITIONED:
+            lines.append(f"{kind}{size}")
+        elif len(items) == 1:
+            lines.append(f"{kind}: {items[0].where.display()}{size} ({items[0].reason})")
         else:
-            lines.append(f"{len(items)} parts not examined: {reason}{size}")
+            noun = _NOUNS.get(kind, "part")
+            lines.append(f"{kind}: {total['count']} {noun}s{size}")
     status = (device.get("status") or "").lower()
     if status and status not in FINISHED_STATUSES and status not in FAILED_STATUSES:
         lines.append(f"scan not finished (status {status})")
     elif status in FAILED_STATUSES:
         lines.append(f"scan of the device failed (status {status})")
     return lines
-
-
-def human_bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1024 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
 
 
 def _camera(feat: Optional[Features]) -> str:
@@ -206,12 +260,9 @@ def verdict_for_device(device: dict, volumes: list[VolumeRef], coverage: list[Co
     points: dict[str, int] = {}
     reasons: list[str] = []
 
-    exact: dict[str, list[Match]] = defaultdict(list)
-    near: dict[str, list[Match]] = defaultdict(list)
-    for m in matches:
-        if m.role == "alert":
-            (exact if m.kind == "exact" else near)[m.key].append(m)
-    near_only = {k: v for k, v in near.items() if k not in exact}
+    found = classify(matches, scores, thresholds)
+    exact = {k: [m for m in ms if m.kind == "exact"] for k, ms in found.exact.items()}
+    near_only = found.near
 
     # exact matches, reasons per alert set: "3 exact CAID matches (Category A: 1, B: 2), 1 deleted"
     if exact:
@@ -253,11 +304,10 @@ def verdict_for_device(device: dict, volumes: list[VolumeRef], coverage: list[Co
         reasons.append(f"{n} near match{'es' if n != 1 else ''} in {', '.join(sets)} "
                        f"({'/'.join(algos)}, closest distance {closest}): review by eye")
 
-    suspect_keys = sorted({s.key for s in scores if s.key not in exact and s.key not in near
-                           and suspected(s, thresholds)})
+    suspect_keys = sorted(found.suspected)
     if suspect_keys:
         points["suspected_new"] = SUSPECTED_POINTS * len(suspect_keys)
-        models = sorted({s.model for s in scores if s.key in set(suspect_keys)})
+        models = sorted({s.model for ss in found.suspected.values() for s in ss})
         n = len(suspect_keys)
         reasons.append(f"{n} picture{'s' if n != 1 else ''} suspected new material by "
                        f"{', '.join(models)} (a ranking aid, not evidence)")
@@ -314,8 +364,11 @@ def verdict_for_device(device: dict, volumes: list[VolumeRef], coverage: list[Co
         tier = TIER_NEAR
     elif suspect_keys:
         tier = TIER_SUSPECTED
-    elif state != "complete":
+    elif state == "failed" or status_unfinished(device) or any(
+            c.kind not in records.NOT_YET_EXAMINED for c in coverage):
         tier = TIER_UNEXAMINED
+    elif state != "complete":
+        tier = TIER_NOT_YET
     else:
         tier = TIER_CLEAN
         reasons.insert(0, "no alert matches and nothing suspected; fully examined")
@@ -357,8 +410,7 @@ def device_verdict(store, device: dict, now: Optional[float] = None,
     device_id = device["id"]
     matches = store.matches(device_id)
     scores = store.scores(device_id)
-    keys = {m.key for m in matches if m.role == "alert"}
-    keys |= {s.key for s in scores if suspected(s, thresholds)}
+    keys = set(classify(matches, scores, thresholds).keys())
     files = {rec.key: (rec, feat) for rec, feat in store.files(device_id, keys=keys)} if keys else {}
     census = None
     if any(_camera(feat) for _rec, feat in files.values()):

@@ -7,10 +7,14 @@ into Ray and serialises to JSON with `to_dict`.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from triage import __version__ as TOOL_VERSION  # noqa: F401  (re-exported for provenance)
+
+MEMBER_SEP = "!/"            # display only: "outer.zip" + "!/" + "inner.zip" + "!/" + "a.jpg"
 
 
 def to_dict(record: Any) -> dict:
@@ -42,34 +46,125 @@ class VolumeRef:
     label: str = ""
     block_size: int = 0
     encryption: Optional[str] = None   # "BitLocker", "LUKS" when detected
+    unallocated: int = -1          # bytes the file system's allocation map marks free (-1: unknown)
+
+    @property
+    def where(self) -> "Provenance":
+        return volume_where(self.device_id, self.offset, self.index, self.fs_type or "")
 
 
 @dataclass(frozen=True)
 class Provenance:
-    """How to reach the same bytes again, the dfvfs path-spec idea.
+    """How to reach the same bytes again: The Sleuth Kit's layers as a dfvfs-style path spec.
 
-    `icat -o {offset // 512} IMAGE {inode}` (or `inode-128-{ads}` for a stream) gives the
-    content; `member` is the path inside an archive when the bytes came out of one.
+    evidence (`device_id`) -> volume (`volume_index`, `volume_offset`, `snapshot`) -> file
+    system (`fs_type`) -> metadata (`inode`, NTFS attribute `attr_type`/`attr_id`, stream name
+    `ads`) -> name (`path`) -> archive members (`members`, outermost first). Content found
+    inside other content (a carved picture in unallocated space, a picture inside a PDF) has a
+    `parent` and the byte range (`offset`, `length`) it came from.
+
+    A provenance with no inode and no path names a whole volume (or, with `volume_offset`
+    None, the whole device). `icat -o {volume_offset // 512} IMAGE {inode}` gives a file's
+    content (`inode-128-{attr_id}` for a stream). Nothing here is ever parsed back out of a
+    string: `key` is an opaque id, `display()` is for people.
     """
 
     device_id: str
-    volume_offset: int
-    inode: Optional[int]
-    path: str
+    volume_offset: Optional[int] = 0
+    inode: Optional[int] = None
+    path: str = ""
     ads: str = ""                  # NTFS alternate data stream name
     attr_type: int = 0             # TSK attribute type of the stream read (0 = default)
     attr_id: int = 0
-    member: str = ""               # archive member path, "a.zip!/b/c.jpg" style for nesting
+    members: tuple[str, ...] = ()  # archive member chain: ("a.zip", "inner/b.jpg") etc.
+    volume_index: Optional[int] = None
+    snapshot: str = ""             # a volume shadow copy or APFS snapshot, when not the live one
+    fs_type: str = ""
+    parent: Optional["Provenance"] = None   # content found inside other content
+    offset: int = 0                # byte offset in the parent (or volume, for unallocated space)
+    length: int = 0
+
+    @functools.cached_property
+    def key(self) -> str:
+        """A stable id, unique within a case; never split apart (use the fields)."""
+        return json.dumps(self._key_parts(), separators=(",", ":"), ensure_ascii=False)
+
+    def _key_parts(self) -> list:
+        parts: list = [self.device_id, self.volume_offset, self.inode, self.path]
+        extra = {k: v for k, v in (("ads", self.ads), ("attr", [self.attr_type, self.attr_id]
+                                                          if self.attr_type else None),
+                                   ("members", list(self.members)), ("snapshot", self.snapshot),
+                                   ("range", [self.offset, self.length] if self.parent else None))
+                 if v}
+        if self.parent is not None:
+            extra["parent"] = self.parent._key_parts()
+        if extra:
+            parts.append(extra)
+        return parts
 
     @property
-    def key(self) -> str:
-        """A stable string key, unique within a case."""
-        parts = [self.device_id, str(self.volume_offset), str(self.inode), self.path]
-        if self.ads:
-            parts.append(":" + self.ads)
-        if self.member:
-            parts.append("!" + self.member)
-        return "|".join(parts)
+    def member(self) -> str:
+        """The member chain for people, `a.zip!/b/c.jpg` (display only; use `members`)."""
+        return MEMBER_SEP.join(self.members)
+
+    @property
+    def scope(self) -> str:
+        """device, volume, file, member, or carved/embedded (content with a parent)."""
+        if self.parent is not None:
+            return "embedded"
+        if self.members:
+            return "member"
+        if self.path or self.inode is not None:
+            return "file"
+        return "volume" if self.volume_offset is not None else "device"
+
+    def display(self, member: bool = True) -> str:
+        """Where this is, for people: the path with its NTFS stream (`file:stream`, once) and,
+        when asked, its archive member (`archive.zip!/member`); a volume or the device by name."""
+        if self.parent is not None:
+            inner = f"@{self.offset}+{self.length}"
+            base = self.path or f"{self.parent.display(member)}{inner}"
+            return base
+        if not self.path and self.inode is None:
+            if self.volume_offset is None:
+                return f"device {self.device_id}"
+            idx = f" {self.volume_index}" if self.volume_index is not None else ""
+            return f"volume{idx} at {self.volume_offset}"
+        path = self.path or f"inode {self.inode}"
+        if self.ads and not path.endswith(":" + self.ads):
+            path += ":" + self.ads
+        return path + (MEMBER_SEP[0] + self.member if member and self.members else "")
+
+    def to_dict(self) -> dict:
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k != "parent"}
+        d["members"] = list(self.members)
+        d["parent"] = self.parent.to_dict() if self.parent is not None else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Provenance":
+        known = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in d.items() if k in known}
+        kw["members"] = tuple(kw.get("members") or ())
+        if kw.get("parent") is not None:
+            kw["parent"] = cls.from_dict(kw["parent"])
+        return cls(**kw)
+
+    def member_of(self, name: str) -> "Provenance":
+        """The provenance of member `name` of the archive this names."""
+        return dataclasses.replace(self, members=self.members + (name,))
+
+
+def device_where(device_id: str) -> Provenance:
+    """The provenance of a whole device (coverage of the device, not of one volume)."""
+    return Provenance(device_id=device_id, volume_offset=None)
+
+
+def volume_where(device_id: str, offset: int, index: Optional[int] = None,
+                 fs_type: str = "") -> Provenance:
+    """The provenance of a whole volume."""
+    return Provenance(device_id=device_id, volume_offset=offset, volume_index=index,
+                      fs_type=fs_type)
 
 
 @dataclass(frozen=True)
@@ -97,15 +192,74 @@ class FileRecord:
         return self.prov.key
 
 
+# Coverage kinds: every way a part of a device can go unexamined. Decided here, once; the
+# rank, flags, `show`, `files` and the exports all word and count gaps by these.
+ENCRYPTED = "encrypted"
+UNREADABLE_VOLUME = "volume not readable"          # unknown or corrupt file system, read error
+UNSUPPORTED_VOLUME = "volume system not supported"  # APFS container, LVM, ... (no reader yet)
+FOLDER_NOT_READ = "folder not readable"
+FILE_NOT_READ = "file not fully read"              # bytes expected vs bytes read
+MEDIA_DAMAGED = "media damaged"                    # E01 chunk checksum errors, unreadable sectors
+UNALLOCATED = "unallocated space not carved"
+UNPARTITIONED = "unpartitioned space not carved"
+VIDEO_FRAMES = "video frames not examined"
+EMBEDDED = "embedded content not examined"         # thumbnail caches, PDFs, OLE documents
+ARCHIVE = "archive content not examined"           # refused, encrypted, bombs, too deep
+PICTURE = "picture not decoded"
+NOT_MATCHED = "not matched against any alert set"
+NOT_SCORED = "not scored by the model"
+SCAN_INCOMPLETE = "scan incomplete"                # batch failed, interrupted, stopped early
+EVIDENCE_NOT_OPENED = "evidence could not be opened"
+# Space and content nothing in triage examines yet (there is no carver, video decoder or PDF
+# reader yet): a gap on nearly every device. Every other kind means something specific was
+# refused or failed, which ranks a device higher (triage/rank.py) and raises NOT_EXAMINED.
+NOT_YET_EXAMINED = frozenset({UNALLOCATED, UNPARTITIONED, VIDEO_FRAMES, EMBEDDED})
+COVERAGE_KINDS = (EVIDENCE_NOT_OPENED, ENCRYPTED, UNREADABLE_VOLUME, UNSUPPORTED_VOLUME, FOLDER_NOT_READ,
+                  FILE_NOT_READ, MEDIA_DAMAGED, UNALLOCATED, UNPARTITIONED, VIDEO_FRAMES,
+                  EMBEDDED, ARCHIVE, PICTURE, NOT_MATCHED, NOT_SCORED, SCAN_INCOMPLETE)
+
+
 @dataclass(frozen=True)
 class Coverage:
-    """A part of a device that was not examined, and why. Never silently dropped."""
+    """A part of a device that was not examined, and why. Never silently dropped.
+
+    `where` reaches the bytes again (a whole device, a volume, a file, a member, a byte range);
+    `kind` is one of COVERAGE_KINDS and is what callers branch on, never `reason`'s words.
+    For a file read short, `bytes_expected` is its size and `bytes_read` what was read.
+    """
 
     device_id: str
-    where: str                     # "volume@1048576", "batch 12", a file key
-    reason: str                    # "encrypted (BitLocker)", "unknown file system", "read error: ..."
+    kind: str
+    where: Provenance
+    reason: str
     bytes_not_examined: int = 0
-    volume_offset: Optional[int] = None
+    bytes_expected: int = 0
+    bytes_read: int = 0
+    batch_id: str = ""             # the scan batch that gave up on these bytes (a resume retries it)
+
+    @property
+    def volume_offset(self) -> Optional[int]:
+        return self.where.volume_offset
+
+    @property
+    def key(self) -> str:
+        """The id of this gap within a case (one per kind and place)."""
+        return json.dumps([self.kind, self.where._key_parts()], separators=(",", ":"),
+                          ensure_ascii=False)
+
+    def to_dict(self) -> dict:
+        return {"device_id": self.device_id, "kind": self.kind, "where": self.where.to_dict(),
+                "display": self.where.display(), "reason": self.reason,
+                "bytes_not_examined": self.bytes_not_examined,
+                "bytes_expected": self.bytes_expected, "bytes_read": self.bytes_read,
+                "batch_id": self.batch_id}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Coverage":
+        return cls(device_id=d["device_id"], kind=d["kind"], where=Provenance.from_dict(d["where"]),
+                   reason=d["reason"], bytes_not_examined=int(d.get("bytes_not_examined") or 0),
+                   bytes_expected=int(d.get("bytes_expected") or 0),
+                   bytes_read=int(d.get("bytes_read") or 0), batch_id=d.get("batch_id") or "")
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from triage.records import (
 )
 
 DB_NAME = "case.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2     # 2: structured provenance and coverage (kind, where, bytes)
 _KEY_CHUNK = 500          # keys per IN (...) query, below SQLite's variable limit
 
 _SCHEMA = """
@@ -73,15 +73,21 @@ CREATE TABLE IF NOT EXISTS volumes (
     label TEXT NOT NULL DEFAULT '',
     block_size INTEGER NOT NULL DEFAULT 0,
     encryption TEXT,
+    unallocated INTEGER NOT NULL DEFAULT -1,   -- bytes free by the allocation map, -1 unknown
     PRIMARY KEY (device_id, offset, idx)
 );
 CREATE TABLE IF NOT EXISTS coverage (
     device_id TEXT NOT NULL,
-    "where" TEXT NOT NULL,
+    key TEXT NOT NULL,               -- Coverage.key: kind + where
+    kind TEXT NOT NULL,              -- one of triage.records.COVERAGE_KINDS
+    "where" TEXT NOT NULL,           -- JSON of the Provenance that reaches the bytes
     reason TEXT NOT NULL,
     bytes_not_examined INTEGER NOT NULL DEFAULT 0,
+    bytes_expected INTEGER NOT NULL DEFAULT 0,
+    bytes_read INTEGER NOT NULL DEFAULT 0,
     volume_offset INTEGER,
-    PRIMARY KEY (device_id, "where", reason)
+    batch_id TEXT NOT NULL DEFAULT '',  -- the scan batch that gave up, when one did
+    PRIMARY KEY (device_id, key, reason)
 );
 CREATE TABLE IF NOT EXISTS files (
     key TEXT PRIMARY KEY,
@@ -94,7 +100,8 @@ CREATE TABLE IF NOT EXISTS files (
     ads TEXT NOT NULL DEFAULT '',
     attr_type INTEGER NOT NULL DEFAULT 0,
     attr_id INTEGER NOT NULL DEFAULT 0,
-    member TEXT NOT NULL DEFAULT '',
+    member TEXT NOT NULL DEFAULT '', -- for people and queries (`prov` holds the member chain)
+    prov TEXT,                       -- JSON of the whole Provenance (members, parent, range)
     size INTEGER NOT NULL,
     allocated INTEGER NOT NULL,
     fs_type TEXT NOT NULL DEFAULT '',
@@ -170,7 +177,8 @@ CREATE TABLE IF NOT EXISTS batches (
 
 # FileRecord/Provenance/Features fields that have their own column; anything added to the
 # records later goes into `extra` so the store never drops a field.
-_PROV_COLS = ("device_id", "volume_offset", "inode", "path", "ads", "attr_type", "attr_id", "member")
+_PROV_COLS = ("device_id", "volume_offset", "inode", "path", "ads", "attr_type", "attr_id", "member",
+              "prov")
 _RECORD_COLS = ("name", "size", "allocated", "fs_type", "is_dir", "orphan", "mtime", "atime",
                 "ctime", "crtime", "type", "ext_mismatch")
 _FEATURE_COLS = ("md5", "sha1", "sha256", "is_picture", "width", "height", "pdq", "pdq_quality",
@@ -235,6 +243,10 @@ class CaseStore:
         if version > SCHEMA_VERSION:
             raise TriageError(f"{self.path} has schema version {version}; this triage knows "
                               f"{SCHEMA_VERSION} or older, so upgrade triage")
+        if 0 < version < SCHEMA_VERSION:
+            # schema 1 joined provenance into strings; its rows cannot be read back exactly
+            raise TriageError(f"{self.path} was written by an older triage (schema {version}); "
+                              "scan the evidence again into a new case directory")
         if version == 0:
             with self._tx():
                 for stmt in _SCHEMA.split(";"):
@@ -379,9 +391,9 @@ class CaseStore:
     def add_volumes(self, volumes: list[VolumeRef]) -> None:
         with self._tx() as db:
             db.executemany(
-                "INSERT OR REPLACE INTO volumes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO volumes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(v.device_id, v.index, v.offset, v.length, v.description, v.fs_type, v.label,
-                  v.block_size, v.encryption) for v in volumes])
+                  v.block_size, v.encryption, int(v.unallocated)) for v in volumes])
 
     def volumes(self, device_id: str) -> list[VolumeRef]:
         rows = self._query("SELECT * FROM volumes WHERE device_id = ? ORDER BY offset, idx",
@@ -389,7 +401,7 @@ class CaseStore:
         return [VolumeRef(device_id=r["device_id"], index=r["idx"], offset=r["offset"],
                           length=r["length"], description=r["description"], fs_type=r["fs_type"],
                           label=r["label"], block_size=r["block_size"],
-                          encryption=r["encryption"]) for r in rows]
+                          encryption=r["encryption"], unallocated=r["unallocated"]) for r in rows]
 
     def add_coverage(self, items: list[Coverage]) -> None:
         with self._tx() as db:
@@ -398,10 +410,12 @@ class CaseStore:
     @staticmethod
     def _insert_coverage(db: sqlite3.Connection, items: Iterable[Coverage]) -> None:
         db.executemany(
-            'INSERT OR IGNORE INTO coverage (device_id, "where", reason, bytes_not_examined, '
-            "volume_offset) VALUES (?, ?, ?, ?, ?)",
-            [(c.device_id, c.where, c.reason, int(c.bytes_not_examined), c.volume_offset)
-             for c in items])
+            'INSERT OR IGNORE INTO coverage (device_id, key, kind, "where", reason, '
+            "bytes_not_examined, bytes_expected, bytes_read, volume_offset, batch_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(c.device_id, c.key, c.kind, _json(c.where.to_dict()), c.reason,
+              int(c.bytes_not_examined), int(c.bytes_expected), int(c.bytes_read),
+              c.volume_offset, c.batch_id) for c in items])
 
     def coverage(self, device_id: str | None = None) -> list[Coverage]:
         sql = "SELECT * FROM coverage"
@@ -409,20 +423,29 @@ class CaseStore:
         if device_id is not None:
             sql += " WHERE device_id = ?"
             params = (device_id,)
-        rows = self._query(sql + ' ORDER BY device_id, "where", reason', params)
-        return [Coverage(device_id=r["device_id"], where=r["where"], reason=r["reason"],
+        rows = self._query(sql + " ORDER BY device_id, key, reason", params)
+        return [Coverage(device_id=r["device_id"], kind=r["kind"],
+                         where=Provenance.from_dict(json.loads(r["where"])), reason=r["reason"],
                          bytes_not_examined=r["bytes_not_examined"],
-                         volume_offset=r["volume_offset"]) for r in rows]
+                         bytes_expected=r["bytes_expected"], bytes_read=r["bytes_read"],
+                         batch_id=r["batch_id"]) for r in rows]
 
-    def remove_coverage(self, device_id: str, where: str, reason: str | None = None) -> None:
+    def remove_coverage(self, coverage: Coverage) -> None:
         """Drops a coverage record that a later, successful pass made obsolete (resume)."""
         with self._tx() as db:
-            if reason is None:
-                db.execute('DELETE FROM coverage WHERE device_id = ? AND "where" = ?',
-                           (device_id, where))
-            else:
-                db.execute('DELETE FROM coverage WHERE device_id = ? AND "where" = ? AND reason = ?',
-                           (device_id, where, reason))
+            db.execute("DELETE FROM coverage WHERE device_id = ? AND key = ? AND reason = ?",
+                       (coverage.device_id, coverage.key, coverage.reason))
+
+    def remove_batch_coverage(self, device_id: str, batch_id: str) -> None:
+        """Drops what a failed batch recorded, once a later run has scanned that batch."""
+        with self._tx() as db:
+            db.execute("DELETE FROM coverage WHERE device_id = ? AND batch_id = ?",
+                       (device_id, batch_id))
+
+    def remove_coverage_kind(self, device_id: str, kind: str) -> None:
+        """Drops a device's gaps of one kind, when a later pass examined what they named."""
+        with self._tx() as db:
+            db.execute("DELETE FROM coverage WHERE device_id = ? AND kind = ?", (device_id, kind))
 
     # --- batches of results -----------------------------------------------------------------
 
@@ -642,7 +665,7 @@ def _extra_fields(obj: Any, known: set[str]) -> dict:
 
 
 _REC_KNOWN = set(_RECORD_COLS) | {"prov"}
-_PROV_KNOWN = set(_PROV_COLS)
+_PROV_KNOWN = set(_PROV_COLS) | {f.name for f in dataclasses.fields(Provenance)}
 _FEAT_KNOWN = set(_FEATURE_COLS) | {"key", "size", "type", "ext_mismatch"}
 
 
@@ -669,6 +692,7 @@ def _file_row(device_id: str, batch_id: str, rec: FileRecord, feat: Features) ->
         key, batch_id,
         # _PROV_COLS
         device_id, p.volume_offset, p.inode, p.path, p.ads, p.attr_type, p.attr_id, p.member,
+        _prov_json(p),
         # _RECORD_COLS; a content type found by the feature stage wins over the walk's
         rec.name, rec.size, int(rec.allocated), rec.fs_type, int(rec.is_dir), int(rec.orphan),
         rec.mtime, rec.atime, rec.ctime, rec.crtime, feat.type or rec.type,
@@ -681,11 +705,23 @@ def _file_row(device_id: str, batch_id: str, rec: FileRecord, feat: Features) ->
     )
 
 
+def _prov_json(p: Provenance) -> Optional[str]:
+    """The whole provenance, only where the columns cannot say it all (members, a parent, a
+    snapshot, the volume's index): most rows store none and are read from the columns."""
+    if not (p.members or p.parent is not None or p.snapshot or p.volume_index is not None
+            or p.fs_type):
+        return None
+    return _json(p.to_dict())
+
+
 def _file_from_row(r: dict) -> tuple[FileRecord, Features]:
     extra = json.loads(r.get("extra") or "{}")
-    prov = Provenance(device_id=r["device_id"], volume_offset=r["volume_offset"], inode=r["inode"],
-                      path=r["path"], ads=r["ads"], attr_type=r["attr_type"], attr_id=r["attr_id"],
-                      member=r["member"], **_known(Provenance, extra.get("prov", {})))
+    if r.get("prov"):
+        prov = Provenance.from_dict(json.loads(r["prov"]))
+    else:
+        prov = Provenance(device_id=r["device_id"], volume_offset=r["volume_offset"],
+                          inode=r["inode"], path=r["path"], ads=r["ads"],
+                          attr_type=r["attr_type"], attr_id=r["attr_id"])
     rec = FileRecord(prov=prov, name=r["name"], size=r["size"], allocated=bool(r["allocated"]),
                      fs_type=r["fs_type"], is_dir=bool(r["is_dir"]), orphan=bool(r["orphan"]),
                      mtime=r["mtime"], atime=r["atime"], ctime=r["ctime"], crtime=r["crtime"],

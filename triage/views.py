@@ -18,6 +18,7 @@ from rich.text import Text
 from triage.findings import Finding
 from triage.flags import SEVERITY, display_path
 from triage.records import DeviceVerdict, Flag
+from triage.units import human_bytes
 
 _COVERAGE_STYLE = {"complete": "green", "partial": "yellow", "failed": "bold red"}
 _FLAG_STYLE = {"CHILD_ACCESS": "bold white on red", "SELF_PRODUCED": "bold red",
@@ -117,9 +118,25 @@ def _icat_hint(f: Finding) -> str:
     return hint + (f"  (then open member {p.member})" if p.member else "")
 
 
+def coverage_lines(acc: dict) -> list[str]:
+    """`triage show`'s coverage section: examined/total per volume, then each gap kind."""
+    out = [f"device: {human_bytes(acc['examined'])} of {human_bytes(acc['total'])} examined"]
+    for v in acc["volumes"]:
+        what = v["fs_type"] or v["encryption"] or "not readable"
+        line = (f"volume {v['index']} ({what}): {human_bytes(v['examined'])} of "
+                f"{human_bytes(v['total'])} examined")
+        gaps = [f"{kind} {human_bytes(k['bytes'])}" + (f" ({k['count']})" if k["count"] > 1 else "")
+                for kind, k in v["not_examined"].items()]
+        out.append(line + ("; not examined: " + "; ".join(gaps) if gaps else ""))
+    for kind, k in acc["device"].items():
+        size = f" {human_bytes(k['bytes'])}" if k["bytes"] else ""
+        out.append(f"device-wide: {kind}{size}")
+    return out
+
+
 def device_view(v: DeviceVerdict, device: dict, found: list[Finding],
                 flags: list[Flag], labels: Optional[dict] = None,
-                model: Optional[dict] = None) -> Group:
+                model: Optional[dict] = None, accounting: Optional[dict] = None) -> Group:
     """`triage show`: verdict, reasons, points, flags, coverage and the findings. `model`:
     {"scored": n, "skipped": {reason: n}} of the model stage, when one ran."""
     head = Text()
@@ -149,6 +166,9 @@ def device_view(v: DeviceVerdict, device: dict, found: list[Finding],
     lines.append(info)
     lines.append(Text("\nReasons", style="bold"))
     lines.append(bullets(v.reasons, 2))
+    if accounting is not None:
+        lines.append(Text("\nCoverage (examined / total bytes)", style="bold"))
+        lines.append(bullets(coverage_lines(accounting), 2))
     if v.points:
         lines.append(Padding(Text("points: " + ", ".join(f"{k} {p}" for k, p in v.points.items()),
                                   style="dim"), (0, 0, 0, 2)))

@@ -14,7 +14,8 @@ import pytsk3
 
 from triage.errors import EvidenceError
 from triage.evidence import HEAD, Evidence, OffsetImg, _libyal_reason, is_bitlocker
-from triage.records import Coverage, VolumeRef
+from triage.records import (ENCRYPTED, UNALLOCATED, UNPARTITIONED, UNREADABLE_VOLUME,
+                            UNSUPPORTED_VOLUME, Coverage, VolumeRef, device_where)
 
 # TSK's file-system type numbers -> the short names used everywhere else
 FS_NAMES = {
@@ -33,11 +34,6 @@ VS_NAMES = {pytsk3.TSK_VS_TYPE_DOS: "mbr", pytsk3.TSK_VS_TYPE_GPT: "gpt",
 
 ENCRYPTED_BITLOCKER = "encrypted (BitLocker)"
 ENCRYPTED_LUKS = "encrypted (LUKS)"
-
-
-def volume_where(offset: int) -> str:
-    """The coverage 'where' of a volume (the same spelling workers/ use)."""
-    return f"volume@{offset}"
 
 
 def partition_table(evidence: Evidence) -> tuple[str, list[tuple[int, int, int, str, bool]]]:
@@ -73,18 +69,38 @@ def discover(evidence: Evidence, recovery_key: Optional[str] = None,
         volumes.append(vol)
         if cov is not None:
             coverage.append(cov)
+        elif vol.unallocated != 0:
+            coverage.append(_unallocated_gap(vol))
+    outside = evidence.ref.media_size - sum(v.length for v in volumes)
+    if outside > 0:
+        # gaps between and around partitions (the partition table's own sectors included):
+        # nothing reads them until they are carved
+        coverage.append(Coverage(device_id=dev, kind=UNPARTITIONED, where=device_where(dev),
+                                 reason=f"{outside:,} bytes outside every volume not carved",
+                                 bytes_not_examined=outside))
     return volumes, coverage
+
+
+def _unallocated_gap(vol: VolumeRef) -> Coverage:
+    """Until carving exists, a volume's free space is a gap with its byte count."""
+    if vol.unallocated < 0:
+        return Coverage(device_id=vol.device_id, kind=UNALLOCATED, where=vol.where,
+                        reason=f"unallocated space not measured ({vol.fs_type}) and not carved")
+    return Coverage(device_id=vol.device_id, kind=UNALLOCATED, where=vol.where,
+                    reason=f"free in the {vol.fs_type} allocation map; nothing carves it yet",
+                    bytes_not_examined=vol.unallocated)
 
 
 def _examine(evidence: Evidence, index: int, offset: int, length: int, desc: str,
              recovery_key: Optional[str], password: Optional[str]) -> tuple[VolumeRef, Optional[Coverage]]:
     dev = evidence.ref.device_id
 
-    def gap(reason: str, encryption: Optional[str] = None) -> tuple[VolumeRef, Coverage]:
-        return (VolumeRef(device_id=dev, index=index, offset=offset, length=length, description=desc,
-                          fs_type=None, encryption=encryption),
-                Coverage(device_id=dev, where=volume_where(offset), reason=reason,
-                         bytes_not_examined=length, volume_offset=offset))
+    def gap(reason: str, encryption: Optional[str] = None,
+            kind: str = UNREADABLE_VOLUME) -> tuple[VolumeRef, Coverage]:
+        vol = VolumeRef(device_id=dev, index=index, offset=offset, length=length,
+                        description=desc, fs_type=None, encryption=encryption)
+        return vol, Coverage(device_id=dev, kind=ENCRYPTED if encryption else kind,
+                             where=vol.where, reason=reason, bytes_not_examined=length)
 
     if offset >= evidence.ref.media_size or length == 0:
         return gap("read error: the partition lies beyond the end of the media")
@@ -104,10 +120,11 @@ def _examine(evidence: Evidence, index: int, offset: int, length: int, desc: str
     elif head.startswith(b"LUKS\xba\xbe"):
         return gap(ENCRYPTED_LUKS, "LUKS")
     elif head[32:36] == b"NXSB":
-        return gap("APFS container: not supported by the pytsk3 build (no pool support)")
+        return gap("APFS container: not supported by the pytsk3 build (no pool support)",
+                   kind=UNSUPPORTED_VOLUME)
     elif not head.strip(b"\x00"):
         return gap("unknown file system (the volume starts with zeroes: wiped or never formatted)")
-    from triage.filesystems import open_fs
+    from triage.filesystems import open_fs, unallocated_bytes
     try:
         fs = open_fs(evidence, offset)
     except EvidenceError as exc:
@@ -115,7 +132,8 @@ def _examine(evidence: Evidence, index: int, offset: int, length: int, desc: str
     fs_type = FS_NAMES.get(int(fs.info.ftype), f"tsk-{int(fs.info.ftype)}")
     return VolumeRef(device_id=dev, index=index, offset=offset, length=length, description=desc,
                      fs_type=fs_type, label=fs_label(evidence, offset, fs_type, fs),
-                     block_size=int(fs.info.block_size), encryption=None), None
+                     block_size=int(fs.info.block_size), encryption=None,
+                     unallocated=unallocated_bytes(evidence, offset, fs_type, fs)), None
 
 
 def unlock_bitlocker(evidence: Evidence, offset: int, length: int, recovery_key: Optional[str],

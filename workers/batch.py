@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Iterator, Optional
 
 from triage.errors import TriageError
-from triage.records import Coverage, Features, FileRecord, Match, VolumeRef
+from triage.records import FILE_NOT_READ, Coverage, Features, FileRecord, Match, VolumeRef
 from workers.matching import match_items
 from workers.plan import BatchSpec
 
@@ -308,9 +308,9 @@ def _scan_file(backend: Backend, evidence, rec: FileRecord, got: Optional[tuple]
     except (TriageError, OSError, IOError, ValueError, MemoryError) as exc:
         reason = f"read error: {exc}".splitlines()[0][:300]
         result.items.append((rec, _error_features(rec, reason)))
-        result.coverage.append(Coverage(device_id=result.device_id, where=rec.key, reason=reason,
-                                        bytes_not_examined=rec.size,
-                                        volume_offset=rec.prov.volume_offset))
+        result.coverage.append(Coverage(device_id=result.device_id, kind=FILE_NOT_READ,
+                                        where=rec.prov, reason=reason, bytes_not_examined=rec.size,
+                                        bytes_expected=rec.size, bytes_read=0))
         return
     result.bytes_read += rec.size
     for r, f, cov, model_input in flatten(analysis):

@@ -22,14 +22,14 @@ from typing import Any, Callable, Optional
 
 from triage import __version__
 from triage.errors import TriageError
-from triage.records import Coverage, EvidenceRef, VolumeRef
+from triage import records
+from triage.records import Coverage, EvidenceRef, VolumeRef, device_where, volume_where
 from triage.store import CaseStore
 from workers.batch import Backend, BatchResult, ScanOptions
 from workers.plan import PICTURE_TIERS, BatchHeader, VolumePlan, tier_of_batch
 
 TRIAGE_STOP_REASON = "not examined (triage mode)"
 INTERRUPTED_REASON = "scan interrupted before the end"
-INTERRUPTED_WHERE = "device"
 MAX_ATTEMPTS = 2                      # a failed batch or walk is retried once
 WAIT_TICK = 0.5                       # seconds between time-limit checks while idle
 
@@ -163,7 +163,8 @@ class Scan:
                  reporter: Reporter, max_in_flight: Optional[int] = None, model_pool=None,
                  thresholds: Optional[dict] = None,
                  max_active_devices: Optional[int] = None, t0: Optional[float] = None,
-                 recovery_key: Optional[str] = None, password: Optional[str] = None):
+                 recovery_key: Optional[str] = None, password: Optional[str] = None,
+                 alert_sets: int = 0):
         import ray
         from workers import tasks
         self.ray, self.tasks = ray, tasks
@@ -185,6 +186,7 @@ class Scan:
         # kept out of ScanOptions, which the run record stores: keys never reach the case
         self.keys = (recovery_key, password) if (recovery_key or password) else ()
         self._rr = 0
+        self.alert_sets = alert_sets            # none: every device gets a NOT_MATCHED gap
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -351,8 +353,9 @@ class Scan:
             dev.done = self.store.done_batches(dev.device_id)
             # what an earlier run could not finish is examined now, or recorded again below
             for c in self.store.coverage(dev.device_id):
-                if c.reason in (TRIAGE_STOP_REASON, INTERRUPTED_REASON):
-                    self.store.remove_coverage(dev.device_id, c.where, c.reason)
+                if c.reason in (TRIAGE_STOP_REASON, INTERRUPTED_REASON) or \
+                        c.kind in (records.NOT_MATCHED, records.PICTURE) and c.where.scope == "device":
+                    self.store.remove_coverage(c)
             counts = self.store.counts(dev.device_id)
             dev.files, dev.bytes, dev.pictures = counts["files"], counts["bytes"], counts["pictures"]
             dev.scored, dev.model_skipped = counts["scored"], counts["model_skipped"]
@@ -389,9 +392,9 @@ class Scan:
         planner.finished = True
         v = planner.volume
         self._coverage(dev, [Coverage(
-            device_id=dev.device_id, where=self.tasks.volume_where(v),
+            device_id=dev.device_id, kind=records.SCAN_INCOMPLETE, where=v.where,
             reason=f"file system walk failed twice: {_error_line(exc)}",
-            bytes_not_examined=max(0, v.length - planner.pulled_bytes), volume_offset=v.offset)])
+            bytes_not_examined=max(0, v.length - planner.pulled_bytes))])
 
     # --- batches ----------------------------------------------------------------------------
 
@@ -421,7 +424,7 @@ class Scan:
                              result.coverage, done=not to_model,
                              model_skips=result.model_skips, rows=result.rows)
         if self.resume:       # an earlier run may have given up on this batch
-            self.store.remove_coverage(dev.device_id, f"batch {spec.batch_id}")
+            self.store.remove_batch_coverage(dev.device_id, spec.batch_id)
         if to_model:
             self._send_to_model(dev, spec, result)
         else:
@@ -460,10 +463,11 @@ class Scan:
             coverage = []
         except self.ray.exceptions.RayError as exc:
             scores = []
-            coverage = [Coverage(device_id=dev.device_id, where=f"model {job.spec.batch_id}",
-                                 reason=f"{len(job.items)} pictures not scored by the model: "
-                                        f"{_error_line(exc)}",
-                                 volume_offset=job.spec.volume_offset)]
+            where = volume_where(dev.device_id, job.spec.volume_offset)
+            coverage = [Coverage(device_id=dev.device_id, kind=records.NOT_SCORED, where=where,
+                                 reason=f"{len(job.items)} pictures of batch {job.spec.batch_id} "
+                                        f"not scored by the model: {_error_line(exc)}",
+                                 bytes_not_examined=sum(r.size for r, _ in job.items))]
         self.store.mark_batch_done(dev.device_id, job.spec.batch_id, scores, coverage, job.files)
         dev.done.add(job.spec.batch_id)
         dev.scored += len(scores)
@@ -482,9 +486,11 @@ class Scan:
         spec = job.spec
         dev.tier_accounted[spec.tier] += 1
         self._coverage(dev, [Coverage(
-            device_id=dev.device_id, where=f"batch {spec.batch_id}",
-            reason=f"{spec.files} files not examined: {reason} (after {job.attempts} tries)",
-            bytes_not_examined=spec.bytes, volume_offset=spec.volume_offset)])
+            device_id=dev.device_id, kind=records.SCAN_INCOMPLETE,
+            where=volume_where(dev.device_id, spec.volume_offset),
+            reason=f"{spec.files} files of batch {spec.batch_id} not examined: {reason} "
+                   f"(after {job.attempts} tries)",
+            bytes_not_examined=spec.bytes, batch_id=spec.batch_id)])
         self._check_triage_stop(dev)
 
     def _check_time_limits(self) -> None:
@@ -522,10 +528,8 @@ class Scan:
             left_files = p.plan.files - p.pulled_files
             if left_files > 0:
                 coverage.append(Coverage(
-                    device_id=dev.device_id, where=self.tasks.volume_where(p.volume),
-                    reason=TRIAGE_STOP_REASON,
-                    bytes_not_examined=p.plan.bytes - p.pulled_bytes,
-                    volume_offset=p.volume.offset))
+                    device_id=dev.device_id, kind=records.SCAN_INCOMPLETE, where=p.volume.where,
+                    reason=TRIAGE_STOP_REASON, bytes_not_examined=p.plan.bytes - p.pulled_bytes))
         if coverage:
             self._coverage(dev, coverage)
 
@@ -542,12 +546,30 @@ class Scan:
 
     def _finish(self, dev: DeviceState, status: Optional[str] = None) -> None:
         dev.finished = time.time()
+        if status != "failed":
+            self._scan_wide_gaps(dev)
         if status is None:
             status = "partial" if self.store.coverage(dev.device_id) else "complete"
         dev.status = status
         dev.phase = "finished"
         self.store.device_finished(dev.device_id, dev.finished, status)
         self.reporter.device_finished(dev.device_id, dev)
+
+    def _scan_wide_gaps(self, dev: DeviceState) -> None:
+        """What this scan's settings left out on every device: no alert set to match against
+        (an empty store, or known-software sets only), or picture analysis turned off."""
+        gaps = []
+        where = device_where(dev.device_id)
+        if not self.alert_sets:
+            gaps.append(Coverage(dev.device_id, records.NOT_MATCHED, where,
+                                 "no alert hash set was given: nothing on this device was "
+                                 "compared with known material", dev.bytes))
+        if not self.opts.pictures:
+            gaps.append(Coverage(dev.device_id, records.PICTURE, where,
+                                 f"picture analysis was off: {dev.pictures} pictures have no "
+                                 "perceptual hash and no model score", 0))
+        if gaps:
+            self._coverage(dev, gaps)
 
     def _device_failed(self, dev: DeviceState, reason: str) -> None:
         dev.failed = reason
@@ -561,7 +583,8 @@ class Scan:
         dev.ref = EvidenceRef(device_id=dev.device_id, paths=dev.paths, format=fmt, media_size=size)
         self.store.upsert_device(dev.ref, context=dev.context)
         self._start_device(dev)
-        self._coverage(dev, [Coverage(device_id=dev.device_id, where="device",
+        self._coverage(dev, [Coverage(device_id=dev.device_id, kind=records.EVIDENCE_NOT_OPENED,
+                                      where=device_where(dev.device_id),
                                       reason=f"evidence could not be opened: {reason}",
                                       bytes_not_examined=size)])
         self.warnings.append(f"{dev.device_id}: not examined: {reason}")
@@ -620,7 +643,8 @@ class Scan:
                     except Exception:   # noqa: BLE001 - best effort while stopping
                         pass
             if dev.phase in ("scanning", "probing") and dev.ref is not None:
-                self.store.add_coverage([Coverage(dev.device_id, INTERRUPTED_WHERE,
+                self.store.add_coverage([Coverage(dev.device_id, records.SCAN_INCOMPLETE,
+                                                  device_where(dev.device_id),
                                                   INTERRUPTED_REASON)])
                 dev.finished = time.time()
                 dev.status = "interrupted"
@@ -692,6 +716,9 @@ def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list
     run_id = store.begin_run(tool_version=__version__, hashsets=list(hashsets), model=opts.model,
                              operator=operator or _operator(), options=options)
     sink = FlagSink(case_dir, store, console=reporter.console)
+    no_alert = "" if any(h.get("role") == "alert" for h in hashsets) else (
+        "no alert hash set: no device is matched against known material, and none can be "
+        "reported clean (give --hashset with a CAID or Project VIC set)")
     status = "interrupted"
     cluster: dict = {}
     scan = None
@@ -711,7 +738,11 @@ def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list
                         resume=resume, verify=verify, reporter=reporter,
                         max_in_flight=max_in_flight, t0=t0, recovery_key=recovery_key,
                         password=password, model_pool=pool,
+                        alert_sets=sum(1 for h in hashsets if h.get("role") == "alert"),
                         thresholds=(opts.model or {}).get("thresholds") or None)
+            if no_alert:                        # once Ray is up: a scan that cannot start says only why
+                reporter.warn(no_alert)
+                scan.warnings.append(no_alert)
             try:
                 scan.run()
                 work_done = time.time() - t0
@@ -719,7 +750,8 @@ def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list
                 if pool is not None:
                     pool.close()
         statuses = {d.status for d in devices}
-        status = "complete" if statuses == {"complete"} else "partial"
+        status = ("complete" if statuses == {"complete"} else
+                  "failed" if statuses == {"failed"} else "partial")
     finally:
         store.end_run(run_id, status, hash_engines=sorted(scan.hash_engines) if scan else [])
         sink.close()

@@ -13,7 +13,7 @@ from typing import Iterator, Optional
 import ray
 
 from triage.errors import TriageError
-from triage.records import Coverage, EvidenceRef, VolumeRef
+from triage.records import SCAN_INCOMPLETE, Coverage, EvidenceRef, VolumeRef
 from workers.batch import Backend, BatchResult, ScanOptions, WorkerContext, scan_batch
 from workers.plan import BatchHeader, BatchSpec, VolumePlan, plan_volume
 
@@ -34,11 +34,6 @@ def worker_context(backend: Backend) -> WorkerContext:
     return _context
 
 
-def volume_where(volume: VolumeRef | int) -> str:
-    offset = volume.offset if isinstance(volume, VolumeRef) else volume
-    return f"volume@{offset}"
-
-
 @ray.remote(num_cpus=1, max_retries=0)
 def probe_device(backend: Backend, paths: tuple[str, ...], device_id: str,
                  recovery_key: Optional[str] = None, password: Optional[str] = None,
@@ -55,9 +50,8 @@ def _guarded(records, device_id: str, volume: VolumeRef, problems: list) -> Iter
     try:
         yield from records
     except Exception as exc:   # noqa: BLE001 - any walk failure is coverage, never a lost volume
-        problems.append(Coverage(device_id=device_id, where=volume_where(volume),
-                                 reason=f"file system walk stopped: {exc}".splitlines()[0][:300],
-                                 volume_offset=volume.offset))
+        problems.append(Coverage(device_id=device_id, kind=SCAN_INCOMPLETE, where=volume.where,
+                                 reason=f"file system walk stopped: {exc}".splitlines()[0][:300]))
 
 
 # num_cpus=0: a planner spends most of its life parked on back-pressure; holding a CPU slot
@@ -111,4 +105,4 @@ def worker_pid() -> int:
 
 
 __all__ = ["probe_device", "plan_device_volume", "scan_batch_task", "verify_media", "warm_up",
-           "worker_context", "volume_where", "TriageError"]
+           "worker_context", "TriageError"]

@@ -172,7 +172,7 @@ def build(store, device_id: Optional[str] = None) -> dict:
             key = f.key
             rec, feat, p = f.record, f.features, f.record.prov
             file_id = g.iri("File", key)
-            name = rec.name if not p.member else p.member.rsplit("/", 1)[-1]
+            name = rec.name if not p.members else p.members[-1].rsplit("/", 1)[-1]
             path = display_path(p)
             g.add({"@id": file_id, "@type": "uco-observable:File", "uco-core:hasFacet": [
                 _strip({"@id": g.iri("FileFacet", key), "@type": "uco-observable:FileFacet",

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from typing import Optional
 
 from triage.exports import iso_utc, private_output
@@ -12,7 +13,7 @@ FIELDS = ("device", "exhibit", "kind", "set_name", "set_version", "category", "c
           "severity",
           "algorithm", "value", "distance", "model", "model_sha256", "scores", "path", "member",
           "ads", "deleted", "size", "type", "md5", "sha1", "sha256", "volume_offset", "inode",
-          "mtime", "atime", "ctime", "crtime", "camera_indicators")
+          "mtime", "atime", "ctime", "crtime", "camera_indicators", "provenance")
 
 
 def rows(store, device_id: Optional[str] = None):
@@ -29,6 +30,8 @@ def rows(store, device_id: Optional[str] = None):
             "inode": "" if p.inode is None else p.inode,
             **{k: iso_utc(getattr(rec, k)) or "" for k in ("mtime", "atime", "ctime", "crtime")},
             "camera_indicators": "; ".join(f.indicators),
+            # the whole chain (members, parent and byte range) that reaches the bytes again
+            "provenance": json.dumps(p.to_dict(), sort_keys=True, ensure_ascii=False),
         }
         for m in f.matches:
             yield dict(base, kind=m.kind, set_name=m.set_name, set_version=m.set_version,

@@ -22,7 +22,8 @@ from triage import __version__
 from triage.exports import iso_utc, private_output
 from triage.findings import Finding, findings
 from triage.flags import SEVERITY, display_path
-from triage.rank import category_labels, human_bytes, verdicts
+from triage.rank import category_labels, verdicts
+from triage.units import human_bytes
 
 MAX_FINDINGS_PER_DEVICE = 200
 MAX_FLAGS_PER_DEVICE = 200
@@ -317,9 +318,10 @@ def build(store, thumbnails: str = "blurred", now: Optional[float] = None) -> st
                          + ", ".join(f"{_e(k)} {p}" for k, p in v.points.items()) + "</div>")
         coverage = store.coverage(v.device_id)
         if coverage:
-            parts.append("<p><b>Not examined</b></p><table><tr><th>where</th><th>reason</th>"
-                         '<th class="num">bytes</th></tr>'
-                         + "".join(f"<tr><td>{_e(c.where)}</td><td>{_e(c.reason)}</td>"
+            parts.append("<p><b>Not examined</b></p><table><tr><th>kind</th><th>where</th>"
+                         '<th>reason</th><th class="num">bytes</th></tr>'
+                         + "".join(f"<tr><td>{_e(c.kind)}</td><td>{_e(c.where.display())}</td>"
+                                   f"<td>{_e(c.reason)}</td>"
                                    f'<td class="num">{human_bytes(c.bytes_not_examined)}</td></tr>'
                                    for c in coverage[:MAX_FLAGS_PER_DEVICE]) + "</table>")
         dev_flags = sorted(flags_by_dev.get(v.device_id, []),

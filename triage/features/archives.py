@@ -19,18 +19,18 @@ import struct
 import tarfile
 import zipfile
 import zlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Iterator, Optional
 
-from triage.features.hashing import ReadAborted, human_bytes
-from triage.records import Coverage, FileRecord
+from triage.features.hashing import ReadAborted
+from triage.units import human_bytes
+from triage.records import ARCHIVE, Coverage, FileRecord, Provenance
 
 CHUNK = 1024 * 1024
 # zipfile parses the whole central directory into ZipInfo objects (~0.5 KiB each) before the
 # first member can be read; past this many declared entries the zip is not opened at all.
 ZIP_MAX_ENTRIES = 250_000
-MEMBER_SEP = "!/"            # "outer.zip" + "!/" + "inner.zip" + "!/" + "a.jpg"
 # Errors an archive library raises on hostile or damaged bytes.
 ARCHIVE_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, tarfile.TarError, zlib.error,
                   EOFError, OSError, ValueError, KeyError, IndexError, NotImplementedError,
@@ -70,15 +70,10 @@ class Member:
     size_known: bool = True      # False for gzip: ISIZE is modulo 4 GiB and of the last member
 
 
-def member_path(parent: FileRecord, name: str) -> str:
-    """The member path of `name` inside `parent` (itself maybe a member)."""
-    return f"{parent.prov.member}{MEMBER_SEP}{name}" if parent.prov.member else name
-
-
 def member_record(parent: FileRecord, m: Member) -> FileRecord:
     """A FileRecord for a member: the archive's provenance plus the member path."""
     base = posixpath.basename(m.name.rstrip("/")) or m.name
-    return FileRecord(prov=replace(parent.prov, member=member_path(parent, m.name)), name=base,
+    return FileRecord(prov=parent.prov.member_of(m.name), name=base,
                       size=m.size if m.size_known else 0,   # 0: filled in once read
                       allocated=parent.allocated, fs_type=parent.fs_type,
                       orphan=parent.orphan, mtime=m.mtime)
@@ -217,10 +212,9 @@ def expand(record: FileRecord, data: bytes, content_type: str, budget: Budget, l
     prov = record.prov
     coverage: list[Coverage] = []
 
-    def cover(where: str, reason: str, nbytes: int = 0) -> None:
-        coverage.append(Coverage(device_id=prov.device_id, where=where, reason=reason,
-                                 bytes_not_examined=max(0, nbytes),
-                                 volume_offset=prov.volume_offset))
+    def cover(where: Provenance, reason: str, nbytes: int = 0) -> None:
+        coverage.append(Coverage(device_id=prov.device_id, kind=ARCHIVE, where=where,
+                                 reason=reason, bytes_not_examined=max(0, nbytes)))
 
     analyses: list = []
     kind = KINDS[content_type]
@@ -232,23 +226,23 @@ def expand(record: FileRecord, data: bytes, content_type: str, budget: Budget, l
             mrec = member_record(record, m)
             if budget.members_left <= 0:
                 rest = f"{count - seen + 1} of {count}" if count >= 0 else "the remaining"
-                cover(record.key, f"archive member limit ({budget.max_members}) reached: "
+                cover(record.prov, f"archive member limit ({budget.max_members}) reached: "
                                   f"{rest} members of this {kind} not examined")
                 break
             if m.encrypted:
-                cover(mrec.key, f"encrypted {kind} member not examined "
+                cover(mrec.prov, f"encrypted {kind} member not examined "
                                 f"({human_bytes(m.size)} declared)", m.size)
                 budget.members_left -= 1
                 continue
             ratio = m.size / max(1, m.compressed_size)
             if m.size >= limits.ratio_min_bytes and ratio > limits.max_ratio:
-                cover(mrec.key, f"{kind} bomb refused: member declares {human_bytes(m.size)} "
+                cover(mrec.prov, f"{kind} bomb refused: member declares {human_bytes(m.size)} "
                                 f"from {human_bytes(m.compressed_size)} ({ratio:.0f}:1, "
                                 f"limit {limits.max_ratio:g}:1)", m.size)
                 budget.members_left -= 1
                 continue
             if m.size > budget.bytes_left:
-                cover(mrec.key, f"{kind} bomb refused: member declares {human_bytes(m.size)}, "
+                cover(mrec.prov, f"{kind} bomb refused: member declares {human_bytes(m.size)}, "
                                 f"over what is left of the {human_bytes(budget.max_bytes)} "
                                 f"expansion limit", m.size)
                 budget.members_left -= 1
@@ -257,14 +251,14 @@ def expand(record: FileRecord, data: bytes, content_type: str, budget: Budget, l
             try:
                 analyses.append(analyse_member(mrec, budget.metered(m.open())))
             except NotImplementedError as exc:
-                cover(mrec.key, f"{kind} member not examined: unsupported compression "
+                cover(mrec.prov, f"{kind} member not examined: unsupported compression "
                                 f"({m.method}): {exc}", m.size)
             except ARCHIVE_ERRORS as exc:
-                cover(mrec.key, f"corrupt {kind} member: {_one_line(exc)}", m.size)
+                cover(mrec.prov, f"corrupt {kind} member: {_one_line(exc)}", m.size)
     except TooManyEntries as exc:
-        cover(record.key, f"{kind} not opened: {exc}", len(data))
+        cover(record.prov, f"{kind} not opened: {exc}", len(data))
     except ARCHIVE_ERRORS as exc:
-        cover(record.key, f"corrupt {kind} archive: {_one_line(exc)}",
+        cover(record.prov, f"corrupt {kind} archive: {_one_line(exc)}",
               len(data) if not analyses else 0)
     return analyses, coverage
 

@@ -11,9 +11,12 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 import numpy as np
 
 from triage.features import archives, pictures
-from triage.features.hashing import Digests, human_bytes, read_once
-from triage.filetype import PICTURE_TYPES, ext_mismatch, sniff
-from triage.records import Coverage, Features, FileRecord
+from triage.errors import ShortRead
+from triage.features.hashing import Digests, ReadAborted, read_once
+from triage.units import human_bytes
+from triage.filetype import EMBEDDING_TYPES, PICTURE_TYPES, VIDEO_TYPES, ext_mismatch, sniff
+from triage.records import (ARCHIVE, EMBEDDED, FILE_NOT_READ, PICTURE, VIDEO_FRAMES, Coverage,
+                            Features, FileRecord)
 
 ARCHIVE_TYPES = archives.OPENABLE        # zip, tar, gzip (a .tar.gz is two levels)
 MiB = 1024 * 1024
@@ -94,7 +97,19 @@ def _analyse(record: FileRecord, chunks: Iterable[bytes], opts: FeatureOptions, 
             return opts.archive_max_bytes
         return 0
 
-    rr = read_once(chunks, sha256=opts.sha256, keep=keep, size_hint=record.size, known=known)
+    short: list[ShortRead] = []
+
+    def guarded(source: Iterable[bytes]) -> Iterator[bytes]:
+        # the evidence layer says where a file's content broke off; the read stops there
+        try:
+            yield from source
+        except ShortRead as exc:
+            short.append(exc)
+            if exc.gap:
+                raise ReadAborted(exc.reason) from None
+
+    rr = read_once(guarded(chunks), sha256=opts.sha256, keep=keep, size_hint=record.size,
+                   known=known)
     ctype = sniffed[0] if sniffed else sniff(rr.head)     # read_once asks `keep` once at most
     size = record.size or (0 if rr.aborted else rr.size)
     mismatch = ext_mismatch(record.name, ctype)
@@ -105,24 +120,32 @@ def _analyse(record: FileRecord, chunks: Iterable[bytes], opts: FeatureOptions, 
     prov = rec.prov
     coverage: list[Coverage] = []
 
-    def cover(reason: str, nbytes: int = 0, where: str = "") -> None:
-        coverage.append(Coverage(device_id=prov.device_id, where=where or rec.key, reason=reason,
-                                 bytes_not_examined=nbytes, volume_offset=prov.volume_offset))
+    def cover(kind: str, reason: str, nbytes: int = 0, **read) -> None:
+        coverage.append(Coverage(device_id=prov.device_id, kind=kind, where=prov, reason=reason,
+                                 bytes_not_examined=max(0, nbytes), **read))
 
     is_picture = ctype in PICTURE_TYPES
-    if rr.aborted:
-        # a member cut short by the archive budget: a partial hash would match nothing, so none
-        cover(f"archive member not fully read: {rr.aborted}", max(0, rec.size - rr.size))
+    ended = any(not s.gap for s in short)       # the file system says the content ends there
+    cut = rr.aborted or (f"content ends after {rr.size:,} of {rec.size:,} bytes"
+                         if rec.size and rr.size < rec.size and not ended else "")
+    if cut:
+        # A partial hash would be shown, stored and matched as the file's own: none is kept,
+        # and the bytes not read are a gap. (A member cut short by the archive budget too.)
+        if short or not rr.aborted:
+            cover(FILE_NOT_READ, f"file not fully read: {cut}", rec.size - rr.size,
+                  bytes_expected=rec.size, bytes_read=rr.size)
+        else:
+            cover(ARCHIVE, f"archive member not fully read: {cut}", max(0, rec.size - rr.size),
+                  bytes_expected=rec.size, bytes_read=rr.size)
         feats = Features(key=rec.key, size=rr.size, type=ctype, ext_mismatch=rec.ext_mismatch,
-                         is_picture=is_picture, error=f"not fully read: {rr.aborted}")
+                         is_picture=is_picture,
+                         error=f"not fully read ({rr.size} of {rec.size or '?'} bytes): {cut}")
         return Analysis(rec, feats, (), tuple(coverage))
 
     d = rr.digests
     base = dict(key=rec.key, size=rr.size, md5=d.md5, sha1=d.sha1, sha256=d.sha256, type=ctype,
                 ext_mismatch=rec.ext_mismatch, is_picture=is_picture)
     error = ""
-    if rec.size and rr.size < rec.size:
-        error = f"short read: {rr.size} of {rec.size} bytes"
     members: tuple[Analysis, ...] = ()
     model_input = None
     pic: dict = {}
@@ -131,7 +154,7 @@ def _analyse(record: FileRecord, chunks: Iterable[bytes], opts: FeatureOptions, 
         if rr.data is None:
             why = f"picture not decoded: {human_bytes(rr.size)}, {rr.not_kept}"
             error = error or why
-            cover(why)
+            cover(PICTURE, why, rr.size)
         else:
             pr = pictures.analyse_picture(
                 rr.data, ctype, thumbnails=opts.thumbnails, thumb_size=opts.thumb_size,
@@ -143,14 +166,18 @@ def _analyse(record: FileRecord, chunks: Iterable[bytes], opts: FeatureOptions, 
             if pr.error:
                 error = pr.error if not error else f"{error}; {pr.error}"
             if pr.refused:
-                cover(f"picture refused: {pr.refused}")
+                cover(PICTURE, f"picture refused: {pr.refused}", rr.size)
+            elif not pr.pdq and not pr.phash:
+                # nothing perceptual to match and nothing for the model: not examined
+                cover(PICTURE, f"picture not decoded: {pr.error or 'no perceptual hash'}",
+                      rr.size)
 
     elif opens(ctype):
         if depth >= opts.archive_max_depth:
-            cover(f"nested archive not opened: deeper than {opts.archive_max_depth} levels",
-                  rr.size)
+            cover(ARCHIVE, f"nested archive not opened: deeper than {opts.archive_max_depth} "
+                  "levels", rr.size)
         elif rr.data is None:
-            cover(f"archive not opened: {human_bytes(rr.size)}, {rr.not_kept}", rr.size)
+            cover(ARCHIVE, f"archive not opened: {human_bytes(rr.size)}, {rr.not_kept}", rr.size)
         else:
             limits = archives.Limits(opts.archive_max_ratio, opts.archive_ratio_min_bytes)
             found, more = archives.expand(
@@ -158,6 +185,14 @@ def _analyse(record: FileRecord, chunks: Iterable[bytes], opts: FeatureOptions, 
                 lambda mrec, mchunks: _analyse_member(mrec, mchunks, opts, depth + 1, budget))
             members = tuple(found)
             coverage.extend(more)
+
+    elif ctype in VIDEO_TYPES:
+        # matched whole (exact hashes) only: no frame was decoded, hashed or scored
+        cover(VIDEO_FRAMES, f"video frames not examined ({ctype}): only the whole file's "
+              "hashes were matched", rr.size)
+    elif ctype in EMBEDDING_TYPES:
+        cover(EMBEDDED, f"embedded pictures not examined: {EMBEDDING_TYPES[ctype]} not opened",
+              rr.size)
 
     feats = Features(**base, **pic, error=error)
     return Analysis(rec, feats, members, tuple(coverage), model_input)
@@ -172,7 +207,7 @@ def _analyse_member(record: FileRecord, chunks: Iterable[bytes], opts: FeatureOp
         raise                                   # unsupported method: expand() words it
     except archives.ARCHIVE_ERRORS as exc:
         reason = f"corrupt archive member: {archives._one_line(exc)}"
-        cov = Coverage(device_id=record.prov.device_id, where=record.key, reason=reason,
-                       bytes_not_examined=record.size, volume_offset=record.prov.volume_offset)
+        cov = Coverage(device_id=record.prov.device_id, kind=ARCHIVE, where=record.prov,
+                       reason=reason, bytes_not_examined=record.size)
         feats = Features(key=record.key, size=record.size, error=reason)
         return Analysis(record, feats, (), (cov,))

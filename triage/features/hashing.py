@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable, Iterable, Optional, Sequence
 
+from triage.units import human_bytes
+
 SNIFF_BYTES = 512  # covers every signature in triage.filetype (tar's "ustar" sits at 257)
 
 
@@ -82,7 +84,7 @@ def read_once(chunks: Iterable[bytes], *, sha256: bool = False,
         limit = keep(head) if n else 0
         if limit > 0:
             kept = [_own(p) for p in parts] if n <= limit and size_hint <= limit else None
-            over = "" if kept is not None else f"over the {_human(limit)} limit"
+            over = "" if kept is not None else f"over the {human_bytes(limit)} limit"
         parts = []
         # Phase 2: the rest, hashed and (maybe) kept by reference.
         for chunk in it:
@@ -92,7 +94,7 @@ def read_once(chunks: Iterable[bytes], *, sha256: bool = False,
                 n += len(chunk)
                 if kept is not None:
                     if n > limit:
-                        kept, over = None, f"over the {_human(limit)} limit"
+                        kept, over = None, f"over the {human_bytes(limit)} limit"
                     else:
                         kept.append(_own(chunk))
     except ReadAborted as exc:
@@ -214,13 +216,3 @@ def _own(chunk) -> bytes:
     return chunk if isinstance(chunk, bytes) else bytes(chunk)
 
 
-def _human(n: int) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size:
-            return f"{n / size:g} {unit}"
-    return f"{n} bytes"
-
-
-def human_bytes(n: int) -> str:
-    """1073741824 -> '1 GiB' (for reasons shown to examiners)."""
-    return _human(n)

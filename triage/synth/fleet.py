@@ -562,7 +562,8 @@ def build_device(seed: int, spec: DeviceSpec, profile: Profile, alerts: list[Ale
         "model_bait": bait_out,
         "expect": {"exact_matches": len(exact), "near_matches": len(near),
                    "exact_md5s": sorted({r["md5"] for r in exact}),
-                   "coverage": "partial" if any(v["encrypted"] for v in volumes) else "complete"},
+                   # every device has free space nothing carves yet: never "complete"
+                   "coverage": "partial"},
     }
 
 

@@ -1,0 +1,101 @@
+"""The one finding classifier: which files are exact, near-only or suspected findings.
+
+Flags, the rank and the findings list all ask this module, so a file is never an exact match to
+one of them and a near match to another. The rule:
+
+- exact: an exact (cryptographic hash) match against an alert set;
+- near: a perceptual (PDQ/pHash) alert match within threshold, and no exact one;
+- suspected: the model's scores reach every assessed threshold, and no alert match at all.
+
+Matches against ignore (known software) and watch sets are never findings.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+
+from triage.records import Match, Score
+
+EXACT, NEAR, SUSPECTED = "exact", "near", "suspected"
+KIND_ORDER = {EXACT: 0, NEAR: 1, SUSPECTED: 2}
+
+# A picture is SUSPECTED_NEW when every thresholded label its model reports reaches the
+# threshold. open_nsfw gives "explicit" only; an age model adds "minor_likelihood".
+DEFAULT_THRESHOLDS = {"explicit": 0.8, "minor_likelihood": 0.5}
+
+
+def _number(value) -> Optional[float]:
+    """A score value as a float; None (and NaN) mean the label was not assessed."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return None if value != value else float(value)
+
+
+def suspected(score: Score, thresholds: Optional[dict] = None) -> bool:
+    """True when every thresholded label the model assessed is at or over its threshold.
+
+    A label whose value is None was not assessed (the age stage found no face, or did not run)
+    and neither passes nor fails; at least one thresholded label must have been assessed.
+    """
+    thresholds = DEFAULT_THRESHOLDS if thresholds is None else thresholds
+    assessed = [(label, _number(score.values.get(label))) for label in thresholds]
+    assessed = [(label, v) for label, v in assessed if v is not None]
+    return bool(assessed) and all(v >= float(thresholds[label]) for label, v in assessed)
+
+
+def store_thresholds(store) -> dict:
+    """The thresholds of the model the latest scan run used, else the defaults."""
+    for run in reversed(store.runs()):
+        model = run.get("model") or {}
+        if isinstance(model, dict) and isinstance(model.get("thresholds"), dict):
+            return {str(k): float(v) for k, v in model["thresholds"].items()}
+    return dict(DEFAULT_THRESHOLDS)
+
+
+def match_order(m: Match) -> tuple:
+    """The match that says most first: exact before near, then severity, then distance."""
+    return (m.kind != "exact", -int(m.severity or 0), m.distance, m.set_name, m.algorithm)
+
+
+@dataclass(frozen=True)
+class Classified:
+    """File key -> its evidence, per kind. Each key is in one kind only."""
+
+    exact: dict = field(default_factory=dict)       # key -> alert matches (exact first)
+    near: dict = field(default_factory=dict)        # key -> near alert matches, no exact one
+    suspected: dict = field(default_factory=dict)   # key -> the scores over threshold
+
+    def kind(self, key: str) -> Optional[str]:
+        if key in self.exact:
+            return EXACT
+        if key in self.near:
+            return NEAR
+        return SUSPECTED if key in self.suspected else None
+
+    def keys(self) -> list[str]:
+        """Every finding's key: exact, then near, then suspected, each sorted."""
+        return sorted(self.exact) + sorted(self.near) + sorted(self.suspected)
+
+    def alert_matches(self, key: str) -> tuple[Match, ...]:
+        return self.exact.get(key) or self.near.get(key) or ()
+
+
+def classify(matches: Iterable[Match], scores: Iterable[Score],
+             thresholds: Optional[dict] = None) -> Classified:
+    """Sort a device's (or a batch's) matches and scores into exact, near and suspected."""
+    alert: dict[str, list[Match]] = {}
+    for m in matches:
+        if m.role == "alert":
+            alert.setdefault(m.key, []).append(m)
+    exact, near = {}, {}
+    for key, ms in alert.items():
+        ordered = tuple(sorted(ms, key=match_order))
+        if any(m.kind == "exact" for m in ms):
+            exact[key] = ordered
+        else:
+            near[key] = ordered
+    suspect: dict[str, list[Score]] = {}
+    for s in scores:
+        if s.key not in alert and suspected(s, thresholds):
+            suspect.setdefault(s.key, []).append(s)
+    return Classified(exact, near, {k: tuple(v) for k, v in suspect.items()})

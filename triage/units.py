@@ -1,0 +1,33 @@
+"""Byte counts for people: the one formatter every message, table and report uses."""
+from __future__ import annotations
+
+_UNITS = (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10))
+
+
+def human_bytes(n: int) -> str:
+    """1073741824 -> '1 GiB', 1536 -> '1.5 KiB', 512 -> '512 bytes' (binary units)."""
+    n = int(n)
+    for unit, size in _UNITS:
+        if abs(n) >= size:
+            value = n / size
+            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
+    return f"{n} byte{'' if n == 1 else 's'}"
+
+
+_BIDI = frozenset(range(0x202A, 0x202F)) | frozenset(range(0x2066, 0x206A)) | {0x200E, 0x200F, 0x061C}
+
+
+def terminal_safe(text: str) -> str:
+    """A string from evidence, fit for a terminal: control and bidi characters shown escaped
+    (`\\x1b`, `\\u202e`), so a file name cannot move the cursor, retitle the window or reverse
+    the line. JSON output keeps the exact string."""
+    out = []
+    for ch in str(text):
+        o = ord(ch)
+        if o < 0x20 or 0x7F <= o < 0xA0:
+            out.append(f"\\x{o:02x}")
+        elif o in _BIDI:
+            out.append(f"\\u{o:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
