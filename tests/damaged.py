@@ -4,7 +4,9 @@ Each builder takes an empty work folder, builds one small image (a few MB, a few
 the Debian tools a lab has (mke2fs -d, debugfs, mkfs.fat + mtools, mkntfs + ntfscp,
 ewfacquire), damages one thing in it on purpose, and returns a `Damaged` naming what was
 damaged. `tsk_truth` lists every regular file with what `icat` gives for it: the reference a
-differential test holds triage's coverage records against.
+differential test holds triage's coverage records against. `rich_ext4` is sound but holds
+what a whole-file hash walk does not look into: a video's frames, a thumbnail cache's and a
+PDF's pictures, and a deleted picture in free space, each with the offsets of its JPEGs.
 
 What Debian's TSK 4.11 and libewf 20140814 do on each (tests/test_damaged.py asserts it):
 - ext4_root_unreadable: `fls -r` exits 1 ("Error reading directory contents"), lists nothing.
@@ -302,6 +304,95 @@ def e01_bad_chunk(work: Path) -> Damaged:
 DAMAGED_BUILDERS = (ext4_root_unreadable, ext4_truncated, ext4_bad_extent, fat_cluster_loop,
                     ntfs_bad_mft_entry, e01_bad_chunk)
 
+
+
+# --- g) what a file-by-file hash walk does not look into -------------------------------------
+def _jpeg(seed: int, alert: bool, w: int, h: int) -> bytes:
+    from triage.synth import pictures
+    img = pictures.alert_picture(seed, 0, w, h) if alert else pictures.benign_picture(seed, "rich", w, h)
+    return pictures.encode(img, "jpeg")
+
+
+def _chunk(fourcc: bytes, data: bytes) -> bytes:
+    return fourcc + struct.pack("<I", len(data)) + data + b"\0" * (len(data) & 1)
+
+
+def mjpeg_avi(frames: list[bytes], w: int, h: int, fps: int = 2) -> tuple[bytes, list[tuple[int, int]]]:
+    """An AVI (RIFF, one Motion-JPEG video stream, idx1 index) whose frames are `frames`, and
+    each frame's (offset, length) in it: a real, playable video of synthetic pictures."""
+    n, biggest = len(frames), max(len(f) for f in frames)
+    avih = struct.pack("<10I16x", 1_000_000 // fps, biggest * fps, 0, 0x10, n, 0, 1, biggest, w, h)
+    strh = (b"vidsMJPG" + struct.pack("<IHHIIIIIIiI", 0, 0, 0, 0, 1, fps, 0, n, biggest, -1, 0)
+            + struct.pack("<4h", 0, 0, w, h))
+    strf = struct.pack("<IiiHH4sIiiII", 40, w, h, 1, 24, b"MJPG", w * h * 3, 0, 0, 0, 0)
+    hdrl = b"hdrl" + _chunk(b"avih", avih) + _chunk(b"LIST", b"strl" + _chunk(b"strh", strh)
+                                                     + _chunk(b"strf", strf))
+    movi, index, where = b"movi", b"", []
+    for f in frames:
+        index += b"00dc" + struct.pack("<III", 0x10, len(movi), len(f))     # offsets from "movi"
+        where.append(len(movi) + 8)
+        movi += _chunk(b"00dc", f)
+    body = b"AVI " + _chunk(b"LIST", hdrl) + _chunk(b"LIST", movi) + _chunk(b"idx1", index)
+    movi_at = 12 + 8 + len(hdrl) + 8                 # RIFF header, hdrl LIST, movi LIST header
+    return _chunk(b"RIFF", body), [(movi_at + off, len(f)) for off, f in zip(where, frames)]
+
+
+def thumbcache(thumbs: list[bytes]) -> tuple[bytes, list[tuple[int, int]]]:
+    """A Windows 7 thumbcache_256.db (format 21, cache type 2 = 256 px): a 24-byte "CMMM"
+    header, then one "CMMM" entry per thumbnail (48-byte entry header, UTF-16 identifier,
+    the JPEG). Entry checksums are left 0: nothing here checks them."""
+    entries, where = b"", []
+    for i, data in enumerate(thumbs):
+        key = 0x5EED0000_00000000 + i
+        ident = f"{key:016x}".encode("utf-16-le")
+        size = 48 + len(ident) + len(data)
+        head = b"CMMM" + struct.pack("<IQIIIIQQ", size, key, len(ident), 0, len(data), 0, 0, 0)
+        where.append(24 + len(entries) + 48 + len(ident))
+        entries += head + ident + data
+    header = b"CMMM" + struct.pack("<5I", 21, 2, 24, 24 + len(entries), len(thumbs))
+    return header + entries, [(off, len(d)) for off, d in zip(where, thumbs)]
+
+
+def pdf_with_jpeg(seed: int) -> tuple[bytes, list[tuple[int, int]]]:
+    """A one-page PDF (Pillow's writer) whose page is a DCTDecode image: a JPEG stored whole."""
+    from triage.synth import pictures
+    buf = io.BytesIO()
+    pictures.alert_picture(seed, 1, 160, 120).save(buf, "PDF", resolution=72.0)
+    pdf = buf.getvalue()
+    start = pdf.index(b"\xff\xd8\xff", pdf.index(b"/DCTDecode"))
+    end = pdf.rindex(b"\xff\xd9", start, pdf.index(b"endstream", start)) + 2
+    return pdf, [(start, end - start)]
+
+
+def rich_ext4(work: Path) -> Rich:
+    """ext4 with a Motion-JPEG AVI, a thumbcache_256.db, a PDF holding a JPEG, and a deleted
+    JPEG whose blocks are free space. Alert stand-ins (synthetic shapes, triage.synth) sit in
+    one thumbnail, the PDF, one video frame and the deleted file: places a walk that hashes
+    whole files never sees them."""
+    video, frames = mjpeg_avi([_jpeg(21, False, 96, 64), _jpeg(22, True, 96, 64),
+                               _jpeg(23, False, 96, 64)], 96, 64)
+    cache, thumbs = thumbcache([_jpeg(24, False, 128, 96), _jpeg(25, True, 128, 96)])
+    pdf, pdf_jpegs = pdf_with_jpeg(26)
+    gone = _jpeg(27, True, 480, 360)
+    paths = {"video": "/DCIM/clip0001.avi",
+             "thumbcache": "/Users/sam/AppData/Local/Microsoft/Windows/Explorer/thumbcache_256.db",
+             "pdf": "/Documents/scan.pdf"}
+    content = {paths["video"]: video, paths["thumbcache"]: cache, paths["pdf"]: pdf,
+               "/readme.txt": b"a device with pictures inside other files\n", "/Pictures/old.jpg": gone}
+    img = _ext4(work, "rich", {k.lstrip("/"): v for k, v in content.items()}, "4M")
+    files = {role: (p, inode_of(img, p), len(content[p])) for role, p in paths.items()}
+    run(["debugfs", "-w", "-R", "rm /Pictures/old.jpg", img])
+    unallocated = 0
+    proc = subprocess.Popen(["blkls", str(img)], stdout=subprocess.PIPE)
+    while chunk := proc.stdout.read(1 << 20):
+        unallocated += len(chunk)
+    if proc.wait() != 0:
+        raise AssertionError("blkls failed")
+    return Rich(img, "ext4", files,
+                {paths["video"]: frames, paths["thumbcache"]: thumbs, paths["pdf"]: pdf_jpegs},
+                "/Pictures/old.jpg", gone, unallocated,
+                "ext4: a 3-frame MJPEG AVI, a 2-thumbnail thumbcache_256.db, a PDF with a JPEG page, "
+                "a deleted JPEG in free space")
 
 # --- the TSK reference: what icat gives for every regular file ---------------------------------
 NTFS_DATA = 128

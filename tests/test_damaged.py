@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import struct
 import subprocess
@@ -172,3 +173,78 @@ def test_icat_count_stops_a_hanging_icat(tmp_path):
     fifo = tmp_path / "never-written"
     os.mkfifo(fifo)                           # icat blocks opening it: nobody ever writes
     assert icat_count(fifo, 0, "12", timeout=0.5) == (False, 0)
+
+
+# --- g) the rich image ---------------------------------------------------------------------
+def riff_chunks(data: bytes, start: int, end: int) -> list[tuple[bytes, int, int]]:
+    """(fourcc or LIST type, data offset, size) of every chunk, depth first; sizes must tile."""
+    out, pos = [], start
+    while pos < end:
+        fourcc, size = data[pos:pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
+        assert pos + 8 + size <= end, (fourcc, pos, size)
+        if fourcc == b"LIST":
+            out.append((data[pos + 8:pos + 12], pos + 12, size - 4))
+            out += riff_chunks(data, pos + 12, pos + 8 + size)
+        else:
+            out.append((fourcc, pos + 8, size))
+        pos += 8 + size + (size & 1)
+    assert pos == end
+    return out
+
+
+def test_rich_image(tmp_path):
+    from PIL import Image
+
+    from triage.filetype import sniff
+    r = damaged.rich_ext4(tmp_path)
+    body = {line.path: line for line in damaged.fls_body(r.image, 0)}
+    contents = {}
+    for role, (path, inode, size) in r.files.items():
+        assert (body[path].inode, body[path].size, body[path].allocated) == (str(inode), size, True)
+        contents[role] = tool("icat", r.image, inode).stdout
+        assert len(contents[role]) == size
+    assert body[r.deleted].allocated is False
+    assert sniff(contents["video"]) == "video/x-msvideo"
+    assert sniff(contents["pdf"]) == "application/pdf"
+    # every embedded picture is a whole JPEG at the offset given
+    for role, (path, _, _) in r.files.items():
+        assert r.embedded[path]
+        for off, length in r.embedded[path]:
+            jpeg = contents[role][off:off + length]
+            assert jpeg[:3] == b"\xff\xd8\xff" and jpeg[-2:] == b"\xff\xd9"
+            with Image.open(io.BytesIO(jpeg)) as im:
+                im.load()
+                assert im.format == "JPEG"
+    # the AVI: RIFF sizes tile exactly; avih, strh and idx1 agree with the frames
+    avi = contents["video"]
+    assert avi[:4] == b"RIFF" and struct.unpack_from("<I", avi, 4)[0] == len(avi) - 8
+    chunks = riff_chunks(avi, 12, len(avi))
+    kinds = [c[0] for c in chunks]
+    assert kinds[:5] == [b"hdrl", b"avih", b"strl", b"strh", b"strf"] and kinds[-1] == b"idx1"
+    frames = [(off, size) for kind, off, size in chunks if kind == b"00dc"]
+    assert frames == r.embedded[r.files["video"][0]]
+    assert struct.unpack_from("<I", avi, chunks[1][1] + 16)[0] == len(frames)
+    assert avi[chunks[3][1]:chunks[3][1] + 8] == b"vidsMJPG"
+    movi = next(off for kind, off, _ in chunks if kind == b"movi") - 4
+    _, idx_at, idx_size = chunks[-1]
+    for i in range(idx_size // 16):
+        ckid, flags, off, size = struct.unpack_from("<4sIII", avi, idx_at + 16 * i)
+        assert (ckid, movi + off + 8, size) == (b"00dc", *frames[i])
+    # the thumbnail cache: Windows 7 header, then one CMMM entry per thumbnail
+    cache = contents["thumbcache"]
+    sig, version, kind, first, free, count = struct.unpack_from("<4s5I", cache, 0)
+    assert (sig, version, kind, first, free, count) == (b"CMMM", 21, 2, 24, len(cache), 2)
+    pos = first
+    for off, length in r.embedded[r.files["thumbcache"][0]]:
+        esig, esize, _, ident, pad, dsize = struct.unpack_from("<4sIQIII", cache, pos)
+        assert esig == b"CMMM" and pos + 48 + ident + pad == off and dsize == length
+        pos += esize
+    assert pos == len(cache)
+    assert b"/DCTDecode" in contents["pdf"]
+    # free space: the deleted JPEG is there whole, and blkls counts every free block
+    free = subprocess.run(["blkls", str(r.image)], capture_output=True, check=True).stdout
+    assert len(free) == r.unallocated and r.deleted_jpeg in free
+    stats = tool("dumpe2fs", "-h", r.image).stdout.decode()
+    free_blocks = int(next(ln.split(":")[1] for ln in stats.splitlines() if ln.startswith("Free blocks:")))
+    assert r.unallocated == free_blocks * 1024
+    assert unread(tsk_truth(r.image)) == []
