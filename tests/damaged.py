@@ -29,7 +29,7 @@ import os
 import random
 import struct
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Optional
 
@@ -271,6 +271,17 @@ def ewf_chunks(segment: Path) -> tuple[int, list[EwfChunk]]:
         offset = nxt
 
 
+def flip_chunk(segment: Path, chunk: EwfChunk) -> int:
+    """Flip every bit of the byte in the middle of `chunk`'s stored data; its file offset."""
+    flip = (chunk.start + chunk.end) // 2
+    with open(segment, "r+b") as fh:
+        fh.seek(flip)
+        byte = fh.read(1)[0]
+        fh.seek(flip)
+        fh.write(bytes([byte ^ 0xFF]))
+    return flip
+
+
 def e01_bad_chunk(work: Path) -> Damaged:
     """A deflate E01 of an ext4 image with one byte flipped in the stored (compressed) data of
     a chunk inside a 300,000-byte text file."""
@@ -287,12 +298,7 @@ def e01_bad_chunk(work: Path) -> Damaged:
     chunk_size, chunks = ewf_chunks(e01)
     chunk = chunks[(file_start + size // 3) // chunk_size]
     assert chunk.compressed, "ewfacquire stored the chunk uncompressed"
-    flip = (chunk.start + chunk.end) // 2
-    with open(e01, "r+b") as fh:
-        fh.seek(flip)
-        byte = fh.read(1)[0]
-        fh.seek(flip)
-        fh.write(bytes([byte ^ 0xFF]))
+    flip = flip_chunk(e01, chunk)
     media = chunk.index * chunk_size
     first = media // SECTOR
     return Damaged("e01_bad_chunk", e01, "ext4", "/notes.txt", inode, size,
