@@ -231,9 +231,11 @@ def _images(image) -> list[str]:
     return [str(p) for p in image] if isinstance(image, (list, tuple)) else [str(image)]
 
 
-def fls_body(image, offset: int) -> list[BodyLine]:
-    """`fls -r -p -m / -o SECTORS IMAGE...`, parsed (mactime body format)."""
-    out = run(["fls", "-r", "-p", "-m", "/", "-o", offset // 512, *_images(image)]).stdout.decode("utf-8", "replace")
+def fls_body(image, offset: int, check: bool = True) -> list[BodyLine]:
+    """`fls -r -p -m / -o SECTORS IMAGE...`, parsed (mactime body format). With check=False, a
+    failing fls (a folder it could not read) gives what it listed before failing."""
+    cmd = ["fls", "-r", "-p", "-m", "/", "-o", str(offset // 512), *_images(image)]
+    out = subprocess.run(cmd, check=check, capture_output=True).stdout.decode("utf-8", "replace")
     lines = []
     for line in out.splitlines():
         f = line.split("|")

@@ -222,6 +222,10 @@ def _pread_full(fd: int, size: int, offset: int, path: str) -> bytes:
 
 
 class EwfSource(Source):
+    """An E01/Ex01 segment set. A read that overlaps a chunk failing its checksum raises
+    EvidenceError naming the sectors, never returning the zeroes libewf puts there; reads
+    elsewhere go on. `damaged_ranges` lists the damaged chunks reads have met so far."""
+
     def __init__(self, paths: Sequence[str]):
         from triage.ewf import EwfReader
         self.format = "ewf"
@@ -230,8 +234,18 @@ class EwfSource(Source):
         self.backend = self._reader.backend
 
     def read(self, offset: int, size: int) -> bytes:
-        return self._reader.read(offset, size)
+        data = self._reader.read(offset, size)
+        hits = self._reader.damage_in(offset, len(data))
+        if hits:
+            bps = self._reader.bytes_per_sector
+            sectors = ", ".join(f"{start // bps}-{(start + length) // bps - 1}" for start, length in hits)
+            raise EvidenceError(f"{self._reader.paths[0]}: checksum error in sectors {sectors} "
+                                f"(E01 chunk damaged)")
+        return data
 
+    def damaged_ranges(self) -> list[tuple[int, int]]:
+        """(byte offset, length) of every damaged region a read has met so far, in order."""
+        return list(self._reader.damaged)
 
     def stored_hashes(self) -> dict:
         return self._reader.stored_hashes()

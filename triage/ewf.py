@@ -15,6 +15,7 @@ Only this module, evidence.py, volumes.py and filesystems.py touch libyal/TSK li
 """
 from __future__ import annotations
 
+import bisect
 import ctypes
 import ctypes.util
 import os
@@ -71,6 +72,9 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.libewf_handle_segment_files_corrupted.argtypes = [vp, vpp]
     lib.libewf_handle_get_utf8_hash_value.argtypes = [vp, ctypes.c_char_p, ctypes.c_size_t,
                                                       ctypes.c_char_p, ctypes.c_size_t, vpp]
+    lib.libewf_handle_get_number_of_checksum_errors.argtypes = [vp, ctypes.POINTER(ctypes.c_uint32), vpp]
+    lib.libewf_handle_get_checksum_error.argtypes = [vp, ctypes.c_uint32, ctypes.POINTER(ctypes.c_uint64),
+                                                     ctypes.POINTER(ctypes.c_uint64), vpp]
     # The 2014 library (Debian 12) has read_random; newer ones read_buffer_at_offset.
     read = getattr(lib, "libewf_handle_read_buffer_at_offset", None) or lib.libewf_handle_read_random
     read.argtypes = [vp, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int64, vpp]
@@ -114,6 +118,17 @@ class EwfReader:
     """A read-only view of the media inside an EWF segment set.
 
     `read(offset, size)` is thread-safe (one lock: libewf keeps one chunk cache per handle).
+
+    Damaged chunks: when a chunk fails its checksum (Adler-32, or a deflate stream that does
+    not inflate), libewf 20140814's read still succeeds, with the chunk's bytes zeroed (its
+    default; with `set_read_zero_chunk_on_error(0)`, whatever inflated), and adds the chunk's
+    sectors to a list of checksum errors. `read` asks for that list's length after every
+    read, under the same lock, so `damaged` holds every damaged range a read has returned
+    before that read returns; callers must not trust bytes that overlap it (`damage_in`).
+    The list is a range list that merges neighbours: a second damaged chunk next to a known
+    one grows that range without adding an entry, so the list is read again whenever its
+    length changes or a read touched the chunk on either side of a known range. Nothing is
+    read twice. The pyewf fallback exposes no such list: damage there goes unseen.
     """
 
     def __init__(self, paths: Sequence[str]):
@@ -122,6 +137,10 @@ class EwfReader:
         self._lock = threading.Lock()
         self._handle = ctypes.c_void_p()
         self._pyewf = None
+        self.damaged: list[tuple[int, int]] = []      # (byte offset, length), sorted
+        self._errors = ctypes.c_uint32()
+        self._errors_seen = 0
+        self.bytes_per_sector = 512
         lib = library()
         if lib is None:
             warnings.warn("libewf.so.2 not found (apt-get install libewf2): falling back to the "
@@ -159,7 +178,8 @@ class EwfReader:
         bps, spc = ctypes.c_uint32(), ctypes.c_uint32()
         lib.libewf_handle_get_bytes_per_sector(self._handle, ctypes.byref(bps), ctypes.byref(err))
         lib.libewf_handle_get_sectors_per_chunk(self._handle, ctypes.byref(spc), ctypes.byref(err))
-        self.chunk_size = (bps.value or 512) * (spc.value or 64)
+        self.bytes_per_sector = bps.value or 512
+        self.chunk_size = self.bytes_per_sector * (spc.value or 64)
         self.backend = "libewf"
         # A segment set with a cut-off last segment opens, but its table ends early: a read of
         # the last sector tells, now, rather than as a short file deep inside a scan.
@@ -204,9 +224,50 @@ class EwfReader:
             if not self._handle:
                 raise EvidenceError(f"{self.paths[0]}: read after close")
             got = self._lib.triage_read(self._handle, buf, size, offset, ctypes.byref(err))
+            if got >= 0:
+                self._note_checksum_errors(offset, got)
         if got < 0:
             raise EvidenceError(_message(self._lib, err, f"{self.paths[0]}: read error at offset {offset}"))
         return buf[:got] if got != size else buf
+
+    def _note_checksum_errors(self, offset: int, size: int) -> None:
+        """Bring `damaged` up to date after a read of [offset, offset+size). Under the lock.
+        One foreign call on a sound image."""
+        err = ctypes.c_void_p()
+        lib = self._lib
+        if lib.libewf_handle_get_number_of_checksum_errors(self._handle, ctypes.byref(self._errors),
+                                                           ctypes.byref(err)) != 1:
+            raise EvidenceError(_message(lib, err, f"{self.paths[0]}: cannot ask libewf for checksum errors"))
+        count = self._errors.value
+        if count == self._errors_seen and not (count and self._overlaps(
+                offset - self.chunk_size, size + 2 * self.chunk_size)):
+            return
+        start, sectors, ranges = ctypes.c_uint64(), ctypes.c_uint64(), []
+        for i in range(count):
+            if lib.libewf_handle_get_checksum_error(self._handle, i, ctypes.byref(start),
+                                                    ctypes.byref(sectors), ctypes.byref(err)) != 1:
+                raise EvidenceError(_message(lib, err, f"{self.paths[0]}: cannot read checksum error {i}"))
+            ranges.append((start.value * self.bytes_per_sector, sectors.value * self.bytes_per_sector))
+        self.damaged = sorted(ranges)
+        self._errors_seen = count
+
+    def _overlaps(self, offset: int, size: int) -> list[tuple[int, int]]:
+        damaged = self.damaged
+        i = max(bisect.bisect_right(damaged, (offset,)) - 1, 0)
+        hits = []
+        for start, length in damaged[i:]:
+            if start >= offset + size:
+                break
+            if start + length > offset:
+                hits.append((start, length))
+        return hits
+
+    def damage_in(self, offset: int, size: int) -> list[tuple[int, int]]:
+        """The damaged ranges (byte offset, length) that [offset, offset+size) overlaps, among
+        those reads have met so far."""
+        if not self.damaged or size <= 0:
+            return []
+        return self._overlaps(offset, size)
 
     def stored_hashes(self) -> dict:
         """The MD5/SHA-1 the acquisition tool stored in the segments (lower-case hex)."""
