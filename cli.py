@@ -160,6 +160,7 @@ def files(evidence, hash_spec, fmt, files_only, recovery_key, password):
             import os
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return
+        problems.extend(ev.damage())
         for c in problems:
             _not_examined(c)
         failed = [c for c in list(coverage) + problems if c.kind in READ_FAILURES]

@@ -24,7 +24,7 @@ from typing import Iterator, Optional, Sequence
 import pytsk3
 
 from triage.errors import EvidenceError
-from triage.records import EvidenceRef
+from triage.records import MEDIA_DAMAGED, Coverage, EvidenceRef, Provenance
 
 # --- container signatures ---------------------------------------------------------------------
 EWF1_MAGIC = b"EVF\x09\x0d\x0a\xff\x00"
@@ -414,6 +414,20 @@ class Evidence:
             self._held -= 1
             if not self._held and self.source is not None:
                 self.source.release_all()
+
+    def damage(self) -> list[Coverage]:
+        """The media's damaged regions that reads have met so far (E01 chunks failing their
+        checksum), each a gap with its byte range."""
+        ranges = getattr(self.source, "damaged_ranges", None)
+        if ranges is None:
+            return []
+        bps = 512
+        return [Coverage(device_id=self.ref.device_id, kind=MEDIA_DAMAGED,
+                         where=Provenance(device_id=self.ref.device_id, volume_offset=None,
+                                          offset=start, length=length),
+                         reason=f"E01 chunk fails its checksum: sectors {start // bps}-"
+                                f"{(start + length) // bps - 1}", bytes_not_examined=length)
+                for start, length in ranges()]
 
     def close(self) -> None:
         self.fs_cache.clear()

@@ -11,6 +11,7 @@ directories waiting on the stack, not with the number of files.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from dataclasses import replace
 from typing import Iterator, Optional
@@ -67,7 +68,13 @@ def _unlock(evidence: Evidence, volume_offset: int):
 
 
 def _tsk_reason(exc: BaseException) -> str:
+    inner = exc.args[0] if len(exc.args) == 1 and isinstance(exc.args[0], Exception) else None
+    if inner is not None:       # our own reader's error, wrapped by pytsk3's read callback
+        return str(inner)[:200]
     text = " ".join(str(exc).split())
+    wrapped = re.match(r"^[A-Za-z]*Error\('(.*)'\)", text)
+    if wrapped:
+        return wrapped.group(1)[:200]
     if "with error: " in text:
         text = text.split("with error: ", 1)[1]
     elif ") " in text[:60]:

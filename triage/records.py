@@ -94,7 +94,8 @@ class Provenance:
         extra = {k: v for k, v in (("ads", self.ads), ("attr", [self.attr_type, self.attr_id]
                                                           if self.attr_type else None),
                                    ("members", list(self.members)), ("snapshot", self.snapshot),
-                                   ("range", [self.offset, self.length] if self.parent else None))
+                                   ("range", [self.offset, self.length]
+                                    if self.parent or self.length else None))
                  if v}
         if self.parent is not None:
             extra["parent"] = self.parent._key_parts()
@@ -109,13 +110,16 @@ class Provenance:
 
     @property
     def scope(self) -> str:
-        """device, volume, file, member, or carved/embedded (content with a parent)."""
+        """device, volume, range (bytes of either), file, member, or embedded (content with a
+        parent: carved from free space, or found inside another file)."""
         if self.parent is not None:
             return "embedded"
         if self.members:
             return "member"
         if self.path or self.inode is not None:
             return "file"
+        if self.length:
+            return "range"
         return "volume" if self.volume_offset is not None else "device"
 
     def display(self, member: bool = True) -> str:
@@ -126,6 +130,10 @@ class Provenance:
             base = self.path or f"{self.parent.display(member)}{inner}"
             return base
         if not self.path and self.inode is None:
+            if self.length:                     # a byte range of the media or a volume
+                where = (f"device {self.device_id}" if self.volume_offset is None
+                         else f"volume at {self.volume_offset}")
+                return f"{where} bytes {self.offset}-{self.offset + self.length - 1}"
             if self.volume_offset is None:
                 return f"device {self.device_id}"
             idx = f" {self.volume_index}" if self.volume_index is not None else ""

@@ -14,7 +14,7 @@ import pytsk3
 
 from triage.errors import EvidenceError
 from triage.evidence import HEAD, Evidence, OffsetImg, _libyal_reason, is_bitlocker
-from triage.records import (ENCRYPTED, UNALLOCATED, UNPARTITIONED, UNREADABLE_VOLUME,
+from triage.records import (ENCRYPTED, MEDIA_DAMAGED, UNALLOCATED, UNPARTITIONED, UNREADABLE_VOLUME,
                             UNSUPPORTED_VOLUME, Coverage, VolumeRef, device_where)
 
 # TSK's file-system type numbers -> the short names used everywhere else
@@ -64,13 +64,18 @@ def discover(evidence: Evidence, recovery_key: Optional[str] = None,
     volumes: list[VolumeRef] = []
     coverage: list[Coverage] = []
     for index, offset, length, desc in slots:
+        declared = length
         length = max(0, min(length, evidence.ref.media_size - offset))
         vol, cov = _examine(evidence, index, offset, length, desc, recovery_key, password)
         volumes.append(vol)
         if cov is not None:
             coverage.append(cov)
-        elif vol.unallocated != 0:
+            continue
+        if vol.unallocated != 0:
             coverage.append(_unallocated_gap(vol))
+        cut = _past_the_end(evidence, vol, declared)
+        if cut is not None:
+            coverage.append(cut)
     outside = evidence.ref.media_size - sum(v.length for v in volumes)
     if outside > 0:
         # gaps between and around partitions (the partition table's own sectors included):
@@ -79,6 +84,24 @@ def discover(evidence: Evidence, recovery_key: Optional[str] = None,
                                  reason=f"{outside:,} bytes outside every volume not carved",
                                  bytes_not_examined=outside))
     return volumes, coverage
+
+
+def _past_the_end(evidence: Evidence, vol: VolumeRef, declared: int) -> Optional[Coverage]:
+    """A file system (or partition) larger than what the image holds: a truncated image. The
+    missing bytes were never acquired, whatever files they held."""
+    from triage.filesystems import open_fs
+    try:
+        fs = open_fs(evidence, vol.offset)
+        fs_bytes = int(fs.info.block_count) * int(fs.info.block_size)
+    except (EvidenceError, OSError, RuntimeError):
+        return None
+    missing = max(fs_bytes, declared) - vol.length
+    if missing <= 0:
+        return None
+    return Coverage(device_id=vol.device_id, kind=MEDIA_DAMAGED, where=vol.where,
+                    reason=f"the {vol.fs_type} file system is {missing:,} bytes larger than "
+                           "what the image holds: the image is cut short",
+                    bytes_not_examined=missing)
 
 
 def _unallocated_gap(vol: VolumeRef) -> Coverage:

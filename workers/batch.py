@@ -257,6 +257,9 @@ def scan_batch(ctx: WorkerContext, paths: tuple[str, ...], spec: BatchSpec,
             for i, rec in enumerate(group):
                 got, pre[i] = pre[i], None        # each file's bytes go once it is done
                 _scan_file(backend, evidence, rec, got, fopts, opts, result, model_inputs)
+    damage = getattr(evidence, "damage", None)
+    if damage is not None:          # E01 chunks failing their checksum, met by these reads
+        result.coverage.extend(damage())
     if opts.hashsets:
         matches, ignored = match_items(ctx.hashsets(opts.hashsets), result.items,
                                        perceptual=opts.perceptual)

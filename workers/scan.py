@@ -596,7 +596,11 @@ class Scan:
         try:
             hashes = self.ray.get(ref)
         except self.ray.exceptions.RayError as exc:
-            self.warnings.append(f"{dev.device_id}: media hash not verified: {_error_line(exc)}")
+            why = _error_line(exc)
+            self.warnings.append(f"{dev.device_id}: media hash not verified: {why}")
+            self._coverage(dev, [Coverage(dev.device_id, records.MEDIA_DAMAGED,
+                                          device_where(dev.device_id),
+                                          f"media hash not verified: {why}")])
             return
         dev.verified = hashes
         self.store.set_verified_hashes(dev.device_id, hashes)

@@ -188,11 +188,11 @@ def _analyse(record: FileRecord, chunks: Iterable[bytes], opts: FeatureOptions, 
 
     elif ctype in VIDEO_TYPES:
         # matched whole (exact hashes) only: no frame was decoded, hashed or scored
-        cover(VIDEO_FRAMES, f"video frames not examined ({ctype}): only the whole file's "
-              "hashes were matched", rr.size)
+        cover(VIDEO_FRAMES, f"{ctype}: no frame decoded; only the whole file's hashes were "
+              "matched", rr.size)
     elif ctype in EMBEDDING_TYPES:
-        cover(EMBEDDED, f"embedded pictures not examined: {EMBEDDING_TYPES[ctype]} not opened",
-              rr.size)
+        cover(EMBEDDED, f"{EMBEDDING_TYPES[ctype]} not opened: the pictures inside it were not "
+              "examined", rr.size)
 
     feats = Features(**base, **pic, error=error)
     return Analysis(rec, feats, members, tuple(coverage), model_input)
