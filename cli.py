@@ -134,7 +134,7 @@ def files(evidence, hash_spec, fmt, files_only, recovery_key, password):
     from triage.errors import TriageError as _TriageError
     from triage.evidence import open_evidence
     from triage.inventory import CSV_FIELDS, READ_FAILURES, examinable, parse_hashes, rows
-    from triage.volumes import discover
+    from triage.device import discover
 
     hashes = parse_hashes(hash_spec)
     with open_evidence(evidence) as ev:

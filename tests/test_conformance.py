@@ -27,7 +27,7 @@ from triage.records import FILE_NOT_READ, UNALLOCATED, UNPARTITIONED
 from triage.inventory import row as inventory_row
 from triage.evidence import open_evidence
 from triage.filesystems import NTFS_DATA, read_chunks, walk
-from triage.volumes import discover
+from triage.device import discover
 
 # The Debian tools are hard dependencies (the Makefile installs them): missing ones fail.
 assert not missing_tools(), f"missing tools: {missing_tools()}"

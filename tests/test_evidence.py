@@ -19,7 +19,8 @@ from triage import records
 from triage.evidence import detect_format, device_id_for, media_hashes, open_evidence, split_raw_segments
 from triage.filesystems import read_chunks, walk
 from triage.inventory import row as inventory_row
-from triage.volumes import ENCRYPTED_BITLOCKER, discover
+from triage.device import discover
+from triage.volumes import ENCRYPTED_BITLOCKER
 
 TESTDATA = Path(__file__).resolve().parent / "data" / "dfvfs"   # vendored, Apache-2.0
 

@@ -23,7 +23,7 @@ from triage.evidence import open_evidence
 from triage.inventory import rows as inventory_rows
 from triage.rank import TIER_NOT_YET, TIER_UNEXAMINED, verdicts
 from triage.store import CaseStore
-from triage.volumes import discover
+from triage.device import discover
 
 BIN = Path(sys.executable).parent
 BUILDERS = [damaged.ext4_root_unreadable, damaged.ext4_truncated, damaged.ext4_bad_extent,

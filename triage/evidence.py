@@ -384,11 +384,9 @@ class Evidence:
     root: Optional[str] = None                 # the folder, for directory evidence
 
     def __post_init__(self):
-        self.fs_cache: dict = {}               # volume offset -> pytsk3.FS_Info (filesystems.open_fs)
-        self.unlocked: dict = {}               # volume offset -> Img_Info of a decrypted volume
-        self.keys: tuple = ()                  # (recovery key, password): unlock BitLocker on demand
         self.lock = threading.Lock()
         self._held = 0
+        self._on_close: list = []              # what the layers above opened over this device
 
     def read(self, offset: int, size: int) -> bytes:
         if self.source is None:
@@ -429,13 +427,13 @@ class Evidence:
                                 f"{(start + length) // bps - 1}", bytes_not_examined=length)
                 for start, length in ranges()]
 
+    def on_close(self, callback) -> None:
+        """Run `callback` when the device closes (a resolver lets go of its volumes)."""
+        self._on_close.append(callback)
+
     def close(self) -> None:
-        self.fs_cache.clear()
-        for img in self.unlocked.values():
-            closer = getattr(img, "release", None)
-            if closer:
-                closer()
-        self.unlocked.clear()
+        while self._on_close:
+            self._on_close.pop()()
         if self.source is not None:
             self.source.close()
 

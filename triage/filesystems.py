@@ -13,6 +13,9 @@ from __future__ import annotations
 import os
 import re
 import stat
+import struct
+import threading
+from collections import OrderedDict
 from dataclasses import replace
 from typing import Iterator, Optional
 
@@ -22,49 +25,107 @@ from triage import filetype
 from triage.errors import EvidenceError, ShortRead
 from triage.evidence import Evidence, is_bitlocker
 from triage.records import FOLDER_NOT_READ, Coverage, FileRecord, Provenance, VolumeRef
+from triage import volumes
+from triage.volumes import VolumeImage, plain_volume
 
 ORPHAN_DIR = "/$OrphanFiles"
 NTFS_DATA = int(pytsk3.TSK_FS_ATTR_TYPE_NTFS_DATA)        # 128, the $DATA attribute
 _DIR_TYPES = (pytsk3.TSK_FS_META_TYPE_DIR, pytsk3.TSK_FS_META_TYPE_VIRT_DIR)
 _NAME_DIR_TYPES = (pytsk3.TSK_FS_NAME_TYPE_DIR, pytsk3.TSK_FS_NAME_TYPE_VIRT_DIR)
-FS_CACHE = 8                                               # FS_Info objects kept per evidence
+FS_CACHE = 8                                               # FS_Info objects kept per device
+# TSK's file-system type numbers -> the short names used everywhere else
+FS_NAMES = {
+    pytsk3.TSK_FS_TYPE_NTFS: "ntfs", pytsk3.TSK_FS_TYPE_FAT12: "fat12",
+    pytsk3.TSK_FS_TYPE_FAT16: "fat16", pytsk3.TSK_FS_TYPE_FAT32: "fat32",
+    pytsk3.TSK_FS_TYPE_EXFAT: "exfat", pytsk3.TSK_FS_TYPE_EXT2: "ext2",
+    pytsk3.TSK_FS_TYPE_EXT3: "ext3", pytsk3.TSK_FS_TYPE_EXT4: "ext4",
+    pytsk3.TSK_FS_TYPE_HFS: "hfs+", pytsk3.TSK_FS_TYPE_ISO9660: "iso9660",
+    pytsk3.TSK_FS_TYPE_APFS: "apfs", pytsk3.TSK_FS_TYPE_FFS1: "ufs1",
+    pytsk3.TSK_FS_TYPE_FFS1B: "ufs1b", pytsk3.TSK_FS_TYPE_FFS2: "ufs2",
+    pytsk3.TSK_FS_TYPE_YAFFS2: "yaffs2", pytsk3.TSK_FS_TYPE_SWAP: "swap",
+}
 
 
-def open_fs(evidence: Evidence, volume_offset: int) -> pytsk3.FS_Info:
-    """The file system at `volume_offset`, opened once per evidence (a small cache)."""
-    with evidence.lock:
-        fs = evidence.fs_cache.get(volume_offset)
-        if fs is not None:
-            return fs
-        if evidence.img is None:
-            raise EvidenceError(f"{evidence.ref.device_id}: a folder has no file-system image")
-        unlocked = evidence.unlocked.get(volume_offset)
-        try:
-            if unlocked is not None:
-                fs = pytsk3.FS_Info(unlocked, offset=0)
+def fs_type_name(fs: pytsk3.FS_Info) -> str:
+    return FS_NAMES.get(int(fs.info.ftype), f"tsk-{int(fs.info.ftype)}")
+
+
+class Resolver:
+    """The per-process context of one open device, after dfvfs's resolver context: its volumes'
+    images (decrypted where a key unlocks them), its open file systems (a small cache) and the
+    secrets that unlock them. The Evidence itself stays a plain reader: nothing is cached on it.
+
+    A scan's workers each open the device themselves, so each resolver unlocks what its worker
+    reads, with the secrets the scan handed on (`secrets`: recovery key, password).
+    """
+
+    def __init__(self, evidence: Evidence, secrets: tuple = ()):
+        self.evidence = evidence
+        self.secrets = tuple(secrets)
+        self._volumes: dict[int, VolumeImage] = {}
+        self._fs: OrderedDict[int, pytsk3.FS_Info] = OrderedDict()
+        self._lock = threading.RLock()
+
+    def volume(self, offset: int, length: Optional[int] = None) -> VolumeImage:
+        """The image TSK reads for the volume at `offset`: the media itself, or the volume
+        decrypted with `secrets` when it is BitLocker (an error says what is missing)."""
+        with self._lock:
+            vi = self._volumes.get(offset)
+            if vi is not None:
+                return vi
+            ev = self.evidence
+            if ev.img is None:
+                raise EvidenceError(f"{ev.ref.device_id}: a folder has no file-system image")
+            length = ev.ref.media_size - offset if length is None else length
+            if is_bitlocker(ev.read(offset, 512)):
+                vi = volumes.unlock(ev, offset, length, *(tuple(self.secrets) + (None, None))[:2])
             else:
-                if is_bitlocker(evidence.read(volume_offset, 512)):
-                    fs = pytsk3.FS_Info(_unlock(evidence, volume_offset), offset=0)
-                else:
-                    fs = pytsk3.FS_Info(evidence.img, offset=volume_offset)
-        except (IOError, OSError, RuntimeError) as exc:
-            raise EvidenceError(f"unknown or corrupt file system: {_tsk_reason(exc)}") from None
-        if len(evidence.fs_cache) >= FS_CACHE:
-            evidence.fs_cache.pop(next(iter(evidence.fs_cache)))
-        evidence.fs_cache[volume_offset] = fs
-        return fs
+                vi = plain_volume(ev, offset, length)
+            self._volumes[offset] = vi
+            return vi
+
+    def fs(self, offset: int) -> pytsk3.FS_Info:
+        """The file system of the volume at `offset`, opened once (FS_CACHE kept)."""
+        with self._lock:
+            fs = self._fs.get(offset)
+            if fs is not None:
+                self._fs.move_to_end(offset)
+                return fs
+            fs = open_fs(self.volume(offset))
+            self._fs[offset] = fs
+            while len(self._fs) > FS_CACHE:
+                self._fs.popitem(last=False)
+            return fs
+
+    def close(self) -> None:
+        with self._lock:
+            self._fs.clear()
+            for vi in self._volumes.values():
+                vi.close()
+            self._volumes.clear()
 
 
-def _unlock(evidence: Evidence, volume_offset: int):
-    """The decrypted BitLocker volume at `volume_offset`, with the keys the evidence was given.
-    A scan's workers each open the evidence themselves, so each unlocks what it reads."""
-    if not any(evidence.keys):
-        raise EvidenceError("encrypted (BitLocker): locked; give --recovery-key or --password")
-    from triage.volumes import unlock_bitlocker
-    img = unlock_bitlocker(evidence, volume_offset, evidence.ref.media_size - volume_offset,
-                           *evidence.keys)
-    evidence.unlocked[volume_offset] = img
-    return img
+_RESOLVERS: dict[int, Resolver] = {}
+
+
+def resolver(source: "Evidence | Resolver") -> Resolver:
+    """The resolver of an open device (made on first use, dropped when the device closes)."""
+    if isinstance(source, Resolver):
+        return source
+    found = _RESOLVERS.get(id(source))
+    if found is None or found.evidence is not source:
+        found = _RESOLVERS[id(source)] = Resolver(source)
+        key = id(source)
+        source.on_close(lambda: (_RESOLVERS.pop(key, None) or found).close())
+    return found
+
+
+def open_fs(volume: VolumeImage) -> pytsk3.FS_Info:
+    """The file system in a volume's image (TSK's file-system layer over the volume layer)."""
+    try:
+        return pytsk3.FS_Info(volume.img, offset=volume.offset)
+    except (IOError, OSError, RuntimeError) as exc:
+        raise EvidenceError(f"unknown or corrupt file system: {_tsk_reason(exc)}") from None
 
 
 def _tsk_reason(exc: BaseException) -> str:
@@ -92,16 +153,19 @@ def _time(sec, nano=0) -> Optional[float]:
     return float(sec) + (nano or 0) / 1e9
 
 
-def walk(evidence: Evidence, volume: VolumeRef, problems: Optional[list] = None) -> Iterator[FileRecord]:
+def walk(source: "Evidence | Resolver", volume: VolumeRef,
+         problems: Optional[list] = None) -> Iterator[FileRecord]:
     """Every file (and folder) of one volume, as `fls -r -p` lists them. Never "." or "..".
 
     `problems`, when given, collects a Coverage record for each folder that could not be
     read; the walk goes on past it.
     """
+    res = resolver(source)
+    evidence = res.evidence
     if evidence.img is None:
         yield from _walk_directory(evidence, volume, problems)
         return
-    fs = open_fs(evidence, volume.offset)
+    fs = res.fs(volume.offset)
     fs_type = volume.fs_type or ""
     dev = evidence.ref.device_id
     root = int(fs.info.root_inum)
@@ -271,7 +335,8 @@ def _walk_directory(evidence: Evidence, volume: VolumeRef, problems: Optional[li
         stack.extend(reversed(children))
 
 
-def read_chunks(evidence: Evidence, prov: Provenance, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+def read_chunks(source: "Evidence | Resolver", prov: Provenance,
+                chunk_size: int = 1 << 20) -> Iterator[bytes]:
     """The content of the file `prov` names, in chunks of at most `chunk_size` bytes.
 
     Content that ends before the file's size (a read error mid-file, a truncated image, a
@@ -279,10 +344,12 @@ def read_chunks(evidence: Evidence, prov: Provenance, chunk_size: int = 1 << 20)
     that could be read, so the reader can record the gap and never mistake a partial hash for
     the file's. A declared size larger than the volume is read only as far as the volume goes.
     """
+    res = resolver(source)
+    evidence = res.evidence
     if evidence.img is None:
         yield from _read_logical(evidence, prov, chunk_size)
         return
-    fs = open_fs(evidence, prov.volume_offset)
+    fs = res.fs(prov.volume_offset)
     if not prov.inode and int(fs.info.ftype) != int(pytsk3.TSK_FS_TYPE_NTFS):
         return          # a deleted name whose metadata is gone (address 0): no content left
     try:
@@ -290,7 +357,8 @@ def read_chunks(evidence: Evidence, prov: Provenance, chunk_size: int = 1 << 20)
     except (IOError, OSError, RuntimeError) as exc:
         raise EvidenceError(f"{prov.path}: cannot open inode {prov.inode}: {_tsk_reason(exc)}") from None
     meta = f.info.meta
-    direct = None if prov.attr_type else _direct_ranges(evidence, fs, f, meta, prov.volume_offset)
+    direct = None if prov.attr_type else _direct_ranges(evidence, res.volume(prov.volume_offset),
+                                                        fs, f, meta, prov.volume_offset)
     if direct is not None:
         yield from _read_direct(evidence, direct, chunk_size)
         return
@@ -318,7 +386,7 @@ def read_chunks(evidence: Evidence, prov: Provenance, chunk_size: int = 1 << 20)
             raise ShortRead(f"read error at byte {offset:,}: {_tsk_reason(exc)}", size,
                             offset) from None
         if not data:
-            init = _ntfs_initialised(evidence, fs, prov) if _is_ntfs(fs) else None
+            init = _ntfs_initialised(res, fs, prov) if _is_ntfs(fs) else None
             if init is not None and offset >= init:
                 # NTFS stores nothing past an attribute's initialised size ($BadClus:$Bad
                 # is all of it); icat stops there too
@@ -340,13 +408,14 @@ _NOT_PLAIN = int(pytsk3.TSK_FS_ATTR_COMP) | int(pytsk3.TSK_FS_ATTR_ENC) | \
     int(pytsk3.TSK_FS_ATTR_SPARSE) | int(pytsk3.TSK_FS_ATTR_RES)
 
 
-def _direct_ranges(evidence: Evidence, fs, f, meta, volume_offset: int) -> Optional[list]:
+def _direct_ranges(evidence: Evidence, vi: VolumeImage, fs, f, meta,
+                   volume_offset: int) -> Optional[list]:
     """(image offset, length) pieces that hold a file's content in order, when reading them
     straight from the image gives exactly what TSK's read would: an allocated file on ext or
     FAT, one plain non-resident data attribute, every block run allocated and in the image.
     Anything else (deleted, sparse, compressed, encrypted, resident, NTFS, containers other
     than raw) returns None and is read through TSK."""
-    if meta is None or evidence.unlocked.get(volume_offset) is not None:
+    if meta is None or vi.unlocked:
         return None
     if int(fs.info.ftype) not in _DIRECT_FS or not int(meta.flags) & int(pytsk3.TSK_FS_META_FLAG_ALLOC):
         return None
@@ -411,11 +480,11 @@ def _is_ntfs(fs) -> bool:
     return int(fs.info.ftype) == int(pytsk3.TSK_FS_TYPE_NTFS)
 
 
-def _ntfs_initialised(evidence: Evidence, fs, prov: Provenance) -> Optional[int]:
+def _ntfs_initialised(res: Resolver, fs, prov: Provenance) -> Optional[int]:
     """The initialised size of the NTFS attribute `prov` reads, from its MFT entry (pytsk3
     does not show it); None when it cannot be found (an attribute list, a damaged entry)."""
     try:
-        boot = _vread(evidence, prov.volume_offset, 0, 512)
+        boot = res.volume(prov.volume_offset).read(0, 512)
         cluster = int.from_bytes(boot[11:13], "little") * boot[13]
         per = int.from_bytes(boot[0x40:0x41], "little", signed=True)
         entry_size = cluster * per if per > 0 else 1 << -per
@@ -450,21 +519,23 @@ def _ntfs_initialised(evidence: Evidence, fs, prov: Provenance) -> Optional[int]
 
 # --- the allocation map: how much of a volume is unallocated ---------------------------------
 
-def unallocated_bytes(evidence: Evidence, volume_offset: int, fs_type: str, fs=None) -> int:
+def unallocated_bytes(source: "Evidence | Resolver", volume_offset: int, fs_type: str,
+                      fs=None) -> int:
     """Bytes of the volume that its file system's own allocation map marks free, -1 when this
     file system's map is not read here. Read from the map itself (FAT, NTFS $Bitmap, exFAT's
     allocation bitmap) or the counters the file system keeps (ext superblock, HFS+ header)."""
+    vi = resolver(source).volume(volume_offset)
     try:
         if fs_type.startswith("ext"):
-            return _ext_free(evidence, volume_offset)
+            return _ext_free(vi)
         if fs_type in ("fat12", "fat16", "fat32"):
-            return _fat_free(evidence, volume_offset, fs_type)
+            return _fat_free(vi, fs_type)
         if fs_type == "ntfs" and fs is not None:
             return _bitmap_free(fs, 6, int(fs.info.block_count), int(fs.info.block_size))
         if fs_type == "exfat" and fs is not None:
-            return _exfat_free(evidence, volume_offset, fs)
+            return _exfat_free(vi, fs)
         if fs_type == "hfs+":
-            vh = _vread(evidence, volume_offset, 1024, 512)
+            vh = vi.read(1024, 512)
             block, free = int.from_bytes(vh[0x28:0x2C], "big"), int.from_bytes(vh[0x30:0x34], "big")
             return block * free
         if fs_type == "iso9660":
@@ -474,13 +545,8 @@ def unallocated_bytes(evidence: Evidence, volume_offset: int, fs_type: str, fs=N
     return -1
 
 
-def _vread(evidence: Evidence, volume_offset: int, at: int, size: int) -> bytes:
-    img = evidence.unlocked.get(volume_offset)
-    return img.read(at, size) if img is not None else evidence.read(volume_offset + at, size)
-
-
-def _ext_free(evidence: Evidence, volume_offset: int) -> int:
-    sb = _vread(evidence, volume_offset, 1024, 1024)
+def _ext_free(vi: VolumeImage) -> int:
+    sb = vi.read(1024, 1024)
     block = 1024 << int.from_bytes(sb[24:28], "little")
     free = int.from_bytes(sb[12:16], "little")
     if int.from_bytes(sb[0x60:0x64], "little") & 0x80:          # 64bit feature: high words
@@ -488,9 +554,9 @@ def _ext_free(evidence: Evidence, volume_offset: int) -> int:
     return free * block
 
 
-def _fat_free(evidence: Evidence, volume_offset: int, fs_type: str) -> int:
+def _fat_free(vi: VolumeImage, fs_type: str) -> int:
     import numpy as np
-    bs = _vread(evidence, volume_offset, 0, 512)
+    bs = vi.read(0, 512)
     sector = int.from_bytes(bs[11:13], "little")
     per_cluster = bs[13]
     reserved = int.from_bytes(bs[14:16], "little")
@@ -503,7 +569,7 @@ def _fat_free(evidence: Evidence, volume_offset: int, fs_type: str) -> int:
     root_sectors = (root_entries * 32 + sector - 1) // sector
     data_sectors = total - reserved - fats * fat_sectors - root_sectors
     clusters = max(0, data_sectors // per_cluster)
-    fat = _vread(evidence, volume_offset, reserved * sector, fat_sectors * sector)
+    fat = vi.read(reserved * sector, fat_sectors * sector)
     if fs_type == "fat32":
         entries = np.frombuffer(fat[:len(fat) // 4 * 4], dtype="<u4") & 0x0FFFFFFF
     elif fs_type == "fat16":
@@ -530,8 +596,8 @@ def _bitmap_free(fs, inode: int, clusters: int, cluster_size: int, attr=()) -> i
     return int(clusters - np.count_nonzero(bits)) * cluster_size
 
 
-def _exfat_free(evidence: Evidence, volume_offset: int, fs) -> int:
-    bs = _vread(evidence, volume_offset, 0, 512)
+def _exfat_free(vi: VolumeImage, fs) -> int:
+    bs = vi.read(0, 512)
     clusters = int.from_bytes(bs[92:96], "little")
     cluster_size = 1 << (bs[108] + bs[109])
     root = fs.open_dir(inode=int(fs.info.root_inum))
@@ -539,3 +605,39 @@ def _exfat_free(evidence: Evidence, volume_offset: int, fs) -> int:
         if _name(entry.info.name.name) == "$ALLOC_BITMAP" and entry.info.meta is not None:
             return _bitmap_free(fs, int(entry.info.meta.addr), clusters, cluster_size)
     return -1
+
+
+# --- labels ---------------------------------------------------------------------------------
+
+def fs_label(source: "Evidence | Resolver", offset: int, fs_type: str, fs=None) -> str:
+    """The volume label, read from the structure each file system keeps it in ('' when none)."""
+    try:
+        if fs_type.startswith("ext"):
+            sb = resolver(source).volume(offset).read(1024, 1024)
+            return _text(sb[120:136])
+        if fs_type == "fat32":
+            return _fat_label(resolver(source).volume(offset).read(0, 512)[71:82])
+        if fs_type in ("fat12", "fat16"):
+            return _fat_label(resolver(source).volume(offset).read(0, 512)[43:54])
+        if fs_type == "ntfs" and fs is not None:
+            f = fs.open_meta(inode=3)               # $Volume; $VOLUME_NAME is attribute 0x60
+            for attr in f:
+                if int(attr.info.type) == 0x60:
+                    raw = f.read_random(0, int(attr.info.size), 0x60, int(attr.info.id))
+                    return raw.decode("utf-16-le", "replace").rstrip("\x00")
+    except (IOError, OSError, EvidenceError, struct.error):
+        return ""
+    return ""
+
+
+def _fat_label(raw: bytes) -> str:
+    label = _text(raw).strip()
+    return "" if label.upper() == "NO NAME" else label
+
+
+
+
+def _text(raw) -> str:
+    if isinstance(raw, bytes):
+        return raw.split(b"\x00", 1)[0].decode("utf-8", "replace").strip()
+    return str(raw)

@@ -15,7 +15,8 @@ from triage.evidence import Evidence
 from triage.filesystems import read_chunks, walk
 from triage.records import Coverage, FileRecord, VolumeRef, to_dict
 from triage.units import human_bytes
-from triage.volumes import discover, partition_table
+from triage.device import discover
+from triage.volumes import partition_table
 
 # Gaps where something could not be read at all (as opposed to space nothing looks at yet):
 # `triage files` exits 1 for these, as `fls` and `icat` fail on them.

@@ -101,7 +101,7 @@ class Backend:
         return open_evidence(list(paths), device_id=device_id)
 
     def discover(self, evidence, recovery_key=None, password=None):
-        from triage.volumes import discover
+        from triage.device import discover
         return discover(evidence, recovery_key=recovery_key, password=password)
 
     def walk(self, evidence, volume: VolumeRef, problems: Optional[list] = None) -> Iterator[FileRecord]:
@@ -196,7 +196,8 @@ class WorkerContext:
                 if close:
                     close()
         if any(keys):
-            ev.keys = tuple(keys)
+            from triage.filesystems import resolver
+            resolver(ev).secrets = tuple(keys)
         return ev
 
     def hashsets(self, wanted: tuple[tuple[str, tuple[str, ...]], ...]) -> list:
