@@ -56,12 +56,16 @@ def _media_file(f: Finding, media_file_id: int, exhibits: dict, vol_index: dict)
     rec, p = f.record, f.record.prov
     part = vol_index.get((f.device_id, p.volume_offset))
     prefix = f"Partition {part}" if part is not None else f"Volume@{p.volume_offset}"
-    if p.member:
-        archive_dir, archive_name = _dir_and_name(p.path)
-        member_dir, name = _dir_and_name("/" + p.member)
-        file_path = f"{prefix}{_windows_path(p.path)}{_windows_path(member_dir)}"
-        parent = {"ParentFileName": archive_name,
-                  "ParentFilePath": f"{prefix}{_windows_path(archive_dir)}"}
+    if p.members:
+        # the file, then each archive it sits in: the innermost archive is its parent
+        chain = [p.path] + ["/" + m for m in p.members]
+        containers = chain[:-1]
+        member_dir, name = _dir_and_name(chain[-1])
+        parent_dir, parent_name = _dir_and_name(containers[-1])
+        outer = "".join(_windows_path(c) for c in containers[:-1])
+        file_path = f"{prefix}{outer}{_windows_path(containers[-1])}{_windows_path(member_dir)}"
+        parent = {"ParentFileName": parent_name,
+                  "ParentFilePath": f"{prefix}{outer}{_windows_path(parent_dir)}"}
     else:
         directory, name = _dir_and_name(p.path)
         file_path = f"{prefix}{_windows_path(directory)}"
@@ -90,8 +94,8 @@ def _provenance_text(f: Finding) -> str:
              f"path {p.path}"]
     if p.ads:
         parts.append(f"stream {p.ads} (attribute {p.attr_type}-{p.attr_id})")
-    if p.member:
-        parts.append(f"member {p.member}")
+    if p.members:
+        parts.append("member " + " > ".join(p.members))
     return "; ".join(parts)
 
 
