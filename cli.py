@@ -16,11 +16,9 @@ class TriageGroup(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except TriageError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
-        except (OSError, ValueError) as exc:
-            click.echo(f"error: {exc}", err=True)
+        except (TriageError, OSError, ValueError) as exc:
+            from triage.units import terminal_safe   # the message may quote evidence names
+            click.echo(f"error: {terminal_safe(exc)}", err=True)
             sys.exit(2)
 
 
@@ -128,7 +126,7 @@ def files(evidence, hash_spec, fmt, files_only, recovery_key, password):
       triage files phone_export/ --format csv --hash sha256 > files.csv
       icat -o $((VOLUME_OFFSET / 512)) IMAGE INODE    # the same bytes, with TSK
     """
-    import csv
+    from triage.units import SafeDictWriter
     import json as jsonlib
 
     from triage.errors import TriageError as _TriageError
@@ -147,7 +145,7 @@ def files(evidence, hash_spec, fmt, files_only, recovery_key, password):
         problems: list = []
         writer = None
         if fmt == "csv":
-            writer = csv.DictWriter(sys.stdout, fieldnames=CSV_FIELDS, extrasaction="ignore")
+            writer = SafeDictWriter(sys.stdout, fieldnames=CSV_FIELDS, extrasaction="ignore")
             writer.writeheader()
         try:
             for row in rows(ev, volumes, hashes, include_dirs=not files_only, problems=problems):
@@ -685,8 +683,9 @@ def scan(case_dir, hashset_args, store_root, context_file, model, mode, stop_aft
         if summary.status == "failed":
             sys.exit(2)
         return
+    from triage.units import terminal_safe
     for w in summary.warnings:
-        click.echo(f"warning: {w}", err=True)
+        click.echo(f"warning: {terminal_safe(w)}", err=True)
     if summary.status == "failed":
         click.echo(f"error: no device could be examined ({len(summary.devices)} failed); "
                    f"see triage show --case {case_dir} DEVICE", err=True)
@@ -695,7 +694,7 @@ def scan(case_dir, hashset_args, store_root, context_file, model, mode, stop_aft
         stop = ", stopped early (triage mode)" if d["stopped_early"] else ""
         scored = (f", {d['scored']} scored by the model ({d['model_skipped']} skipped: "
                   f"see triage show)" if model != "none" else "")
-        click.echo(f"{d['device']}: {d['status']}{stop}; {d['files']} files, {d['pictures']} "
+        click.echo(f"{terminal_safe(d['device'])}: {d['status']}{stop}; {d['files']} files, {d['pictures']} "
                    f"pictures, {d['alert_matches']} alert matches, {d['near_matches']} near, "
                    f"{d['flags']} flags{scored}")
     click.echo(f"scan {summary.status} in {summary.seconds:.1f} s; next: triage queue --case {case_dir}")

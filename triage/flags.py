@@ -38,6 +38,7 @@ from triage import records
 from triage.classify import _number, classify
 from triage.context import ACCESS_PHRASES, CHILD_ACCESS_LEVELS
 from triage.records import Coverage, Features, FileRecord, Flag, Match, Provenance, Score
+from triage.units import terminal_safe
 
 KNOWN_MATCH = "KNOWN_MATCH"
 NEAR_MATCH = "NEAR_MATCH"
@@ -261,7 +262,8 @@ class FlagSink:
 
 def format_flag_line(flag: Flag) -> str:
     stamp = time.strftime("%H:%M:%S", time.localtime(flag.raised_at))
-    return f"{stamp} {flag.code:<13} {flag.device_id}: {flag.message}"
+    # flag messages carry file names from the evidence: shown inert on a terminal
+    return f"{stamp} {flag.code:<13} {terminal_safe(flag.device_id)}: {terminal_safe(flag.message)}"
 
 
 def read_flags_file(path) -> list[Flag]:

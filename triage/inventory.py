@@ -14,7 +14,7 @@ from triage.errors import EvidenceError, ShortRead, TriageError
 from triage.evidence import Evidence
 from triage.filesystems import read_chunks, walk
 from triage.records import Coverage, FileRecord, VolumeRef, to_dict
-from triage.units import human_bytes
+from triage.units import human_bytes, terminal_safe
 from triage.device import discover
 from triage.volumes import partition_table
 
@@ -153,20 +153,27 @@ def render_inspect(info: dict, console=None) -> None:
     from rich import box
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
+
+    def safe(text) -> Text:      # labels, descriptions and names come from the evidence
+        return Text(terminal_safe(str(text)))
 
     console = console or Console()
-    console.print(f"[bold]{info['device']}[/bold]  {info['format']} ({info['reader']}), "
-                  f"{human_bytes(info['media_size'])} ({info['media_size']:,} bytes), "
-                  f"{len(info['paths'])} segment(s)")
+    head = Text(terminal_safe(info["device"]), style="bold")
+    head.append(f"  {info['format']} ({info['reader']}), {human_bytes(info['media_size'])} "
+                f"({info['media_size']:,} bytes), {len(info['paths'])} segment(s)")
+    console.print(head)
     for name, value in info["stored_hashes"].items():
-        console.print(f"  stored {name}: {value}")
+        console.print(safe(f"  stored {name}: {value}"))
     if info["partitions"]:
         t = Table(title=f"partition table: {info['partition_table']}", title_justify="left", box=box.SIMPLE)
         for col in ("slot", "offset", "length", "description"):
             t.add_column(col, justify="right" if col in ("slot", "offset", "length") else "left")
         for p in info["partitions"]:
-            t.add_row(str(p["slot"]), f"{p['offset']:,}", human_bytes(p["length"]),
-                      p["description"] + ("" if p["allocated"] else " [dim](not a volume)[/dim]"))
+            desc = safe(p["description"])
+            if not p["allocated"]:
+                desc.append(" (not a volume)", style="dim")
+            t.add_row(str(p["slot"]), f"{p['offset']:,}", human_bytes(p["length"]), desc)
         console.print(t)
     else:
         console.print("partition table: none")
@@ -175,15 +182,15 @@ def render_inspect(info: dict, console=None) -> None:
         t.add_column(col, justify="left" if col in ("fs", "label") else "right", no_wrap=col != "label")
     for v in info["volumes"]:
         files = v.get("files") or {}
-        fs = v["fs_type"] or (f"[red]{v['encryption']}[/red]" if v["encryption"] else "[red]none[/red]")
-        t.add_row(str(v["index"]), f"{v['offset']:,}", human_bytes(v["length"]), fs, v["label"],
+        fs = Text(v["fs_type"]) if v["fs_type"] else Text(v["encryption"] or "none", style="red")
+        t.add_row(str(v["index"]), f"{v['offset']:,}", human_bytes(v["length"]), fs, safe(v["label"]),
                   str(v["block_size"] or ""), str(files.get("allocated", "")), str(files.get("deleted", "")),
                   str(files.get("streams", "")))
     console.print(t)
     if info["coverage"]:
         console.print("[bold red]not examined[/bold red]")
         for c in info["coverage"]:
-            console.print(f"  {c['display']}: {c['kind']}: {c['reason']} "
-                          f"({human_bytes(c['bytes_not_examined'])})", markup=False)
+            console.print(safe(f"  {c['display']}: {c['kind']}: {c['reason']} "
+                               f"({human_bytes(c['bytes_not_examined'])})"))
     else:
         console.print("coverage: every volume examined")

@@ -1,5 +1,8 @@
-"""Byte counts for people: the one formatter every message, table and report uses."""
+"""Output rules decided once: byte counts for people, and strings that may come from evidence,
+hash sets or context files made inert for terminals and spreadsheets."""
 from __future__ import annotations
+
+import csv
 
 _UNITS = (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10))
 
@@ -31,3 +34,27 @@ def terminal_safe(text: str) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value):
+    """A CSV cell that a spreadsheet will not run: text starting with = + - @ tab or CR gets a
+    leading apostrophe (OWASP's advice). Numbers stay numbers; JSON exports keep exact values."""
+    if isinstance(value, str) and value.startswith(_FORMULA):
+        return "'" + value
+    return value
+
+
+class SafeDictWriter(csv.DictWriter):
+    """csv.DictWriter with RFC 4180 line ends (CRLF: a lone CR inside a field is quoted, so it
+    cannot forge a row) and every cell passed through `csv_safe`."""
+
+    def __init__(self, fh, fieldnames, **kw):
+        kw.setdefault("lineterminator", "\r\n")
+        kw.setdefault("quoting", csv.QUOTE_MINIMAL)
+        super().__init__(fh, fieldnames, **kw)
+
+    def writerow(self, rowdict):
+        return super().writerow({k: csv_safe(v) for k, v in rowdict.items()})

@@ -5,7 +5,6 @@ Tables are laid out for an 80-column terminal; long text wraps inside its cell.
 """
 from __future__ import annotations
 
-import csv
 import io
 import time
 from typing import Iterable, Optional
@@ -18,7 +17,13 @@ from rich.text import Text
 from triage.findings import Finding
 from triage.flags import SEVERITY, display_path
 from triage.records import DeviceVerdict, Flag
-from triage.units import human_bytes
+from triage.units import SafeDictWriter, human_bytes, terminal_safe
+
+
+def _safe(text) -> Text:
+    """A string that may come from evidence, hash sets or context files, as inert text: never
+    parsed as markup, control and bidi characters shown escaped."""
+    return Text(terminal_safe(str(text)))
 
 _COVERAGE_STYLE = {"complete": "green", "partial": "yellow", "failed": "bold red"}
 _FLAG_STYLE = {"CHILD_ACCESS": "bold white on red", "SELF_PRODUCED": "bold red",
@@ -46,12 +51,12 @@ def queue_table(verdicts: list[DeviceVerdict]) -> Group:
     table.add_column("new", justify="right", no_wrap=True)
     table.add_column("coverage", no_wrap=True)
     for v in verdicts:
-        table.add_row(str(v.rank), v.device_id, v.exhibit or "-", f"{v.score:g}",
+        table.add_row(str(v.rank), _safe(v.device_id), _safe(v.exhibit or "-"), f"{v.score:g}",
                       str(v.alert_matches), str(v.near_matches), str(v.suspected_new),
                       Text(v.coverage, style=_COVERAGE_STYLE.get(v.coverage, "")))
     parts: list = [table]
     for v in verdicts:
-        head = Text(f"{v.rank}. {v.device_id}", style="bold")
+        head = Text(f"{v.rank}. {terminal_safe(v.device_id)}", style="bold")
         codes = sorted(v.flags, key=lambda c: -SEVERITY.get(c, 0))
         for code in codes:
             head.append("  ")
@@ -67,15 +72,14 @@ def bullets(lines, indent: int = 2) -> Table:
     grid.add_column(width=indent + 1, justify="right", no_wrap=True)
     grid.add_column(overflow="fold", ratio=1)
     for line in lines:
-        grid.add_row("-", line)
+        grid.add_row("-", _safe(line))
     return grid
 
 
 def queue_csv(rows: list[dict]) -> str:
     """The queue as CSV, one device per line; lists are joined with ' | '."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=QUEUE_CSV_FIELDS, extrasaction="ignore",
-                            lineterminator="\n")
+    writer = SafeDictWriter(buf, fieldnames=QUEUE_CSV_FIELDS, extrasaction="ignore")
     writer.writeheader()
     for row in rows:
         ctx = row.get("context") or {}
@@ -140,7 +144,7 @@ def device_view(v: DeviceVerdict, device: dict, found: list[Finding],
     """`triage show`: verdict, reasons, points, flags, coverage and the findings. `model`:
     {"scored": n, "skipped": {reason: n}} of the model stage, when one ran."""
     head = Text()
-    head.append(f"{v.device_id}", style="bold")
+    head.append(terminal_safe(v.device_id), style="bold")
     head.append(f"  rank {v.rank}  score {v.score:g}  coverage ")
     head.append(v.coverage, style=_COVERAGE_STYLE.get(v.coverage, ""))
     lines: list = [head]
@@ -148,16 +152,18 @@ def device_view(v: DeviceVerdict, device: dict, found: list[Finding],
     info = Table.grid(padding=(0, 2))
     info.add_column(style="dim")
     info.add_column(overflow="fold")
-    info.add_row("evidence", "\n".join(v.evidence) or "-")
-    info.add_row("exhibit", v.exhibit or "-")
-    info.add_row("suspect", ctx.get("suspect") or "-")
-    info.add_row("access", ctx.get("access_to_children") or "unknown")
-    info.add_row("deadline", ctx.get("custody_deadline") or "-")
+    info.add_row("evidence", _safe("\n".join(v.evidence) or "-"))
+    info.add_row("exhibit", _safe(v.exhibit or "-"))
+    info.add_row("suspect", _safe(ctx.get("suspect") or "-"))
+    info.add_row("access", _safe(ctx.get("access_to_children") or "unknown"))
+    info.add_row("deadline", _safe(ctx.get("custody_deadline") or "-"))
     info.add_row("scanned", f"{_when(device.get('started'))} to {_when(device.get('finished'))} "
                             f"({device.get('status', '-')})")
     if device.get("stored_hashes") or device.get("verified_hashes"):
-        info.add_row("hashes", f"stored {device.get('stored_hashes') or '-'}; "
-                               f"verified {device.get('verified_hashes') or '-'}")
+        def hashes(d: dict) -> str:
+            return ", ".join(f"{k} {v}" for k, v in sorted((d or {}).items())) or "-"
+        info.add_row("hashes", _safe(f"stored {hashes(device.get('stored_hashes'))}; "
+                                     f"verified {hashes(device.get('verified_hashes'))}"))
     if model and (model.get("scored") or model.get("skipped")):
         skipped = model.get("skipped") or {}
         why = "; ".join(f"{k} {n}" for k, n in skipped.items())
@@ -188,12 +194,13 @@ def device_view(v: DeviceVerdict, device: dict, found: list[Finding],
         table.add_column("match", overflow="fold", max_width=24)
         for f in found:
             p = f.record.prov
-            where = Text(display_path(p, member=False) + (f" ! {p.member}" if p.member else ""))
+            where = _safe(display_path(p, member=False) + (f" ! {p.member}" if p.member else ""))
             where.append(f"\n{'DELETED  ' if f.deleted else ''}inode {p.inode}  volume@"
                          f"{p.volume_offset}  {f.record.size} B", style="dim")
             where.append(f"\nmd5 {f.features.md5}\nsha1 {f.features.sha1}", style="dim")
             if f.indicators:
-                where.append("\ncamera-original: " + "; ".join(f.indicators), style="red")
+                where.append("\ncamera-original: " + terminal_safe("; ".join(f.indicators)),
+                             style="red")
             if f.top:
                 m = f.top
                 label = (labels or {}).get(m.set_name, {}).get(m.category, m.category)
@@ -203,7 +210,7 @@ def device_view(v: DeviceVerdict, device: dict, found: list[Finding],
                 what = "\n".join(f"{s.model}: " + ", ".join(
                     f"{k} {v:.2f}" for k, v in s.values.items() if isinstance(v, (int, float)))
                     for s in f.scores) + "\n(ranking aid)"
-            table.add_row(f.kind, where, what)
+            table.add_row(f.kind, where, _safe(what))
         lines.append(table)
     return Group(*lines)
 
@@ -216,5 +223,6 @@ def flags_table(flags: Iterable[tuple[int, Flag]]) -> Table:
     table.add_column("message", overflow="fold", ratio=1)
     for _id, f in flags:
         table.add_row(time.strftime("%H:%M:%S", time.localtime(f.raised_at)),
-                      Text(f.code, style=_FLAG_STYLE.get(f.code, "")), f.device_id, f.message)
+                      Text(f.code, style=_FLAG_STYLE.get(f.code, "")), _safe(f.device_id),
+                      _safe(f.message))
     return table

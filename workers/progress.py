@@ -6,8 +6,10 @@ the walk planned. Flags print above the bars as they are raised.
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from triage.units import terminal_safe
 from workers.scan import DeviceState, Reporter
 
 
@@ -32,7 +34,9 @@ class RichReporter(Reporter):
         self.progress.stop()
 
     def device_added(self, device_id: str) -> None:
-        self._tasks[device_id] = self.progress.add_task(device_id, total=None, stats="opening")
+        # the description is rich markup: an evidence file name must not be read as markup
+        self._tasks[device_id] = self.progress.add_task(escape(terminal_safe(device_id)),
+                                                        total=None, stats="opening")
 
     def device_planned(self, device_id: str, files: int, nbytes: int) -> None:
         self.progress.update(self._tasks[device_id], total=max(nbytes, 1))
@@ -58,4 +62,5 @@ class RichReporter(Reporter):
                              stats=f"{self._stats(state)} [bold]{label}[/bold]")
 
     def warn(self, message: str) -> None:
-        self.console.print(f"warning: {message}", style="yellow", markup=False, highlight=False)
+        self.console.print(f"warning: {terminal_safe(message)}", style="yellow", markup=False,
+                           highlight=False)

@@ -1,13 +1,13 @@
 """CSV of the matches (and suspected pictures) of a case, one line per match, with provenance."""
 from __future__ import annotations
 
-import csv
 import json
 from typing import Optional
 
 from triage.exports import iso_utc, private_output
 from triage.findings import findings
 from triage.rank import category_labels
+from triage.units import SafeDictWriter
 
 FIELDS = ("device", "exhibit", "kind", "set_name", "set_version", "category", "category_label",
           "severity",
@@ -49,7 +49,7 @@ def rows(store, device_id: Optional[str] = None):
 def write_csv(store, out, device_id: Optional[str] = None) -> str:
     n = 0
     with private_output(out) as fh:
-        writer = csv.DictWriter(fh, fieldnames=FIELDS, lineterminator="\n")
+        writer = SafeDictWriter(fh, fieldnames=FIELDS)
         writer.writeheader()
         for row in rows(store, device_id):
             writer.writerow(row)

@@ -12,9 +12,10 @@ Files are streamed from the store, so a case of any size exports in flat memory.
 from __future__ import annotations
 
 import platform
+import re
 import time
 from typing import Optional
-from xml.sax.saxutils import escape, quoteattr
+from xml.sax.saxutils import XMLGenerator
 
 from triage import __version__
 from triage.exports import iso_utc, private_output
@@ -25,51 +26,101 @@ DC_NS = "http://purl.org/dc/elements/1.1/"
 TRIAGE_NS = "https://github.com/triage/triage/dfxml"
 
 
-def _el(name: str, value, **attrs) -> str:
-    attr = "".join(f" {k}={quoteattr(str(v))}" for k, v in attrs.items())
-    return f"<{name}{attr}>{escape(str(value))}</{name}>"
+_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
-def _fileobject(rec, feat, partition: Optional[int], file_id: int) -> str:
-    # Hot loop (one call per file of the case): numbers go in as they are, text is escaped.
+def xml_text(value) -> str:
+    """Text XML 1.0 can hold: characters it cannot (control characters in a file name, lone
+    surrogates from undecodable names) are written as visible escapes, `\\x01`, `\\udc80`."""
+    text = str(value)
+    if not _XML_ILLEGAL.search(text):
+        return text
+    return _XML_ILLEGAL.sub(lambda m: (f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
+                                       else f"\\u{ord(m.group()):04x}"), text)
+
+
+class _Writer:
+    """A streaming XML writer (the standard library's XMLGenerator does the escaping and
+    quoting); every text and attribute value passes through `xml_text` first."""
+
+    def __init__(self, fh):
+        self._gen = XMLGenerator(fh, encoding="utf-8", short_empty_elements=True)
+        self._fh = fh
+
+    def start(self, name: str, **attrs) -> None:
+        self._gen.startElement(name, {k.replace("__", ":"): xml_text(v) for k, v in attrs.items()})
+
+    def end(self, name: str) -> None:
+        self._gen.endElement(name)
+
+    def el(self, name: str, value, **attrs) -> None:
+        self.start(name, **attrs)
+        self._gen.characters(xml_text(value))
+        self.end(name)
+
+    def raw(self, text: str) -> None:           # whitespace between elements only
+        self._gen.ignorableWhitespace(text)
+
+
+def _fileobject(w: _Writer, rec, feat, partition: Optional[int], file_id: int) -> None:
     p = rec.prov
-    parts = [f"<filename>{escape(display_path(p))}</filename>"]
+    w.raw("    ")
+    w.start("fileobject")
+    w.el("filename", display_path(p))
     if partition is not None:
-        parts.append(f"<partition>{partition}</partition>")
-    parts.append(f"<id>{file_id}</id><name_type>{'d' if rec.is_dir else 'r'}</name_type>"
-                 f"<filesize>{int(rec.size)}</filesize><alloc>{1 if rec.allocated else 0}</alloc>")
+        w.el("partition", partition)
+    w.el("id", file_id)
+    w.el("name_type", "d" if rec.is_dir else "r")
+    w.el("filesize", int(rec.size))
+    w.el("alloc", 1 if rec.allocated else 0)
     if rec.orphan:
-        parts.append("<orphan>1</orphan>")
+        w.el("orphan", 1)
     if p.inode is not None:
-        parts.append(f"<inode>{int(p.inode)}</inode>")
+        w.el("inode", int(p.inode))
     for tag, t in (("mtime", rec.mtime), ("ctime", rec.ctime), ("atime", rec.atime),
                    ("crtime", rec.crtime)):
         if t is not None:
-            parts.append(f"<{tag}>{iso_utc(t)}</{tag}>")
+            w.el(tag, iso_utc(t))
     ctype = feat.type or rec.type
     if ctype:
-        parts.append(f"<libmagic>{escape(ctype)}</libmagic>")
+        w.el("libmagic", ctype)
     for algo, value in (("md5", feat.md5), ("sha1", feat.sha1), ("sha256", feat.sha256)):
         if value:
-            parts.append(f'<hashdigest type="{algo}">{escape(value)}</hashdigest>')
-    return "    <fileobject>" + "".join(parts) + "</fileobject>\n"
+            w.el("hashdigest", value, type=algo)
+    w.end("fileobject")
+    w.raw("\n")
 
 
 def write_dfxml(store, out, device_id: Optional[str] = None) -> str:
     devices = [d for d in store.devices() if device_id is None or d["id"] == device_id]
     n = 0
-    with private_output(out) as fh:
-        fh.write('<?xml version="1.0" encoding="UTF-8"?>\n')
-        fh.write(f'<dfxml version="1.2.0" xmlns="{DFXML_NS}" xmlns:dc="{DC_NS}" '
-                 f'xmlns:triage="{TRIAGE_NS}">\n')
-        fh.write("  <metadata><dc:type>File system walk</dc:type></metadata>\n")
-        fh.write("  <creator version=\"1.0\">" + _el("program", "triage")
-                 + _el("version", __version__)
-                 + "<execution_environment>" + _el("os_sysname", platform.system())
-                 + _el("os_release", platform.release()) + _el("start_time", iso_utc(time.time()))
-                 + "</execution_environment></creator>\n")
-        fh.write("  <source>" + "".join(_el("image_filename", p) for d in devices
-                                        for p in d["paths"]) + "</source>\n")
+    with private_output(out, mode="wb", encoding=None) as fh:
+        w = _Writer(fh)
+        w._gen.startDocument()
+        w.raw("\n")
+        w.start("dfxml", version="1.2.0", xmlns=DFXML_NS, xmlns__dc=DC_NS,
+                xmlns__triage=TRIAGE_NS)
+        w.raw("\n  ")
+        w.start("metadata")
+        w.el("dc:type", "File system walk")
+        w.end("metadata")
+        w.raw("\n  ")
+        w.start("creator", version="1.0")
+        w.el("program", "triage")
+        w.el("version", __version__)
+        w.start("execution_environment")
+        w.el("os_sysname", platform.system())
+        w.el("os_release", platform.release())
+        w.el("start_time", iso_utc(time.time()))
+        w.end("execution_environment")
+        w.end("creator")
+        w.raw("\n  ")
+        w.start("source")
+        for d in devices:
+            for path in d["paths"]:
+                w.el("image_filename", path)
+        w.end("source")
+        w.raw("\n")
         for dev in devices:
             volumes = {v.offset: v for v in store.volumes(dev["id"])}
             current: Optional[int] = None
@@ -79,22 +130,27 @@ def write_dfxml(store, out, device_id: Optional[str] = None) -> str:
                 off = rec.prov.volume_offset
                 if not opened or off != current:
                     if opened:
-                        fh.write("  </volume>\n")
+                        w.raw("  ")
+                        w.end("volume")
+                        w.raw("\n")
                     vol = volumes.get(off)
-                    attrs = {"offset": off, "triage:device": dev["id"]}
-                    fh.write("  <volume" + "".join(f" {k}={quoteattr(str(v))}" for k, v in attrs.items())
-                             + ">")
+                    w.raw("  ")
+                    w.start("volume", offset=off, triage__device=dev["id"])
                     if vol is not None:
                         if vol.fs_type:
-                            fh.write(_el("ftype_str", vol.fs_type))
+                            w.el("ftype_str", vol.fs_type)
                         if vol.block_size:
-                            fh.write(_el("block_size", vol.block_size))
-                    fh.write("\n")
+                            w.el("block_size", vol.block_size)
+                    w.raw("\n")
                     current, opened = off, True
                 n += 1
                 vol = volumes.get(off)
-                fh.write(_fileobject(rec, feat, vol.index if vol else None, n))
+                _fileobject(w, rec, feat, vol.index if vol else None, n)
             if opened:
-                fh.write("  </volume>\n")
-        fh.write("</dfxml>\n")
+                w.raw("  ")
+                w.end("volume")
+                w.raw("\n")
+        w.end("dfxml")
+        w.raw("\n")
+        w._gen.endDocument()
     return f"{n} file objects from {len(devices)} devices"
