@@ -101,10 +101,13 @@ class BatchSpec:
     volume_offset: int
     tier: int
     records: tuple[FileRecord, ...]
+    volume_length: int = 0          # what the volume holds (0: unknown)
 
     @property
     def bytes(self) -> int:
-        return sum(r.size for r in self.records)
+        """The bytes the batch can read: a file's declared size counts only as far as its
+        volume goes, so hostile metadata (a 7e16-byte inode) cannot stretch the time limit."""
+        return sum(bounded(r.size, self.volume_length) for r in self.records)
 
     @property
     def files(self) -> int:
@@ -201,19 +204,23 @@ class _Cutter:
 
 
 def cut_batches(records: Iterable[FileRecord], max_files: int, max_bytes: int,
-                ramp: tuple[int, ...] = ()) -> Iterator[list[FileRecord]]:
+                ramp: tuple[int, ...] = (), volume_length: int = 0) -> Iterator[list[FileRecord]]:
     """Consecutive batches of at most `max_files` files and about `max_bytes` bytes (a file
     bigger than `max_bytes` gets a batch of its own); a batch at least 3/4 full is cut at a
     multiple of HASH_LANES files. Batch i < len(ramp) gets 1/ramp[i] of both limits."""
     cutter = _Cutter(max_files, max_bytes, ramp)
     batch: list[FileRecord] = []
     for rec in records:
-        if cutter.add(rec.size):
+        if cutter.add(bounded(rec.size, volume_length)):
             yield batch
             batch = []
         batch.append(rec)
     if batch:
         yield batch
+
+
+def bounded(size: int, volume_length: int) -> int:
+    return min(size, volume_length) if volume_length > 0 else size
 
 
 def wanted(record: FileRecord) -> bool:
@@ -227,7 +234,7 @@ FIRST_TIER = 0
 def plan_volume(records: Iterable[FileRecord], device_id: str, volume_offset: int, *,
                 max_files: int = DEFAULT_BATCH_FILES, max_bytes: int = DEFAULT_BATCH_BYTES,
                 coverage: Iterable[Coverage] = (), spool_dir: Optional[str] = None,
-                ) -> Iterator[VolumePlan | BatchSpec]:
+                volume_length: int = 0) -> Iterator[VolumePlan | BatchSpec]:
     """Yields every `BatchSpec` of the volume in tier order, and one `VolumePlan` (the
     totals) as soon as the walk ends.
 
@@ -244,7 +251,8 @@ def plan_volume(records: Iterable[FileRecord], device_id: str, volume_offset: in
 
     def spec(tier: int, seq: int, recs: list) -> BatchSpec:
         return BatchSpec(device_id=device_id, batch_id=batch_id(volume_offset, tier, seq),
-                         volume_offset=volume_offset, tier=tier, records=tuple(recs))
+                         volume_offset=volume_offset, tier=tier, records=tuple(recs),
+                         volume_length=volume_length)
 
     try:
         for t in counts:
@@ -255,15 +263,16 @@ def plan_volume(records: Iterable[FileRecord], device_id: str, volume_offset: in
             if not wanted(rec):
                 continue
             t = tier_of(rec)
+            size = bounded(rec.size, volume_length)
             counts[t][0] += 1
-            counts[t][1] += rec.size
+            counts[t][1] += size
             if t == FIRST_TIER:
-                if first.add(rec.size):
+                if first.add(size):
                     yield spec(t, first.seq - 1, pending[t])
                     pending[t] = []
                 pending[t].append(rec)
                 continue
-            cutters[t].add(rec.size)
+            cutters[t].add(size)
             pending[t].append(rec)
             if len(pending[t]) >= SPOOL_BLOCK:
                 pickle.dump(pending[t], spools[t], protocol=pickle.HIGHEST_PROTOCOL)
@@ -281,7 +290,7 @@ def plan_volume(records: Iterable[FileRecord], device_id: str, volume_offset: in
         for t, spool in spools.items():
             spool.seek(0)
             for seq, recs in enumerate(cut_batches(_unspool(spool), max_files, max_bytes,
-                                                   _ramp(t))):
+                                                   _ramp(t), volume_length)):
                 yield spec(t, seq, recs)
     finally:
         for spool in spools.values():

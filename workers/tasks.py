@@ -65,7 +65,8 @@ def plan_device_volume(backend: Backend, paths: tuple[str, ...], volume: VolumeR
     problems: list[Coverage] = []
     records = _guarded(backend.walk(evidence, volume, problems), volume.device_id, volume, problems)
     for item in plan_volume(records, volume.device_id, volume.offset, max_files=opts.batch_files,
-                            max_bytes=opts.batch_bytes, coverage=problems):
+                            max_bytes=opts.batch_bytes, coverage=problems,
+                            volume_length=volume.length):
         if isinstance(item, BatchSpec):
             # header, then the spec: the driver reads the header and hands the spec on by
             # reference, never unpacking and repacking its records
