@@ -48,3 +48,33 @@ def test_a_declared_size_cannot_stretch_the_time_limit():
     assert max(opts.timeout_for(s.bytes) for s in specs) <= opts.timeout_for(sum(s.bytes for s in specs))
     assert opts.timeout_for(sum(s.bytes for s in specs)) < 310            # seconds, not years
     assert BatchSpec("d", "b", 0, 0, (rec(2, HUGE),)).bytes == HUGE      # unknown volume: as declared
+
+
+# --- one scan per case (issue 19, item 5) -------------------------------------------------------
+
+def test_a_second_scan_of_a_case_fails_at_once_naming_the_first(tmp_path):
+    import os
+
+    from triage.store import CaseStore, ScanLock
+    folder = tmp_path / "export"
+    folder.mkdir()
+    (folder / "a.txt").write_text("synthetic\n")
+    case = tmp_path / "case"
+    CaseStore(case, create=True).close()
+    held = ScanLock(case)                        # as a running scan holds it
+    try:
+        run = subprocess.run([str(BIN / "triage"), "scan", "--case", str(case), str(folder)],
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 2
+        [line] = run.stderr.strip().splitlines()
+        assert line.startswith("error: ") and f"being scanned by process {os.getpid()}" in line
+        # readers never wait for it
+        queue = subprocess.run([str(BIN / "triage"), "queue", "--case", str(case)],
+                               capture_output=True, text=True, timeout=60)
+        assert queue.returncode == 0, queue.stderr
+    finally:
+        held.release()
+    run = subprocess.run([str(BIN / "triage"), "scan", "--case", str(case), "--json", str(folder)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert (case / "scan.lock").read_text() == ""               # released, holder cleared

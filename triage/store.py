@@ -210,6 +210,41 @@ HASH_INDEXES = ("CREATE INDEX IF NOT EXISTS files_md5 ON files (md5)",
                 "CREATE INDEX IF NOT EXISTS files_sha1 ON files (sha1)")
 
 
+class ScanLock:
+    """An exclusive lock on a case for the whole of one scan (`CASE_DIR/scan.lock`, flock): a
+    second scan of the same case fails at once, naming the holder. Readers (queue, show,
+    report, serve) never take it. The kernel drops it when the holder dies, even by SIGKILL,
+    so a crash leaves no stale lock."""
+
+    NAME = "scan.lock"
+
+    def __init__(self, case_dir: str | os.PathLike):
+        import fcntl
+        path = Path(case_dir) / self.NAME
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(self._fd, 200, 0).decode("utf-8", "replace").split()
+            os.close(self._fd)
+            self._fd = -1
+            who = (f"process {holder[0]}, started {holder[1]}" if len(holder) >= 2
+                   else "another process")
+            raise TriageError(f"{case_dir} is being scanned by {who}; wait for it to end, or "
+                              "scan into another case directory") from None
+        os.ftruncate(self._fd, 0)
+        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        os.pwrite(self._fd, f"{os.getpid()} {started}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            import fcntl
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = -1
+
+
 class CaseStore:
     """The SQLite case store of one case directory. Thread-safe; one connection per instance."""
 

@@ -24,7 +24,7 @@ from triage import __version__
 from triage.errors import TriageError
 from triage import records
 from triage.records import Coverage, EvidenceRef, VolumeRef, device_where, volume_where
-from triage.store import CaseStore
+from triage.store import CaseStore, ScanLock
 from workers.batch import Backend, BatchResult, ScanOptions
 from workers.plan import PICTURE_TIERS, BatchHeader, VolumePlan, tier_of_batch
 
@@ -706,8 +706,15 @@ def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list
         from triage.context import load_context
         contexts = load_context(context_file)
     store = CaseStore(case_dir, create=True)
-    if resume:
-        _check_resumable(store, opts, hashsets)
+    # one scan per case at a time: a second one would mix its results with the first's
+    lock = ScanLock(case_dir)
+    try:
+        if resume:
+            _check_resumable(store, opts, hashsets)
+    except BaseException:
+        lock.release()
+        store.close()
+        raise
     ids = unique_device_ids(list(evidence), backend.device_id_for)
     devices = []
     from triage.context import match_context
@@ -760,6 +767,7 @@ def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list
         store.end_run(run_id, status, hash_engines=sorted(scan.hash_engines) if scan else [])
         sink.close()
         store.close()
+        lock.release()
     firsts = [d.first_flag for d in devices if d.first_flag]
     known = [d.first_known_match for d in devices if d.first_known_match]
     return ScanSummary(run_id=run_id, status=status, seconds=round(time.time() - t0, 3),
