@@ -6,6 +6,8 @@ import json
 import pickle
 import sqlite3
 import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -561,3 +563,45 @@ def test_chunked_lookup_gives_the_same_answer(three_sets, monkeypatch):
     monkeypatch.setattr(store_mod, "LOOKUP_CHUNK", 2)
     assert three_sets.lookup("md5", queries) == whole
     assert sum(map(len, whole)) == 5
+
+
+# ------------------------------------------------------------------ hostile VICS (issue 19)
+
+def test_vics_huge_numbers_and_wrong_types_are_counted_rejects_not_crashes(tmp_path):
+    """A 4,301-digit Category killed the process (SIGSEGV in ijson's C backend); a list where
+    a scalar belongs raised 'unhashable type'. Now: counted rejects, the rest imported. Run in a
+    subprocess, so a regression cannot take the test runner down with it."""
+    good = [{"MediaID": i, "Category": 1, "MD5": md5(f"ok{i}")} for i in range(3)]
+    bad = [{"MediaID": 10, "Category": 9, "MD5": md5("x"), "MediaSize": 0},
+           {"MediaID": 11, "Category": ["not", "a", "scalar"], "MD5": md5("list")},
+           {"MediaID": 12, "Category": 2, "MD5": md5("series"), "Series": "7" * 5000}]
+    text = json.dumps({"@odata.context": UK_MEDIA, "value": good + bad})
+    # numbers too long for any field: one short of a chunk boundary, and spanning several
+    text = text.replace('"MediaSize": 0', '"MediaSize": ' + "9" * 4301)
+    text = text.replace('"MediaID": 10,', '"MediaID": ' + "8" * 200_000 + ",")
+    path = tmp_path / "hostile.json"
+    path.write_text(text)
+    run = subprocess.run([sys.executable, "-c", "from cli import run; run()", "hashset", "import",
+                          str(path), "--name", "hostile", "--role", "alert", "--store",
+                          str(tmp_path / "store"), "--json"], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, (run.returncode, run.stderr[-2000:])
+    info = json.loads(run.stdout)
+    assert info["rejected"] == 1 and "more than 1000 digits" in json.dumps(info)
+    store = HashSetStore(tmp_path / "store")
+    hits = store.lookup("md5", [md5("ok0"), md5("x"), md5("list"), md5("series")])
+    assert [bool(h) for h in hits] == [True, False, True, True]   # the list is kept as text
+
+
+def test_number_guard_keeps_digits_inside_strings_and_short_numbers():
+    import io
+
+    from hashsets.importers.vics import _NumberGuard
+    raw = b'{"a": 12, "b": "' + b"5" * 3000 + b'", "c": [' + b"1" * 1500 + b', 3]}'
+    out = b""
+    g = _NumberGuard(io.BytesIO(raw))
+    while chunk := g.read(64):                      # tiny reads: every boundary case
+        out += chunk
+    doc = json.loads(out)
+    assert doc["a"] == 12 and doc["b"] == "5" * 3000
+    assert doc["c"] == ["(number too long)", 3]

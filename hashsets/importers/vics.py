@@ -35,7 +35,60 @@ def _open(path: Path):
     f = open(path, "rb")
     if f.read(3) != b"\xef\xbb\xbf":
         f.seek(0)
-    return f
+    return _NumberGuard(f)
+
+
+MAX_DIGITS = 1000       # no VICS field holds a number this long; Python refuses past 4,300
+_LONG = re.compile(rb"([:,\[]\s*-?)[0-9]{%d,}" % (MAX_DIGITS + 1))
+_TRAILING = re.compile(rb"([:,\[]\s*-?)?([0-9]+)\Z")
+_TOO_LONG_TEXT = "(number too long)"
+TOO_LONG = b'"' + _TOO_LONG_TEXT.encode() + b'"'
+
+
+class _NumberGuard:
+    """The file as ijson reads it, with every number of more than MAX_DIGITS digits replaced by
+    a string, so its record is rejected and counted. ijson's C backend converts integers with
+    Python's int(), which refuses more than 4,300 digits; the error went unhandled in C and a
+    hash set with one such number killed the process (SIGSEGV). Memory stays a chunk."""
+
+    def __init__(self, f):
+        self._f = f
+        self._tail = b""
+        self._skipping = False          # inside a number already replaced: drop its digits
+
+    def read(self, n: int = -1) -> bytes:
+        if n == 0:                      # ijson probes the stream's type with read(0)
+            return b""
+        while True:
+            chunk = self._f.read(n if n and n > 0 else 65536)
+            if self._skipping:
+                rest = chunk.lstrip(b"0123456789")
+                if chunk and not rest:
+                    continue
+                self._skipping, chunk = False, rest
+            data, self._tail = self._tail + chunk, b""
+            if not chunk:
+                return _LONG.sub(rb"\1" + TOO_LONG, data)
+            m = _TRAILING.search(data)
+            if m:
+                if len(m.group(2)) > MAX_DIGITS:
+                    if m.group(1) is not None:          # a number token: cut it here
+                        self._skipping = True
+                        data = data[:m.start()] + m.group(1) + TOO_LONG
+                    # else digits inside a string: they go through as they are
+                else:                                   # may go on in the next chunk
+                    data, self._tail = data[:m.start()], data[m.start():]
+            if data:
+                return _LONG.sub(rb"\1" + TOO_LONG, data)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._f.close()
 
 
 def _shape(path: Path) -> tuple[str, str]:
@@ -63,6 +116,12 @@ def _shape(path: Path) -> tuple[str, str]:
                                f"{str(exc).splitlines()[0][:80]})") from None
     raise HashSetError(f"{path.name} is not a VICS hash set (JSON without Media records "
                        "under `value`)")
+
+
+def _scalar(v):
+    """A field as a plain value: a list or object where a scalar belongs (hostile or broken
+    input) becomes its text, and is then judged like any other bad value."""
+    return v if v is None or isinstance(v, (str, int, float, bool)) else str(v)[:100]
 
 
 def _bool(v):
@@ -120,6 +179,9 @@ def read(path: Path, builder: SetBuilder, options: ImportOptions) -> SourceFacts
                 if not isinstance(media, dict):
                     builder.reject(f"media {n}", repr(media))
                     continue
+                if any(v == _TOO_LONG_TEXT for v in media.values()):
+                    builder.reject(f"media {n}", f"a number of more than {MAX_DIGITS} digits")
+                    continue
                 get = media.get
                 md5 = get("MD5") or get("md5") or ""
                 sha1 = get("SHA1") or get("sha1") or ""
@@ -136,7 +198,8 @@ def read(path: Path, builder: SetBuilder, options: ImportOptions) -> SourceFacts
                 if len(md5) != 32 and len(sha1) != 40 and len(sha256) != 64:
                     builder.reject(f"media {n}", f"no valid MD5/SHA1 in {str(media)[:100]}")
                     continue
-                raw = (get("Category"), get("Series"), get("VictimIdentified"), get("IsDistributed"))
+                raw = tuple(_scalar(get(k)) for k in ("Category", "Series", "VictimIdentified",
+                                                      "IsDistributed"))
                 meta = metas.get(raw)
                 if meta is None:
                     meta = metas[raw] = builder.meta_id(_category(raw[0]), str(raw[1] or ""),
