@@ -1,6 +1,7 @@
 """The `triage` command. Click commands only: parse, call the library, format the output."""
 from __future__ import annotations
 
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -19,6 +20,9 @@ class TriageGroup(click.Group):
         except (TriageError, OSError, ValueError) as exc:
             from triage.units import terminal_safe   # the message may quote evidence names
             click.echo(f"error: {terminal_safe(exc)}", err=True)
+            sys.exit(2)
+        except sqlite3.Error as exc:     # a full disk, a damaged case store: one line
+            click.echo(f"error: case store: {exc}", err=True)
             sys.exit(2)
 
 

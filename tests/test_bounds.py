@@ -78,3 +78,59 @@ def test_a_second_scan_of_a_case_fails_at_once_naming_the_first(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert (case / "scan.lock").read_text() == ""               # released, holder cleared
+
+
+# --- one error line, never a traceback (issue 19, item 9) ---------------------------------------
+
+def _triage(*args, timeout=120):
+    return subprocess.run([str(BIN / "triage"), *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _one_error_line(run, *words):
+    assert run.returncode == 2, (run.returncode, run.stderr[-1500:])
+    assert "Traceback" not in run.stderr
+    [line] = run.stderr.strip().splitlines()
+    assert line.startswith("error: ")
+    for w in words:
+        assert w in line, line
+
+
+def test_deep_json_and_huge_csv_context_files_are_one_line(tmp_path):
+    folder = tmp_path / "export"
+    folder.mkdir()
+    (folder / "a.txt").write_text("x")
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 10_000 + "]" * 10_000)
+    _one_error_line(_triage("scan", "--case", tmp_path / "c1", "--context", deep, folder),
+                    "nested too deeply")
+    wide = tmp_path / "wide.csv"
+    wide.write_text("evidence,notes\nexport,\"" + "n" * 140_000 + "\"\n")
+    _one_error_line(_triage("scan", "--case", tmp_path / "c2", "--context", wide, folder),
+                    "not a readable CSV file")
+
+
+def test_an_error_naming_hostile_bytes_stays_one_line(tmp_path):
+    bad = tmp_path / "evil\nname\x1b[2J.img"
+    bad.write_bytes(b"\x00" * 1000)
+    run = _triage("inspect", bad)
+    _one_error_line(run, "\\x0a", "\\x1b")
+
+
+def test_a_damaged_nsrl_database_is_one_line(tmp_path):
+    import sqlite3
+    db = tmp_path / "nsrl.db"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE FILE (sha256 TEXT, sha1 TEXT, md5 TEXT, crc32 TEXT, file_name TEXT,"
+                " file_size INTEGER, package_id INTEGER)")
+    con.executemany("INSERT INTO FILE VALUES (?, ?, ?, '', 'f', 1, 1)",
+                    [(f"{i:064x}", f"{i:040x}", f"{i:032x}") for i in range(20_000)])
+    con.commit()
+    con.close()
+    data = bytearray(db.read_bytes())
+    for page in range(3, len(data) // 4096, 5):       # scribble over table pages past the first
+        data[page * 4096:page * 4096 + 64] = b"\xa5" * 64
+    db.write_bytes(bytes(data))
+    run = _triage("hashset", "import", db, "--name", "n", "--role", "ignore",
+                  "--store", tmp_path / "store")
+    _one_error_line(run, "nsrl.db", "damaged SQLite database")

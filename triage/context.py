@@ -129,11 +129,18 @@ def load_context(path) -> dict[str, dict]:
             rows = _rows_from_json(json.loads(text))
         except json.JSONDecodeError as exc:
             raise TriageError(f"{where}not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        except RecursionError:
+            raise TriageError(f"{where}JSON nested too deeply to be a context file") from None
     else:
         reader = csv.DictReader(io.StringIO(text))
-        if not reader.fieldnames or "evidence" not in [f.strip().lower() for f in reader.fieldnames]:
-            raise TriageError(f"{where}CSV needs a header row with an 'evidence' column")
-        rows = [r for r in reader if any((v or "").strip() for v in r.values() if isinstance(v, str))]
+        try:
+            if not reader.fieldnames or "evidence" not in [f.strip().lower() for f in reader.fieldnames]:
+                raise TriageError(f"{where}CSV needs a header row with an 'evidence' column")
+            rows = [r for r in reader
+                    if any((v or "").strip() for v in r.values() if isinstance(v, str))]
+        except csv.Error as exc:        # a field over the csv module's limit, a NUL byte, ...
+            raise TriageError(f"{where}not a readable CSV file (line {reader.line_num}: "
+                              f"{exc})") from None
     contexts: dict[str, dict] = {}
     for row in rows:
         clean = normalise_row(row, where)

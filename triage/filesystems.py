@@ -33,6 +33,9 @@ NTFS_DATA = int(pytsk3.TSK_FS_ATTR_TYPE_NTFS_DATA)        # 128, the $DATA attri
 _DIR_TYPES = (pytsk3.TSK_FS_META_TYPE_DIR, pytsk3.TSK_FS_META_TYPE_VIRT_DIR)
 _NAME_DIR_TYPES = (pytsk3.TSK_FS_NAME_TYPE_DIR, pytsk3.TSK_FS_NAME_TYPE_VIRT_DIR)
 FS_CACHE = 8                                               # FS_Info objects kept per device
+# What pytsk3 raises on damaged structures; SystemError and OverflowError come from sizes that
+# corrupt metadata makes negative or huge ("Negative size passed to PyBytes_FromStringAndSize").
+TSK_ERRORS = (IOError, OSError, RuntimeError, SystemError, OverflowError)
 # TSK's file-system type numbers -> the short names used everywhere else
 FS_NAMES = {
     pytsk3.TSK_FS_TYPE_NTFS: "ntfs", pytsk3.TSK_FS_TYPE_FAT12: "fat12",
@@ -124,7 +127,7 @@ def open_fs(volume: VolumeImage) -> pytsk3.FS_Info:
     """The file system in a volume's image (TSK's file-system layer over the volume layer)."""
     try:
         return pytsk3.FS_Info(volume.img, offset=volume.offset)
-    except (IOError, OSError, RuntimeError) as exc:
+    except TSK_ERRORS as exc:
         raise EvidenceError(f"unknown or corrupt file system: {_tsk_reason(exc)}") from None
 
 
@@ -175,7 +178,7 @@ def walk(source: "Evidence | Resolver", volume: VolumeRef,
         inum, dir_path = stack.pop()
         try:
             directory = fs.open_dir(inode=inum)
-        except (IOError, OSError, RuntimeError) as exc:
+        except TSK_ERRORS as exc:
             # the root too: an unreadable root hides the whole file system's names
             if problems is not None:
                 where = Provenance(device_id=dev, volume_offset=volume.offset, inode=inum,
@@ -224,7 +227,7 @@ def _unclaimed_meta(fs, entry, addr: int):
     """
     try:
         f = fs.open_meta(inode=addr)
-    except (IOError, OSError, RuntimeError):
+    except TSK_ERRORS:
         return entry, None
     meta = f.info.meta
     if meta is None or int(meta.flags) & int(pytsk3.TSK_FS_META_FLAG_ALLOC):
@@ -242,7 +245,7 @@ def _record(entry, meta, volume: VolumeRef, fs_type: str, path: str, name: str, 
         else:
             try:
                 head = entry.read_random(0, min(size, filetype.HEAD_BYTES))
-            except (IOError, OSError, RuntimeError):
+            except TSK_ERRORS:
                 head = b""
             ctype = filetype.sniff(head) if head else ""
             mismatch = filetype.ext_mismatch(name, ctype)
@@ -273,7 +276,7 @@ def _streams(entry, parent: FileRecord) -> Iterator[FileRecord]:
         if size:
             try:
                 head = entry.read_random(0, min(size, filetype.HEAD_BYTES), NTFS_DATA, int(ainfo.id))
-            except (IOError, OSError, RuntimeError):
+            except TSK_ERRORS:
                 head = b""
         ctype = "empty" if size == 0 else (filetype.sniff(head) if head else "")
         prov = replace(parent.prov, path=f"{parent.path}:{sname}", ads=sname,
@@ -354,7 +357,7 @@ def read_chunks(source: "Evidence | Resolver", prov: Provenance,
         return          # a deleted name whose metadata is gone (address 0): no content left
     try:
         f = fs.open_meta(inode=prov.inode)
-    except (IOError, OSError, RuntimeError) as exc:
+    except TSK_ERRORS as exc:
         raise EvidenceError(f"{prov.path}: cannot open inode {prov.inode}: {_tsk_reason(exc)}") from None
     meta = f.info.meta
     direct = None if prov.attr_type else _direct_ranges(evidence, res.volume(prov.volume_offset),
@@ -374,6 +377,8 @@ def read_chunks(source: "Evidence | Resolver", prov: Provenance,
     else:
         size = int(meta.size) if meta is not None else 0
         args = ()
+    if size < 0:
+        raise ShortRead(f"declared size {size:,} bytes: damaged metadata", 0, 0)
     # Hostile metadata can declare any size (7e16 bytes): no loop runs on it past the volume.
     room = max(0, (evidence.ref.media_size or evidence.source.size) - (prov.volume_offset or 0))
     end = min(size, room)
@@ -382,7 +387,7 @@ def read_chunks(source: "Evidence | Resolver", prov: Provenance,
         n = min(chunk_size, end - offset)
         try:
             data = f.read_random(offset, n, *args)
-        except (IOError, OSError, RuntimeError) as exc:
+        except TSK_ERRORS as exc:
             raise ShortRead(f"read error at byte {offset:,}: {_tsk_reason(exc)}", size,
                             offset) from None
         if not data:
@@ -512,7 +517,7 @@ def _ntfs_initialised(res: Resolver, fs, prov: Provenance) -> Optional[int]:
                     aid == prov.attr_id if prov.attr_type else name_len == 0):
                 return int.from_bytes(rec[pos + 0x38:pos + 0x40], "little")
             pos += length
-    except (IOError, OSError, RuntimeError, EvidenceError, ValueError):
+    except (*TSK_ERRORS, EvidenceError, ValueError):
         return None
     return None
 
@@ -540,7 +545,7 @@ def unallocated_bytes(source: "Evidence | Resolver", volume_offset: int, fs_type
             return block * free
         if fs_type == "iso9660":
             return 0                                # written once: nothing is free
-    except (IOError, OSError, RuntimeError, EvidenceError, ValueError, IndexError):
+    except (*TSK_ERRORS, EvidenceError, ValueError, IndexError):
         return -1
     return -1
 

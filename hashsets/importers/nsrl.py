@@ -35,6 +35,15 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 def read_rdsv3(path: Path, builder: SetBuilder) -> SourceFacts:
+    """An NSRL RDSv3 SQLite database; a damaged one (corrupt pages met part-way) is one error
+    naming the file, never a traceback."""
+    try:
+        return _read_rdsv3(path, builder)
+    except sqlite3.DatabaseError as exc:
+        raise HashSetError(f"{path.name}: damaged SQLite database ({exc})") from None
+
+
+def _read_rdsv3(path: Path, builder: SetBuilder) -> SourceFacts:
     try:
         con = _connect(path)
         objects = {(r[0].upper(), r[1]) for r in con.execute("SELECT name, type FROM sqlite_master")}
