@@ -272,3 +272,23 @@ def test_file_row_puts_every_value_in_its_column():
     assert row["error"] == "oops" and row["extra"] == "{}"
     # the member chain is structured in `prov`, never split back out of the display string
     assert Provenance.from_dict(json.loads(row["prov"])) == prov
+
+
+def test_provenance_round_trips_with_a_parent_and_keys_never_collide():
+    """Names with the characters the old joined keys used ('|', '!', ':') cannot collide, and a
+    carved or embedded item's chain (parent + byte range) survives the store's JSON."""
+    vol = records.volume_where("d", 1048576, 2, "ext4")
+    carved = Provenance("d", 1048576, None, "$Unallocated/4096.jpg", volume_index=2,
+                        parent=vol, offset=4096, length=512)
+    inner = Provenance("d", 1048576, 12, "/a.pdf", members=("x.zip",),
+                       parent=Provenance("d", 1048576, 11, "/x.zip"), offset=10, length=99)
+    for p in (carved, inner):
+        assert Provenance.from_dict(json.loads(json.dumps(p.to_dict()))) == p
+        assert Provenance.from_dict(p.to_dict()).key == p.key
+    a = Provenance("d", 0, 1, "/a|0|2|/b")
+    b = Provenance("d", 0, 1, "/a", members=("0|2|/b",))
+    c = Provenance("d", 0, 1, "/a!/b")
+    d = Provenance("d", 0, 1, "/a", members=("b",))
+    assert len({a.key, b.key, c.key, d.key}) == 4
+    assert carved.display() == "$Unallocated/4096.jpg" and carved.scope == "embedded"
+    assert inner.display().startswith("/a.pdf")

@@ -125,10 +125,9 @@ class Provenance:
     def display(self, member: bool = True) -> str:
         """Where this is, for people: the path with its NTFS stream (`file:stream`, once) and,
         when asked, its archive member (`archive.zip!/member`); a volume or the device by name."""
-        if self.parent is not None:
-            inner = f"@{self.offset}+{self.length}"
-            base = self.path or f"{self.parent.display(member)}{inner}"
-            return base
+        if self.parent is not None:             # its own name ($Unallocated/...), or where in
+            return self.path or (f"{self.parent.display(member)} bytes {self.offset}-"   # the parent
+                                 f"{self.offset + self.length - 1}")
         if not self.path and self.inode is None:
             if self.length:                     # a byte range of the media or a volume
                 where = (f"device {self.device_id}" if self.volume_offset is None
@@ -144,7 +143,7 @@ class Provenance:
         return path + (MEMBER_SEP[0] + self.member if member and self.members else "")
 
     def to_dict(self) -> dict:
-        d = {k: v for k, v in dataclasses.asdict(self).items() if k != "parent"}
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["members"] = list(self.members)
         d["parent"] = self.parent.to_dict() if self.parent is not None else None
         return d
