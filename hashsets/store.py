@@ -507,3 +507,43 @@ def resolve_hashsets(store_root: str | Path | None, names_or_files: Iterable[str
             store.import_file(path, name, role, format=fmt, progress=progress)
         names.append(name)
     return names
+
+
+def sets_for_scan(case_dir, hashset_args, store_root
+                  ) -> tuple[tuple[tuple[str, tuple[str, ...]], ...], list[dict]]:
+    """((store root, set names), ...) for the workers, and each set's provenance for the run.
+
+    FILE arguments are imported into CASE_DIR/hashsets, so the case keeps its own copy of what
+    it was matched against; NAME arguments are sets in `store_root` ($TRIAGE_HOME/hashsets).
+    With no arguments, every set in `store_root` is used.
+    """
+    root = Path(store_root) if store_root else default_root()
+    files = [a for a in hashset_args if Path(a).is_file()]
+    names = [a for a in hashset_args if not Path(a).is_file()]
+    wanted: list[tuple[str, tuple[str, ...]]] = []
+    if files:
+        case_sets = Path(case_dir) / "hashsets"
+        Path(case_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(case_dir, 0o700)
+        old = os.umask(0o077)              # the case's copy of the sets: owner only, like the rest
+        try:
+            imported = resolve_hashsets(case_sets, files)
+        finally:
+            os.umask(old)
+        wanted.append((str(case_sets.resolve()), tuple(dict.fromkeys(imported))))
+    if names:
+        open_sets(root, names)                      # unknown names: a HashSetError now
+        wanted.append((str(root.resolve()), tuple(dict.fromkeys(names))))
+    elif not hashset_args and HashSetStore(root).names():
+        wanted.append((str(root.resolve()), tuple(HashSetStore(root).names())))
+    provenance = []
+    for where, set_names in wanted:
+        store = HashSetStore(where)
+        for name in set_names:
+            info = store.info(name)
+            provenance.append({"name": info.name, "version": info.version, "role": info.role,
+                               "format": info.format, "records": info.records,
+                               "source_name": info.source_name,
+                               "source_sha256": info.source_sha256, "scheme": info.scheme,
+                               "imported_at": info.imported_at, "store": where})
+    return tuple(wanted), provenance
