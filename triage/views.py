@@ -198,3 +198,51 @@ def flags_table(flags: Iterable[tuple[int, Flag]]) -> Table:
         table.add_row(time.strftime("%H:%M:%S", time.localtime(f.raised_at)),
                       Text(f.code, style=_FLAG_STYLE.get(f.code, "")), f.device_id, f.message)
     return table
+
+
+# --- JSON of the queue and of one device: `triage queue/show` and the review service share them ---
+
+def review_counts(v: DeviceVerdict, graded: int) -> dict:
+    """Reviewed and unreviewed findings of a device: its findings are its exact, near-only and
+    suspected files (as `triage.findings` counts them); reviewed ones carry a grade."""
+    total = v.alert_matches + v.near_matches + v.suspected_new
+    reviewed = min(int(graded), total)
+    return {"reviewed": reviewed, "unreviewed": total - reviewed}
+
+
+def queue_rows(ordered: list[DeviceVerdict], graded: Optional[dict] = None) -> list[dict]:
+    """`triage queue --format json`: each verdict's JSON with its review counts.
+    `graded`: device id -> graded findings (CaseReview.graded_counts)."""
+    from triage.rank import verdict_dict
+
+    graded = graded or {}
+    return [dict(verdict_dict(v), **review_counts(v, graded.get(v.device_id, 0)))
+            for v in ordered]
+
+
+def finding_json(f: Finding, grade: Optional[dict] = None) -> dict:
+    """A finding as `show --json` and the review service give it: `finding_dict` plus its
+    stable id and its grade (null until graded)."""
+    from triage.review.casereview import finding_id
+
+    return dict(finding_dict(f), id=finding_id(f.key), display_path=display_path(f.record.prov),
+                grade=None if grade is None else {k: grade[k] for k in ("grade", "note", "user", "time")})
+
+
+def device_json(store, device: dict, verdict: DeviceVerdict, found: list[Finding],
+                grades: Optional[dict] = None) -> dict:
+    """`triage show --json`: the verdict, the device record, model counts, volumes, coverage,
+    flags and every finding with its provenance and grade. `grades`: file key -> grade."""
+    from dataclasses import asdict
+
+    from triage.rank import verdict_dict
+
+    dev_id = device["id"]
+    grades = grades or {}
+    model = {"scored": len(store.scores(dev_id)), "skipped": store.model_skips(dev_id)}
+    graded = sum(1 for f in found if f.key in grades)
+    return dict(verdict_dict(verdict), **review_counts(verdict, graded), device_record=device,
+                model=model, volumes=[asdict(v) for v in store.volumes(dev_id)],
+                coverage_records=[asdict(c) for c in store.coverage(dev_id)],
+                flag_records=[asdict(f) for _i, f in store.flags(dev_id)],
+                findings=[finding_json(f, grades.get(f.key)) for f in found])
