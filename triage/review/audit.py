@@ -45,8 +45,14 @@ CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
 def private_db(path: Path, schema: str, what: str) -> sqlite3.Connection:
     """A 0600 SQLite file in WAL mode with `schema` applied (the review and users files);
     autocommit, usable from any thread under the caller's lock."""
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-    os.close(fd)
+    # Never open and close a file descriptor of a database another connection of this process
+    # may hold: closing any descriptor drops every POSIX lock the process has on the file, and
+    # SQLite would then delete the write-ahead log under that connection.
+    if not path.exists():
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
+        except FileExistsError:
+            pass
     os.chmod(path, 0o600)
     try:
         db = sqlite3.connect(str(path), timeout=30, check_same_thread=False, isolation_level=None)
