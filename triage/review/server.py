@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import signal
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -38,12 +39,29 @@ def check_transport(host: str, cert: Optional[str], key: Optional[str],
             "cookies and pictures cross the network unencrypted; use --cert/--key")
 
 
+def _server_class():
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, except that a SIGTERM or Ctrl-C after the graceful shutdown ends
+        the process normally (exit 0, "stopped") instead of being raised again at it."""
+
+        def handle_exit(self, sig, frame) -> None:
+            if self.should_exit and sig == signal.SIGINT:
+                self.force_exit = True
+            self.should_exit = True
+
+    return Server
+
+
 def serve(case_dirs: list[Path], *, host: str = "127.0.0.1", port: int = 8765,
           cert: Optional[str] = None, key: Optional[str] = None, insecure_http: bool = False,
           users_path: Optional[str] = None, say: Callable[[str], None] = print) -> None:
     import uvicorn
 
     from triage.review.app import create_app
+
+    _Server = _server_class()
     from triage.review.cases import Cases
     from triage.review.users import UserDB
 
@@ -62,7 +80,7 @@ def serve(case_dirs: list[Path], *, host: str = "127.0.0.1", port: int = 8765,
                             log_level=os.environ.get("TRIAGE_SERVE_LOG", "warning"),
                             timeout_graceful_shutdown=GRACEFUL_SECONDS, lifespan="off",
                             server_header=False, proxy_headers=False)
-    server = uvicorn.Server(config)
+    server = _Server(config)
     holder["server"] = server
     scheme = "https" if cert else "http"
     say(f"serving {len(cases.by_name)} case(s) ({', '.join(cases.by_name)}) on "
