@@ -502,6 +502,7 @@ def create_app(cases: Cases, users: UserDB, *, tls: bool = False, poll: float = 
 
     routes = [
         Route("/login", login_page),
+        Route("/favicon.ico", lambda request: Response(status_code=204)),
         Route("/", queue_page),
         Route("/device/{device:path}", device_page),
         Route("/progress", progress_page),
