@@ -225,7 +225,7 @@ def create_app(cases: Cases, users: UserDB, *, tls: bool = False, poll: float = 
         except TriageError as exc:
             raise HTTPException(409, str(exc)) from None
 
-    def device_payload(s: Session, ref: str, case: str) -> dict:
+    def device_payload(s: Session, ref: str, case: str) -> tuple[dict, bytes]:
         c, dev = device_of(ref, case)
         out = c.device_json(dev)
         c.review.audit.append(s.user, "device view", dev["id"], {"case": c.name})
@@ -298,20 +298,21 @@ def create_app(cases: Cases, users: UserDB, *, tls: bool = False, poll: float = 
     async def api_queue(request: Request):
         need(request)
         args = queue_args(request)
-        return JSONResponse(await run_in_threadpool(cases.queue, **args))
+        return Response(await run_in_threadpool(cases.queue_json, **args),
+                        media_type="application/json")
 
     async def api_device(request: Request):
         s = need(request)
-        out = await run_in_threadpool(device_payload, s, request.path_params["device"],
-                                      request.query_params.get("case", ""))
-        return Response(json.dumps(out, default=str), media_type="application/json")
+        _out, body = await run_in_threadpool(device_payload, s, request.path_params["device"],
+                                             request.query_params.get("case", ""))
+        return Response(body, media_type="application/json")
 
     async def api_findings(request: Request):
         s = need(request)
         ref = request.query_params.get("device")
         if not ref:
             raise HTTPException(400, "give ?device=ID")
-        out = await run_in_threadpool(device_payload, s, ref, request.query_params.get("case", ""))
+        out, _body = await run_in_threadpool(device_payload, s, ref, request.query_params.get("case", ""))
         rows = [dict(f, case=out["case"], device=out["device"]) for f in with_thumbs(out)]
         return Response(json.dumps(rows, default=str), media_type="application/json")
 
@@ -461,8 +462,8 @@ def create_app(cases: Cases, users: UserDB, *, tls: bool = False, poll: float = 
 
     async def device_page(request: Request):
         s = page_session(request)
-        out = await run_in_threadpool(device_payload, s, request.path_params["device"],
-                                      request.query_params.get("case", ""))
+        out, _body = await run_in_threadpool(device_payload, s, request.path_params["device"],
+                                             request.query_params.get("case", ""))
         findings = with_thumbs(out)
         lost = sum(c["bytes_not_examined"] for c in out["coverage_records"])
         return page(request, "device.html", s, d=out, findings=findings, lost=lost,

@@ -57,6 +57,10 @@ def private_db(path: Path, schema: str, what: str) -> sqlite3.Connection:
     try:
         db = sqlite3.connect(str(path), timeout=30, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
+        # As the case store: a commit is in the log at once, on disk by the next checkpoint.
+        # FULL made every device view wait for an fsync (the queue stalled behind them under
+        # load); a power cut can lose the last events, never break the chain.
+        db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(schema)
     except sqlite3.DatabaseError as exc:
         raise TriageError(f"{path} is not a triage {what}: {exc}") from exc

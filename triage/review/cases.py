@@ -8,8 +8,10 @@ CLI) commits. A scan writing another case leaves this case's cache alone.
 """
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -23,6 +25,9 @@ from triage.review.casereview import CaseReview, finding_id
 from triage.store import DB_NAME, CaseStore, is_case
 
 
+SNAPSHOT_SECONDS = 60.0
+
+
 @dataclass
 class _Snapshot:
     version: int
@@ -31,6 +36,18 @@ class _Snapshot:
     devices: dict
     findings: dict = field(default_factory=dict)     # device id -> list[Finding]
     device_json: dict = field(default_factory=dict)  # (device id, grades version) -> dict
+    made: float = 0.0
+    queue: Optional[tuple] = None                    # (grades version, rows)
+
+
+class _Devices:
+    """The snapshot's device records where `rank.find_device` expects a store."""
+
+    def __init__(self, devices: dict):
+        self._devices = list(devices.values())
+
+    def devices(self) -> list[dict]:
+        return self._devices
 
 
 class Case:
@@ -59,22 +76,40 @@ class Case:
         return (self.review.data_version(), self._grade_seq)
 
     def snapshot(self) -> _Snapshot:
-        """The verdicts in priority order, recomputed only when the case store changed."""
+        """The verdicts in priority order, recomputed when the case store changed, and at
+        least every SNAPSHOT_SECONDS (custody-deadline points depend on the time)."""
         with self._lock:
             v = self.version()
-            if self._snap is None or self._snap.version != v:
+            now = time.monotonic()
+            snap = self._snap
+            if snap is None or snap.version != v or now - snap.made > SNAPSHOT_SECONDS:
                 ordered = rank.verdicts(self.store)
                 devices = {d["id"]: d for d in self.store.devices()}
-                self._snap = _Snapshot(v, ordered, {x.device_id: x for x in ordered}, devices)
+                self._snap = _Snapshot(v, ordered, {x.device_id: x for x in ordered}, devices,
+                                       made=now)
             return self._snap
+
+    def state(self) -> tuple:
+        """Changes whenever the queue of this case may have changed."""
+        snap = self.snapshot()
+        return (id(snap), snap.version, self.grades_version())
 
     def queue(self) -> list[dict]:
         snap = self.snapshot()
-        rows = views.queue_rows(snap.ordered, self.review.graded_counts())
-        return [dict(r, case=self.name) for r in rows]
+        gv = self.grades_version()
+        with self._lock:
+            if snap.queue is None or snap.queue[0] != gv:
+                rows = views.queue_rows(snap.ordered, self.review.graded_counts())
+                snap.queue = (gv, [dict(r, case=self.name) for r in rows])
+            return snap.queue[1]
 
     def find_device(self, ref: str) -> dict:
-        return rank.find_device(self.store, ref)
+        """`rank.find_device` (id, exhibit or evidence name) over the snapshot's devices, so a
+        request does not read and parse every device row again."""
+        snap = self.snapshot()
+        if ref in snap.devices:
+            return snap.devices[ref]
+        return rank.find_device(_Devices(snap.devices), ref)
 
     def findings(self, device_id: str) -> list[Finding]:
         snap = self.snapshot()
@@ -87,7 +122,8 @@ class Case:
                     self.ids[finding_id(f.key)] = (device_id, f.key)
             return found
 
-    def device_json(self, device: dict) -> dict:
+    def device_json(self, device: dict) -> tuple[dict, bytes]:
+        """`triage show --json` of a device with its case, and that JSON encoded."""
         snap = self.snapshot()
         gv = self.grades_version()
         cache_key = (device["id"], gv)
@@ -101,6 +137,7 @@ class Case:
             found = self.findings(device["id"])
             out = dict(views.device_json(self.store, device, verdict, found,
                                          self.review.grades(device["id"])), case=self.name)
+            out = (out, json.dumps(out, default=str).encode())
             with self._lock:
                 snap.device_json[cache_key] = out
         return out
@@ -127,6 +164,8 @@ class Cases:
 
     def __init__(self, dirs: list[Path]):
         self.by_name: dict[str, Case] = {}
+        self._lock = threading.Lock()
+        self._queue_cache: Optional[tuple] = None
         seen: set[Path] = set()
         for d in dirs:
             d = Path(d).resolve()
@@ -176,6 +215,19 @@ class Cases:
                     keep.append(r)
             rows = keep
         return rows
+
+    def queue_json(self, flag: str = "", case: str = "", deadline_days: Optional[float] = None) -> bytes:
+        """`queue` encoded, cached until a case or its grades change (or the minute, when
+        filtering by deadline)."""
+        key = (tuple(c.state() for c in self), flag, case, deadline_days,
+               int(time.time() // 60) if deadline_days is not None else 0)
+        with self._lock:
+            if self._queue_cache is not None and self._queue_cache[0] == key:
+                return self._queue_cache[1]
+        body = json.dumps(self.queue(flag, case, deadline_days)).encode()
+        with self._lock:
+            self._queue_cache = (key, body)
+        return body
 
     def device(self, ref: str, case: str = "") -> tuple[Case, dict]:
         """The case and device record a reference names; TriageError when none or several."""

@@ -41,6 +41,9 @@ CREATE TABLE IF NOT EXISTS users (
 """
 
 _hasher = PasswordHasher()
+# argon2's default costs 64 MiB per check: at most two checks at once, so a burst of logins
+# (or of guesses) waits its turn instead of taking the server's memory (20 at once took 1.3 GB).
+_VERIFY_SLOTS = threading.BoundedSemaphore(2)
 # verified against when the name is unknown, so a wrong name costs the same time as a wrong password
 _DUMMY_HASH = _hasher.hash("not a password of anyone")
 
@@ -147,7 +150,8 @@ class UserDB:
             row = self._db.execute("SELECT hash FROM users WHERE name = ?", (name,)).fetchone()
         stored = row[0] if row else _DUMMY_HASH
         try:
-            _hasher.verify(stored, password)
+            with _VERIFY_SLOTS:
+                _hasher.verify(stored, password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return None
         if row is None:
