@@ -52,15 +52,13 @@ SEVERITY = {"1": 3, "2": 2, "3": 1}
 
 
 def _thumbs(n: int = 8) -> list[bytes]:
-    from PIL import Image
+    """Small JPEG stand-ins: Pillow's radial gradient, turned and tinted per seed."""
+    from PIL import Image, ImageOps
 
     out = []
     for seed in range(n):
-        img = Image.new("RGB", (96, 72))
-        px = img.load()
-        for x in range(96):
-            for y in range(72):
-                px[x, y] = ((x * 3 + seed * 37) % 256, (y * 4 + seed * 11) % 256, (seed * 53) % 256)
+        grey = Image.radial_gradient("L").rotate(seed * 40).resize((96, 72))
+        img = ImageOps.colorize(grey, (seed * 30 % 256, 40, 90), (250, 200, seed * 50 % 256))
         buf = io.BytesIO()
         img.save(buf, "JPEG", quality=75)
         out.append(buf.getvalue())
@@ -160,7 +158,7 @@ async def load(base: str, names: list[str], devices: list[str], total: int, seco
                clients: int, think: float = 0.0, server_pid: int = 0) -> dict[str, list[float]]:
     import httpx
 
-    lat: dict[str, list[float]] = {"queue": [], "device": [], "errors": []}
+    lat: dict[str, list[float]] = {"queue": [], "device": [], "errors": [], "reconnects": []}
     left = [total]
 
     async def login(name: str):
@@ -177,7 +175,12 @@ async def load(base: str, names: list[str], devices: list[str], total: int, seco
             turn ^= 1
             url = "/api/queue" if turn else f"/api/devices/{rng.choice(devices)}"
             t = time.perf_counter()
-            r = await c.get(url)
+            try:
+                r = await c.get(url)
+            except httpx.RemoteProtocolError:    # a kept-alive connection the server closed
+                lat["reconnects"].append(1)
+                t = time.perf_counter()
+                r = await c.get(url)
             dt = time.perf_counter() - t
             if r.status_code != 200:
                 lat["errors"].append(r.status_code)
@@ -214,7 +217,8 @@ def report(label: str, lat: dict) -> dict:
     out = {"label": label, "requests": n, "rps": n / wall, "errors": len(lat["errors"])}
     cpu = (f", server CPU {lat['server_cpu'][0] / max(n, 1) * 1000:.2f} ms per request"
            if lat.get("server_cpu") else "")
-    print(f"{label}: {n} requests in {wall:.1f} s = {n / wall:.1f} req/s, {len(lat['errors'])} errors{cpu}")
+    print(f"{label}: {n} requests in {wall:.1f} s = {n / wall:.1f} req/s, {len(lat['errors'])} errors, "
+          f"{len(lat['reconnects'])} reconnects{cpu}")
     for ep in ("queue", "device"):
         v = lat[ep]
         p50, p95, p99 = (pct(v, p) * 1000 for p in (50, 95, 99))

@@ -11,6 +11,7 @@ from typing import Callable, Optional
 from triage.errors import TriageError
 
 GRACEFUL_SECONDS = 3
+KEEP_ALIVE_SECONDS = 30     # a reviewer's browser reuses its connection between clicks
 
 
 def is_loopback(host: str) -> bool:
@@ -79,6 +80,7 @@ def serve(case_dirs: list[Path], *, host: str = "127.0.0.1", port: int = 8765,
     config = uvicorn.Config(app, host=host, port=port, ssl_certfile=cert, ssl_keyfile=key,
                             log_level=os.environ.get("TRIAGE_SERVE_LOG", "warning"),
                             timeout_graceful_shutdown=GRACEFUL_SECONDS, lifespan="off",
+                            timeout_keep_alive=KEEP_ALIVE_SECONDS,
                             server_header=False, proxy_headers=False)
     server = _Server(config)
     holder["server"] = server
