@@ -17,6 +17,7 @@ import reviewcase as rc
 from triage.review.app import LOGIN_FAILURES, create_app
 from triage.review.cases import Cases
 from triage.review.users import UserDB
+from triage.store import CaseStore
 
 
 @pytest.fixture(scope="module")
@@ -299,3 +300,29 @@ def test_hostile_names_are_escaped_in_every_page(app):
     assert "&#34;&gt;&lt;img src=x onerror=alert(2)&gt;.jpg" in device
     assert "[bold red]rich[blink]" in device           # rich markup stays literal text
     assert "&lt;script&gt;alert(4)&lt;/script&gt;" in device  # the context notes
+
+
+def test_progress_lists_every_device_with_its_counts(app, review_case):
+    c, _ = login(app, "inv")
+    rows = {r["device"]: r for r in c.get("/api/progress").json()}
+    with CaseStore(review_case["case"], create=False) as store:
+        for d in store.devices():
+            assert rows[d["id"]]["status"] == d["status"]
+            assert rows[d["id"]]["files"] == store.counts(d["id"])["files"]
+    assert rows["dev01.raw"]["files"] > 0 and rows["dev01.raw"]["alert_matches"] > 0
+
+
+def test_failed_login_records_do_not_grow_without_bound():
+    from triage.review.app import MAX_TRACKED, _RateLimit
+
+    limit = _RateLimit(5, 300.0)
+    for i in range(MAX_TRACKED):
+        limit.fail([f"user:n{i}"], now=0.0)
+    assert len(limit.failures) == MAX_TRACKED
+    # once their window has passed, the old names go when the table is full
+    limit.fail(["user:late"], now=1000.0)
+    assert set(limit.failures) == {"user:late"}
+    assert limit.retry_after(["user:late"], now=1000.0) == 0
+    for _ in range(4):
+        limit.fail(["user:late"], now=1000.0)
+    assert limit.retry_after(["user:late"], now=1001.0) == pytest.approx(299.0)

@@ -48,6 +48,7 @@ HERE = Path(__file__).parent
 COOKIE = "triage_session"
 SESSION_SECONDS = 10 * 3600          # a working day and a bit; then log in again
 LOGIN_FAILURES, LOGIN_WINDOW = 5, 300.0   # at most 5 failures per user and per address per 5 min
+MAX_TRACKED = 10_000                      # names and addresses with recent failures kept
 THUMB_PX = 192
 MAX_BODY = 64 * 1024
 CSP = ("default-src 'self'; img-src 'self'; style-src 'self'; script-src 'self'; "
@@ -118,6 +119,10 @@ class _RateLimit:
     def fail(self, keys: list[str], now: float) -> None:
         for k in keys:
             self._trim(k, now).append(now)
+        if len(self.failures) > MAX_TRACKED:     # guesses under many names must not grow memory
+            for k in list(self.failures):
+                if not self._trim(k, now):
+                    del self.failures[k]
 
     def clear(self, key: str) -> None:
         self.failures.pop(key, None)
@@ -387,15 +392,23 @@ def create_app(cases: Cases, users: UserDB, *, tls: bool = False, poll: float = 
         return JSONResponse(await run_in_threadpool(audit_events, request.query_params.get("case", ""),
                                                     limit))
 
+    progress_cache: dict = {}
+
     def progress_rows() -> list[dict]:
+        """Each device's status and counts; per case, read again only when the case changed
+        (the page refreshes on every batch a scan commits)."""
         rows = []
         for c in cases:
             snap = c.snapshot()
-            for dev_id, d in snap.devices.items():
-                counts = c.store.counts(dev_id)
-                rows.append({"case": c.name, "device": dev_id, "status": d.get("status"),
-                             "started": d.get("started"), "finished": d.get("finished"),
-                             "media_size": d.get("media_size"), **counts})
+            cached = progress_cache.get(c.name)
+            if cached is None or cached[0] != snap.version:
+                part = []
+                for dev_id, d in snap.devices.items():
+                    part.append({"case": c.name, "device": dev_id, "status": d.get("status"),
+                                 "started": d.get("started"), "finished": d.get("finished"),
+                                 "media_size": d.get("media_size"), **c.store.counts(dev_id)})
+                cached = progress_cache[c.name] = (snap.version, part)
+            rows.extend(cached[1])
         return rows
 
     async def api_progress(request: Request):
