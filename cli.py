@@ -741,7 +741,8 @@ def queue(case_dir, fmt):
 
     with _open_case(case_dir) as store:
         ordered = rank.verdicts(store)
-    rows = views.queue_rows(ordered, _graded_counts(case_dir))
+    graded = _graded_counts(case_dir)
+    rows = views.queue_rows(ordered, graded)
     if fmt == "json":
         click.echo(_json.dumps(rows, indent=2))
     elif fmt == "csv":
@@ -750,7 +751,7 @@ def queue(case_dir, fmt):
         click.echo("no devices in this case yet")
     else:
         Console(width=min(Console().width, 100) if sys.stdout.isatty() else 80).print(
-            views.queue_table(ordered))
+            views.queue_table(ordered, graded))
 
 
 @main.command()

@@ -226,6 +226,13 @@ def test_grading_needs_the_csrf_header_and_reaches_queue_show_and_vics(app, revi
     # the CLI sees the same counts
     cli_row = {r["device"]: r for r in cli_json(review_case["case"], "queue", "--format", "json")}["dev02.E01"]
     assert cli_row["reviewed"] == after["reviewed"]
+    table = rc.triage("queue", "--case", str(review_case["case"])).stdout
+    total = after["reviewed"] + after["unreviewed"]
+    assert f"reviewed {after['reviewed']}/{total}" in [l for l in table.splitlines() if "dev02.E01" in l and "." in l[:4]][0]
+    import csv as _csv
+    rows = list(_csv.DictReader(io.StringIO(rc.triage("queue", "--case", str(review_case["case"]),
+                                                      "--format", "csv").stdout)))
+    assert [r["reviewed"] for r in rows if r["device"] == "dev02.E01"] == [str(after["reviewed"])]
     show = cli_json(review_case["case"], "show", "dev02.E01", "--json")
     assert [f["grade"]["grade"] for f in show["findings"] if f["id"] == target["id"]] == ["B"]
     # the VICS export carries the grade as its Category (B -> 2), and the export is audited

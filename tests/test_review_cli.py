@@ -4,9 +4,9 @@ rule, and a clean stop on SIGTERM with an event stream open."""
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import sqlite3
+import ssl
 import stat
 import subprocess
 import threading
@@ -159,7 +159,8 @@ def test_serves_over_tls_with_secure_cookies(review_case, tmp_path):
     proc = _serve(["--case", str(review_case["case"]), "--cert", str(cert), "--key", str(key)],
                   review_case["home"], port)
     try:
-        with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=str(cert)) as c:
+        trusted = ssl.create_default_context(cafile=str(cert))
+        with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=trusted) as c:
             r = c.post("/api/login", json={"username": "inv", "password": rc.PASSWORDS["inv"]})
             assert r.status_code == 200
             assert "Secure" in r.headers["set-cookie"] and "HttpOnly" in r.headers["set-cookie"]

@@ -25,11 +25,12 @@ _FLAG_STYLE = {"CHILD_ACCESS": "bold white on red", "SELF_PRODUCED": "bold red",
                "NOT_EXAMINED": "cyan"}
 QUEUE_CSV_FIELDS = ("rank", "device", "exhibit", "evidence", "score", "alert_matches",
                     "near_matches", "suspected_new", "flags", "coverage", "access_to_children",
-                    "custody_deadline", "reasons")
+                    "custody_deadline", "reviewed", "unreviewed", "reasons")
 
 
-def queue_table(verdicts: list[DeviceVerdict]) -> Group:
-    """A compact table (fits 80 columns), then each device's flags and reasons below it."""
+def queue_table(verdicts: list[DeviceVerdict], graded: Optional[dict] = None) -> Group:
+    """A compact table (fits 80 columns), then each device's flags, review count and reasons
+    below it. `graded`: device id -> graded findings (from `triage serve`)."""
     from rich import box
 
     table = Table(title="Examination queue (1 = examine first)", title_justify="left",
@@ -55,6 +56,10 @@ def queue_table(verdicts: list[DeviceVerdict]) -> Group:
         for code in codes:
             head.append("  ")
             head.append(code, style=_FLAG_STYLE.get(code, ""))
+        counts = review_counts(v, (graded or {}).get(v.device_id, 0))
+        if counts["reviewed"]:
+            head.append(f"  reviewed {counts['reviewed']}/{counts['reviewed'] + counts['unreviewed']}",
+                        style="dim")
         parts.append(head)
         parts.append(bullets(v.reasons, 2))
     return Group(*parts)
