@@ -134,6 +134,8 @@ def test_device_page_and_keyboard_grading(tab):
     assert page.locator(".flags .badge").count() > 0
     tiles = page.locator("figure.finding")
     assert tiles.count() >= 4
+    assert "category A" in page.inner_text("#gallery")      # the set's CAID label, not "1"
+    assert page.evaluate("window.scrollY") == 0              # opens at the reasons, not the gallery
     wait_js(page, "[...document.querySelectorAll('img.thumb')].every(i => i.complete && i.naturalWidth > 0)")
     px = np.asarray(Image.open(io.BytesIO(tiles.first.locator("img").screenshot())).convert("RGB"),
                     dtype=np.int16)

@@ -39,7 +39,7 @@ from triage.context import ACCESS_PHRASES
 from triage.errors import TriageError
 from triage.exports.report_html import thumbnail_jpeg
 from triage.flags import CODES, SEVERITY
-from triage.rank import human_bytes
+from triage.rank import category_labels, human_bytes
 from triage.review.casereview import GRADES
 from triage.review.cases import Cases
 from triage.review.users import AUDIT_ROLES, BLUR_MAX, BLUR_MIN, CLEAR_ROLES, UserDB
@@ -478,6 +478,11 @@ def create_app(cases: Cases, users: UserDB, *, tls: bool = False, poll: float = 
         out, _body = await run_in_threadpool(device_payload, s, request.path_params["device"],
                                              request.query_params.get("case", ""))
         findings = with_thumbs(out)
+        labels = await run_in_threadpool(category_labels, cases.get(out["case"]).store)
+        for f in findings:        # "category 1" of a CAID set reads "category A"
+            top = f["matches"][0] if f["matches"] else None
+            f["category_label"] = (labels.get(top["set"], {}).get(top["category"], top["category"])
+                                   if top else "")
         lost = sum(c["bytes_not_examined"] for c in out["coverage_records"])
         return page(request, "device.html", s, d=out, findings=findings, lost=lost,
                     blur=users.get(s.user)["blur"], blur_min=BLUR_MIN, blur_max=BLUR_MAX)

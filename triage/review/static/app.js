@@ -110,11 +110,11 @@ function setupDevice() {
   const tiles = Array.from(document.querySelectorAll("figure.finding"));
   const status = document.getElementById("grade-status");
   let current = 0;
-  const select = (i) => {
+  const select = (i, scroll = true) => {
     if (!tiles.length) return;
     current = Math.max(0, Math.min(tiles.length - 1, i));
     tiles.forEach((t, j) => t.classList.toggle("selected", j === current));
-    tiles[current].focus({preventScroll: false});
+    tiles[current].focus({preventScroll: !scroll});
   };
   const grade = async (tile, g) => {
     const r = await post("/api/findings/" + encodeURIComponent(tile.dataset.id) + "/grade", {grade: g, note: ""});
@@ -161,7 +161,7 @@ function setupDevice() {
       grade(tile, KEYS[ev.key]).then((r) => { if (r.ok) select(current + 1); });
     }
   });
-  select(0);
+  select(0, false);      // the page opens at its top: reasons and coverage first
   const blur = document.getElementById("blur");
   if (blur) {
     blur.addEventListener("change", async () => {
