@@ -333,3 +333,39 @@ def test_failed_login_records_do_not_grow_without_bound():
     for _ in range(4):
         limit.fail(["user:late"], now=1000.0)
     assert limit.retry_after(["user:late"], now=1001.0) == pytest.approx(299.0)
+
+
+def test_several_cases_merge_into_one_queue(review_case, tmp_path):
+    """`--cases ROOT` serves every case under ROOT: the queue merges them by tier and score,
+    `?case=` filters, and a device id found in two cases needs `?case=`."""
+    import sqlite3
+
+    from triage.review.cases import case_dirs
+
+    root = tmp_path / "cases"
+    for name in ("op-alpha", "op-beta"):
+        (root / name).mkdir(parents=True)
+        with sqlite3.connect(review_case["case"] / "case.sqlite") as src, \
+                sqlite3.connect(root / name / "case.sqlite") as dest:
+            src.backup(dest)
+    (root / "not-a-case").mkdir()
+    dirs = case_dirs([], [str(root)])
+    assert [d.name for d in dirs] == ["op-alpha", "op-beta"]
+    cases = Cases(dirs)
+    users = UserDB(review_case["home"] / "users.db")
+    try:
+        c = TestClient(create_app(cases, users), client=("10.0.1.1", 50000))
+        c.post("/api/login", json={"username": "inv", "password": rc.PASSWORDS["inv"]})
+        rows = c.get("/api/queue").json()
+        single = cli_json(review_case["case"], "queue", "--format", "json")
+        assert len(rows) == 2 * len(single)
+        assert {r["case"] for r in rows} == {"op-alpha", "op-beta"}
+        keys = [(-r["tier"], -r["score"], r["case"], r["device"]) for r in rows]
+        assert keys == sorted(keys)
+        alpha = c.get("/api/queue", params={"case": "op-alpha"}).json()
+        assert [r["device"] for r in alpha] == [r["device"] for r in single]
+        assert c.get("/api/devices/dev01.raw").status_code == 409
+        assert c.get("/api/devices/dev01.raw", params={"case": "op-beta"}).json()["case"] == "op-beta"
+    finally:
+        cases.close()
+        users.close()
