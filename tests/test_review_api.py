@@ -369,3 +369,29 @@ def test_several_cases_merge_into_one_queue(review_case, tmp_path):
     finally:
         cases.close()
         users.close()
+
+
+def test_a_password_change_or_removal_ends_open_sessions(review_case, tmp_path):
+    import shutil
+
+    home = tmp_path / "home"
+    shutil.copytree(review_case["home"], home)
+    cases = Cases([review_case["case"]])
+    users = UserDB(home / "users.db")
+    try:
+        app = create_app(cases, users)
+        a, _ = login(app, "exa", "10.0.2.1")
+        b, _ = login(app, "inv", "10.0.2.2")
+        assert a.get("/api/queue").status_code == 200 and b.get("/api/queue").status_code == 200
+        env = {"TRIAGE_HOME": str(home)}
+        assert rc.triage("users", "passwd", "exa", "--password-stdin", env=env,
+                         stdin="a new long password\n").returncode == 0
+        assert rc.triage("users", "remove", "inv", env=env).returncode == 0
+        assert a.get("/api/queue").status_code == 401
+        assert b.get("/api/queue").status_code == 401
+        r = client(app, "10.0.2.1").post("/api/login", json={"username": "exa",
+                                                              "password": "a new long password"})
+        assert r.status_code == 200
+    finally:
+        cases.close()
+        users.close()

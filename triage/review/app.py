@@ -160,7 +160,11 @@ def create_app(cases: Cases, users: UserDB, *, tls: bool = False, poll: float = 
         except (BadSignature, UnicodeDecodeError):
             return None
         s = sessions.get(sid)
-        if s is None or now() - s.started > SESSION_SECONDS or users.get(s.user) is None:
+        if s is None:
+            return None
+        user = users.get(s.user)
+        # ends after SESSION_SECONDS, when the user is removed, or when the password changed
+        if now() - s.started > SESSION_SECONDS or user is None or user["changed"] > s.started:
             sessions.pop(sid, None)
             return None
         return s

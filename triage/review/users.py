@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS users (
     role TEXT NOT NULL,
     hash TEXT NOT NULL,
     created REAL NOT NULL,
-    blur INTEGER NOT NULL DEFAULT 8
+    blur INTEGER NOT NULL DEFAULT 8,
+    changed REAL NOT NULL DEFAULT 0     -- last password change: older sessions end
 );
 """
 
@@ -108,7 +109,8 @@ class UserDB:
         check_password(password)
         with self._lock:
             self._require(name)
-            self._db.execute("UPDATE users SET hash = ? WHERE name = ?", (_hasher.hash(password), name))
+            self._db.execute("UPDATE users SET hash = ?, changed = ? WHERE name = ?",
+                             (_hasher.hash(password), time.time(), name))
             self.audit.append(actor, "user passwd", name)
 
     def remove(self, name: str, actor: str) -> None:
@@ -134,10 +136,10 @@ class UserDB:
 
     def get(self, name: str) -> Optional[dict]:
         with self._lock:
-            row = self._db.execute("SELECT name, role, created, blur FROM users WHERE name = ?",
-                                   (name,)).fetchone()
+            row = self._db.execute("SELECT name, role, created, blur, changed FROM users "
+                                   "WHERE name = ?", (name,)).fetchone()
         return None if row is None else {"name": row[0], "role": row[1], "created": row[2],
-                                         "blur": row[3]}
+                                         "blur": row[3], "changed": row[4]}
 
     def list(self) -> list[dict]:
         with self._lock:
