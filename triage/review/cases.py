@@ -35,7 +35,7 @@ class _Snapshot:
     by_device: dict
     devices: dict
     findings: dict = field(default_factory=dict)     # device id -> list[Finding]
-    device_json: dict = field(default_factory=dict)  # (device id, grades version) -> dict
+    device_json: dict = field(default_factory=dict)  # device id -> (grades version, (dict, bytes))
     made: float = 0.0
     queue: Optional[tuple] = None                    # (grades version, rows)
 
@@ -126,9 +126,9 @@ class Case:
         """`triage show --json` of a device with its case, and that JSON encoded."""
         snap = self.snapshot()
         gv = self.grades_version()
-        cache_key = (device["id"], gv)
         with self._lock:
-            out = snap.device_json.get(cache_key)
+            hit = snap.device_json.get(device["id"])
+        out = hit[1] if hit is not None and hit[0] == gv else None
         if out is None:
             verdict = snap.by_device.get(device["id"])
             if verdict is None:       # the device arrived after the snapshot
@@ -138,8 +138,8 @@ class Case:
             out = dict(views.device_json(self.store, device, verdict, found,
                                          self.review.grades(device["id"])), case=self.name)
             out = (out, json.dumps(out, default=str).encode())
-            with self._lock:
-                snap.device_json[cache_key] = out
+            with self._lock:      # one entry per device: a grade replaces it, never adds
+                snap.device_json[device["id"]] = (gv, out)
         return out
 
     def lookup(self, fid: str) -> Optional[tuple[str, str]]:
