@@ -35,10 +35,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from triage import __version__
-from triage.context import ACCESS_PHRASES
 from triage.errors import TriageError
 from triage.exports.report_html import thumbnail_jpeg
-from triage.flags import CODES, SEVERITY
+from triage.flags import CODES
 from triage.rank import category_labels, human_bytes
 from triage.review.casereview import GRADES
 from triage.review.cases import Cases
@@ -134,8 +133,7 @@ def _jinja() -> jinja2.Environment:
     env.filters["bytes"] = human_bytes
     env.filters["when"] = lambda t: time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t)) if t else "-"
     env.filters["q"] = lambda s: quote(str(s), safe="")
-    env.globals.update(version=__version__, codes=CODES, grades=GRADES,
-                       access_phrases=ACCESS_PHRASES, severity=SEVERITY)
+    env.globals.update(version=__version__, codes=CODES, grades=GRADES)
     return env
 
 
