@@ -395,3 +395,22 @@ def test_a_password_change_or_removal_ends_open_sessions(review_case, tmp_path):
     finally:
         cases.close()
         users.close()
+
+
+def test_requests_cut_short_by_shutdown_end_quietly():
+    """uvicorn cancels requests still running when the graceful shutdown's time is up; the app
+    ends them without a traceback then, and only then."""
+    import asyncio
+
+    from triage.review.app import _Headers
+
+    async def slow(scope, receive, send):
+        raise asyncio.CancelledError()
+
+    stopping = [False]
+    wrapped = _Headers(slow, tls=False, stopping=lambda: stopping[0])
+    scope = {"type": "http"}
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(wrapped(scope, None, None))
+    stopping[0] = True
+    assert asyncio.run(wrapped(scope, None, None)) is None

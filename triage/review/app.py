@@ -76,8 +76,9 @@ class Session:
 class _Headers:
     """Pure ASGI middleware: the security headers on every response (SSE included)."""
 
-    def __init__(self, app, tls: bool):
+    def __init__(self, app, tls: bool, stopping: Callable[[], bool] = lambda: False):
         self.app = app
+        self.stopping = stopping
         self.extra = SECURITY_HEADERS + ([(b"strict-transport-security", b"max-age=31536000")]
                                          if tls else [])
 
@@ -92,7 +93,12 @@ class _Headers:
                     (k, v) for k, v in self.extra if k not in names]
             await send(message)
 
-        return await self.app(scope, receive, send_with_headers)
+        try:
+            return await self.app(scope, receive, send_with_headers)
+        except asyncio.CancelledError:
+            if self.stopping():    # cut short by the shutdown's time limit: end quietly,
+                return None        # not with a traceback per request on stderr
+            raise
 
 
 class _RateLimit:
@@ -545,4 +551,4 @@ def create_app(cases: Cases, users: UserDB, *, tls: bool = False, poll: float = 
     app = Starlette(routes=routes, exception_handlers={HTTPException: error_handler})
     app.state.cases = cases
     app.state.sessions = sessions
-    return _Headers(app, tls)
+    return _Headers(app, tls, stopping)
