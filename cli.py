@@ -727,6 +727,17 @@ def _open_case(case_dir):
     return CaseStore(case_dir, create=False)
 
 
+def _graded_counts(case_dir) -> dict:
+    """device id -> graded findings, from the case's review file (none before any review)."""
+    from triage.review.casereview import open_review
+
+    review = open_review(case_dir)
+    if review is None:
+        return {}
+    with review:
+        return review.graded_counts()
+
+
 @main.command()
 @_CASE_OPTION
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
@@ -753,7 +764,8 @@ def queue(case_dir, fmt):
 
     with _open_case(case_dir) as store:
         ordered = rank.verdicts(store)
-    rows = [rank.verdict_dict(v) for v in ordered]
+    graded = _graded_counts(case_dir)
+    rows = views.queue_rows(ordered, graded)
     if fmt == "json":
         click.echo(_json.dumps(rows, indent=2))
     elif fmt == "csv":
@@ -762,7 +774,7 @@ def queue(case_dir, fmt):
         click.echo("no devices in this case yet")
     else:
         Console(width=min(Console().width, 100) if sys.stdout.isatty() else 80).print(
-            views.queue_table(ordered))
+            views.queue_table(ordered, graded))
 
 
 @main.command()
@@ -776,33 +788,32 @@ def show(device, case_dir, as_json):
     file name. Each finding says how to reach the same bytes again with TSK (`icat`).
     """
     import json as _json
-    from dataclasses import asdict
 
     from rich.console import Console
 
     from triage import rank, views
     from triage.findings import findings
+    from triage.review.casereview import open_review
 
+    review = open_review(case_dir)
+    grades = review.grades() if review is not None else {}
+    if review is not None:
+        review.close()
     with _open_case(case_dir) as store:
         dev = rank.find_device(store, device)
         verdict = [v for v in rank.verdicts(store) if v.device_id == dev["id"]][0]
         found = findings(store, dev["id"])
-        flags = [f for _i, f in store.flags(dev["id"])]
+        out = views.device_json(store, dev, verdict, found, grades)
         labels = rank.category_labels(store)
-        coverage = store.coverage(dev["id"])
-        volumes = store.volumes(dev["id"])
-        model = {"scored": len(store.scores(dev["id"])), "skipped": store.model_skips(dev["id"])}
-    accounting = rank.coverage_accounting(dev, volumes, coverage)
+        flags = [f for _i, f in store.flags(dev["id"])]
     if as_json:
-        out = dict(rank.verdict_dict(verdict), device_record=dev, model=model,
-                   volumes=[asdict(v) for v in volumes], accounting=accounting,
-                   coverage_records=[c.to_dict() for c in coverage],
-                   flag_records=[asdict(f) for f in flags],
-                   findings=[views.finding_dict(f) for f in found])
         click.echo(_json.dumps(out, indent=2, default=str))
         return
-    Console(width=100 if sys.stdout.isatty() else 80).print(
-        views.device_view(verdict, dev, found, flags, labels, model, accounting))
+    console = Console(width=100 if sys.stdout.isatty() else 80)
+    console.print(views.device_view(verdict, dev, found, flags, labels, out["model"],
+                                    out["accounting"]))
+    console.print(f"reviewed {out['reviewed']} of {out['reviewed'] + out['unreviewed']} findings "
+                  "(graded in `triage serve`)", highlight=False, markup=False)
 
 
 @main.command("flags")
@@ -971,6 +982,11 @@ def export(case_dir, fmt, out, device):
 
             dev_id = rank.find_device(store, device)["id"]
         summary = exports.export(store, fmt, out, device_id=dev_id)
+    from triage.review.casereview import CaseReview
+
+    with CaseReview(case_dir) as review:       # an export of a case is an audit event
+        review.audit.append(_operator(), "export", str(Path(out).resolve()),
+                            {"format": fmt, "device": dev_id, "summary": summary})
     click.echo(f"wrote {out}: {summary}")
 
 
@@ -997,6 +1013,180 @@ def report(case_dir, out, no_thumbnails, clear_thumbnails):
         write_report(store, out, thumbnails="none" if no_thumbnails else
                      ("clear" if clear_thumbnails else "blurred"))
     click.echo(out)
+
+
+# --- review service: users, serve, audit (triage/review/) ---
+
+def _operator() -> str:
+    """Who ran a command, for the audit log: the login name, marked as a command-line change."""
+    import getpass
+
+    try:
+        return f"{getpass.getuser()} (command line)"
+    except Exception:       # no login name in a container: still say where it came from
+        return "unknown (command line)"
+
+
+def _users_db():
+    from triage.review.users import UserDB
+
+    return UserDB()
+
+
+def _read_password(password_stdin: bool) -> str:
+    if password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return click.prompt("password", hide_input=True, confirmation_prompt=True, err=True)
+
+
+@main.group()
+def users():
+    """Reviewers of `triage serve`: investigator, examiner or supervisor.
+
+    \b
+    investigator  works the queue and grades findings; sees blurred pictures only
+    examiner      also reveals a clear picture, giving a reason each time (audited)
+    supervisor    all of that, and reads the audit log
+    Users live in $TRIAGE_HOME/users.db (mode 0600, TRIAGE_HOME=~/.triage); every change is an
+    audit event.
+
+    \b
+    Examples:
+      triage users add asmith --role examiner
+      printf '%s\\n' "$PW" | triage users add jdoe --role investigator --password-stdin
+      triage users list
+    """
+
+
+@users.command("add")
+@click.argument("name")
+@click.option("--role", required=True, type=click.Choice(["investigator", "examiner", "supervisor"]),
+              help="What the user may do (see `triage users --help`).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
+def users_add(name, role, password_stdin):
+    """Add user NAME with a password (asked twice unless --password-stdin)."""
+    password = _read_password(password_stdin)
+    with _users_db() as db:
+        db.add(name, role, password, actor=_operator())
+        click.echo(f"added {name} ({role}) to {db.path}")
+
+
+@users.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def users_list(as_json):
+    """List users and their roles."""
+    import json as _json
+    import time as _time
+
+    with _users_db() as db:
+        rows = db.list()
+    if as_json:
+        click.echo(_json.dumps(rows, indent=1))
+        return
+    if not rows:
+        click.echo("no users yet; add one with `triage users add NAME --role supervisor`")
+    for r in rows:
+        click.echo(f"{r['name']:<24} {r['role']:<13} added "
+                   f"{_time.strftime('%Y-%m-%d', _time.gmtime(r['created']))}")
+
+
+@users.command("passwd")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
+def users_passwd(name, password_stdin):
+    """Set a new password for NAME."""
+    password = _read_password(password_stdin)
+    with _users_db() as db:
+        db.passwd(name, password, actor=_operator())
+    click.echo(f"password of {name} changed")
+
+
+@users.command("remove")
+@click.argument("name")
+def users_remove(name):
+    """Remove NAME; sessions of that user end at their next request."""
+    with _users_db() as db:
+        db.remove(name, actor=_operator())
+    click.echo(f"removed {name}")
+
+
+@main.command()
+@click.option("--case", "cases", multiple=True, type=click.Path(file_okay=False, exists=True),
+              help="Case directory to serve; repeat for several.")
+@click.option("--cases", "roots", multiple=True, type=click.Path(file_okay=False, exists=True),
+              help="Serve every case directory directly under this folder.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Anything but loopback needs --cert/--key or --insecure-http.")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--cert", default=None, type=click.Path(dir_okay=False), help="TLS certificate (PEM).")
+@click.option("--key", default=None, type=click.Path(dir_okay=False), help="TLS private key (PEM).")
+@click.option("--insecure-http", is_flag=True,
+              help="Allow plain HTTP on a non-loopback host (prints a warning; not for real use).")
+def serve(cases, roots, host, port, cert, key, insecure_http):
+    """Serve cases to investigators in a browser: the live queue, devices, blurred findings,
+    grading and the audit log.
+
+    \b
+    Examples:
+      triage users add asmith --role supervisor
+      triage serve --case CASE_DIR                      # http://127.0.0.1:8765/
+      triage serve --cases /cases --host 0.0.0.0 --cert unit.pem --key unit.key
+    """
+    from triage.review.cases import case_dirs
+    from triage.review.server import serve as _serve
+
+    _serve(case_dirs(list(cases), list(roots)), host=host, port=port, cert=cert, key=key,
+           insecure_http=insecure_http, say=lambda text: click.echo(text, err=True))
+
+
+@main.group()
+def audit():
+    """The audit trail of `triage serve`: logins, device views, reveals, grades, exports, user
+    changes; append-only and hash-chained."""
+
+
+@audit.command("verify")
+@click.option("--case", "cases", multiple=True, type=click.Path(file_okay=False, exists=True),
+              help="Also verify this case's log (CASE_DIR/review.sqlite); repeat for several.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def audit_verify(cases, as_json):
+    """Check each event's hash and link to the one before. Exit 1 when a chain is broken.
+
+    Always checks the service log in $TRIAGE_HOME/users.db (logins, user changes); --case adds
+    each case's log (device views, reveals, grades, exports). Note the head hash it prints in
+    the case file: a shortened log is still a whole chain, but not with that head.
+    """
+    import json as _json
+
+    from triage.review.casereview import open_review
+
+    logs = []
+    with _users_db() as db:
+        logs.append(("service", str(db.path), db.audit.verify()))
+    for c in cases:
+        review = open_review(c)
+        if review is None:
+            logs.append((c, c, (0, "0" * 64, [])))
+            continue
+        with review:
+            logs.append((c, str(review.path), review.audit.verify()))
+    broken = False
+    out = []
+    for name, path, (n, head, problems) in logs:
+        broken = broken or bool(problems)
+        out.append({"log": name, "path": path, "events": n, "head": head, "ok": not problems,
+                    "problems": problems})
+        if not as_json:
+            if problems:
+                click.echo(f"BROKEN {path}: {n} events, {len(problems)} problem(s)")
+                for p in problems:
+                    click.echo(f"  {p}")
+            else:
+                click.echo(f"ok {path}: {n} events, head {head}")
+    if as_json:
+        click.echo(_json.dumps(out, indent=1))
+    if broken:
+        sys.exit(1)
 
 
 def run() -> None:

@@ -24,3 +24,44 @@ def synth_fleet(tmp_path_factory) -> Path:
 def synth_truth(synth_fleet) -> dict:
     """truth.json of `synth_fleet`, parsed."""
     return json.loads((synth_fleet / "truth.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def review_case(tmp_path_factory, synth_fleet, synth_truth) -> dict:
+    """The case the review-service tests share: the fleet plus hostile.raw (markup in file
+    names, exhibit and notes), scanned by `triage scan` with the default model; late.raw is
+    built but left for the live-update test to scan. Users boss (supervisor), exa (examiner)
+    and inv (investigator) are added with `triage users add` into its own TRIAGE_HOME."""
+    import reviewcase as rc
+
+    work = tmp_path_factory.mktemp("review")
+    hostile, late = rc.build_images(work, SYNTH_SEED)
+    context = rc.context_file(synth_fleet, work / "context.csv", [
+        {"evidence": hostile.name, "exhibit": rc.HOSTILE_EXHIBIT, "suspect": "<u>S</u>",
+         "access_to_children": "none", "custody_deadline": "2026-12-30", "notes": rc.HOSTILE_NOTES},
+        {"evidence": late.name, "exhibit": "EX/late", "suspect": "L", "access_to_children": "none",
+         "custody_deadline": "", "notes": ""}])
+    case = work / "case"
+    evidence = [str(synth_fleet / d["evidence"]) for d in synth_truth["devices"]] + [str(hostile)]
+    scan = rc.triage("scan", "--case", str(case), "--json", "--context", str(context),
+                     "--model", "default", *rc.hashset_args(synth_fleet, synth_truth), *evidence,
+                     timeout=600)
+    assert scan.returncode == 0, scan.stderr
+    home = work / "home"
+    for name, password in rc.PASSWORDS.items():
+        added = rc.triage("users", "add", name, "--role", rc.ROLES[name], "--password-stdin",
+                          env={"TRIAGE_HOME": str(home)}, stdin=password + "\n")
+        assert added.returncode == 0, added.stderr
+    return {"case": case, "home": home, "late": late, "context": context, "hostile": hostile,
+            "fleet": synth_fleet, "truth": synth_truth}
+
+
+@pytest.fixture(scope="session")
+def review_server(review_case):
+    """`triage serve` on the shared case, on a free loopback port; its base URL."""
+    import reviewcase as rc
+
+    port = rc.free_port()
+    proc = rc.start_server(review_case["case"], review_case["home"], port)
+    yield f"http://127.0.0.1:{port}"
+    rc.stop_server(proc)

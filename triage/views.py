@@ -31,11 +31,12 @@ _FLAG_STYLE = {"CHILD_ACCESS": "bold white on red", "SELF_PRODUCED": "bold red",
                "NOT_EXAMINED": "cyan"}
 QUEUE_CSV_FIELDS = ("rank", "device", "exhibit", "evidence", "score", "alert_matches",
                     "near_matches", "suspected_new", "flags", "coverage", "access_to_children",
-                    "custody_deadline", "reasons")
+                    "custody_deadline", "reviewed", "unreviewed", "reasons")
 
 
-def queue_table(verdicts: list[DeviceVerdict]) -> Group:
-    """A compact table (fits 80 columns), then each device's flags and reasons below it."""
+def queue_table(verdicts: list[DeviceVerdict], graded: Optional[dict] = None) -> Group:
+    """A compact table (fits 80 columns), then each device's flags, review count and reasons
+    below it. `graded`: device id -> graded findings (from `triage serve`)."""
     from rich import box
 
     table = Table(title="Examination queue (1 = examine first)", title_justify="left",
@@ -61,6 +62,10 @@ def queue_table(verdicts: list[DeviceVerdict]) -> Group:
         for code in codes:
             head.append("  ")
             head.append(code, style=_FLAG_STYLE.get(code, ""))
+        counts = review_counts(v, (graded or {}).get(v.device_id, 0))
+        if counts["reviewed"]:
+            head.append(f"  reviewed {counts['reviewed']}/{counts['reviewed'] + counts['unreviewed']}",
+                        style="dim")
         parts.append(head)
         parts.append(bullets(v.reasons, 2))
     return Group(*parts)
@@ -226,3 +231,55 @@ def flags_table(flags: Iterable[tuple[int, Flag]]) -> Table:
                       Text(f.code, style=_FLAG_STYLE.get(f.code, "")), _safe(f.device_id),
                       _safe(f.message))
     return table
+
+
+# --- JSON of the queue and of one device: `triage queue/show` and the review service share them ---
+
+def review_counts(v: DeviceVerdict, graded: int) -> dict:
+    """Reviewed and unreviewed findings of a device: its findings are its exact, near-only and
+    suspected files (as `triage.findings` counts them); reviewed ones carry a grade."""
+    total = v.alert_matches + v.near_matches + v.suspected_new
+    reviewed = min(int(graded), total)
+    return {"reviewed": reviewed, "unreviewed": total - reviewed}
+
+
+def queue_rows(ordered: list[DeviceVerdict], graded: Optional[dict] = None) -> list[dict]:
+    """`triage queue --format json`: each verdict's JSON with its review counts.
+    `graded`: device id -> graded findings (CaseReview.graded_counts)."""
+    from triage.rank import verdict_dict
+
+    graded = graded or {}
+    return [dict(verdict_dict(v), **review_counts(v, graded.get(v.device_id, 0)))
+            for v in ordered]
+
+
+def finding_json(f: Finding, grade: Optional[dict] = None) -> dict:
+    """A finding as `show --json` and the review service give it: `finding_dict` plus its
+    stable id and its grade (null until graded)."""
+    from triage.review.casereview import finding_id
+
+    return dict(finding_dict(f), id=finding_id(f.key), display_path=display_path(f.record.prov),
+                grade=None if grade is None else {k: grade[k] for k in ("grade", "note", "user", "time")})
+
+
+def device_json(store, device: dict, verdict: DeviceVerdict, found: list[Finding],
+                grades: Optional[dict] = None) -> dict:
+    """`triage show --json`: the verdict, the device record, model counts, volumes, coverage,
+    flags and every finding with its provenance and grade. `grades`: file key -> grade."""
+    from dataclasses import asdict
+
+    from triage.rank import verdict_dict
+
+    from triage.rank import coverage_accounting
+
+    dev_id = device["id"]
+    grades = grades or {}
+    model = {"scored": len(store.scores(dev_id)), "skipped": store.model_skips(dev_id)}
+    graded = sum(1 for f in found if f.key in grades)
+    volumes, coverage = store.volumes(dev_id), store.coverage(dev_id)
+    return dict(verdict_dict(verdict), **review_counts(verdict, graded), device_record=device,
+                model=model, volumes=[asdict(v) for v in volumes],
+                accounting=coverage_accounting(device, volumes, coverage),
+                coverage_records=[c.to_dict() for c in coverage],
+                flag_records=[asdict(f) for _i, f in store.flags(dev_id)],
+                findings=[finding_json(f, grades.get(f.key)) for f in found])

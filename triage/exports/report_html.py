@@ -79,24 +79,36 @@ def _anchor(device_id: str) -> str:
     return "dev-" + "".join(c if c.isalnum() else "-" for c in device_id)
 
 
-def thumbnail_data_uri(data: bytes, mode: str = "blurred") -> Optional[str]:
-    """A stored thumbnail as a data: URI, blurred and greyscale unless mode is "clear"."""
+def thumbnail_jpeg(data: bytes, mode: str = "blurred", size: int = THUMB_PX,
+                   blur: Optional[int] = None) -> Optional[bytes]:
+    """A stored thumbnail as JPEG bytes of at most `size` px: blurred and greyscale (Gaussian
+    radius `blur`, at least 4 px by default) unless mode is "clear". None when it cannot be read.
+    The report and the review service both show pictures through this one function."""
     if not data or mode == "none":
         return None
     from PIL import Image, ImageFilter
 
     try:
         with Image.open(io.BytesIO(data)) as img:
-            img.thumbnail((THUMB_PX, THUMB_PX))
+            img.thumbnail((size, size))
             if mode == "clear":
                 img = img.convert("RGB")
             else:
-                img = img.convert("L").filter(ImageFilter.GaussianBlur(max(4, THUMB_PX // 12)))
+                radius = max(4, size // 12) if blur is None else max(1, int(blur))
+                img = img.convert("L").filter(ImageFilter.GaussianBlur(radius))
             buf = io.BytesIO()
             img.save(buf, "JPEG", quality=70)
-    except Exception:   # a damaged thumbnail must not stop the report
+    except Exception:   # a damaged thumbnail must not stop the report or the page
         return None
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return buf.getvalue()
+
+
+def thumbnail_data_uri(data: bytes, mode: str = "blurred") -> Optional[str]:
+    """A stored thumbnail as a data: URI, blurred and greyscale unless mode is "clear"."""
+    jpeg = thumbnail_jpeg(data, mode)
+    if jpeg is None:
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
 
 
 def _bar_chart(rows: list[tuple[str, list[tuple[str, int, str]]]], title: str,

@@ -4,7 +4,9 @@ One Case (the case directory) holds one Media per distinct MD5 among the matched
 pictures, and one MediaFile per place that picture was found (a picture on three devices has
 three MediaFiles). Field names and types follow the VICS 2.0 EDMX (`CEModel`):
 
-* Media: MediaID, MD5, SHA1 (upper case), Category (the alert set's category; VICS Category
+* Media: MediaID, MD5, SHA1 (upper case), Category (a reviewer's grade from `triage serve`
+  when there is one: A/B/C as 1/2/3, non-pertinent as 0, each grade also in MediaMetadata as
+  "triage grade"; else the alert set's category; VICS Category
   is an Edm.Byte, so a label such as "A" is written as its scheme's number), MediaSize, IsPrecategorized (true for exact alert matches),
   PrecategorizationSource ("set version"), IsSuspected (near match or model), SelfGenerated
   (camera-original indicators), MimeType, MediaMetadata (provenance and the reasons).
@@ -23,6 +25,7 @@ import json
 import uuid
 from typing import Optional
 
+from hashsets.model import SCHEMES
 from triage import __version__
 from triage.exports import iso_utc, private_output
 from triage.findings import Finding, findings
@@ -41,6 +44,22 @@ def _byte_category(category: str, labels: Optional[dict[str, str]] = None) -> Op
         if raw.isdigit() and label.lower() == text.lower() and int(raw) <= 255:
             return int(raw)
     return None
+
+
+# A reviewer's CAID grade as a VICS Category (UK): the uk-caid scheme read backwards
+# (A -> 1, B -> 2, C -> 3, non-pertinent -> 0).
+GRADE_LABELS = {raw: v["label"] for raw, v in SCHEMES["uk-caid"].items() if raw.isdigit()}
+
+
+def _grades(store) -> dict[str, dict]:
+    """file key -> the grade a reviewer gave it in `triage serve` (none before any review)."""
+    from triage.review.casereview import open_review
+
+    review = open_review(store.case_dir)
+    if review is None:
+        return {}
+    with review:
+        return review.grades()
 
 
 def _windows_path(path: str) -> str:
@@ -105,6 +124,7 @@ def build(store, device_id: Optional[str] = None, profile: str = "UK") -> dict:
     exhibits = {d["id"]: (d.get("context") or {}).get("exhibit", "") for d in devices}
     vol_index = {(d["id"], v.offset): v.index for d in devices for v in store.volumes(d["id"])}
     labels = category_labels(store)
+    grades = _grades(store)
     by_md5: dict[str, list[Finding]] = {}
     for f in findings(store, device_id):
         if f.features.md5:
@@ -131,7 +151,18 @@ def build(store, device_id: Optional[str] = None, profile: str = "UK") -> dict:
             if category is not None:
                 item["Category"] = category
             item["PrecategorizationSource"] = f"{top.set_name} {top.set_version}".strip()
+        graded = [(grades[f.key], f) for f in group if f.key in grades]
+        if graded:
+            grade, _f = max(graded, key=lambda gf: gf[0]["time"])
+            category = _byte_category(grade["grade"], GRADE_LABELS)
+            if category is not None:     # "uncategorised" keeps the alert set's category
+                item["Category"] = category
         metadata = []
+        for g, f in graded:
+            metadata.append({"PropertyName": "triage grade",
+                             "PropertyValue": f"{g['grade']} by {g['user']} at {iso_utc(g['time'])}"
+                                              f" on {f.device_id} {f.record.path}"
+                                              + (f": {g['note']}" if g["note"] else "")})
         for f in group:
             metadata.append({"PropertyName": "triage provenance", "PropertyValue": _provenance_text(f)})
             for m in f.matches:
