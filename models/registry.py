@@ -77,7 +77,8 @@ def add_model(spec_path: Path, models_dir: Path | None = None, *, force: bool = 
     verify(spec)
     if check_load:
         from models.runner import ModelRunner
-        ModelRunner(spec, device="cpu", num_threads=1)  # loads and runs one blank picture
+        # loads and runs one blank picture; the precision is chosen when a scan first runs it
+        ModelRunner(spec, device="cpu", num_threads=1, precision="fp32")
     dest = models_home(models_dir) / spec.name
     if dest.exists() and not force:
         raise ModelError(f"model {spec.name!r} is already added ({dest}); use --force to replace it")

@@ -43,7 +43,8 @@ def test_torchscript_toy_plugs_in_through_its_spec(toy_dir):
     from models.runner import ModelRunner
 
     spec_path = make_toy_torchscript(toy_dir)
-    runner = ModelRunner(registry.resolve(str(spec_path)), device="cpu", num_threads=1)
+    runner = ModelRunner(registry.resolve(str(spec_path)), device="cpu", num_threads=1,
+                         precision="fp32")        # the exact arithmetic below is fp32's
     assert runner.input_size == 32 and runner.model_name == "toy_redness"
     assert runner.model_sha256 == sha256_file(toy_dir / "toy_redness.pt")
     scores = runner.predict(colour_batch(RED, BLUE, GREY))
@@ -56,8 +57,10 @@ def test_torchscript_toy_plugs_in_through_its_spec(toy_dir):
 def test_export_program_loads_and_agrees_with_torchscript(toy_dir):
     from models.runner import ModelRunner
 
-    script = ModelRunner(registry.resolve(str(make_toy_torchscript(toy_dir))), device="cpu")
-    export = ModelRunner(registry.resolve(str(make_toy_export(toy_dir))), device="cpu")
+    script = ModelRunner(registry.resolve(str(make_toy_torchscript(toy_dir))), device="cpu",
+                         precision="fp32")
+    export = ModelRunner(registry.resolve(str(make_toy_export(toy_dir))), device="cpu",
+                         precision="fp32")
     batch = colour_batch(RED, BLUE, GREY, (200, 120, 90))
     assert [s["explicit"] for s in export.predict(batch)] == pytest.approx(
         [s["explicit"] for s in script.predict(batch)], abs=1e-6)

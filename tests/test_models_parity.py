@@ -54,7 +54,8 @@ def synthetic_pictures(n: int = 20) -> list[Image.Image]:
 
 @pytest.fixture(scope="module")
 def nsfw_runner():
-    return ModelRunner(resolve("open_nsfw"), device="cpu", num_threads=2)
+    # the port's parity is fp32's; reduced precisions are held to the gate (test_model_precision)
+    return ModelRunner(resolve("open_nsfw"), device="cpu", num_threads=2, precision="fp32")
 
 
 def test_open_nsfw_matches_onnxruntime_end_to_end(nsfw_runner):
