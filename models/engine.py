@@ -308,10 +308,16 @@ def _reference(spec: ModelSpec, device: str, threads: int | None, cache: Path | 
     if path is not None and path.is_file():
         try:
             with np.load(path, allow_pickle=False) as z:
-                return ([str(n) for n in z["names"]], z["inputs"], z["outputs"],
-                        float(z["rate"]), None)
-        except (OSError, ValueError, KeyError):
-            pass      # damaged: made again
+                names, inputs, outputs = [str(n) for n in z["names"]], z["inputs"], z["outputs"]
+                rate = float(z["rate"])
+            size = spec.input_size
+            if (inputs.dtype == np.uint8 and inputs.shape[1:] == (size, size, 3)
+                    and outputs.shape == (len(inputs), len(spec.labels)) == (len(names), len(spec.labels))
+                    and np.all(np.isfinite(outputs))):
+                return names, inputs, outputs.astype(np.float32), rate, None
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        # damaged: made again
     fp32 = Engine(spec, device, threads, "fp32", compile)
     names, inputs = pictures(spec, "validation")
     outputs = fp32.raw(inputs)
@@ -319,7 +325,10 @@ def _reference(spec: ModelSpec, device: str, threads: int | None, cache: Path | 
     if path is not None:
         buf = io.BytesIO()
         np.savez(buf, names=np.array(names), inputs=inputs, outputs=outputs, rate=np.float64(rate))
-        write_atomic(path, buf.getvalue())
+        try:
+            write_atomic(path, buf.getvalue())
+        except OSError:
+            pass      # a read-only $TRIAGE_HOME: everything is built again next start
     return names, inputs, outputs, rate, fp32
 
 
@@ -333,7 +342,10 @@ def _save_artefact(engine: Engine, path: Path) -> str | None:
         warnings.simplefilter("ignore", DeprecationWarning)   # as in load_network
         torch.jit.save(engine.net, buf)
     data = buf.getvalue()
-    write_atomic(path, data)
+    try:
+        write_atomic(path, data)
+    except OSError:
+        return None
     return sha256_bytes(data)
 
 
@@ -352,6 +364,19 @@ def _load_artefact(path: Path, sha256: str) -> torch.nn.Module | None:
             warnings.simplefilter("ignore", DeprecationWarning)
             return torch.jit.load(io.BytesIO(data), map_location="cpu")
     except Exception:  # noqa: BLE001 - a damaged artefact is built again
+        return None
+
+
+def _cached_verdict(precision: str, record: dict):
+    """The Verdict a cache record holds, or None when the record is not one (damaged)."""
+    from models.precision import Verdict
+    try:
+        v = record["verdict"]
+        rate = v.get("rate")
+        return Verdict(precision, v["passed"] is True, float(v.get("max_delta") or 0.0),
+                       [str(f) for f in v.get("flips") or []], int(v.get("pictures") or 0),
+                       None if rate is None else float(rate), str(v.get("reason") or ""))
+    except (KeyError, TypeError, ValueError, AttributeError):
         return None
 
 
@@ -396,8 +421,9 @@ def select(spec: ModelSpec, device: str = "auto", num_threads: int | None = None
         if p == "fp32":
             continue
         record = P.read_json(cache / f"{p}.json") if cache is not None else None
-        if record is not None and record.get("verdict", {}).get("passed") and not record.get("artefact"):
-            record = None      # passed, but could not be kept: built again
+        if record is not None and (_cached_verdict(p, record) is None or (
+                record["verdict"]["passed"] and record.get("artefact") != f"{p}.pt")):
+            record = None      # damaged, or passed but could not be kept: built again
         if record is None:
             t0 = time.perf_counter()
             try:
@@ -410,8 +436,10 @@ def select(spec: ModelSpec, device: str = "auto", num_threads: int | None = None
                     verdict.rate = _rate(engine, inputs[:RATE_BATCH])
                     if verdict.passed:
                         engines[p] = engine
-            except (ModelError, RuntimeError) as exc:
-                verdict = P.Verdict(p, False, reason=str(exc).splitlines()[0][:300] or type(exc).__name__)
+            except Exception as exc:  # noqa: BLE001 - a precision that cannot be built is refused;
+                text = str(exc).strip()   # fp32 still scores every picture
+                verdict = P.Verdict(p, False, reason=text.splitlines()[0][:300] if text
+                                    else type(exc).__name__)
             record = {"verdict": verdict.to_dict(), "built_s": round(time.perf_counter() - t0, 2),
                       "artefact": None, "artefact_sha256": None, "cached": False}
             if cache is not None and p in engines:
@@ -419,13 +447,13 @@ def select(spec: ModelSpec, device: str = "auto", num_threads: int | None = None
                 if sha:
                     record.update(artefact=f"{p}.pt", artefact_sha256=sha)
             if cache is not None:
-                P.write_json(cache / f"{p}.json", {k: v for k, v in record.items() if k != "cached"})
+                try:
+                    P.write_json(cache / f"{p}.json", {k: v for k, v in record.items() if k != "cached"})
+                except OSError:
+                    pass
         else:
             record["cached"] = True
-        v = record["verdict"]
-        verdicts[p] = P.Verdict(p, bool(v.get("passed")), float(v.get("max_delta") or 0.0),
-                                list(v.get("flips") or []), int(v.get("pictures") or 0),
-                                v.get("rate"), str(v.get("reason") or ""))
+        verdicts[p] = _cached_verdict(p, record)
         records[p] = record
         if verdicts[p].rate is not None:
             rates[p] = float(verdicts[p].rate)
@@ -441,11 +469,14 @@ def select(spec: ModelSpec, device: str = "auto", num_threads: int | None = None
         engine = engines.get(p)
         if engine is None:        # from the cache: load it and hold it to the gate again
             rec = records[p]
-            net = _load_artefact(cache / rec["artefact"], rec["artefact_sha256"])
+            net = _load_artefact(cache / f"{p}.pt", str(rec.get("artefact_sha256")))
             if net is None:
                 verdicts[p] = P.Verdict(p, False, reason="the cached artefact is missing or "
                                         "changed (sha256); it is built again next start")
-                (cache / f"{p}.json").unlink(missing_ok=True)
+                try:
+                    (cache / f"{p}.json").unlink(missing_ok=True)
+                except OSError:
+                    pass
                 continue
             engine = Engine(spec, device, num_threads, p, net=net)
             again = P.gate(spec, p, ref_out, engine.raw(inputs), names)

@@ -231,3 +231,19 @@ def test_the_key_changes_with_torch_cpu_flags_and_weights():
     assert key != P.cache_key(spec, ZEN4, "2.14.0+cpu")
     assert key != P.cache_key(replace(spec, sha256="0" * 64), ZEN4, "2.13.0+cpu")
     assert key != P.cache_key(replace(spec, input_size=192), ZEN4, "2.13.0+cpu")
+
+
+def test_a_damaged_cache_is_built_again_not_trusted(tmp_path, monkeypatch):
+    from models import engine
+    monkeypatch.setenv("TRIAGE_HOME", str(tmp_path / "home"))
+    spec = resolve(str(make_toy_torchscript(tmp_path / "model")))
+    _, report = engine.select(spec, "cpu", 1, "bf16", flags=ZEN4)
+    cache = Path(report["cache"])
+    (cache / "bf16.json").write_text(json.dumps({"verdict": {"passed": True, "max_delta": "x"},
+                                                 "artefact": "../../elsewhere.pt"}))
+    (cache / "reference.npz").write_bytes(b"not numpy")
+    chosen, again = engine.select(spec, "cpu", 1, "bf16", flags=ZEN4)
+    assert chosen.precision == "bf16" and again["tried"][0]["cached"] is False
+    assert json.loads((cache / "bf16.json").read_text())["artefact"] == "bf16.pt"
+    with np.load(cache / "reference.npz") as z:
+        assert z["inputs"].shape == (48, 32, 32, 3)
