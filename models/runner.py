@@ -111,6 +111,12 @@ class ModelRunner:
         self._labels = list(spec.labels)
         self._keep = [self._labels.index(lab) for lab in spec.reported_labels]
 
+    def set_threads(self, num_threads: int) -> None:
+        """Intra-op threads from the next call on (a scan's model actor follows the cores its
+        decode workers leave idle)."""
+        from models.engine import set_threads
+        self.engine.threads = set_threads(num_threads)
+
     # --- what the scan records with every score
     @property
     def input_size(self) -> int:
