@@ -610,6 +610,11 @@ def models_verify(names, models_dir, as_json):
 @click.option("--model", default="none", show_default=True, metavar="NAME|default|none",
               help="Image model to score pictures that have no hash match. A ranking aid, "
                    "not evidence.")
+@click.option("--model-precision", type=click.Choice(["auto", "fp32", "bf16", "int8"]),
+              default="auto", show_default=True,
+              help="Numbers the model computes in. auto: chosen from the CPU's flags, each "
+                   "precision used only if it passes the accuracy gate against fp32 (see "
+                   "README, Models); the run records which and why.")
 @click.option("--mode", type=click.Choice(["triage", "full"]), default="triage", show_default=True,
               help="triage: likely places first, stop a device after --stop-after exact alert "
                    "matches and one full pass over its pictures; full: read everything.")
@@ -639,7 +644,8 @@ def models_verify(names, models_dir, as_json):
 @click.option("--quiet", "-q", is_flag=True, help="No progress display or flag lines; summary only.")
 @click.option("--json", "as_json", is_flag=True, help="Print only a JSON summary (implies --quiet).")
 @click.argument("evidence", nargs=-1, required=True, type=click.Path(exists=True))
-def scan(case_dir, hashset_args, store_root, context_file, model, mode, stop_after, address,
+def scan(case_dir, hashset_args, store_root, context_file, model, model_precision, mode,
+         stop_after, address,
          workers, resume, verify, no_pictures, sha256, recovery_key, password, task_timeout,
          batch_files, dashboard, quiet, as_json, evidence):
     """Scan seized devices: hash every file once, match against hash sets, raise flags.
@@ -663,7 +669,8 @@ def scan(case_dir, hashset_args, store_root, context_file, model, mode, stop_aft
 
     t0 = _time.time()
     opts, hashsets = prepare_scan(case_dir, hashset_args=hashset_args, store_root=store_root,
-                                  model=model, mode=mode, stop_after=stop_after,
+                                  model=model, model_precision=model_precision, mode=mode,
+                                  stop_after=stop_after,
                                   pictures=not no_pictures, sha256=sha256,
                                   task_timeout=task_timeout, batch_files=batch_files)
     quiet = quiet or as_json

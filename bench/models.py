@@ -1,8 +1,9 @@
 """Model-stage throughput: decode + preprocess, and inference at batch 1/16/64.
 
 Runs standalone: `.venv/bin/python bench/models.py [--quick] [--compile] [--onnx-dir DIR]`.
-On CPU it prints torch (fp32, without and with channels_last) against onnxruntime on the same
-ONNX file in the same run, and the ratio (goal: torch within 1.5x of onnxruntime). On a GPU it
+On CPU it prints, in one run, torch fp32, bf16 and int8 (and bf16 + torch.compile with
+--compile) against onnxruntime on the same ONNX file, interleaved, at batch 1/16/64, and each
+precision's accuracy gate against fp32 on the validation set (models/precision.py). On a GPU it
 prints fp32 and bf16 + channels_last. Ends with one summary line and the peak RSS.
 """
 from __future__ import annotations
@@ -72,61 +73,66 @@ def bench_preprocess(spec, n: int) -> dict[str, float]:
     return {"full": full, "draft": draft}
 
 
-def bench_cpu(spec, batches, threads: int, do_compile: bool) -> dict[int, float]:
+def bench_cpu(spec, batches, threads: int, do_compile: bool) -> dict:
+    """Every precision (and the compiled path) against onnxruntime, interleaved, and each
+    precision's accuracy gate on the validation set (models/precision.py)."""
     import onnxruntime as ort
     import torch
 
+    from models import precision as P
     from models.engine import Engine
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     session = ort.InferenceSession(str(spec.weights), opts, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    without = Engine(spec, "cpu", threads)
-    without.net = without.net.to(memory_format=torch.contiguous_format)
-    without_tensor = without.tensor
-    without.tensor = lambda b: without_tensor(b).contiguous()   # plain NCHW: the "without" run
-    with_cl = Engine(spec, "cpu", threads)
-    bf16 = None
-    if torch.backends.mkldnn.is_available() and _has_avx512_bf16():
-        bf16 = Engine(spec, "cpu", threads, precision="bf16")
-        diff = np.abs(bf16.raw(np.full((1, 224, 224, 3), 128, np.uint8))
-                      - with_cl.raw(np.full((1, 224, 224, 3), 128, np.uint8))).max()
-        print(f"CPU has avx512_bf16: also timing bf16 (max abs diff vs fp32 on a grey picture {diff:.4f})")
-    compiled = None
+    flags = P.cpu_flags()
+    kind, plan = P.cpu_kind(flags)
+    print(f"CPU: {kind}; auto tries {', '.join(plan)}")
+    engines = {"torch fp32": Engine(spec, "cpu", threads, "fp32")}
+    for label, prec in (("torch bf16", "bf16"), ("torch int8", "int8")):
+        t0 = time.perf_counter()
+        try:
+            engines[label] = Engine(spec, "cpu", threads, prec)
+        except Exception as exc:   # noqa: BLE001 - int8 needs an x86 CPU
+            print(f"  {label}: not available here ({str(exc).splitlines()[0]})")
+            continue
+        print(f"  {label}: built in {time.perf_counter() - t0:.1f} s"
+              + ("" if engines[label].precision == prec else f" (fell back to {engines[label].precision})"))
     if do_compile:
         t0 = time.perf_counter()
-        compiled = Engine(spec, "cpu", threads, compile=True)
-        compiled.raw(np.zeros((1, 224, 224, 3), np.uint8))
-        print(f"torch.compile start-up: {time.perf_counter() - t0:.1f} s")
+        engines["torch bf16 compiled"] = Engine(spec, "cpu", threads, "bf16", compile=True)
+        engines["torch bf16 compiled"].raw(np.zeros((16, 224, 224, 3), np.uint8))
+        print(f"  torch.compile (bf16) start-up: {time.perf_counter() - t0:.1f} s")
+
+    names, inputs = P.pictures(spec, "validation")
+    ref = engines["torch fp32"].raw(inputs)
+    gates = {}
+    print(f"accuracy gate: {len(names)} validation pictures, max |score difference| <= "
+          f"{P.MAX_DELTA} against fp32 and no picture across a threshold")
+    for label, engine in engines.items():
+        if label == "torch fp32":
+            continue
+        v = P.gate(spec, engine.precision, ref, engine.raw(inputs), names)
+        gates[label] = v
+        print(f"  {label:<22} {'passes' if v.passed else 'REFUSED'}: max |d| {v.max_delta:.4f}, "
+              f"{len(v.flips)} across a threshold{'; ' + v.reason if v.reason else ''}")
+
     rng = np.random.default_rng(1)
-    ratios = {}
+    rates: dict = {}
     print(f"open_nsfw inference on CPU, {threads} threads, pictures/s (best of interleaved rounds):")
     for b in batches:
         batch = rng.integers(0, 256, (b, 224, 224, 3), dtype=np.uint8)
         onnx_in = np.ascontiguousarray(batch[..., ::-1].astype(np.float32) - np.float32(spec.mean))
-        fns = {"onnxruntime": lambda: session.run(None, {name: onnx_in}),
-               "torch NCHW": lambda: without.raw(batch),
-               "torch channels_last": lambda: with_cl.raw(batch)}
-        if bf16 is not None:
-            fns["torch bf16"] = lambda: bf16.raw(batch)
-        if compiled is not None:
-            fns["torch compiled"] = lambda: compiled.raw(batch)
+        fns = {"onnxruntime": lambda: session.run(None, {name: onnx_in})}
+        fns.update({k: (lambda e=e: e.raw(batch)) for k, e in engines.items()})
         r = compare(fns, b, rounds=max(3, 48 // b))
-        ratios[b] = r["onnxruntime"] / r["torch channels_last"]
-        print(f"  batch {b:3d}: " + " | ".join(f"{k} {v:6.1f}" for k, v in r.items())
-              + f"  (onnxruntime / torch channels_last = {ratios[b]:.2f}x)")
+        rates[b] = r
+        print(f"  batch {b:3d}: " + " | ".join(f"{k} {v:6.1f}" for k, v in r.items()))
     # parity on this run's inputs, so the numbers above are for the same function
-    ref = session.run(None, {name: onnx_in})[0]
-    print(f"  max abs diff torch vs onnxruntime: {np.abs(ref - with_cl.raw(batch)).max():.2e}")
-    return ratios
-
-
-def _has_avx512_bf16() -> bool:
-    try:
-        return "avx512_bf16" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
+    out = session.run(None, {name: onnx_in})[0]
+    print(f"  max abs diff torch fp32 vs onnxruntime: {np.abs(out - engines['torch fp32'].raw(batch)).max():.2e}")
+    return {"rates": rates, "gates": gates}
 
 
 def bench_age_cpu(threads: int, onnx_dir: Path | None) -> None:
@@ -217,9 +223,15 @@ def main() -> None:
         best = bench_gpu(spec, batches + (256,), args.compile)
         summary.append(f"GPU bf16 batch 256 {best[256]:.0f}/s")
     else:
-        ratios = bench_cpu(spec, batches, args.threads, args.compile)
+        got = bench_cpu(spec, batches, args.threads, args.compile)
         bench_age_cpu(args.threads, args.onnx_dir)
-        summary.append("torch/onnxruntime " + ", ".join(f"b{b} {r:.2f}x" for b, r in ratios.items()))
+        b = 16 if 16 in got["rates"] else batches[-1]
+        r = got["rates"][b]
+        summary.append(f"batch {b}: " + ", ".join(
+            f"{k.replace('torch ', '')} {v:.0f}/s ({v / r['torch fp32']:.2f}x fp32)" for k, v in r.items()))
+        summary.append("gate: " + ", ".join(
+            f"{k.replace('torch ', '')} {'pass' if v.passed else 'refused'} (max |d| {v.max_delta:.4f})"
+            for k, v in got["gates"].items()))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"RESULT models: {'; '.join(summary)}; peak RSS {peak:.0f} MiB")
 

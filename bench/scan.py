@@ -14,10 +14,14 @@ Prints, in one run:
   (f) speed-up from 1 to 2 workers;
   (g) time to the first KNOWN_MATCH flag in --mode triage against the end of --mode full;
   and (c), (d) again for a scan that joins an already running Ray (`ray start --head`, then
-  `triage scan --address`), as a unit scanning all day would run it.
+  `triage scan --address`), as a unit scanning all day would run it;
+  (h) --mode full --model default against --mode full --model none, interleaved, with the
+      model stage's pictures/s, the precision the run chose and why, for each CPU layout of the
+      model actors in --model-layouts (ACTORSxTHREADS; the first is the default's).
 
 Usage:
   .venv/bin/python bench/scan.py [--fleet fixtures/bench-large] [--workers 2] [--no-e01]
+  .venv/bin/python bench/scan.py --only-h [--model-layouts 1x1,2x1,1x2] [--model-precision auto]
 
 The fleet is built with `triage synth --devices 1 --size large --seed 7` when missing.
 """
@@ -128,14 +132,16 @@ def timed(cmd: list[str], **kw) -> tuple[float, subprocess.CompletedProcess]:
     return time.perf_counter() - t, proc
 
 
-def scan(evidence: Path, hashsets: list[Path], workers: int, *extra: str, watch_flags: bool = False) -> dict:
+def scan(evidence: Path, hashsets: list[Path], workers: int, *extra: str, watch_flags: bool = False,
+         env: dict | None = None) -> dict:
     case = Path(tempfile.mkdtemp(prefix="bench-case-"))
     cmd = TRIAGE + ["scan", "--case", str(case / "c"), "--json", "--workers", str(workers)]
     for h in hashsets:
         cmd += ["--hashset", str(h)]
     cmd += list(extra) + [str(evidence)]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=None if env is None else dict(os.environ, **env))
     sampler = RssSampler(proc.pid)
     sampler.start()
     first_flag = None
@@ -157,7 +163,8 @@ def scan(evidence: Path, hashsets: list[Path], workers: int, *extra: str, watch_
     dev = summary["devices"][0]
     return {"wall": wall, "summary": summary, "rss": rss, "first_flag_watch": first_flag,
             "bytes": dev["bytes"], "files": dev["files"], "pictures": dev["pictures"],
-            "alerts": dev["alert_matches"]}
+            "alerts": dev["alert_matches"], "scored": dev.get("scored", 0),
+            "model_skipped": dev.get("model_skipped", 0), "flags": dev.get("flags", 0)}
 
 
 @contextmanager
@@ -296,6 +303,48 @@ def bare_loop(pictures: list[Path], workers: int) -> float:
     return n / (time.perf_counter() - t)
 
 
+# --- (h): the model stage -----------------------------------------------------------------
+
+def walls(runs: list[dict]) -> str:
+    return ", ".join(f"{r['wall']:.1f}" for r in runs)
+
+
+def model_on_off(raw: Path, hs: list[Path], workers: int, layouts: list[str], precision: str,
+                 repeat: int) -> None:
+    """(h) --model default against --model none, interleaved, for each layout of the model
+    actors. The first model-on scan of a machine builds the precision cache; a warm-up scan
+    does that first, so every timed one starts as a unit's second scan would."""
+    from workers.model_pool import LAYOUT_ENV
+    full = ("--mode", "full")
+    model = ("--model", "default", "--model-precision", precision)
+    warm = scan(raw, hs, workers, *full, *model, env={LAYOUT_ENV: layouts[0]})
+    runtime = warm["summary"].get("model_runtime") or {}
+    prec = runtime.get("precision") or {}
+    print(f"(h) warm-up scan {warm['wall']:.1f} s; precision {prec.get('precision')} on "
+          f"{prec.get('cpu')}: {prec.get('reason')}")
+    for t in prec.get("tried", []):
+        print(f"      {t['precision']:<5} passed={t.get('passed')} max|d|={t.get('max_delta', 0):.4f} "
+              f"flips={len(t.get('flips') or [])} rate={t.get('rate')}/s "
+              f"{'(cached)' if t.get('cached') else ''} {t.get('reason') or ''}")
+    off_runs, on_runs = [], {lay: [] for lay in layouts}
+    for _ in range(repeat):
+        off_runs.append(scan(raw, hs, workers, *full, "--model", "none"))
+        for lay in layouts:
+            on_runs[lay].append(scan(raw, hs, workers, *full, *model, env={LAYOUT_ENV: lay}))
+    off = min(off_runs, key=lambda r: r["wall"])
+    print(line(f"(h) raw, --mode full --model none, {workers} workers", off))
+    for lay in layouts:
+        on = min(on_runs[lay], key=lambda r: r["wall"])
+        extra = on["wall"] - off["wall"]
+        rate = on["scored"] / extra if extra > 0 else float("inf")
+        print(line(f"(h) raw, --model default, actors x threads {lay}", on))
+        print(f"(h) {lay}: model on / off = {on['wall'] / off['wall']:.2f}x the time (goal <= 2x; "
+              f"runs {walls(on_runs[lay])} s against {walls(off_runs)} s); {on['scored']} pictures "
+              f"scored, {on['model_skipped']} skipped, in {extra:.1f} s over model-off = "
+              f"{rate:.1f} pictures/s for the model stage (goal >= 72); "
+              f"{on['flags']} flags against {off['flags']}")
+
+
 # --- main ---------------------------------------------------------------------------------
 
 def ensure_fleet(fleet: Path) -> dict:
@@ -325,6 +374,10 @@ def main() -> None:
     ap.add_argument("--no-e01", action="store_true")
     ap.add_argument("--repeat", type=int, default=2,
                     help="hash-only runs (1 and N workers, interleaved) repeated; the fastest counts")
+    ap.add_argument("--only-h", action="store_true", help="run only (h), the model stage")
+    ap.add_argument("--model-layouts", default="1x1",
+                    help="(h): model actor layouts ACTORSxTHREADS to time, comma-separated")
+    ap.add_argument("--model-precision", default="auto", help="(h): --model-precision to pass")
     args = ap.parse_args()
     w = args.workers
     truth = ensure_fleet(args.fleet)
@@ -338,6 +391,11 @@ def main() -> None:
     size = raw.stat().st_size
     print(f"device: {raw} ({size / 1e9:.2f} GB, {dev['files']} files planned), workers={w}, "
           f"cpus={os.cpu_count()}")
+    layouts = [lay.strip() for lay in args.model_layouts.split(",") if lay.strip()]
+    if args.only_h:
+        subprocess.run(["cat", str(raw)], stdout=subprocess.DEVNULL)
+        model_on_off(raw, hs, w, layouts, args.model_precision, max(1, args.repeat - 1))
+        return
 
     # warm the page cache once so every contender reads from memory
     subprocess.run(["cat", str(raw)], stdout=subprocess.DEVNULL)
@@ -419,6 +477,8 @@ def main() -> None:
         print(f"(g) first KNOWN_MATCH flag after {ff:.1f} s (Ray start-up included) = "
               f"{ff / results['full_w']['wall']:.0%} of the --mode full scan "
               f"({results['full_w']['wall']:.1f} s) (goal < 10%)")
+
+    model_on_off(raw, hs, w, layouts, args.model_precision, 1)
 
     if not args.no_e01:
         e01 = ensure_e01(raw, args.fleet)

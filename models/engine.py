@@ -7,13 +7,16 @@ models/testing.py import torch.
 """
 from __future__ import annotations
 
+import io
 import os
+import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from models.precision import PRECISIONS
 from models.spec import ModelSpec
 from triage.errors import ModelError
 
@@ -90,18 +93,42 @@ def load_network(spec: ModelSpec) -> torch.nn.Module:
 
 
 class Engine:
-    """One network on one device, with its input normalisation; call it with uint8 NHWC."""
+    """One network on one device in one precision, with its input normalisation; call it with
+    uint8 NHWC.
+
+    precision: fp32 (the reference), bf16 (weights and activations bfloat16; an op without a
+    bf16 kernel makes the whole network fall back to fp32), int8 (torch's x86 static
+    quantization, calibrated on `calibration`, uint8 model inputs; default: the generated
+    calibration set of models/precision.py), or "auto" (bf16 on a GPU, else fp32; the CPU's own
+    choice, with the accuracy gate, is `select`). `net`: an already built network for that
+    precision (a cached artefact), used as it is.
+    """
 
     def __init__(self, spec: ModelSpec, device: str = "auto", num_threads: int | None = None,
-                 precision: str = "auto", compile: bool | None = None):
+                 precision: str = "auto", compile: bool | None = None,
+                 net: torch.nn.Module | None = None, calibration: np.ndarray | None = None):
         self.spec = spec
         self.device = pick_device(device)
         self.threads = set_threads(num_threads) if self.device.type == "cpu" else 0
         if precision == "auto":
             precision = "bf16" if self.device.type == "cuda" else "fp32"
-        if precision not in ("fp32", "bf16"):
-            raise ModelError(f"precision must be fp32 or bf16, not {precision!r}")
+        if precision not in PRECISIONS:
+            raise ModelError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        if precision == "int8" and self.device.type != "cpu":
+            raise ModelError("int8 runs on the CPU only")
+        self.precision = precision
         self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        order = [2, 1, 0] if spec.colour == "BGR" else [0, 1, 2]
+        self._order = torch.tensor(order, device=self.device)
+        self._mean = torch.tensor(spec.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self._inv_std = (1.0 / torch.tensor(spec.std, dtype=torch.float32,
+                                            device=self.device)).view(1, 3, 1, 1)
+        if compile is None:
+            compile = os.environ.get(COMPILE_ENV, "") == "1"
+        if net is not None:
+            self.net = net
+            self._check_outputs()
+            return
         net = load_network(spec)
         # channels_last: oneDNN and cuDNN both run NHWC convolutions faster, and a uint8 NHWC
         # batch permuted to NCHW is already channels_last in memory, so no copy is made.
@@ -110,20 +137,24 @@ class Engine:
             net = net.to(memory_format=torch.channels_last)
         except (TypeError, RuntimeError):
             pass
+        if precision == "int8":
+            if calibration is None:
+                calibration = calibration_pictures(spec)
+            self.net = freeze(quantize_int8(net, [self.tensor(c) for c in _chunks(calibration, 8)]),
+                              self.tensor(calibration[:2]))
+            self._check_outputs()
+            return
         if self.dtype != torch.float32:
             net = net.to(self.dtype)
-        if compile is None:
-            compile = os.environ.get(COMPILE_ENV, "") == "1"
         if compile:
             import torch._inductor.config as inductor_config
             inductor_config.freezing = True   # folds weights into the graph: conv + post-op fusion
             net = torch.compile(net)
+        elif self.dtype == torch.bfloat16 and self.device.type == "cpu":
+            # traced and frozen, oneDNN fuses convolution and ReLU: 128 against 111 pictures/s
+            # for open_nsfw on 2 cores (fp32 gains nothing from it)
+            net = freeze(net, self._example())
         self.net = net
-        order = [2, 1, 0] if spec.colour == "BGR" else [0, 1, 2]
-        self._order = torch.tensor(order, device=self.device)
-        self._mean = torch.tensor(spec.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-        self._inv_std = (1.0 / torch.tensor(spec.std, dtype=torch.float32,
-                                            device=self.device)).view(1, 3, 1, 1)
         try:
             self._check_outputs()
         except RuntimeError:
@@ -131,8 +162,13 @@ class Engine:
                 raise
             # a user's network with an op that has no bf16 kernel: run it in fp32 instead
             self.dtype = torch.float32
-            self.net = self.net.float()
+            self.precision = "fp32"
+            self.net = load_network(spec).to(self.device)
             self._check_outputs()
+
+    def _example(self) -> torch.Tensor:
+        size = self.spec.input_size
+        return self.tensor(np.zeros((2, size, size, 3), dtype=np.uint8))
 
     def _check_outputs(self) -> None:
         """Run one blank picture so a spec whose labels disagree with the network fails now."""
@@ -181,3 +217,292 @@ class Engine:
             elif self.spec.activation == "sigmoid":
                 out = torch.sigmoid(out)
             return out.cpu().numpy()
+
+
+# --- reduced precision: int8 quantization, freezing, and the choice with its accuracy gate ---
+
+def _chunks(batch: np.ndarray, n: int) -> list[np.ndarray]:
+    return [batch[i:i + n] for i in range(0, len(batch), n)]
+
+
+def calibration_pictures(spec: ModelSpec) -> np.ndarray:
+    """uint8 model inputs the int8 activation ranges are measured on (models/precision.py)."""
+    from models.precision import pictures
+    return pictures(spec, "calibration")[1]
+
+
+def freeze(net: torch.nn.Module, example: torch.Tensor) -> torch.nn.Module:
+    """The network traced and frozen (TorchScript, weights folded in as constants), or the
+    network itself when it cannot be traced."""
+    try:
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            traced = net if isinstance(net, torch.jit.ScriptModule) else torch.jit.trace(net, example)
+            return torch.jit.freeze(traced.eval())
+    except Exception:  # noqa: BLE001 - tracing fails in many ways; eager still works
+        return net
+
+
+def quantize_int8(net: torch.nn.Module, calibration: list[torch.Tensor]) -> torch.nn.Module:
+    """torch's x86 static quantization (FX graph mode, the x86 qconfig: per-channel int8
+    weights, histogram-calibrated uint8 activations) of an fp32 network, calibrated on the
+    given normalised batches. Raises ModelError when the network cannot be quantized."""
+    import copy
+
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    from torch.ao.quantization import QConfig, QConfigMapping
+    from torch.ao.quantization.observer import HistogramObserver, default_per_channel_weight_observer
+
+    from models.precision import cpu_flags
+
+    if "x86" not in torch.backends.quantized.supported_engines:
+        raise ModelError("this torch has no x86 quantized engine (not an x86 CPU)")
+    torch.backends.quantized.engine = "x86"
+    mapping = get_default_qconfig_mapping("x86")
+    if cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"}:
+        # the default's 7-bit activations avoid a 16-bit overflow of AVX2's int8 multiply;
+        # VNNI and AMX accumulate in 32 bits, so the 8th bit is free: on open_nsfw the largest
+        # score difference against fp32 fell from 0.055 to 0.041 at the same speed
+        full = QConfig(activation=HistogramObserver.with_args(reduce_range=False),
+                       weight=default_per_channel_weight_observer)
+        keep = {k: v for k, v in mapping.object_type_qconfigs.items()
+                if v is not None and v.activation is not mapping.global_qconfig.activation}
+        mapping = QConfigMapping().set_global(full)
+        for k, v in keep.items():        # fixed-range ops (sigmoid, softmax, ...) keep theirs
+            mapping.set_object_type(k, v)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # FX quantization is marked deprecated upstream
+            prepared = prepare_fx(copy.deepcopy(net).eval(), mapping, (calibration[0],))
+            with torch.inference_mode():
+                for batch in calibration:
+                    prepared(batch)
+            return convert_fx(prepared)
+    except Exception as exc:  # noqa: BLE001 - FX tracing refuses many user networks
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"cannot quantize this network: {msg[:200]}") from None
+
+
+def _rate(engine: Engine, batch: np.ndarray) -> float:
+    """Pictures/s of one batch, the best of two runs after a warm-up."""
+    engine.raw(batch)
+    best = float("inf")
+    for _ in range(2):
+        t0 = time.perf_counter()
+        engine.raw(batch)
+        best = min(best, time.perf_counter() - t0)
+    return len(batch) / best
+
+
+RATE_BATCH = 16
+
+
+def _reference(spec: ModelSpec, device: str, threads: int | None, cache: Path | None,
+               compile: bool = False):
+    """(names, validation inputs, fp32 outputs, fp32 pictures/s, the fp32 Engine or None):
+    from the cache when it has them, else made now (and kept there)."""
+    from models.precision import pictures, write_atomic
+    path = cache / "reference.npz" if cache is not None else None
+    if path is not None and path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                names, inputs, outputs = [str(n) for n in z["names"]], z["inputs"], z["outputs"]
+                rate = float(z["rate"])
+            size = spec.input_size
+            if (inputs.dtype == np.uint8 and inputs.shape[1:] == (size, size, 3)
+                    and outputs.shape == (len(inputs), len(spec.labels)) == (len(names), len(spec.labels))
+                    and np.all(np.isfinite(outputs))):
+                return names, inputs, outputs.astype(np.float32), rate, None
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        # damaged: made again
+    fp32 = Engine(spec, device, threads, "fp32", compile)
+    names, inputs = pictures(spec, "validation")
+    outputs = fp32.raw(inputs)
+    rate = _rate(fp32, inputs[:RATE_BATCH])
+    if path is not None:
+        buf = io.BytesIO()
+        np.savez(buf, names=np.array(names), inputs=inputs, outputs=outputs, rate=np.float64(rate))
+        try:
+            write_atomic(path, buf.getvalue())
+        except OSError:
+            pass      # a read-only $TRIAGE_HOME: everything is built again next start
+    return names, inputs, outputs, rate, fp32
+
+
+def _save_artefact(engine: Engine, path: Path) -> str | None:
+    """Write a TorchScript artefact; its sha256, or None when the network is not TorchScript."""
+    from models.precision import sha256_bytes, write_atomic
+    if not isinstance(engine.net, torch.jit.ScriptModule):
+        return None
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)   # as in load_network
+        torch.jit.save(engine.net, buf)
+    data = buf.getvalue()
+    try:
+        write_atomic(path, data)
+    except OSError:
+        return None
+    return sha256_bytes(data)
+
+
+def _load_artefact(path: Path, sha256: str) -> torch.nn.Module | None:
+    from models.precision import sha256_bytes
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    if sha256_bytes(data) != sha256:
+        return None
+    if "x86" in torch.backends.quantized.supported_engines:
+        torch.backends.quantized.engine = "x86"   # packed int8 weights unpack for this engine
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torch.jit.load(io.BytesIO(data), map_location="cpu")
+    except Exception:  # noqa: BLE001 - a damaged artefact is built again
+        return None
+
+
+def _cached_verdict(precision: str, record: dict):
+    """The Verdict a cache record holds, or None when the record is not one (damaged)."""
+    from models.precision import Verdict
+    try:
+        v = record["verdict"]
+        rate = v.get("rate")
+        return Verdict(precision, v["passed"] is True, float(v.get("max_delta") or 0.0),
+                       [str(f) for f in v.get("flips") or []], int(v.get("pictures") or 0),
+                       None if rate is None else float(rate), str(v.get("reason") or ""))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def select(spec: ModelSpec, device: str = "auto", num_threads: int | None = None,
+           precision: str = "auto", *, flags=None, use_cache: bool = True,
+           compile: bool | None = None) -> tuple[Engine, dict]:
+    """The Engine to score with, and the report of how its precision was chosen.
+
+    The precisions tried come from the CPU's flags (models/precision.py: PLANS) or from
+    `precision` when it names one. Each reduced precision is built (int8: calibrated), run on the
+    validation set and held to the accuracy gate against fp32; of those that pass, `auto`
+    takes the fastest measured, a named precision the first in fallback order. On the CPU what
+    was built is kept under $TRIAGE_HOME/cache/models (key: model sha256, input section, torch
+    version, CPU flags), so a later start-up loads it and only re-runs the gate.
+    """
+    from models import precision as P
+
+    dev = pick_device(device)
+    flags = P.cpu_flags() if flags is None else frozenset(flags)
+    kind = "GPU" if dev.type == "cuda" else P.cpu_kind(flags)[0]
+    order = P.candidates(precision, dev.type, flags)
+    report: dict = {"asked": precision, "cpu": kind, "device": str(dev), "tried": [],
+                    "max_delta_allowed": P.MAX_DELTA}
+    if order == ["fp32"]:
+        engine = Engine(spec, device, num_threads, "fp32", compile)
+        why = "asked for" if precision == "fp32" else f"the only precision tried on {kind}"
+        report.update(precision="fp32", threads=engine.threads, reason=f"fp32: {why}")
+        return engine, report
+
+    if compile is None:
+        compile = os.environ.get(COMPILE_ENV, "") == "1"
+    # a torch.compile'd network cannot be saved, so nothing is cached then
+    cache = (P.cache_dir(spec, flags, torch.__version__)
+             if use_cache and dev.type == "cpu" and not compile else None)
+    report["cache"] = str(cache) if cache is not None else None
+    names, inputs, ref_out, ref_rate, fp32 = _reference(spec, device, num_threads, cache, compile)
+    rates = {"fp32": ref_rate}
+    verdicts: dict[str, P.Verdict] = {}
+    engines: dict[str, Engine] = {}
+    records: dict[str, dict] = {}
+    for p in order:
+        if p == "fp32":
+            continue
+        record = P.read_json(cache / f"{p}.json") if cache is not None else None
+        if record is not None and (_cached_verdict(p, record) is None or (
+                record["verdict"]["passed"] and record.get("artefact") != f"{p}.pt")):
+            record = None      # damaged, or passed but could not be kept: built again
+        if record is None:
+            t0 = time.perf_counter()
+            try:
+                engine = Engine(spec, device, num_threads, p, compile)
+                if engine.precision != p:
+                    verdict = P.Verdict(p, False, reason=f"the network has an op without a {p} "
+                                                         "kernel (it ran in fp32)")
+                else:
+                    verdict = P.gate(spec, p, ref_out, engine.raw(inputs), names)
+                    verdict.rate = _rate(engine, inputs[:RATE_BATCH])
+                    if verdict.passed:
+                        engines[p] = engine
+            except Exception as exc:  # noqa: BLE001 - a precision that cannot be built is refused;
+                text = str(exc).strip()   # fp32 still scores every picture
+                verdict = P.Verdict(p, False, reason=text.splitlines()[0][:300] if text
+                                    else type(exc).__name__)
+            record = {"verdict": verdict.to_dict(), "built_s": round(time.perf_counter() - t0, 2),
+                      "artefact": None, "artefact_sha256": None, "cached": False}
+            if cache is not None and p in engines:
+                sha = _save_artefact(engines[p], cache / f"{p}.pt")
+                if sha:
+                    record.update(artefact=f"{p}.pt", artefact_sha256=sha)
+            if cache is not None:
+                try:
+                    P.write_json(cache / f"{p}.json", {k: v for k, v in record.items() if k != "cached"})
+                except OSError:
+                    pass
+        else:
+            record["cached"] = True
+        verdicts[p] = _cached_verdict(p, record)
+        records[p] = record
+        if verdicts[p].rate is not None:
+            rates[p] = float(verdicts[p].rate)
+
+    passing = [p for p in order if p == "fp32" or verdicts[p].passed]
+    if precision == "auto":
+        passing.sort(key=lambda p: -rates.get(p, 0.0))
+    chosen = None
+    for p in passing:
+        if p == "fp32":
+            chosen = fp32 or Engine(spec, device, num_threads, "fp32", compile)
+            break
+        engine = engines.get(p)
+        if engine is None:        # from the cache: load it and hold it to the gate again
+            rec = records[p]
+            net = _load_artefact(cache / f"{p}.pt", str(rec.get("artefact_sha256")))
+            if net is None:
+                verdicts[p] = P.Verdict(p, False, reason="the cached artefact is missing or "
+                                        "changed (sha256); it is built again next start")
+                try:
+                    (cache / f"{p}.json").unlink(missing_ok=True)
+                except OSError:
+                    pass
+                continue
+            engine = Engine(spec, device, num_threads, p, net=net)
+            again = P.gate(spec, p, ref_out, engine.raw(inputs), names)
+            again.rate = verdicts[p].rate
+            verdicts[p] = again
+            if not again.passed:
+                continue
+        chosen = engine
+        break
+    assert chosen is not None     # fp32 is always in the order and always passes
+    report["precision"] = chosen.precision
+    report["threads"] = chosen.threads
+    report["validation_pictures"] = len(names)
+    report["rates"] = {p: round(r, 1) for p, r in rates.items()}
+    for p in order:
+        if p == "fp32":
+            report["tried"].append({"precision": "fp32", "passed": True, "reference": True,
+                                    "rate": round(ref_rate, 1)})
+        else:
+            entry = verdicts[p].to_dict()
+            entry.update({k: records[p].get(k) for k in ("cached", "artefact_sha256", "built_s")})
+            report["tried"].append(entry)
+    refused = [f"{p} refused: {verdicts[p].reason}" for p in order
+               if p != "fp32" and not verdicts[p].passed]
+    faster = [f"{p} {rates[p]:.0f}/s" for p in passing if p in rates]
+    report["reason"] = "; ".join(refused + [f"{chosen.precision}: passed the gate" +
+                                            (f", fastest measured ({', '.join(faster)})"
+                                             if precision == "auto" and len(faster) > 1 else "")])
+    return chosen, report

@@ -77,7 +77,8 @@ def add_model(spec_path: Path, models_dir: Path | None = None, *, force: bool = 
     verify(spec)
     if check_load:
         from models.runner import ModelRunner
-        ModelRunner(spec, device="cpu", num_threads=1)  # loads and runs one blank picture
+        # loads and runs one blank picture; the precision is chosen when a scan first runs it
+        ModelRunner(spec, device="cpu", num_threads=1, precision="fp32")
     dest = models_home(models_dir) / spec.name
     if dest.exists() and not force:
         raise ModelError(f"model {spec.name!r} is already added ({dest}); use --force to replace it")
@@ -133,3 +134,21 @@ def verify_models(names: list[str] | None = None, models_dir: Path | None = None
         except ModelError as exc:
             checks.append(Check(name, False, str(exc)))
     return checks
+
+
+def for_scan(model: str, precision: str = "auto") -> Optional[dict]:
+    """What a scan records and ships to its workers for `--model`: the model's provenance
+    (name, version, sha256, input size, thresholds, the precision asked for) after checking its
+    weights' sha256; None for --model none."""
+    if model in (None, "", "none"):
+        return None
+    from models.precision import CHOICES
+    from models.spec import describe
+    if precision not in CHOICES:
+        raise ModelError(f"model precision must be one of {', '.join(CHOICES)}, not {precision!r}")
+    spec = resolve(model)
+    verify(spec)          # ModelError (a TriageError) on a wrong sha256, before any scan work
+    info = describe(spec)
+    info["spec"] = model
+    info["precision"] = precision
+    return info

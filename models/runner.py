@@ -83,19 +83,23 @@ class Provenance:
 class ModelRunner:
     """Scores uint8 batches with one spec's model (and its age cascade, if any).
 
-    ModelRunner(spec, device="auto", num_threads=None). device "auto" uses CUDA when torch sees
-    it (bf16, channels_last), else the CPU with `num_threads` intra-op threads (default: Ray's
-    OMP_NUM_THREADS, else all CPUs this process may use). The sha256 of every file is checked
-    before anything is loaded.
+    ModelRunner(spec, device="auto", num_threads=None, *, precision="auto"). device "auto" uses
+    CUDA when torch sees it, else the CPU with `num_threads` intra-op threads (default: Ray's
+    OMP_NUM_THREADS, else all CPUs this process may use). precision "auto" tries what the CPU's
+    flags allow (int8, bf16) and keeps the fastest that passes the accuracy gate against fp32;
+    `precision_report` says which and why (models/engine.select). The sha256 of every file is
+    checked before anything is loaded.
     """
 
     def __init__(self, spec: ModelSpec, device: str = "auto", num_threads: int | None = None, *,
                  precision: str = "auto", compile: bool | None = None):
         verify(spec)
-        from models.engine import Engine  # torch is loaded here, not at import
+        from models.engine import Engine, select  # torch is loaded here, not at import
 
         self.spec = spec
-        self.engine = Engine(spec, device, num_threads, precision=precision, compile=compile)
+        # the precision: from the CPU's flags (or as asked), held to the accuracy gate
+        self.engine, self.precision_report = select(spec, device, num_threads, precision,
+                                                    compile=compile)
         self.device = str(self.engine.device)
         self._age = None
         self._faces = None
@@ -106,6 +110,12 @@ class ModelRunner:
             self._faces = FaceFinder(spec.faces.landmarks)
         self._labels = list(spec.labels)
         self._keep = [self._labels.index(lab) for lab in spec.reported_labels]
+
+    def set_threads(self, num_threads: int) -> None:
+        """Intra-op threads from the next call on (a scan's model actor follows the cores its
+        decode workers leave idle)."""
+        from models.engine import set_threads
+        self.engine.threads = set_threads(num_threads)
 
     # --- what the scan records with every score
     @property

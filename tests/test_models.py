@@ -43,7 +43,8 @@ def test_torchscript_toy_plugs_in_through_its_spec(toy_dir):
     from models.runner import ModelRunner
 
     spec_path = make_toy_torchscript(toy_dir)
-    runner = ModelRunner(registry.resolve(str(spec_path)), device="cpu", num_threads=1)
+    runner = ModelRunner(registry.resolve(str(spec_path)), device="cpu", num_threads=1,
+                         precision="fp32")        # the exact arithmetic below is fp32's
     assert runner.input_size == 32 and runner.model_name == "toy_redness"
     assert runner.model_sha256 == sha256_file(toy_dir / "toy_redness.pt")
     scores = runner.predict(colour_batch(RED, BLUE, GREY))
@@ -56,8 +57,10 @@ def test_torchscript_toy_plugs_in_through_its_spec(toy_dir):
 def test_export_program_loads_and_agrees_with_torchscript(toy_dir):
     from models.runner import ModelRunner
 
-    script = ModelRunner(registry.resolve(str(make_toy_torchscript(toy_dir))), device="cpu")
-    export = ModelRunner(registry.resolve(str(make_toy_export(toy_dir))), device="cpu")
+    script = ModelRunner(registry.resolve(str(make_toy_torchscript(toy_dir))), device="cpu",
+                         precision="fp32")
+    export = ModelRunner(registry.resolve(str(make_toy_export(toy_dir))), device="cpu",
+                         precision="fp32")
     batch = colour_batch(RED, BLUE, GREY, (200, 120, 90))
     assert [s["explicit"] for s in export.predict(batch)] == pytest.approx(
         [s["explicit"] for s in script.predict(batch)], abs=1e-6)
@@ -202,7 +205,7 @@ def jpeg(img: Image.Image) -> Image.Image:
 
 
 def test_default_cascade_scores_bait_high_and_plain_pictures_low(default_runner):
-    from models.bait import make_bait_picture
+    from triage.synth.bait import make_bait_picture
 
     bait = [jpeg(make_bait_picture(seed)) for seed in range(6)]
     plain = [Image.new("RGB", (300, 200), (40, 90, 200)),
@@ -223,7 +226,7 @@ def test_minor_likelihood_is_the_highest_p_under_18_over_faces(default_runner, m
     rng = np.random.default_rng(3)
     chips = [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(3)]
     monkeypatch.setattr(default_runner._faces, "chips", lambda image: list(chips))
-    from models.bait import make_bait_picture
+    from triage.synth.bait import make_bait_picture
 
     [score] = default_runner.predict_pictures([jpeg(make_bait_picture(0))])
     ages = default_runner._age.raw(np.stack(chips))
@@ -232,7 +235,7 @@ def test_minor_likelihood_is_the_highest_p_under_18_over_faces(default_runner, m
 
 
 def test_ray_style_call_passes_columns_through(default_runner):
-    from models.bait import make_bait_picture
+    from triage.synth.bait import make_bait_picture
 
     pixels = np.stack([default_runner.preprocess(jpeg(make_bait_picture(1))),
                        default_runner.preprocess(Image.new("RGB", (256, 256), (0, 0, 0)))])
@@ -272,7 +275,7 @@ def test_should_skip_rules():
     assert should_skip(features(), picture=photo) is None
     sprite = Image.new("RGBA", (128, 128), (0, 0, 0, 0))
     assert "transparent" in should_skip(features(type="image/png"), picture=sprite)
-    from models.bait import make_bait_picture
+    from triage.synth.bait import make_bait_picture
     assert should_skip(features(), picture=make_bait_picture(2)) is None   # bait is photographic
 
 

@@ -24,7 +24,7 @@ def synthetic_pictures(n: int = 20) -> list[Image.Image]:
         w, h = int(rng.integers(80, 700)), int(rng.integers(80, 700))
         kind = i % 5
         if kind == 4:   # bait: covers the high end of the explicit score
-            from models.bait import make_bait_picture
+            from triage.synth.bait import make_bait_picture
             arr = np.asarray(make_bait_picture(i))
         elif kind == 0:
             arr = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
@@ -54,7 +54,8 @@ def synthetic_pictures(n: int = 20) -> list[Image.Image]:
 
 @pytest.fixture(scope="module")
 def nsfw_runner():
-    return ModelRunner(resolve("open_nsfw"), device="cpu", num_threads=2)
+    # the port's parity is fp32's; reduced precisions are held to the gate (test_model_precision)
+    return ModelRunner(resolve("open_nsfw"), device="cpu", num_threads=2, precision="fp32")
 
 
 def test_open_nsfw_matches_onnxruntime_end_to_end(nsfw_runner):

@@ -87,7 +87,7 @@ def test_reasons_and_flags_match_the_plant(scanned, synth_truth):
 
 def test_default_model_flags_the_bait_and_nothing_else(scanned, synth_truth):
     """`--model default` (open_nsfw + apparent age) at its bundled threshold, not lowered: the
-    planted bait pictures (models/bait.py, synthetic, not explicit) are SUSPECTED_NEW, and no
+    planted bait pictures (triage/synth/bait.py, synthetic, not explicit) are SUSPECTED_NEW, and no
     other picture of the fleet is. Exact alert matches never reach the model."""
     from models.registry import resolve
 

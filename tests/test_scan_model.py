@@ -117,3 +117,27 @@ def test_cascade_skips_are_recorded_with_reasons(toy_scan):
     out = CliRunner().invoke(__import__("cli").main, ["show", device, "--case", str(case), "--json"])
     assert out.exit_code == 0, out.output
     assert json.loads(out.stdout)["model"] == {"scored": 4, "skipped": {"few colours": 1, "too small": 1}}
+
+
+def test_the_run_records_the_precision_chosen_and_why(toy_scan):
+    case, _spec, summary = toy_scan
+    with CaseStore(case, create=False) as store:
+        run = store.runs()[-1]
+    assert run["model"]["precision"] == "auto"                    # what was asked for
+    report = run["model"]["runtime"]["precision"]                 # what the actor chose
+    assert report == summary["model_runtime"]["precision"]
+    assert report["asked"] == "auto" and report["precision"] in ("fp32", "bf16", "int8")
+    assert report["reason"] and report["cpu"]
+    assert report["precision"] in [t["precision"] for t in report["tried"] if t["passed"]] \
+        or report["tried"] == []
+    # the toy is TorchScript, which torch's FX quantization cannot trace: int8 says so
+    int8 = [t for t in report["tried"] if t["precision"] == "int8"]
+    assert all(not t["passed"] and "cannot quantize" in t["reason"] for t in int8)
+
+
+def test_an_unknown_precision_is_refused_before_any_work(tmp_path):
+    out = CliRunner().invoke(__import__("cli").main,
+                             ["scan", "--case", str(tmp_path / "c"), "--model", "default",
+                              "--model-precision", "fp16", str(tmp_path)])
+    assert out.exit_code == 2 and "'fp16' is not one of 'auto', 'fp32', 'bf16', 'int8'" in out.output
+    assert not (tmp_path / "c").exists()

@@ -344,15 +344,20 @@ class CaseStore:
                  operator, _json(options), time.time()))
             return int(cur.lastrowid)
 
-    def end_run(self, run_id: int, status: str, hash_engines: Sequence[str] = ()) -> None:
+    def end_run(self, run_id: int, status: str, hash_engines: Sequence[str] = (),
+                model_runtime: dict | None = None) -> None:
         """Closes a run; `hash_engines` (which code took MD5 and SHA-1, as the workers
-        reported) joins the run's options."""
+        reported) joins the run's options, `model_runtime` (the model's device and precision,
+        with the accuracy gate's figures) its model as `runtime`."""
         with self._tx() as db:
             db.execute("UPDATE runs SET ended = ?, status = ? WHERE id = ?",
                        (time.time(), status, run_id))
             if hash_engines:
                 db.execute("UPDATE runs SET options = json_set(options, '$.hash_engines', json(?)) "
                            "WHERE id = ?", (_json(list(hash_engines)), run_id))
+            if model_runtime:
+                db.execute("UPDATE runs SET model = json_set(model, '$.runtime', json(?)) "
+                           "WHERE id = ? AND model IS NOT NULL", (_json(model_runtime), run_id))
             for statement in HASH_INDEXES:
                 db.execute(statement)
 

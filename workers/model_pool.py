@@ -2,16 +2,19 @@
 
 CPU workers decode and pre-size pictures (the features stage's `model_input`); the actors
 only run the network. An actor asks for a GPU when the cluster has one; otherwise it runs on
-CPU with a thread count that leaves the scan's other workers their cores.
+CPU beside the decode workers (see `cpu_layout`).
 """
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import numpy as np
 import ray
 
 from triage.records import Score
+
+LAYOUT_ENV = "TRIAGE_MODEL_LAYOUT"    # "ACTORSxTHREADS", e.g. "2x1": for bench/scan.py's (h)
 
 
 @ray.remote(max_restarts=1, max_task_retries=1)
@@ -20,32 +23,69 @@ class ModelActor:
         from models.registry import resolve
         from models.runner import ModelRunner
         spec = resolve(model["spec"] if model.get("spec") else model["name"])
-        self.runner = ModelRunner(spec, device="auto", num_threads=num_threads)
+        self.runner = ModelRunner(spec, device="auto", num_threads=num_threads,
+                                  precision=model.get("precision") or "auto")
         self.name = self.runner.model_name
         self.sha256 = self.runner.model_sha256
 
     def describe(self) -> dict:
-        return {"name": self.name, "sha256": self.sha256, "device": self.runner.device}
+        return {"name": self.name, "sha256": self.sha256, "device": self.runner.device,
+                "precision": self.runner.precision_report}
 
-    def score(self, keys: list[str], pixels: np.ndarray) -> list[Score]:
+    def score(self, keys: list[str], pixels: np.ndarray, threads: Optional[int] = None) -> list[Score]:
+        if threads and self.runner.device == "cpu":
+            self.runner.set_threads(threads)
         values = self.runner.predict(np.asarray(pixels))
         return [Score(key=k, model=self.name, model_sha256=self.sha256, values=v)
                 for k, v in zip(keys, values)]
 
 
-class ModelPool:
-    """`size` actors; calls go to the actor with the fewest calls outstanding."""
+def cpu_layout(workers: int) -> tuple[int, int]:
+    """(actors, threads each; 0: as many as the decode workers leave idle, call by call) for a
+    CPU-only scan with `workers` decode workers.
 
-    def __init__(self, model: dict, size: int, gpus: int = 0, cpu_threads: Optional[int] = None):
-        options = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_cpus": 1}
-        self.actors = [ModelActor.options(**options).remote(model, cpu_threads)
+    The actors take no CPU slot from Ray (num_cpus=0): they run beside the decode workers and
+    the OS shares the cores, so no core idles while one side waits for the other. With a
+    thread count that follows the decode workers (`ModelPool.submit`'s `idle_cpus`) the model
+    takes every core once decoding pauses, and one core while both decode workers run: an
+    OpenMP team larger than the idle cores waits at every barrier for whichever thread the OS
+    paused. Measured in bench/scan.py (h); `TRIAGE_MODEL_LAYOUT=AxT` sets a fixed layout.
+    """
+    wanted = os.environ.get(LAYOUT_ENV, "")
+    actors, _, threads = wanted.partition("x")
+    if actors.isdigit() and int(actors) > 0 and (threads.isdigit() or threads == "auto"):
+        return int(actors), int(threads) if threads.isdigit() else 0
+    return 1, 0
+
+
+class ModelPool:
+    """`size` actors; calls go to the actor with the fewest calls outstanding.
+
+    On a GPU each actor holds a GPU and a CPU slot; on CPU (`cpus=0`) none, so the decode
+    workers keep every slot and the actors share the cores with them."""
+
+    def __init__(self, model: dict, size: int, gpus: int = 0, cpu_threads: Optional[int] = None,
+                 cpus: float = 1, max_threads: Optional[int] = None):
+        options = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_cpus": cpus}
+        # cpu_threads 0: adaptive, between 1 and max_threads (the decode workers' cores)
+        self.adaptive = not gpus and cpu_threads == 0
+        self.max_threads = max(1, max_threads or 1)
+        start = self.max_threads if self.adaptive else cpu_threads
+        self.actors = [ModelActor.options(**options).remote(model, start)
                        for _ in range(max(1, size))]
         self.load = [0] * len(self.actors)
         self.owner: dict = {}
+        # asked now, answered once the first actor has chosen its precision
+        self._described = self.actors[0].describe.remote()
 
-    def submit(self, keys: list[str], pixels) -> "ray.ObjectRef":
+    def submit(self, keys: list[str], pixels, idle_cpus: Optional[int] = None) -> "ray.ObjectRef":
+        """Score a batch; `idle_cpus` (the cores no decode worker is using now) sets the
+        threads of an adaptive pool for this call, shared among its actors."""
         i = min(range(len(self.actors)), key=self.load.__getitem__)
-        ref = self.actors[i].score.remote(keys, pixels)
+        threads = None
+        if self.adaptive and idle_cpus is not None:
+            threads = max(1, min(self.max_threads, idle_cpus // len(self.actors)))
+        ref = self.actors[i].score.remote(keys, pixels, threads)
         self.load[i] += 1
         self.owner[ref] = i
         return ref
@@ -55,8 +95,13 @@ class ModelPool:
         if i is not None:
             self.load[i] -= 1
 
-    def describe(self) -> dict:
-        return ray.get(self.actors[0].describe.remote())
+    def describe(self, timeout: Optional[float] = None) -> dict:
+        """The first actor's model, device and precision report; {} when it is not ready
+        within `timeout` or failed to start."""
+        try:
+            return ray.get(self._described, timeout=timeout)
+        except (ray.exceptions.GetTimeoutError, ray.exceptions.RayError):
+            return {}
 
     def close(self) -> None:
         for a in self.actors:

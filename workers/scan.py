@@ -137,6 +137,7 @@ class ScanSummary:
     first_known_match_s: Optional[float] = None
     ray_ready_s: Optional[float] = None       # start-up: from t0 until Ray was ready
     work_done_s: Optional[float] = None       # from t0 until every result was stored (Ray stops after)
+    model_runtime: Optional[dict] = None      # the model actors' device and precision report
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -446,7 +447,12 @@ class Scan:
         wanted = set(keys)
         items = [(r, f) for r, f in result.items if r.key in wanted]
         matches = [m for m in result.matches if m.key in wanted and m.role == "alert"]
-        ref = self.model_pool.submit(keys, pixels)
+        # the cores the decode workers leave the model (an adaptive pool runs that many
+        # threads): all of them once this job fills the model's queue, as no batch is pulled
+        # then until the model catches up, or when no batch is left to decode
+        full = len(self.model_jobs) + 1 >= self.max_model_jobs
+        idle = self.workers if full else max(0, self.workers - len(self.in_flight))
+        ref = self.model_pool.submit(keys, pixels, idle_cpus=idle)
         self.model_jobs[ref] = ModelJob(dev.device_id, spec, result.stored_files, items, matches)
         dev.in_flight += 1
 
@@ -733,17 +739,21 @@ def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list
     cluster: dict = {}
     scan = None
     ray_ready = work_done = None
+    model_runtime: dict = {}
     try:
         with ray_session(address=address, workers=workers, dashboard=dashboard) as cluster:
             ray_ready = time.time() - t0
             n_workers = workers or max(1, cluster.get("cpus", 1))
             pool = None
             if opts.model:
-                from workers.model_pool import ModelPool
+                from workers.model_pool import ModelPool, cpu_layout
                 gpus = cluster.get("gpus", 0)
-                # on CPU one actor, with threads from the cores the batch workers leave
-                pool = ModelPool(opts.model, size=gpus or 1, gpus=gpus,
-                                 cpu_threads=None if gpus else max(1, n_workers // 2))
+                if gpus:
+                    pool = ModelPool(opts.model, size=gpus, gpus=gpus)
+                else:
+                    actors, threads = cpu_layout(n_workers)
+                    pool = ModelPool(opts.model, size=actors, cpu_threads=threads, cpus=0,
+                                     max_threads=n_workers)
             scan = Scan(store, sink, devices, opts, backend=backend, workers=n_workers,
                         resume=resume, verify=verify, reporter=reporter,
                         max_in_flight=max_in_flight, t0=t0, recovery_key=recovery_key,
@@ -758,12 +768,14 @@ def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list
                 work_done = time.time() - t0
             finally:
                 if pool is not None:
+                    model_runtime = pool.describe(timeout=5)
                     pool.close()
         statuses = {d.status for d in devices}
         status = ("complete" if statuses == {"complete"} else
                   "failed" if statuses == {"failed"} else "partial")
     finally:
-        store.end_run(run_id, status, hash_engines=sorted(scan.hash_engines) if scan else [])
+        store.end_run(run_id, status, hash_engines=sorted(scan.hash_engines) if scan else [],
+                      model_runtime=model_runtime)
         sink.close()
         store.close()
         lock.release()
@@ -775,7 +787,8 @@ def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list
                        first_flag_s=round(min(firsts) - t0, 3) if firsts else None,
                        first_known_match_s=round(min(known) - t0, 3) if known else None,
                        ray_ready_s=None if ray_ready is None else round(ray_ready, 3),
-                       work_done_s=None if work_done is None else round(work_done, 3))
+                       work_done_s=None if work_done is None else round(work_done, 3),
+                       model_runtime=model_runtime or None)
 
 
 # Options that change what a batch finds: a resume with different ones would mix two scans.
@@ -812,29 +825,16 @@ def _operator() -> str:
 def prepare_scan(case_dir, *, hashset_args=(), store_root=None, model: str = "none",
                  mode: str = "triage", stop_after: int = 10, pictures: bool = True,
                  sha256: bool = False, task_timeout: float = 300.0,
-                 **extra) -> tuple[ScanOptions, list[dict]]:
+                 model_precision: str = "auto", **extra) -> tuple[ScanOptions, list[dict]]:
     """Turns CLI arguments into ScanOptions and the hash sets' provenance.
 
     FILE arguments are imported into CASE_DIR/hashsets (the case keeps its own copy of what it
     was matched against); NAME arguments are looked up in the store.
     """
     from hashsets.store import sets_for_scan
+    from models.registry import for_scan
     wanted, provenance = sets_for_scan(case_dir, hashset_args, store_root)
-    model_info = resolve_model(model)
+    model_info = for_scan(model, model_precision)
     opts = ScanOptions(mode=mode, stop_after=stop_after, pictures=pictures, sha256=sha256,
                        hashsets=wanted, task_timeout=task_timeout, model=model_info, **extra)
     return opts, provenance
-
-
-def resolve_model(model: str) -> Optional[dict]:
-    """The model's provenance (name, version, sha256, input size, thresholds) after checking
-    its weights' sha256; None for --model none."""
-    if model in (None, "", "none"):
-        return None
-    from models.registry import resolve
-    from models.spec import describe, verify
-    spec = resolve(model)
-    verify(spec)          # ModelError (a TriageError) on a wrong sha256, before any scan work
-    info = describe(spec)
-    info["spec"] = model
-    return info

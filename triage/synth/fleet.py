@@ -462,8 +462,8 @@ def plant(maker: ContentMaker, dcim_folder: str, card: int) -> list[Planted]:
 
 def _model_bait(seed: int, maker: ContentMaker) -> list[Entry]:
     """Skin-toned abstract shapes (no people) that the models issue tuned to score high on
-    open_nsfw (models/bait.py); one per layout, so each is a different picture."""
-    from models import bait as model_bait     # numpy only: no torch is imported
+    open_nsfw (triage/synth/bait.py); one per layout, so each is a different picture."""
+    from triage.synth import bait as model_bait
 
     out = []
     for k in range(4):

@@ -1,5 +1,5 @@
 """Procedural pictures for the synthetic fleet: benign photos, camera frames, alert stand-ins
-and their near-duplicates (the skin-toned "model bait" comes from models/bait.py). Everything
+and their near-duplicates (the skin-toned "model bait" comes from triage/synth/bait.py). Everything
 is drawn from a seed with numpy and Pillow, so the same seed gives byte-identical files.
 Nothing here depicts people; the alert stand-ins are coloured shapes labelled
 "ALERT STAND-IN n".

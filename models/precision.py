@@ -1,0 +1,254 @@
+"""Which numeric precision the model runs in, and the accuracy gate every precision must pass.
+
+No torch here: the CLI and the tests read the table and the gate without loading a framework;
+models/engine.py builds the networks and calls these.
+
+The CPU's flags decide which precisions are tried (PLANS, first match wins). Each one other
+than fp32 must pass the gate before it is used: on a fixed validation set (the bait pictures of
+triage/synth/bait.py plus benign synthetic pictures of triage/synth/pictures.py, none of them seen
+in calibration), every reported score within MAX_DELTA of fp32's, and no picture on the other
+side of any threshold (the spec's thresholds, and the face stage's gate). Of the precisions
+that pass, the fastest measured one is used; fp32 is the reference and always passes.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+
+from models.spec import ModelSpec
+from triage.errors import ModelError
+
+PRECISIONS = ("fp32", "bf16", "int8")
+CHOICES = ("auto",) + PRECISIONS
+MAX_DELTA = 0.01
+# Bumped whenever calibration, the validation set or the artefact format changes: the cache
+# key includes it, so an old artefact is never taken for a new recipe.
+RECIPE = "1"
+
+# CPU kind -> the flags that mark it (any of) -> precisions tried, fastest expected first.
+# int8 is torch's x86 static quantization (fbgemm/oneDNN): worth it with VNNI or AMX, whose
+# instructions multiply int8 at 4x the fp32 rate. bf16 needs native bf16 (avx512_bf16, AMX).
+PLANS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
+    ("AMX (Sapphire Rapids and later)", ("amx_int8", "amx_bf16"), ("int8", "bf16", "fp32")),
+    ("AVX-512 BF16 + VNNI (Cooper Lake, Zen 4 and later)", ("avx512_bf16",), ("int8", "bf16", "fp32")),
+    ("AVX-512 VNNI (Cascade Lake, Ice Lake)", ("avx512_vnni",), ("int8", "fp32")),
+    ("AVX-VNNI (Alder Lake and later, Zen 5 client)", ("avx_vnni",), ("int8", "fp32")),
+    ("AVX2 / AVX-512 without VNNI", ("avx2", "avx512f"), ("fp32",)),
+    ("other (not x86, or no AVX2)", (), ("fp32",)),
+)
+GPU_PLAN = ("GPU", ("bf16", "fp32"))
+
+
+def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
+    """The CPU's feature flags (x86 `flags`, ARM `Features`), from /proc/cpuinfo."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            return frozenset()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+def cpu_kind(flags: Iterable[str]) -> tuple[str, tuple[str, ...]]:
+    """(kind, precisions to try) for a CPU with these flags."""
+    flags = set(flags)
+    for kind, marks, order in PLANS:
+        if not marks or flags & set(marks):
+            if "int8" in order and not flags & {"avx512_vnni", "avx_vnni", "amx_int8"}:
+                order = tuple(p for p in order if p != "int8")   # bf16 without VNNI: none known
+            return kind, order
+    raise AssertionError("the last plan matches every CPU")
+
+
+def candidates(asked: str, device_type: str = "cpu", flags: Iterable[str] = ()) -> list[str]:
+    """The precisions to try, in order: for `auto` the plan of this CPU (or GPU); for a named
+    precision that one first, then the plan's precisions after it (fp32 always last)."""
+    if asked not in CHOICES:
+        raise ModelError(f"model precision must be one of {', '.join(CHOICES)}, not {asked!r}")
+    plan = GPU_PLAN[1] if device_type == "cuda" else cpu_kind(flags)[1]
+    if asked == "auto":
+        return list(plan)
+    # the next precisions after a refused one: int8 -> bf16 -> fp32, as far as the plan has them
+    order = [asked] + [p for p in plan if PRECISIONS.index(p) < PRECISIONS.index(asked)]
+    return order if "fp32" in order else order + ["fp32"]
+
+
+# --- the gate -----------------------------------------------------------------------------
+
+@dataclass
+class Verdict:
+    """What the gate found for one precision, as recorded with the run."""
+
+    precision: str
+    passed: bool
+    max_delta: float = 0.0
+    flips: list[str] = field(default_factory=list)    # "picture: label 0.79 -> 0.81 (t 0.8)"
+    pictures: int = 0
+    rate: Optional[float] = None      # pictures/s measured at build time (batch of 16)
+    reason: str = ""
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["max_delta"] = round(self.max_delta, 6)
+        if self.rate is not None:
+            d["rate"] = round(self.rate, 1)
+        return d
+
+
+def thresholds_of(spec: ModelSpec) -> dict[str, list[float]]:
+    """Every threshold a score of the main network is compared with: the spec's own, and the
+    face stage's gate (a flip there changes whether faces and age are looked at)."""
+    out: dict[str, list[float]] = {}
+    for label, t in spec.thresholds.items():
+        if label in spec.labels:
+            out.setdefault(label, []).append(t)
+    if spec.faces is not None:
+        out.setdefault(spec.faces.when, []).append(spec.faces.threshold)
+    return out
+
+
+def gate(spec: ModelSpec, precision: str, reference: np.ndarray, candidate: np.ndarray,
+         names: Sequence[str], max_delta: float = MAX_DELTA) -> Verdict:
+    """Compare a precision's outputs with fp32's on the validation set.
+
+    `reference` and `candidate` are the network's outputs ([pictures, labels], the spec's
+    activation applied), row for row the pictures `names`.
+    """
+    if reference.shape != candidate.shape:
+        return Verdict(precision, False, reason=f"output shape {candidate.shape} is not fp32's "
+                                                f"{reference.shape}")
+    if not np.all(np.isfinite(candidate)):
+        return Verdict(precision, False, float("inf"), pictures=len(names),
+                       reason="outputs that are not finite numbers")
+    cols = [spec.labels.index(lab) for lab in spec.reported_labels]
+    for label in thresholds_of(spec):
+        if spec.labels.index(label) not in cols:
+            cols.append(spec.labels.index(label))
+    delta = float(np.abs(candidate[:, cols] - reference[:, cols]).max()) if len(names) else 0.0
+    flips = []
+    for label, ts in thresholds_of(spec).items():
+        j = spec.labels.index(label)
+        for t in ts:
+            moved = np.nonzero((reference[:, j] >= t) != (candidate[:, j] >= t))[0]
+            flips += [f"{names[i]}: {label} {reference[i, j]:.4f} -> {candidate[i, j]:.4f} "
+                      f"(threshold {t})" for i in moved]
+    reasons = []
+    if delta > max_delta:
+        reasons.append(f"max |score difference| {delta:.4f} > {max_delta}")
+    if flips:
+        reasons.append(f"{len(flips)} picture(s) on the other side of a threshold")
+    return Verdict(precision, not reasons, delta, flips, len(names), reason="; ".join(reasons))
+
+
+# --- the pictures: validation (the gate) and calibration (int8) ---------------------------
+
+VALIDATION_BAIT = 12          # two of each bait layout
+VALIDATION_BENIGN = 36
+CALIBRATION_BAIT = 12
+CALIBRATION_BENIGN = 20
+BENIGN_SIZES = ((640, 480), (480, 640), (800, 600), (1024, 768))
+
+
+def _jpeg(img, quality: int):
+    from PIL import Image
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality)
+    buf.seek(0)
+    out = Image.open(buf)
+    out.load()
+    return out
+
+
+def pictures(spec: ModelSpec, part: str) -> tuple[list[str], np.ndarray]:
+    """(names, uint8 model inputs) of the validation or calibration set, made here from seeds.
+
+    Bait (triage/synth/bait.py, JPEG quality 90 as checked there) and benign landscapes, abstracts
+    and camera frames (triage/synth/pictures.py, JPEG quality 88 as the fleet writes them).
+    The two parts use different seeds, so the gate never sees a calibration picture.
+    """
+    from triage.synth.bait import JPEG_QUALITY as BAIT_QUALITY, make_bait_picture
+    from models.preprocess import preprocess
+    from triage.synth.pictures import JPEG_QUALITY, benign_picture, camera_frame
+
+    if part == "validation":
+        seeds, n_bait, n_benign = 0, VALIDATION_BAIT, VALIDATION_BENIGN
+    elif part == "calibration":
+        seeds, n_bait, n_benign = 1000, CALIBRATION_BAIT, CALIBRATION_BENIGN
+    else:
+        raise ValueError(part)
+    names, arrays = [], []
+    for i in range(n_bait):
+        names.append(f"bait-{seeds + i}")
+        arrays.append(preprocess(spec, _jpeg(make_bait_picture(seeds + i), BAIT_QUALITY)))
+    for i in range(n_benign):
+        w, h = BENIGN_SIZES[i % len(BENIGN_SIZES)]
+        make = camera_frame if i % 3 == 2 else benign_picture
+        names.append(f"{make.__name__}-{seeds + i}")
+        arrays.append(preprocess(spec, _jpeg(make(seeds + i, f"gate-{part}", w, h), JPEG_QUALITY)))
+    return names, np.stack(arrays)
+
+
+# --- the cache: $TRIAGE_HOME/cache/models/KEY/ ---------------------------------------------
+
+def cache_root() -> Path:
+    from models.registry import triage_home
+    return triage_home() / "cache" / "models"
+
+
+def cache_key(spec: ModelSpec, flags: Iterable[str], torch_version: str) -> str:
+    """What a built artefact depends on: the weights (sha256), how pictures reach them (the
+    spec's input section), torch's version, every CPU flag, and this module's recipe."""
+    parts = {
+        "model_sha256": spec.sha256, "format": spec.format, "arch": spec.arch,
+        "input": [spec.input_size, spec.resize, list(spec.mean), list(spec.std), spec.colour,
+                  spec.jpeg_reencode], "labels": list(spec.labels), "activation": spec.activation,
+        "torch": torch_version, "cpu_flags": sorted(flags), "recipe": RECIPE,
+    }
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+    return f"{spec.name}-{digest}"
+
+
+def cache_dir(spec: ModelSpec, flags: Iterable[str], torch_version: str) -> Path:
+    return cache_root() / cache_key(spec, flags, torch_version)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write via a temporary file and rename: two actors building at once never leave a
+    half-written artefact for a third to load."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: Path) -> Optional[dict]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None            # absent, or damaged: built again
+    return value if isinstance(value, dict) else None
+
+
+def write_json(path: Path, value: dict) -> None:
+    write_atomic(path, json.dumps(value, indent=1, sort_keys=True).encode())
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
