@@ -349,6 +349,9 @@ def read_chunks(source: "Evidence | Resolver", prov: Provenance,
     if evidence.img is None:
         yield from _read_logical(evidence, prov, chunk_size)
         return
+    if prov.parent is not None and prov.inode is None and prov.parent.scope in ("volume", "device"):
+        yield from _read_range(res, prov, chunk_size)
+        return
     fs = res.fs(prov.volume_offset)
     if not prov.inode and int(fs.info.ftype) != int(pytsk3.TSK_FS_TYPE_NTFS):
         return          # a deleted name whose metadata is gone (address 0): no content left
@@ -460,6 +463,33 @@ def _read_direct(evidence: Evidence, pieces: list, chunk_size: int) -> Iterator[
                 # hashed by now: keep the worker's resident set to about a chunk
                 evidence.release(start + done, k)
             done += k
+
+
+def _read_range(res: Resolver, prov: Provenance, chunk_size: int) -> Iterator[bytes]:
+    """A byte range of a volume (free space: decrypted when the volume was unlocked) or of the
+    media (unpartitioned space): what a carved item is."""
+    evidence = res.evidence
+    base = prov.parent.volume_offset
+    if base is None:
+        room = evidence.ref.media_size - prov.offset
+    else:
+        vi = res.volume(base)
+        room = vi.length - prov.offset
+        if vi.unlocked:
+            done, end = 0, min(prov.length, max(0, room))
+            while done < end:
+                data = vi.read(prov.offset + done, min(chunk_size, end - done))
+                if not data:
+                    break
+                yield data
+                done += len(data)
+            if done < prov.length:
+                raise ShortRead(f"range ends at byte {done:,}", prov.length, done)
+            return
+    if room < prov.length:
+        raise ShortRead(f"range runs {prov.length - max(0, room):,} bytes past the end of the "
+                        "image", prov.length, 0)
+    yield from _read_direct(evidence, [((base or 0) + prov.offset, prov.length)], chunk_size)
 
 
 def _read_logical(evidence: Evidence, prov: Provenance, chunk_size: int) -> Iterator[bytes]:

@@ -50,7 +50,16 @@ class VolumeRef:
 
     @property
     def where(self) -> "Provenance":
+        if self.offset == UNPARTITIONED_OFFSET:
+            return device_where(self.device_id)
         return volume_where(self.device_id, self.offset, self.index, self.fs_type or "")
+
+
+# The space of a disk outside every volume, as the scan plans it (it is carved like a volume's
+# free space, but belongs to the device): a VolumeRef with this offset, never stored as a volume.
+UNPARTITIONED_OFFSET = -1
+UNALLOCATED_DIR = "$Unallocated"
+UNPARTITIONED_DIR = "$Unpartitioned"
 
 
 @dataclass(frozen=True)
