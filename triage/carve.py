@@ -61,6 +61,7 @@ class CarveReport:
     candidates: int = 0
     carved: int = 0
     rejected: int = 0
+    known: int = 0                   # carved where a deleted file the walk listed starts
     left: list = field(default_factory=list)
     seconds: float = 0.0
 
@@ -756,11 +757,13 @@ def carve_volume(evidence, volume: VolumeRef, problems: list, done: list,
     outside = volume.offset == UNPARTITIONED_OFFSET
     kind = UNPARTITIONED if outside else UNALLOCATED
     report = report if report is not None else CarveReport()
+    known: set = set()
     try:
         if outside:
             space, runs = evidence_space(evidence), list(ranges or ())
         else:
             res = resolver(evidence)
+            known = res.deleted_starts.get(volume.offset, set())
             vi = res.volume(volume.offset)
             space = volume_space(vi) if vi.unlocked else evidence_space(evidence, volume.offset,
                                                                          volume.length)
@@ -768,6 +771,10 @@ def carve_volume(evidence, volume: VolumeRef, problems: list, done: list,
                              limit=volume.length)
         deadline = time.monotonic() + seconds if seconds else None
         for item in carve(space, runs, report, deadline):
+            if item.offset in known:
+                # the content of a deleted file the walk already listed, and read through it
+                report.known += 1
+                continue
             yield carved_record(volume, item)
     except (EvidenceError, ValueError, OSError, IOError, RuntimeError) as exc:
         # the map could not be read: the volume's free-space gap stays as it is

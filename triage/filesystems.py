@@ -65,6 +65,9 @@ class Resolver:
         self._volumes: dict[int, VolumeImage] = {}
         self._fs: OrderedDict[int, pytsk3.FS_Info] = OrderedDict()
         self._lock = threading.RLock()
+        # volume offset -> byte offsets (in the volume) where the walk's deleted files start:
+        # carving the same bytes again would count one picture twice
+        self.deleted_starts: dict[int, set] = {}
 
     def volume(self, offset: int, length: Optional[int] = None) -> VolumeImage:
         """The image TSK reads for the volume at `offset`: the media itself, or the volume
@@ -169,6 +172,7 @@ def walk(source: "Evidence | Resolver", volume: VolumeRef,
     fs_type = volume.fs_type or ""
     dev = evidence.ref.device_id
     root = int(fs.info.root_inum)
+    deleted_starts = res.deleted_starts.setdefault(volume.offset, set())
     stack: list[tuple[int, str]] = [(root, "")]
     visited = {root}
     while stack:
@@ -201,6 +205,10 @@ def walk(source: "Evidence | Resolver", volume: VolumeRef,
             else:
                 is_dir = info.name.type in _NAME_DIR_TYPES
             record = _record(entry, meta, volume, fs_type, path, name, addr, name_alloc, is_dir)
+            if not record.allocated and not is_dir and record.size and meta is not None:
+                start = _first_byte(entry, int(fs.info.block_size))
+                if start is not None:
+                    deleted_starts.add(start)
             yield record
             if fs_type == "ntfs" and meta is not None:
                 yield from _streams(entry, record)
@@ -213,6 +221,24 @@ def walk(source: "Evidence | Resolver", volume: VolumeRef,
                     children.append((addr, path))
         # pop order: alphabetical-ish, like fls
         stack.extend(reversed(children))
+
+
+def _first_byte(entry, block: int) -> Optional[int]:
+    """Where a (deleted) file's content starts in its volume: its first non-resident data run."""
+    try:
+        for attr in entry:
+            t = int(attr.info.type)
+            if t not in (int(pytsk3.TSK_FS_ATTR_TYPE_DEFAULT), NTFS_DATA) or \
+                    (t == NTFS_DATA and attr.info.name) or \
+                    not int(attr.info.flags) & int(pytsk3.TSK_FS_ATTR_NONRES):
+                continue
+            for run in attr:
+                if int(run.len) > 0 and not int(run.flags) & int(pytsk3.TSK_FS_ATTR_RUN_FLAG_SPARSE):
+                    return int(run.addr) * block
+                return None
+    except (IOError, OSError, RuntimeError):
+        return None
+    return None
 
 
 def _unclaimed_meta(fs, entry, addr: int):
@@ -349,7 +375,7 @@ def read_chunks(source: "Evidence | Resolver", prov: Provenance,
     if evidence.img is None:
         yield from _read_logical(evidence, prov, chunk_size)
         return
-    if prov.parent is not None and prov.inode is None and prov.parent.scope in ("volume", "device"):
+    if prov.carved:
         yield from _read_range(res, prov, chunk_size)
         return
     fs = res.fs(prov.volume_offset)

@@ -113,6 +113,13 @@ class Provenance:
         return parts
 
     @property
+    def carved(self) -> bool:
+        """Carved from a volume's free space or the disk's unpartitioned space: a byte range
+        of the volume (or the media) that no file system names."""
+        return self.parent is not None and self.inode is None and self.parent.scope in (
+            "volume", "device")
+
+    @property
     def member(self) -> str:
         """The member chain for people, `a.zip!/b/c.jpg` (display only; use `members`)."""
         return MEMBER_SEP.join(self.members)

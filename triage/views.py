@@ -111,8 +111,7 @@ def finding_dict(f: Finding) -> dict:
 def _icat_hint(f: Finding) -> str:
     """How to reach the same bytes with TSK, for the examiner's notes."""
     p = f.record.prov
-    if p.parent is not None and p.inode is None and p.parent.scope in ("volume", "device"):
-        # carved from free or unpartitioned space: the byte range itself
+    if p.carved:              # the byte range itself
         start = (p.parent.volume_offset or 0) + p.offset
         span = f"bs=1M skip={start} count={p.length}"
         return (f"dd if=IMAGE iflag=skip_bytes,count_bytes {span}  (E01 and other containers: "
