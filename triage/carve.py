@@ -348,8 +348,19 @@ class _Cursor:
             return b""
         n = min(n, self.limit - at)
         if not (self._at <= at and at + n <= self._at + len(self._buf)):
-            self._buf = self.space.read(at, min(max(n, READ_AHEAD), self.limit - at))
+            want = min(max(n, READ_AHEAD), self.limit - at)
+            while True:
+                try:
+                    self._buf = self.space.read(at, want)
+                    break
+                except (EvidenceError, OSError):
+                    # the read-ahead met damaged media: the bytes before it may still be whole
+                    # (callers treat fewer bytes than they need as the end of the item)
+                    if want <= SECTOR:
+                        raise
+                    want //= 2
             self._at = at
+            n = min(n, len(self._buf))
         return self._buf[at - self._at:at - self._at + n]
 
 
