@@ -11,7 +11,7 @@ import json
 import random
 import struct
 import subprocess
-import zlib
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,7 +27,8 @@ from triage.errors import EvidenceError
 from triage.evidence import open_evidence
 from triage.features import analyse
 from triage.filesystems import read_chunks, resolver
-from triage.records import Provenance, VolumeRef
+from triage.records import VolumeRef
+from triage.store import CaseStore
 
 SECTOR = 512
 
@@ -312,3 +313,50 @@ def test_a_file_system_whose_map_is_not_read_keeps_its_gap(rich):
         problems, done = [], []
         odd = VolumeRef(vol.device_id, vol.index, vol.offset, vol.length, "x", fs_type="hfs+")
         assert list(carve.carve_volume(ev, odd, problems, done)) == [] and done == []
+
+
+def test_unpartitioned_space_is_carved_and_its_gap_goes(rich, tmp_path):
+    """An MBR disk: a PNG in the sectors before the first partition and a JPEG after the last
+    one. The scan carves both as `$Unpartitioned/<media offset>.<ext>` with the device as
+    parent, matches the JPEG (an alert stand-in in this test's alert set), and leaves neither
+    an unpartitioned nor an unallocated gap behind."""
+    from evidence_images import wrap
+    disk = tmp_path / "disk.raw"
+    [part] = wrap(disk, [(rich.image, "83")], "mbr")
+    png, jpg = _png(33, 22, (10, 120, 240)), _jpeg(40, True, 160, 120)
+    size = disk.stat().st_size
+    at_png, at_jpg = 64 * SECTOR, size - 512 * SECTOR
+    with open(disk, "r+b") as fh:
+        fh.seek(at_png)
+        fh.write(png)
+        fh.seek(at_jpg)
+        fh.write(jpg)
+    alert = tmp_path / "alert.vics.json"
+    alert.write_text(json.dumps({"@odata.context": "http://github.com/VICSDATAMODEL/ProjectVic/"
+                                 "DataModels/2.0.xml/UK/$metadata#Media",
+                                 "value": [{"MediaID": 1, "Category": 1,
+                                            "MD5": hashlib.md5(jpg).hexdigest()}]}))
+    case = tmp_path / "case"
+    run = subprocess.run([str(Path(sys.executable).parent / "triage"), "scan", "--case", str(case),
+                          "--mode", "full", "--hashset", str(alert), "--json", str(disk)],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    with CaseStore(case, create=False) as store:
+        [dev] = store.devices()
+        files = {r.path: (r, f) for r, f in store.files(dev["id"])}
+        kinds = {c.kind for c in store.coverage(dev["id"])}
+        matched = {m.key for m in store.matches(dev["id"]) if m.role == "alert"}
+    for at, blob, ext in ((at_png, png, "png"), (at_jpg, jpg, "jpg")):
+        rec, feat = files[f"$Unpartitioned/{at}.{ext}"]
+        assert rec.prov.parent.scope == "device" and rec.prov.volume_offset is None
+        assert (rec.prov.offset, rec.size, feat.md5) == (at, len(blob), hashlib.md5(blob).hexdigest())
+    assert files[f"$Unpartitioned/{at_jpg}.jpg"][0].key in matched
+    for fmt in ("vics", "case", "csv", "dfxml"):       # content with no volume exports too
+        out = tmp_path / f"export.{fmt}"
+        r = subprocess.run([str(Path(sys.executable).parent / "triage"), "export", "--case",
+                            str(case), "--format", fmt, "--out", str(out)], capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert f"$Unpartitioned/{at_jpg}.jpg" in out.read_text(), fmt
+    assert not kinds & {records.UNPARTITIONED, records.UNALLOCATED}, kinds
+    assert part == 1 << 20
