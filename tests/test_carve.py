@@ -275,6 +275,10 @@ def test_seeded_fuzz_never_raises_or_hangs():
         for c in carve_space(_space(data), [(0, end)]):
             assert 0 <= c.offset and c.offset + c.length <= end and c.length > 0
             assert validate(_space(data), c.offset, end) == c
+        # the same bytes as the content of a file (pictures inside it, at any offset)
+        inside = list(carve.embedded(data[:end]))
+        assert all(0 <= c.offset < c.offset + c.length <= end for c in inside)
+        assert all(a.offset + a.length <= b.offset for a, b in zip(inside, inside[1:]))
 
 
 # --- free space to a matched, reachable file ---------------------------------------------------
@@ -360,3 +364,59 @@ def test_unpartitioned_space_is_carved_and_its_gap_goes(rich, tmp_path):
         assert f"$Unpartitioned/{at_jpg}.jpg" in out.read_text(), fmt
     assert not kinds & {records.UNPARTITIONED, records.UNALLOCATED}, kinds
     assert part == 1 << 20
+
+
+# --- pictures inside other files -----------------------------------------------------------------
+
+def _content(image: Path, path: str) -> tuple:
+    with open_evidence([str(image)]) as ev:
+        [vol], _ = discover(ev)
+        from triage.filesystems import walk
+        rec = next(r for r in walk(ev, vol) if r.path == path)
+        return rec, b"".join(bytes(c) for c in read_chunks(ev, rec.prov))
+
+
+def test_thumbnail_cache_and_pdf_pictures_are_examined_with_their_ranges(rich):
+    """Each JPEG in the thumbcache_256.db and the PDF's DCTDecode page is a member with the
+    file as parent and its byte range: hashed, decoded, perceptually hashed. The cache leaves
+    no gap; the PDF keeps one for images stored Flate-encoded, less the bytes examined."""
+    for role in ("thumbcache", "pdf"):
+        path = rich.files[role][0]
+        rec, data = _content(rich.image, path)
+        result = analyse(rec, iter([data]))
+        got = [(m.record.prov.offset, m.record.prov.length) for m in result.members]
+        assert got == rich.embedded[path], role
+        for m in result.members:
+            p = m.record.prov
+            assert p.parent == rec.prov and p.scope == "embedded" and not p.carved
+            assert m.record.path == f"{path}@{p.offset}.jpg"
+            assert m.features.md5 == hashlib.md5(data[p.offset:p.offset + p.length]).hexdigest()
+            assert m.features.is_picture and m.features.pdq and m.features.width
+        gaps = [c for c in result.coverage if c.kind == records.EMBEDDED]
+        if role == "thumbcache":
+            assert gaps == []
+        else:
+            [gap] = gaps
+            assert gap.bytes_not_examined == len(data) - sum(n for _, n in got)
+
+
+def test_an_exif_thumbnail_is_examined_as_a_member():
+    """A JPEG whose EXIF (APP1, TIFF IFD1) holds a thumbnail of another picture: the thumbnail
+    is found at its offset, decoded and hashed as a member of the JPEG."""
+    thumb = _jpeg(41, True, 160, 120)
+    main_jpg = _jpeg(42, False, 320, 240)
+    tiff = b"II*\0" + struct.pack("<I", 8) + struct.pack("<H", 0) + struct.pack("<I", 14)
+    ifd1 = struct.pack("<H", 2) + struct.pack("<HHII", 0x0201, 4, 1, 14 + 2 + 24 + 4) + \
+        struct.pack("<HHII", 0x0202, 4, 1, len(thumb)) + struct.pack("<I", 0)
+    exif = b"Exif\0\0" + tiff + ifd1 + thumb
+    app1 = b"\xff\xe1" + struct.pack(">H", 2 + len(exif)) + exif
+    data = main_jpg[:2] + app1 + main_jpg[2:]
+    at = data.index(thumb)
+    from triage.records import FileRecord, Provenance
+    rec = FileRecord(prov=Provenance("d", 0, inode=12, path="/DCIM/IMG_0001.JPG"),
+                     name="IMG_0001.JPG", size=len(data), allocated=True, fs_type="ext4")
+    result = analyse(rec, iter([data]))
+    assert result.features.is_picture and result.features.width == 320
+    [m] = result.members
+    assert (m.record.prov.offset, m.record.prov.length) == (at, len(thumb))
+    assert m.features.md5 == hashlib.md5(thumb).hexdigest() and m.features.width == 160

@@ -195,6 +195,7 @@ def test_pictures_only_in_free_space_are_carved_matched_and_reachable(full_scan,
             flagged = {f.key: f for _, f in store.flags(did)}
         shown = json.loads(runner.invoke(main, ["show", did, "--case", str(case), "--json"]).stdout)
         findings = {f["path"]: f for f in shown["findings"]}
+        text = runner.invoke(main, ["show", did, "--case", str(case)]).output
         queue = json.loads(runner.invoke(main, ["queue", "--case", str(case), "--format", "json"]).stdout)
         [row] = [r for r in queue if r["device"] == did]
         for p in device["unallocated"]:
@@ -216,6 +217,7 @@ def test_pictures_only_in_free_space_are_carved_matched_and_reachable(full_scan,
             assert flagged[rec.key].code == ("KNOWN_MATCH" if p["kind"] == "exact" else "NEAR_MATCH")
             hint = findings[p["path"]]["icat"]
             assert f"skip={p['media_offset']} count={p['length']}" in hint
+            assert f"skip={p['media_offset']}" in text and "CARVED" in text
             assert findings[p["path"]]["provenance"]["provenance"]["offset"] == p["offset"]
             if p["kind"] == "exact":
                 assert any("1 carved from free space" in line for line in row["reasons"]), row

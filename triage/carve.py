@@ -799,3 +799,45 @@ def carve_volume(evidence, volume: VolumeRef, problems: list, done: list,
         problems.append(Coverage(device_id=dev, kind=kind, where=where, reason=why,
                                  bytes_not_examined=length))
     done.append(True)
+
+
+# --- pictures stored whole inside other content ------------------------------------------------
+
+EMBEDDED_MAX_ITEMS = 4096
+_EMBEDDED_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
+
+
+def embedded(data, start: int = 0, bmp: bool = False) -> Iterator[Carved]:
+    """JPEG and PNG pictures (and BMP, when asked: thumbnail caches hold them) stored whole
+    inside other content, at any offset from `start`: a thumbnail cache's entries, a PDF's
+    DCTDecode images, a JPEG's EXIF thumbnail. Each is validated and ended by its own
+    structure, as in free space; at most EMBEDDED_MAX_ITEMS."""
+    size = len(data)
+    space = Space(lambda at, n: data[at:at + n], size)
+    pos, found = start, 0
+    nxt = {sig: data.find(sig, pos) for sig in _EMBEDDED_SIGNATURES + ((b"BM",) if bmp else ())}
+    while found < EMBEDDED_MAX_ITEMS:
+        live = [i for i in nxt.values() if i >= 0]
+        if not live:
+            return
+        at = min(live)
+        item = validate(space, at, size)
+        pos = at + (item.length if item is not None else 1)
+        for sig, i in nxt.items():
+            if 0 <= i < pos:
+                nxt[sig] = data.find(sig, pos)
+        if item is not None:
+            found += 1
+            yield item
+
+
+def embedded_record(parent: FileRecord, item: Carved) -> FileRecord:
+    """A picture found inside a file: the file's provenance as parent, with the byte range."""
+    p = parent.prov
+    name = f"{parent.name}@{item.offset}.{item.ext}"
+    prov = Provenance(device_id=p.device_id, volume_offset=p.volume_offset,
+                      path=f"{p.path}@{item.offset}.{item.ext}", volume_index=p.volume_index,
+                      fs_type=p.fs_type, parent=p, offset=item.offset, length=item.length)
+    return FileRecord(prov=prov, name=name, size=item.length, allocated=parent.allocated,
+                      fs_type=parent.fs_type, mtime=parent.mtime, atime=parent.atime,
+                      ctime=parent.ctime, crtime=parent.crtime, type=item.type)

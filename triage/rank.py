@@ -292,6 +292,11 @@ def verdict_for_device(device: dict, volumes: list[VolumeRef], coverage: list[Co
                 extras.append(f"{deleted} deleted")
             if carved:
                 extras.append(f"{carved} carved from free space")
+            inside = sum(1 for k in by_key if k in files and files[k][0].prov.scope == "embedded"
+                         and not files[k][0].prov.carved)
+            if inside:
+                extras.append(f"{inside} inside other files (thumbnail caches, PDFs, EXIF "
+                              "thumbnails)")
             if archived:
                 extras.append(f"{archived} in archives")
             n = len(by_key)

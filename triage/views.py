@@ -194,8 +194,12 @@ def device_view(v: DeviceVerdict, device: dict, found: list[Finding],
         for f in found:
             p = f.record.prov
             where = Text(display_path(p, member=False) + (f" ! {p.member}" if p.member else ""))
-            where.append(f"\n{'DELETED  ' if f.deleted else ''}inode {p.inode}  volume@"
-                         f"{p.volume_offset}  {f.record.size} B", style="dim")
+            if p.carved:          # no inode: the bytes are reached by their range
+                where.append(f"\nCARVED  {f.record.size} B  {_icat_hint(f).split('  (')[0]}",
+                             style="dim")
+            else:
+                where.append(f"\n{'DELETED  ' if f.deleted else ''}inode {p.inode}  volume@"
+                             f"{p.volume_offset}  {f.record.size} B", style="dim")
             where.append(f"\nmd5 {f.features.md5}\nsha1 {f.features.sha1}", style="dim")
             if f.indicators:
                 where.append("\ncamera-original: " + "; ".join(f.indicators), style="red")
