@@ -234,9 +234,10 @@ NOT_MATCHED = "not matched against any alert set"
 NOT_SCORED = "not scored by the model"
 SCAN_INCOMPLETE = "scan incomplete"                # batch failed, interrupted, stopped early
 EVIDENCE_NOT_OPENED = "evidence could not be opened"
-# Space and content nothing in triage examines yet (there is no carver, video decoder or PDF
-# reader yet): a gap on nearly every device. Every other kind means something specific was
-# refused or failed, which ranks a device higher (triage/rank.py) and raises NOT_EXAMINED.
+# Space and content not examined yet: free and unpartitioned space until the scan has carved
+# it (triage/carve.py), video frames (no decoder yet), content inside files that carving their
+# bytes does not reach. Every other kind means something specific was refused or failed, which
+# ranks a device higher (triage/rank.py) and raises NOT_EXAMINED.
 NOT_YET_EXAMINED = frozenset({UNALLOCATED, UNPARTITIONED, VIDEO_FRAMES, EMBEDDED})
 COVERAGE_KINDS = (EVIDENCE_NOT_OPENED, ENCRYPTED, UNREADABLE_VOLUME, UNSUPPORTED_VOLUME, FOLDER_NOT_READ,
                   FILE_NOT_READ, MEDIA_DAMAGED, UNALLOCATED, UNPARTITIONED, VIDEO_FRAMES,

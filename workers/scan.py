@@ -786,7 +786,8 @@ def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list
 
 
 # Options that change what a batch finds: a resume with different ones would mix two scans.
-_RESUME_KEYS = ("pictures", "archives", "sha256", "perceptual", "batch_files", "batch_bytes")
+_RESUME_KEYS = ("pictures", "archives", "sha256", "perceptual", "batch_files", "batch_bytes",
+                "carve")     # carved items are in the batches: their ids depend on it
 
 
 def _check_resumable(store: CaseStore, opts: ScanOptions, hashsets) -> None:
