@@ -420,3 +420,18 @@ def test_an_exif_thumbnail_is_examined_as_a_member():
     [m] = result.members
     assert (m.record.prov.offset, m.record.prov.length) == (at, len(thumb))
     assert m.features.md5 == hashlib.md5(thumb).hexdigest() and m.features.width == 160
+
+
+def test_no_carve_leaves_free_space_a_gap_with_its_bytes(rich, tmp_path):
+    """`scan --no-carve`: nothing is carved, and the volume's free space stays the gap that
+    says so, with blkls's byte count."""
+    case = tmp_path / "case"
+    run = subprocess.run([str(Path(sys.executable).parent / "triage"), "scan", "--case", str(case),
+                          "--mode", "full", "--no-carve", "--json", str(rich.image)],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    with CaseStore(case, create=False) as store:
+        [dev] = store.devices()
+        [free] = [c for c in store.coverage(dev["id"]) if c.kind == records.UNALLOCATED]
+        assert free.bytes_not_examined == rich.unallocated
+        assert not [r for r, _ in store.files(dev["id"]) if r.prov.carved]
