@@ -228,6 +228,50 @@ def test_pictures_only_in_free_space_are_carved_matched_and_reachable(full_scan,
     assert all(checked.values()), checked
 
 
+def test_pictures_inside_files_are_found_matched_and_placed(full_scan, synth_truth, tmp_path):
+    """The exact stand-in inside a PDF, the near one in thumbcache_256.db and the exact one in
+    a JPEG's EXIF thumbnail are members of their file (its provenance as parent, their byte
+    range), matched, flagged, shown and exported; the benign control in each matches nothing."""
+    case, _ = full_scan
+    runner = CliRunner()
+    main = __import__("cli").main
+    out = tmp_path / "export.csv"
+    assert runner.invoke(main, ["export", "--case", str(case), "--format", "csv", "--out",
+                                str(out)]).exit_code == 0
+    exported = out.read_text()
+    seen = set()
+    for device in synth_truth["devices"]:
+        if not device["embedded"]:
+            continue
+        did = dev_id(case, device)
+        with CaseStore(case, create=False) as store:
+            files = {r.path: (r, f) for r, f in store.files(did)}
+            matches = {}
+            for m in store.matches(did):
+                if m.role == "alert":
+                    matches.setdefault(m.key, []).append(m)
+            flagged = {f.key for _, f in store.flags(did)}
+        shown = json.loads(runner.invoke(main, ["show", did, "--case", str(case), "--json"]).stdout)
+        findings = {f["path"] for f in shown["findings"]}
+        for p in device["embedded"]:
+            rec, feat = files[p["path"]]
+            assert rec.prov.scope == "embedded" and not rec.prov.carved
+            assert (rec.prov.parent.path, rec.prov.offset, rec.prov.length) == \
+                (p["container"], p["offset"], p["length"])
+            assert rec.prov.parent.inode == int(p["inode"].split("-")[0])
+            assert (feat.md5, rec.size) == (p["md5"], p["size"]) and feat.pdq
+            got = matches.get(rec.key, [])
+            if p["kind"] == "control":
+                assert got == [] and rec.key not in flagged and p["path"] not in findings
+            else:
+                assert {m.kind for m in got} == {p["kind"]}, p
+                assert rec.key in flagged and p["path"] in findings
+                assert p["path"] in exported
+            seen.add((p["in"], p["kind"]))
+    assert {("pdf", "exact"), ("thumbcache", "near"), ("exif", "exact"), ("pdf", "control"),
+            ("thumbcache", "control"), ("exif", "control")} <= seen
+
+
 def test_clean_devices_have_no_matches(full_scan, synth_truth):
     case, _ = full_scan
     with CaseStore(case, create=False) as store:
