@@ -152,6 +152,19 @@ def test_every_near_duplicate_is_a_near_match(full_scan, synth_truth):
             assert len(got) == device["expect"]["near_matches"]
 
 
+def _device_view(case: Path, did: str) -> tuple[dict, dict, dict, dict]:
+    """(files by path, alert matches by key, flags by key, `show --json`) of one device."""
+    with CaseStore(case, create=False) as store:
+        files = {r.path: (r, f) for r, f in store.files(did)}
+        matches: dict = {}
+        for m in store.matches(did):
+            if m.role == "alert":
+                matches.setdefault(m.key, []).append(m)
+        flagged = {f.key: f for _, f in store.flags(did)}
+    shown = CliRunner().invoke(__import__("cli").main, ["show", did, "--case", str(case), "--json"])
+    return files, matches, flagged, json.loads(shown.stdout)
+
+
 def _image_bytes(fleet: Path, device: dict, offset: int, length: int) -> bytes:
     """What `triage show` says reaches a carved item: dd on a raw image, img_cat | dd on the
     rest (split raw, E01)."""
@@ -186,14 +199,7 @@ def test_pictures_only_in_free_space_are_carved_matched_and_reachable(full_scan,
         if not device["unallocated"]:
             continue
         did = dev_id(case, device)
-        with CaseStore(case, create=False) as store:
-            files = {r.path: (r, f) for r, f in store.files(did)}
-            matches = {}
-            for m in store.matches(did):
-                if m.role == "alert":
-                    matches.setdefault(m.key, []).append(m)
-            flagged = {f.key: f for _, f in store.flags(did)}
-        shown = json.loads(runner.invoke(main, ["show", did, "--case", str(case), "--json"]).stdout)
+        files, matches, flagged, shown = _device_view(case, did)
         findings = {f["path"]: f for f in shown["findings"]}
         text = runner.invoke(main, ["show", did, "--case", str(case)]).output
         queue = json.loads(runner.invoke(main, ["queue", "--case", str(case), "--format", "json"]).stdout)
@@ -244,14 +250,7 @@ def test_pictures_inside_files_are_found_matched_and_placed(full_scan, synth_tru
         if not device["embedded"]:
             continue
         did = dev_id(case, device)
-        with CaseStore(case, create=False) as store:
-            files = {r.path: (r, f) for r, f in store.files(did)}
-            matches = {}
-            for m in store.matches(did):
-                if m.role == "alert":
-                    matches.setdefault(m.key, []).append(m)
-            flagged = {f.key for _, f in store.flags(did)}
-        shown = json.loads(runner.invoke(main, ["show", did, "--case", str(case), "--json"]).stdout)
+        files, matches, flagged, shown = _device_view(case, did)
         findings = {f["path"] for f in shown["findings"]}
         for p in device["embedded"]:
             rec, feat = files[p["path"]]
