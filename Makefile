@@ -8,8 +8,10 @@ APT_PACKAGES := gcc python3-dev e2fsprogs dosfstools exfatprogs mtools fdisk ntf
 # (hashdeep also installs md5deep, which is not a package of its own in current Debian;
 # gcc and python3-dev build the multi-buffer MD5/SHA-1 kernel, triage/features/_mbhash.c)
 DEMO_DIR ?= demo
+# the baselines bench/carve.py compares the carver with (benchmarks only, never tests)
+BENCH_APT_PACKAGES := foremost scalpel testdisk
 
-.PHONY: demo test deps venv clean bench
+.PHONY: demo test deps venv clean bench bench-carve
 
 .stamp-apt:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -41,6 +43,13 @@ demo: deps
 	$(VENV)/bin/triage queue --case $(DEMO_DIR)/case
 	$(VENV)/bin/triage report --case $(DEMO_DIR)/case --out $(DEMO_DIR)/report.html
 	@echo "HTML report: $(abspath $(DEMO_DIR))/report.html"
+
+bench-carve: deps
+	@missing=$$(for p in $(BENCH_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	$(PY) bench/carve.py
 
 clean:
 	rm -rf $(VENV) .stamp-apt $(DEMO_DIR)

@@ -633,6 +633,9 @@ def models_verify(names, models_dir, as_json):
 @click.option("--no-pictures", is_flag=True,
               help="Hash and match only: no picture decoding, perceptual hashes or thumbnails.")
 @click.option("--sha256", is_flag=True, help="Compute SHA-256 too (MD5 and SHA-1 always).")
+@click.option("--no-carve", is_flag=True,
+              help="Do not carve free and unpartitioned space for pictures and videos (each "
+                   "volume's free space then stays a coverage gap).")
 @click.option("--recovery-key", default=None, help="BitLocker recovery key for encrypted volumes.")
 @click.option("--password", default=None, help="Password for encrypted volumes.")
 @click.option("--task-timeout", default=300.0, show_default=True, type=click.FloatRange(1),
@@ -646,7 +649,8 @@ def models_verify(names, models_dir, as_json):
 @click.argument("evidence", nargs=-1, required=True, type=click.Path(exists=True))
 def scan(case_dir, hashset_args, store_root, context_file, model, model_precision, mode,
          stop_after, address,
-         workers, resume, verify, no_pictures, sha256, recovery_key, password, task_timeout,
+         workers, resume, verify, no_pictures, sha256, no_carve, recovery_key, password,
+         task_timeout,
          batch_files, dashboard, quiet, as_json, evidence):
     """Scan seized devices: hash every file once, match against hash sets, raise flags.
 
@@ -672,7 +676,8 @@ def scan(case_dir, hashset_args, store_root, context_file, model, model_precisio
                                   model=model, model_precision=model_precision, mode=mode,
                                   stop_after=stop_after,
                                   pictures=not no_pictures, sha256=sha256,
-                                  task_timeout=task_timeout, batch_files=batch_files)
+                                  task_timeout=task_timeout, batch_files=batch_files,
+                                  carve=not no_carve)
     quiet = quiet or as_json
     reporter = None
     if not quiet:

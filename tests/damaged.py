@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import NamedTuple, Optional
 
 from evidence_images import MiB, fls_body, run
+from triage.synth.containers import thumbcache  # noqa: F401  (rich_ext4's cache)
 
 MTOOLS_ENV = dict(os.environ, MTOOLS_SKIP_CHECK="1")
 SECTOR = 512
@@ -341,22 +342,6 @@ def mjpeg_avi(frames: list[bytes], w: int, h: int, fps: int = 2) -> tuple[bytes,
     body = b"AVI " + _chunk(b"LIST", hdrl) + _chunk(b"LIST", movi) + _chunk(b"idx1", index)
     movi_at = 12 + 8 + len(hdrl) + 8                 # RIFF header, hdrl LIST, movi LIST header
     return _chunk(b"RIFF", body), [(movi_at + off, len(f)) for off, f in zip(where, frames)]
-
-
-def thumbcache(thumbs: list[bytes]) -> tuple[bytes, list[tuple[int, int]]]:
-    """A Windows 7 thumbcache_256.db (format 21, cache type 2 = 256 px): a 24-byte "CMMM"
-    header, then one "CMMM" entry per thumbnail (48-byte entry header, UTF-16 identifier,
-    the JPEG). Entry checksums are left 0: nothing here checks them."""
-    entries, where = b"", []
-    for i, data in enumerate(thumbs):
-        key = 0x5EED0000_00000000 + i
-        ident = f"{key:016x}".encode("utf-16-le")
-        size = 48 + len(ident) + len(data)
-        head = b"CMMM" + struct.pack("<IQIIIIQQ", size, key, len(ident), 0, len(data), 0, 0, 0)
-        where.append(24 + len(entries) + 48 + len(ident))
-        entries += head + ident + data
-    header = b"CMMM" + struct.pack("<5I", 21, 2, 24, 24 + len(entries), len(thumbs))
-    return header + entries, [(off, len(d)) for off, d in zip(where, thumbs)]
 
 
 def pdf_with_jpeg(seed: int) -> tuple[bytes, list[tuple[int, int]]]:

@@ -170,7 +170,7 @@ def test_scan_stores_gaps_with_bytes_and_never_calls_a_damaged_device_complete(b
                 assert files[d.path].md5 == "" and files[d.path].sha1 == ""
 
 
-def test_video_thumbcache_pdf_and_free_space_leave_the_device_partial(rich, scanned):
+def test_video_thumbcache_and_pdf_leave_the_device_partial_free_space_is_carved(rich, scanned):
     with CaseStore(scanned, create=False) as store:
         dev = _device(store, rich.image)
         gaps = store.coverage(dev)
@@ -178,24 +178,37 @@ def test_video_thumbcache_pdf_and_free_space_leave_the_device_partial(rich, scan
     by_path = {c.where.path: c for c in gaps if c.where.scope == "file"}
     video, cache, pdf = (rich.files[k] for k in ("video", "thumbcache", "pdf"))
     assert by_path[video[0]].kind == records.VIDEO_FRAMES and by_path[video[0]].bytes_not_examined == video[2]
-    assert by_path[cache[0]].kind == records.EMBEDDED and by_path[cache[0]].bytes_not_examined == cache[2]
-    assert by_path[pdf[0]].kind == records.EMBEDDED and by_path[pdf[0]].bytes_not_examined == pdf[2]
-    [free] = [c for c in gaps if c.kind == records.UNALLOCATED]
-    assert free.bytes_not_examined == rich.unallocated          # blkls's count of free blocks
+    # the cache's thumbnails and the PDF's JPEG page were examined (stored whole): the cache
+    # leaves no gap, the PDF one for images stored Flate-encoded, less what was examined
+    inside = sum(n for _, n in rich.embedded[pdf[0]])
+    assert cache[0] not in by_path
+    assert by_path[pdf[0]].kind == records.EMBEDDED and by_path[pdf[0]].bytes_not_examined == pdf[2] - inside
+    with CaseStore(scanned, create=False) as store:
+        members = {(r.prov.parent.path, r.prov.offset, r.prov.length)
+                   for r, f in store.files(dev) if r.prov.scope == "embedded" and f.pdq}
+    for path in (cache[0], pdf[0]):
+        assert {(path, o, n) for o, n in rich.embedded[path]} <= members
+    # free space was carved: no gap is left for it, and the deleted JPEG's bytes were read
+    # (as the deleted file the walk lists, or carved where no name is left)
+    assert not [c for c in gaps if c.kind == records.UNALLOCATED]
+    gone = hashlib.md5(rich.deleted_jpeg).hexdigest()
+    with CaseStore(scanned, create=False) as store:
+        assert [r for r, f in store.files(dev) if f.md5 == gone and not r.allocated]
     assert v.coverage == "partial" and v.tier == TIER_NOT_YET
     # triage show lists each gap with its bytes, per volume and kind
     shown = CliRunner().invoke(main, ["show", dev, "--case", str(scanned)])
     assert shown.exit_code == 0, shown.output
     text = " ".join(shown.output.split())
     assert "Coverage (examined / total bytes)" in text
-    for kind in (records.VIDEO_FRAMES, records.EMBEDDED, records.UNALLOCATED):
+    for kind in (records.VIDEO_FRAMES, records.EMBEDDED):
         assert kind in text
+    assert records.UNALLOCATED not in text
     as_json = json.loads(CliRunner().invoke(main, ["show", dev, "--case", str(scanned), "--json"]).stdout)
     [vol] = as_json["accounting"]["volumes"]
     kinds = vol["not_examined"]
-    assert kinds[records.EMBEDDED] == {"count": 2, "bytes": cache[2] + pdf[2]}
+    assert kinds[records.EMBEDDED] == {"count": 1, "bytes": pdf[2] - inside}
     assert kinds[records.VIDEO_FRAMES] == {"count": 1, "bytes": video[2]}
-    assert kinds[records.UNALLOCATED]["bytes"] == rich.unallocated
+    assert records.UNALLOCATED not in kinds
     assert vol["examined"] == vol["total"] - sum(k["bytes"] for k in kinds.values())
 
 
@@ -204,7 +217,8 @@ def test_queue_reason_lines_say_what_was_missed(scanned, broken):
     rows = json.loads(result.stdout)
     assert all(r["coverage"] != "complete" and r["tier"] >= TIER_NOT_YET for r in rows)
     assert not any("fully examined" in line for r in rows for line in r["reasons"])
-    assert all(any("unallocated space not carved: " in line for line in r["reasons"]) for r in rows)
+    # every volume's free space was carved: no device is left with that gap
+    assert not any("unallocated space not carved" in line for r in rows for line in r["reasons"])
 
 
 # --- settings that leave every device unexamined ---------------------------------------------

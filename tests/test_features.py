@@ -155,17 +155,28 @@ def test_read_error_mid_file_keeps_its_reason(jpeg_a):
     assert "sector not found" in gap.reason
 
 
-def test_videos_and_picture_containers_are_gaps_until_examined():
-    """Nothing decodes video frames or opens PDFs and thumbnail caches yet: each is a gap."""
+def test_videos_ole_files_and_flate_pdf_images_are_gaps_thumbcache_pictures_are_members(jpeg_a):
+    """Nothing decodes video frames, opens OLE files or decodes a PDF's Flate-encoded images
+    yet: each is a gap. A thumbnail cache's pictures are stored whole: each is a member, and
+    the cache leaves no gap (one with no picture in it has nothing left to examine)."""
     mp4 = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + b"\x00" * 1000
     pdf = b"%PDF-1.4\n" + b"x" * 500
-    thumbcache = b"CMMM\x20\x00\x00\x00" + b"\x00" * 500
+    ole = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 500
     for name, data, kind in (("clip.mp4", mp4, records.VIDEO_FRAMES),
                              ("scan.pdf", pdf, records.EMBEDDED),
-                             ("thumbcache_256.db", thumbcache, records.EMBEDDED)):
+                             ("Thumbs.db", ole, records.EMBEDDED)):
         a = run(name, data)
         assert [(c.kind, c.bytes_not_examined) for c in a.coverage] == [(kind, len(data))], name
         assert a.features.md5 == hashlib.md5(data).hexdigest()       # matched whole all the same
+    empty = b"CMMM\x20\x00\x00\x00" + b"\x00" * 500
+    a = run("thumbcache_256.db", empty)
+    assert a.coverage == () and a.members == ()
+    cache = b"CMMM\x20\x00\x00\x00" + b"\x00" * 92 + jpeg_a + b"\x00" * 64
+    a = run("thumbcache_256.db", cache)
+    [m] = a.members
+    assert (m.record.prov.offset, m.record.prov.length) == (100, len(jpeg_a))
+    assert m.features.md5 == hashlib.md5(jpeg_a).hexdigest() and m.features.pdq
+    assert a.coverage == ()
 
 
 # --- perceptual hashes -----------------------------------------------------------------------

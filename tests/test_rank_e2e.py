@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 import ray
 
-from triage.rank import TIER_NOT_YET, TIER_UNEXAMINED, verdicts  # noqa: E402
+from triage.rank import TIER_CLEAN, TIER_UNEXAMINED, verdicts  # noqa: E402
 from triage.store import CaseStore  # noqa: E402
 
 
@@ -60,10 +60,10 @@ def test_queue_follows_truth_rank_order(scanned, synth_truth):
     by_id = {v.device_id: v for v in ordered}
     assert by_id[by_role["encrypted"]].coverage in ("partial", "failed")
     assert any("BitLocker" in r for r in by_id[by_role["encrypted"]].reasons)
-    # the clean device is clean in what was examined, but its free space was not carved
+    # the clean device was examined whole, its free space carved: complete, and clean
     clean = by_id[by_role["clean"]]
-    assert clean.coverage == "partial" and clean.tier == TIER_NOT_YET
-    assert any(r.startswith("unallocated space not carved: ") for r in clean.reasons)
+    assert clean.coverage == "complete" and clean.tier == TIER_CLEAN
+    assert not any("not carved" in r for r in clean.reasons)
     assert by_id[by_role["encrypted"]].tier == TIER_UNEXAMINED
 
 

@@ -148,7 +148,8 @@ def test_findings_have_stable_ids_provenance_and_blurred_thumbnails(app):
     assert first and [f["id"] for f in first] == [f["id"] for f in again]
     for f in first:
         assert f["id"] == hashlib.sha256(("triage finding\0" + f["key"]).encode()).hexdigest()[:32]
-        assert f["kind"] in ("exact", "near", "suspected") and f["path"].startswith("/")
+        assert f["kind"] in ("exact", "near", "suspected") and f["path"].startswith(
+            ("/", "$Unallocated/", "$Unpartitioned/"))      # carved from free space too
         assert {"volume_offset", "inode", "hashes"} <= set(f["provenance"])
         assert f["thumbnail"] == f"/api/findings/{f['id']}/thumbnail"
         assert "grade" in f

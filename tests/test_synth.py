@@ -168,6 +168,30 @@ def test_planted_content_is_readable_with_icat_deleted_included(synth_fleet, syn
             assert hashlib.sha1(data).hexdigest() == p["sha1"]
 
 
+def test_pictures_inside_files_and_in_free_space_are_where_truth_says(synth_fleet, synth_truth):
+    """icat of each container gives the recorded picture at the recorded offset; dd of the
+    media gives each free-space plant, and no file system names those blocks."""
+    inside = free = 0
+    for dev in synth_truth["devices"]:
+        for p in dev["embedded"]:
+            data = _icat(synth_fleet, dev, p["volume_offset"], p["inode"])
+            blob = data[p["offset"]:p["offset"] + p["length"]]
+            assert hashlib.md5(blob).hexdigest() == p["md5"], p["path"]
+            inside += 1
+        if dev["format"] != "raw":
+            continue
+        for p in dev["unallocated"]:
+            with open(synth_fleet / dev["evidence"], "rb") as fh:
+                fh.seek(p["media_offset"])
+                assert hashlib.md5(fh.read(p["length"])).hexdigest() == p["md5"]
+            ifind = subprocess.run(["ifind", "-o", str(p["volume_offset"] // 512), "-d",
+                                    str(p["offset"] // 4096), *_tsk_args(synth_fleet, dev)],
+                                   capture_output=True, text=True)
+            assert "not found" in (ifind.stdout + ifind.stderr).lower(), ifind.stdout
+            free += 1
+    assert inside >= 6 and free >= 3
+
+
 def test_near_duplicates_are_within_pdq_threshold(synth_fleet, synth_truth):
     alerts = {a["id"]: a for a in synth_truth["alerts"]}
     near = 0
@@ -271,8 +295,9 @@ def test_cli_json_summary_and_bad_input(tmp_path):
     assert res.exit_code == 0, res.output
     summary = json.loads(res.output)
     truth = json.loads((tmp_path / "f" / "truth.json").read_text())
-    planted = truth["devices"][0]["planted"]
-    assert summary["devices"][0]["exact"] == sum(p["kind"] == "exact" for p in planted) >= 5
+    dev = truth["devices"][0]
+    planted = dev["planted"] + dev["unallocated"] + dev["embedded"]
+    assert summary["devices"][0]["exact"] == sum(p["kind"] == "exact" for p in planted) >= 8
     assert summary["devices"][0]["role"] == "exact"
     res = CliRunner().invoke(main, ["synth", "--out", str(tmp_path / "g"), "--size", "huge"])
     assert res.exit_code == 2

@@ -5,7 +5,8 @@ other.
 A volume that cannot be examined is never dropped: it comes back as a `VolumeRef` with
 `fs_type=None` and a `Coverage` record that says where, how many bytes and why (BitLocker,
 LUKS, unknown or corrupt file system, read error). Each examined volume's free space, and the
-disk's bytes outside every volume, are gaps too until carving exists.
+disk's bytes outside every volume, are gaps too until a scan has carved them (triage/carve.py;
+the scan drops each gap once its space was carved through).
 """
 from __future__ import annotations
 
@@ -77,12 +78,12 @@ def _past_the_end(evidence: Evidence, vol: VolumeRef, declared: int) -> Optional
 
 
 def _unallocated_gap(vol: VolumeRef) -> Coverage:
-    """Until carving exists, a volume's free space is a gap with its byte count."""
+    """A volume's free space is a gap with its byte count until a scan has carved it."""
     if vol.unallocated < 0:
         return Coverage(device_id=vol.device_id, kind=UNALLOCATED, where=vol.where,
                         reason=f"unallocated space not measured ({vol.fs_type}) and not carved")
     return Coverage(device_id=vol.device_id, kind=UNALLOCATED, where=vol.where,
-                    reason=f"free in the {vol.fs_type} allocation map; nothing carves it yet",
+                    reason=f"free in the {vol.fs_type} allocation map; not carved yet",
                     bytes_not_examined=vol.unallocated)
 
 

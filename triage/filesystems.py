@@ -68,6 +68,9 @@ class Resolver:
         self._volumes: dict[int, VolumeImage] = {}
         self._fs: OrderedDict[int, pytsk3.FS_Info] = OrderedDict()
         self._lock = threading.RLock()
+        # volume offset -> byte offsets (in the volume) where the walk's deleted files start:
+        # carving the same bytes again would count one picture twice
+        self.deleted_starts: dict[int, set] = {}
 
     def volume(self, offset: int, length: Optional[int] = None) -> VolumeImage:
         """The image TSK reads for the volume at `offset`: the media itself, or the volume
@@ -172,6 +175,7 @@ def walk(source: "Evidence | Resolver", volume: VolumeRef,
     fs_type = volume.fs_type or ""
     dev = evidence.ref.device_id
     root = int(fs.info.root_inum)
+    deleted_starts = res.deleted_starts.setdefault(volume.offset, set())
     stack: list[tuple[int, str]] = [(root, "")]
     visited = {root}
     while stack:
@@ -204,6 +208,10 @@ def walk(source: "Evidence | Resolver", volume: VolumeRef,
             else:
                 is_dir = info.name.type in _NAME_DIR_TYPES
             record = _record(entry, meta, volume, fs_type, path, name, addr, name_alloc, is_dir)
+            if not record.allocated and not is_dir and record.size and meta is not None:
+                start = _first_byte(entry, int(fs.info.block_size))
+                if start is not None:
+                    deleted_starts.add(start)
             yield record
             if fs_type == "ntfs" and meta is not None:
                 yield from _streams(entry, record)
@@ -216,6 +224,24 @@ def walk(source: "Evidence | Resolver", volume: VolumeRef,
                     children.append((addr, path))
         # pop order: alphabetical-ish, like fls
         stack.extend(reversed(children))
+
+
+def _first_byte(entry, block: int) -> Optional[int]:
+    """Where a (deleted) file's content starts in its volume: its first non-resident data run."""
+    try:
+        for attr in entry:
+            t = int(attr.info.type)
+            if t not in (int(pytsk3.TSK_FS_ATTR_TYPE_DEFAULT), NTFS_DATA) or \
+                    (t == NTFS_DATA and attr.info.name) or \
+                    not int(attr.info.flags) & int(pytsk3.TSK_FS_ATTR_NONRES):
+                continue
+            for run in attr:
+                if int(run.len) > 0 and not int(run.flags) & int(pytsk3.TSK_FS_ATTR_RUN_FLAG_SPARSE):
+                    return int(run.addr) * block
+                return None
+    except (IOError, OSError, RuntimeError):
+        return None
+    return None
 
 
 def _unclaimed_meta(fs, entry, addr: int):
@@ -352,6 +378,9 @@ def read_chunks(source: "Evidence | Resolver", prov: Provenance,
     if evidence.img is None:
         yield from _read_logical(evidence, prov, chunk_size)
         return
+    if prov.carved:
+        yield from _read_range(res, prov, chunk_size)
+        return
     fs = res.fs(prov.volume_offset)
     if not prov.inode and int(fs.info.ftype) != int(pytsk3.TSK_FS_TYPE_NTFS):
         return          # a deleted name whose metadata is gone (address 0): no content left
@@ -465,6 +494,33 @@ def _read_direct(evidence: Evidence, pieces: list, chunk_size: int) -> Iterator[
                 # hashed by now: keep the worker's resident set to about a chunk
                 evidence.release(start + done, k)
             done += k
+
+
+def _read_range(res: Resolver, prov: Provenance, chunk_size: int) -> Iterator[bytes]:
+    """A byte range of a volume (free space: decrypted when the volume was unlocked) or of the
+    media (unpartitioned space): what a carved item is."""
+    evidence = res.evidence
+    base = prov.parent.volume_offset
+    if base is None:
+        room = evidence.ref.media_size - prov.offset
+    else:
+        vi = res.volume(base)
+        room = vi.length - prov.offset
+        if vi.unlocked:
+            done, end = 0, min(prov.length, max(0, room))
+            while done < end:
+                data = vi.read(prov.offset + done, min(chunk_size, end - done))
+                if not data:
+                    break
+                yield data
+                done += len(data)
+            if done < prov.length:
+                raise ShortRead(f"range ends at byte {done:,}", prov.length, done)
+            return
+    if room < prov.length:
+        raise ShortRead(f"range runs {prov.length - max(0, room):,} bytes past the end of the "
+                        "image", prov.length, 0)
+    yield from _read_direct(evidence, [((base or 0) + prov.offset, prov.length)], chunk_size)
 
 
 def _read_logical(evidence: Evidence, prov: Provenance, chunk_size: int) -> Iterator[bytes]:

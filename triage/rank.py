@@ -285,10 +285,18 @@ def verdict_for_device(device: dict, volumes: list[VolumeRef], coverage: list[Co
                 order = sorted(cats, key=lambda c: (-weight[c], c))
                 cat_text = " (Category " + ", ".join(f"{c}: {cats[c]}" for c in order) + ")"
             extras = []
-            deleted = sum(1 for k in by_key if k in files and not files[k][0].allocated)
+            carved = sum(1 for k in by_key if k in files and files[k][0].prov.carved)
+            deleted = sum(1 for k in by_key if k in files and not files[k][0].allocated) - carved
             archived = sum(1 for k in by_key if k in files and files[k][0].prov.member)
             if deleted:
                 extras.append(f"{deleted} deleted")
+            if carved:
+                extras.append(f"{carved} carved from free space")
+            inside = sum(1 for k in by_key if k in files and files[k][0].prov.scope == "embedded"
+                         and not files[k][0].prov.carved)
+            if inside:
+                extras.append(f"{inside} inside other files (thumbnail caches, PDFs, EXIF "
+                              "thumbnails)")
             if archived:
                 extras.append(f"{archived} in archives")
             n = len(by_key)

@@ -50,7 +50,16 @@ class VolumeRef:
 
     @property
     def where(self) -> "Provenance":
+        if self.offset == UNPARTITIONED_OFFSET:
+            return device_where(self.device_id)
         return volume_where(self.device_id, self.offset, self.index, self.fs_type or "")
+
+
+# The space of a disk outside every volume, as the scan plans it (it is carved like a volume's
+# free space, but belongs to the device): a VolumeRef with this offset, never stored as a volume.
+UNPARTITIONED_OFFSET = -1
+UNALLOCATED_DIR = "$Unallocated"
+UNPARTITIONED_DIR = "$Unpartitioned"
 
 
 @dataclass(frozen=True)
@@ -102,6 +111,13 @@ class Provenance:
         if extra:
             parts.append(extra)
         return parts
+
+    @property
+    def carved(self) -> bool:
+        """Carved from a volume's free space or the disk's unpartitioned space: a byte range
+        of the volume (or the media) that no file system names."""
+        return self.parent is not None and self.inode is None and self.parent.scope in (
+            "volume", "device")
 
     @property
     def member(self) -> str:
@@ -217,9 +233,10 @@ NOT_MATCHED = "not matched against any alert set"
 NOT_SCORED = "not scored by the model"
 SCAN_INCOMPLETE = "scan incomplete"                # batch failed, interrupted, stopped early
 EVIDENCE_NOT_OPENED = "evidence could not be opened"
-# Space and content nothing in triage examines yet (there is no carver, video decoder or PDF
-# reader yet): a gap on nearly every device. Every other kind means something specific was
-# refused or failed, which ranks a device higher (triage/rank.py) and raises NOT_EXAMINED.
+# Space and content not examined yet: free and unpartitioned space until the scan has carved
+# it (triage/carve.py), video frames (no decoder yet), content inside files that carving their
+# bytes does not reach. Every other kind means something specific was refused or failed, which
+# ranks a device higher (triage/rank.py) and raises NOT_EXAMINED.
 NOT_YET_EXAMINED = frozenset({UNALLOCATED, UNPARTITIONED, VIDEO_FRAMES, EMBEDDED})
 COVERAGE_KINDS = (EVIDENCE_NOT_OPENED, ENCRYPTED, UNREADABLE_VOLUME, UNSUPPORTED_VOLUME, FOLDER_NOT_READ,
                   FILE_NOT_READ, MEDIA_DAMAGED, UNALLOCATED, UNPARTITIONED, VIDEO_FRAMES,

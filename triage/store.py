@@ -31,6 +31,7 @@ from triage.records import (
     Flag,
     Match,
     Provenance,
+    UNPARTITIONED_OFFSET,
     Score,
     VolumeRef,
 )
@@ -731,8 +732,10 @@ def _file_row(device_id: str, batch_id: str, rec: FileRecord, feat: Features) ->
     return (
         key, batch_id,
         # _PROV_COLS
-        device_id, p.volume_offset, p.inode, p.path, p.ads, p.attr_type, p.attr_id, p.member,
-        _prov_json(p),
+        # content carved from outside every volume belongs to the device: the column (for
+        # queries) says so with the unpartitioned pseudo-volume's offset; `prov` has None
+        device_id, UNPARTITIONED_OFFSET if p.volume_offset is None else p.volume_offset,
+        p.inode, p.path, p.ads, p.attr_type, p.attr_id, p.member, _prov_json(p),
         # _RECORD_COLS; a content type found by the feature stage wins over the walk's
         rec.name, rec.size, int(rec.allocated), rec.fs_type, int(rec.is_dir), int(rec.orphan),
         rec.mtime, rec.atime, rec.ctime, rec.crtime, feat.type or rec.type,

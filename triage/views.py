@@ -120,6 +120,11 @@ def finding_dict(f: Finding) -> dict:
 def _icat_hint(f: Finding) -> str:
     """How to reach the same bytes with TSK, for the examiner's notes."""
     p = f.record.prov
+    if p.carved:              # the byte range itself
+        start = (p.parent.volume_offset or 0) + p.offset
+        span = f"bs=1M skip={start} count={p.length}"
+        return (f"dd if=IMAGE iflag=skip_bytes,count_bytes {span}  (E01 and other containers: "
+                f"img_cat IMAGE | dd iflag=skip_bytes,count_bytes,fullblock {span})")
     if p.inode is None:
         return ""
     inode = f"{p.inode}-{p.attr_type}-{p.attr_id}" if p.ads else str(p.inode)
@@ -200,8 +205,12 @@ def device_view(v: DeviceVerdict, device: dict, found: list[Finding],
         for f in found:
             p = f.record.prov
             where = _safe(display_path(p, member=False) + (f" ! {p.member}" if p.member else ""))
-            where.append(f"\n{'DELETED  ' if f.deleted else ''}inode {p.inode}  volume@"
-                         f"{p.volume_offset}  {f.record.size} B", style="dim")
+            if p.carved:          # no inode: the bytes are reached by their range
+                where.append(f"\nCARVED  {f.record.size} B  {_icat_hint(f).split('  (')[0]}",
+                             style="dim")
+            else:
+                where.append(f"\n{'DELETED  ' if f.deleted else ''}inode {p.inode}  volume@"
+                             f"{p.volume_offset}  {f.record.size} B", style="dim")
             where.append(f"\nmd5 {f.features.md5}\nsha1 {f.features.sha1}", style="dim")
             if f.indicators:
                 where.append("\ncamera-original: " + terminal_safe("; ".join(f.indicators)),

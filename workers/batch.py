@@ -44,6 +44,8 @@ class ScanOptions:
     task_timeout: float = 300.0              # seconds per batch, plus bytes / min_rate
     min_rate: float = 2 * 1024 * 1024        # bytes/s a batch may not fall below
     model: Optional[dict] = None             # {"name": ..., ...} when a model stage runs
+    carve: bool = True                       # carve free and unpartitioned space for pictures
+    carve_seconds: float = 0.0               # per volume; 0: no limit (what is left is a gap)
 
     def timeout_for(self, nbytes: int) -> float:
         return self.task_timeout + nbytes / self.min_rate
@@ -108,6 +110,18 @@ class Backend:
         """Files of a volume; folders that cannot be read go to `problems` as coverage."""
         from triage.filesystems import walk
         return walk(evidence, volume, problems)
+
+    def carve(self, evidence, volume: VolumeRef, problems: list, done: list,
+              seconds: float = 0.0) -> Iterator[FileRecord]:
+        """Pictures and videos carved from a volume's free space (or the unpartitioned space,
+        for the pseudo-volume at UNPARTITIONED_OFFSET); `done` gets True once carved through."""
+        from triage.carve import carve_volume, outside_ranges
+        from triage.records import UNPARTITIONED_OFFSET
+        ranges = None
+        if volume.offset == UNPARTITIONED_OFFSET:
+            volumes, _ = self.discover(evidence)
+            ranges = outside_ranges(evidence.ref.media_size, volumes)
+        return carve_volume(evidence, volume, problems, done, ranges=ranges, seconds=seconds)
 
     def read_chunks(self, evidence, prov, chunk_size: int) -> Iterator[bytes]:
         from triage.filesystems import read_chunks

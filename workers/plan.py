@@ -135,6 +135,7 @@ class VolumePlan:
     volume_offset: int
     tiers: dict = field(default_factory=dict)        # tier -> TierTotals
     coverage: tuple[Coverage, ...] = ()              # walk problems (unreadable directories, ...)
+    carved: bool = False                             # its free space was carved through
 
     @property
     def files(self) -> int:
@@ -234,7 +235,8 @@ FIRST_TIER = 0
 def plan_volume(records: Iterable[FileRecord], device_id: str, volume_offset: int, *,
                 max_files: int = DEFAULT_BATCH_FILES, max_bytes: int = DEFAULT_BATCH_BYTES,
                 coverage: Iterable[Coverage] = (), spool_dir: Optional[str] = None,
-                volume_length: int = 0) -> Iterator[VolumePlan | BatchSpec]:
+                volume_length: int = 0,
+                carved: Optional[list] = None) -> Iterator[VolumePlan | BatchSpec]:
     """Yields every `BatchSpec` of the volume in tier order, and one `VolumePlan` (the
     totals) as soon as the walk ends.
 
@@ -243,6 +245,7 @@ def plan_volume(records: Iterable[FileRecord], device_id: str, volume_offset: in
     batches, with the same ids, that cutting after the walk gives. The other tiers are spooled
     to one temporary file each, so memory holds a batch or so however many files the volume
     has. Within a tier the walk's own order is kept, which is deterministic for a given image.
+    `carved` (a list the records' source fills) says the volume's free space was carved through.
     """
     spools = {}
     counts = {t: [0, 0] for t in range(len(TIER_NAMES))}     # files, bytes
@@ -284,7 +287,7 @@ def plan_volume(records: Iterable[FileRecord], device_id: str, volume_offset: in
         yield VolumePlan(device_id=device_id, volume_offset=volume_offset,
                          tiers={t: TierTotals(c[0], c[1], cutters[t].batches)
                                 for t, c in counts.items() if c[0]},
-                         coverage=tuple(coverage))
+                         coverage=tuple(coverage), carved=bool(carved))
         if pending[FIRST_TIER]:
             yield spec(FIRST_TIER, first.seq, pending[FIRST_TIER])
         for t, spool in spools.items():

@@ -55,6 +55,7 @@ class PlannerState:
     pulled_files: int = 0
     pulled_bytes: int = 0
     finished: bool = False
+    clears: list = field(default_factory=list)   # gaps its carving examines (removed when done)
 
 
 @dataclass
@@ -345,8 +346,17 @@ class Scan:
         examinable = [v for v in volumes if v.fs_type and not v.encryption]
         dev.phase = "scanning"
         for v in examinable:
-            dev.planners[v.offset] = PlannerState(volume=v)
-            self._start_planner(dev, dev.planners[v.offset])
+            dev.planners[v.offset] = PlannerState(volume=v, clears=[
+                c for c in coverage if c.kind == records.UNALLOCATED and c.where == v.where])
+        outside = [c for c in coverage if c.kind == records.UNPARTITIONED]
+        if self.opts.carve and outside and evidence_ref.format != "directory":
+            # the disk's bytes outside every volume: carved by a planner of their own
+            space = VolumeRef(device_id=dev.device_id, index=-1, offset=records.UNPARTITIONED_OFFSET,
+                              length=sum(c.bytes_not_examined for c in outside),
+                              description="unpartitioned space")
+            dev.planners[space.offset] = PlannerState(volume=space, clears=outside)
+        for planner in dev.planners.values():
+            self._start_planner(dev, planner)
 
     def _start_device(self, dev: DeviceState) -> None:
         if self.resume:
@@ -383,6 +393,10 @@ class Scan:
         dev.total_bytes += plan.bytes
         if plan.coverage:
             self._coverage(dev, list(plan.coverage))
+        if plan.carved and self.opts.carve:
+            for c in planner.clears:          # carved through: what is left is in plan.coverage
+                self.store.remove_coverage(c)
+                dev.coverage -= 1
         self.reporter.device_planned(dev.device_id, dev.total_files, dev.total_bytes)
 
     def _planner_failed(self, dev: DeviceState, planner: PlannerState, exc: Exception) -> None:
@@ -792,7 +806,8 @@ def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list
 
 
 # Options that change what a batch finds: a resume with different ones would mix two scans.
-_RESUME_KEYS = ("pictures", "archives", "sha256", "perceptual", "batch_files", "batch_bytes")
+_RESUME_KEYS = ("pictures", "archives", "sha256", "perceptual", "batch_files", "batch_bytes",
+                "carve")     # carved items are in the batches: their ids depend on it
 
 
 def _check_resumable(store: CaseStore, opts: ScanOptions, hashsets) -> None:

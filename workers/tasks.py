@@ -6,6 +6,7 @@ use: Ray reuses worker processes across tasks, so a device is opened once per pr
 """
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from typing import Iterator, Optional
@@ -13,7 +14,7 @@ from typing import Iterator, Optional
 import ray
 
 from triage.errors import TriageError
-from triage.records import SCAN_INCOMPLETE, Coverage, EvidenceRef, VolumeRef
+from triage.records import SCAN_INCOMPLETE, UNPARTITIONED_OFFSET, Coverage, EvidenceRef, VolumeRef
 from workers.batch import Backend, BatchResult, ScanOptions, WorkerContext, scan_batch
 from workers.plan import BatchHeader, BatchSpec, VolumePlan, plan_volume
 
@@ -63,10 +64,19 @@ def plan_device_volume(backend: Backend, paths: tuple[str, ...], volume: VolumeR
     ctx = worker_context(backend)
     evidence = ctx.evidence(paths, volume.device_id, keys)
     problems: list[Coverage] = []
-    records = _guarded(backend.walk(evidence, volume, problems), volume.device_id, volume, problems)
+    carved: list = []
+    records = iter(())
+    if volume.offset != UNPARTITIONED_OFFSET:
+        records = _guarded(backend.walk(evidence, volume, problems), volume.device_id, volume,
+                           problems)
+    if opts.carve:
+        # after the walk: the volume's files come first, its free space after them
+        records = itertools.chain(records, _guarded(
+            backend.carve(evidence, volume, problems, carved, opts.carve_seconds),
+            volume.device_id, volume, problems))
     for item in plan_volume(records, volume.device_id, volume.offset, max_files=opts.batch_files,
                             max_bytes=opts.batch_bytes, coverage=problems,
-                            volume_length=volume.length):
+                            volume_length=volume.length, carved=carved):
         if isinstance(item, BatchSpec):
             # header, then the spec: the driver reads the header and hands the spec on by
             # reference, never unpacking and repacking its records

@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
+from triage.carve import embedded, embedded_record
 from triage.features import archives, pictures
 from triage.errors import ShortRead
 from triage.features.hashing import Digests, ReadAborted, read_once
@@ -19,6 +20,9 @@ from triage.records import (ARCHIVE, EMBEDDED, FILE_NOT_READ, PICTURE, VIDEO_FRA
                             Features, FileRecord)
 
 ARCHIVE_TYPES = archives.OPENABLE        # zip, tar, gzip (a .tar.gz is two levels)
+# containers whose pictures are stored whole, found by carving their bytes: a thumbnail
+# cache's entries, a PDF's DCTDecode images (an OLE file's streams are in sectors, not whole)
+CARVED_INSIDE = frozenset({"application/x-windows-thumbcache", "application/pdf"})
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 
@@ -95,6 +99,8 @@ def _analyse(record: FileRecord, chunks: Iterable[bytes], opts: FeatureOptions, 
             return opts.picture_max_bytes
         if opens(ctype) and depth < opts.archive_max_depth:
             return opts.archive_max_bytes
+        if opts.pictures and ctype in CARVED_INSIDE:
+            return opts.archive_max_bytes     # read whole to find the pictures inside
         return 0
 
     short: list[ShortRead] = []
@@ -171,6 +177,10 @@ def _analyse(record: FileRecord, chunks: Iterable[bytes], opts: FeatureOptions, 
                 # nothing perceptual to match and nothing for the model: not examined
                 cover(PICTURE, f"picture not decoded: {pr.error or 'no perceptual hash'}",
                       rr.size)
+            if ctype == "image/jpeg" and depth < opts.archive_max_depth:
+                # the EXIF thumbnail (and any other picture stored inside): it can show the
+                # picture before it was cropped or edited
+                members = _inside(rec, rr.data, 2, opts, depth, budget, cover)
 
     elif opens(ctype):
         if depth >= opts.archive_max_depth:
@@ -190,12 +200,39 @@ def _analyse(record: FileRecord, chunks: Iterable[bytes], opts: FeatureOptions, 
         # matched whole (exact hashes) only: no frame was decoded, hashed or scored
         cover(VIDEO_FRAMES, f"{ctype}: no frame decoded; only the whole file's hashes were "
               "matched", rr.size)
+    elif ctype in CARVED_INSIDE and rr.data is not None and depth < opts.archive_max_depth:
+        members = _inside(rec, rr.data, 0, opts, depth, budget, cover)
+        if ctype == "application/pdf":
+            # DCTDecode images are JPEGs stored whole, and were examined; Flate-encoded ones
+            # are not decoded yet
+            found = sum(m.record.size for m in members)
+            cover(EMBEDDED, f"PDF: {len(members)} JPEG/PNG pictures stored whole were examined; "
+                  "images stored Flate-encoded are not decoded", rr.size - found)
     elif ctype in EMBEDDING_TYPES:
         cover(EMBEDDED, f"{EMBEDDING_TYPES[ctype]} not opened: the pictures inside it were not "
               "examined", rr.size)
 
     feats = Features(**base, **pic, error=error)
     return Analysis(rec, feats, members, tuple(coverage), model_input)
+
+
+def _inside(rec: FileRecord, data, start: int, opts: FeatureOptions, depth: int,
+            budget: archives.Budget, cover: Callable) -> tuple[Analysis, ...]:
+    """The pictures stored whole inside `data` (triage.carve.embedded), each analysed as a
+    member of `rec` with its byte range, within the archives' member budget (past it, the
+    rest is an EMBEDDED gap)."""
+    out = []
+    for item in embedded(data, start, bmp=rec.type == "application/x-windows-thumbcache"):
+        if budget.members_left <= 0 or budget.bytes_left < item.length:
+            cover(EMBEDDED, f"pictures inside not all examined: the member limit was reached "
+                  f"after {len(out)}", len(data) - item.offset)
+            break
+        budget.members_left -= 1
+        budget.bytes_left -= item.length
+        mrec = embedded_record(rec, item)
+        out.append(_analyse_member(mrec, iter([bytes(data[item.offset:item.offset + item.length])]),
+                                   opts, depth + 1, budget))
+    return tuple(out)
 
 
 def _analyse_member(record: FileRecord, chunks: Iterable[bytes], opts: FeatureOptions,

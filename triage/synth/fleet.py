@@ -207,13 +207,18 @@ class AlertItem:
         return rec
 
 
-N_ALERT = 12
+N_ALERT = 17
 EXACT_ITEMS = (0, 1, 2, 3, 4)       # planted as exact copies on "exact" devices
 CAMERA_ITEM = 4                     # carries the suspect camera's EXIF, planted under DCIM
 NEAR_ITEMS = (5, 6, 7, 8, 9)        # only near-duplicates of these are planted
 ADS_ITEM = 10                       # in an NTFS alternate data stream (NTFS devices only)
 CARD_DELETED_ITEM = 11              # deleted from the DCIM folder
-CATEGORIES = (1, 2, 3, 2, 1, 1, 2, 3, 3, 2, 1, 3)
+UNALLOCATED_EXACT_ITEM = 12         # its bytes in free space, no name or inode left
+UNALLOCATED_NEAR_ITEM = 13          # a resized near-duplicate of it, the same way
+PDF_ITEM = 14                       # an exact copy stored whole inside a PDF
+THUMBCACHE_ITEM = 15                # a near-duplicate thumbnail in thumbcache_256.db
+EXIF_ITEM = 16                      # the EXIF thumbnail of a harmless-looking JPEG
+CATEGORIES = (1, 2, 3, 2, 1, 1, 2, 3, 3, 2, 1, 3, 1, 2, 2, 3, 1)
 
 
 def suspect_camera(seed: int) -> pics.Camera:
@@ -458,6 +463,110 @@ def plant(maker: ContentMaker, dcim_folder: str, card: int) -> list[Planted]:
     return out
 
 
+def unallocated_content(maker: ContentMaker) -> list[tuple[str, AlertItem | None, bytes, dict]]:
+    """What an "exact" device holds only in free space: (kind, alert item, bytes, extra truth)
+    for an exact stand-in, a resized near one, and a benign control picture."""
+    if maker.spec.role != "exact":
+        return []
+    a = maker.alerts[UNALLOCATED_EXACT_ITEM]
+    out: list = [("exact", a, a.data, {})]
+    b = maker.alerts[UNALLOCATED_NEAR_ITEM]
+    data, _ext, dist = pics.near_duplicate_within(b.image, b.pdq, "resize")
+    n_pdq, n_q, n_phash = pics.perceptual(data)
+    out.append(("near", b, data, {"near_dup_of": b.id, "transform": "resize", "pdq": n_pdq,
+                                  "pdq_quality": n_q, "pdq_distance": dist, "phash": n_phash,
+                                  "phash_distance": pics.hamming(b.phash, n_phash)}))
+    # a re-saved benign picture whose bytes end where its structure does (re-saved WebP and
+    # GIF copies carry trailing bytes, which a carver rightly leaves out)
+    j = maker.p.unique_pictures
+    while (control := maker.picture(j))[1] not in ("jpg", "png"):
+        j += 1
+    out.append(("control", None, control[0], {"ext": control[1]}))
+    return out
+
+
+def embedded_content(maker: ContentMaker) -> tuple[list[Entry], list[dict]]:
+    """What an "exact" device holds inside other files, with a benign control of each: a PDF
+    embedding an exact stand-in, a thumbnail cache holding a near-duplicate thumbnail, a JPEG
+    whose EXIF thumbnail is an exact stand-in. Returns the files and, per picture inside, its
+    truth (container path, offset and length in it, hashes)."""
+    from triage.synth import containers
+    if maker.spec.role != "exact":
+        return [], []
+    u = f"/Users/{maker.user}"
+    alerts = maker.alerts
+    benign: list[bytes] = []              # three re-saved benign JPEGs (controls, covers)
+    j = maker.p.unique_pictures + 11
+    while len(benign) < 3 and j < 4 * maker.p.unique_pictures + 64:
+        data, ext = maker.picture(j)
+        if ext == "jpg":
+            benign.append(data)
+        j += 1
+    if len(benign) < 3:
+        raise TriageError("the picture pool has too few JPEGs for the embedded controls")
+    entries, out = [], []
+
+    def add(path: str, data: bytes, inside: list[tuple[str, AlertItem | None, bytes, tuple, dict]]):
+        entries.append(Entry(path, data, maker.when()))
+        for kind, item, blob, (off, n), extra in inside:
+            assert data[off:off + n] == blob
+            out.append({"kind": kind, "alert_id": item.id if item else None,
+                        "category": item.category if item else None, "container": path,
+                        "path": f"{path}@{off}.jpg", "offset": off, "length": n,
+                        **_hashes(blob), **extra})
+
+    a = alerts[PDF_ITEM]
+    pdf, where = containers.pdf_with_jpegs([(a.data, 480, 360)])
+    add(f"{u}/Documents/Scans/scan_0042.pdf", pdf, [("exact", a, a.data, where[0], {"in": "pdf"})])
+    control_pdf, where = containers.pdf_with_jpegs([(benign[0], 480, 360)])
+    add(f"{u}/Documents/Scans/receipt.pdf", control_pdf,
+        [("control", None, benign[0], where[0], {"in": "pdf"})])
+    b = alerts[THUMBCACHE_ITEM]
+    near, _ext, dist = pics.near_duplicate_within(b.image, b.pdq, "resize")
+    n_pdq, n_q, n_phash = pics.perceptual(near)
+    cache, where = containers.thumbcache([benign[1], near])
+    add(f"{u}/AppData/Local/Microsoft/Windows/Explorer/thumbcache_256.db", cache,
+        [("control", None, benign[1], where[0], {"in": "thumbcache"}),
+         ("near", b, near, where[1], {"in": "thumbcache", "near_dup_of": b.id, "pdq": n_pdq,
+                                      "pdq_distance": dist, "phash": n_phash})])
+    c = alerts[EXIF_ITEM]
+    photo, where = containers.jpeg_with_exif_thumbnail(benign[2], c.data)
+    add(f"{u}/Pictures/Holiday/DSC_0042.jpg", photo, [("exact", c, c.data, where, {"in": "exif"})])
+    control, where = containers.jpeg_with_exif_thumbnail(benign[0], benign[1])
+    add(f"{u}/Pictures/Holiday/DSC_0043.jpg", control,
+        [("control", None, benign[1], where, {"in": "exif"})])
+    return entries, out
+
+
+def plant_unallocated(image: Path, fs_type: str, items: list[bytes], block: int = 4096) -> list[int]:
+    """Writes each item's bytes into blocks the volume's allocation map marks free: a file
+    deleted, its inode and directory entry wiped, its content left. Returns each item's byte
+    offset in the volume (block-aligned, contiguous, in the middle of the largest free run)."""
+    from triage.carve import free_runs
+    from triage.device import discover
+    from triage.evidence import open_evidence
+    from triage.filesystems import resolver
+    with open_evidence([str(image)]) as ev:
+        [vol], _ = discover(ev)
+        runs = list(free_runs(ev, vol.offset, vol.fs_type or fs_type, resolver(ev).fs(vol.offset)))
+    start, length = max(runs, key=lambda r: r[1])
+    need = sum(len(d) + 8 * block for d in items)
+    if need > length:
+        raise TriageError(f"{image.name}: no free run of {need} bytes to plant into")
+    at = start + (length - need) // 2
+    at -= at % block
+    at = max(at, start + (-start % block))
+    offsets = []
+    with open(image, "r+b") as fh:
+        for data in items:
+            fh.seek(at)
+            fh.write(data)
+            offsets.append(at)
+            at += len(data) + 4 * block
+            at += -at % block
+    return offsets
+
+
 # ---------------------------------------------------------------- building one device
 
 def _model_bait(seed: int, maker: ContentMaker) -> list[Entry]:
@@ -489,8 +598,12 @@ def build_device(seed: int, spec: DeviceSpec, profile: Profile, alerts: list[Ale
     card = 1 if len(fs_kinds) > 1 else 0
     planted = plant(maker, dcim_folder, card)
     bait = _model_bait(seed, maker) if spec.role == "model_bait" else []
+    free_items = unallocated_content(maker)
+    inside_files, inside_out = embedded_content(maker)
+    free_offsets: list[int] = []
+    free_volume = 0
     per_fs: list[list[Entry]] = [[] for _ in fs_kinds]
-    per_fs[0].extend(main + bait)
+    per_fs[0].extend(main + bait + inside_files)
     per_fs[card].extend(dcim)
     for p in planted:
         per_fs[p.volume].append(p.entry)
@@ -506,6 +619,9 @@ def build_device(seed: int, spec: DeviceSpec, profile: Profile, alerts: list[Ale
             progress(f"{spec.id}: {kind} volume", vi, len(spec.volumes))
             _, where = filesystems.build(kind, per_fs[len(placed)], image, label or kind,
                                          seed * 31 + vi, work / f"fs{vi}")
+            if not placed and free_items:
+                free_offsets = plant_unallocated(image, kind, [d for _, _, d, _ in free_items])
+                free_volume = vi
             placed.append(where)
         parts.append(disks.Part(kind, image, label))
     raw = devices_dir / f"{spec.id}.raw"
@@ -523,6 +639,20 @@ def build_device(seed: int, spec: DeviceSpec, profile: Profile, alerts: list[Ale
                             "volume_offset": fs_parts[p.volume].offset, "fs_type": fs_parts[p.volume].kind,
                             "inode": where.inode if where else None,
                             "tsk_path": where.tsk_path if where else None})
+    unallocated_out = []
+    for k, ((kind, item, data, extra), off) in enumerate(zip(free_items, free_offsets)):
+        part = parts[free_volume]
+        ext = extra.pop("ext", "jpg")
+        rec = {"id": f"{spec.id}-u{k + 1}", "kind": kind, "alert_id": item.id if item else None,
+               "category": item.category if item else None,
+               "path": f"$Unallocated/{off}.{ext}", "volume_index": free_volume,
+               "volume_offset": part.offset, "fs_type": part.kind, "offset": off,
+               "length": len(data), "media_offset": part.offset + off, **_hashes(data), **extra}
+        unallocated_out.append(rec)
+    for rec in inside_out:
+        where = placed[0].get(rec["container"])
+        rec.update(volume_offset=fs_parts[0].offset, fs_type=fs_parts[0].kind,
+                   inode=where.inode if where else None)
     bait_out = []
     for e in bait:
         where = placed[0].get(e.path)
@@ -539,8 +669,8 @@ def build_device(seed: int, spec: DeviceSpec, profile: Profile, alerts: list[Ale
     content_bytes = sum(e.size for v in per_fs for e in v)
     segments = _containerise(raw, spec, content_bytes, devices_dir)
     shutil.rmtree(work, ignore_errors=True)
-    exact = [r for r in planted_out if r["kind"] == "exact"]
-    near = [r for r in planted_out if r["kind"] == "near"]
+    exact = [r for r in planted_out + unallocated_out + inside_out if r["kind"] == "exact"]
+    near = [r for r in planted_out + unallocated_out + inside_out if r["kind"] == "near"]
     return {
         "id": spec.id,
         "role": spec.role,
@@ -559,11 +689,17 @@ def build_device(seed: int, spec: DeviceSpec, profile: Profile, alerts: list[Ale
         "files": sum(len(v) for v in per_fs),
         "clean": spec.role == "clean",
         "planted": planted_out,
+        # only in free space: no file system names them; carving finds them
+        "unallocated": unallocated_out,
+        # inside other files (a PDF, a thumbnail cache, a JPEG's EXIF thumbnail)
+        "embedded": inside_out,
         "model_bait": bait_out,
         "expect": {"exact_matches": len(exact), "near_matches": len(near),
                    "exact_md5s": sorted({r["md5"] for r in exact}),
-                   # every device has free space nothing carves yet: never "complete"
-                   "coverage": "partial"},
+                   # free and unpartitioned space is carved now: a locked volume, and a PDF
+                   # (its Flate-encoded images are not decoded), are what is left unexamined
+                   "coverage": "partial" if any(k == "bitlocker" for k, _ in spec.volumes)
+                   or any(r["in"] == "pdf" for r in inside_out) else "complete"},
     }
 
 

@@ -1,0 +1,847 @@
+"""Carving: pictures and videos in a volume's free space and in the disk's unpartitioned space.
+
+Where to look comes from the file system's own allocation map (`free_runs`: ext block bitmaps
+per group, the FAT, NTFS `$Bitmap`, the exFAT allocation bitmap), never from a guess, and from
+the bytes of the disk outside every volume. Those bytes are read through the evidence layer
+(mapped views on raw, ordinary reads on E01 and the libyal containers, the decrypted view of an
+unlocked BitLocker volume).
+
+Headers are looked for at the start of every 512-byte sector, as PhotoRec does: a file that was
+written by a file system starts on a block, and a block starts on a sector. The test is numpy
+over the first 16 bytes of each sector of a mapped window (`bench/carve.py` measures it against
+`bytes.find` and Hyperscan). Every candidate is then validated by its own structure, and its end
+comes from that structure (JPEG markers to EOI, PNG chunks with their CRCs to IEND, GIF blocks to
+the trailer, BMP and RIFF sizes, the ISO-BMFF box tree, EBML, ASF objects, FLV tags), within the
+free run it starts in and a size bound. Nothing is written out: a carved item is a byte range,
+read again like a file by the scan (`triage.filesystems.read_chunks`).
+
+Not carved: files in more than one piece (the run they start in ends them), TIFF, and anything
+in compressed or encrypted space.
+"""
+from __future__ import annotations
+
+import re
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Optional
+
+import numpy as np
+
+from triage import filetype
+from triage.errors import EvidenceError
+from triage.records import (MEDIA_DAMAGED, SCAN_INCOMPLETE, UNALLOCATED, UNALLOCATED_DIR, UNPARTITIONED, UNPARTITIONED_DIR,
+                            UNPARTITIONED_OFFSET, Coverage, FileRecord, Provenance, VolumeRef)
+
+SECTOR = 512
+WINDOW = 32 * 1024 * 1024           # bytes of free space tested for headers at a time
+MAX_PICTURE = 64 * 1024 * 1024      # a picture larger than this is not carved (a bomb or noise)
+MAX_VIDEO = 4 * 1024 * 1024 * 1024
+MAX_STEPS = 200_000                 # structure elements walked per candidate (hostile input)
+READ_AHEAD = 1 << 20
+
+
+@dataclass(frozen=True)
+class Carved:
+    """One validated item: `offset` and `length` in the space's own coordinates (the volume's
+    bytes for free space, the media's for unpartitioned space)."""
+
+    offset: int
+    length: int
+    ext: str
+    type: str
+
+
+@dataclass
+class CarveReport:
+    """What a carve did: bytes tested, items found, and the ranges it could not finish
+    (start, length, why), which stay coverage gaps."""
+
+    bytes_scanned: int = 0
+    candidates: int = 0
+    carved: int = 0
+    rejected: int = 0
+    known: int = 0                   # carved where a deleted file the walk listed starts
+    left: list = field(default_factory=list)   # (offset, length, why, kind or None) not carved
+    seconds: float = 0.0
+
+
+class Space:
+    """A readable byte space: a volume (plain or decrypted) or the whole media.
+
+    `read(at, n)` may return fewer bytes at the end; `view` maps where the container allows."""
+
+    def __init__(self, read: Callable[[int, int], bytes], size: int,
+                 view: Optional[Callable[[int, int], Optional[memoryview]]] = None,
+                 release: Optional[Callable[[int, int], None]] = None):
+        self._read, self.size = read, size
+        self._view, self._release = view, release
+
+    def read(self, at: int, n: int) -> bytes:
+        n = max(0, min(n, self.size - at))
+        return bytes(self._read(at, n)) if n else b""
+
+    def window(self, at: int, n: int):
+        v = self._view(at, n) if self._view is not None else None
+        return v if v is not None else self.read(at, n)
+
+    def release(self, at: int, n: int) -> None:
+        if self._release is not None:
+            self._release(at, n)
+
+
+def evidence_space(evidence, base: int = 0, size: Optional[int] = None) -> Space:
+    """The media from `base` on (a plain volume, or the whole device with base 0)."""
+    media = evidence.ref.media_size
+    size = media - base if size is None else min(size, media - base)
+    return Space(lambda at, n: evidence.read(base + at, n), size,
+                 lambda at, n: evidence.view(base + at, n),
+                 lambda at, n: evidence.release(base + at, n))
+
+
+def volume_space(vi) -> Space:
+    """A decrypted volume (triage.volumes.VolumeImage, unlocked): read, never mapped."""
+    return Space(vi.read, vi.length)
+
+
+# --- the allocation map: free runs -----------------------------------------------------------
+
+def _mask_runs(free: np.ndarray) -> Iterator[tuple[int, int]]:
+    """(first index, count) of each run of True in a boolean array."""
+    if not free.size:
+        return
+    edges = np.diff(np.concatenate(([0], free.astype(np.int8), [0])))
+    starts = np.flatnonzero(edges == 1)
+    ends = np.flatnonzero(edges == -1)
+    for s, e in zip(starts.tolist(), ends.tolist()):
+        yield s, e - s
+
+
+def _merged(runs: Iterator[tuple[int, int]]) -> Iterator[tuple[int, int]]:
+    """Adjacent runs joined (the map is read in slices; a run may cross a slice's edge)."""
+    cur: Optional[list] = None
+    for s, n in runs:
+        if n <= 0:
+            continue
+        if cur is not None and cur[0] + cur[1] == s:
+            cur[1] += n
+            continue
+        if cur is not None:
+            yield cur[0], cur[1]
+        cur = [s, n]
+    if cur is not None:
+        yield cur[0], cur[1]
+
+
+def free_runs(source, volume_offset: int, fs_type: str, fs=None,
+              limit: Optional[int] = None) -> Iterator[tuple[int, int]]:
+    """(start, length) in bytes from the volume's start, of every run its file system's own
+    allocation map marks free, in order. Memory holds one slice of the map at a time. Raises
+    ValueError (or EvidenceError) when the map cannot be read; an unsupported file system
+    raises ValueError too, so its free space stays a gap."""
+    from triage.filesystems import resolver
+    vi = resolver(source).volume(volume_offset)
+    length = vi.length if limit is None else limit
+    if fs_type.startswith("ext"):
+        runs = _ext_runs(vi)
+    elif fs_type in ("fat12", "fat16", "fat32"):
+        runs = _fat_runs(vi, fs_type)
+    elif fs_type == "ntfs" and fs is not None:
+        runs = _bitmap_runs(fs, 6, int(fs.info.block_count), int(fs.info.block_size), 0)
+    elif fs_type == "exfat" and fs is not None:
+        runs = _exfat_runs(vi, fs)
+    else:
+        raise ValueError(f"the {fs_type or 'unknown'} allocation map is not read for carving")
+    for s, n in _merged(runs):
+        if s >= length:
+            return
+        yield s, min(n, length - s)
+
+
+def _le(b: bytes, a: int, n: int) -> int:
+    return int.from_bytes(b[a:a + n], "little")
+
+
+def _ext_runs(vi) -> Iterator[tuple[int, int]]:
+    sb = vi.read(1024, 1024)
+    if len(sb) < 1024 or _le(sb, 56, 2) != 0xEF53:
+        raise ValueError("no ext superblock")
+    block = 1024 << _le(sb, 24, 4) if _le(sb, 24, 4) < 7 else 0
+    incompat, ro = _le(sb, 0x60, 4), _le(sb, 0x64, 4)
+    is64 = bool(incompat & 0x80)
+    blocks = _le(sb, 4, 4) | ((_le(sb, 0x150, 4) << 32) if is64 else 0)
+    first, bpg, ipg = _le(sb, 20, 4), _le(sb, 32, 4), _le(sb, 40, 4)
+    if not block or not 0 < bpg <= 8 * block or blocks * block > vi.length * 2 + block:
+        raise ValueError("implausible ext superblock")
+    desc = max(32, _le(sb, 0xFE, 2)) if is64 else 32
+    inode_size = _le(sb, 88, 2) if _le(sb, 76, 4) >= 1 else 128
+    groups = (blocks - first + bpg - 1) // bpg
+    gdt = vi.read((first + 1) * block, groups * desc)
+    if len(gdt) < groups * desc:
+        raise ValueError("ext group descriptors cut short")
+    sparse = bool(ro & 1)
+    reserved_gdt = _le(sb, 0xCE, 2)
+    gdt_blocks = (groups * desc + block - 1) // block
+    table_blocks = (ipg * inode_size + block - 1) // block
+    meta: list[tuple[int, int]] = []           # (block, count) of bitmaps and inode tables
+    bitmaps = []
+    for g in range(groups):
+        d = gdt[g * desc:(g + 1) * desc]
+        hi = desc >= 64
+        bb = _le(d, 0, 4) | ((_le(d, 0x20, 4) << 32) if hi else 0)
+        ib = _le(d, 4, 4) | ((_le(d, 0x24, 4) << 32) if hi else 0)
+        it = _le(d, 8, 4) | ((_le(d, 0x28, 4) << 32) if hi else 0)
+        bitmaps.append((bb, _le(d, 0x12, 2)))
+        meta += [(bb, 1), (ib, 1), (it, table_blocks)]
+
+    def has_backup(g: int) -> bool:
+        if g <= 1 or not sparse:
+            return True
+        for p in (3, 5, 7):
+            n = p
+            while n < g:
+                n *= p
+            if n == g:
+                return True
+        return False
+
+    for g, (bb, flags) in enumerate(bitmaps):
+        start = first + g * bpg
+        count = min(bpg, blocks - start)
+        if count <= 0:
+            break
+        if flags & 0x2:                          # BLOCK_UNINIT: the kernel's own rule
+            used = np.zeros(count, dtype=bool)
+            if has_backup(g):
+                used[:min(count, 1 + gdt_blocks + reserved_gdt)] = True
+            for b, n in meta:
+                lo, hi_ = max(b, start), min(b + n, start + count)
+                if lo < hi_:
+                    used[lo - start:hi_ - start] = True
+            free = ~used
+        else:
+            raw = vi.read(bb * block, (count + 7) // 8)
+            if len(raw) < (count + 7) // 8:
+                raise ValueError(f"ext group {g}: block bitmap cut short")
+            free = np.unpackbits(np.frombuffer(raw, dtype=np.uint8), bitorder="little")[:count] == 0
+        for s, n in _mask_runs(free):
+            yield (start + s) * block, n * block
+
+
+def _fat_runs(vi, fs_type: str) -> Iterator[tuple[int, int]]:
+    bs = vi.read(0, 512)
+    sector = _le(bs, 11, 2)
+    per_cluster, reserved, fats = bs[13], _le(bs, 14, 2), bs[16]
+    root_entries = _le(bs, 17, 2)
+    total = _le(bs, 19, 2) or _le(bs, 32, 4)
+    fat_sectors = _le(bs, 22, 2) or _le(bs, 36, 4)
+    if not (sector and per_cluster and fats):
+        raise ValueError("not a FAT boot sector")
+    root_sectors = (root_entries * 32 + sector - 1) // sector
+    data_sectors = total - reserved - fats * fat_sectors - root_sectors
+    clusters = max(0, data_sectors // per_cluster)
+    data_start = (reserved + fats * fat_sectors + root_sectors) * sector
+    cl = per_cluster * sector
+    width = {"fat32": 4, "fat16": 2}.get(fs_type, 1.5)
+    slice_entries = 1 << 20
+    at = 2
+    while at < clusters + 2:
+        n = min(slice_entries, clusters + 2 - at)
+        if width == 1.5:                         # FAT12 (small: read whole)
+            raw = vi.read(reserved * sector, fat_sectors * sector)
+            tri = np.frombuffer(raw[:len(raw) // 3 * 3], dtype=np.uint8).reshape(-1, 3).astype(np.uint16)
+            entries = np.empty(tri.shape[0] * 2, dtype=np.uint16)
+            entries[0::2] = tri[:, 0] | ((tri[:, 1] & 0x0F) << 8)
+            entries[1::2] = (tri[:, 1] >> 4) | (tri[:, 2] << 4)
+            part = entries[2:2 + clusters]
+            n = clusters
+        else:
+            w = int(width)
+            raw = vi.read(reserved * sector + at * w, n * w)
+            part = np.frombuffer(raw[:len(raw) // w * w], dtype="<u4" if w == 4 else "<u2")
+            if w == 4:
+                part = part & 0x0FFFFFFF
+        if len(part) < n:
+            raise ValueError("FAT cut short")
+        for s, k in _mask_runs(part[:n] == 0):
+            yield data_start + (at - 2 + s) * cl, k * cl
+        at += n
+    tail = (data_sectors - clusters * per_cluster) * sector
+    if tail > 0:
+        yield data_start + clusters * cl, tail
+
+
+def _bitmap_runs(fs, inode: int, clusters: int, cluster_size: int, base: int,
+                 first_cluster: int = 0) -> Iterator[tuple[int, int]]:
+    """Runs of a bitmap file (NTFS $Bitmap, exFAT's allocation bitmap), read a slice at a time;
+    cluster i + first_cluster of the bitmap lies at base + i * cluster_size."""
+    f = fs.open_meta(inode=inode)
+    step = READ_AHEAD                            # bytes of bitmap: 8M clusters a slice
+    done = 0
+    nbytes = (clusters + 7) // 8
+    while done < nbytes:
+        k = min(step, nbytes - done)
+        try:
+            raw = f.read_random(done, k)
+        except (IOError, OSError, RuntimeError) as exc:
+            raise ValueError(f"allocation bitmap unreadable: {exc}") from None
+        if len(raw) < k:
+            raise ValueError("allocation bitmap shorter than the volume")
+        bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8), bitorder="little")
+        bits = bits[:max(0, clusters - done * 8)]
+        for s, n in _mask_runs(bits == 0):
+            yield base + (done * 8 + s) * cluster_size, n * cluster_size
+        done += k
+
+
+def _exfat_runs(vi, fs) -> Iterator[tuple[int, int]]:
+    from triage.filesystems import _name
+    bs = vi.read(0, 512)
+    clusters = _le(bs, 92, 4)
+    sector = 1 << bs[108]
+    cluster_size = 1 << (bs[108] + bs[109])
+    heap = _le(bs, 88, 4) * sector
+    root = fs.open_dir(inode=int(fs.info.root_inum))
+    for entry in root:
+        if _name(entry.info.name.name) == "$ALLOC_BITMAP" and entry.info.meta is not None:
+            yield from _bitmap_runs(fs, int(entry.info.meta.addr), clusters, cluster_size, heap)
+            return
+    raise ValueError("exFAT allocation bitmap not found")
+
+
+# --- headers at sector starts ----------------------------------------------------------------
+
+def _u32(s: bytes) -> int:
+    return int.from_bytes(s, "big")
+
+
+_W_PNG0, _W_PNG1 = _u32(b"\x89PNG"), _u32(b"\r\n\x1a\n")
+_W_GIF, _W_RIFF, _W_FTYP = _u32(b"GIF8"), _u32(b"RIFF"), _u32(b"ftyp")
+_W_EBML, _W_ASF, _W_FLV = 0x1A45DFA3, _u32(b"\x30\x26\xb2\x75"), _u32(b"FLV\x01")
+
+
+def header_sectors(buf) -> np.ndarray:
+    """Indices of the 512-byte sectors of `buf` that start with a carved type's signature."""
+    nsec = len(buf) // SECTOR
+    if not nsec:
+        return np.zeros(0, dtype=np.int64)
+    a = np.frombuffer(buf, dtype=np.uint8, count=nsec * SECTOR).reshape(nsec, SECTOR)
+    w = np.ascontiguousarray(a[:, :8]).view(">u4")
+    w0, w1 = w[:, 0], w[:, 1]
+    hit = ((w0 & 0xFFFFFF00) == 0xFFD8FF00) | ((w0 == _W_PNG0) & (w1 == _W_PNG1))
+    hit |= (w0 == _W_GIF) | ((w0 >> 16) == 0x424D) | (w0 == _W_RIFF) | (w1 == _W_FTYP)
+    hit |= (w0 == _W_EBML) | (w0 == _W_ASF) | (w0 == _W_FLV)
+    return np.flatnonzero(hit)
+
+
+# --- structural validation: where each candidate ends ----------------------------------------
+
+class _Cursor:
+    """Reads of one candidate, through a read-ahead buffer, never past `limit`."""
+
+    def __init__(self, space: Space, limit: int):
+        self.space, self.limit = space, limit
+        self._at, self._buf = 0, b""
+
+    def get(self, at: int, n: int) -> bytes:
+        if at < 0 or at >= self.limit:
+            return b""
+        n = min(n, self.limit - at)
+        if not (self._at <= at and at + n <= self._at + len(self._buf)):
+            want = min(max(n, READ_AHEAD), self.limit - at)
+            while True:
+                try:
+                    self._buf = self.space.read(at, want)
+                    break
+                except (EvidenceError, OSError):
+                    # the read-ahead met damaged media: the bytes before it may still be whole
+                    # (callers treat fewer bytes than they need as the end of the item)
+                    if want <= SECTOR:
+                        raise
+                    want //= 2
+            self._at = at
+            n = min(n, len(self._buf))
+        return self._buf[at - self._at:at - self._at + n]
+
+
+_JPEG_SOF = frozenset((0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF))
+_JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+
+
+def _jpeg(c: _Cursor, off: int) -> Optional[int]:
+    p, sof, sos = off + 2, False, False
+    for _ in range(MAX_STEPS):
+        b = c.get(p, 4)
+        if len(b) < 2 or b[0] != 0xFF:
+            return None
+        m = b[1]
+        if m == 0xFF:
+            p += 1
+            continue
+        if m == 0xD9:
+            return p + 2 - off if sof and sos else None
+        if 0xD0 <= m <= 0xD7 or m == 0x01:
+            p += 2
+            continue
+        if m == 0xD8 or len(b) < 4:
+            return None
+        seg = int.from_bytes(b[2:4], "big")
+        if seg < 2:
+            return None
+        if m in _JPEG_SOF:
+            s = c.get(p + 4, 6)
+            if len(s) < 6 or not int.from_bytes(s[1:3], "big") or not int.from_bytes(s[3:5], "big"):
+                return None
+            sof = True
+        p += 2 + seg
+        if m == 0xDA:
+            if not sof:
+                return None
+            sos = True
+            p = _next_marker(c, p)
+            if p is None:
+                return None
+    return None
+
+
+def _next_marker(c: _Cursor, p: int) -> Optional[int]:
+    """The next marker after entropy-coded data (stuffed 0xFF00 and restarts skipped)."""
+    while p < c.limit:
+        chunk = c.get(p, READ_AHEAD)
+        if len(chunk) < 2:
+            return None
+        m = _JPEG_MARKER.search(chunk)
+        if m is not None:
+            return p + m.start()
+        p += len(chunk) - 1
+    return None
+
+
+def _png(c: _Cursor, off: int) -> Optional[int]:
+    p, first = off + 8, True
+    for _ in range(MAX_STEPS):
+        h = c.get(p, 8)
+        if len(h) < 8:
+            return None
+        n, typ = int.from_bytes(h[:4], "big"), h[4:8]
+        if n > 0x7FFFFFFF or not typ.isalpha() or (first and (typ != b"IHDR" or n != 13)):
+            return None
+        if p + 12 + n > c.limit:
+            return None
+        body = c.get(p + 8, n + 4)
+        if len(body) < n + 4 or zlib.crc32(typ + body[:n]) != int.from_bytes(body[n:], "big"):
+            return None
+        p += 12 + n
+        first = False
+        if typ == b"IEND":
+            return p - off
+    return None
+
+
+def _gif(c: _Cursor, off: int) -> Optional[int]:
+    h = c.get(off, 13)
+    if len(h) < 13 or h[:6] not in (b"GIF87a", b"GIF89a"):
+        return None
+    p = off + 13 + (3 << ((h[10] & 7) + 1) if h[10] & 0x80 else 0)
+    images = 0
+    for _ in range(MAX_STEPS):
+        b = c.get(p, 1)
+        if not b:
+            return None
+        if b[0] == 0x3B:
+            return p + 1 - off if images else None
+        if b[0] == 0x21:
+            p += 2
+        elif b[0] == 0x2C:
+            d = c.get(p, 10)
+            if len(d) < 10:
+                return None
+            p += 10 + (3 << ((d[9] & 7) + 1) if d[9] & 0x80 else 0) + 1
+            images += 1
+        else:
+            return None
+        while True:                                  # data sub-blocks
+            n = c.get(p, 1)
+            if not n:
+                return None
+            p += 1 + n[0]
+            if n[0] == 0:
+                break
+            if p > c.limit:
+                return None
+    return None
+
+
+_BMP_HEADERS = frozenset((12, 40, 52, 56, 64, 108, 124))
+
+
+def _bmp(c: _Cursor, off: int) -> Optional[int]:
+    h = c.get(off, 54)
+    if len(h) < 26 or h[:2] != b"BM" or h[6:10] != b"\0\0\0\0":
+        return None
+    size, pix, hsz = _le(h, 2, 4), _le(h, 10, 4), _le(h, 14, 4)
+    if hsz not in _BMP_HEADERS or not 14 + hsz <= pix < size or off + size > c.limit:
+        return None
+    if hsz == 12:
+        w, ht, planes, bpp, comp = _le(h, 18, 2), _le(h, 20, 2), _le(h, 22, 2), _le(h, 24, 2), 0
+    else:
+        if len(h) < 54:
+            return None
+        w = int.from_bytes(h[18:22], "little", signed=True)
+        ht = abs(int.from_bytes(h[22:26], "little", signed=True))
+        planes, bpp, comp = _le(h, 26, 2), _le(h, 28, 2), _le(h, 30, 4)
+    if planes != 1 or bpp not in (1, 4, 8, 16, 24, 32) or w <= 0 or ht <= 0 or comp > 6 \
+            or w * ht > 1 << 28:
+        return None
+    if comp == 0 and size < pix + ((w * bpp + 31) // 32) * 4 * ht:
+        return None
+    return size
+
+
+_RIFF_FORMS = {b"WEBP": (b"VP8 ", b"VP8L", b"VP8X"), b"AVI ": (b"LIST",)}
+
+
+def _riff(c: _Cursor, off: int) -> Optional[int]:
+    h = c.get(off, 24)
+    if len(h) < 24:
+        return None
+    size, form = _le(h, 4, 4) + 8, h[8:12]
+    if form not in _RIFF_FORMS or h[12:16] not in _RIFF_FORMS[form] or size < 20:
+        return None
+    if off + size > c.limit:
+        return None
+    if form == b"AVI " and c.get(off + 20, 4) != b"hdrl":
+        return None
+    p = off + 12
+    for _ in range(MAX_STEPS):                       # the top-level chunks fill it exactly
+        if p >= off + size - 1:
+            return size
+        ch = c.get(p, 8)
+        if len(ch) < 8 or not all(32 <= x < 127 for x in ch[:4]):
+            return None
+        p += 8 + _le(ch, 4, 4) + (_le(ch, 4, 4) & 1)
+        if p > off + size:
+            return None
+    return None
+
+
+_BOXES = frozenset(b.encode() for b in (
+    "ftyp", "moov", "mdat", "free", "skip", "wide", "uuid", "meta", "pdin", "moof", "mfra",
+    "sidx", "styp", "ssix", "prft", "emsg", "pnot", "jumb", "idat", "iinf"))
+_HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1", b"avif")
+
+
+def _bmff(c: _Cursor, off: int) -> Optional[int]:
+    h = c.get(off, 12)
+    if len(h) < 12:
+        return None
+    n = int.from_bytes(h[:4], "big")
+    if not 12 <= n <= 4096 or not all(32 <= x < 127 for x in h[8:12]):
+        return None
+    p, seen = off + n, {b"ftyp"}
+    for _ in range(MAX_STEPS):
+        b = c.get(p, 16)
+        if len(b) < 8 or b[4:8] not in _BOXES:
+            break
+        size = int.from_bytes(b[:4], "big")
+        if size == 1:
+            if len(b) < 16:
+                break
+            size = int.from_bytes(b[8:16], "big")
+        if size < 8 or p + size > c.limit:
+            break                                     # 0 ("to the end") or cut: unbounded
+        seen.add(b[4:8])
+        p += size
+    if b"moov" in seen and b"mdat" in seen or h[8:12] in _HEIF_BRANDS and b"meta" in seen:
+        return p - off
+    return None
+
+
+def _vint(c: _Cursor, p: int) -> tuple[Optional[int], int]:
+    b = c.get(p, 8)
+    if not b or not b[0]:
+        return None, 0
+    n = 8 - b[0].bit_length() + 1
+    if len(b) < n:
+        return None, 0
+    v = int.from_bytes(b[:n], "big") & ((1 << (7 * n)) - 1)
+    return (None if v == (1 << (7 * n)) - 1 else v), n
+
+
+def _ebml(c: _Cursor, off: int) -> Optional[int]:
+    size, n = _vint(c, off + 4)
+    if size is None or size > 4096:
+        return None
+    head = c.get(off + 4 + n, size)
+    if b"webm" not in head and b"matroska" not in head:
+        return None
+    p = off + 4 + n + size
+    if c.get(p, 4) != b"\x18\x53\x80\x67":
+        return None
+    seg, k = _vint(c, p + 4)
+    if seg is None or p + 4 + k + seg > c.limit:   # unknown size (a live recording): unbounded
+        return None
+    return p + 4 + k + seg - off
+
+
+_ASF_HEADER = bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c")
+_ASF_DATA = bytes.fromhex("3626b2758e66cf11a6d900aa0062ce6c")
+_ASF_TOP = frozenset((_ASF_HEADER, _ASF_DATA, bytes.fromhex("90080033b1e5cf1189f400a0c90349cb"),
+                      bytes.fromhex("d329e2d6da35d111903400a0c90349be"),
+                      bytes.fromhex("f803b1fead12644c840f2a1d2f7ad48c"),
+                      bytes.fromhex("d03fb73c4a0c0348953dedf7b6228f0c")))
+
+
+def _asf(c: _Cursor, off: int) -> Optional[int]:
+    if c.get(off, 16) != _ASF_HEADER:
+        return None
+    p, data = off, False
+    for _ in range(64):
+        o = c.get(p, 24)
+        if len(o) < 24 or o[:16] not in _ASF_TOP:
+            break
+        size = _le(o, 16, 8)
+        if size < 24 or p + size > c.limit:
+            return None
+        data |= o[:16] == _ASF_DATA
+        p += size
+    return p - off if data else None
+
+
+def _flv(c: _Cursor, off: int) -> Optional[int]:
+    h = c.get(off, 13)
+    if len(h) < 13 or int.from_bytes(h[5:9], "big") != 9 or h[9:13] != b"\0\0\0\0":
+        return None
+    p, tags = off + 13, 0
+    for _ in range(MAX_STEPS):
+        t = c.get(p, 11)
+        if len(t) < 11 or t[0] not in (8, 9, 18) or t[8:11] != b"\0\0\0":
+            break
+        n = int.from_bytes(t[1:4], "big")
+        if int.from_bytes(c.get(p + 11 + n, 4), "big") != 11 + n:
+            break
+        p += 15 + n
+        tags += 1
+    return p - off if tags else None
+
+
+# first bytes -> (validator, size bound, extension when the sniffed type does not say)
+def _kind(head: bytes):
+    if head[:3] == b"\xff\xd8\xff":
+        return _jpeg, MAX_PICTURE, "jpg"
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        return _png, MAX_PICTURE, "png"
+    if head[:4] == b"GIF8":
+        return _gif, MAX_PICTURE, "gif"
+    if head[:2] == b"BM":
+        return _bmp, MAX_PICTURE, "bmp"
+    if head[:4] == b"RIFF":
+        return (_riff, MAX_PICTURE, "webp") if head[8:12] == b"WEBP" else (_riff, MAX_VIDEO, "avi")
+    if head[4:8] == b"ftyp":
+        return _bmff, (MAX_PICTURE if head[8:12] in _HEIF_BRANDS else MAX_VIDEO), "mp4"
+    if head[:4] == b"\x1a\x45\xdf\xa3":
+        return _ebml, MAX_VIDEO, "mkv"
+    if head[:4] == _ASF_HEADER[:4]:
+        return _asf, MAX_VIDEO, "wmv"
+    if head[:4] == b"FLV\x01":
+        return _flv, MAX_VIDEO, "flv"
+    return None
+
+
+_EXT = {"image/jpeg": "jpg", "image/png": "png", "image/gif": "gif", "image/bmp": "bmp",
+        "image/webp": "webp", "image/heic": "heic", "image/heif": "heif", "image/avif": "avif",
+        "video/quicktime": "mov", "video/3gpp": "3gp", "video/mp4": "mp4",
+        "video/x-msvideo": "avi", "video/x-matroska": "mkv", "video/webm": "webm",
+        "video/x-ms-asf": "wmv", "video/x-flv": "flv"}
+
+
+def validate(space: Space, off: int, end: int) -> Optional[Carved]:
+    """The item starting at `off` if its structure holds and ends by `end`; None otherwise.
+    Never raises on content."""
+    head = space.read(off, filetype.HEAD_BYTES)
+    kind = _kind(head)
+    if kind is None:
+        return None
+    check, bound, ext = kind
+    try:
+        n = check(_Cursor(space, min(end, off + bound)), off)
+    except (IndexError, ValueError, OverflowError):
+        return None
+    if not n or n <= 0:
+        return None
+    ctype = filetype.sniff(head)
+    if head[:4] == b"\x1a\x45\xdf\xa3" and b"webm" in space.read(off, 64):
+        ctype = "video/webm"
+    return Carved(offset=off, length=n, ext=_EXT.get(ctype, ext), type=ctype or "")
+
+
+def carve(space: Space, runs, report: Optional[CarveReport] = None,
+          deadline: Optional[float] = None) -> Iterator[Carved]:
+    """Every validated item in `runs` ((start, length) in `space`), in order. What could not be
+    read, or was left when `deadline` (time.monotonic) passed, goes to `report.left`."""
+    report = report if report is not None else CarveReport()
+    t0 = time.monotonic()
+    runs = iter(runs)
+    try:
+        for start, length in runs:
+            end = min(start + length, space.size)
+            pos = start + (-start % SECTOR)
+            skip = pos
+            while pos + SECTOR <= end:
+                if deadline is not None and time.monotonic() > deadline:
+                    report.left.append((pos, end - pos, "carving stopped at its time limit",
+                                        SCAN_INCOMPLETE))
+                    report.left.extend((s, n, "carving stopped at its time limit",
+                                        SCAN_INCOMPLETE) for s, n in runs)
+                    return
+                n = min(WINDOW, end - pos)
+                n -= n % SECTOR
+                try:
+                    buf = space.window(pos, n)
+                    idx = header_sectors(buf)
+                except (EvidenceError, OSError, IOError, ValueError) as exc:
+                    report.left.append((pos, n, f"read error: {exc}"[:200], MEDIA_DAMAGED))
+                    pos += n
+                    continue
+                report.bytes_scanned += n
+                for i in idx.tolist():
+                    at = pos + i * SECTOR
+                    if at < skip:
+                        continue
+                    report.candidates += 1
+                    try:
+                        item = validate(space, at, end)
+                    except (EvidenceError, OSError, IOError) as exc:
+                        report.left.append((at, SECTOR, f"read error: {exc}"[:200],
+                                            MEDIA_DAMAGED))
+                        item = None
+                    if item is None:
+                        report.rejected += 1
+                        continue
+                    report.carved += 1
+                    skip = at + item.length
+                    yield item
+                del buf
+                space.release(pos, n)
+                pos += n
+    finally:
+        report.seconds += time.monotonic() - t0
+
+
+# --- carved items as files --------------------------------------------------------------------
+
+def carved_record(volume: VolumeRef, item: Carved) -> FileRecord:
+    """A carved item as a FileRecord: `$Unallocated/<offset>.<ext>` with the volume as its
+    parent (offsets within the volume), or `$Unpartitioned/...` with the device as its parent
+    (offsets within the media)."""
+    outside = volume.offset == UNPARTITIONED_OFFSET
+    name = f"{item.offset}.{item.ext}"
+    folder = UNPARTITIONED_DIR if outside else UNALLOCATED_DIR
+    prov = Provenance(device_id=volume.device_id, volume_offset=None if outside else volume.offset,
+                      path=f"{folder}/{name}", volume_index=None if outside else volume.index,
+                      fs_type="" if outside else (volume.fs_type or ""), parent=volume.where,
+                      offset=item.offset, length=item.length)
+    return FileRecord(prov=prov, name=name, size=item.length, allocated=False,
+                      fs_type=prov.fs_type, type=item.type)
+
+
+def outside_ranges(media_size: int, volumes) -> list[tuple[int, int]]:
+    """(start, length) of the media's bytes outside every volume (the partition table's own
+    sectors included)."""
+    out, at = [], 0
+    for v in sorted((v for v in volumes if v.offset >= 0), key=lambda v: v.offset):
+        if v.offset > at:
+            out.append((at, v.offset - at))
+        at = max(at, v.offset + v.length)
+    if media_size > at:
+        out.append((at, media_size - at))
+    return out
+
+
+def carve_volume(evidence, volume: VolumeRef, problems: list, done: list,
+                 ranges: Optional[list] = None, seconds: float = 0.0,
+                 report: Optional[CarveReport] = None) -> Iterator[FileRecord]:
+    """The carved items of a volume's free space (or, for the unpartitioned pseudo-volume,
+    of `ranges` of the media), as FileRecords. What could not be carved goes to `problems` as
+    coverage with its bytes; `done` gets True once the space was carved through, so the
+    caller can drop the gap that said it was not."""
+    from triage.filesystems import resolver
+    dev = volume.device_id
+    outside = volume.offset == UNPARTITIONED_OFFSET
+    kind = UNPARTITIONED if outside else UNALLOCATED
+    report = report if report is not None else CarveReport()
+    known: set = set()
+    try:
+        if outside:
+            space, runs = evidence_space(evidence), list(ranges or ())
+        else:
+            res = resolver(evidence)
+            known = res.deleted_starts.get(volume.offset, set())
+            vi = res.volume(volume.offset)
+            space = volume_space(vi) if vi.unlocked else evidence_space(evidence, volume.offset,
+                                                                         volume.length)
+            runs = free_runs(evidence, volume.offset, volume.fs_type or "", res.fs(volume.offset),
+                             limit=volume.length)
+        deadline = time.monotonic() + seconds if seconds else None
+        for item in carve(space, runs, report, deadline):
+            if item.offset in known:
+                # the content of a deleted file the walk already listed, and read through it
+                report.known += 1
+                continue
+            yield carved_record(volume, item)
+    except (EvidenceError, ValueError, OSError, IOError, RuntimeError) as exc:
+        # the map could not be read: the volume's free-space gap stays as it is
+        report.left.append((0, 0, f"allocation map not readable: {exc}"[:200], None))
+        return
+    # a time limit or a read error is something that failed (tier 2, NOT_EXAMINED); only an
+    # unreadable map leaves the space as "not carved" (the volume's gap stays as it was)
+    for start, length, why, failed in report.left:
+        where = Provenance(device_id=dev, volume_offset=None if outside else volume.offset,
+                           volume_index=None if outside else volume.index,
+                           fs_type="" if outside else (volume.fs_type or ""),
+                           offset=start, length=length)
+        problems.append(Coverage(device_id=dev, kind=failed or kind, where=where, reason=why,
+                                 bytes_not_examined=length))
+    done.append(True)
+
+
+# --- pictures stored whole inside other content ------------------------------------------------
+
+EMBEDDED_MAX_ITEMS = 4096
+_EMBEDDED_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
+
+
+def embedded(data, start: int = 0, bmp: bool = False) -> Iterator[Carved]:
+    """JPEG and PNG pictures (and BMP, when asked: thumbnail caches hold them) stored whole
+    inside other content, at any offset from `start`: a thumbnail cache's entries, a PDF's
+    DCTDecode images, a JPEG's EXIF thumbnail. Each is validated and ended by its own
+    structure, as in free space; at most EMBEDDED_MAX_ITEMS."""
+    size = len(data)
+    space = Space(lambda at, n: data[at:at + n], size)
+    pos, found = start, 0
+    nxt = {sig: data.find(sig, pos) for sig in _EMBEDDED_SIGNATURES + ((b"BM",) if bmp else ())}
+    while found < EMBEDDED_MAX_ITEMS:
+        live = [i for i in nxt.values() if i >= 0]
+        if not live:
+            return
+        at = min(live)
+        item = validate(space, at, size)
+        pos = at + (item.length if item is not None else 1)
+        for sig, i in nxt.items():
+            if 0 <= i < pos:
+                nxt[sig] = data.find(sig, pos)
+        if item is not None:
+            found += 1
+            yield item
+
+
+def embedded_record(parent: FileRecord, item: Carved) -> FileRecord:
+    """A picture found inside a file: the file's provenance as parent, with the byte range."""
+    p = parent.prov
+    name = f"{parent.name}@{item.offset}.{item.ext}"
+    prov = Provenance(device_id=p.device_id, volume_offset=p.volume_offset,
+                      path=f"{p.path}@{item.offset}.{item.ext}", volume_index=p.volume_index,
+                      fs_type=p.fs_type, parent=p, offset=item.offset, length=item.length)
+    return FileRecord(prov=prov, name=name, size=item.length, allocated=parent.allocated,
+                      fs_type=parent.fs_type, mtime=parent.mtime, atime=parent.atime,
+                      ctime=parent.ctime, crtime=parent.crtime, type=item.type)

@@ -1,0 +1,68 @@
+"""Files that hold pictures inside them, built byte by byte so the pictures inside are exactly
+the bytes given: a Windows thumbnail cache, a PDF with DCTDecode images, a JPEG whose EXIF
+holds a thumbnail. Each builder returns the file and the (offset, length) of every picture."""
+from __future__ import annotations
+
+import struct
+
+
+def thumbcache(thumbs: list[bytes]) -> tuple[bytes, list[tuple[int, int]]]:
+    """A Windows 7 thumbcache_256.db (format 21, cache type 2 = 256 px): a 24-byte "CMMM"
+    header, then one "CMMM" entry per thumbnail (48-byte entry header, UTF-16 identifier,
+    the JPEG). Entry checksums are left 0: nothing here checks them."""
+    entries, where = b"", []
+    for i, data in enumerate(thumbs):
+        key = 0x5EED0000_00000000 + i
+        ident = f"{key:016x}".encode("utf-16-le")
+        size = 48 + len(ident) + len(data)
+        head = b"CMMM" + struct.pack("<IQIIIIQQ", size, key, len(ident), 0, len(data), 0, 0, 0)
+        where.append(24 + len(entries) + 48 + len(ident))
+        entries += head + ident + data
+    header = b"CMMM" + struct.pack("<5I", 21, 2, 24, 24 + len(entries), len(thumbs))
+    return header + entries, [(off, len(d)) for off, d in zip(where, thumbs)]
+
+
+def pdf_with_jpegs(pages: list[tuple[bytes, int, int]]) -> tuple[bytes, list[tuple[int, int]]]:
+    """A PDF with one page per (JPEG, width, height), each page an image XObject whose stream
+    is the JPEG as given (/DCTDecode), with a cross-reference table."""
+    objs: list[bytes] = []
+    kids = " ".join(f"{3 + 3 * i} 0 R" for i in range(len(pages)))
+    objs.append(b"<< /Type /Catalog /Pages 2 0 R >>")
+    objs.append(f"<< /Type /Pages /Kids [{kids}] /Count {len(pages)} >>".encode())
+    for i, (jpeg, w, h) in enumerate(pages):
+        content, image = 4 + 3 * i, 5 + 3 * i
+        draw = f"q {w} 0 0 {h} 0 0 cm /Im{i} Do Q".encode()
+        objs.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {w} {h}] /Contents {content} 0 R "
+                    f"/Resources << /XObject << /Im{i} {image} 0 R >> >> >>".encode())
+        objs.append(b"<< /Length %d >>\nstream\n" % len(draw) + draw + b"\nendstream")
+        objs.append(f"<< /Type /XObject /Subtype /Image /Width {w} /Height {h} /ColorSpace "
+                    f"/DeviceRGB /BitsPerComponent 8 /Filter /DCTDecode /Length {len(jpeg)} >>\n"
+                    "stream\n".encode() + jpeg + b"\nendstream")
+    out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
+    offsets, where = [], []
+    for n, body in enumerate(objs, 1):
+        offsets.append(len(out))
+        head = b"%d 0 obj\n" % n
+        if b"/DCTDecode" in body:
+            where.append(len(out) + len(head) + body.index(b"stream\n") + len(b"stream\n"))
+        out += head + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, xref)
+    return bytes(out), [(w, len(j)) for w, (j, _, _) in zip(where, pages)]
+
+
+def jpeg_with_exif_thumbnail(jpeg: bytes, thumb: bytes) -> tuple[bytes, tuple[int, int]]:
+    """`jpeg` with an EXIF APP1 segment after its SOI whose IFD1 points at `thumb` (a JPEG of
+    at most about 64 KB), as cameras and phones store the thumbnail of a photo."""
+    ifd1_at = 8 + 2 + 4                       # TIFF header, IFD0 (no entries), its next-IFD
+    thumb_at = ifd1_at + 2 + 2 * 12 + 4
+    tiff = (b"II*\0" + struct.pack("<I", 8) + struct.pack("<HI", 0, ifd1_at)
+            + struct.pack("<H", 2) + struct.pack("<HHII", 0x0201, 4, 1, thumb_at)
+            + struct.pack("<HHII", 0x0202, 4, 1, len(thumb)) + struct.pack("<I", 0) + thumb)
+    exif = b"Exif\0\0" + tiff
+    if len(exif) + 2 > 0xFFFF:
+        raise ValueError("an EXIF thumbnail must fit in one APP1 segment (64 KB)")
+    app1 = b"\xff\xe1" + struct.pack(">H", 2 + len(exif)) + exif
+    return jpeg[:2] + app1 + jpeg[2:], (2 + 4 + 6 + thumb_at, len(thumb))
