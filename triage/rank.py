@@ -21,8 +21,9 @@ The order is decided in two steps, so that no weight can break the rules that ma
 So a device with exact matches always precedes one with only near matches, a near match to
 known material outweighs any number of model suspicions, and a device that could not be fully
 examined (encrypted volume, corrupt image, unfinished scan) can never rank below one that was
-examined and found clean. Until carving exists nearly every device has uncarved free space, so
-tier 0 is reached only by a device whose every byte was examined.
+examined and found clean. Tier 0 is reached only by a device with no coverage record at all:
+its free space carved, and nothing left that triage cannot yet open (a video's frames, a PDF's
+Flate-encoded images, an OLE file).
 
 **2. Points** (within a tier, higher first; ties go by device id). Each rule adds points and a
 reason line; `triage show` lists the breakdown.
