@@ -21,7 +21,8 @@ from PIL import Image
 from damaged import _jpeg, mjpeg_avi, rich_ext4
 from evidence_images import build_all
 from triage import carve, records
-from triage.carve import CarveReport, Space, carve as carve_space, free_runs, validate
+from triage.carve import CarveReport, Space, carve as carve_space, validate
+from triage.filesystems import free_runs
 from triage.device import discover
 from triage.errors import EvidenceError
 from triage.evidence import open_evidence

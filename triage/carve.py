@@ -1,10 +1,10 @@
 """Carving: pictures and videos in a volume's free space and in the disk's unpartitioned space.
 
-Where to look comes from the file system's own allocation map (`free_runs`: ext block bitmaps
-per group, the FAT, NTFS `$Bitmap`, the exFAT allocation bitmap), never from a guess, and from
-the bytes of the disk outside every volume. Those bytes are read through the evidence layer
-(mapped views on raw, ordinary reads on E01 and the libyal containers, the decrypted view of an
-unlocked BitLocker volume).
+Where to look comes from the file system's own allocation map (`triage.filesystems.free_runs`:
+ext block bitmaps per group, the FAT, NTFS `$Bitmap`, the exFAT allocation bitmap), never from
+a guess, and from the bytes of the disk outside every volume. Those bytes are read through the
+evidence layer (mapped views on raw, ordinary reads on E01 and the libyal containers, the
+decrypted view of an unlocked BitLocker volume).
 
 Headers are looked for at the start of every 512-byte sector, as PhotoRec does: a file that was
 written by a file system starts on a block, and a block starts on a sector. The test is numpy
@@ -30,6 +30,7 @@ import numpy as np
 
 from triage import filetype
 from triage.errors import EvidenceError
+from triage.filesystems import free_runs
 from triage.records import (MEDIA_DAMAGED, SCAN_INCOMPLETE, UNALLOCATED, UNALLOCATED_DIR, UNPARTITIONED, UNPARTITIONED_DIR,
                             UNPARTITIONED_OFFSET, Coverage, FileRecord, Provenance, VolumeRef)
 
@@ -104,209 +105,8 @@ def volume_space(vi) -> Space:
     return Space(vi.read, vi.length)
 
 
-# --- the allocation map: free runs -----------------------------------------------------------
-
-def _mask_runs(free: np.ndarray) -> Iterator[tuple[int, int]]:
-    """(first index, count) of each run of True in a boolean array."""
-    if not free.size:
-        return
-    edges = np.diff(np.concatenate(([0], free.astype(np.int8), [0])))
-    starts = np.flatnonzero(edges == 1)
-    ends = np.flatnonzero(edges == -1)
-    for s, e in zip(starts.tolist(), ends.tolist()):
-        yield s, e - s
-
-
-def _merged(runs: Iterator[tuple[int, int]]) -> Iterator[tuple[int, int]]:
-    """Adjacent runs joined (the map is read in slices; a run may cross a slice's edge)."""
-    cur: Optional[list] = None
-    for s, n in runs:
-        if n <= 0:
-            continue
-        if cur is not None and cur[0] + cur[1] == s:
-            cur[1] += n
-            continue
-        if cur is not None:
-            yield cur[0], cur[1]
-        cur = [s, n]
-    if cur is not None:
-        yield cur[0], cur[1]
-
-
-def free_runs(source, volume_offset: int, fs_type: str, fs=None,
-              limit: Optional[int] = None) -> Iterator[tuple[int, int]]:
-    """(start, length) in bytes from the volume's start, of every run its file system's own
-    allocation map marks free, in order. Memory holds one slice of the map at a time. Raises
-    ValueError (or EvidenceError) when the map cannot be read; an unsupported file system
-    raises ValueError too, so its free space stays a gap."""
-    from triage.filesystems import resolver
-    vi = resolver(source).volume(volume_offset)
-    length = vi.length if limit is None else limit
-    if fs_type.startswith("ext"):
-        runs = _ext_runs(vi)
-    elif fs_type in ("fat12", "fat16", "fat32"):
-        runs = _fat_runs(vi, fs_type)
-    elif fs_type == "ntfs" and fs is not None:
-        runs = _bitmap_runs(fs, 6, int(fs.info.block_count), int(fs.info.block_size), 0)
-    elif fs_type == "exfat" and fs is not None:
-        runs = _exfat_runs(vi, fs)
-    else:
-        raise ValueError(f"the {fs_type or 'unknown'} allocation map is not read for carving")
-    for s, n in _merged(runs):
-        if s >= length:
-            return
-        yield s, min(n, length - s)
-
-
 def _le(b: bytes, a: int, n: int) -> int:
     return int.from_bytes(b[a:a + n], "little")
-
-
-def _ext_runs(vi) -> Iterator[tuple[int, int]]:
-    sb = vi.read(1024, 1024)
-    if len(sb) < 1024 or _le(sb, 56, 2) != 0xEF53:
-        raise ValueError("no ext superblock")
-    block = 1024 << _le(sb, 24, 4) if _le(sb, 24, 4) < 7 else 0
-    incompat, ro = _le(sb, 0x60, 4), _le(sb, 0x64, 4)
-    is64 = bool(incompat & 0x80)
-    blocks = _le(sb, 4, 4) | ((_le(sb, 0x150, 4) << 32) if is64 else 0)
-    first, bpg, ipg = _le(sb, 20, 4), _le(sb, 32, 4), _le(sb, 40, 4)
-    if not block or not 0 < bpg <= 8 * block or blocks * block > vi.length * 2 + block:
-        raise ValueError("implausible ext superblock")
-    desc = max(32, _le(sb, 0xFE, 2)) if is64 else 32
-    inode_size = _le(sb, 88, 2) if _le(sb, 76, 4) >= 1 else 128
-    groups = (blocks - first + bpg - 1) // bpg
-    gdt = vi.read((first + 1) * block, groups * desc)
-    if len(gdt) < groups * desc:
-        raise ValueError("ext group descriptors cut short")
-    sparse = bool(ro & 1)
-    reserved_gdt = _le(sb, 0xCE, 2)
-    gdt_blocks = (groups * desc + block - 1) // block
-    table_blocks = (ipg * inode_size + block - 1) // block
-    meta: list[tuple[int, int]] = []           # (block, count) of bitmaps and inode tables
-    bitmaps = []
-    for g in range(groups):
-        d = gdt[g * desc:(g + 1) * desc]
-        hi = desc >= 64
-        bb = _le(d, 0, 4) | ((_le(d, 0x20, 4) << 32) if hi else 0)
-        ib = _le(d, 4, 4) | ((_le(d, 0x24, 4) << 32) if hi else 0)
-        it = _le(d, 8, 4) | ((_le(d, 0x28, 4) << 32) if hi else 0)
-        bitmaps.append((bb, _le(d, 0x12, 2)))
-        meta += [(bb, 1), (ib, 1), (it, table_blocks)]
-
-    def has_backup(g: int) -> bool:
-        if g <= 1 or not sparse:
-            return True
-        for p in (3, 5, 7):
-            n = p
-            while n < g:
-                n *= p
-            if n == g:
-                return True
-        return False
-
-    for g, (bb, flags) in enumerate(bitmaps):
-        start = first + g * bpg
-        count = min(bpg, blocks - start)
-        if count <= 0:
-            break
-        if flags & 0x2:                          # BLOCK_UNINIT: the kernel's own rule
-            used = np.zeros(count, dtype=bool)
-            if has_backup(g):
-                used[:min(count, 1 + gdt_blocks + reserved_gdt)] = True
-            for b, n in meta:
-                lo, hi_ = max(b, start), min(b + n, start + count)
-                if lo < hi_:
-                    used[lo - start:hi_ - start] = True
-            free = ~used
-        else:
-            raw = vi.read(bb * block, (count + 7) // 8)
-            if len(raw) < (count + 7) // 8:
-                raise ValueError(f"ext group {g}: block bitmap cut short")
-            free = np.unpackbits(np.frombuffer(raw, dtype=np.uint8), bitorder="little")[:count] == 0
-        for s, n in _mask_runs(free):
-            yield (start + s) * block, n * block
-
-
-def _fat_runs(vi, fs_type: str) -> Iterator[tuple[int, int]]:
-    bs = vi.read(0, 512)
-    sector = _le(bs, 11, 2)
-    per_cluster, reserved, fats = bs[13], _le(bs, 14, 2), bs[16]
-    root_entries = _le(bs, 17, 2)
-    total = _le(bs, 19, 2) or _le(bs, 32, 4)
-    fat_sectors = _le(bs, 22, 2) or _le(bs, 36, 4)
-    if not (sector and per_cluster and fats):
-        raise ValueError("not a FAT boot sector")
-    root_sectors = (root_entries * 32 + sector - 1) // sector
-    data_sectors = total - reserved - fats * fat_sectors - root_sectors
-    clusters = max(0, data_sectors // per_cluster)
-    data_start = (reserved + fats * fat_sectors + root_sectors) * sector
-    cl = per_cluster * sector
-    width = {"fat32": 4, "fat16": 2}.get(fs_type, 1.5)
-    slice_entries = 1 << 20
-    at = 2
-    while at < clusters + 2:
-        n = min(slice_entries, clusters + 2 - at)
-        if width == 1.5:                         # FAT12 (small: read whole)
-            raw = vi.read(reserved * sector, fat_sectors * sector)
-            tri = np.frombuffer(raw[:len(raw) // 3 * 3], dtype=np.uint8).reshape(-1, 3).astype(np.uint16)
-            entries = np.empty(tri.shape[0] * 2, dtype=np.uint16)
-            entries[0::2] = tri[:, 0] | ((tri[:, 1] & 0x0F) << 8)
-            entries[1::2] = (tri[:, 1] >> 4) | (tri[:, 2] << 4)
-            part = entries[2:2 + clusters]
-            n = clusters
-        else:
-            w = int(width)
-            raw = vi.read(reserved * sector + at * w, n * w)
-            part = np.frombuffer(raw[:len(raw) // w * w], dtype="<u4" if w == 4 else "<u2")
-            if w == 4:
-                part = part & 0x0FFFFFFF
-        if len(part) < n:
-            raise ValueError("FAT cut short")
-        for s, k in _mask_runs(part[:n] == 0):
-            yield data_start + (at - 2 + s) * cl, k * cl
-        at += n
-    tail = (data_sectors - clusters * per_cluster) * sector
-    if tail > 0:
-        yield data_start + clusters * cl, tail
-
-
-def _bitmap_runs(fs, inode: int, clusters: int, cluster_size: int, base: int,
-                 first_cluster: int = 0) -> Iterator[tuple[int, int]]:
-    """Runs of a bitmap file (NTFS $Bitmap, exFAT's allocation bitmap), read a slice at a time;
-    cluster i + first_cluster of the bitmap lies at base + i * cluster_size."""
-    f = fs.open_meta(inode=inode)
-    step = READ_AHEAD                            # bytes of bitmap: 8M clusters a slice
-    done = 0
-    nbytes = (clusters + 7) // 8
-    while done < nbytes:
-        k = min(step, nbytes - done)
-        try:
-            raw = f.read_random(done, k)
-        except (IOError, OSError, RuntimeError) as exc:
-            raise ValueError(f"allocation bitmap unreadable: {exc}") from None
-        if len(raw) < k:
-            raise ValueError("allocation bitmap shorter than the volume")
-        bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8), bitorder="little")
-        bits = bits[:max(0, clusters - done * 8)]
-        for s, n in _mask_runs(bits == 0):
-            yield base + (done * 8 + s) * cluster_size, n * cluster_size
-        done += k
-
-
-def _exfat_runs(vi, fs) -> Iterator[tuple[int, int]]:
-    from triage.filesystems import _name
-    bs = vi.read(0, 512)
-    clusters = _le(bs, 92, 4)
-    sector = 1 << bs[108]
-    cluster_size = 1 << (bs[108] + bs[109])
-    heap = _le(bs, 88, 4) * sector
-    root = fs.open_dir(inode=int(fs.info.root_inum))
-    for entry in root:
-        if _name(entry.info.name.name) == "$ALLOC_BITMAP" and entry.info.meta is not None:
-            yield from _bitmap_runs(fs, int(entry.info.meta.addr), clusters, cluster_size, heap)
-            return
-    raise ValueError("exFAT allocation bitmap not found")
 
 
 # --- headers at sector starts ----------------------------------------------------------------

@@ -237,11 +237,15 @@ class EwfSource(Source):
         data = self._reader.read(offset, size)
         hits = self._reader.damage_in(offset, len(data))
         if hits:
-            bps = self._reader.bytes_per_sector
-            sectors = ", ".join(f"{start // bps}-{(start + length) // bps - 1}" for start, length in hits)
+            sectors = ", ".join(self.sectors(start, length) for start, length in hits)
             raise EvidenceError(f"{self._reader.paths[0]}: checksum error in sectors {sectors} "
                                 f"(E01 chunk damaged)")
         return data
+
+    def sectors(self, start: int, length: int) -> str:
+        """A damaged byte range as the sectors ewfverify names: 'first-last'."""
+        bps = self._reader.bytes_per_sector
+        return f"{start // bps}-{(start + length) // bps - 1}"
 
     def damaged_ranges(self) -> list[tuple[int, int]]:
         """(byte offset, length) of every damaged region a read has met so far, in order."""
@@ -419,12 +423,12 @@ class Evidence:
         ranges = getattr(self.source, "damaged_ranges", None)
         if ranges is None:
             return []
-        bps = 512
         return [Coverage(device_id=self.ref.device_id, kind=MEDIA_DAMAGED,
                          where=Provenance(device_id=self.ref.device_id, volume_offset=None,
                                           offset=start, length=length),
-                         reason=f"E01 chunk fails its checksum: sectors {start // bps}-"
-                                f"{(start + length) // bps - 1}", bytes_not_examined=length)
+                         reason="E01 chunk fails its checksum: sectors "
+                                + self.source.sectors(start, length),
+                         bytes_not_examined=length)
                 for start, length in ranges()]
 
     def on_close(self, callback) -> None:

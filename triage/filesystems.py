@@ -19,6 +19,7 @@ from collections import OrderedDict
 from dataclasses import replace
 from typing import Iterator, Optional
 
+import numpy as np
 import pytsk3
 
 from triage import filetype
@@ -26,7 +27,7 @@ from triage.errors import EvidenceError, ShortRead
 from triage.evidence import Evidence, is_bitlocker
 from triage.records import FOLDER_NOT_READ, Coverage, FileRecord, Provenance, VolumeRef
 from triage import volumes
-from triage.volumes import VolumeImage, plain_volume
+from triage.volumes import VolumeImage, c_text, plain_volume
 
 ORPHAN_DIR = "/$OrphanFiles"
 NTFS_DATA = int(pytsk3.TSK_FS_ATTR_TYPE_NTFS_DATA)        # 128, the $DATA attribute
@@ -36,6 +37,7 @@ FS_CACHE = 8                                               # FS_Info objects kep
 # What pytsk3 raises on damaged structures; SystemError and OverflowError come from sizes that
 # corrupt metadata makes negative or huge ("Negative size passed to PyBytes_FromStringAndSize").
 TSK_ERRORS = (IOError, OSError, RuntimeError, SystemError, OverflowError)
+MAP_SLICE = 1 << 20             # bytes of an allocation bitmap read at a time
 # TSK's file-system type numbers -> the short names used everywhere else
 FS_NAMES = {
     pytsk3.TSK_FS_TYPE_NTFS: "ntfs", pytsk3.TSK_FS_TYPE_FAT12: "fat12",
@@ -84,7 +86,8 @@ class Resolver:
                 raise EvidenceError(f"{ev.ref.device_id}: a folder has no file-system image")
             length = ev.ref.media_size - offset if length is None else length
             if is_bitlocker(ev.read(offset, 512)):
-                vi = volumes.unlock(ev, offset, length, *(tuple(self.secrets) + (None, None))[:2])
+                key, password = (tuple(self.secrets) + (None, None))[:2]
+                vi = volumes.unlock(ev, offset, length, key, password)
             else:
                 vi = plain_volume(ev, offset, length)
             self._volumes[offset] = vi
@@ -120,9 +123,13 @@ def resolver(source: "Evidence | Resolver") -> Resolver:
         return source
     found = _RESOLVERS.get(id(source))
     if found is None or found.evidence is not source:
-        found = _RESOLVERS[id(source)] = Resolver(source)
         key = id(source)
-        source.on_close(lambda: (_RESOLVERS.pop(key, None) or found).close())
+        found = _RESOLVERS[key] = Resolver(source)
+
+        def forget() -> None:
+            _RESOLVERS.pop(key, None)
+            found.close()
+        source.on_close(forget)
     return found
 
 
@@ -239,7 +246,7 @@ def _first_byte(entry, block: int) -> Optional[int]:
                 if int(run.len) > 0 and not int(run.flags) & int(pytsk3.TSK_FS_ATTR_RUN_FLAG_SPARSE):
                     return int(run.addr) * block
                 return None
-    except (IOError, OSError, RuntimeError):
+    except TSK_ERRORS:
         return None
     return None
 
@@ -578,94 +585,223 @@ def _ntfs_initialised(res: Resolver, fs, prov: Provenance) -> Optional[int]:
     return None
 
 
-# --- the allocation map: how much of a volume is unallocated ---------------------------------
+# --- the allocation map: free runs and free bytes ------------------------------------------
 
-def unallocated_bytes(source: "Evidence | Resolver", volume_offset: int, fs_type: str,
-                      fs=None) -> int:
-    """Bytes of the volume that its file system's own allocation map marks free, -1 when this
-    file system's map is not read here. Read from the map itself (FAT, NTFS $Bitmap, exFAT's
-    allocation bitmap) or the counters the file system keeps (ext superblock, HFS+ header)."""
+def _mask_runs(free: np.ndarray) -> Iterator[tuple[int, int]]:
+    """(first index, count) of each run of True in a boolean array."""
+    if not free.size:
+        return
+    edges = np.diff(np.concatenate(([0], free.astype(np.int8), [0])))
+    starts = np.flatnonzero(edges == 1)
+    ends = np.flatnonzero(edges == -1)
+    for s, e in zip(starts.tolist(), ends.tolist()):
+        yield s, e - s
+
+
+def _merged(runs: Iterator[tuple[int, int]]) -> Iterator[tuple[int, int]]:
+    """Adjacent runs joined (the map is read in slices; a run may cross a slice's edge)."""
+    cur: Optional[list] = None
+    for s, n in runs:
+        if n <= 0:
+            continue
+        if cur is not None and cur[0] + cur[1] == s:
+            cur[1] += n
+            continue
+        if cur is not None:
+            yield cur[0], cur[1]
+        cur = [s, n]
+    if cur is not None:
+        yield cur[0], cur[1]
+
+
+def free_runs(source, volume_offset: int, fs_type: str, fs=None,
+              limit: Optional[int] = None) -> Iterator[tuple[int, int]]:
+    """(start, length) in bytes from the volume's start, of every run its file system's own
+    allocation map marks free, in order. Memory holds one slice of the map at a time. Raises
+    ValueError (or EvidenceError) when the map cannot be read; an unsupported file system
+    raises ValueError too, so its free space stays a gap."""
     vi = resolver(source).volume(volume_offset)
-    try:
-        if fs_type.startswith("ext"):
-            return _ext_free(vi)
-        if fs_type in ("fat12", "fat16", "fat32"):
-            return _fat_free(vi, fs_type)
-        if fs_type == "ntfs" and fs is not None:
-            return _bitmap_free(fs, 6, int(fs.info.block_count), int(fs.info.block_size))
-        if fs_type == "exfat" and fs is not None:
-            return _exfat_free(vi, fs)
-        if fs_type == "hfs+":
-            vh = vi.read(1024, 512)
-            block, free = int.from_bytes(vh[0x28:0x2C], "big"), int.from_bytes(vh[0x30:0x34], "big")
-            return block * free
-        if fs_type == "iso9660":
-            return 0                                # written once: nothing is free
-    except (*TSK_ERRORS, EvidenceError, ValueError, IndexError):
-        return -1
-    return -1
+    length = vi.length if limit is None else limit
+    if fs_type.startswith("ext"):
+        runs = _ext_runs(vi)
+    elif fs_type in ("fat12", "fat16", "fat32"):
+        runs = _fat_runs(vi, fs_type)
+    elif fs_type == "ntfs" and fs is not None:
+        runs = _bitmap_runs(fs, 6, int(fs.info.block_count), int(fs.info.block_size), 0)
+    elif fs_type == "exfat" and fs is not None:
+        runs = _exfat_runs(vi, fs)
+    else:
+        raise ValueError(f"the {fs_type or 'unknown'} allocation map is not read")
+    for s, n in _merged(runs):
+        if s >= length:
+            return
+        yield s, min(n, length - s)
 
 
-def _ext_free(vi: VolumeImage) -> int:
+def _le(b: bytes, a: int, n: int) -> int:
+    return int.from_bytes(b[a:a + n], "little")
+
+
+def _ext_runs(vi) -> Iterator[tuple[int, int]]:
     sb = vi.read(1024, 1024)
-    block = 1024 << int.from_bytes(sb[24:28], "little")
-    free = int.from_bytes(sb[12:16], "little")
-    if int.from_bytes(sb[0x60:0x64], "little") & 0x80:          # 64bit feature: high words
-        free |= int.from_bytes(sb[0x158:0x15C], "little") << 32
-    return free * block
+    if len(sb) < 1024 or _le(sb, 56, 2) != 0xEF53:
+        raise ValueError("no ext superblock")
+    block = 1024 << _le(sb, 24, 4) if _le(sb, 24, 4) < 7 else 0
+    incompat, ro = _le(sb, 0x60, 4), _le(sb, 0x64, 4)
+    is64 = bool(incompat & 0x80)
+    blocks = _le(sb, 4, 4) | ((_le(sb, 0x150, 4) << 32) if is64 else 0)
+    first, bpg, ipg = _le(sb, 20, 4), _le(sb, 32, 4), _le(sb, 40, 4)
+    if not block or not 0 < bpg <= 8 * block or blocks * block > vi.length * 2 + block:
+        raise ValueError("implausible ext superblock")
+    desc = max(32, _le(sb, 0xFE, 2)) if is64 else 32
+    inode_size = _le(sb, 88, 2) if _le(sb, 76, 4) >= 1 else 128
+    groups = (blocks - first + bpg - 1) // bpg
+    gdt = vi.read((first + 1) * block, groups * desc)
+    if len(gdt) < groups * desc:
+        raise ValueError("ext group descriptors cut short")
+    sparse = bool(ro & 1)
+    reserved_gdt = _le(sb, 0xCE, 2)
+    gdt_blocks = (groups * desc + block - 1) // block
+    table_blocks = (ipg * inode_size + block - 1) // block
+    meta: list[tuple[int, int]] = []           # (block, count) of bitmaps and inode tables
+    bitmaps = []
+    for g in range(groups):
+        d = gdt[g * desc:(g + 1) * desc]
+        hi = desc >= 64
+        bb = _le(d, 0, 4) | ((_le(d, 0x20, 4) << 32) if hi else 0)
+        ib = _le(d, 4, 4) | ((_le(d, 0x24, 4) << 32) if hi else 0)
+        it = _le(d, 8, 4) | ((_le(d, 0x28, 4) << 32) if hi else 0)
+        bitmaps.append((bb, _le(d, 0x12, 2)))
+        meta += [(bb, 1), (ib, 1), (it, table_blocks)]
+
+    def has_backup(g: int) -> bool:
+        if g <= 1 or not sparse:
+            return True
+        for p in (3, 5, 7):
+            n = p
+            while n < g:
+                n *= p
+            if n == g:
+                return True
+        return False
+
+    for g, (bb, flags) in enumerate(bitmaps):
+        start = first + g * bpg
+        count = min(bpg, blocks - start)
+        if count <= 0:
+            break
+        if flags & 0x2:                          # BLOCK_UNINIT: the kernel's own rule
+            used = np.zeros(count, dtype=bool)
+            if has_backup(g):
+                used[:min(count, 1 + gdt_blocks + reserved_gdt)] = True
+            for b, n in meta:
+                lo, hi_ = max(b, start), min(b + n, start + count)
+                if lo < hi_:
+                    used[lo - start:hi_ - start] = True
+            free = ~used
+        else:
+            raw = vi.read(bb * block, (count + 7) // 8)
+            if len(raw) < (count + 7) // 8:
+                raise ValueError(f"ext group {g}: block bitmap cut short")
+            free = np.unpackbits(np.frombuffer(raw, dtype=np.uint8), bitorder="little")[:count] == 0
+        for s, n in _mask_runs(free):
+            yield (start + s) * block, n * block
 
 
-def _fat_free(vi: VolumeImage, fs_type: str) -> int:
-    import numpy as np
+def _fat_runs(vi, fs_type: str) -> Iterator[tuple[int, int]]:
     bs = vi.read(0, 512)
-    sector = int.from_bytes(bs[11:13], "little")
-    per_cluster = bs[13]
-    reserved = int.from_bytes(bs[14:16], "little")
-    fats = bs[16]
-    root_entries = int.from_bytes(bs[17:19], "little")
-    total = int.from_bytes(bs[19:21], "little") or int.from_bytes(bs[32:36], "little")
-    fat_sectors = int.from_bytes(bs[22:24], "little") or int.from_bytes(bs[36:40], "little")
+    sector = _le(bs, 11, 2)
+    per_cluster, reserved, fats = bs[13], _le(bs, 14, 2), bs[16]
+    root_entries = _le(bs, 17, 2)
+    total = _le(bs, 19, 2) or _le(bs, 32, 4)
+    fat_sectors = _le(bs, 22, 2) or _le(bs, 36, 4)
     if not (sector and per_cluster and fats):
         raise ValueError("not a FAT boot sector")
     root_sectors = (root_entries * 32 + sector - 1) // sector
     data_sectors = total - reserved - fats * fat_sectors - root_sectors
     clusters = max(0, data_sectors // per_cluster)
-    fat = vi.read(reserved * sector, fat_sectors * sector)
-    if fs_type == "fat32":
-        entries = np.frombuffer(fat[:len(fat) // 4 * 4], dtype="<u4") & 0x0FFFFFFF
-    elif fs_type == "fat16":
-        entries = np.frombuffer(fat[:len(fat) // 2 * 2], dtype="<u2")
-    else:                                       # FAT12: two 12-bit entries in three bytes
-        raw = np.frombuffer(fat[:len(fat) // 3 * 3], dtype=np.uint8).reshape(-1, 3).astype(np.uint16)
-        entries = np.empty(raw.shape[0] * 2, dtype=np.uint16)
-        entries[0::2] = raw[:, 0] | ((raw[:, 1] & 0x0F) << 8)
-        entries[1::2] = (raw[:, 1] >> 4) | (raw[:, 2] << 4)
-    free = int(np.count_nonzero(entries[2:2 + clusters] == 0))
-    # sectors past the last whole cluster belong to no file either
+    data_start = (reserved + fats * fat_sectors + root_sectors) * sector
+    cl = per_cluster * sector
+    width = {"fat32": 4, "fat16": 2}.get(fs_type, 1.5)
+    slice_entries = 1 << 20
+    at = 2
+    while at < clusters + 2:
+        n = min(slice_entries, clusters + 2 - at)
+        if width == 1.5:                         # FAT12 (small: read whole)
+            raw = vi.read(reserved * sector, fat_sectors * sector)
+            tri = np.frombuffer(raw[:len(raw) // 3 * 3], dtype=np.uint8).reshape(-1, 3).astype(np.uint16)
+            entries = np.empty(tri.shape[0] * 2, dtype=np.uint16)
+            entries[0::2] = tri[:, 0] | ((tri[:, 1] & 0x0F) << 8)
+            entries[1::2] = (tri[:, 1] >> 4) | (tri[:, 2] << 4)
+            part = entries[2:2 + clusters]
+            n = clusters
+        else:
+            w = int(width)
+            raw = vi.read(reserved * sector + at * w, n * w)
+            part = np.frombuffer(raw[:len(raw) // w * w], dtype="<u4" if w == 4 else "<u2")
+            if w == 4:
+                part = part & 0x0FFFFFFF
+        if len(part) < n:
+            raise ValueError("FAT cut short")
+        for s, k in _mask_runs(part[:n] == 0):
+            yield data_start + (at - 2 + s) * cl, k * cl
+        at += n
     tail = (data_sectors - clusters * per_cluster) * sector
-    return free * per_cluster * sector + max(0, tail)
+    if tail > 0:
+        yield data_start + clusters * cl, tail
 
 
-def _bitmap_free(fs, inode: int, clusters: int, cluster_size: int, attr=()) -> int:
-    import numpy as np
+def _bitmap_runs(fs, inode: int, clusters: int, cluster_size: int, base: int,
+                 first_cluster: int = 0) -> Iterator[tuple[int, int]]:
+    """Runs of a bitmap file (NTFS $Bitmap, exFAT's allocation bitmap), read a slice at a time;
+    cluster i + first_cluster of the bitmap lies at base + i * cluster_size."""
     f = fs.open_meta(inode=inode)
+    step = MAP_SLICE                             # bytes of bitmap: 8M clusters a slice
+    done = 0
     nbytes = (clusters + 7) // 8
-    raw = f.read_random(0, nbytes, *attr)
-    bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8), bitorder="little")[:clusters]
-    if len(bits) < clusters:
-        raise ValueError("allocation bitmap shorter than the volume")
-    return int(clusters - np.count_nonzero(bits)) * cluster_size
+    while done < nbytes:
+        k = min(step, nbytes - done)
+        try:
+            raw = f.read_random(done, k)
+        except TSK_ERRORS as exc:
+            raise ValueError(f"allocation bitmap unreadable: {exc}") from None
+        if len(raw) < k:
+            raise ValueError("allocation bitmap shorter than the volume")
+        bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8), bitorder="little")
+        bits = bits[:max(0, clusters - done * 8)]
+        for s, n in _mask_runs(bits == 0):
+            yield base + (done * 8 + s) * cluster_size, n * cluster_size
+        done += k
 
 
-def _exfat_free(vi: VolumeImage, fs) -> int:
+def _exfat_runs(vi, fs) -> Iterator[tuple[int, int]]:
     bs = vi.read(0, 512)
-    clusters = int.from_bytes(bs[92:96], "little")
+    clusters = _le(bs, 92, 4)
+    sector = 1 << bs[108]
     cluster_size = 1 << (bs[108] + bs[109])
+    heap = _le(bs, 88, 4) * sector
     root = fs.open_dir(inode=int(fs.info.root_inum))
     for entry in root:
         if _name(entry.info.name.name) == "$ALLOC_BITMAP" and entry.info.meta is not None:
-            return _bitmap_free(fs, int(entry.info.meta.addr), clusters, cluster_size)
-    return -1
+            yield from _bitmap_runs(fs, int(entry.info.meta.addr), clusters, cluster_size, heap)
+            return
+    raise ValueError("exFAT allocation bitmap not found")
+
+
+def unallocated_bytes(source: "Evidence | Resolver", volume_offset: int, fs_type: str,
+                      fs=None) -> int:
+    """Bytes of the volume that its file system's own allocation map marks free (the sum of
+    `free_runs`, the runs the carver reads), -1 when this file system's map is not read here.
+    HFS+ gives the count its volume header keeps; ISO 9660 is written once, nothing is free."""
+    try:
+        if fs_type == "hfs+":
+            vh = resolver(source).volume(volume_offset).read(1024, 512)
+            return int.from_bytes(vh[0x28:0x2C], "big") * int.from_bytes(vh[0x30:0x34], "big")
+        if fs_type == "iso9660":
+            return 0
+        return sum(n for _s, n in free_runs(source, volume_offset, fs_type, fs))
+    except (*TSK_ERRORS, EvidenceError, ValueError, IndexError):
+        return -1
 
 
 # --- labels ---------------------------------------------------------------------------------
@@ -675,7 +811,7 @@ def fs_label(source: "Evidence | Resolver", offset: int, fs_type: str, fs=None) 
     try:
         if fs_type.startswith("ext"):
             sb = resolver(source).volume(offset).read(1024, 1024)
-            return _text(sb[120:136])
+            return c_text(sb[120:136])
         if fs_type == "fat32":
             return _fat_label(resolver(source).volume(offset).read(0, 512)[71:82])
         if fs_type in ("fat12", "fat16"):
@@ -692,13 +828,5 @@ def fs_label(source: "Evidence | Resolver", offset: int, fs_type: str, fs=None) 
 
 
 def _fat_label(raw: bytes) -> str:
-    label = _text(raw).strip()
+    label = c_text(raw).strip()
     return "" if label.upper() == "NO NAME" else label
-
-
-
-
-def _text(raw) -> str:
-    if isinstance(raw, bytes):
-        return raw.split(b"\x00", 1)[0].decode("utf-8", "replace").strip()
-    return str(raw)

@@ -74,12 +74,13 @@ def findings(store, device_id: Optional[str] = None,
 
 
 def _device_findings(store, device_id: str, thresholds: Optional[dict]) -> Iterator[Finding]:
-    found = classify(store.matches(device_id), store.scores(device_id), thresholds)
+    scores = store.scores(device_id)
+    found = classify(store.matches(device_id), scores, thresholds)
     keys = found.keys()
     if not keys:
         return []
     scores_by_key: dict[str, list[Score]] = {}
-    for s in store.scores(device_id):
+    for s in scores:
         scores_by_key.setdefault(s.key, []).append(s)
     items = []
     for rec, feat in store.files(device_id, keys=keys):

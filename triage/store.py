@@ -95,6 +95,7 @@ CREATE TABLE IF NOT EXISTS files (
     device_id TEXT NOT NULL,
     batch_id TEXT NOT NULL DEFAULT '',
     volume_offset INTEGER NOT NULL,
+    volume_index INTEGER,
     inode INTEGER,
     path TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -102,7 +103,8 @@ CREATE TABLE IF NOT EXISTS files (
     attr_type INTEGER NOT NULL DEFAULT 0,
     attr_id INTEGER NOT NULL DEFAULT 0,
     member TEXT NOT NULL DEFAULT '', -- for people and queries (`prov` holds the member chain)
-    prov TEXT,                       -- JSON of the whole Provenance (members, parent, range)
+    prov TEXT,                       -- JSON of the whole Provenance, where the columns cannot
+                                     -- hold it (a member chain, a parent and range, a snapshot)
     size INTEGER NOT NULL,
     allocated INTEGER NOT NULL,
     fs_type TEXT NOT NULL DEFAULT '',
@@ -178,8 +180,8 @@ CREATE TABLE IF NOT EXISTS batches (
 
 # FileRecord/Provenance/Features fields that have their own column; anything added to the
 # records later goes into `extra` so the store never drops a field.
-_PROV_COLS = ("device_id", "volume_offset", "inode", "path", "ads", "attr_type", "attr_id", "member",
-              "prov")
+_PROV_COLS = ("device_id", "volume_offset", "volume_index", "inode", "path", "ads", "attr_type",
+              "attr_id", "member", "prov")
 _RECORD_COLS = ("name", "size", "allocated", "fs_type", "is_dir", "orphan", "mtime", "atime",
                 "ctime", "crtime", "type", "ext_mismatch")
 _FEATURE_COLS = ("md5", "sha1", "sha256", "is_picture", "width", "height", "pdq", "pdq_quality",
@@ -735,7 +737,7 @@ def _file_row(device_id: str, batch_id: str, rec: FileRecord, feat: Features) ->
         # content carved from outside every volume belongs to the device: the column (for
         # queries) says so with the unpartitioned pseudo-volume's offset; `prov` has None
         device_id, UNPARTITIONED_OFFSET if p.volume_offset is None else p.volume_offset,
-        p.inode, p.path, p.ads, p.attr_type, p.attr_id, p.member, _prov_json(p),
+        p.volume_index, p.inode, p.path, p.ads, p.attr_type, p.attr_id, p.member, _prov_json(p, rec.fs_type),
         # _RECORD_COLS; a content type found by the feature stage wins over the walk's
         rec.name, rec.size, int(rec.allocated), rec.fs_type, int(rec.is_dir), int(rec.orphan),
         rec.mtime, rec.atime, rec.ctime, rec.crtime, feat.type or rec.type,
@@ -748,11 +750,11 @@ def _file_row(device_id: str, batch_id: str, rec: FileRecord, feat: Features) ->
     )
 
 
-def _prov_json(p: Provenance) -> Optional[str]:
+def _prov_json(p: Provenance, fs_type: str) -> Optional[str]:
     """The whole provenance, only where the columns cannot say it all (members, a parent, a
-    snapshot, the volume's index): most rows store none and are read from the columns."""
-    if not (p.members or p.parent is not None or p.snapshot or p.volume_index is not None
-            or p.fs_type):
+    snapshot): most rows store none and are read from the columns (a JSON encode per file was
+    the driver's and workers' cost for nothing)."""
+    if not (p.members or p.parent is not None or p.snapshot or p.fs_type != fs_type):
         return None
     return _json(p.to_dict())
 
@@ -764,7 +766,8 @@ def _file_from_row(r: dict) -> tuple[FileRecord, Features]:
     else:
         prov = Provenance(device_id=r["device_id"], volume_offset=r["volume_offset"],
                           inode=r["inode"], path=r["path"], ads=r["ads"],
-                          attr_type=r["attr_type"], attr_id=r["attr_id"])
+                          attr_type=r["attr_type"], attr_id=r["attr_id"],
+                          volume_index=r["volume_index"], fs_type=r["fs_type"])
     rec = FileRecord(prov=prov, name=r["name"], size=r["size"], allocated=bool(r["allocated"]),
                      fs_type=r["fs_type"], is_dir=bool(r["is_dir"]), orphan=bool(r["orphan"]),
                      mtime=r["mtime"], atime=r["atime"], ctime=r["ctime"], crtime=r["crtime"],

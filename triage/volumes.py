@@ -65,7 +65,7 @@ def partition_table(evidence: Evidence) -> tuple[str, list[tuple[int, int, int, 
     except (IOError, OSError, RuntimeError):
         return "none", []
     bs = vs.info.block_size
-    rows = [(int(p.addr), int(p.start) * bs, int(p.len) * bs, _text(p.desc),
+    rows = [(int(p.addr), int(p.start) * bs, int(p.len) * bs, c_text(p.desc),
              bool(p.flags & pytsk3.TSK_VS_PART_FLAG_ALLOC)) for p in vs]
     return VS_NAMES.get(int(vs.info.vstype), str(int(vs.info.vstype))), rows
 
@@ -134,7 +134,8 @@ class _Window:
         return self._len
 
 
-def _text(raw) -> str:
+def c_text(raw) -> str:
+    """A NUL-terminated on-disk name or label as text (TSK hands some back as bytes)."""
     if isinstance(raw, bytes):
         return raw.split(b"\x00", 1)[0].decode("utf-8", "replace").strip()
     return str(raw)

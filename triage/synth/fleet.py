@@ -542,7 +542,7 @@ def plant_unallocated(image: Path, fs_type: str, items: list[bytes], block: int 
     """Writes each item's bytes into blocks the volume's allocation map marks free: a file
     deleted, its inode and directory entry wiped, its content left. Returns each item's byte
     offset in the volume (block-aligned, contiguous, in the middle of the largest free run)."""
-    from triage.carve import free_runs
+    from triage.filesystems import free_runs
     from triage.device import discover
     from triage.evidence import open_evidence
     from triage.filesystems import resolver
