@@ -58,14 +58,15 @@ def queue_table(verdicts: list[DeviceVerdict], graded: Optional[dict] = None) ->
     parts: list = [table]
     for v in verdicts:
         head = Text(f"{v.rank}. {terminal_safe(v.device_id)}", style="bold")
-        codes = sorted(v.flags, key=lambda c: -SEVERITY.get(c, 0))
-        for code in codes:
-            head.append("  ")
-            head.append(code, style=_FLAG_STYLE.get(code, ""))
+        # the review count before the flags: on a narrow terminal the flags wrap, not the count
         counts = review_counts(v, (graded or {}).get(v.device_id, 0))
         if counts["reviewed"]:
             head.append(f"  reviewed {counts['reviewed']}/{counts['reviewed'] + counts['unreviewed']}",
                         style="dim")
+        codes = sorted(v.flags, key=lambda c: -SEVERITY.get(c, 0))
+        for code in codes:
+            head.append("  ")
+            head.append(code, style=_FLAG_STYLE.get(code, ""))
         parts.append(head)
         parts.append(bullets(v.reasons, 2))
     return Group(*parts)
