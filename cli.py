@@ -638,6 +638,10 @@ def models_verify(names, models_dir, as_json):
                    "volume's free space then stays a coverage gap).")
 @click.option("--recovery-key", default=None, help="BitLocker recovery key for encrypted volumes.")
 @click.option("--password", default=None, help="Password for encrypted volumes.")
+@click.option("--allow-plaintext-key", is_flag=True,
+              help="With --address: send --recovery-key/--password to the cluster's workers "
+                   "even though Ray's TLS is off (refused by default: anyone on that network "
+                   "could read them).")
 @click.option("--task-timeout", default=300.0, show_default=True, type=click.FloatRange(1),
               help="Seconds a batch may take (plus 1 s per 2 MB) before it is retried.")
 @click.option("--batch-files", default=256, show_default=True, type=click.IntRange(1),
@@ -650,7 +654,7 @@ def models_verify(names, models_dir, as_json):
 def scan(case_dir, hashset_args, store_root, context_file, model, model_precision, mode,
          stop_after, address,
          workers, resume, verify, no_pictures, sha256, no_carve, recovery_key, password,
-         task_timeout,
+         allow_plaintext_key, task_timeout,
          batch_files, dashboard, quiet, as_json, evidence):
     """Scan seized devices: hash every file once, match against hash sets, raise flags.
 
@@ -689,11 +693,12 @@ def scan(case_dir, hashset_args, store_root, context_file, model, model_precisio
         with _contextlib.redirect_stdout(sys.stderr):
             summary = _run_scan_with(reporter, run_scan, case_dir, evidence, opts, hashsets,
                                      context_file, address, workers, resume, verify, dashboard,
-                                     recovery_key, password, t0)
-    except KeyboardInterrupt:
+                                     recovery_key, password, allow_plaintext_key, t0)
+    except KeyboardInterrupt as exc:
+        from triage.errors import Terminated
         click.echo(f"interrupted: everything found so far is in {case_dir}; continue with "
                    "`triage scan --resume` and the same arguments", err=True)
-        sys.exit(130)
+        sys.exit(143 if isinstance(exc, Terminated) else 130)
     if as_json:
         click.echo(_json.dumps(summary.to_dict(), indent=2, sort_keys=True))
         if summary.status == "failed":
@@ -717,10 +722,11 @@ def scan(case_dir, hashset_args, store_root, context_file, model, model_precisio
 
 
 def _run_scan_with(reporter, run_scan, case_dir, evidence, opts, hashsets, context_file, address,
-                   workers, resume, verify, dashboard, recovery_key, password, t0):
+                   workers, resume, verify, dashboard, recovery_key, password,
+                   allow_plaintext_key, t0):
     kwargs = dict(hashsets=hashsets, context_file=context_file, address=address, workers=workers,
                   resume=resume, verify=verify, dashboard=dashboard, recovery_key=recovery_key,
-                  password=password, t0=t0)
+                  password=password, allow_plaintext_key=allow_plaintext_key, t0=t0)
     if reporter is None:
         return run_scan(case_dir, list(evidence), opts, **kwargs)
     with reporter:

@@ -414,6 +414,23 @@ def test_gzip_bomb_is_cut_off_by_the_shared_budget():
     assert cov.kind == records.ARCHIVE
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_random_bytes_with_a_gzip_signature_are_not_a_gzip_bomb(seed):
+    import random
+    rnd = random.Random(seed)
+    body = bytes(rnd.getrandbits(8) for _ in range(4096))
+    # deflate and no reserved flags, so only the stream itself can tell; a random trailer
+    # declares gigabytes
+    data = b"\x1f\x8b\x08\x00" + body + struct.pack("<I", 0xFFFFFFF0)
+    a = run("blob.gz", data)
+    assert a.members == ()
+    (cov,) = a.all_coverage()
+    assert cov.reason.startswith("not a valid gzip stream") and "bomb" not in cov.reason
+    assert cov.kind == records.ARCHIVE and cov.bytes_not_examined == len(data)
+    (cov,) = run("blob.gz", b"\x1f\x8b\x3f" + body).all_coverage()    # not deflate
+    assert cov.reason.startswith("not a valid gzip stream: compression method 63")
+
+
 def test_nested_zips_open_to_the_depth_limit(jpeg_a):
     inner = zip_bytes({"a.jpg": jpeg_a})               # level 4 archive
     for level in (3, 2):

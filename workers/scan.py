@@ -657,6 +657,11 @@ class Scan:
         for ref in list(self.in_flight):
             self.ray.cancel(ref, force=True)
         self.in_flight.clear()
+        for ref in list(self.model_jobs):      # else Ray retries them on actors being killed
+            try:
+                self.ray.cancel(ref)
+            except Exception:   # noqa: BLE001 - best effort while stopping
+                pass
         self.model_jobs.clear()
         for dev in self.devices.values():
             for p in dev.planners.values():
@@ -700,7 +705,7 @@ def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list
              reporter: Optional[Reporter] = None, backend: Optional[Backend] = None,
              operator: Optional[str] = None, max_in_flight: Optional[int] = None,
              recovery_key: Optional[str] = None, password: Optional[str] = None,
-             t0: Optional[float] = None) -> ScanSummary:
+             allow_plaintext_key: bool = False, t0: Optional[float] = None) -> ScanSummary:
     """Scans every EVIDENCE argument (one device each) into the case at `case_dir`.
 
     `hashsets` is the provenance of the hash sets in `opts.hashsets` (name, version,
@@ -708,7 +713,7 @@ def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list
     and KeyboardInterrupt (after storing everything found so far) on Ctrl-C.
     """
     from triage.flags import FlagSink
-    from workers.runtime import ray_session
+    from workers.runtime import check_key_transport, ray_session
 
     t0 = t0 or time.time()
     if not evidence:
@@ -718,6 +723,7 @@ def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list
     for path in evidence:
         if not os.path.exists(path):
             raise TriageError(f"evidence not found: {path}")
+    check_key_transport(address, bool(recovery_key or password), allow_plaintext_key)
     backend = backend or Backend()
     reporter = reporter or Reporter()
     contexts = {}
