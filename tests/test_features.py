@@ -155,15 +155,16 @@ def test_read_error_mid_file_keeps_its_reason(jpeg_a):
     assert "sector not found" in gap.reason
 
 
-def test_videos_ole_files_and_flate_pdf_images_are_gaps_thumbcache_pictures_are_members(jpeg_a):
-    """Nothing decodes video frames, opens OLE files or decodes a PDF's Flate-encoded images
-    yet: each is a gap. A thumbnail cache's pictures are stored whole: each is a member, and
-    the cache leaves no gap (one with no picture in it has nothing left to examine)."""
+def test_videos_and_ole_files_are_gaps_thumbcache_pictures_are_members(jpeg_a):
+    """Nothing decodes video frames or opens OLE files yet: each is a gap. A thumbnail cache's
+    pictures are stored whole: each is a member, and the cache leaves no gap (one with no
+    picture in it has nothing left to examine); so does a PDF with no image in it."""
     mp4 = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + b"\x00" * 1000
     pdf = b"%PDF-1.4\n" + b"x" * 500
+    a = run("scan.pdf", pdf)
+    assert a.coverage == () and a.members == ()
     ole = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 500
     for name, data, kind in (("clip.mp4", mp4, records.VIDEO_FRAMES),
-                             ("scan.pdf", pdf, records.EMBEDDED),
                              ("Thumbs.db", ole, records.EMBEDDED)):
         a = run(name, data)
         assert [(c.kind, c.bytes_not_examined) for c in a.coverage] == [(kind, len(data))], name

@@ -609,17 +609,33 @@ def carve_volume(evidence, volume: VolumeRef, problems: list, done: list,
 
 EMBEDDED_MAX_ITEMS = 4096
 _EMBEDDED_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
+# every type free space is carved for; ftyp is found 4 bytes into its box
+_ALL_SIGNATURES = _EMBEDDED_SIGNATURES + (b"GIF8", b"BM", b"RIFF", b"\x1a\x45\xdf\xa3",
+                                          _ASF_HEADER[:4], b"FLV\x01")
+_FTYP = b"ftyp"
 
 
-def embedded(data, start: int = 0, bmp: bool = False) -> Iterator[Carved]:
-    """JPEG and PNG pictures (and BMP, when asked: thumbnail caches hold them) stored whole
-    inside other content, at any offset from `start`: a thumbnail cache's entries, a PDF's
-    DCTDecode images, a JPEG's EXIF thumbnail. Each is validated and ended by its own
-    structure, as in free space; at most EMBEDDED_MAX_ITEMS."""
+def embedded(data, start: int = 0, bmp: bool = False, all_types: bool = False
+             ) -> Iterator[Carved]:
+    """Pictures stored whole inside other content, at any offset from `start`: JPEG and PNG
+    (a PDF's DCTDecode images, a JPEG's EXIF thumbnail), BMP too when asked (thumbnail
+    caches hold them), and with `all_types` every type free space is carved for (files of
+    unknown type, browser cache entries). Each is validated and ended by its own structure,
+    as in free space; at most EMBEDDED_MAX_ITEMS."""
     size = len(data)
     space = Space(lambda at, n: data[at:at + n], size)
     pos, found = start, 0
-    nxt = {sig: data.find(sig, pos) for sig in _EMBEDDED_SIGNATURES + ((b"BM",) if bmp else ())}
+    sigs = _ALL_SIGNATURES if all_types else _EMBEDDED_SIGNATURES + ((b"BM",) if bmp else ())
+
+    def find(sig: bytes, at: int) -> int:
+        if sig == _FTYP:
+            i = data.find(sig, at + 4)
+            return i - 4 if i >= 4 else -1
+        return data.find(sig, at)
+
+    if all_types:
+        sigs = sigs + (_FTYP,)
+    nxt = {sig: find(sig, pos) for sig in sigs}
     while found < EMBEDDED_MAX_ITEMS:
         live = [i for i in nxt.values() if i >= 0]
         if not live:
@@ -629,7 +645,7 @@ def embedded(data, start: int = 0, bmp: bool = False) -> Iterator[Carved]:
         pos = at + (item.length if item is not None else 1)
         for sig, i in nxt.items():
             if 0 <= i < pos:
-                nxt[sig] = data.find(sig, pos)
+                nxt[sig] = find(sig, pos)
         if item is not None:
             found += 1
             yield item

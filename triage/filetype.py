@@ -25,6 +25,10 @@ _SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
     (0, b"Rar!\x1a\x07", "application/vnd.rar"),
     (0, b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "application/x-ole-storage"),
     (0, b"CMMM", "application/x-windows-thumbcache"),
+    # Chrome's disk cache: a simple-cache entry (its body is the file as downloaded) and a
+    # block file (data_1..data_3: small bodies in blocks)
+    (0, b"\x30\x5c\x72\xa7\x1b\x6d\xfb\xfc", "application/x-chrome-cache-entry"),
+    (0, b"\xc3\xca\x04\xc1", "application/x-chrome-cache-block"),
     (0, b"FLV\x01", "video/x-flv"),
     (0, b"\x30\x26\xb2\x75\x8e\x66\xcf\x11", "video/x-ms-asf"),
     (0, b"\x00\x00\x01\xba", "video/mpeg"),

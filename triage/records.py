@@ -92,6 +92,8 @@ class Provenance:
     parent: Optional["Provenance"] = None   # content found inside other content
     offset: int = 0                # byte offset in the parent (or volume, for unallocated space)
     length: int = 0
+    decoded: str = ""              # the filter that turns that range into this content
+                                   # (a PDF's FlateDecode); "" when the range is the content
 
     @functools.cached_property
     def key(self) -> str:
@@ -104,7 +106,8 @@ class Provenance:
                                                           if self.attr_type else None),
                                    ("members", list(self.members)), ("snapshot", self.snapshot),
                                    ("range", [self.offset, self.length]
-                                    if self.parent or self.length else None))
+                                    if self.parent or self.length else None),
+                                   ("decoded", self.decoded))
                  if v}
         if self.parent is not None:
             extra["parent"] = self.parent._key_parts()

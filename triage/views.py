@@ -126,6 +126,15 @@ def _icat_hint(f: Finding) -> str:
         span = f"bs=1M skip={start} count={p.length}"
         return (f"dd if=IMAGE iflag=skip_bytes,count_bytes {span}  (E01 and other containers: "
                 f"img_cat IMAGE | dd iflag=skip_bytes,count_bytes,fullblock {span})")
+    if p.parent is not None and p.parent.inode is not None:
+        # inside a file: the file's bytes, then the range (and the filter that decodes it)
+        outer = _icat_hint_of(p.parent)
+        span = f"dd iflag=skip_bytes,count_bytes bs=1M skip={p.offset} count={p.length}"
+        return f"{outer} | {span}" + (f"  (then {p.decoded})" if p.decoded else "")
+    return _icat_hint_of(p)
+
+
+def _icat_hint_of(p) -> str:
     if p.inode is None:
         return ""
     inode = f"{p.inode}-{p.attr_type}-{p.attr_id}" if p.ads else str(p.inode)
