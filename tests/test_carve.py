@@ -137,7 +137,8 @@ def samples() -> dict[str, bytes]:
     return {"jpg": _jpeg(30, True, 120, 90), "png": _png(), "gif": _pil("GIF"),
             "bmp": _pil("BMP"), "webp": _webp(), "avi": avi, "mp4": _mp4(), "mov": _mp4(b"qt  "),
             "heic": _box(b"ftyp", b"heic\0\0\0\0mif1heic") + _box(b"meta", bytes(200)),
-            "mkv": _mkv(), "webm": _mkv(b"webm"), "wmv": _asf(), "flv": _flv()}
+            "mkv": _mkv(), "webm": _mkv(b"webm"), "wmv": _asf(), "flv": _flv(),
+            "tif": _pil("TIFF", compression="tiff_lzw")}
 
 
 def _disk(items: list[bytes], seed: int = 1, gap: int = 3) -> tuple[bytes, list[int]]:
@@ -432,3 +433,37 @@ def test_no_carve_leaves_free_space_a_gap_with_its_bytes(rich, tmp_path):
         [free] = [c for c in store.coverage(dev["id"]) if c.kind == records.UNALLOCATED]
         assert free.bytes_not_examined == rich.unallocated
         assert not [r for r, _ in store.files(dev["id"]) if r.prov.carved]
+
+
+def test_a_tiff_ends_after_the_last_byte_its_directories_point_at():
+    """Big-endian too; a directory chain that loops, or points outside the space, is no item
+    or ends where the sound part ends."""
+    img = Image.radial_gradient("L").resize((50, 40))
+    buf = io.BytesIO()
+    img.save(buf, "TIFF")
+    le = buf.getvalue()
+    # the same picture written big-endian by hand: header, strip, then one directory
+    pixels = img.tobytes()
+    entries = [(256, 3, 1, 50), (257, 3, 1, 40), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1),
+               (273, 4, 1, 8), (277, 3, 1, 1), (278, 3, 1, 40), (279, 4, 1, len(pixels))]
+    ifd_at = 8 + len(pixels)
+    be = b"MM\x00*" + struct.pack(">I", ifd_at) + pixels + struct.pack(">H", len(entries))
+    for tag, typ, n, v in entries:
+        val = struct.pack(">HH", v, 0) if typ == 3 else struct.pack(">I", v)
+        be += struct.pack(">HHI", tag, typ, n) + val
+    be += struct.pack(">I", 0)
+    with Image.open(io.BytesIO(be)) as check:
+        assert check.tobytes() == pixels
+    for blob in (le, be):
+        data, [off] = _disk([blob])
+        [c] = list(carve_space(_space(data), [(0, len(data))]))
+        assert (c.offset, c.length, c.ext) == (off, len(blob), "tif")
+    loop = bytearray(be)
+    loop[-4:] = struct.pack(">I", ifd_at)              # the directory points at itself
+    data, [off] = _disk([bytes(loop)])
+    [c] = list(carve_space(_space(data), [(0, len(data))]))
+    assert c.length == len(be)                          # ends with the sound directory
+    far = bytearray(be)
+    far[4:8] = struct.pack(">I", 1 << 30)               # the first directory is outside
+    data, _ = _disk([bytes(far)])
+    assert list(carve_space(_space(data), [(0, len(data))])) == []

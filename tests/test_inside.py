@@ -183,9 +183,12 @@ def test_mutated_containers_never_raise_or_hang():
     con.commit()
     db = con.serialize()
     con.close()
+    from triage.features.inside import ole_streams
+    from triage.synth.containers import ole_file
+    ole, _ = ole_file({"Catalog": bytes(64), "1": bytes(12) + encode(img, "JPEG")})
     rnd = random.Random(19)
     t0 = time.monotonic()
-    for source, parse in ((pdf, pdf_images), (bytes(db), sqlite_blobs)):
+    for source, parse in ((pdf, pdf_images), (bytes(db), sqlite_blobs), (ole, _streams(ole_streams))):
         for i in range(40):
             data = bytearray(source)
             for _ in range(rnd.randint(1, 12)):
@@ -199,6 +202,16 @@ def test_mutated_containers_never_raise_or_hang():
     assert time.monotonic() - t0 < 60
 
 
+def _streams(parse):
+    """ole_streams yields (name, bytes): as Decoded-like items for the mutation loop."""
+    from types import SimpleNamespace
+
+    def items(data, und):
+        for name, blob in parse(data, und):
+            yield SimpleNamespace(data=blob or b"-", name=name)
+    return items
+
+
 def test_show_says_how_to_reach_a_decoded_pictures_bytes():
     from types import SimpleNamespace
 
@@ -209,3 +222,41 @@ def test_show_says_how_to_reach_a_decoded_pictures_bytes():
     hint = _icat_hint(SimpleNamespace(record=m.record))
     assert hint == (f"icat -o 2048 IMAGE 42 | dd iflag=skip_bytes,count_bytes bs=1M skip={at} "
                     f"count={n}  (then FlateDecode)")
+
+
+def test_thumbs_db_pictures_are_found_in_its_streams():
+    from triage.synth.containers import ole_file
+    jpegs = [encode(picture(20 + i), "JPEG", quality=80) for i in range(3)]
+    # XP: a Catalog stream, then one stream per thumbnail: a 12-byte header and the JPEG
+    streams = {"Catalog": b"\x10\x00\x07\x00" + bytes(60)}
+    for i, j in enumerate(jpegs):
+        streams[str(i + 1)[::-1]] = bytes([12, 0, 0, 0, i + 1, 0, 0, 0]) + len(j).to_bytes(4, "little") + j
+    data, offsets = ole_file(streams)
+    a = run("Thumbs.db", data)
+    assert a.record.type == "application/x-ole-storage"
+    got = {m.record.prov.parent.members: m for m in a.members}
+    assert set(got) == {("1",), ("2",), ("3",)}
+    for i, j in enumerate(jpegs):
+        m = got[(str(i + 1),)]
+        p = m.record.prov
+        assert (p.offset, p.length) == (12, len(j)) and p.parent.path == "/home/u/Thumbs.db"
+        assert m.features.md5 == hashlib.md5(j).hexdigest() and m.features.pdq
+        assert m.record.path == f"/home/u/Thumbs.db!{i + 1}@12.jpg"
+        # the stream is stored contiguously here, so the bytes are at its offset in the file
+        assert data[offsets[str(i + 1)] + 12:offsets[str(i + 1)] + 12 + len(j)] == j
+    assert a.coverage == ()                          # a Thumbs.db holds nothing else
+
+
+def test_an_office_documents_streams_without_pictures_stay_a_gap():
+    from triage.synth.containers import ole_file
+    jpeg = encode(picture(30), "JPEG")
+    data, _ = ole_file({"WordDocument": b"\xec\xa5" + bytes(6000), "Data": bytes(64) + jpeg})
+    a = run("letter.doc", data)
+    [m] = a.members
+    assert m.features.md5 == hashlib.md5(jpeg).hexdigest()
+    [gap] = a.coverage
+    assert gap.kind == records.EMBEDDED and "WMF/EMF" in gap.reason
+    assert gap.bytes_not_examined == 6002
+    broken = run("broken.doc", data[:700])
+    [gap] = broken.coverage
+    assert broken.members == () and "olefile" in gap.reason

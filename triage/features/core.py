@@ -22,13 +22,13 @@ from triage.records import (ARCHIVE, EMBEDDED, FILE_NOT_READ, PICTURE, VIDEO_FRA
 ARCHIVE_TYPES = archives.OPENABLE        # zip, tar, gzip (a .tar.gz is two levels)
 # What each container is searched with for the pictures inside it. carve: pictures stored
 # whole, found by their structure (a thumbnail cache's entries, a PDF's DCTDecode images, a
-# browser cache entry's body); pdf: also its Flate-encoded images, decoded; sqlite: blobs.
-# (An OLE file's streams are in sectors, not whole: it stays a gap.) A file of unknown type
-# at least `carve_unknown_min` long is carved for every type, as free space is.
+# browser cache entry's body); pdf: also its Flate-encoded images, decoded; sqlite: blobs;
+# ole: each stream of a compound file, read whole through olefile, then carved. A file of
+# unknown type at least `carve_unknown_min` long is carved for every type, as free space is.
 INSIDE = {"application/x-windows-thumbcache": "carve-bmp", "application/pdf": "pdf",
           "application/x-chrome-cache-entry": "carve-all",
           "application/x-chrome-cache-block": "carve-all",
-          "application/vnd.sqlite3": "sqlite"}
+          "application/vnd.sqlite3": "sqlite", "application/x-ole-storage": "ole"}
 CARVED_INSIDE = frozenset(INSIDE)
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -232,6 +232,8 @@ def _analyse(record: FileRecord, chunks: Iterable[bytes], opts: FeatureOptions, 
             elif how == "sqlite":
                 found += _decoded(rec, inside.sqlite_blobs(rr.data, undecoded), opts, depth,
                                   budget, cover)
+            elif how == "ole":
+                found += _ole(rec, rr.data, undecoded, opts, depth, budget, cover)
             members = tuple(found)
             if undecoded.reasons:
                 cover(EMBEDDED, f"{what}: pictures inside not all examined: "
@@ -267,6 +269,27 @@ def _inside(rec: FileRecord, data, start: int, opts: FeatureOptions, depth: int,
         out.append(_analyse_member(mrec, iter([bytes(data[item.offset:item.offset + item.length])]),
                                    opts, depth + 1, budget))
     return tuple(out)
+
+
+def _ole(rec: FileRecord, data, undecoded: "inside.Undecoded", opts: FeatureOptions,
+         depth: int, budget: archives.Budget, cover: Callable) -> list[Analysis]:
+    """The pictures stored whole in each stream of an OLE compound file. A Thumbs.db holds
+    nothing else; any other compound file (an Office 97 document) may also keep pictures in
+    encodings not decoded here (WMF/EMF, compressed blips): its streams without a picture
+    stay a gap with their bytes."""
+    out: list[Analysis] = []
+    names, bare = [], 0
+    for name, blob in inside.ole_streams(data, undecoded):
+        names.append(name)
+        srec = replace(rec, prov=rec.prov.member_of(name), name=name, size=len(blob), type="")
+        found = _inside(srec, blob, 0, opts, depth, budget, cover, bmp=True)
+        out += found
+        if not found:
+            bare += len(blob)
+    if bare and not inside.is_thumbs_db(names):
+        undecoded.add("streams without a picture stored whole (pictures in WMF/EMF or "
+                      "compressed are not decoded)", bare)
+    return out
 
 
 def _decoded(rec: FileRecord, items, opts: FeatureOptions, depth: int,

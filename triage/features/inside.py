@@ -327,3 +327,52 @@ def decoded_record(parent: FileRecord, item: Decoded) -> FileRecord:
 
 _EXT = {"image/jpeg": "jpg", "image/png": "png", "image/gif": "gif", "image/bmp": "bmp",
         "image/webp": "webp", "image/tiff": "tif", "image/heic": "heic", "image/heif": "heif"}
+
+
+# --- OLE compound files ---------------------------------------------------------------------
+
+OLE_MAX_STREAMS = 10_000
+
+
+def ole_streams(data: bytes, undecoded: Undecoded) -> Iterator[tuple[str, bytes]]:
+    """Every stream of an OLE2 compound file (Thumbs.db, Office 97 documents), by its path
+    in the file (`storage/stream`), read through olefile. Sectors that chain badly, and a file
+    olefile cannot parse, go to `undecoded`."""
+    import olefile
+
+    try:
+        ole = olefile.OleFileIO(io.BytesIO(bytes(data)))
+    except Exception as exc:   # noqa: BLE001 - olefile raises many kinds on hostile input
+        undecoded.add(f"OLE files olefile cannot open ({type(exc).__name__})", len(data))
+        return
+    try:
+        entries = ole.listdir(streams=True, storages=False)
+        if len(entries) > OLE_MAX_STREAMS:
+            undecoded.add(f"streams past the first {OLE_MAX_STREAMS}", len(data))
+            entries = entries[:OLE_MAX_STREAMS]
+        for parts in entries:
+            name = "/".join(parts)
+            try:
+                if ole.get_size(parts) > len(data):
+                    raise ValueError("declares more bytes than the file holds")
+                blob = ole.openstream(parts).read()
+            except Exception as exc:   # noqa: BLE001 - a broken chain, a loop, a bad size
+                undecoded.add(f"streams olefile cannot read ({type(exc).__name__})",
+                              min(len(data), max(0, _ole_size(ole, parts))))
+                continue
+            yield name, blob
+    finally:
+        ole.close()
+
+
+def _ole_size(ole, parts) -> int:
+    try:
+        return int(ole.get_size(parts))
+    except Exception:   # noqa: BLE001
+        return 0
+
+
+def is_thumbs_db(names: list[str]) -> bool:
+    """Windows' Thumbs.db: a Catalog stream (XP) or 256_/96_... streams (Vista and later),
+    whose every stream is a thumbnail stored whole after a small header."""
+    return "Catalog" in names or any(re.fullmatch(r"\d+_[0-9a-f]+", n) for n in names)

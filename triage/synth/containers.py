@@ -98,3 +98,50 @@ def jpeg_with_exif_thumbnail(jpeg: bytes, thumb: bytes) -> tuple[bytes, tuple[in
         raise ValueError("an EXIF thumbnail must fit in one APP1 segment (64 KB)")
     app1 = b"\xff\xe1" + struct.pack(">H", 2 + len(exif)) + exif
     return jpeg[:2] + app1 + jpeg[2:], (2 + 4 + 6 + thumb_at, len(thumb))
+
+
+def ole_file(streams: dict[str, bytes]) -> tuple[bytes, dict[str, int]]:
+    """A Compound File Binary (OLE2, version 3, 512-byte sectors) holding `streams` at the root,
+    as Windows' Thumbs.db and Office 97 documents are. Every stream is stored in regular
+    sectors (padded to the 4096-byte mini-stream cutoff, so no mini stream is needed). Returns
+    the file and each stream's first byte offset in it."""
+    import struct
+    sect, endchain, free, fatsect, nostream = 512, 0xFFFFFFFE, 0xFFFFFFFF, 0xFFFFFFFD, 0xFFFFFFFF
+    names = list(streams)
+    data = {n: streams[n] + bytes(max(0, 4096 - len(streams[n]))) for n in names}
+    sizes = {n: len(data[n]) for n in names}
+    n_dir = -(-(len(names) + 1) * 128 // sect)
+    n_data = sum(-(-len(d) // sect) for d in data.values())
+    n_fat = 1
+    while n_fat * 128 < n_fat + n_dir + n_data:
+        n_fat += 1
+    fat = [fatsect] * n_fat
+    first_dir = len(fat)
+    fat += list(range(first_dir + 1, first_dir + n_dir)) + [endchain]
+    starts, offsets = {}, {}
+    for n in names:
+        count = -(-len(data[n]) // sect)
+        starts[n] = len(fat)
+        offsets[n] = sect * (1 + len(fat))
+        fat += list(range(len(fat) + 1, len(fat) + count)) + [endchain]
+    fat += [free] * (n_fat * 128 - len(fat))
+
+    def entry(name: str, kind: int, child: int, right: int, start: int, size: int) -> bytes:
+        raw = name.encode("utf-16-le") + b"\0\0"
+        return (raw.ljust(64, b"\0") + struct.pack("<HBB", len(raw), kind, 1)
+                + struct.pack("<III", nostream, right, child) + bytes(16) + bytes(4)
+                + bytes(16) + struct.pack("<IQ", start, size))
+
+    dirs = [entry("Root Entry", 5, 1 if names else nostream, nostream, endchain, 0)]
+    for i, n in enumerate(names, 1):
+        dirs.append(entry(n, 2, nostream, i + 1 if i < len(names) else nostream, starts[n],
+                          len(streams[n]) if len(streams[n]) >= 4096 else sizes[n]))
+    directory = b"".join(dirs).ljust(n_dir * sect, b"\0")
+    difat = list(range(n_fat)) + [free] * (109 - n_fat)
+    header = (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(16)
+              + struct.pack("<HHHHH", 0x3E, 3, 0xFFFE, 9, 6) + bytes(6)
+              + struct.pack("<IIIIIIII", 0, n_fat, first_dir, 0, 4096, endchain, 0, endchain)
+              + struct.pack("<I", 0) + struct.pack("<109I", *difat))
+    body = struct.pack(f"<{len(fat)}I", *fat) + directory + b"".join(
+        data[n].ljust(-(-len(data[n]) // sect) * sect, b"\0") for n in names)
+    return header + body, offsets
