@@ -65,6 +65,21 @@ def test_free_runs_are_the_bytes_blkls_gives(images):
     assert {"ext4", "fat12", "fat16", "fat32", "ntfs", "exfat"} <= seen
 
 
+def test_hfs_plus_free_runs_are_the_bytes_blkls_gives():
+    """HFS+'s allocation file (bits from the most significant) read through TSK: the public
+    dfvfs image's free runs are what blkls writes, and their sum the volume header's count."""
+    raw = Path(__file__).parent / "data" / "dfvfs" / "more" / "hfsplus.raw"
+    with open_evidence([str(raw)]) as ev:
+        [vol], _ = discover(ev)
+        assert vol.fs_type == "hfs+"
+        runs = list(free_runs(ev, vol.offset, vol.fs_type, resolver(ev).fs(vol.offset)))
+        got = b"".join(ev.read(vol.offset + s, n) for s, n in runs)
+        vh = ev.read(1024, 512)
+    assert got == _blkls(raw, 0) and len(runs) > 1
+    assert len(got) == int.from_bytes(vh[0x28:0x2C], "big") * int.from_bytes(vh[0x30:0x34], "big")
+    assert vol.unallocated == len(got)
+
+
 # --- the carver on a byte space ------------------------------------------------------------------
 
 def _space(data: bytes, fail: tuple[int, int] | None = None) -> Space:
@@ -313,12 +328,12 @@ def test_free_space_picture_is_carved_and_read_back_exactly(rich):
 
 
 def test_a_file_system_whose_map_is_not_read_keeps_its_gap(rich):
-    """No allocation-map reader (HFS+ here, by pretending): nothing is carved, `done` stays
+    """No allocation-map reader (UFS here, by pretending): nothing is carved, `done` stays
     empty, so the scan keeps the volume's 'not carved' gap."""
     with open_evidence([str(rich.image)]) as ev:
         [vol], _ = discover(ev)
         problems, done = [], []
-        odd = VolumeRef(vol.device_id, vol.index, vol.offset, vol.length, "x", fs_type="hfs+")
+        odd = VolumeRef(vol.device_id, vol.index, vol.offset, vol.length, "x", fs_type="ufs")
         assert list(carve.carve_volume(ev, odd, problems, done)) == [] and done == []
 
 
