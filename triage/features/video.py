@@ -1,0 +1,341 @@
+"""Video features: sampled frames decoded with PyAV, each hashed (PDQ with quality, pHash).
+
+What is decoded, per video (bounded in frames, time and memory; see VideoLimits):
+1. Keyframes. The decoder is told to skip every other frame (`skip_frame` NONKEY), and a
+   keyframe packet closer than one sampling step to the last kept one is not even sent to it,
+   so an all-intra video (MJPEG) costs no more than one with a long GOP.
+2. Uniform samples, one per sampling step (1 s by default), where no keyframe fell within
+   half a step: a seek to the keyframe before the sample and a decode forward to it.
+The sampling step grows once the frames would pass the cap: cap = max(min_frames,
+frames_per_sqrt_second * sqrt(duration)), at most max_frames. Frames are converted straight
+from the decoder's YUV to a small RGB picture (shorter side WORK_SIZE, as pictures are), so
+nothing downstream touches a full-size frame.
+
+The frames form the video's vPDQ record (ThreatExchange's line format, `vpdq_lines`). What could
+not be examined (no video stream, undecodable, cut short, over the time limit) is said in
+`VideoResult.gap` with the seconds examined, for a coverage record.
+
+Pure: bytes in, result out, never raises on bad bytes. Runs in the scan's batch workers.
+"""
+from __future__ import annotations
+
+import io
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+
+from triage.records import VideoFrame
+
+MiB = 1024 * 1024
+WORK_SIZE = 256            # shorter side of the decoded frame, as for pictures
+STRIP_FRAMES = 4           # frames in the review strip
+
+
+@dataclass(frozen=True)
+class VideoLimits:
+    """How much of each video is decoded. Configurable per scan (`triage scan --video-*`)."""
+
+    sample_seconds: float = 1.0           # one uniform sample per this many seconds; 0: keyframes only
+    frames_per_sqrt_second: float = 6.0   # the frame cap grows with sqrt(duration) ...
+    min_frames: int = 16                  # ... from this ...
+    max_frames: int = 480                 # ... to at most this (a 1 h video reaches 360)
+    seconds: float = 60.0                 # wall-clock limit per video; the rest is a gap
+    max_bytes: int = 192 * MiB            # a larger video is not held in memory to decode
+    max_pixels: int = 8192 * 4320         # refused above this frame size (8K): a decoder bomb
+    model_frames: int = 48                # frames of one video sent to the model, spread evenly
+    threads: int = 1                      # decoder threads (a scan runs a worker per core)
+
+    def cap(self, duration: float) -> int:
+        """Frames hashed at most for a video of `duration` seconds (unknown: the minimum)."""
+        grown = math.ceil(self.frames_per_sqrt_second * math.sqrt(max(0.0, duration)))
+        return max(1, min(self.max_frames, max(self.min_frames, grown)))
+
+
+DEFAULT_LIMITS = VideoLimits()
+
+
+@dataclass
+class VideoResult:
+    duration: float = 0.0                 # seconds, as the container states it (0: unknown)
+    examined: float = 0.0                 # seconds of the video its data was read to
+    width: int = 0
+    height: int = 0
+    frames: tuple = ()                    # VideoFrame, in time order
+    strip: bytes = b""                    # JPEG: STRIP_FRAMES frames side by side, for review
+    model_inputs: list = field(default_factory=list)   # (VideoFrame, model array or why not)
+    error: str = ""                       # why decoding stopped or failed ("" when it did not)
+    gap: str = ""                         # what was not examined ("" when all of it was)
+
+
+class _TimeUp(Exception):
+    pass
+
+
+def _quiet_av():
+    import av
+    import av.logging
+    av.logging.set_level(None)            # FFmpeg's own complaints about hostile bytes: silence
+    return av
+
+
+def analyse_video(data, content_type: str = "", limits: VideoLimits = DEFAULT_LIMITS, *,
+                  thumbnails: bool = True, thumb_size: int = 128,
+                  model_prep: Optional[Callable] = None,
+                  model_input_size: Optional[int] = None) -> VideoResult:
+    """Decode sampled frames of a video's bytes and hash each. Never raises on bad bytes."""
+    out = VideoResult()
+    t0 = time.monotonic()
+    container = None
+    try:
+        av = _quiet_av()
+        container = av.open(io.BytesIO(data), mode="r", metadata_errors="ignore",
+                            options={"probesize": str(8 * MiB), "analyzeduration": "10000000"})
+        _decode(container, out, limits, t0, thumb_size, model_prep, model_input_size)
+    except _TimeUp:
+        out.error = f"time limit of {limits.seconds:g} s per video reached"
+    except MemoryError:
+        out.error = "out of memory while decoding"
+    except Exception as exc:  # noqa: BLE001 - hostile input: every decoder failure is data
+        out.error = "decode error: " + f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+    finally:
+        if container is not None:
+            try:
+                container.close()
+            except Exception:  # noqa: BLE001
+                pass
+    kept = getattr(out, "_kept", None)
+    if kept is not None:
+        del out._kept
+        kept.frames.sort(key=lambda fi: fi[0].seconds)
+        out.frames = tuple(f for f, _ in kept.frames)
+        if kept.frames and thumbnails:
+            out.strip = _strip([img for _, img in kept.frames], thumb_size)
+        out.model_inputs = sorted(kept.model, key=lambda fm: fm[0].seconds)
+    out.gap = _gap(out)
+    return out
+
+
+class _Kept:
+    """The frames kept so far: each hashed at once, then held only as a thumbnail-sized
+    picture (for the strip) and, for the model, its prepared input, thinned to at most
+    2 x model_frames, so memory stays bounded whatever the cap."""
+
+    def __init__(self, out: VideoResult, rate: float, thumb_size: int, model_frames: int,
+                 model_prep, model_input_size):
+        self.out, self.rate, self.thumb_size = out, rate, thumb_size
+        self.model_frames, self.prep, self.size = model_frames, model_prep, model_input_size
+        self.frames: list = []
+        self.model: list = []
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def times(self) -> list[float]:
+        return sorted(f.seconds for f, _ in self.frames)
+
+    def add(self, frame, t: float, key: bool) -> None:
+        import pdqhash
+        from PIL import Image
+
+        from triage.features.pictures import pdq_hex, phash
+
+        arr = np.ascontiguousarray(frame_pixels(frame))
+        vector, quality = pdqhash.compute(arr)
+        img = Image.fromarray(arr)
+        vf = VideoFrame(number=max(0, int(round(t * self.rate))), seconds=round(max(0.0, t), 3),
+                        pdq=pdq_hex(vector), quality=int(quality), phash=phash(img), keyframe=key)
+        if self.prep is not None or self.size:
+            try:
+                value = (self.prep(img) if self.prep is not None
+                         else np.asarray(img.resize((self.size, self.size)), dtype=np.uint8))
+            except Exception as exc:  # noqa: BLE001
+                value = f"model input not prepared: {type(exc).__name__}"
+            self.model.append((vf, value))
+            if len(self.model) > 2 * self.model_frames:
+                self.model.sort(key=lambda fm: fm[0].seconds)
+                self.model = self.model[::2]
+        small = img.copy()
+        small.thumbnail((2 * self.thumb_size, self.thumb_size), Image.Resampling.BILINEAR)
+        self.frames.append((vf, small))
+
+
+def _gap(out: VideoResult) -> str:
+    """What of the video was not examined, in words ("" when it all was)."""
+    total = f"{out.duration:.1f} s" if out.duration else "an unknown length"
+    if not out.frames:
+        why = out.error or "no frame could be decoded"
+        return f"no frame examined ({why}); 0 of {total} examined"
+    # a keyframe-only stream ends before its last second: allow a step's slack
+    slack = max(2.0, 0.02 * out.duration)
+    if out.error or (out.duration and out.examined < out.duration - slack):
+        why = out.error or "the video's data ends early"
+        return (f"video examined only in part ({why}): {out.examined:.1f} of {total} "
+                f"examined, {len(out.frames)} frames")
+    return ""
+
+
+def _decode(container, out: VideoResult, limits: VideoLimits, t0: float, thumb_size: int,
+            model_prep, model_input_size) -> None:
+    if not container.streams.video:
+        out.error = "no video stream"
+        return
+    stream = container.streams.video[0]
+    cc = stream.codec_context
+    out.width, out.height = int(cc.width or 0), int(cc.height or 0)
+    if out.width * out.height > limits.max_pixels:
+        out.error = f"frame size {out.width}x{out.height} refused (over {limits.max_pixels:,} pixels)"
+        return
+    tb = float(stream.time_base) if stream.time_base else 0.0
+    start = float(stream.start_time * tb) if stream.start_time is not None and tb else 0.0
+    if stream.duration and tb:
+        out.duration = float(stream.duration * tb)
+    elif container.duration:
+        out.duration = container.duration / 1_000_000
+    rate = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
+    cap = limits.cap(out.duration)
+    step = max(limits.sample_seconds or 1.0, (out.duration / cap) if out.duration else 0.0)
+    cc.thread_count = max(1, limits.threads)
+    cc.skip_frame = "NONKEY"
+    kept = out._kept = _Kept(out, rate, thumb_size, limits.model_frames, model_prep,
+                             model_input_size)
+    keytimes: list[float] = []
+    last = -math.inf
+
+    def clock() -> None:
+        if time.monotonic() - t0 > limits.seconds:
+            raise _TimeUp()
+
+    # 1. keyframes, at most one per step; every packet is demuxed, so `examined` says how far
+    # the video's data goes
+    try:
+        for packet in container.demux(stream):
+            if packet.pts is None and packet.dts is None:
+                # the end: the frames the decoder still holds (it runs a few packets behind)
+                for frame in packet.decode():
+                    t = _time(frame, tb, start, out.examined)
+                    if t - last >= step and len(kept) < cap:
+                        kept.add(frame, t, True)
+                        last = t
+                continue
+            when = float(((packet.pts if packet.pts is not None else packet.dts) * tb) - start)
+            out.examined = max(out.examined, when + float((packet.duration or 0) * tb))
+            if not packet.is_keyframe:
+                continue
+            keytimes.append(when)
+            if when - last < step or len(kept) >= cap:
+                continue
+            clock()
+            for frame in packet.decode():
+                t = _time(frame, tb, start, when)
+                if t - last >= step and len(kept) < cap:
+                    kept.add(frame, t, True)
+                    last = t
+    except _TimeUp:
+        raise
+    except Exception as exc:  # noqa: BLE001 - damaged data: keep what was decoded before it
+        out.error = "data damaged: " + f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+    # 2. uniform samples where no keyframe fell within half a step
+    if limits.sample_seconds and len(kept) < cap and out.examined > 0 and not out.error:
+        have = kept.times()
+        targets = [k * step for k in range(int(out.examined / step) + 1)
+                   if not _near(have, k * step, step / 2)]
+        room = cap - len(kept)
+        if len(targets) > room:       # spread what the cap allows over the whole video
+            targets = [targets[int(i * len(targets) / room)] for i in range(room)]
+        if targets:
+            _samples(container, stream, cc, targets, keytimes, tb, start, rate, out, kept, clock)
+
+
+def _near(sorted_times: list[float], t: float, within: float) -> bool:
+    import bisect
+    i = bisect.bisect_left(sorted_times, t - within)
+    return i < len(sorted_times) and sorted_times[i] <= t + within
+
+
+def _time(frame, tb: float, start: float, fallback: float) -> float:
+    pts = frame.pts
+    return float(pts * tb - start) if pts is not None and tb else fallback
+
+
+def _samples(container, stream, cc, targets, keytimes, tb, start, rate, out, kept, clock) -> None:
+    """Decode forward from the keyframe before each target to the target; one seek serves
+    every target up to the next keyframe."""
+    import bisect
+    cc.skip_frame = "DEFAULT"
+    pos = None                                   # time of the last frame decoded in sequence
+    frames = None
+    try:
+        for target in targets:
+            clock()
+            k = bisect.bisect_right(keytimes, target) - 1
+            key = keytimes[k] if k >= 0 else 0.0
+            if pos is None or not (key <= pos < target):
+                container.seek(int((key + start) / tb) if tb else 0, stream=stream,
+                               backward=True, any_frame=False)
+                frames = container.decode(stream)
+            for frame in frames:
+                t = _time(frame, tb, start, target)
+                pos = t
+                if t >= target - 0.5 / rate:
+                    kept.add(frame, t, False)
+                    break
+                clock()
+            else:
+                break                             # the data ended before the target
+    except _TimeUp:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        out.error = "data damaged: " + f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+
+
+def work_size(width: int, height: int, shorter: int = WORK_SIZE) -> tuple[int, int]:
+    """The size frames are converted to: shorter side `shorter` (never enlarged), even sides."""
+    if not width or not height:
+        return width, height
+    scale = min(1.0, shorter / min(width, height))
+    return max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
+
+
+def frame_pixels(frame) -> np.ndarray:
+    """A decoded frame as a small RGB uint8 array, converted straight from the decoder's
+    pixels (swscale), never at full size."""
+    w, h = work_size(frame.width, frame.height)
+    return frame.to_ndarray(format="rgb24", width=w, height=h)
+
+
+def _strip(images: list, thumb_size: int) -> bytes:
+    """STRIP_FRAMES frames, evenly spread, side by side as one small JPEG."""
+    from PIL import Image
+
+    n = len(images)
+    picks = [images[min(n - 1, int((i + 0.5) * n / STRIP_FRAMES))] for i in range(STRIP_FRAMES)]
+    if n < STRIP_FRAMES:
+        picks = images
+    h = max(16, min(img.height for img in picks))
+    tiles = []
+    for img in picks:
+        w = max(1, round(img.width * h / max(1, img.height)))
+        tiles.append(img.resize((min(w, 2 * thumb_size), h), Image.Resampling.BILINEAR))
+    strip = Image.new("RGB", (sum(t.width for t in tiles) + 2 * (len(tiles) - 1), h), (0, 0, 0))
+    x = 0
+    for t in tiles:
+        strip.paste(t, (x, 0))
+        x += t.width + 2
+    buf = io.BytesIO()
+    strip.save(buf, format="JPEG", quality=70)
+    return buf.getvalue()
+
+
+# --- the vPDQ record -------------------------------------------------------------------------
+
+def vpdq_line(f: VideoFrame) -> str:
+    """One frame as ThreatExchange's vpdq-hash-video writes it:
+    `frame_number,pdq_hex,quality,timestamp_seconds` (timestamp to 3 decimals)."""
+    return f"{int(f.number)},{f.pdq},{int(f.quality)},{float(f.seconds):.3f}"
+
+
+def vpdq_lines(frames) -> list[str]:
+    return [vpdq_line(VideoFrame(*f) if not isinstance(f, VideoFrame) else f) for f in frames]
