@@ -207,6 +207,14 @@ def frame_clock(seconds: Optional[float]) -> str:
     return f"{h}:{m:02d}:{rest // 1000:02d}.{rest % 1000:03d}"
 
 
+def frame_list(frames, most: int = 6) -> str:
+    """Frame times for people, from ((number, seconds, ...), ...): `0:00:03.000, 0:00:04.000
+    and 3 more`."""
+    times = [frame_clock(f[1]) for f in frames]
+    shown = ", ".join(times[:most])
+    return shown + (f" and {len(times) - most} more" if len(times) > most else "")
+
+
 def device_where(device_id: str) -> Provenance:
     """The provenance of a whole device (coverage of the device, not of one volume)."""
     return Provenance(device_id=device_id, volume_offset=None)
@@ -380,6 +388,17 @@ class Match:
     frames: tuple = ()
     query_share: float = 0.0
     known_share: float = 0.0
+
+    @property
+    def video_text(self) -> str:
+        """For people: what a video's match rests on ("" for any other match)."""
+        parts = []
+        if self.algorithm == "vpdq":
+            parts.append(f"known video {self.value!r} ({self.query_share:.0f}% of this video's "
+                         f"frames and {self.known_share:.0f}% of the known video's matched)")
+        if self.frames:
+            parts.append("frames at " + frame_list(self.frames))
+        return "; ".join(parts)
 
 
 @dataclass(frozen=True)

@@ -28,33 +28,13 @@ from typing import Callable, Optional
 import numpy as np
 
 from triage.records import VideoFrame
+from triage.videolimits import DEFAULT_LIMITS, VideoLimits  # noqa: F401  (re-exported)
 
 MiB = 1024 * 1024
 WORK_SIZE = 256            # shorter side of the decoded frame, as for pictures
 STRIP_FRAMES = 4           # frames in the review strip
 
 
-@dataclass(frozen=True)
-class VideoLimits:
-    """How much of each video is decoded. Configurable per scan (`triage scan --video-*`)."""
-
-    sample_seconds: float = 1.0           # one uniform sample per this many seconds; 0: keyframes only
-    frames_per_sqrt_second: float = 6.0   # the frame cap grows with sqrt(duration) ...
-    min_frames: int = 16                  # ... from this ...
-    max_frames: int = 480                 # ... to at most this (a 1 h video reaches 360)
-    seconds: float = 60.0                 # wall-clock limit per video; the rest is a gap
-    max_bytes: int = 192 * MiB            # a larger video is not held in memory to decode
-    max_pixels: int = 8192 * 4320         # refused above this frame size (8K): a decoder bomb
-    model_frames: int = 48                # frames of one video sent to the model, spread evenly
-    threads: int = 1                      # decoder threads (a scan runs a worker per core)
-
-    def cap(self, duration: float) -> int:
-        """Frames hashed at most for a video of `duration` seconds (unknown: the minimum)."""
-        grown = math.ceil(self.frames_per_sqrt_second * math.sqrt(max(0.0, duration)))
-        return max(1, min(self.max_frames, max(self.min_frames, grown)))
-
-
-DEFAULT_LIMITS = VideoLimits()
 
 
 @dataclass
