@@ -54,6 +54,13 @@ class _TimeUp(Exception):
     pass
 
 
+def _why(exc: BaseException) -> str:
+    """One short line: FFmpeg's own words for its errors ("Invalid data found when processing
+    input"), else the exception's."""
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return str(text).splitlines()[0][:160] if str(text).strip() else type(exc).__name__
+
+
 def _quiet_av():
     import av
     import av.logging
@@ -79,7 +86,7 @@ def analyse_video(data, content_type: str = "", limits: VideoLimits = DEFAULT_LI
     except MemoryError:
         out.error = "out of memory while decoding"
     except Exception as exc:  # noqa: BLE001 - hostile input: every decoder failure is data
-        out.error = "decode error: " + f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+        out.error = "decode error: " + _why(exc)
     finally:
         if container is not None:
             try:
@@ -216,7 +223,7 @@ def _decode(container, out: VideoResult, limits: VideoLimits, t0: float, thumb_s
     except _TimeUp:
         raise
     except Exception as exc:  # noqa: BLE001 - damaged data: keep what was decoded before it
-        out.error = "data damaged: " + f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+        out.error = "data damaged: " + _why(exc)
     # 2. uniform samples where no keyframe fell within half a step
     if limits.sample_seconds and len(kept) < cap and out.examined > 0 and not out.error:
         have = kept.times()
@@ -268,7 +275,7 @@ def _samples(container, stream, cc, targets, keytimes, tb, start, rate, out, kep
     except _TimeUp:
         raise
     except Exception as exc:  # noqa: BLE001
-        out.error = "data damaged: " + f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+        out.error = "data damaged: " + _why(exc)
 
 
 def work_size(width: int, height: int, shorter: int = WORK_SIZE) -> tuple[int, int]:
