@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def hashset_files(fleet: Path, truth: dict) -> list[Path]:
     hs = truth["hashsets"]
-    return [fleet / hs[k] for k in ("alert_vics", "nsrl", "alert_pdq", "alert_phash")]
+    return [fleet / hs[k] for k in ("alert_vics", "nsrl", "alert_pdq", "alert_phash", "alert_vpdq")]
 
 
 def evidence_paths(fleet: Path, truth: dict) -> list[Path]:
