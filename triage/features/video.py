@@ -74,6 +74,7 @@ def analyse_video(data, content_type: str = "", limits: VideoLimits = DEFAULT_LI
                   model_input_size: Optional[int] = None) -> VideoResult:
     """Decode sampled frames of a video's bytes and hash each. Never raises on bad bytes."""
     out = VideoResult()
+    out._thumbs = thumbnails
     t0 = time.monotonic()
     container = None
     try:
@@ -94,12 +95,13 @@ def analyse_video(data, content_type: str = "", limits: VideoLimits = DEFAULT_LI
             except Exception:  # noqa: BLE001
                 pass
     kept = getattr(out, "_kept", None)
+    del out._thumbs
     if kept is not None:
         del out._kept
         kept.frames.sort(key=lambda fi: fi[0].seconds)
         out.frames = tuple(f for f, _ in kept.frames)
         if kept.frames and thumbnails:
-            out.strip = _strip([img for _, img in kept.frames], thumb_size)
+            out.strip = _strip(kept.strip_images(), thumb_size)
         out.model_inputs = sorted(kept.model, key=lambda fm: fm[0].seconds)
     out.gap = _gap(out)
     return out
@@ -116,6 +118,8 @@ class _Kept:
         self.model_frames, self.prep, self.size = model_frames, model_prep, model_input_size
         self.frames: list = []
         self.model: list = []
+        self.duration = out.duration
+        self.strip: list = [None] * STRIP_FRAMES if out.duration > 0 else []
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -144,9 +148,34 @@ class _Kept:
             if len(self.model) > 2 * self.model_frames:
                 self.model.sort(key=lambda fm: fm[0].seconds)
                 self.model = self.model[::2]
+        self.frames.append((vf, None))
+        if not self.thumb_size:
+            return
+        # the review strip: the frame nearest each of STRIP_FRAMES evenly spread times gets a
+        # thumbnail (when the length is unknown, every frame does, thinned as they come)
+        if self.duration > 0:
+            # the decoded frame itself is held (4 at most); thumbnails are made at the end
+            for i in range(STRIP_FRAMES):
+                target = (i + 0.5) * self.duration / STRIP_FRAMES
+                best = self.strip[i]
+                if best is None or abs(t - target) < abs(best[0] - target):
+                    self.strip[i] = (t, img)
+        else:
+            self.strip.append((t, self._thumb(img)))
+            if len(self.strip) > 8 * STRIP_FRAMES:
+                self.strip = self.strip[::2]
+
+    def _thumb(self, img):
+        from PIL import Image
         small = img.copy()
         small.thumbnail((2 * self.thumb_size, self.thumb_size), Image.Resampling.BILINEAR)
-        self.frames.append((vf, small))
+        return small
+
+    def strip_images(self) -> list:
+        got = sorted((s for s in self.strip if s is not None), key=lambda s: s[0])
+        if len(got) > STRIP_FRAMES:
+            got = [got[int((i + 0.5) * len(got) / STRIP_FRAMES)] for i in range(STRIP_FRAMES)]
+        return [img if self.duration <= 0 else self._thumb(img) for _, img in got]
 
 
 def _gap(out: VideoResult) -> str:
@@ -186,8 +215,8 @@ def _decode(container, out: VideoResult, limits: VideoLimits, t0: float, thumb_s
     step = max(limits.sample_seconds or 1.0, (out.duration / cap) if out.duration else 0.0)
     cc.thread_count = max(1, limits.threads)
     cc.skip_frame = "NONKEY"
-    kept = out._kept = _Kept(out, rate, thumb_size, limits.model_frames, model_prep,
-                             model_input_size)
+    kept = out._kept = _Kept(out, rate, thumb_size if out._thumbs else 0, limits.model_frames,
+                             model_prep, model_input_size)
     keytimes: list[float] = []
     last = -math.inf
 
@@ -227,8 +256,10 @@ def _decode(container, out: VideoResult, limits: VideoLimits, t0: float, thumb_s
     # 2. uniform samples where no keyframe fell within half a step
     if limits.sample_seconds and len(kept) < cap and out.examined > 0 and not out.error:
         have = kept.times()
-        targets = [k * step for k in range(int(out.examined / step) + 1)
-                   if not _near(have, k * step, step / 2)]
+        # sample times up to the last frame's (not the end of the data: nothing is there)
+        end = out.examined - 1.0 / rate
+        targets = [k * step for k in range(int(end / step) + 1)
+                   if k * step <= end and not _near(have, k * step, step / 2)]
         room = cap - len(kept)
         if len(targets) > room:       # spread what the cap allows over the whole video
             targets = [targets[int(i * len(targets) / room)] for i in range(room)]
