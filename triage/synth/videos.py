@@ -4,16 +4,16 @@ Each scene is one picture held for a few seconds with a slow brightness drift an
 in every frame, so frames differ as a real video's do while every frame of a scene stays near
 its picture in PDQ.
 Containers and codecs are those phones and the web use: H.264 in MP4, MJPEG in AVI (old
-cameras), VP9 in WEBM. PyAV's wheels bundle FFmpeg's encoders, so no `ffmpeg` binary is needed
-(bench/video.py uses Debian's `ffmpeg` for its baseline only).
+cameras), VP9 in WEBM, encoded by Debian's `ffmpeg` at synth time only (a scan never runs it:
+it decodes with PyAV).
 
 Alert stand-ins in videos are the project's synthetic alert pictures and model bait
 (triage/synth/pictures.py, bait.py): never real material.
 """
 from __future__ import annotations
 
-import io
 import os
+import subprocess
 import tempfile
 from typing import Iterable, Iterator, Optional
 
@@ -46,45 +46,40 @@ def scenes(pictures: Iterable[Image.Image], seconds: Iterable[float], size: tupl
 
 def encode(frames: Iterable[np.ndarray], size: tuple[int, int], fps: int, kind: str = "h264",
            gop: Optional[int] = None, quality: str = "", faststart: bool = False) -> bytes:
-    """A video file's bytes. `gop`: frames between keyframes (default one second's worth);
-    `quality`: the encoder's own (crf for H.264/VP9, q for MJPEG); `faststart`: MP4 index
-    first, so a copy cut short still says how long the video was."""
-    import av
-
-    fmt, codec, pix, _ = KINDS[kind]
-    opts = {"movflags": "+faststart"} if faststart and fmt == "mp4" else {}
-    if opts:
-        # moving the index to the front rereads the file by name: a temporary file, not memory
-        with tempfile.TemporaryDirectory(prefix="triage-synth-") as tmp:
-            path = os.path.join(tmp, "video." + fmt)
-            _encode(av, path, fmt, codec, pix, opts, frames, size, fps, kind, gop, quality)
-            with open(path, "rb") as f:
-                return f.read()
-    buf = io.BytesIO()
-    _encode(av, buf, fmt, codec, pix, opts, frames, size, fps, kind, gop, quality)
-    return buf.getvalue()
-
-
-def _encode(av, target, fmt, codec, pix, opts, frames, size, fps, kind, gop, quality) -> None:
-    with av.open(target, mode="w", format=fmt, options=opts) as out:
-        stream = out.add_stream(codec, rate=fps)
-        stream.width, stream.height = size
-        stream.pix_fmt = pix
-        eopts = {"g": str(gop or fps)}
-        if kind == "h264":
-            eopts.update(preset="veryfast", crf=quality or "23", tune="stillimage")
-        elif kind == "vp9":
-            eopts.update(crf=quality or "32", deadline="realtime", **{"cpu-used": "8"})
-            stream.bit_rate = 0
-        elif kind == "mjpeg":
-            eopts.update(q=quality or "4")
-        stream.options = eopts
-        for arr in frames:
-            frame = av.VideoFrame.from_ndarray(arr, format="rgb24")
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
+    """A video file's bytes, encoded by Debian's `ffmpeg` from raw RGB frames on its stdin.
+    `gop`: frames between keyframes (default one second's worth); `quality`: the encoder's own
+    (crf for H.264/VP9, q for MJPEG); `faststart`: MP4 index first, so a copy cut short still
+    says how long the video was. One thread and bit-exact flags: the same seed gives the same
+    bytes (an in-process PyAV encode did not, run to run)."""
+    fmt, codec, pix, ext = KINDS[kind]
+    w, h = size
+    args = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
+            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", str(fps), "-i", "pipe:0",
+            "-threads", "1", "-fflags", "+bitexact", "-flags:v", "+bitexact",
+            "-c:v", codec, "-pix_fmt", pix, "-g", str(gop or fps)]
+    if kind == "h264":
+        args += ["-preset", "veryfast", "-crf", quality or "23"]
+    elif kind == "vp9":
+        args += ["-crf", quality or "32", "-b:v", "0", "-deadline", "good", "-cpu-used", "8",
+                 "-row-mt", "0"]
+    elif kind == "mjpeg":
+        args += ["-q:v", quality or "4"]
+    if faststart and fmt == "mp4":
+        args += ["-movflags", "+faststart"]
+    with tempfile.TemporaryDirectory(prefix="triage-synth-") as tmp:
+        path = os.path.join(tmp, "video." + ext)
+        proc = subprocess.Popen(args + ["-f", fmt, path], stdin=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        try:
+            for arr in frames:
+                proc.stdin.write(np.ascontiguousarray(arr, np.uint8).tobytes())
+        finally:
+            proc.stdin.close()
+        err = proc.stderr.read().decode("utf-8", "replace")
+        if proc.wait() != 0:
+            raise RuntimeError(f"ffmpeg could not encode a synthetic {kind} video: {err[-300:]}")
+        with open(path, "rb") as f:
+            return f.read()
 
 
 def truncate(data: bytes, share: float) -> bytes:
