@@ -428,14 +428,10 @@ def test_every_planted_video_is_found_with_its_frames(full_scan, synth_truth, tm
     checked = 0
     for device in synth_truth["devices"]:
         did = dev_id(case, device)
+        files, matches, flags, shown = _device_view(case, did)
         with CaseStore(case, create=False) as store:
-            files = {r.path: (r, f) for r, f in store.files(did)}
-            matches: dict = {}
-            for m in store.matches(did):
-                if m.role == "alert":
-                    matches.setdefault(m.key, []).append(m)
             gaps = {c.where.path: c for c in store.coverage(did) if c.kind == VIDEO_FRAMES}
-            flags = {f.key: f for _i, f in store.flags(did)}
+        shown_video = {f["path"]: f for f in shown["findings"] if "video" in f}
         for v in device["videos"]:
             rec, feat = files[v["path"]]
             got = matches.get(rec.key, [])
@@ -446,10 +442,13 @@ def test_every_planted_video_is_found_with_its_frames(full_scan, synth_truth, tm
                 lo, hi = v["frames_between"]
                 assert m[0].frames and all(lo <= t < hi for _, t in m[0].frames)
                 assert "frames at 0:00:0" in flags[rec.key].message
+                assert shown_video[v["path"]]["video"]["frames"][0]["seconds"] >= lo
             elif v["kind"] == "vpdq":
                 [m] = [m for m in got if m.algorithm == "vpdq"]
                 assert m.value == v["known_video"] and m.query_share >= 80.0 and m.frames
                 assert v["known_video"] in flags[rec.key].message
+                [sm] = shown_video[v["path"]]["matches"]
+                assert sm["known_video"] == v["known_video"] and sm["query_share"] >= 80.0
             else:
                 assert not got, (v["path"], got)         # benign, bait, truncated: no match
             if v["kind"] == "truncated":

@@ -350,3 +350,35 @@ def test_video_results_round_trip_through_the_store(tmp_path):
         assert f2.frames == frames and f2.duration == 2.0 and isinstance(f2.frames[0], VideoFrame)
         assert store.matches("dev") == [m]
         assert store.scores("dev") == [s]
+
+
+def test_report_shows_a_blurred_greyscale_strip_and_show_names_the_frames(tmp_path):
+    import base64
+
+    from PIL import Image
+
+    from triage.exports.report_html import build
+    from triage.findings import findings
+    from triage.records import EvidenceRef, Features
+    from triage.store import CaseStore
+
+    data = make("rep", [1.0] * 4, size=(320, 240))
+    a = analyse(record("clip.mp4", data), [data])
+    rec, feat = a.record, a.features
+    assert feat.thumbnail and Image.open(io.BytesIO(feat.thumbnail)).width > 3 * 72
+    m = Match(rec.key, "near", "vpdq", "kv-1", "vids", "1", "alert", severity=2,
+              frames=((0, 0.0), (10, 1.0)), query_share=100.0, known_share=50.0)
+    with CaseStore(tmp_path / "case") as store:
+        store.upsert_device(EvidenceRef("dev", ("/e/dev.raw",), "raw", 1 << 20))
+        store.add_batch("dev", "b1", [(rec, feat)], [m], [], [])
+        [f] = findings(store, "dev")
+        assert f.is_video and f.frames == ((0, 0.0), (10, 1.0))
+        assert f.frame_text == "0:00:00.000, 0:00:01.000"
+        page = build(store)
+    strip = re.search(r'<img class="strip" alt="4 frames \(blurred\)" src="data:image/jpeg;base64,([^"]+)"',
+                      page)
+    assert strip, page[:2000]
+    img = Image.open(io.BytesIO(base64.b64decode(strip.group(1))))
+    assert img.mode == "L" and img.width > 2 * img.height
+    assert "known video &#x27;kv-1&#x27;" in page or "known video 'kv-1'" in page
+    assert "frames at 0:00:00.000, 0:00:01.000" in page

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import getpass
+import json
 import os
 import time
 from collections import Counter
@@ -826,7 +827,8 @@ def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list
 
 # Options that change what a batch finds: a resume with different ones would mix two scans.
 _RESUME_KEYS = ("pictures", "archives", "sha256", "perceptual", "batch_files", "batch_bytes",
-                "carve")     # carved items are in the batches: their ids depend on it
+                "carve",     # carved items are in the batches: their ids depend on it
+                "video", "video_limits", "vpdq")
 
 
 def _check_resumable(store: CaseStore, opts: ScanOptions, hashsets) -> None:
@@ -846,7 +848,8 @@ def _check_resumable(store: CaseStore, opts: ScanOptions, hashsets) -> None:
 
 
 def _norm(v):
-    return list(v) if isinstance(v, (list, tuple)) else v
+    # as the run's options were stored: JSON (tuples, nested ones too, become lists)
+    return json.loads(json.dumps(v, default=str))
 
 
 def _operator() -> str:
