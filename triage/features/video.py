@@ -9,7 +9,8 @@ What is decoded, per video (bounded in frames, time and memory; see VideoLimits)
 The sampling step grows once the frames would pass the cap: cap = max(min_frames,
 frames_per_sqrt_second * sqrt(duration)), at most max_frames. Frames are converted straight
 from the decoder's YUV to a small RGB picture (shorter side WORK_SIZE, as pictures are), so
-nothing downstream touches a full-size frame.
+nothing downstream touches a full-size frame; an MJPEG video is even decoded at 1/2, 1/4 or
+1/8 size (`lowres`), as JPEG pictures are.
 
 The frames form the video's vPDQ record (ThreatExchange's line format, `vpdq_lines`). What could
 not be examined (no video stream, undecodable, cut short, over the time limit) is said in
@@ -215,6 +216,9 @@ def _decode(container, out: VideoResult, limits: VideoLimits, t0: float, thumb_s
     step = max(limits.sample_seconds or 1.0, (out.duration / cap) if out.duration else 0.0)
     cc.thread_count = max(1, limits.threads)
     cc.skip_frame = "NONKEY"
+    lowres = _lowres(cc.name, out.width, out.height)
+    if lowres:
+        cc.options = {"lowres": str(lowres)}
     kept = out._kept = _Kept(out, rate, thumb_size if out._thumbs else 0, limits.model_frames,
                              model_prep, model_input_size)
     keytimes: list[float] = []
@@ -265,6 +269,20 @@ def _decode(container, out: VideoResult, limits: VideoLimits, t0: float, thumb_s
             targets = [targets[int(i * len(targets) / room)] for i in range(room)]
         if targets:
             _samples(container, stream, cc, targets, keytimes, tb, start, rate, out, kept, clock)
+
+
+# decoders that can decode at 1/2, 1/4 or 1/8 size (FFmpeg's `lowres`), as libjpeg's DCT
+# scaling does for pictures: every frame of an MJPEG video is a JPEG
+LOWRES_CODECS = {"mjpeg": 3}
+
+
+def _lowres(codec: str, width: int, height: int) -> int:
+    """The largest `lowres` that keeps the frame's shorter side at WORK_SIZE or more."""
+    most = LOWRES_CODECS.get(codec or "", 0)
+    n, short = 0, min(width, height)
+    while n < most and (short >> (n + 1)) >= WORK_SIZE:
+        n += 1
+    return n
 
 
 def _near(sorted_times: list[float], t: float, within: float) -> bool:
