@@ -80,7 +80,9 @@ def analyse_video(data, content_type: str = "", limits: VideoLimits = DEFAULT_LI
     container = None
     try:
         av = _quiet_av()
+        # a large buffer: each refill is a call back into Python (the bytes are in memory)
         container = av.open(io.BytesIO(data), mode="r", metadata_errors="ignore",
+                            buffer_size=MiB,
                             options={"probesize": str(8 * MiB), "analyzeduration": "10000000"})
         _decode(container, out, limits, t0, thumb_size, model_prep, model_input_size)
     except _TimeUp:
@@ -124,9 +126,6 @@ class _Kept:
 
     def __len__(self) -> int:
         return len(self.frames)
-
-    def times(self) -> list[float]:
-        return sorted(f.seconds for f, _ in self.frames)
 
     def add(self, frame, t: float, key: bool) -> None:
         import pdqhash
@@ -222,7 +221,12 @@ def _decode(container, out: VideoResult, limits: VideoLimits, t0: float, thumb_s
     kept = out._kept = _Kept(out, rate, thumb_size if out._thumbs else 0, limits.model_frames,
                              model_prep, model_input_size)
     keytimes: list[float] = []
-    last = -math.inf
+    # the sampling grid: slot k is the step around k * step; a keyframe fills its slot when
+    # the slot is empty, and samples are decoded only for the slots no keyframe filled
+    filled: set[int] = set()
+
+    def slot(t: float) -> int:
+        return int(math.floor(t / step + 0.5))
 
     def clock() -> None:
         if time.monotonic() - t0 > limits.seconds:
@@ -236,34 +240,33 @@ def _decode(container, out: VideoResult, limits: VideoLimits, t0: float, thumb_s
                 # the end: the frames the decoder still holds (it runs a few packets behind)
                 for frame in packet.decode():
                     t = _time(frame, tb, start, out.examined)
-                    if t - last >= step and len(kept) < cap:
+                    if slot(t) not in filled and len(kept) < cap:
                         kept.add(frame, t, True)
-                        last = t
+                        filled.add(slot(t))
                 continue
             when = float(((packet.pts if packet.pts is not None else packet.dts) * tb) - start)
             out.examined = max(out.examined, when + float((packet.duration or 0) * tb))
             if not packet.is_keyframe:
                 continue
             keytimes.append(when)
-            if when - last < step or len(kept) >= cap:
-                continue
+            if slot(when) in filled or len(kept) >= cap:
+                continue                # its slot has a frame already: not even decoded
             clock()
             for frame in packet.decode():
                 t = _time(frame, tb, start, when)
-                if t - last >= step and len(kept) < cap:
+                if slot(t) not in filled and len(kept) < cap:
                     kept.add(frame, t, True)
-                    last = t
+                    filled.add(slot(t))
     except _TimeUp:
         raise
     except Exception as exc:  # noqa: BLE001 - damaged data: keep what was decoded before it
         out.error = "data damaged: " + _why(exc)
     # 2. uniform samples where no keyframe fell within half a step
     if limits.sample_seconds and len(kept) < cap and out.examined > 0 and not out.error:
-        have = kept.times()
         # sample times up to the last frame's (not the end of the data: nothing is there)
         end = out.examined - 1.0 / rate
         targets = [k * step for k in range(int(end / step) + 1)
-                   if k * step <= end and not _near(have, k * step, step / 2)]
+                   if k * step <= end and k not in filled]
         room = cap - len(kept)
         if len(targets) > room:       # spread what the cap allows over the whole video
             targets = [targets[int(i * len(targets) / room)] for i in range(room)]
@@ -283,12 +286,6 @@ def _lowres(codec: str, width: int, height: int) -> int:
     while n < most and (short >> (n + 1)) >= WORK_SIZE:
         n += 1
     return n
-
-
-def _near(sorted_times: list[float], t: float, within: float) -> bool:
-    import bisect
-    i = bisect.bisect_left(sorted_times, t - within)
-    return i < len(sorted_times) and sorted_times[i] <= t + within
 
 
 def _time(frame, tb: float, start: float, fallback: float) -> float:
