@@ -336,7 +336,9 @@ def frame_pixels(frame) -> np.ndarray:
     """A decoded frame as a small RGB uint8 array, converted straight from the decoder's
     pixels (swscale), never at full size."""
     w, h = work_size(frame.width, frame.height)
-    return frame.to_ndarray(format="rgb24", width=w, height=h)
+    # AREA: averaging, as a JPEG draft decode or a box reduction does for pictures, and a
+    # quarter of the time of swscale's default (bicubic) at these ratios
+    return frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="AREA")
 
 
 def _strip(images: list, thumb_size: int) -> bytes:
