@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 import numpy as np
 
 from triage.carve import embedded, embedded_record
-from triage.features import archives, inside, pictures
+from triage.features import archives, inside, pictures, video
 from triage.errors import ShortRead
 from triage.features.hashing import Digests, ReadAborted, read_once
 from triage.units import human_bytes
@@ -56,6 +56,9 @@ class FeatureOptions:
     max_image_pixels: int = 89_478_485       # Pillow's MAX_IMAGE_PIXELS: larger is a bomb
     model_input_size: Optional[int] = None   # also give a size x size uint8 RGB array
     model_prep: Optional[Callable[[Any], Any]] = None   # or: picture -> model array, or why it skips the model
+    # videos: sampled frames decoded and hashed (needs pictures); None leaves every video's
+    # frames a coverage gap (matched whole only)
+    video: Optional[video.VideoLimits] = video.DEFAULT_LIMITS
 
 
 DEFAULT_OPTIONS = FeatureOptions()
@@ -69,7 +72,8 @@ class Analysis:
     features: Features
     members: tuple["Analysis", ...] = ()     # archive members, nested members inside theirs
     coverage: tuple[Coverage, ...] = ()      # what was refused or could not be examined
-    model_input: Optional[np.ndarray | str] = field(default=None, compare=False, repr=False)
+    # a picture's model array (or why it skips the model); a video's [(VideoFrame, array or why)]
+    model_input: Optional[np.ndarray | str | list] = field(default=None, compare=False, repr=False)
 
     def walk(self) -> Iterator["Analysis"]:
         """This analysis and every member's, depth first."""
@@ -112,6 +116,8 @@ def _analyse(record: FileRecord, chunks: Iterable[bytes], opts: FeatureOptions, 
             return opts.archive_max_bytes     # read whole to find the pictures inside
         if opts.pictures and _unknown(ctype, record.size, opts):
             return opts.carve_unknown_max
+        if opts.pictures and opts.video is not None and ctype in VIDEO_TYPES:
+            return opts.video.max_bytes       # decoded from memory (PyAV reads a BytesIO)
         return 0
 
     short: list[ShortRead] = []
@@ -208,9 +214,28 @@ def _analyse(record: FileRecord, chunks: Iterable[bytes], opts: FeatureOptions, 
             coverage.extend(more)
 
     elif ctype in VIDEO_TYPES:
-        # matched whole (exact hashes) only: no frame was decoded, hashed or scored
-        cover(VIDEO_FRAMES, f"{ctype}: no frame decoded; only the whole file's hashes were "
-              "matched", rr.size)
+        if not opts.pictures or opts.video is None:
+            # matched whole (exact hashes) only: no frame was decoded, hashed or scored
+            cover(VIDEO_FRAMES, f"{ctype}: no frame decoded (the video stage is off); only the "
+                  "whole file's hashes were matched", rr.size)
+        elif rr.data is None:
+            cover(VIDEO_FRAMES, f"video not decoded: {human_bytes(rr.size)}, {rr.not_kept}; only "
+                  "the whole file's hashes were matched", rr.size)
+        else:
+            vr = video.analyse_video(rr.data, ctype, opts.video, thumbnails=opts.thumbnails,
+                                     thumb_size=opts.thumb_size, model_prep=opts.model_prep,
+                                     model_input_size=opts.model_input_size)
+            pic = dict(width=vr.width, height=vr.height, thumbnail=vr.strip,
+                       duration=round(vr.duration, 3), examined_seconds=round(vr.examined, 3),
+                       frames=vr.frames)
+            error = vr.error
+            if vr.model_inputs:
+                model_input = vr.model_inputs
+            if vr.gap:
+                # the bytes not examined, in proportion to the seconds not examined
+                part = (1 - min(1.0, vr.examined / vr.duration)) if vr.duration and vr.frames \
+                    else 1.0
+                cover(VIDEO_FRAMES, vr.gap, int(rr.size * part))
     elif opts.pictures and (ctype in CARVED_INSIDE or _unknown(ctype, rr.size, opts)):
         how = INSIDE.get(ctype, "carve-all")
         what = EMBEDDING_TYPES.get(ctype) or ("file of unknown type" if not ctype else ctype)
