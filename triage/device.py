@@ -28,6 +28,8 @@ def discover(evidence: Evidence, recovery_key: Optional[str] = None,
     if recovery_key or password:
         resolver(evidence).secrets = (recovery_key, password)
     dev = evidence.ref.device_id
+    if evidence.extraction is not None:     # a phone extraction: one "volume", its members
+        return [evidence.extraction.volume(dev)], evidence.extraction.gaps(dev)
     if evidence.img is None:       # a folder of logical files: one "volume", the folder itself
         return [VolumeRef(device_id=dev, index=0, offset=0, length=evidence.ref.media_size,
                           description="folder of logical files", fs_type="directory")], []

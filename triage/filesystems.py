@@ -175,6 +175,9 @@ def walk(source: "Evidence | Resolver", volume: VolumeRef,
     """
     res = resolver(source)
     evidence = res.evidence
+    if evidence.extraction is not None:
+        yield from evidence.extraction.walk(volume, problems)
+        return
     if evidence.img is None:
         yield from _walk_directory(evidence, volume, problems)
         return
@@ -382,6 +385,14 @@ def read_chunks(source: "Evidence | Resolver", prov: Provenance,
     """
     res = resolver(source)
     evidence = res.evidence
+    if evidence.extraction is not None:
+        # a member stored as is is read straight from the evidence file (no copy)
+        pieces = evidence.extraction.pieces(prov)
+        if pieces is not None:
+            yield from _read_direct(evidence, pieces, chunk_size)
+        else:
+            yield from evidence.extraction.read(prov, chunk_size)
+        return
     if evidence.img is None:
         yield from _read_logical(evidence, prov, chunk_size)
         return
