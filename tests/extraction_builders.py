@@ -45,9 +45,11 @@ def phone_tree(bait: bytes) -> dict[str, bytes]:
     }
 
 
-def write_tar(path: Path, files: dict[str, bytes], compress: bool = False,
-              prefix: str = "./") -> Path:
-    with tarfile.open(path, "w:gz" if compress else "w", format=tarfile.GNU_FORMAT) as tf:
+def write_tar(path, files: dict[str, bytes], compress: bool = False, prefix: str = "./"):
+    """A tar (gzip'd when asked) of `files`, folders first, to a path or a file object."""
+    target = {"fileobj": path} if hasattr(path, "write") else {"name": path}
+    with tarfile.open(mode="w:gz" if compress else "w", format=tarfile.GNU_FORMAT,
+                      **target) as tf:
         dirs = set()
         for name in files:
             parts = name.split("/")[:-1]

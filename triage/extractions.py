@@ -55,6 +55,7 @@ DESCRIPTIONS = {"tar": "phone extraction (tar)", "tar.gz": "phone extraction (gz
                 "adb": "Android adb backup", "zip": "phone extraction (zip)",
                 "ufdr": "Cellebrite UFDR", "itunes": "iTunes/Finder backup"}
 ENCRYPTED_BACKUP = "encrypted backup"
+BACKUP_DIR = "/$Backup"          # an iTunes backup's own files, as the folder holds them
 
 
 class Bomb(EvidenceError):
@@ -590,8 +591,8 @@ class Extraction:
         if encrypted:
             count, nbytes = _tree_count(self.root)
             self.locked = (f"{ENCRYPTED_BACKUP}: iTunes/Finder backup encrypted (Manifest.plist "
-                           f"IsEncrypted); {count:,} files ({human_bytes(nbytes)}) not examined; "
-                           "give --password to open it")
+                           f"IsEncrypted); {count:,} files ({human_bytes(nbytes)}) not examined "
+                           "(decrypting backups is not supported yet)")
 
     def _manifest(self) -> sqlite3.Connection:
         path = os.path.abspath(os.path.join(self.root, "Manifest.db"))
@@ -627,10 +628,40 @@ class Extraction:
                 except OSError:
                     size, head = meta.get("size", 0), b""
                 yield self._record(volume, path, None, size, meta.get("mtime"), head=head)
+            # the backup's own files (Info.plist, Manifest.db, ...) and any file Manifest.db
+            # does not list: examined too, under /$Backup with their names in the folder
+            for rel, size, head in self._unlisted(con):
+                yield self._record(volume, f"{BACKUP_DIR}/{rel}", None, size, None, head=head)
             con.close()
         except sqlite3.DatabaseError as exc:
             self._gap(problems, volume, MEDIA_DAMAGED,
                       f"Manifest.db cannot be read: {_one_line(exc)}", self.size)
+
+    def _unlisted(self, con: sqlite3.Connection) -> Iterator[tuple[str, int, bytes]]:
+        stack = [""]
+        while stack:
+            rel_dir = stack.pop()
+            try:
+                with os.scandir(os.path.join(self.root, rel_dir)) as it:
+                    entries = sorted(it, key=lambda e: e.name)
+            except OSError:
+                continue
+            for e in entries:
+                rel = f"{rel_dir}/{e.name}" if rel_dir else e.name
+                if e.is_dir(follow_symlinks=False):
+                    stack.append(rel)
+                    continue
+                if not e.is_file(follow_symlinks=False):
+                    continue
+                if len(e.name) == 40 and con.execute("SELECT 1 FROM Files WHERE fileID = ?",
+                                                     (e.name,)).fetchone():
+                    continue
+                try:
+                    with open(e.path, "rb") as fh:
+                        head = fh.read(filetype.HEAD_BYTES)
+                    yield rel, e.stat(follow_symlinks=False).st_size, head
+                except OSError:
+                    continue
 
     def _itunes_file(self, file_id: str) -> Optional[str]:
         if not file_id or any(c not in "0123456789abcdef" for c in file_id.lower()):
@@ -699,16 +730,57 @@ class Extraction:
 
     def _read_itunes(self, prov: Provenance, chunk_size: int) -> Iterator[bytes]:
         domain, _, rel = prov.path[1:].partition("/")
-        file_id = hashlib.sha1(f"{domain}-{rel}".encode("utf-8", "surrogateescape")).hexdigest()
-        where = self._itunes_file(file_id)
-        if where is None:
-            raise EvidenceError(f"{prov.path}: the backup holds no file {file_id}")
-        with open(where, "rb", buffering=0) as fh:
+        if "/" + domain == BACKUP_DIR:
+            where = os.path.realpath(os.path.join(self.root, rel))
+            if not where.startswith(os.path.realpath(self.root) + os.sep):
+                # a name from Manifest.db posing as the backup's own file: never outside it
+                raise EvidenceError(f"{prov.path}: not a file of the backup folder")
+        else:
+            file_id = hashlib.sha1(f"{domain}-{rel}".encode("utf-8", "surrogateescape")).hexdigest()
+            where = self._itunes_file(file_id)
+            if where is None:
+                raise EvidenceError(f"{prov.path}: the backup holds no file {file_id}")
+        try:
+            fd = os.open(where, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError as exc:
+            raise EvidenceError(f"{prov.path}: {exc.strerror or exc}") from None
+        with os.fdopen(fd, "rb", buffering=0) as fh:
             while True:
                 data = fh.read(chunk_size)
                 if not data:
                     return
                 yield data
+
+
+def reach_hint(prov: Provenance, size: int) -> Optional[str]:
+    """How an examiner reaches a member's bytes with standard tools (None: not a member of an
+    extraction). Archive members inside the member follow as `then open member ...`."""
+    kind = {v: k for k, v in FS_TYPES.items()}.get(prov.fs_type)
+    if kind is None or prov.parent is not None:
+        return None
+    inner = prov.members[1:] if kind == "ufdr" and prov.members else prov.members
+    span = f"iflag=skip_bytes,count_bytes,fullblock skip={prov.inode} count={size}"
+    if kind == "tar":
+        hint = f"dd if=IMAGE {span}"
+    elif kind == "tar.gz":
+        hint = f"gzip -dc IMAGE | dd {span}"
+    elif kind == "adb":
+        hint = f"tail -c +25 IMAGE | zlib-flate -uncompress | dd {span}"
+    elif kind in ("zip", "ufdr"):
+        name = prov.members[0] if kind == "ufdr" and prov.members else prov.path.lstrip("/")
+        hint = f"unzip -p IMAGE {_shell_quote(name)}"
+    else:
+        domain, _, rel = prov.path[1:].partition("/")
+        if "/" + domain == BACKUP_DIR:
+            hint = f"cat BACKUP/{_shell_quote(rel)}"
+        else:
+            fid = hashlib.sha1(f"{domain}-{rel}".encode("utf-8", "surrogateescape")).hexdigest()
+            hint = f"cat BACKUP/{fid[:2]}/{fid}"
+    return hint + (f"  (then open member {'!/'.join(inner)})" if inner else "")
+
+
+def _shell_quote(text: str) -> str:
+    return "'" + text.replace("'", "'\\''") + "'"
 
 
 def _header_size(hdr: bytes) -> int:

@@ -14,6 +14,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
+from triage.extractions import reach_hint
 from triage.findings import Finding
 from triage.flags import SEVERITY, display_path
 from triage.records import DeviceVerdict, Flag
@@ -126,6 +127,9 @@ def _icat_hint(f: Finding) -> str:
         span = f"bs=1M skip={start} count={p.length}"
         return (f"dd if=IMAGE iflag=skip_bytes,count_bytes {span}  (E01 and other containers: "
                 f"img_cat IMAGE | dd iflag=skip_bytes,count_bytes,fullblock {span})")
+    member = reach_hint(p, f.record.size)      # a member of a phone extraction
+    if member is not None:
+        return member
     if p.inode is None:
         return ""
     inode = f"{p.inode}-{p.attr_type}-{p.attr_id}" if p.ads else str(p.inode)
