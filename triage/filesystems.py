@@ -22,9 +22,10 @@ from typing import Iterator, Optional
 import numpy as np
 import pytsk3
 
+from triage import apfs as apfs_reader
 from triage import filetype
 from triage.errors import EvidenceError, ShortRead
-from triage.evidence import Evidence, is_bitlocker
+from triage.evidence import Evidence
 from triage.records import FOLDER_NOT_READ, Coverage, FileRecord, Provenance, VolumeRef
 from triage import volumes
 from triage.volumes import VolumeImage, c_text, plain_volume
@@ -68,6 +69,7 @@ class Resolver:
         self.evidence = evidence
         self.secrets = tuple(secrets)
         self._volumes: dict[int, VolumeImage] = {}
+        self._apfs: dict[int, apfs_reader.Container] = {}
         self._fs: OrderedDict[int, pytsk3.FS_Info] = OrderedDict()
         self._lock = threading.RLock()
         # volume offset -> byte offsets (in the volume) where the walk's deleted files start:
@@ -84,14 +86,35 @@ class Resolver:
             ev = self.evidence
             if ev.img is None:
                 raise EvidenceError(f"{ev.ref.device_id}: a folder has no file-system image")
+            nested = volumes.nested_of(offset)
+            if nested is not None:
+                # an LVM logical volume (APFS volumes are read through libfsapfs: see apfs())
+                container, index = nested
+                head = ev.read(container, 4096)
+                if not volumes.is_lvm(head):
+                    raise EvidenceError(f"no LVM physical volume at {container}")
+                vi = volumes.lvm_volume(ev, container, ev.ref.media_size - container, index)
+                self._volumes[offset] = vi
+                return vi
             length = ev.ref.media_size - offset if length is None else length
-            if is_bitlocker(ev.read(offset, 512)):
+            kind = volumes.encryption_of(ev.read(offset, 512))
+            if kind is not None:
                 key, password = (tuple(self.secrets) + (None, None))[:2]
-                vi = volumes.unlock(ev, offset, length, key, password)
+                vi = volumes.unlock(ev, offset, length, key, password, kind)
             else:
                 vi = plain_volume(ev, offset, length)
             self._volumes[offset] = vi
             return vi
+
+    def apfs(self, container: int, length: Optional[int] = None) -> "apfs_reader.Container":
+        """The APFS container at `container` (its volumes are unlocked with `secrets`)."""
+        with self._lock:
+            found = self._apfs.get(container)
+            if found is None:
+                ev = self.evidence
+                length = ev.ref.media_size - container if length is None else length
+                found = self._apfs[container] = apfs_reader.Container(ev, container, length)
+            return found
 
     def fs(self, offset: int) -> pytsk3.FS_Info:
         """The file system of the volume at `offset`, opened once (FS_CACHE kept)."""
@@ -112,6 +135,9 @@ class Resolver:
             for vi in self._volumes.values():
                 vi.close()
             self._volumes.clear()
+            for container in self._apfs.values():
+                container.close()
+            self._apfs.clear()
 
 
 _RESOLVERS: dict[int, Resolver] = {}
@@ -180,6 +206,11 @@ def walk(source: "Evidence | Resolver", volume: VolumeRef,
         return
     if evidence.img is None:
         yield from _walk_directory(evidence, volume, problems)
+        return
+    apfs_volume = _apfs_volume(volume.fs_type, volume.offset)
+    if apfs_volume is not None:
+        container, index = apfs_volume
+        yield from apfs_reader.walk(res.apfs(container), volume, index, res.secrets, problems)
         return
     fs = res.fs(volume.offset)
     fs_type = volume.fs_type or ""
@@ -323,6 +354,11 @@ def _streams(entry, parent: FileRecord) -> Iterator[FileRecord]:
                          type=ctype, ext_mismatch=filetype.ext_mismatch(sname, ctype))
 
 
+def _apfs_volume(fs_type: Optional[str], offset: Optional[int]) -> Optional[tuple[int, int]]:
+    """(container offset, volume index) when this is an APFS volume read through libfsapfs."""
+    return volumes.nested_of(offset) if fs_type == "apfs" else None
+
+
 def _walk_directory(evidence: Evidence, volume: VolumeRef, problems: Optional[list]) -> Iterator[FileRecord]:
     """A folder of logical files (a phone extraction): every entry, symlinks not followed."""
     root = evidence.root
@@ -395,6 +431,11 @@ def read_chunks(source: "Evidence | Resolver", prov: Provenance,
         return
     if evidence.img is None:
         yield from _read_logical(evidence, prov, chunk_size)
+        return
+    apfs_volume = _apfs_volume(prov.fs_type, prov.volume_offset)
+    if apfs_volume is not None and not prov.carved:
+        container, index = apfs_volume
+        yield from apfs_reader.read(res.apfs(container), index, res.secrets, prov, chunk_size)
         return
     if prov.carved:
         yield from _read_range(res, prov, chunk_size)
