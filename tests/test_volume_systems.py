@@ -136,3 +136,36 @@ def test_a_locked_apfs_volume_is_a_gap_or_unlocks(monkeypatch):
         vols, cov = discover(ev, password="right")
         assert [v.fs_type for v in vols] == ["apfs"] and "unlocked" in vols[0].description
         assert "/passwords.txt" in {r.path for r in walk(ev, vols[0])}
+
+
+def test_shadow_copy_file_is_listed_with_its_snapshot_and_read_from_it():
+    """vsstest.qcow2: /syslog was deleted after the first shadow copy (the live volume holds
+    /syslog.gz, its gzip'd copy). The copy's /syslog is listed with the snapshot in its
+    provenance, its content is exactly what the live syslog.gz inflates to, and files the
+    copies share with the live volume (or with an earlier copy) are not listed twice."""
+    import gzip
+    from triage.store import file_rows
+    from triage.records import Features, Provenance
+    with open_evidence(IMAGES / "vsstest.qcow2") as ev:
+        [vol] = discover(ev)[0]
+        recs = list(walk(ev, vol))
+        live = {r.path: r for r in recs if not r.prov.snapshot}
+        snap = [r for r in recs if r.prov.snapshot]
+        [syslog] = [r for r in snap if r.path == "/syslog"]
+        assert syslog.prov.snapshot == "vss1:{600f0b69-5bdf-11e3-9d6c-005056c00008}"
+        assert "/syslog" not in live
+        content = b"".join(bytes(c) for c in read_chunks(ev, syslog.prov))
+        assert content == gzip.decompress(b"".join(read_chunks(ev, live["/syslog.gz"].prov)))
+        assert len(content) == syslog.size == 1247
+        # nothing identical to the live volume comes back from a copy, nor twice from two
+        keys = [(r.prov.inode, r.prov.attr_id, r.path, r.size, r.mtime) for r in snap]
+        assert len(keys) == len(set((k[:3] + k[3:]) for k in keys))
+        for r in snap:
+            same = live.get(r.path)
+            assert same is None or (same.size, same.mtime, same.ctime) != (r.size, r.mtime, r.ctime)
+        assert {r.prov.snapshot.split(":")[0] for r in snap} == {"vss1", "vss2"}
+        # the snapshot survives the case store's row and comes back in the provenance
+        [row] = file_rows("vsstest.qcow2", "b1", [(syslog, Features(key=syslog.key, size=1247))])
+        assert "vss1:{600f0b69" in str(row)
+        assert Provenance.from_dict(syslog.prov.to_dict()) == syslog.prov
+        assert syslog.key != live["/syslog.gz"].key

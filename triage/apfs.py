@@ -17,7 +17,7 @@ from triage import filetype
 from triage.errors import EvidenceError, ShortRead
 from triage.evidence import Evidence, _libyal_reason
 from triage.records import FOLDER_NOT_READ, Coverage, FileRecord, Provenance, VolumeRef
-from triage.volumes import _Window, nested_offset
+from triage.volumes import media_file, nested_offset
 
 RESOURCE_FORK = "com.apple.ResourceFork"
 ENCRYPTED_APFS = "encrypted (APFS volume)"
@@ -30,7 +30,7 @@ class Container:
         import pyfsapfs
         self.offset = offset
         self.lock = threading.RLock()         # libfsapfs handles are not shared across threads
-        self._window = _Window(evidence, offset, length)
+        self._window = media_file(evidence, offset, length)
         self._c = pyfsapfs.container()
         self._volumes: dict[int, object] = {}
         try:

@@ -26,7 +26,8 @@ from triage import apfs as apfs_reader
 from triage import filetype
 from triage.errors import EvidenceError, ShortRead
 from triage.evidence import Evidence
-from triage.records import FOLDER_NOT_READ, Coverage, FileRecord, Provenance, VolumeRef
+from triage.records import (FOLDER_NOT_READ, UNREADABLE_VOLUME, Coverage, FileRecord, Provenance,
+                            VolumeRef)
 from triage import volumes
 from triage.volumes import VolumeImage, c_text, plain_volume
 
@@ -70,7 +71,8 @@ class Resolver:
         self.secrets = tuple(secrets)
         self._volumes: dict[int, VolumeImage] = {}
         self._apfs: dict[int, apfs_reader.Container] = {}
-        self._fs: OrderedDict[int, pytsk3.FS_Info] = OrderedDict()
+        self._snapshots: dict[tuple, VolumeImage] = {}
+        self._fs: OrderedDict[tuple, pytsk3.FS_Info] = OrderedDict()
         self._lock = threading.RLock()
         # volume offset -> byte offsets (in the volume) where the walk's deleted files start:
         # carving the same bytes again would count one picture twice
@@ -116,15 +118,23 @@ class Resolver:
                 found = self._apfs[container] = apfs_reader.Container(ev, container, length)
             return found
 
-    def fs(self, offset: int) -> pytsk3.FS_Info:
-        """The file system of the volume at `offset`, opened once (FS_CACHE kept)."""
+    def fs(self, offset: int, snapshot: str = "") -> pytsk3.FS_Info:
+        """The file system of the volume at `offset` (or of its shadow copy `snapshot`),
+        opened once (FS_CACHE kept)."""
+        key = (offset, snapshot)
         with self._lock:
-            fs = self._fs.get(offset)
+            fs = self._fs.get(key)
             if fs is not None:
-                self._fs.move_to_end(offset)
+                self._fs.move_to_end(key)
                 return fs
-            fs = open_fs(self.volume(offset))
-            self._fs[offset] = fs
+            vi = self.volume(offset)
+            if snapshot:
+                vi = self._snapshots.get(key)
+                if vi is None:
+                    vi = self._snapshots[key] = volumes.shadow_copy(
+                        self.volume(offset), volumes.snapshot_index(snapshot))
+            fs = open_fs(vi)
+            self._fs[key] = fs
             while len(self._fs) > FS_CACHE:
                 self._fs.popitem(last=False)
             return fs
@@ -138,6 +148,9 @@ class Resolver:
             for container in self._apfs.values():
                 container.close()
             self._apfs.clear()
+            for vi in self._snapshots.values():
+                vi.close()
+            self._snapshots.clear()
 
 
 _RESOLVERS: dict[int, Resolver] = {}
@@ -212,11 +225,64 @@ def walk(source: "Evidence | Resolver", volume: VolumeRef,
         container, index = apfs_volume
         yield from apfs_reader.walk(res.apfs(container), volume, index, res.secrets, problems)
         return
-    fs = res.fs(volume.offset)
+    if volume.fs_type != "ntfs":
+        yield from _walk_fs(res, res.fs(volume.offset), volume, problems)
+        return
+    # NTFS: the live volume, then each volume shadow copy's files that differ from it
+    known: set[int] = set()
+    for rec in _walk_fs(res, res.fs(volume.offset), volume, problems):
+        if not rec.is_dir:
+            known.add(_sameness(rec))
+        yield rec
+    yield from _shadow_copies(res, volume, known, problems)
+
+
+def _sameness(rec: FileRecord) -> int:
+    """What makes a shadow copy's file the same as one already listed: MFT entry, stream,
+    path, size and times (one 64-bit hash each, so a million live files cost little)."""
+    return hash((rec.prov.inode, rec.prov.attr_id, rec.path, rec.size, rec.mtime, rec.ctime,
+                 rec.crtime, rec.allocated))
+
+
+def _shadow_copies(res: "Resolver", volume: VolumeRef, known: set,
+                   problems: Optional[list]) -> Iterator[FileRecord]:
+    """Files of each volume shadow copy, oldest first, that are absent from the live volume
+    or differ from it (size or times), with the snapshot in their provenance; one that an
+    earlier copy already gave is not read again. Unreadable copies are gaps."""
+    dev = volume.device_id
+    try:
+        snapshots = volumes.shadow_copies(res.volume(volume.offset))
+    except EvidenceError as exc:
+        if problems is not None:
+            problems.append(Coverage(device_id=dev, kind=UNREADABLE_VOLUME, where=volume.where,
+                                     reason=str(exc)))
+        return
+    for snap in snapshots:
+        try:
+            fs = res.fs(volume.offset, snap.name)
+        except EvidenceError as exc:
+            if problems is not None:
+                problems.append(Coverage(device_id=dev, kind=UNREADABLE_VOLUME,
+                                         where=replace(volume.where, snapshot=snap.name),
+                                         reason=f"shadow copy {snap.name}: {exc}"))
+            continue
+        for rec in _walk_fs(res, fs, volume, problems, snap.name):
+            same = _sameness(rec)
+            if not rec.is_dir and same not in known:
+                known.add(same)
+                yield rec
+
+
+def _walk_fs(res: "Resolver", fs, volume: VolumeRef, problems: Optional[list],
+             snapshot: str = "") -> Iterator[FileRecord]:
+    """One file system's names (the live volume's, or a shadow copy's with `snapshot`)."""
+    evidence = res.evidence
     fs_type = volume.fs_type or ""
     dev = evidence.ref.device_id
     root = int(fs.info.root_inum)
-    deleted_starts = res.deleted_starts.setdefault(volume.offset, set())
+    # deleted files of the live volume: carving its free space skips their content
+    deleted_starts = res.deleted_starts.setdefault(volume.offset, set()) if not snapshot \
+        else set()
     stack: list[tuple[int, str]] = [(root, "")]
     visited = {root}
     while stack:
@@ -228,7 +294,7 @@ def walk(source: "Evidence | Resolver", volume: VolumeRef,
             if problems is not None:
                 where = Provenance(device_id=dev, volume_offset=volume.offset, inode=inum,
                                    path=dir_path or "/", volume_index=volume.index,
-                                   fs_type=fs_type)
+                                   fs_type=fs_type, snapshot=snapshot)
                 problems.append(Coverage(device_id=dev, kind=FOLDER_NOT_READ, where=where,
                                          reason=f"folder not readable: {_tsk_reason(exc)}"))
             continue
@@ -248,7 +314,8 @@ def walk(source: "Evidence | Resolver", volume: VolumeRef,
                 is_dir = meta.type in _DIR_TYPES
             else:
                 is_dir = info.name.type in _NAME_DIR_TYPES
-            record = _record(entry, meta, volume, fs_type, path, name, addr, name_alloc, is_dir)
+            record = _record(entry, meta, volume, fs_type, path, name, addr, name_alloc, is_dir,
+                             snapshot)
             if not record.allocated and not is_dir and record.size and meta is not None:
                 start = _first_byte(entry, int(fs.info.block_size))
                 if start is not None:
@@ -303,7 +370,7 @@ def _unclaimed_meta(fs, entry, addr: int):
 
 
 def _record(entry, meta, volume: VolumeRef, fs_type: str, path: str, name: str, addr: int,
-            allocated: bool, is_dir: bool) -> FileRecord:
+            allocated: bool, is_dir: bool, snapshot: str = "") -> FileRecord:
     size = int(meta.size) if meta is not None else 0
     ctype, mismatch = "", False
     if not is_dir and meta is not None:
@@ -323,7 +390,7 @@ def _record(entry, meta, volume: VolumeRef, fs_type: str, path: str, name: str, 
                      ctime=_time(meta.ctime, getattr(meta, "ctime_nano", 0)),
                      crtime=_time(meta.crtime, getattr(meta, "crtime_nano", 0)))
     prov = Provenance(device_id=volume.device_id, volume_offset=volume.offset, inode=addr,
-                      path=path, volume_index=volume.index, fs_type=fs_type)
+                      path=path, volume_index=volume.index, fs_type=fs_type, snapshot=snapshot)
     return FileRecord(prov=prov, name=name, size=size, allocated=allocated, fs_type=fs_type,
                       is_dir=is_dir, orphan=path.startswith(ORPHAN_DIR + "/"),
                       type=ctype, ext_mismatch=mismatch, **times)
@@ -440,7 +507,7 @@ def read_chunks(source: "Evidence | Resolver", prov: Provenance,
     if prov.carved:
         yield from _read_range(res, prov, chunk_size)
         return
-    fs = res.fs(prov.volume_offset)
+    fs = res.fs(prov.volume_offset, prov.snapshot)
     if not prov.inode and int(fs.info.ftype) != int(pytsk3.TSK_FS_TYPE_NTFS):
         return          # a deleted name whose metadata is gone (address 0): no content left
     try:
@@ -448,7 +515,7 @@ def read_chunks(source: "Evidence | Resolver", prov: Provenance,
     except TSK_ERRORS as exc:
         raise EvidenceError(f"{prov.path}: cannot open inode {prov.inode}: {_tsk_reason(exc)}") from None
     meta = f.info.meta
-    direct = None if prov.attr_type else _direct_ranges(evidence, res.volume(prov.volume_offset),
+    direct = None if prov.attr_type or prov.snapshot else _direct_ranges(evidence, res.volume(prov.volume_offset),
                                                         fs, f, meta, prov.volume_offset)
     if direct is not None:
         yield from _read_direct(evidence, direct, chunk_size)

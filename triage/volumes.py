@@ -140,7 +140,7 @@ def _unlock_libyal(module: str, evidence: Evidence, offset: int, length: int,
     if recovery_key and hasattr(volume, "set_recovery_password"):
         volume.set_recovery_password(recovery_key)
     try:
-        volume.open_file_object(_Window(evidence, offset, length))
+        volume.open_file_object(media_file(evidence, offset, length))
         if volume.is_locked() and not volume.unlock():
             raise EvidenceError(f"{label}: the key or password does not unlock it")
     except (OSError, IOError) as exc:
@@ -163,6 +163,76 @@ def _libyal_img(handle, size: int, release) -> OffsetImg:
     img = OffsetImg(read, size)
     img.release = release
     return img
+
+
+# --- volume shadow copies ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One volume shadow copy of an NTFS volume. `name` is what provenance carries."""
+
+    index: int
+    identifier: str
+    created: Optional[float]
+
+    @property
+    def name(self) -> str:
+        return f"vss{self.index + 1}:{{{self.identifier}}}"
+
+
+def snapshot_index(name: str) -> int:
+    """The store index a provenance's `snapshot` names (see Snapshot.name)."""
+    try:
+        return int(name.split(":", 1)[0][3:]) - 1
+    except ValueError:
+        raise EvidenceError(f"not a shadow-copy name: {name!r}") from None
+
+
+def shadow_copies(vi: VolumeImage) -> list[Snapshot]:
+    """The volume shadow copies of an NTFS volume (libvshadow), oldest first; [] when it has
+    none. Raises EvidenceError when the copies are there but cannot be read."""
+    volume = _vshadow(vi)
+    if volume is None:
+        return []
+    try:
+        out = []
+        for i in range(volume.number_of_stores):
+            store = volume.get_store(i)
+            created = store.get_creation_time()
+            out.append(Snapshot(i, str(store.identifier),
+                                created.timestamp() if created is not None else None))
+        return out
+    except (OSError, IOError) as exc:
+        raise EvidenceError(f"volume shadow copies not readable: {_libyal_reason(exc)}") from None
+    finally:
+        volume.close()
+
+
+def shadow_copy(vi: VolumeImage, index: int) -> VolumeImage:
+    """Shadow copy `index` of the volume, as an image TSK reads (the volume as it was)."""
+    volume = _vshadow(vi)
+    if volume is None:
+        raise EvidenceError("the volume has no shadow copies")
+    try:
+        store = volume.get_store(index)
+        size = int(store.volume_size)
+    except (OSError, IOError) as exc:
+        volume.close()
+        raise EvidenceError(f"shadow copy {index + 1}: {_libyal_reason(exc)}") from None
+    return VolumeImage(_libyal_img(store, size, volume.close), 0, size, unlocked=True)
+
+
+def _vshadow(vi: VolumeImage):
+    import pyvshadow
+    window = _VolumeFile(vi)
+    try:
+        if not pyvshadow.check_volume_signature_file_object(window):
+            return None
+        volume = pyvshadow.volume()
+        volume.open_file_object(window)
+    except (OSError, IOError) as exc:
+        raise EvidenceError(f"volume shadow copies not readable: {_libyal_reason(exc)}") from None
+    return volume
 
 
 # --- LVM ------------------------------------------------------------------------------------
@@ -215,7 +285,7 @@ def _lvm_open(evidence: Evidence, offset: int, length: int):
         import pyvslvm
     except ImportError as exc:
         raise EvidenceError(f"libvslvm-python is not installed ({exc})") from None
-    window = _Window(evidence, offset, length)
+    window = media_file(evidence, offset, length)
     handle = pyvslvm.handle()
     try:
         handle.open_file_object(window)
@@ -239,7 +309,7 @@ def unlock_bitlocker(evidence: Evidence, offset: int, length: int, recovery_key:
     if password:
         volume.set_password(password)
     try:
-        volume.open_file_object(_Window(evidence, offset, length))
+        volume.open_file_object(media_file(evidence, offset, length))
         if volume.is_locked() and not volume.unlock():
             raise EvidenceError("the key or password does not unlock it")
     except (OSError, IOError) as exc:
@@ -254,29 +324,39 @@ def unlock_bitlocker(evidence: Evidence, offset: int, length: int, recovery_key:
     return img
 
 
-class _Window:
-    """A file-like view of [offset, offset+length) of the media, for libbde's file-object open."""
+class _VolumeFile:
+    """A file-like view of a volume's image (the media's bytes or a decrypted view), for the
+    libyal bindings' file-object opens."""
 
-    def __init__(self, evidence: Evidence, offset: int, length: int):
-        self._ev, self._base, self._len, self._pos = evidence, offset, length, 0
+    def __init__(self, vi: VolumeImage):
+        self._vi, self._pos = vi, 0
 
     def read(self, size: int = -1) -> bytes:
-        if size is None or size < 0:
-            size = self._len - self._pos
-        size = max(0, min(size, self._len - self._pos))
-        data = self._ev.read(self._base + self._pos, size)
+        left = self._vi.length - self._pos
+        size = left if size is None or size < 0 else max(0, min(size, left))
+        data = self._vi.read(self._pos, size) if size else b""
         self._pos += len(data)
         return data
 
     def seek(self, offset: int, whence: int = 0) -> int:
-        self._pos = {0: offset, 1: self._pos + offset, 2: self._len + offset}[whence]
+        self._pos = {0: offset, 1: self._pos + offset, 2: self._vi.length + offset}[whence]
         return self._pos
 
     def tell(self) -> int:
         return self._pos
 
     def get_size(self) -> int:
-        return self._len
+        return self._vi.length
+
+
+def media_file(evidence: Evidence, offset: int, length: int) -> _VolumeFile:
+    """[offset, offset+length) of the media as a file object."""
+    return _VolumeFile(VolumeImage(_EvidenceReader(evidence), offset, length))
+
+
+class _EvidenceReader:
+    def __init__(self, evidence: Evidence):
+        self.read = evidence.read
 
 
 def c_text(raw) -> str:
