@@ -157,3 +157,51 @@ def test_bad_extractions_through_inspect_never_trace(tmp_path):
         assert "Traceback" not in r.output
         info = json.loads(r.output)
         assert any(said in c["reason"] for c in info["coverage"]), info["coverage"]
+
+
+def _many(path: Path, n: int, kind: str) -> Path:
+    """An extraction of `n` tiny members in 100 folders (what a phone's app caches look like)."""
+    import zipfile
+    if kind == "zip":
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+            for i in range(n):
+                z.writestr(f"data/data/app{i % 100}/cache/{i:07d}.bin", b"%07d" % i)
+        return path
+    with tarfile.open(path, "w:gz" if kind == "tgz" else "w",
+                      **({"compresslevel": 1} if kind == "tgz" else {})) as tf:
+        for i in range(n):
+            data = b"%07d" % i
+            ti = tarfile.TarInfo(f"data/data/app{i % 100}/cache/{i:07d}.bin")
+            ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["tar", "tgz", "zip"])
+def test_planning_an_extraction_keeps_memory_flat(tmp_path, kind):
+    """Four times the members cost the planner no more memory: the walk streams the headers
+    (tarfile's member list emptied, the zip's central directory read a block at a time) and
+    plan_volume spools every tier but the first to disk."""
+    import tracemalloc
+    from workers.plan import BatchSpec, VolumePlan, plan_volume
+
+    def peak(n: int) -> tuple[int, int]:
+        path = _many(tmp_path / f"{n}.{kind}", n, kind)
+        with open_evidence(path) as ev:
+            vol = discover(ev)[0][0]
+            tracemalloc.start()
+            files = 0
+            for item in plan_volume(walk(ev, vol), vol.device_id, vol.offset,
+                                    spool_dir=str(tmp_path)):
+                if isinstance(item, BatchSpec):
+                    files += item.files
+                else:
+                    assert isinstance(item, VolumePlan)
+            top = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+        return top, files
+
+    small, n_small = peak(3_000)
+    big, n_big = peak(12_000)
+    assert (n_small, n_big) == (3_000, 12_000)
+    assert big < small * 1.5 + 512 * 1024, (small, big)

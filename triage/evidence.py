@@ -58,6 +58,8 @@ def _raw_signature(head: bytes) -> Optional[str]:
         return head[off:off + len(sig)] == sig
     if at(0, b"LUKS\xba\xbe"):
         return "LUKS"
+    if at(88, b"CS\x01\x00"):                # CoreStorage (FileVault 2) physical volume
+        return "CoreStorage"
     if is_bitlocker(head):
         return "BitLocker"
     if at(512, b"EFI PART") or at(4096, b"EFI PART"):

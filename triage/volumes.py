@@ -121,31 +121,61 @@ def unlock(evidence: Evidence, offset: int, length: int, recovery_key: Optional[
     if not (recovery_key or password):
         raise EvidenceError(f"{label}: locked; give --recovery-key or --password")
     if kind == "LUKS":
-        img = _unlock_libyal("pyluksde", evidence, offset, length, None, password, label)
+        img = _unlock_luks(evidence, offset, length, password, label)
     elif kind == "FileVault":
-        img = _unlock_libyal("pyfvde", evidence, offset, length, recovery_key, password, label)
+        img = _unlock_fvde(evidence, offset, length, recovery_key, password, label)
     else:
         img = unlock_bitlocker(evidence, offset, length, recovery_key, password)
     return VolumeImage(img, 0, img.get_size(), unlocked=True)
 
 
-def _unlock_libyal(module: str, evidence: Evidence, offset: int, length: int,
-                   recovery_key: Optional[str], password: Optional[str], label: str) -> OffsetImg:
-    """A LUKS (libluksde) or FileVault 2 (libfvde) volume decrypted, as an image TSK reads."""
-    import importlib
-    lib = importlib.import_module(module)
-    volume = lib.volume()
+def _unlock_luks(evidence: Evidence, offset: int, length: int, password: Optional[str],
+                 label: str) -> OffsetImg:
+    """A LUKS volume decrypted by libluksde, as an image TSK reads."""
+    import pyluksde
+    volume = pyluksde.volume()
     if password:
         volume.set_password(password)
-    if recovery_key and hasattr(volume, "set_recovery_password"):
-        volume.set_recovery_password(recovery_key)
     try:
         volume.open_file_object(media_file(evidence, offset, length))
-        if volume.is_locked() and not volume.unlock():
+    except (OSError, IOError) as exc:
+        if "unlock" not in str(exc):
+            raise EvidenceError(f"{label}: {_libyal_reason(exc)}") from None
+        volume = None               # libluksde tries the password while opening
+    try:
+        if volume is None or (volume.is_locked() and not volume.unlock()):
             raise EvidenceError(f"{label}: the key or password does not unlock it")
+    except (OSError, IOError):
+        raise EvidenceError(f"{label}: the key or password does not unlock it") from None
+    return _libyal_img(volume, volume.get_size(), volume.close)
+
+
+def _unlock_fvde(evidence: Evidence, offset: int, length: int, recovery_key: Optional[str],
+                 password: Optional[str], label: str) -> OffsetImg:
+    """The first logical volume of a CoreStorage volume group (FileVault 2), decrypted by
+    libfvde with the password or the recovery key."""
+    import pyfvde
+    volume = pyfvde.volume()
+    window = media_file(evidence, offset, length)
+    try:
+        volume.open_file_object(window)
+        volume.open_physical_volume_files_as_file_objects([window])
+        group = volume.get_volume_group()
+        if not group.number_of_logical_volumes:
+            raise EvidenceError(f"{label}: no logical volume in the CoreStorage volume group")
+        lv = group.get_logical_volume(0)
     except (OSError, IOError) as exc:
         raise EvidenceError(f"{label}: {_libyal_reason(exc)}") from None
-    return _libyal_img(volume, volume.get_size(), volume.close)
+    try:
+        if password:
+            lv.set_password(password)
+        if recovery_key:
+            lv.set_recovery_password(recovery_key)
+        if lv.is_locked() and not lv.unlock():
+            raise EvidenceError(f"{label}: the key or password does not unlock it")
+    except (OSError, IOError):
+        raise EvidenceError(f"{label}: the key or password does not unlock it") from None
+    return _libyal_img(lv, int(lv.size), volume.close)
 
 
 def _libyal_img(handle, size: int, release) -> OffsetImg:
