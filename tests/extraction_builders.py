@@ -196,3 +196,60 @@ def write_tgz_bomb(path: Path, declared: int = 160 * MiB) -> Path:
         ti.size = 3
         tf.addfile(ti, io.BytesIO(b"end"))
     return path
+
+
+class _PkCrypt:
+    """PKWARE traditional encryption (APPNOTE 6.1.5), for building password-protected zips;
+    zipfile (which can read them) checks what this writes."""
+
+    def __init__(self, password: bytes):
+        self.keys = [305419896, 591751049, 878082192]
+        for b in password:
+            self.update(b)
+
+    @staticmethod
+    def crc(value: int, b: int) -> int:
+        value ^= b
+        for _ in range(8):
+            value = (value >> 1) ^ 0xEDB88320 if value & 1 else value >> 1
+        return value
+
+    def update(self, b: int) -> None:
+        k0, k1, k2 = self.keys
+        k0 = self.crc(k0, b)
+        k1 = ((k1 + (k0 & 0xFF)) * 134775813 + 1) & 0xFFFFFFFF
+        k2 = self.crc(k2, k1 >> 24)
+        self.keys = [k0, k1, k2]
+
+    def encrypt(self, data: bytes) -> bytes:
+        out = bytearray()
+        for p in data:
+            t = (self.keys[2] | 2) & 0xFFFF
+            out.append(p ^ (((t * (t ^ 1)) >> 8) & 0xFF))
+            self.update(p)
+        return bytes(out)
+
+
+def write_encrypted_zip(path: Path, files: dict[str, bytes], password: bytes) -> Path:
+    """A zip whose members are deflated, then encrypted with the password (as `zip -P` does)."""
+    import os
+    import struct
+    out, central = bytearray(), bytearray()
+    t, d = (10 << 11) | (15 << 5), (46 << 9) | (12 << 5) | 1        # 2026-12-01 10:15
+    for name, data in files.items():
+        raw = name.encode()
+        comp = zlib.compressobj(6, zlib.DEFLATED, -15)
+        packed = comp.compress(data) + comp.flush()
+        crc = zlib.crc32(data)
+        body = _PkCrypt(password).encrypt(os.urandom(11) + bytes((crc >> 24,)) + packed)
+        offset = len(out)
+        out += struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 1, 8, t, d, crc, len(body),
+                           len(data), len(raw), 0) + raw + body
+        central += struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 20, 20, 1, 8, t, d, crc,
+                               len(body), len(data), len(raw), 0, 0, 0, 0, 0, offset) + raw
+    end = struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, len(files), len(files), len(central),
+                      len(out), 0)
+    path.write_bytes(bytes(out + central + end))
+    with zipfile.ZipFile(path) as z:           # zipfile agrees: the password opens every member
+        assert all(z.read(n, pwd=password) == files[n] for n in files)
+    return path

@@ -205,3 +205,39 @@ def test_planning_an_extraction_keeps_memory_flat(tmp_path, kind):
     big, n_big = peak(12_000)
     assert (n_small, n_big) == (3_000, 12_000)
     assert big < small * 1.5 + 512 * 1024, (small, big)
+
+
+def test_password_protected_ufdr_is_a_gap_unless_the_password_opens_it(tmp_path):
+    from extraction_builders import write_encrypted_zip, write_ufdr
+    import zipfile
+    from triage.records import ENCRYPTED
+    bait = bait_jpeg(5)
+    plain = write_ufdr(tmp_path / "plain.ufdr", {
+        "files/Image/IMG_0001.JPG": ("/private/var/mobile/Media/DCIM/100APPLE/IMG_0001.JPG",
+                                     bait, False)})
+    with zipfile.ZipFile(plain) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    locked = write_encrypted_zip(tmp_path / "locked.ufdr", members, b"s3cret")
+
+    def look(password=None):
+        with open_evidence(locked) as ev:
+            vols, _ = discover(ev, password=password)
+            problems: list = []
+            recs = {r.path: r for r in walk(ev, vols[0], problems)}
+            got = {p: md5(b"".join(read_chunks(ev, r.prov))) for p, r in recs.items()}
+            return vols[0], recs, got, problems
+
+    vol, recs, _, problems = look()
+    assert vol.fs_type == "ufdr" and not recs
+    [gap] = problems               # one gap for all the members it keeps closed, with their bytes
+    assert gap.kind == ENCRYPTED and gap.bytes_not_examined == sum(len(v) for v in members.values())
+    assert gap.reason.startswith("2 password-protected UFDR member(s)")
+    assert "give --password" in gap.reason and "'/files/Image/IMG_0001.JPG'" in gap.reason
+    _, recs, _, problems = look("wrong")
+    [gap] = problems
+    assert not recs and "the password does not open it" in gap.reason and "\n" not in gap.reason
+    _, recs, got, problems = look("s3cret")
+    assert not problems
+    phone = "/private/var/mobile/Media/DCIM/100APPLE/IMG_0001.JPG"
+    assert got[phone] == md5(bait) and recs[phone].type == "image/jpeg"
+    assert recs[phone].prov.members == ("files/Image/IMG_0001.JPG",)

@@ -19,6 +19,7 @@ from extraction_builders import (DEEP, bait_jpeg, md5, phone_tree, write_adb, wr
 from triage.records import ARCHIVE, ENCRYPTED, FILE_NOT_READ, MEDIA_DAMAGED
 from triage.store import CaseStore
 
+IMAGES = Path(__file__).resolve().parent / "data" / "dfvfs" / "more"   # vendored, Apache-2.0
 UFDR_PHONE_PATH = "/private/var/mobile/Media/DCIM/100APPLE/IMG_0007.JPG"
 UFDR_DELETED_PATH = "/private/var/mobile/Media/PhotoData/Thumbnails/gone.jpg"
 ITUNES = ("CameraRollDomain", "Media/DCIM/100APPLE/IMG_0042.JPG")
@@ -62,6 +63,9 @@ def scanned(tmp_path_factory):
         "bomb": write_zip_bomb(work / "bomb.zip"),
         "hostile": hostile,
         "cut": work / "cut.tar",
+        # the volume systems of issue 16 go through the same scan
+        "apfs": IMAGES / "apfs.raw",
+        "lvm": IMAGES / "lvm.qcow2",
     }
     alerts = work / "alerts.json"
     alerts.write_text(json.dumps({
@@ -179,3 +183,14 @@ def test_bad_extractions_are_coverage(scanned):
     assert any(c.kind == FILE_NOT_READ for c in coverage)
     files, _, _, _ = _view(case, ids["hostile"])
     assert "/../../../etc/cron.d/x" in {r.path for r, _ in files.values()}
+
+
+@pytest.mark.parametrize("kind", ["apfs", "lvm"])
+def test_apfs_and_lvm_volumes_are_scanned(scanned, kind):
+    case, ids, _ = scanned
+    files, _, _, coverage = _view(case, ids[kind])
+    by_path = {r.path: (r, f) for r, f in files.values()}
+    rec, feats = by_path["/passwords.txt"]
+    assert feats.md5 == "39cb097008d17660abd0539891a672af" and rec.size == 116
+    assert rec.fs_type == ("apfs" if kind == "apfs" else "ext2")
+    assert not [c for c in coverage if c.kind in (FILE_NOT_READ, MEDIA_DAMAGED, ENCRYPTED)]

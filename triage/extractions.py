@@ -216,6 +216,8 @@ class _ZipEntry:
     local: int              # local header offset (before the prefix shift)
     mtime: Optional[float]
     mode: int
+    crc: int = 0
+    dos_time: int = 0
 
     @property
     def is_dir(self) -> bool:
@@ -224,6 +226,65 @@ class _ZipEntry:
     @property
     def encrypted(self) -> bool:
         return bool(self.flags & 1) or self.method == 99
+
+    @property
+    def zipcrypto(self) -> bool:
+        """Traditional PKWARE encryption, which --password opens (not AES, not 'strong')."""
+        return self.encrypted and self.method != 99 and not self.flags & 0x40
+
+    @property
+    def check_byte(self) -> int:
+        """What the 12th decrypted header byte must be when the password is right."""
+        return (self.dos_time >> 8) & 0xFF if self.flags & 0x8 else self.crc >> 24
+
+
+CENTRAL = struct.Struct("<4sHHHHHHIIIHHHHHII")     # a central-directory entry's fixed part
+
+
+def _central(buf: bytes, rel: int, at: int) -> tuple[_ZipEntry, int]:
+    """The entry whose fixed part starts at `rel` in `buf` (at byte `at` of the file), and its
+    whole length; `buf` must hold the name and extra field too (see `_central_length`)."""
+    (_, _, _, flags, method, t, d, crc, csize, usize, nlen, elen, clen, _, _, eattr,
+     local) = CENTRAL.unpack_from(buf, rel)
+    raw = buf[rel + 46:rel + 46 + nlen]
+    name = raw.decode("utf-8", "replace") if flags & 0x800 else raw.decode("cp437")
+    usize, csize, local = _zip64(buf[rel + 46 + nlen:rel + 46 + nlen + elen], usize, csize, local)
+    return _ZipEntry(at=at, name=name, flags=flags, method=method, csize=csize, usize=usize,
+                     local=local, mtime=_dos_time(t, d), mode=eattr >> 16, crc=crc,
+                     dos_time=t), 46 + nlen + elen + clen
+
+
+def _central_length(buf: bytes, rel: int) -> int:
+    nlen, elen, clen = struct.unpack_from("<HHH", buf, rel + 28)
+    return 46 + nlen + elen + clen
+
+
+class _ZipCrypto:
+    """Traditional PKWARE zip decryption (APPNOTE 6.1), keyed by the password."""
+
+    def __init__(self, password: bytes):
+        self.k = [0x12345678, 0x23456789, 0x34567890]
+        for b in password:
+            self._update(b)
+
+    @staticmethod
+    def _crc(crc: int, b: int) -> int:
+        return ~zlib.crc32(bytes((b,)), ~crc & 0xFFFFFFFF) & 0xFFFFFFFF
+
+    def _update(self, b: int) -> None:
+        k = self.k
+        k[0] = self._crc(k[0], b)
+        k[1] = ((k[1] + (k[0] & 0xFF)) * 134775813 + 1) & 0xFFFFFFFF
+        k[2] = self._crc(k[2], k[1] >> 24)
+
+    def decrypt(self, data: bytes) -> bytes:
+        out = bytearray(len(data))
+        for i, c in enumerate(data):
+            t = (self.k[2] | 2) & 0xFFFF
+            p = c ^ (((t * (t ^ 1)) >> 8) & 0xFF)
+            self._update(p)
+            out[i] = p
+        return bytes(out)
 
 
 class Extraction:
@@ -286,14 +347,17 @@ class Extraction:
         self.adb_version = version[:10]
 
     # --- walking ------------------------------------------------------------------------
-    def walk(self, volume: VolumeRef, problems: Optional[list] = None) -> Iterator[FileRecord]:
+    def walk(self, volume: VolumeRef, problems: Optional[list] = None,
+             secrets: tuple = ()) -> Iterator[FileRecord]:
+        """Every member, in archive order; `secrets` (recovery key, password): the password
+        opens password-protected zip and UFDR members."""
         problems = problems if problems is not None else []
         if self.locked:
             return
         if self.kind in ("tar", "tar.gz", "adb"):
             yield from self._walk_tar(volume, problems)
         elif self.kind in ("zip", "ufdr"):
-            yield from self._walk_zip(volume, problems)
+            yield from self._walk_zip(volume, problems, _password(secrets))
         elif self.kind == "itunes":
             yield from self._walk_itunes(volume, problems)
 
@@ -422,20 +486,14 @@ class Extraction:
             rel = pos - bstart
             if buf[rel:rel + 4] != ZIP_CENTRAL:
                 raise EvidenceError(f"central directory entry damaged at byte {pos:,}")
-            (_, _, _, flags, method, t, d, _, csize, usize, nlen, elen, clen, _, _, eattr,
-             local) = struct.unpack_from("<4sHHHHHHIIIHHHHHII", buf, rel)
-            total = 46 + nlen + elen + clen
+            total = _central_length(buf, rel)
             if pos + total > bstart + len(buf):
                 buf, bstart = self._read(pos, max(total, min(BLOCK, end - pos))), pos
                 rel = 0
                 if len(buf) < total:
                     raise EvidenceError("central directory cut short")
-            raw = buf[rel + 46:rel + 46 + nlen]
-            name = raw.decode("utf-8", "replace") if flags & 0x800 else raw.decode("cp437")
-            extra = buf[rel + 46 + nlen:rel + 46 + nlen + elen]
-            usize, csize, local = _zip64(extra, usize, csize, local)
-            yield _ZipEntry(at=pos, name=name, flags=flags, method=method, csize=csize,
-                            usize=usize, local=local, mtime=_dos_time(t, d), mode=eattr >> 16)
+            entry, total = _central(buf, rel, pos)
+            yield entry
             pos += total
 
     def is_ufdr(self) -> bool:
@@ -448,8 +506,10 @@ class Extraction:
                 pass
         return self._ufdr
 
-    def _walk_zip(self, volume: VolumeRef, problems: list) -> Iterator[FileRecord]:
-        mapping = _UfdrMap(self) if self.kind == "ufdr" else None
+    def _walk_zip(self, volume: VolumeRef, problems: list,
+                  password: Optional[bytes]) -> Iterator[FileRecord]:
+        mapping = _UfdrMap(self, password) if self.kind == "ufdr" else None
+        locked: dict[str, list] = {}       # why -> [members, bytes, first paths]
         try:
             if mapping is not None:
                 for problem in mapping.problems:
@@ -464,11 +524,13 @@ class Extraction:
                     yield self._record(volume, path, e.at, 0, e.mtime, True, members=members)
                     continue
                 prov = self._prov(volume, path, e.at, members)
-                if e.encrypted:
-                    what = "UFDR" if self.kind == "ufdr" else "zip"
-                    self._gap(problems, volume, ENCRYPTED,
-                              f"password-protected {what} member ({human_bytes(e.usize)}) not "
-                              "examined", e.usize, where=prov)
+                why = self._still_locked(e, password) if e.encrypted else ""
+                if why:
+                    group = locked.setdefault(why, [0, 0, []])
+                    group[0] += 1
+                    group[1] += e.usize
+                    if len(group[2]) < 3:
+                        group[2].append(path)
                     continue
                 if e.usize >= BOMB_MIN_BYTES and e.usize > BOMB_RATIO * max(1, e.csize):
                     self._gap(problems, volume, ARCHIVE,
@@ -481,7 +543,7 @@ class Extraction:
                                        members=members)
                     continue
                 try:
-                    head = self._zip_head(e) if e.usize else b""
+                    head = self._zip_head(e, password) if e.usize else b""
                 except EvidenceError:
                     head = b""            # the read says why, with the bytes it could not get
                 yield self._record(volume, path, e.at, e.usize, e.mtime, head=head,
@@ -492,18 +554,19 @@ class Extraction:
         finally:
             if mapping is not None:
                 mapping.close()
+            # one gap per reason, not one per member: a UFDR may hold a million of them
+            what = "UFDR" if self.kind == "ufdr" else "zip"
+            for why, (count, nbytes, first) in locked.items():
+                names = ", ".join(repr(p) for p in first) + (", ..." if count > len(first) else "")
+                self._gap(problems, volume, ENCRYPTED,
+                          f"{count:,} password-protected {what} member(s) ({human_bytes(nbytes)}) "
+                          f"not examined: {why} ({names})", nbytes)
 
     def _entry_at(self, at: int) -> _ZipEntry:
         raw = self._read(at, 46)
         if len(raw) < 46 or raw[:4] != ZIP_CENTRAL:
             raise EvidenceError(f"no zip central-directory entry at byte {at:,}")
-        (_, _, _, flags, method, t, d, _, csize, usize, nlen, elen, _, _, _, eattr,
-         local) = struct.unpack_from("<4sHHHHHHIIIHHHHHII", raw)
-        rest = self._read(at + 46, nlen + elen)
-        usize, csize, local = _zip64(rest[nlen:], usize, csize, local)
-        return _ZipEntry(at=at, name=rest[:nlen].decode("utf-8", "replace"), flags=flags,
-                         method=method, csize=csize, usize=usize, local=local,
-                         mtime=_dos_time(t, d), mode=eattr >> 16)
+        return _central(raw + self._read(at + 46, _central_length(raw, 0) - 46), 0, at)[0]
 
     def _data_start(self, e: _ZipEntry) -> int:
         shift = self._end()[2]
@@ -513,8 +576,29 @@ class Extraction:
         nlen, elen = struct.unpack_from("<HH", lh, 26)
         return e.local + shift + 30 + nlen + elen
 
-    def _zip_head(self, e: _ZipEntry) -> bytes:
-        for chunk in self._zip_chunks(e, filetype.HEAD_BYTES):
+    def _still_locked(self, e: _ZipEntry, password: Optional[bytes]) -> str:
+        """Why a password-protected member stays closed ('' when the password opens it)."""
+        if not e.zipcrypto:
+            return "AES or strong encryption is not opened yet"
+        if not password:
+            return "give --password to open them"
+        try:
+            self._decrypter(e, password)
+        except EvidenceError as exc:
+            return str(exc)
+        return ""
+
+    def _decrypter(self, e: _ZipEntry, password: bytes) -> _ZipCrypto:
+        """The member's decrypter, past its 12-byte encryption header; EvidenceError when the
+        password is wrong (the header's check byte)."""
+        crypt = _ZipCrypto(password)
+        header = crypt.decrypt(self._read(self._data_start(e), 12))
+        if len(header) < 12 or header[11] != e.check_byte:
+            raise EvidenceError("the password does not open it")
+        return crypt
+
+    def _zip_head(self, e: _ZipEntry, password: Optional[bytes] = None) -> bytes:
+        for chunk in self._zip_chunks(e, filetype.HEAD_BYTES, password):
             return bytes(chunk[:filetype.HEAD_BYTES])
         return b""
 
@@ -530,11 +614,17 @@ class Extraction:
                             f"{e.usize:,} bytes are in the file", e.usize, 0)
         return [(start, e.usize)]
 
-    def _zip_chunks(self, e: _ZipEntry, chunk_size: int) -> Iterator[bytes]:
+    def _zip_chunks(self, e: _ZipEntry, chunk_size: int,
+                    password: Optional[bytes] = None) -> Iterator[bytes]:
         start = self._data_start(e)
         end = start + e.csize
+        crypt = None
         if e.encrypted:
-            raise EvidenceError(f"{e.name}: encrypted member")
+            why = self._still_locked(e, password)
+            if why:
+                raise EvidenceError(f"password-protected member not read: {why}")
+            crypt = self._decrypter(e, password)
+            start += 12                   # the encryption header
         if e.method == 0:
             d = None
         elif e.method == 8:
@@ -550,6 +640,8 @@ class Extraction:
                 raise ShortRead(f"the zip is cut short inside this member ({made:,} of "
                                 f"{e.usize:,} bytes)", e.usize, made)
             pos += len(data)
+            if crypt is not None:
+                data = crypt.decrypt(data)
             if d is None:
                 out = data
             else:
@@ -691,12 +783,13 @@ class Extraction:
         return _header_size(self._read(self.body + prov.inode - 512, 512)
                             if prov.inode >= 512 else b"")
 
-    def read(self, prov: Provenance, chunk_size: int) -> Iterator[bytes]:
+    def read(self, prov: Provenance, chunk_size: int, secrets: tuple = ()) -> Iterator[bytes]:
         """A member's content, where `pieces` gave None."""
         if self.locked:
             raise EvidenceError(self.locked)
         if self.kind in ("zip", "ufdr"):
-            yield from self._zip_chunks(self._entry_at(prov.inode), chunk_size)
+            yield from self._zip_chunks(self._entry_at(prov.inode), chunk_size,
+                                        _password(secrets))
             return
         if self.kind == "itunes":
             yield from self._read_itunes(prov, chunk_size)
@@ -750,6 +843,11 @@ class Extraction:
                 if not data:
                     return
                 yield data
+
+
+def _password(secrets: tuple) -> Optional[bytes]:
+    password = (tuple(secrets) + (None, None))[1]
+    return password.encode("utf-8") if password else None
 
 
 def reach_hint(prov: Provenance, size: int) -> Optional[str]:
@@ -853,8 +951,9 @@ class _UfdrMap:
     a temporary SQLite file so a million files cost no memory. Hostile XML: no DOCTYPE or
     entity is accepted (the parse stops there and says so)."""
 
-    def __init__(self, ext: Extraction):
+    def __init__(self, ext: Extraction, password: Optional[bytes] = None):
         self.problems: list[str] = []
+        self._password = password
         self._dir = tempfile.TemporaryDirectory(prefix="triage-ufdr-")
         self._db = sqlite3.connect(os.path.join(self._dir.name, "map.db"))
         self._db.execute("CREATE TABLE m (local TEXT PRIMARY KEY, path TEXT, deleted INT)")
@@ -867,15 +966,15 @@ class _UfdrMap:
 
     def _load(self, ext: Extraction) -> None:
         entry = next((e for e in ext._entries() if e.name.lower() == "report.xml"), None)
-        if entry is None:
-            return
+        if entry is None or (entry.encrypted and ext._still_locked(entry, self._password)):
+            return          # a locked report.xml is a gap of its own, as a member
         parser = XMLPullParser(events=("start", "end"))
         rows: list = []
         current: Optional[dict] = None
         item_name = None
         fed = 0
         tail = b""
-        for chunk in ext._zip_chunks(entry, BLOCK):
+        for chunk in ext._zip_chunks(entry, BLOCK, self._password):
             fed += len(chunk)
             seam, tail = tail + chunk[:16], chunk[-16:]
             if any(b in piece for piece in (chunk, seam) for b in (b"<!DOCTYPE", b"<!ENTITY")):

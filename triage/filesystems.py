@@ -215,7 +215,7 @@ def walk(source: "Evidence | Resolver", volume: VolumeRef,
     res = resolver(source)
     evidence = res.evidence
     if evidence.extraction is not None:
-        yield from evidence.extraction.walk(volume, problems)
+        yield from evidence.extraction.walk(volume, problems, res.secrets)
         return
     if evidence.img is None:
         yield from _walk_directory(evidence, volume, problems)
@@ -494,7 +494,7 @@ def read_chunks(source: "Evidence | Resolver", prov: Provenance,
         if pieces is not None:
             yield from _read_direct(evidence, pieces, chunk_size)
         else:
-            yield from evidence.extraction.read(prov, chunk_size)
+            yield from evidence.extraction.read(prov, chunk_size, res.secrets)
         return
     if evidence.img is None:
         yield from _read_logical(evidence, prov, chunk_size)
