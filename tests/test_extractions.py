@@ -241,3 +241,22 @@ def test_password_protected_ufdr_is_a_gap_unless_the_password_opens_it(tmp_path)
     phone = "/private/var/mobile/Media/DCIM/100APPLE/IMG_0001.JPG"
     assert got[phone] == md5(bait) and recs[phone].type == "image/jpeg"
     assert recs[phone].prov.members == ("files/Image/IMG_0001.JPG",)
+
+
+def test_zip64_records_are_read(tmp_path, tree, monkeypatch):
+    """A zip whose end record and entries use the zip64 fields (zipfile is made to write them
+    for small members by lowering its limits, as it does past 4 GiB or 65,535 entries)."""
+    import zipfile
+    monkeypatch.setattr(zipfile, "ZIP64_LIMIT", 1000)
+    monkeypatch.setattr(zipfile, "ZIP_FILECOUNT_LIMIT", 3)
+    path = tmp_path / "zip64.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as z:
+        for name, data in tree.items():
+            with z.open(name, "w", force_zip64=True) as w:
+                w.write(data)
+    monkeypatch.undo()
+    raw = path.read_bytes()
+    assert b"PK\x06\x06" in raw and b"PK\x06\x07" in raw          # zip64 end record, locator
+    recs, problems, hashes = listing(path)
+    assert not problems
+    assert hashes == {"/" + n: md5(d) for n, d in tree.items()}

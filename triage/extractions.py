@@ -456,8 +456,10 @@ class Extraction:
             raise EvidenceError("no end of central directory: the zip is cut short or damaged")
         _, _, _, total, cd_size, cd_off, _ = struct.unpack_from("<4HIIH", tail, pos + 4)
         end_at = tail_start + pos
-        if 0xFFFFFFFF in (cd_size, cd_off) or total == 0xFFFF:
-            loc = tail[pos - 20:pos] if pos >= 20 else b""
+        loc = tail[pos - 20:pos] if pos >= 20 else b""
+        # the zip64 records sit between the central directory and the end record whenever a
+        # writer put them there, saturated fields or not
+        if 0xFFFFFFFF in (cd_size, cd_off) or total == 0xFFFF or loc[:4] == ZIP64_LOCATOR:
             if loc[:4] != ZIP64_LOCATOR:
                 raise EvidenceError("zip64 end record missing: the zip is damaged")
             off64 = struct.unpack_from("<Q", loc, 8)[0]
