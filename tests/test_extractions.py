@@ -44,7 +44,7 @@ def tree() -> dict[str, bytes]:
     return phone_tree(bait_jpeg())
 
 
-@pytest.mark.parametrize("kind", ["tar", "tgz", "zip", "zip-stored"])
+@pytest.mark.parametrize("kind", ["tar", "tgz", "zip", "zip-stored", "zip-bzip2"])
 def test_extraction_lists_and_reads_every_member(tmp_path, tree, kind):
     # names say nothing: each is called .bin, and is told by its bytes
     path = tmp_path / "phone.bin"
@@ -54,7 +54,8 @@ def test_extraction_lists_and_reads_every_member(tmp_path, tree, kind):
         write_tar(path, tree, compress=True)
     else:
         import zipfile
-        write_zip(path, tree, zipfile.ZIP_STORED if kind == "zip-stored" else zipfile.ZIP_DEFLATED)
+        write_zip(path, tree, {"zip-stored": zipfile.ZIP_STORED,
+                               "zip-bzip2": zipfile.ZIP_BZIP2}.get(kind, zipfile.ZIP_DEFLATED))
     with open_evidence(path) as ev:
         assert ev.ref.format == {"tar": "tar", "tgz": "tar.gz"}.get(kind, "zip")
     recs, problems, hashes = listing(path)

@@ -600,7 +600,8 @@ class Extraction:
         return crypt
 
     def _zip_head(self, e: _ZipEntry, password: Optional[bytes] = None) -> bytes:
-        for chunk in self._zip_chunks(e, filetype.HEAD_BYTES, password):
+        # a few KiB of compressed bytes give the first 64: the walk never reads a member twice
+        for chunk in self._zip_chunks(e, filetype.HEAD_BYTES, password, block=4096):
             return bytes(chunk[:filetype.HEAD_BYTES])
         return b""
 
@@ -616,8 +617,8 @@ class Extraction:
                             f"{e.usize:,} bytes are in the file", e.usize, 0)
         return [(start, e.usize)]
 
-    def _zip_chunks(self, e: _ZipEntry, chunk_size: int,
-                    password: Optional[bytes] = None) -> Iterator[bytes]:
+    def _zip_chunks(self, e: _ZipEntry, chunk_size: int, password: Optional[bytes] = None,
+                    block: int = BLOCK) -> Iterator[bytes]:
         start = self._data_start(e)
         end = start + e.csize
         crypt = None
@@ -637,28 +638,21 @@ class Extraction:
             raise EvidenceError(f"{e.name}: compression method {e.method} is not read")
         pos, made = start, 0
         while pos < end and made < e.usize:
-            data = self._read(pos, min(BLOCK, end - pos))
+            data = self._read(pos, min(block, end - pos))
             if not data:
                 raise ShortRead(f"the zip is cut short inside this member ({made:,} of "
                                 f"{e.usize:,} bytes)", e.usize, made)
             pos += len(data)
             if crypt is not None:
                 data = crypt.decrypt(data)
-            if d is None:
-                out = data
-            else:
-                try:
-                    out = d.decompress(data)
-                except (zlib.error, OSError, EOFError, ValueError) as exc:
-                    raise ShortRead(f"damaged compressed data: {_one_line(exc)}", e.usize,
-                                    made) from None
-            if made + len(out) > e.usize:
-                # never more than declared: the declared size is what the bomb bounds checked
-                raise ShortRead(f"member inflates past its declared {e.usize:,} bytes",
-                                e.usize, made)
-            made += len(out)
-            for i in range(0, len(out), chunk_size):
-                yield out[i:i + chunk_size]
+            for out in _inflated(d, data, e.usize, made):
+                if made + len(out) > e.usize:
+                    # never more than declared: what the bomb bounds checked
+                    raise ShortRead(f"member inflates past its declared {e.usize:,} bytes",
+                                    e.usize, made)
+                made += len(out)
+                for i in range(0, len(out), chunk_size):
+                    yield out[i:i + chunk_size]
         if made < e.usize:
             raise ShortRead(f"member holds {made:,} of its declared {e.usize:,} bytes",
                             e.usize, made)
@@ -845,6 +839,27 @@ class Extraction:
                 if not data:
                     return
                 yield data
+
+
+def _inflated(d, data: bytes, declared: int, made: int) -> Iterator[bytes]:
+    """What `data` inflates to (as is when `d` is None), at most 4 MiB at a time, so a highly
+    compressed block never sits whole in memory."""
+    if d is None:
+        yield data
+        return
+    try:
+        yield d.decompress(data, 4 * BLOCK)
+        while True:
+            if isinstance(d, bz2.BZ2Decompressor):
+                if d.needs_input or d.eof:
+                    return
+                yield d.decompress(b"", 4 * BLOCK)
+            elif d.unconsumed_tail:
+                yield d.decompress(d.unconsumed_tail, 4 * BLOCK)
+            else:
+                return
+    except (zlib.error, OSError, EOFError, ValueError) as exc:
+        raise ShortRead(f"damaged compressed data: {_one_line(exc)}", declared, made) from None
 
 
 def _password(secrets: tuple) -> Optional[bytes]:
