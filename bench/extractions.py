@@ -57,8 +57,9 @@ with open_evidence(path) as ev:
             files += res.files
             size += res.bytes_read
             matches += len(res.matches)
+            engine = res.hash_engine
 ctx.close()
-print(json.dumps({"files": files, "bytes": size, "matches": matches}))
+print(json.dumps({"files": files, "bytes": size, "matches": matches, "engine": engine}))
 """
 
 
@@ -139,7 +140,8 @@ def main() -> None:
             print(f"{kind}: baseline {bw:.2f} s ({content / MiB / bw:.0f} MB/s, cpu {bcpu:.2f} s, "
                   f"{brss:.0f} MiB)  triage {tw:.2f} s ({content / MiB / tw:.0f} MB/s, cpu "
                   f"{tcpu:.2f} s, peak RSS {trss:.0f} MiB, {info['files']} files, "
-                  f"{info['matches']} match)  ratio {tw / bw:.2f}x (goal <= 1.2x)")
+                  f"{info['bytes'] / MiB:.0f} MiB hashed, {info['matches']} match, "
+                  f"{info['engine']})  ratio {tw / bw:.2f}x (goal <= 1.2x)")
         print(f"load average after: {os.getloadavg()[0]:.2f}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
