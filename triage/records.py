@@ -73,7 +73,10 @@ class Provenance:
     `parent` and the byte range (`offset`, `length`) it came from.
 
     A provenance with no inode and no path names a whole volume (or, with `volume_offset`
-    None, the whole device). `icat -o {volume_offset // 512} IMAGE {inode}` gives a file's
+    None, the whole device). A volume inside a volume system inside a partition (an APFS
+    volume, an LVM logical volume) has the offset volumes.nested_offset gives; `snapshot`
+    names a volume shadow copy (`vss1:{GUID}`). In a phone extraction (triage/extractions.py)
+    `path` is the device path and `inode` locates the member in the archive. `icat -o {volume_offset // 512} IMAGE {inode}` gives a file's
     content (`inode-128-{attr_id}` for a stream). Nothing here is ever parsed back out of a
     string: `key` is an opaque id, `display()` is for people.
     """
@@ -259,7 +262,7 @@ class FileRecord:
 # rank, flags, `show`, `files` and the exports all word and count gaps by these.
 ENCRYPTED = "encrypted"
 UNREADABLE_VOLUME = "volume not readable"          # unknown or corrupt file system, read error
-UNSUPPORTED_VOLUME = "volume system not supported"  # APFS container, LVM, ... (no reader yet)
+UNSUPPORTED_VOLUME = "volume system not supported"  # LVM thin volumes and snapshots, ...
 FOLDER_NOT_READ = "folder not readable"
 FILE_NOT_READ = "file not fully read"              # bytes expected vs bytes read
 MEDIA_DAMAGED = "media damaged"                    # E01 chunk checksum errors, unreadable sectors

@@ -14,6 +14,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
+from triage.extractions import reach_hint
 from triage.findings import Finding
 from triage.flags import SEVERITY, display_path
 from triage.records import DeviceVerdict, Flag
@@ -142,8 +143,14 @@ def _icat_hint(f: Finding) -> str:
         span = f"bs=1M skip={start} count={p.length}"
         return (f"dd if=IMAGE iflag=skip_bytes,count_bytes {span}  (E01 and other containers: "
                 f"img_cat IMAGE | dd iflag=skip_bytes,count_bytes,fullblock {span})")
+    member = reach_hint(p, f.record.size)      # a member of a phone extraction
+    if member is not None:
+        return member
     if p.parent is not None and p.parent.inode is not None:
-        # inside a file: the file's bytes, then the range (and the filter that decodes it)
+        # inside a file: the file's bytes, then the range (and the filter that decodes it);
+        # inside a member of an extraction, that member's size is not at hand: no hint
+        if reach_hint(p.parent, 0) is not None:
+            return ""
         outer = _icat_hint_of(p.parent)
         span = f"dd iflag=skip_bytes,count_bytes bs=1M skip={p.offset} count={p.length}"
         return f"{outer} | {span}" + (f"  (then {p.decoded})" if p.decoded else "")
