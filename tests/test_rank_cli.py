@@ -81,11 +81,13 @@ def test_bad_case_dir_exit_2(tmp_path):
 
 
 def test_flags_json_lines(case):
-    result = run("flags", "--case", case, "--format", "json")
+    result = run("flags", "--case", case, "--format", "jsonl")
     lines = [json.loads(line) for line in result.output.splitlines()]
     with CaseStore(case, create=False) as store:
         assert len(lines) == len(store.flags())
     assert {"code", "severity", "device_id", "key", "raised_at", "message", "provenance"} <= set(lines[0])
+    assert lines[0]["raised_at"].endswith("Z")        # ISO-8601 UTC, as every JSON time
+    assert json.loads(run("flags", "--case", case, "--json").output) == lines
 
 
 def test_flags_follow_prints_new_flags_until_ctrl_c(tmp_path):

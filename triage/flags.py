@@ -305,3 +305,37 @@ def follow_flags_file(path, poll: float = 0.5, stop=None) -> Iterator[Flag]:
         if stop is not None and stop():
             return
         time.sleep(poll)
+
+
+def follow_store(store, device_id: Optional[str] = None, after_id: int = 0,
+                 interval: float = 0.5, since: Optional[float] = None,
+                 codes: Iterable[str] = (), sleep=time.sleep) -> Iterator[tuple[str, object]]:
+    """The flags a running scan raises, as they land in the case store: ("flags", [(id, Flag),
+    ...]) for each new batch, then ("ended", run) once the scan that was running has ended (its
+    last flags first). With no scan running it waits for one. The CLI's `flags --follow` and
+    the review service share it."""
+    codes = set(codes)
+    following = None
+
+    def fresh():
+        nonlocal after_id
+        batch = store.flags(device_id, after_id=after_id)
+        if batch:
+            after_id = batch[-1][0]
+        return [(i, f) for i, f in batch if (not codes or f.code in codes)
+                and (since is None or f.raised_at >= since)]
+
+    while True:
+        running = store.running_run()
+        batch = fresh()
+        if batch:
+            yield "flags", batch
+        if running is not None:
+            following = running["id"]
+        elif following is not None:
+            batch = fresh()
+            if batch:
+                yield "flags", batch
+            yield "ended", store.run(following)
+            return
+        sleep(interval)

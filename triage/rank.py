@@ -439,7 +439,45 @@ def verdicts(store, now: Optional[float] = None,
     if thresholds is None:
         thresholds = store_thresholds(store)
     labels = category_labels(store)
-    return order(device_verdict(store, d, now, thresholds, labels) for d in store.devices())
+    verdicts_ = [device_verdict(store, d, now, thresholds, labels) for d in store.devices()]
+    if hasattr(store, "device_runs"):
+        import dataclasses
+
+        from triage.runs import version_outliers
+
+        odd = version_outliers(store)
+        verdicts_ = [dataclasses.replace(v, reasons=v.reasons + (odd[v.device_id],))
+                     if v.device_id in odd else v for v in verdicts_]
+    return order(verdicts_)
+
+
+def select(ordered: list[DeviceVerdict], flags: Iterable[str] = (), statuses: Iterable[str] = (),
+           deadline_before: Optional[str] = None, limit: Optional[int] = None
+           ) -> list[DeviceVerdict]:
+    """The queue's filters (`triage queue --flag --status --deadline-before --limit`), keeping
+    each device's rank: any of `flags`; any of `statuses` (the verdict's coverage state);
+    a custody deadline before the date; the first `limit`."""
+    flags = {f.upper() for f in flags}
+    statuses = {s.lower() for s in statuses}
+    from triage.errors import TriageError
+    from triage.output import parse_time
+
+    before = parse_time(deadline_before) if deadline_before else None
+    out = []
+    for v in ordered:
+        if flags and not flags & set(v.flags):
+            continue
+        if statuses and v.coverage.lower() not in statuses:
+            continue
+        if before is not None:
+            deadline = (v.context or {}).get("custody_deadline") or ""
+            try:
+                if not deadline or parse_time(deadline) >= before:
+                    continue
+            except TriageError:      # an unreadable deadline is before no date
+                continue
+        out.append(v)
+    return out[:limit] if limit else out
 
 
 def verdict_dict(v: DeviceVerdict) -> dict:

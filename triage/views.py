@@ -17,6 +17,7 @@ from rich.text import Text
 from triage.findings import Finding
 from triage.flags import SEVERITY, display_path
 from triage.records import DeviceVerdict, Flag
+from triage.output import iso_time, table_time
 from triage.units import SafeDictWriter, human_bytes, terminal_safe
 
 
@@ -97,7 +98,33 @@ def queue_csv(rows: list[dict]) -> str:
 
 
 def _when(t: Optional[float]) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t)) if t else "-"
+    return table_time(t)
+
+
+def run_line(r: dict) -> str:
+    """One scan run of a device for `show`: when, status, hash sets (name and version), model
+    and what it found."""
+    sets = ", ".join(f"{h.get('name')} {h.get('version', '')}".strip() + f" ({h.get('role')})"
+                     for h in r.get("hashsets") or []) or "no hash sets"
+    model = (r.get("model") or {}).get("name") or "none"
+    c = r.get("counts") or {}
+    found = (f"; {c.get('files', 0)} files, {c.get('alert_matches', 0)} alert matches, "
+             f"{c.get('near_matches', 0)} near, {c.get('flags', 0)} flags" if c else "")
+    used = " (used by the queue)" if r.get("live") else " (archived)"
+    return (f"run {r['run_id']}{used}: {_when(r.get('started'))}, {r.get('status')}; "
+            f"sets {sets}; model {model}{found}")
+
+
+def run_json(r: dict) -> dict:
+    """A device's run for `show --json`."""
+    return {"run": r["run_id"], "live": bool(r.get("live")), "status": r.get("status"),
+            "started": iso_time(r.get("started")), "finished": iso_time(r.get("finished")),
+            "hashsets": [{k: h.get(k) for k in ("name", "version", "role")}
+                         for h in r.get("hashsets") or []],
+            "model": None if not r.get("model") else {k: r["model"].get(k)
+                                                      for k in ("name", "version", "sha256")},
+            "tool_version": r.get("tool_version"), "operator": r.get("operator"),
+            "counts": r.get("counts") or {}}
 
 
 def finding_dict(f: Finding) -> dict:
@@ -151,7 +178,8 @@ def coverage_lines(acc: dict) -> list[str]:
 
 def device_view(v: DeviceVerdict, device: dict, found: list[Finding],
                 flags: list[Flag], labels: Optional[dict] = None,
-                model: Optional[dict] = None, accounting: Optional[dict] = None) -> Group:
+                model: Optional[dict] = None, accounting: Optional[dict] = None,
+                runs: Optional[list] = None) -> Group:
     """`triage show`: verdict, reasons, points, flags, coverage and the findings. `model`:
     {"scored": n, "skipped": {reason: n}} of the model stage, when one ran."""
     head = Text()
@@ -181,6 +209,9 @@ def device_view(v: DeviceVerdict, device: dict, found: list[Finding],
         info.add_row("model", f"{model.get('scored', 0)} pictures scored (a ranking aid), "
                               f"{sum(skipped.values())} not sent" + (f": {why}" if why else ""))
     lines.append(info)
+    if runs:
+        lines.append(Text("\nScan runs", style="bold"))
+        lines.append(bullets([run_line(r) for r in runs], 2))
     lines.append(Text("\nReasons", style="bold"))
     lines.append(bullets(v.reasons, 2))
     if accounting is not None:
@@ -232,12 +263,12 @@ def device_view(v: DeviceVerdict, device: dict, found: list[Finding],
 
 def flags_table(flags: Iterable[tuple[int, Flag]]) -> Table:
     table = Table(show_lines=False, pad_edge=False)
-    table.add_column("time", no_wrap=True)
+    table.add_column("raised (UTC)", overflow="fold", max_width=10)
     table.add_column("code", no_wrap=True)
     table.add_column("device", overflow="fold", max_width=16)
     table.add_column("message", overflow="fold", ratio=1)
     for _id, f in flags:
-        table.add_row(time.strftime("%H:%M:%S", time.localtime(f.raised_at)),
+        table.add_row(time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(f.raised_at)),
                       Text(f.code, style=_FLAG_STYLE.get(f.code, "")), _safe(f.device_id),
                       _safe(f.message))
     return table
@@ -292,4 +323,5 @@ def device_json(store, device: dict, verdict: DeviceVerdict, found: list[Finding
                 accounting=coverage_accounting(device, volumes, coverage),
                 coverage_records=[c.to_dict() for c in coverage],
                 flag_records=[asdict(f) for _i, f in store.flags(dev_id)],
+                runs=[run_json(r) for r in store.device_runs(dev_id)],
                 findings=[finding_json(f, grades.get(f.key)) for f in found])

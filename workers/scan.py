@@ -165,7 +165,7 @@ class Scan:
                  thresholds: Optional[dict] = None,
                  max_active_devices: Optional[int] = None, t0: Optional[float] = None,
                  recovery_key: Optional[str] = None, password: Optional[str] = None,
-                 alert_sets: int = 0):
+                 alert_sets: int = 0, run_id: Optional[int] = None):
         import ray
         from workers import tasks
         self.ray, self.tasks = ray, tasks
@@ -188,6 +188,7 @@ class Scan:
         self.keys = (recovery_key, password) if (recovery_key or password) else ()
         self._rr = 0
         self.alert_sets = alert_sets            # none: every device gets a NOT_MATCHED gap
+        self.run_id = run_id
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -375,9 +376,9 @@ class Scan:
             dev.flags = counts["flags"]
             for batch in dev.done:
                 dev.tier_accounted[tier_of_batch(batch)] += 1
-        else:
-            self.store.reset_device(dev.device_id)
-        self.store.device_started(dev.device_id, dev.started)
+        # a fresh scan archives the device's earlier results with their run: kept, not lost
+        self.store.device_started(dev.device_id, dev.started, run_id=self.run_id,
+                                  fresh=not self.resume)
 
     def _start_planner(self, dev: DeviceState, planner: PlannerState) -> None:
         planner.attempts += 1
@@ -700,12 +701,15 @@ def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list
              reporter: Optional[Reporter] = None, backend: Optional[Backend] = None,
              operator: Optional[str] = None, max_in_flight: Optional[int] = None,
              recovery_key: Optional[str] = None, password: Optional[str] = None,
-             t0: Optional[float] = None) -> ScanSummary:
+             t0: Optional[float] = None, replace: bool = False,
+             case_ref: Optional[str] = None) -> ScanSummary:
     """Scans every EVIDENCE argument (one device each) into the case at `case_dir`.
 
     `hashsets` is the provenance of the hash sets in `opts.hashsets` (name, version,
     role, ...), written to the run record. Returns a summary; raises TriageError for bad input
     and KeyboardInterrupt (after storing everything found so far) on Ctrl-C.
+    A device scanned before keeps its earlier runs (archived in the case); a re-scan weaker
+    than its last complete run is refused unless `replace` (triage.runs.check_rescan).
     """
     from triage.flags import FlagSink
     from workers.runtime import ray_session
@@ -727,14 +731,20 @@ def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list
     store = CaseStore(case_dir, create=True)
     # one scan per case at a time: a second one would mix its results with the first's
     lock = ScanLock(case_dir)
+    ids = unique_device_ids(list(evidence), backend.device_id_for)
     try:
+        if case_ref is not None:
+            store.set_case_ref(case_ref)
         if resume:
             _check_resumable(store, opts, hashsets)
+            rescan_notes = []
+        else:
+            from triage.runs import check_rescan
+            rescan_notes = check_rescan(store, ids, list(hashsets), opts.model, replace)
     except BaseException:
         lock.release()
         store.close()
         raise
-    ids = unique_device_ids(list(evidence), backend.device_id_for)
     devices = []
     from triage.context import match_context
     for path, dev_id in zip(evidence, ids):
@@ -773,7 +783,11 @@ def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list
                         max_in_flight=max_in_flight, t0=t0, recovery_key=recovery_key,
                         password=password, model_pool=pool,
                         alert_sets=sum(1 for h in hashsets if h.get("role") == "alert"),
+                        run_id=run_id,
                         thresholds=(opts.model or {}).get("thresholds") or None)
+            for note in rescan_notes:
+                reporter.warn(note)
+                scan.warnings.append(note)
             if no_alert:                        # once Ray is up: a scan that cannot start says only why
                 reporter.warn(no_alert)
                 scan.warnings.append(no_alert)
