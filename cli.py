@@ -368,7 +368,6 @@ def synth(out, devices, seed, size, fmt):
     if as_json:
         _echo_json(summary)
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"synthetic fleet (seed {seed}, {size}) in {summary['out']}")
@@ -377,7 +376,7 @@ def synth(out, devices, seed, size, fmt):
     for d in summary["devices"]:
         table.add_row(d["id"], d["role"], Path(d["evidence"]).name, "+".join(d["volumes"]) + f" ({d['table']})",
                       f"{d['media_size'] / 1e6:.0f}", str(d["files"]), str(d["exact"]), str(d["near"]))
-    Console().print(table)
+    _console().print(table)
 
 # --- hashset (hashsets/) ---
 
@@ -513,7 +512,6 @@ def hashset_list(store_dir, fmt):
     if not infos:
         click.echo(f"no hash sets in {store.root}; add one with `triage hashset import`")
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(box=None, header_style="bold")
@@ -522,7 +520,7 @@ def hashset_list(store_dir, fmt):
     for i in infos:
         table.add_row(i.name, i.role, i.format + (f" ({i.scheme})" if i.scheme not in ("", "none") else ""),
                       i.version, f"{i.records:,}", f"{i.rejected:,}", i.source_name, i.imported_at)
-    Console(width=160 if not sys.stdout.isatty() else None).print(table)
+    _console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
 @hashset.command("lookup")
@@ -624,7 +622,6 @@ def models_list(models_dir, fmt):
     if fmt == "json":
         _echo_json(rows)
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title="models", caption=_MODEL_HONESTY)
@@ -641,7 +638,7 @@ def models_list(models_dir, fmt):
             labels += f", faces, minor_likelihood ({row['thresholds'].get('minor_likelihood', '-')})"
         table.add_row(row["id"], row["version"], row["format"], row["licence"], labels,
                       row["sha256"][:12])
-    Console().print(table)
+    _console().print(table)
 
 
 @models.command("add")
@@ -950,12 +947,18 @@ def queue(case_dir, fmt, flag_codes, statuses, deadline_before, limit):
         _console().print(views.queue_table(ordered, graded))
 
 
-def _console(stderr: bool = False):
-    """A rich console as wide as the terminal (80 columns when not a terminal)."""
+def _console(stderr: bool = False, width: int | None = None):
+    """A rich console as wide as the terminal (80 columns when not a terminal) whose closed
+    pipe ends the command quietly with exit 0 (rich's own exits 1)."""
     from rich.console import Console
 
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            _quiet_closed_pipe()
+
     stream = sys.stderr if stderr else sys.stdout
-    return Console(file=stream, width=None if stream.isatty() else 80, highlight=False)
+    return _Console(file=stream, width=width or (None if stream.isatty() else 80),
+                    highlight=False)
 
 
 @main.command()

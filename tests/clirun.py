@@ -25,3 +25,12 @@ def fleet_paths(fleet: Path, truth: dict) -> dict:
     out.update({k: fleet / v for k, v in truth["hashsets"].items()
                 if isinstance(v, str) and (fleet / v).is_file()})
     return out
+
+
+def copy_case(cli_case: dict, dest: Path) -> Path:
+    """A copy of the shared case to change (re-scan, migrate) without touching the original."""
+    import shutil
+
+    case = dest / "case"
+    shutil.copytree(cli_case["case"], case, ignore=shutil.ignore_patterns("scan.lock"))
+    return case

@@ -2,35 +2,13 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 
-import pytest
-
-from clirun import fleet_paths, triage
+from clirun import copy_case, triage
 
 
-@pytest.fixture(scope="module")
-def scanned(tmp_path_factory, synth_fleet, synth_truth):
-    """dev01 (suspect lives with children), dev02 (the same content) and dev05 (clean),
-    scanned in full with the fleet's VICS and NSRL sets and its context."""
-    p = fleet_paths(synth_fleet, synth_truth)
-    case = tmp_path_factory.mktemp("runs") / "case"
-    done = triage("scan", "--case", case, "-q", "--mode", "full", "--hashset", p["alert_vics"],
-                  "--hashset", p["nsrl"], "--context", p["context"], p["dev01"], p["dev02"],
-                  p["dev05"])
-    assert done.returncode == 0, done.stderr
-    return {"case": case, "paths": p}
-
-
-def copy_case(scanned, tmp_path):
-    case = tmp_path / "case"
-    shutil.copytree(scanned["case"], case, ignore=shutil.ignore_patterns("scan.lock"))
-    return case
-
-
-def test_weaker_rescan_is_refused_and_replace_keeps_earlier_run(scanned, tmp_path):
-    case, p = copy_case(scanned, tmp_path), scanned["paths"]
+def test_weaker_rescan_is_refused_and_replace_keeps_earlier_run(cli_case, tmp_path):
+    case, p = copy_case(cli_case, tmp_path), cli_case["paths"]
     refused = triage("scan", "--case", case, "-q", "--hashset", p["nsrl"], p["dev01"])
     assert refused.returncode == 2
     assert refused.stderr.startswith("error: re-scan refused: dev01.raw: weaker than run 1")
@@ -62,8 +40,8 @@ def test_weaker_rescan_is_refused_and_replace_keeps_earlier_run(scanned, tmp_pat
     assert kept >= 10
 
 
-def test_same_settings_rescan_is_allowed_and_other_versions_are_marked(scanned, tmp_path):
-    case, p = copy_case(scanned, tmp_path), scanned["paths"]
+def test_same_settings_rescan_is_allowed_and_other_versions_are_marked(cli_case, tmp_path):
+    case, p = copy_case(cli_case, tmp_path), cli_case["paths"]
     again = triage("scan", "--case", case, "-q", "--hashset", p["alert_vics"], "--hashset",
                    p["nsrl"], p["dev05"])
     assert again.returncode == 0, again.stderr
@@ -79,8 +57,8 @@ def test_same_settings_rescan_is_allowed_and_other_versions_are_marked(scanned, 
     assert not any("other set versions" in r for r in queue["dev01.raw"]["reasons"])
 
 
-def test_schema_2_case_is_migrated(scanned, tmp_path):
-    case = copy_case(scanned, tmp_path)
+def test_schema_2_case_is_migrated(cli_case, tmp_path):
+    case = copy_case(cli_case, tmp_path)
     with sqlite3.connect(case / "case.sqlite") as db:
         db.execute("DROP TABLE device_runs")
         for t in ("files", "matches", "scores", "model_skips", "coverage", "volumes", "flags",

@@ -13,7 +13,7 @@ from triage import records
 from triage.errors import EvidenceError, ShortRead, TriageError
 from triage.evidence import Evidence
 from triage.filesystems import read_chunks, walk
-from triage.records import Coverage, FileRecord, VolumeRef, to_dict
+from triage.records import SYMLINK, Coverage, FileRecord, VolumeRef, to_dict
 from triage.units import human_bytes, terminal_safe
 from triage.device import discover
 from triage.volumes import partition_table
@@ -27,7 +27,7 @@ READ_FAILURES = frozenset({records.EVIDENCE_NOT_OPENED, records.ENCRYPTED,
 
 HASHES = ("md5", "sha1", "sha256")
 CSV_FIELDS = ("path", "size", "allocated", "dir", "orphan", "inode", "ads", "volume_offset", "fs_type",
-              "type", "ext_mismatch", "md5", "sha1", "sha256", "mtime", "atime", "ctime", "crtime", "error")
+              "type", "link_target", "ext_mismatch", "md5", "sha1", "sha256", "mtime", "atime", "ctime", "crtime", "error")
 
 
 def iso(t: Optional[float]) -> Optional[str]:
@@ -112,7 +112,9 @@ def row(evidence: Evidence, rec: FileRecord, hashes: Sequence[str] = (),
         "volume_offset": rec.prov.volume_offset, "fs_type": rec.fs_type, "type": rec.type,
         "ext_mismatch": rec.ext_mismatch,
     }
-    if hashes and not rec.is_dir:
+    if rec.type == SYMLINK:        # listed as a link with its target, never followed
+        out["link_target"] = rec.link_target
+    if hashes and not rec.is_dir and rec.type != SYMLINK:
         hashers = [hashlib.new(h) for h in hashes]
         got = 0
         try:

@@ -205,6 +205,7 @@ class FileRecord:
     crtime: Optional[float] = None
     type: str = ""                 # content type from magic bytes, e.g. "image/jpeg"
     ext_mismatch: bool = False
+    link_target: str = ""          # a symbolic link's target (type SYMLINK): never followed
 
     @property
     def path(self) -> str:
@@ -213,6 +214,9 @@ class FileRecord:
     @property
     def key(self) -> str:
         return self.prov.key
+
+
+SYMLINK = "inode/symlink"          # FileRecord.type of a symbolic link: listed, no content
 
 
 # Coverage kinds: every way a part of a device can go unexamined. Decided here, once; the

@@ -842,16 +842,20 @@ def _exif_from_json(text: Optional[str]) -> Optional[Exif]:
     return Exif(**{k: v for k, v in d.items() if k in known})
 
 
-_EXTRA_NAMES: dict[type, tuple[str, ...]] = {}
+_EXTRA_NAMES: dict[type, tuple[tuple[str, Any], ...]] = {}
 
 
 def _extra_fields(obj: Any, known: set[str]) -> dict:
     # field lists are looked up once per record class: this runs for every stored file
     names = _EXTRA_NAMES.get(type(obj))
     if names is None:
-        names = tuple(f.name for f in dataclasses.fields(obj) if f.name not in known)
+        # with each field's default: a default value is not stored (reading gives it back)
+        names = tuple((f.name, f.default) for f in dataclasses.fields(obj)
+                      if f.name not in known)
         _EXTRA_NAMES[type(obj)] = names
-    return {n: getattr(obj, n) for n in names} if names else {}
+    if not names:
+        return {}
+    return {n: v for n, default in names if (v := getattr(obj, n)) != default}
 
 
 _REC_KNOWN = set(_RECORD_COLS) | {"prov"}

@@ -263,7 +263,7 @@ def device_view(v: DeviceVerdict, device: dict, found: list[Finding],
 
 def flags_table(flags: Iterable[tuple[int, Flag]]) -> Table:
     table = Table(show_lines=False, pad_edge=False)
-    table.add_column("raised (UTC)", overflow="fold", max_width=10)
+    table.add_column("UTC time", overflow="fold", max_width=10)
     table.add_column("code", no_wrap=True)
     table.add_column("device", overflow="fold", max_width=16)
     table.add_column("message", overflow="fold", ratio=1)
