@@ -200,3 +200,50 @@ def test_symbolic_links_are_listed_with_their_target_not_read_errors(cli_case, t
     assert "extraction: complete;" in scanned.stdout
     shown = json.loads(triage("show", "extraction", "--case", case, "--json").stdout)
     assert shown["coverage"] == "complete" and shown["coverage_records"] == []
+
+
+# --- point 7: flags ---------------------------------------------------------------------
+
+def test_child_access_is_one_escalation_per_device(cli_case):
+    case = cli_case["case"]
+    flags = [json.loads(line) for line in
+             triage("flags", "--case", case, "--format", "jsonl").stdout.splitlines()]
+    dev01 = [f for f in flags if f["device_id"] == "dev01.raw"]
+    dev02 = [f for f in flags if f["device_id"] == "dev02.E01"]
+    # the same content: dev01's suspect lives with children, dev02's has no access
+    (child,) = [f for f in dev01 if f["code"] == "CHILD_ACCESS"]
+    assert len(dev01) == len(dev02) + 1
+    covered = {c["key"] for c in child["provenance"]["covers"]}
+    findings = {f["key"] for f in dev01 if f["code"] in ("KNOWN_MATCH", "NEAR_MATCH",
+                                                          "SUSPECTED_NEW", "SELF_PRODUCED")}
+    assert covered == findings and f"escalates {len(findings)} findings" in child["message"]
+    only = json.loads(triage("flags", "--case", case, "--code", "child_access", "--json").stdout)
+    assert [f["code"] for f in only] == ["CHILD_ACCESS"]
+
+
+def test_one_category_vocabulary_in_flags_queue_and_show(cli_case):
+    case = cli_case["case"]
+    known = [json.loads(line)["message"] for line in
+             triage("flags", "--case", case, "--code", "KNOWN_MATCH", "--device", "dev02.E01",
+                    "--format", "jsonl").stdout.splitlines()]
+    assert known and all(re.search(r"in alert Category [ABC]:", m) for m in known)
+    assert not any("category 1" in m or "category 2" in m for m in known)
+    queue = json.loads(triage("queue", "--case", case, "--json").stdout)
+    reasons = " ".join(r for row in queue for r in row["reasons"])
+    assert re.search(r"\(Category A: \d+, B: \d+", reasons)
+    assert "Category A" in triage("show", "dev02.E01", "--case", case).stdout
+
+
+def test_a_custom_category_map_reaches_the_queue(cli_case, tmp_path):
+    p = cli_case["paths"]
+    store = tmp_path / "sets"
+    imported = triage("hashset", "import", p["alert_vics"], "--name", "agency", "--store", store,
+                      "--category-map", "1=Indecent-1:3,2=Indecent-2:2,3=Indecent-3:1")
+    assert imported.returncode == 0, imported.stderr
+    case = tmp_path / "case"
+    scan = triage("scan", "--case", case, "-q", "--store", store, "--hashset", "agency", p["dev02"])
+    assert scan.returncode == 0, scan.stderr
+    (row,) = json.loads(triage("queue", "--case", case, "--json").stdout)
+    assert any("(Category Indecent-1: " in r for r in row["reasons"]), row["reasons"]
+    flags = triage("flags", "--case", case, "--code", "KNOWN_MATCH", "--format", "jsonl").stdout
+    assert "agency Category Indecent-" in flags

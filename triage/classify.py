@@ -24,6 +24,33 @@ KIND_ORDER = {EXACT: 0, NEAR: 1, SUSPECTED: 2}
 DEFAULT_THRESHOLDS = {"explicit": 0.8, "minor_likelihood": 0.5}
 
 
+def category_labels_of(hashsets: Iterable[dict]) -> dict[str, dict[str, str]]:
+    """set name -> raw category -> the label people see ("1" -> "A" for UK CAID, or the set's
+    own `--category-map` labels), from hash-set provenance as scan runs record it: the set's
+    category map when recorded, else its scheme's. Unknown sets keep raw categories."""
+    try:
+        from hashsets.model import SCHEMES
+    except ImportError:   # a case read without the hash-set package: raw categories
+        SCHEMES = {}
+    out: dict[str, dict[str, str]] = {}
+    for hs in hashsets:
+        if not isinstance(hs, dict):
+            continue
+        cmap = hs.get("category_map") or SCHEMES.get(hs.get("scheme") or "", {})
+        labels = {str(k): str(v.get("label", k)) if isinstance(v, dict) else str(v)
+                  for k, v in cmap.items()}
+        if labels:
+            out.setdefault(str(hs.get("name", "")), {}).update(labels)
+    return out
+
+
+def category_text(labels: Optional[dict], set_name: str, raw: str) -> str:
+    """One category vocabulary for flags, the queue, `show` and exports: "Category A"."""
+    if not raw:
+        return ""
+    return "Category " + (labels or {}).get(set_name, {}).get(str(raw), str(raw))
+
+
 def _number(value) -> Optional[float]:
     """A score value as a float; None (and NaN) mean the label was not assessed."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -8,8 +8,9 @@ Codes and severities (higher is worse; CHILD_ACCESS is always the highest):
 
 | code          | severity | raised when                                                        |
 |---------------|---------:|--------------------------------------------------------------------|
-| CHILD_ACCESS  | 100      | any flag below except NOT_EXAMINED, on a device whose suspect has   |
-|               |          | access to children (lives_with, works_with, other)                  |
+| CHILD_ACCESS  | 100      | once per device, as an escalation naming the findings it covers     |
+|               |          | (any flag below except NOT_EXAMINED), when the device's suspect    |
+|               |          | has access to children (lives_with, works_with, other)              |
 | SELF_PRODUCED | 80       | a matched or suspected picture with camera-original indicators     |
 | KNOWN_MATCH   | 70       | an exact hash match against an alert set                           |
 | SUSPECTED_NEW | 50       | model scores over threshold and no hash match: possibly new        |
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
 from triage import records
-from triage.classify import _number, classify
+from triage.classify import _number, category_text, classify
 from triage.context import ACCESS_PHRASES, CHILD_ACCESS_LEVELS
 from triage.records import Coverage, Features, FileRecord, Flag, Match, Provenance, Score
 from triage.units import terminal_safe
@@ -64,6 +65,7 @@ NOT_EXAMINED_KINDS = (frozenset(records.COVERAGE_KINDS) - records.NOT_YET_EXAMIN
                       - {records.FILE_NOT_READ, records.ARCHIVE, records.PICTURE})
 
 FLAGS_FILE = "flags.jsonl"
+ESCALATION_KEY = "device"     # CHILD_ACCESS's key: one per device, not one per file
 
 _CAMERA_PATH = re.compile(
     r"(^|[/\\])(dcim|camera roll|camera uploads|cameraroll)([/\\]|$)",
@@ -125,8 +127,10 @@ def _label(record: Optional[FileRecord], key: str) -> str:
 def rules_for_batch(device_id: str, context: Optional[dict],
                     items: list[tuple[FileRecord, Features]], matches: list[Match],
                     scores: list[Score], coverage: list[Coverage], now: float,
-                    thresholds: Optional[dict] = None) -> list[Flag]:
-    """Every flag one batch of results raises. Pure: the sink dedupes across batches."""
+                    thresholds: Optional[dict] = None,
+                    labels: Optional[dict] = None) -> list[Flag]:
+    """Every flag one batch of results raises. Pure: the sink dedupes across batches.
+    `labels`: set name -> raw category -> label (classify.category_labels_of)."""
     by_key = {rec.key: (rec, feat) for rec, feat in items}
     found = classify(matches, scores, thresholds)
     flags: list[Flag] = []
@@ -147,8 +151,8 @@ def rules_for_batch(device_id: str, context: Optional[dict],
                     key=lambda m: (-m.severity, m.set_name, m.algorithm))
         top = ms[0]
         rec = by_key.get(key, (None, None))[0]
-        sets = ", ".join(sorted({f"{m.set_name}" + (f" category {m.category}" if m.category else "")
-                                 for m in ms}))
+        sets = ", ".join(sorted({f"{m.set_name}" + (f" {category_text(labels, m.set_name, m.category)}"
+                                                     if m.category else "") for m in ms}))
         deleted = " (deleted)" if rec is not None and not rec.allocated else ""
         prov = dict(base(key), matches=[_match_prov(m) for m in ms])
         raised.append((key, add(KNOWN_MATCH, key,
@@ -158,7 +162,7 @@ def rules_for_batch(device_id: str, context: Optional[dict],
         ms = sorted(ms, key=lambda m: (m.distance, m.set_name))
         top = ms[0]
         rec = by_key.get(key, (None, None))[0]
-        cat = f" category {top.category}" if top.category else ""
+        cat = f" {category_text(labels, top.set_name, top.category)}" if top.category else ""
         prov = dict(base(key), matches=[_match_prov(m) for m in ms])
         raised.append((key, add(NEAR_MATCH, key,
                                 f"near {top.algorithm} match (distance {top.distance}) in "
@@ -183,21 +187,48 @@ def rules_for_batch(device_id: str, context: Optional[dict],
                                     f"possibly self-produced ({'; '.join(why)}): "
                                     f"{_label(rec, key)}", prov)))
     access = (context or {}).get("access_to_children")
-    if access in CHILD_ACCESS_LEVELS:
-        who = ACCESS_PHRASES[access]
+    if access in CHILD_ACCESS_LEVELS and raised:
         worst: dict[str, Flag] = {}
         for key, flag in raised:
             if key not in worst or flag.severity > worst[key].severity:
                 worst[key] = flag
-        for key, flag in worst.items():
-            add(CHILD_ACCESS, key, f"suspect {who}; {flag.code}: {flag.message}",
-                dict(flag.provenance, cause=flag.code, access_to_children=access))
+        covers = [{"key": key, "code": f.code, "path": f.provenance.get("path", "")}
+                  for key, f in worst.items()]
+        # one per device: the sink merges what later batches cover into the same flag
+        add(CHILD_ACCESS, ESCALATION_KEY, escalation_message(access, covers),
+            {"access_to_children": access, "covers": covers})
     for c in coverage:
         if c.kind not in NOT_EXAMINED_KINDS:
             continue
         add(NOT_EXAMINED, c.key, f"{c.where.display()} not examined ({c.kind}): {c.reason}",
             c.to_dict())
     return flags
+
+
+def escalation_message(access: str, covers: list[dict]) -> str:
+    """CHILD_ACCESS's message: who, and how many findings of which kinds it escalates."""
+    counts: dict[str, int] = {}
+    for c in covers:
+        counts[c["code"]] = counts.get(c["code"], 0) + 1
+    kinds = ", ".join(f"{code} {counts[code]}" for code in
+                      sorted(counts, key=lambda c: -SEVERITY.get(c, 0)))
+    n = len(covers)
+    return (f"suspect {ACCESS_PHRASES.get(access, access)}: escalates {n} finding"
+            f"{'s' if n != 1 else ''} of this device ({kinds})")
+
+
+def merge_escalation(old: Flag, new: Flag) -> Flag:
+    """One device's CHILD_ACCESS covering the findings of both (worst code per file kept)."""
+    by_key = {c["key"]: c for c in old.provenance.get("covers", [])}
+    for c in new.provenance.get("covers", []):
+        have = by_key.get(c["key"])
+        if have is None or SEVERITY.get(c["code"], 0) > SEVERITY.get(have["code"], 0):
+            by_key[c["key"]] = c
+    covers = sorted(by_key.values(), key=lambda c: c["key"])
+    access = old.provenance.get("access_to_children") or new.provenance.get("access_to_children")
+    return Flag(code=old.code, severity=old.severity, device_id=old.device_id, key=old.key,
+                raised_at=old.raised_at, message=escalation_message(access, covers),
+                provenance=dict(old.provenance, covers=covers))
 
 
 def flag_to_dict(flag: Flag) -> dict:
@@ -235,6 +266,10 @@ class FlagSink:
         """Record a flag; False when it was already raised (nothing else is done then)."""
         with self._lock:
             if not self.store.add_flag(flag):
+                if flag.code == CHILD_ACCESS:     # the device's escalation covers more now
+                    old = self.store.flag(flag.code, flag.device_id, flag.key)
+                    if old is not None:
+                        self.store.update_flag(merge_escalation(old, flag))
                 return False
             self._file.write(json.dumps(flag_to_dict(flag), sort_keys=True) + "\n")
             self._file.flush()

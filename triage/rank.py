@@ -91,21 +91,9 @@ def category_labels(store) -> dict[str, dict[str, str]]:
     Read from the hash-set provenance the scan runs recorded: the set's own category map when
     recorded, else its scheme's (hashsets.model.SCHEMES). Unknown sets keep raw categories.
     """
-    try:
-        from hashsets.model import SCHEMES
-    except ImportError:   # a case read without the hash-set package: raw categories
-        SCHEMES = {}
-    out: dict[str, dict[str, str]] = {}
-    for run in store.runs():
-        for hs in run.get("hashsets") or []:
-            if not isinstance(hs, dict):
-                continue
-            cmap = hs.get("category_map") or SCHEMES.get(hs.get("scheme") or "", {})
-            labels = {str(k): str(v.get("label", k)) if isinstance(v, dict) else str(v)
-                      for k, v in cmap.items()}
-            if labels:
-                out.setdefault(str(hs.get("name", "")), {}).update(labels)
-    return out
+    from triage.classify import category_labels_of
+
+    return category_labels_of(hs for run in store.runs() for hs in run.get("hashsets") or [])
 
 
 def status_unfinished(device: dict) -> bool:

@@ -789,15 +789,31 @@ class CaseStore:
                  flag.message, _json(flag.provenance)))
             return cur.rowcount == 1
 
+    def flag(self, code: str, device_id: str, key: str) -> Optional[Flag]:
+        for _i, f in self._flags("SELECT * FROM flags WHERE code = ? AND device_id = ? AND "
+                                 "key = ?", (code, device_id, key)):
+            return f
+        return None
+
+    def update_flag(self, flag: Flag) -> None:
+        """A flag's message and provenance changed (an escalation covering more findings)."""
+        with self._tx() as db:
+            db.execute("UPDATE flags SET message = ?, provenance = ? WHERE code = ? AND "
+                       "device_id = ? AND key = ?", (flag.message, _json(flag.provenance),
+                                                     flag.code, flag.device_id, flag.key))
+
+    def _flags(self, sql: str, params) -> list[tuple[int, Flag]]:
+        return [(r["id"], Flag(code=r["code"], severity=r["severity"], device_id=r["device_id"],
+                               key=r["key"], raised_at=r["raised_at"], message=r["message"],
+                               provenance=json.loads(r["provenance"])))
+                for r in self._query(sql, params)]
+
     def flags(self, device_id: str | None = None, after_id: int = 0) -> list[tuple[int, Flag]]:
         sql, params = "SELECT * FROM flags WHERE id > ?", [after_id]
         if device_id is not None:
             sql += " AND device_id = ?"
             params.append(device_id)
-        rows = self._query(sql + " ORDER BY id", params)
-        return [(r["id"], Flag(code=r["code"], severity=r["severity"], device_id=r["device_id"],
-                               key=r["key"], raised_at=r["raised_at"], message=r["message"],
-                               provenance=json.loads(r["provenance"]))) for r in rows]
+        return self._flags(sql + " ORDER BY id", params)
 
     # --- summaries --------------------------------------------------------------------------
 

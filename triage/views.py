@@ -14,6 +14,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
+from triage.classify import category_text
 from triage.findings import Finding
 from triage.flags import SEVERITY, display_path
 from triage.records import DeviceVerdict, Flag
@@ -249,8 +250,8 @@ def device_view(v: DeviceVerdict, device: dict, found: list[Finding],
                              style="red")
             if f.top:
                 m = f.top
-                label = (labels or {}).get(m.set_name, {}).get(m.category, m.category)
-                what = f"{m.set_name} {m.set_version}\n" + (f"cat {label} " if m.category else "")
+                what = f"{m.set_name} {m.set_version}\n" + (
+                    f"{category_text(labels, m.set_name, m.category)} " if m.category else "")
                 what += f"{m.algorithm}" + (f" d={m.distance}" if m.kind != "exact" else "")
             else:
                 what = "\n".join(f"{s.model}: " + ", ".join(

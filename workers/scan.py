@@ -165,7 +165,8 @@ class Scan:
                  thresholds: Optional[dict] = None,
                  max_active_devices: Optional[int] = None, t0: Optional[float] = None,
                  recovery_key: Optional[str] = None, password: Optional[str] = None,
-                 alert_sets: int = 0, run_id: Optional[int] = None):
+                 alert_sets: int = 0, run_id: Optional[int] = None,
+                 labels: Optional[dict] = None):
         import ray
         from workers import tasks
         self.ray, self.tasks = ray, tasks
@@ -189,6 +190,7 @@ class Scan:
         self._rr = 0
         self.alert_sets = alert_sets            # none: every device gets a NOT_MATCHED gap
         self.run_id = run_id
+        self.labels = labels or {}          # one category vocabulary in the flags and queue
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -430,7 +432,8 @@ class Scan:
         # flags first: a crash between the two then re-scans the batch and the flags dedupe,
         # where the other order could lose a flag for good
         flags = rules_for_batch(dev.device_id, dev.context, result.items, result.matches, [],
-                                result.coverage, time.time(), thresholds=self.thresholds)
+                                result.coverage, time.time(), thresholds=self.thresholds,
+                                labels=self.labels)
         self._raise(dev, flags)
         if result.hash_engine:
             self.hash_engines.add(result.hash_engine)
@@ -495,7 +498,7 @@ class Scan:
         # the matches come again so near-matched pictures are not also called new; their
         # NEAR_MATCH flags were raised with the batch and dedupe here
         flags = rules_for_batch(dev.device_id, dev.context, job.items, job.matches, scores, coverage,
-                                time.time(), thresholds=self.thresholds)
+                                time.time(), thresholds=self.thresholds, labels=self.labels)
         self._raise(dev, flags)
         self.reporter.batch_done(dev.device_id, dev)
 
@@ -711,6 +714,7 @@ def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list
     A device scanned before keeps its earlier runs (archived in the case); a re-scan weaker
     than its last complete run is refused unless `replace` (triage.runs.check_rescan).
     """
+    from triage.classify import category_labels_of
     from triage.flags import FlagSink
     from workers.runtime import ray_session
 
@@ -783,7 +787,7 @@ def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list
                         max_in_flight=max_in_flight, t0=t0, recovery_key=recovery_key,
                         password=password, model_pool=pool,
                         alert_sets=sum(1 for h in hashsets if h.get("role") == "alert"),
-                        run_id=run_id,
+                        run_id=run_id, labels=category_labels_of(hashsets),
                         thresholds=(opts.model or {}).get("thresholds") or None)
             for note in rescan_notes:
                 reporter.warn(note)
