@@ -260,7 +260,7 @@ def files(evidence, hash_spec, fmt, files_only, recovery_key, password):
             reasons = "; ".join(f"{c.where.display()}: {c.reason}" for c in coverage) or "no volumes"
             raise _TriageError(f"{evidence}: nothing could be examined ({reasons})")
         for c in coverage:
-            _not_examined(c)
+            _not_examined(c, volumes)
         problems: list = []
         writer = None
         if fmt == "csv":
@@ -280,17 +280,21 @@ def files(evidence, hash_spec, fmt, files_only, recovery_key, password):
         sys.stdout.flush()
         problems.extend(ev.damage())
         for c in problems:
-            _not_examined(c)
+            _not_examined(c, volumes)
         failed = [c for c in list(coverage) + problems if c.kind in READ_FAILURES]
         if failed:
             # as fls and icat do: something could not be read, though the rest was listed
             raise SystemExit(1)
 
 
-def _not_examined(c) -> None:
-    """One stderr line per gap: where (escaped), kind, bytes and why."""
+def _not_examined(c, volumes) -> None:
+    """One stderr line per gap: where (a whole volume by its name; escaped), kind, bytes, why."""
     from triage.units import terminal_safe
-    click.echo(f"not examined: {terminal_safe(c.where.display())} ({c.kind}, "
+
+    vol = next((v for v in volumes if v.offset == c.where.volume_offset), None) \
+        if c.where.scope == "volume" else None
+    where = vol.name if vol is not None else c.where.display()
+    click.echo(f"not examined: {terminal_safe(where)} ({c.kind}, "
                f"{c.bytes_not_examined:,} bytes): {terminal_safe(c.reason)}", err=True)
 
 # --- synth (triage/synth.py) ---
@@ -818,15 +822,16 @@ def scan(case_dir, case_ref, hashset_args, store_root, context_file, model, mode
         click.echo(f"error: no device could be examined ({len(summary.devices)} failed); "
                    f"see {_prog()} show --case {case_dir} DEVICE", err=True)
         sys.exit(2)
+    console = _console()        # wraps at the terminal's width (80 columns when piped)
     for d in summary.devices:
         stop = ", stopped early (triage mode)" if d["stopped_early"] else ""
         scored = (f", {d['scored']} scored by the model ({d['model_skipped']} skipped: "
-                  f"see triage show)" if model != "none" else "")
-        click.echo(f"{terminal_safe(d['device'])}: {d['status']}{stop}; {d['files']} files, {d['pictures']} "
-                   f"pictures, {d['alert_matches']} alert matches, {d['near_matches']} near, "
-                   f"{d['flags']} flags{scored}")
-    click.echo(f"scan {summary.status} in {summary.seconds:.1f} s; next: {_prog()} queue --case "
-               f"{_shell_word(case_dir)}")
+                  f"see {_prog()} show)" if model != "none" else "")
+        console.print(f"{terminal_safe(d['device'])}: {d['status']}{stop}; {d['files']} files, "
+                      f"{d['pictures']} pictures, {d['alert_matches']} alert matches, "
+                      f"{d['near_matches']} near, {d['flags']} flags{scored}", markup=False)
+    console.print(f"scan {summary.status} in {summary.seconds:.1f} s; next: {_prog()} queue "
+                  f"--case {_shell_word(case_dir)}", markup=False)
 
 
 def _prog() -> str:

@@ -86,7 +86,8 @@ def review_server(review_case):
 @pytest.fixture(scope="session")
 def cli_case(tmp_path_factory, synth_fleet, synth_truth) -> dict:
     """The CLI-convention tests' case: dev01 (suspect lives with children), dev02 (the same
-    content, suspect without access) and dev05 (clean), scanned in full with the fleet's VICS
+    content, suspect without access), dev04 (a locked BitLocker volume) and dev05 (clean),
+    scanned in full with the fleet's VICS
     and NSRL sets and its context, through the `triage` entry point. Tests that change a case
     work on a copy (clirun.copy_case)."""
     from clirun import fleet_paths, triage
@@ -95,6 +96,6 @@ def cli_case(tmp_path_factory, synth_fleet, synth_truth) -> dict:
     case = tmp_path_factory.mktemp("cli") / "case"
     done = triage("scan", "--case", case, "-q", "--mode", "full", "--case-ref", "OP-ELM/42",
                   "--hashset", p["alert_vics"], "--hashset", p["nsrl"], "--context", p["context"],
-                  p["dev01"], p["dev02"], p["dev05"])
+                  p["dev01"], p["dev02"], p["dev04"], p["dev05"])
     assert done.returncode == 0, done.stderr
     return {"case": case, "paths": p, "scan": done}

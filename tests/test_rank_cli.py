@@ -46,7 +46,7 @@ def test_queue_table_fits_80_columns(case):
     assert result.exit_code == 0
     lines = result.output.splitlines()
     assert max(len(line.rstrip()) for line in lines) <= 80
-    assert "exact_lives.dd" in result.output and "volume 2 (BitLocker) not examined" in result.output
+    assert "exact_lives.dd" in result.output and "volume 2 (BitLocker, 40 MiB at" in result.output
 
 
 def test_queue_csv(case):

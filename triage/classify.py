@@ -51,6 +51,20 @@ def category_text(labels: Optional[dict], set_name: str, raw: str) -> str:
     return "Category " + (labels or {}).get(set_name, {}).get(str(raw), str(raw))
 
 
+def score_text(values: dict) -> str:
+    """A model's outputs for people: "explicit 0.91, faces 2, minor_likelihood 0.12". Counts
+    (integers, and the face count however the model typed it) print as integers; labels not
+    assessed are left out."""
+    out = []
+    for k, v in sorted(values.items()):
+        n = _number(v)
+        if n is None:
+            continue
+        count = isinstance(v, int) or (k == "faces" and n == int(n))
+        out.append(f"{k} {int(n)}" if count else f"{k} {n:.2f}")
+    return ", ".join(out)
+
+
 def _number(value) -> Optional[float]:
     """A score value as a float; None (and NaN) mean the label was not assessed."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):

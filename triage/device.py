@@ -108,7 +108,8 @@ def _examine(evidence: Evidence, index: int, offset: int, length: int, desc: str
     encryption = encryption_of(head)
     if encryption == "BitLocker":
         if not (recovery_key or password):
-            return gap(ENCRYPTED_BITLOCKER, "BitLocker")
+            return gap(f"{ENCRYPTED_BITLOCKER}: locked; scan again with --recovery-key KEY or "
+                       "--password TEXT", "BitLocker")
         try:
             res.volume(offset, length)          # unlocked once, kept for the walk and reads
         except EvidenceError as exc:

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
 from triage import records
-from triage.classify import _number, category_text, classify
+from triage.classify import category_text, classify, score_text
 from triage.context import ACCESS_PHRASES, CHILD_ACCESS_LEVELS
 from triage.records import Coverage, Features, FileRecord, Flag, Match, Provenance, Score
 from triage.units import terminal_safe
@@ -128,9 +128,11 @@ def rules_for_batch(device_id: str, context: Optional[dict],
                     items: list[tuple[FileRecord, Features]], matches: list[Match],
                     scores: list[Score], coverage: list[Coverage], now: float,
                     thresholds: Optional[dict] = None,
-                    labels: Optional[dict] = None) -> list[Flag]:
+                    labels: Optional[dict] = None,
+                    volume_names: Optional[dict] = None) -> list[Flag]:
     """Every flag one batch of results raises. Pure: the sink dedupes across batches.
-    `labels`: set name -> raw category -> label (classify.category_labels_of)."""
+    `labels`: set name -> raw category -> label (classify.category_labels_of);
+    `volume_names`: volume offset -> VolumeRef.name, so a gap names its volume one way."""
     by_key = {rec.key: (rec, feat) for rec, feat in items}
     found = classify(matches, scores, thresholds)
     flags: list[Flag] = []
@@ -170,8 +172,7 @@ def rules_for_batch(device_id: str, context: Optional[dict],
     for key in sorted(found.suspected):
         s = found.suspected[key][0]
         rec = by_key.get(key, (None, None))[0]
-        values = ", ".join(f"{k} {_number(v):.2f}" for k, v in sorted(s.values.items())
-                           if _number(v) is not None)
+        values = score_text(s.values)
         prov = dict(base(key), model=s.model, model_sha256=s.model_sha256, scores=dict(s.values))
         raised.append((key, add(SUSPECTED_NEW, key,
                                 f"possibly new material, no hash match ({s.model}: {values}): "
@@ -200,8 +201,9 @@ def rules_for_batch(device_id: str, context: Optional[dict],
     for c in coverage:
         if c.kind not in NOT_EXAMINED_KINDS:
             continue
-        add(NOT_EXAMINED, c.key, f"{c.where.display()} not examined ({c.kind}): {c.reason}",
-            c.to_dict())
+        where = ((volume_names or {}).get(c.where.volume_offset) if c.where.scope == "volume"
+                 else None) or c.where.display()
+        add(NOT_EXAMINED, c.key, f"{where} not examined ({c.kind}): {c.reason}", c.to_dict())
     return flags
 
 

@@ -14,7 +14,7 @@ from triage.errors import EvidenceError, ShortRead, TriageError
 from triage.evidence import Evidence
 from triage.filesystems import read_chunks, walk
 from triage.records import SYMLINK, Coverage, FileRecord, VolumeRef, to_dict
-from triage.units import human_bytes, terminal_safe
+from triage.units import human_bytes, terminal_safe, volume_name
 from triage.device import discover
 from triage.volumes import partition_table
 
@@ -191,8 +191,13 @@ def render_inspect(info: dict, console=None) -> None:
     console.print(t)
     if info["coverage"]:
         console.print("[bold red]not examined[/bold red]")
+        names = {v["offset"]: volume_name(v["index"], v["encryption"] or v["fs_type"],
+                                          v["length"], v["offset"]) for v in info["volumes"]}
         for c in info["coverage"]:
-            console.print(safe(f"  {c['display']}: {c['kind']}: {c['reason']} "
+            w = c["where"]        # a whole volume is named by its volume; anything else as is
+            whole = not (w.get("path") or w.get("inode") is not None or w.get("length"))
+            where = names.get(w.get("volume_offset"), c["display"]) if whole else c["display"]
+            console.print(safe(f"  {where}: {c['kind']}: {c['reason']} "
                                f"({human_bytes(c['bytes_not_examined'])})"))
     else:
         console.print("coverage: every volume examined")

@@ -180,9 +180,8 @@ def _coverage_reasons(volumes: list[VolumeRef], coverage: list[Coverage],
     for c in coverage:
         vol = by_offset.get(c.volume_offset) if c.volume_offset is not None else None
         if c.kind in _VOLUME_KINDS and c.where.scope == "volume":
-            name = f"volume {vol.index}" if vol is not None else c.where.display()
-            what = vol.encryption if vol is not None and vol.encryption else c.reason
-            lines.append(f"{name} ({what}) not examined: {human_bytes(c.bytes_not_examined)}")
+            name = vol.name if vol is not None else c.where.display()
+            lines.append(f"{name} not examined: {c.reason}")
         else:
             rest.append(c)
     for kind, total in coverage_summary(rest).items():
@@ -196,7 +195,9 @@ def _coverage_reasons(volumes: list[VolumeRef], coverage: list[Coverage],
         elif kind == records.UNPARTITIONED:
             lines.append(f"{kind}{size}")
         elif len(items) == 1:
-            lines.append(f"{kind}: {items[0].where.display()}{size} ({items[0].reason})")
+            c = items[0]
+            vol = by_offset.get(c.volume_offset) if c.where.scope == "volume" else None
+            lines.append(f"{kind}: {vol.name if vol else c.where.display()}{size} ({c.reason})")
         else:
             noun = _NOUNS.get(kind, "part")
             lines.append(f"{kind}: {total['count']} {noun}s{size}")
@@ -486,10 +487,14 @@ def find_device(store, ref: str) -> dict:
     from triage.errors import TriageError
 
     devices = store.devices()
+    low = ref.casefold()         # exhibit references are typed as people write them
     for match in (
         lambda d: d["id"] == ref,
         lambda d: (d.get("context") or {}).get("exhibit") == ref,
         lambda d: ref in d["paths"] or ref in [os.path.basename(p) for p in d["paths"]],
+        lambda d: d["id"].casefold() == low,
+        lambda d: str((d.get("context") or {}).get("exhibit") or "").casefold() == low,
+        lambda d: low in [os.path.basename(p).casefold() for p in d["paths"]],
     ):
         hits = [d for d in devices if match(d)]
         if len(hits) == 1:

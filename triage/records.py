@@ -49,6 +49,13 @@ class VolumeRef:
     unallocated: int = -1          # bytes the file system's allocation map marks free (-1: unknown)
 
     @property
+    def name(self) -> str:
+        """ "volume 6 (BitLocker, 16 MiB at 44,040,192)": the one way a volume is named."""
+        from triage.units import volume_name
+        return volume_name(self.index, self.encryption or self.fs_type or "", self.length,
+                           self.offset)
+
+    @property
     def where(self) -> "Provenance":
         if self.offset == UNPARTITIONED_OFFSET:
             return device_where(self.device_id)
@@ -152,7 +159,7 @@ class Provenance:
             if self.volume_offset is None:
                 return f"device {self.device_id}"
             idx = f" {self.volume_index}" if self.volume_index is not None else ""
-            return f"volume{idx} at {self.volume_offset}"
+            return f"volume{idx} at {self.volume_offset:,}"
         path = self.path or f"inode {self.inode}"
         if self.ads and not path.endswith(":" + self.ads):
             path += ":" + self.ads

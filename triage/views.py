@@ -14,12 +14,12 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from triage.classify import category_text
+from triage.classify import category_text, score_text
 from triage.findings import Finding
 from triage.flags import SEVERITY, display_path
 from triage.records import DeviceVerdict, Flag
 from triage.output import iso_time, table_time
-from triage.units import SafeDictWriter, human_bytes, terminal_safe
+from triage.units import SafeDictWriter, human_bytes, terminal_safe, volume_name
 
 
 def _safe(text) -> Text:
@@ -165,9 +165,8 @@ def coverage_lines(acc: dict) -> list[str]:
     """`triage show`'s coverage section: examined/total per volume, then each gap kind."""
     out = [f"device: {human_bytes(acc['examined'])} of {human_bytes(acc['total'])} examined"]
     for v in acc["volumes"]:
-        what = v["fs_type"] or v["encryption"] or "not readable"
-        line = (f"volume {v['index']} ({what}): {human_bytes(v['examined'])} of "
-                f"{human_bytes(v['total'])} examined")
+        name = volume_name(v["index"], v["encryption"] or v["fs_type"], v["total"], v["offset"])
+        line = f"{name}: {human_bytes(v['examined'])} examined"
         gaps = [f"{kind} {human_bytes(k['bytes'])}" + (f" ({k['count']})" if k["count"] > 1 else "")
                 for kind, k in v["not_examined"].items()]
         out.append(line + ("; not examined: " + "; ".join(gaps) if gaps else ""))
@@ -254,9 +253,8 @@ def device_view(v: DeviceVerdict, device: dict, found: list[Finding],
                     f"{category_text(labels, m.set_name, m.category)} " if m.category else "")
                 what += f"{m.algorithm}" + (f" d={m.distance}" if m.kind != "exact" else "")
             else:
-                what = "\n".join(f"{s.model}: " + ", ".join(
-                    f"{k} {v:.2f}" for k, v in s.values.items() if isinstance(v, (int, float)))
-                    for s in f.scores) + "\n(ranking aid)"
+                what = "\n".join(f"{s.model}: {score_text(s.values)}"
+                                 for s in f.scores) + "\n(ranking aid)"
             table.add_row(f.kind, where, _safe(what))
         lines.append(table)
     return Group(*lines)

@@ -85,6 +85,7 @@ class DeviceState:
     phase: str = "waiting"            # waiting, probing, scanning, finished
     probe: Any = None
     planners: dict = field(default_factory=dict)       # volume offset -> PlannerState
+    volume_names: dict = field(default_factory=dict)   # volume offset -> VolumeRef.name
     done: set = field(default_factory=set)             # batch ids stored (earlier runs too)
     in_flight: int = 0
     tier_batches: Counter = field(default_factory=Counter)     # planned, from the headers
@@ -342,6 +343,7 @@ class Scan:
         self.store.upsert_device(evidence_ref, context=dev.context)
         self._start_device(dev)
         self.store.add_volumes(volumes)
+        dev.volume_names = {v.offset: v.name for v in volumes}
         if coverage:
             self._coverage(dev, coverage)
         if self.verify:
@@ -644,7 +646,7 @@ class Scan:
         self.store.add_coverage(items)
         dev.coverage += len(items)
         self._raise(dev, rules_for_batch(dev.device_id, dev.context, [], [], [], items,
-                                         time.time()))
+                                         time.time(), volume_names=dev.volume_names))
 
     def _raise(self, dev: DeviceState, flags) -> None:
         if not flags:

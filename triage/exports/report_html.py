@@ -20,6 +20,7 @@ from typing import Optional
 
 from triage import __version__
 from triage.exports import iso_utc, private_output
+from triage.classify import score_text
 from triage.findings import Finding, findings
 from triage.flags import SEVERITY, display_path
 from triage.rank import category_labels, verdicts
@@ -168,9 +169,7 @@ def _finding_rows(found: list[Finding], thumbs: str, labels: dict) -> str:
                     f"{_e(m.algorithm)}" + (f", distance {m.distance}" if m.kind != "exact" else ""))
         else:
             what = "<br>".join(
-                f"{_e(s.model)}: " + ", ".join(f"{_e(k)} {v:.2f}" for k, v in s.values.items()
-                                               if isinstance(v, (int, float)) and v == v)
-                for s in f.scores) + '<br><span class="muted">ranking aid, not evidence</span>'
+                f"{_e(s.model)}: {_e(score_text(s.values))}" for s in f.scores) + '<br><span class="muted">ranking aid, not evidence</span>'
         where = _e(display_path(p, member=False)) + (
             f" <b>!</b> {_e(p.member)}" if p.member else "")
         prov = (f"volume@{p.volume_offset} inode {p.inode}"
