@@ -247,3 +247,42 @@ def test_a_custom_category_map_reaches_the_queue(cli_case, tmp_path):
     assert any("(Category Indecent-1: " in r for r in row["reasons"]), row["reasons"]
     flags = triage("flags", "--case", case, "--code", "KNOWN_MATCH", "--format", "jsonl").stdout
     assert "agency Category Indecent-" in flags
+
+
+# --- point 5: filters -------------------------------------------------------------------
+
+def test_queue_filters(cli_case):
+    case = cli_case["case"]
+
+    def devices(*args):
+        result = triage("queue", "--case", case, "--json", *args)
+        assert result.returncode == 0, result.stderr
+        return [r["device"] for r in json.loads(result.stdout)]
+
+    everything = devices()
+    assert devices("--flag", "CHILD_ACCESS") == ["dev01.raw"]
+    assert devices("--flag", "not_examined") == ["dev04.E01"]
+    assert devices("--status", "complete") == [d for d in everything if d == "dev05.raw"]
+    assert devices("--limit", "2") == everything[:2]
+    # the fleet's deadlines: dev01 and dev02 2026-12-18, dev05 2027-01-05
+    assert set(devices("--deadline-before", "2026-12-20")) == {"dev01.raw", "dev02.E01"}
+    assert devices("--deadline-before", "2026-12-01") == []
+    ranks = {r["device"]: r["rank"] for r in
+             json.loads(triage("queue", "--case", case, "--json").stdout)}
+    (only,) = json.loads(triage("queue", "--case", case, "--json", "--flag", "NOT_EXAMINED").stdout)
+    assert only["rank"] == ranks["dev04.E01"]          # a filter keeps each device's rank
+
+
+def test_flags_filters(cli_case):
+    case = cli_case["case"]
+    every = json.loads(triage("flags", "--case", case, "--json").stdout)
+    known = json.loads(triage("flags", "--case", case, "--json", "--code", "KNOWN_MATCH",
+                              "--device", "SYN/7/02").stdout)
+    assert known and {(f["code"], f["device_id"]) for f in known} == {("KNOWN_MATCH", "dev02.E01")}
+    assert len(known) == sum(1 for f in every if f["code"] == "KNOWN_MATCH"
+                             and f["device_id"] == "dev02.E01")
+    assert json.loads(triage("flags", "--case", case, "--json", "--since",
+                             "2000-01-01T00:00Z").stdout) == every
+    assert json.loads(triage("flags", "--case", case, "--json", "--since", "2999-01-01").stdout) == []
+    assert triage("flags", "--case", case, "--since", "2999-01-01").stdout.strip() == \
+        "no flags raised that match"
