@@ -799,7 +799,7 @@ def scan(case_dir, case_ref, hashset_args, store_root, context_file, model, mode
     reporter = None
     if not quiet:
         from workers.progress import RichReporter
-        reporter = RichReporter()
+        reporter = RichReporter(model=model != "none")
     # Ray's driver prints worker-failure notices to stdout; keep stdout for the summary
     import contextlib as _contextlib
     try:
@@ -825,13 +825,25 @@ def scan(case_dir, case_ref, hashset_args, store_root, context_file, model, mode
     console = _console()        # wraps at the terminal's width (80 columns when piped)
     for d in summary.devices:
         stop = ", stopped early (triage mode)" if d["stopped_early"] else ""
+        status = _status_text(d["status"], [d])
         scored = (f", {d['scored']} scored by the model ({d['model_skipped']} skipped: "
                   f"see {_prog()} show)" if model != "none" else "")
-        console.print(f"{terminal_safe(d['device'])}: {d['status']}{stop}; {d['files']} files, "
+        console.print(f"{terminal_safe(d['device'])}: {status}{stop}; {d['files']} files, "
                       f"{d['pictures']} pictures, {d['alert_matches']} alert matches, "
                       f"{d['near_matches']} near, {d['flags']} flags{scored}", markup=False)
-    console.print(f"scan {summary.status} in {summary.seconds:.1f} s; next: {_prog()} queue "
-                  f"--case {_shell_word(case_dir)}", markup=False)
+    console.print(f"scan {_status_text(summary.status, summary.devices)} in "
+                  f"{summary.seconds:.1f} s", markup=False)
+    click.echo(f"next: {_prog()} queue --case {_shell_word(case_dir)}")   # whole, to copy
+
+
+def _status_text(status: str, devices: list[dict]) -> str:
+    """A scan's or a device's status for people: "complete with gaps" when every device was
+    scanned to the end but some parts could not be examined (a locked volume, an unreadable
+    file: `triage show` lists them), instead of a bare "partial"."""
+    ended = all(d["status"] in ("complete", "partial") for d in devices)
+    if status == "partial" and ended:
+        return "complete with gaps"
+    return status
 
 
 def _prog() -> str:
@@ -1045,10 +1057,12 @@ def flags_cmd(case_dir, follow, fmt, codes, device, since, interval):
     since_t = parse_time(since) if since else None
     codes = tuple(c.upper() for c in codes)
     console = _console()
+    after_run = None
     if follow:
         from triage.store import is_case
 
         if not is_case(case_dir):
+            after_run = 0               # the scan that creates the case is the one followed
             # started before the scan: wait for the scan to create the case
             click.echo(f"waiting for a scan to create {case_dir} (Ctrl-C ends)", err=True)
             try:
@@ -1086,12 +1100,12 @@ def flags_cmd(case_dir, follow, fmt, codes, device, since, interval):
             elif fmt == "table":
                 click.echo("no flags raised" + (" that match" if codes or since_t else ""))
             return
-        if store.running_run() is None:
-            click.echo("no scan is running in this case: printing flags as one starts "
-                       "(Ctrl-C ends)", err=True)
+        if after_run is None and store.running_run() is None:
+            click.echo("no scan is running in this case: following the next one (Ctrl-C "
+                       "ends)", err=True)
         try:
             for what, item in follow_store(store, dev_id, interval=interval, since=since_t,
-                                           codes=codes):
+                                           codes=codes, after_run=after_run):
                 if what == "flags":
                     emit(item, False)
                 else:

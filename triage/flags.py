@@ -346,13 +346,17 @@ def follow_flags_file(path, poll: float = 0.5, stop=None) -> Iterator[Flag]:
 
 def follow_store(store, device_id: Optional[str] = None, after_id: int = 0,
                  interval: float = 0.5, since: Optional[float] = None,
-                 codes: Iterable[str] = (), sleep=time.sleep) -> Iterator[tuple[str, object]]:
-    """The flags a running scan raises, as they land in the case store: ("flags", [(id, Flag),
-    ...]) for each new batch, then ("ended", run) once the scan that was running has ended (its
-    last flags first). With no scan running it waits for one. The CLI's `flags --follow` and
-    the review service share it."""
+                 codes: Iterable[str] = (), after_run: Optional[int] = None,
+                 sleep=time.sleep) -> Iterator[tuple[str, object]]:
+    """The flags a scan raises, as they land in the case store: ("flags", [(id, Flag), ...])
+    for each new batch, then ("ended", run) once the scan it follows has ended (its last flags
+    first). It follows the scan running now, else the next run after `after_run` (default: the
+    newest run when it starts). The CLI's `flags --follow` and the review service share it."""
     codes = set(codes)
-    following = None
+    if after_run is None:
+        running = store.running_run()
+        runs = store.runs()
+        after_run = running["id"] - 1 if running else (runs[-1]["id"] if runs else 0)
 
     def fresh():
         nonlocal after_id
@@ -363,16 +367,15 @@ def follow_store(store, device_id: Optional[str] = None, after_id: int = 0,
                 and (since is None or f.raised_at >= since)]
 
     while True:
-        running = store.running_run()
         batch = fresh()
         if batch:
             yield "flags", batch
-        if running is not None:
-            following = running["id"]
-        elif following is not None:
+        followed = [r for r in store.runs() if r["id"] > after_run]
+        # ended: its end is recorded, or its scan process is gone (killed: no end recorded)
+        if followed and (followed[-1]["ended"] is not None or store.running_run() is None):
             batch = fresh()
             if batch:
                 yield "flags", batch
-            yield "ended", store.run(following)
+            yield "ended", followed[-1]
             return
         sleep(interval)

@@ -70,7 +70,10 @@ DEVICE_CAMERA_POINTS = 60
 DEVICE_CAMERA_MIN_PICTURES = 10
 ACCESS_POINTS = {"lives_with": 150, "works_with": 150, "other": 100, "unknown": 40, "none": 0}
 DEADLINE_SOON_POINTS, DEADLINE_WEEK_POINTS = 50, 25
-COVERAGE_POINTS = {"complete": 0, "partial": 20, "failed": 40}
+# a device a running scan has not reached yet (queued), is opening, or is scanning: the queue
+# says so instead of calling it partial; they weigh as partial until the scan ends
+LIVE_STATUSES = ("queued", "opening", "scanning")
+COVERAGE_POINTS = {"complete": 0, "partial": 20, "failed": 40, **{s: 20 for s in LIVE_STATUSES}}
 
 FINISHED_STATUSES = frozenset({"complete", "partial", "completed", "done", "finished", "ok"})
 FAILED_STATUSES = frozenset({"failed", "error", "corrupt"})
@@ -102,7 +105,7 @@ def status_unfinished(device: dict) -> bool:
 
 
 def coverage_state(device: dict, volumes: list[VolumeRef], coverage: list[Coverage]) -> str:
-    """complete, partial or failed.
+    """complete, partial or failed; queued, opening or scanning while a scan runs.
 
     failed: the scan failed, or no volume of the device could be read at all; partial: some
     coverage record exists, or the scan never finished; complete otherwise.
@@ -110,6 +113,8 @@ def coverage_state(device: dict, volumes: list[VolumeRef], coverage: list[Covera
     status = (device.get("status") or "").lower()
     if status in FAILED_STATUSES:
         return "failed"
+    if status in LIVE_STATUSES:
+        return status
     if volumes and all(v.fs_type is None for v in volumes) and coverage:
         return "failed"
     if not volumes and coverage and device.get("status") not in FINISHED_STATUSES:

@@ -520,6 +520,27 @@ class CaseStore:
                            "started, live) VALUES (?, ?, 'scanning', ?, 1)",
                            (run_id, device_id, t))
 
+    def queue_devices(self, devices: Iterable[tuple[str, Sequence[str]]]) -> None:
+        """A scan run's devices before it opens them: listed as `queued` (a device new to the
+        case gets a placeholder row: its format and size come when it is opened)."""
+        with self._tx() as db:
+            for device_id, paths in devices:
+                db.execute("INSERT OR IGNORE INTO devices (id, paths, format, media_size) "
+                           "VALUES (?, ?, 'unknown', 0)", (device_id, _json(list(paths))))
+                db.execute("UPDATE devices SET status = 'queued' WHERE id = ?", (device_id,))
+
+    def set_device_status(self, device_id: str, status: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE devices SET status = ? WHERE id = ?", (status, device_id))
+
+    def restore_status(self, device_id: str) -> None:
+        """A device a run queued but never opened (interrupted first): the status of its last
+        run again, whose results it still has; `interrupted` when it has none."""
+        with self._tx() as db:
+            db.execute("UPDATE devices SET status = COALESCE((SELECT status FROM device_runs "
+                       "WHERE device_id = ? AND live = 1 ORDER BY run_id DESC LIMIT 1), "
+                       "'interrupted') WHERE id = ?", (device_id, device_id))
+
     def device_finished(self, device_id: str, t: float, status: str) -> None:
         counts = self.counts(device_id)
         with self._tx() as db:

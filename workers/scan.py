@@ -232,6 +232,7 @@ class Scan:
                 continue
             dev.phase = "probing"
             dev.started = time.time()
+            self.store.set_device_status(dev.device_id, "opening")
             dev.probe = self.tasks.probe_device.remote(self.backend, dev.paths, dev.device_id,
                                                        *self.keys)
             self.reporter.device_added(dev.device_id)
@@ -761,6 +762,7 @@ def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list
                    address=address, workers=workers, verify=verify)
     run_id = store.begin_run(tool_version=__version__, hashsets=list(hashsets), model=opts.model,
                              operator=operator or _operator(), options=options)
+    store.queue_devices((d.device_id, d.paths) for d in devices)   # the queue lists them at once
     sink = FlagSink(case_dir, store, console=reporter.console)
     no_alert = "" if any(h.get("role") == "alert" for h in hashsets) else (
         "no alert hash set: no device is matched against known material, and none can be "
@@ -808,6 +810,9 @@ def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list
         status = ("complete" if statuses == {"complete"} else
                   "failed" if statuses == {"failed"} else "partial")
     finally:
+        for d in devices:
+            if d.ref is None and not d.failed:      # never opened: back to its last run's state
+                store.restore_status(d.device_id)
         store.end_run(run_id, status, hash_engines=sorted(scan.hash_engines) if scan else [],
                       model_runtime=model_runtime)
         sink.close()
