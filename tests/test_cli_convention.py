@@ -286,3 +286,48 @@ def test_flags_filters(cli_case):
     assert json.loads(triage("flags", "--case", case, "--json", "--since", "2999-01-01").stdout) == []
     assert triage("flags", "--case", case, "--since", "2999-01-01").stdout.strip() == \
         "no flags raised that match"
+
+
+# --- point 10: the case reference ------------------------------------------------------
+
+def test_case_ref_names_the_report_vics_and_case_exports(cli_case, tmp_path):
+    case = cli_case["case"]          # scanned with --case-ref OP-ELM/42
+    vics = json.loads(triage("export", "--case", case, "--format", "vics", "--out", "-").stdout)
+    assert vics["value"][0]["CaseNumber"] == "OP-ELM/42"
+    uco = json.loads(triage("export", "--case", case, "--format", "case", "--out", "-").stdout)
+    names = [n.get("uco-core:name") for n in uco["@graph"]
+             if n.get("@type") == "case-investigation:Investigation"]
+    assert names == ["OP-ELM/42"]
+    report = triage("report", "--case", case, "--out", "-", "--no-thumbnails").stdout
+    assert re.search(r"<title>[^<]*OP-ELM/42", report)
+    # and `context set --case-ref` changes it afterwards
+    from clirun import copy_case
+    other = copy_case(cli_case, tmp_path)
+    done = triage("context", "set", "--case", other, "--case-ref", "OP-OAK/7")
+    assert done.returncode == 0 and "case reference: OP-OAK/7" in done.stdout
+    vics = json.loads(triage("export", "--case", other, "--format", "vics", "--out", "-").stdout)
+    assert vics["value"][0]["CaseNumber"] == "OP-OAK/7"
+    assert json.loads(triage("context", "show", "--case", other).stdout)["case_ref"] == "OP-OAK/7"
+
+
+# --- point 11: show's icat line ---------------------------------------------------------
+
+def test_show_icat_line_names_the_real_evidence_and_offset(cli_case, synth_truth):
+    case = cli_case["case"]
+    shown = json.loads(triage("show", "dev01.raw", "--case", case, "--json").stdout)
+    image = str(cli_case["paths"]["dev01"])
+    lines = [f["icat"] for f in shown["findings"] if f["icat"].startswith("icat")]
+    assert lines and all(f" {image} " in line and "IMAGE" not in line for line in lines)
+    # the line works: TSK's icat gives the bytes whose MD5 the finding has
+    import hashlib
+    for finding in shown["findings"]:
+        line = finding["icat"]
+        if not line.startswith("icat") or finding["provenance"].get("member"):
+            continue
+        argv = line.split("  (")[0].split()
+        data = subprocess.run(argv, capture_output=True, check=True).stdout
+        assert hashlib.md5(data).hexdigest() == finding["provenance"]["hashes"]["md5"]
+        break
+    else:
+        raise AssertionError("no finding with an inode to check")
+    assert image in triage("show", "dev01.raw", "--case", case).stdout.replace("\n", "")

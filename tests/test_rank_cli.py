@@ -63,7 +63,7 @@ def test_show_by_exhibit_and_json(case):
     assert data["device"] == "near_only.dd" and data["near_matches"] == 1
     (finding,) = data["findings"]
     assert finding["kind"] == "near" and finding["provenance"]["inode"] == 101
-    assert finding["icat"] == "icat -o 2048 IMAGE 101"
+    assert finding["icat"] == "icat -o 2048 /evidence/near_only.dd 101"    # the real evidence
     text = run("show", "exact_lives.dd", "--case", case)
     assert text.exit_code == 0 and "DELETED" in text.output and "camera-original" in text.output
 

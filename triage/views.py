@@ -6,6 +6,7 @@ Tables are laid out for an 80-column terminal; long text wraps inside its cell.
 from __future__ import annotations
 
 import io
+import os
 import time
 from typing import Iterable, Optional
 
@@ -128,14 +129,15 @@ def run_json(r: dict) -> dict:
             "counts": r.get("counts") or {}}
 
 
-def finding_dict(f: Finding) -> dict:
-    """A finding with its full provenance, for `show --json` and the report."""
+def finding_dict(f: Finding, image: Iterable[str] = ()) -> dict:
+    """A finding with its full provenance, for `show --json` and the report. `image`: the
+    device's evidence paths, for the icat line (IMAGE when not known)."""
     rec = f.record
     return {
         "key": f.key, "kind": f.kind, "path": rec.path, "name": rec.name, "size": rec.size,
         "deleted": f.deleted, "type": f.features.type or rec.type,
         "category": f.category, "provenance": f.provenance(),
-        "icat": _icat_hint(f),
+        "icat": _icat_hint(f, image),
         "times": {k: getattr(rec, k) for k in ("mtime", "atime", "ctime", "crtime")},
         "matches": [{"kind": m.kind, "set": m.set_name, "version": m.set_version,
                      "category": m.category, "severity": m.severity, "algorithm": m.algorithm,
@@ -146,18 +148,28 @@ def finding_dict(f: Finding) -> dict:
     }
 
 
-def _icat_hint(f: Finding) -> str:
-    """How to reach the same bytes with TSK, for the examiner's notes."""
+def _icat_hint(f: Finding, image: Iterable[str] = ()) -> str:
+    """How to reach the same bytes with TSK, for the examiner's notes: the real evidence path
+    (every segment of a split raw set, as icat takes them) and the volume's offset in sectors."""
+    import shlex
+
     p = f.record.prov
+    paths = list(image)
+    if f.record.fs_type == "directory" and paths:        # a folder of logical files
+        return "cat -- " + shlex.quote(os.path.join(paths[0], p.path.lstrip("/")))
+    first = shlex.quote(paths[0]) if paths else "IMAGE"
     if p.carved:              # the byte range itself
         start = (p.parent.volume_offset or 0) + p.offset
         span = f"bs=1M skip={start} count={p.length}"
-        return (f"dd if=IMAGE iflag=skip_bytes,count_bytes {span}  (E01 and other containers: "
-                f"img_cat IMAGE | dd iflag=skip_bytes,count_bytes,fullblock {span})")
+        return (f"dd if={first} iflag=skip_bytes,count_bytes {span}  (E01 and other "
+                f"containers: img_cat {first} | dd iflag=skip_bytes,count_bytes,fullblock {span})")
     if p.inode is None:
         return ""
     inode = f"{p.inode}-{p.attr_type}-{p.attr_id}" if p.ads else str(p.inode)
-    hint = f"icat -o {p.volume_offset // 512} IMAGE {inode}"
+    # E01 and VMDK sets are found from the first segment; split raw needs every segment
+    segments = " ".join(shlex.quote(x) for x in paths) if len(paths) > 1 and \
+        not paths[0].lower().endswith((".e01", ".ex01")) else first
+    hint = f"icat -o {p.volume_offset // 512} {segments} {inode}"
     return hint + (f"  (then open member {p.member})" if p.member else "")
 
 
@@ -238,11 +250,15 @@ def device_view(v: DeviceVerdict, device: dict, found: list[Finding],
             p = f.record.prov
             where = _safe(display_path(p, member=False) + (f" ! {p.member}" if p.member else ""))
             if p.carved:          # no inode: the bytes are reached by their range
-                where.append(f"\nCARVED  {f.record.size} B  {_icat_hint(f).split('  (')[0]}",
+                where.append(f"\nCARVED  {f.record.size} B  "
+                             f"{_icat_hint(f, v.evidence).split('  (')[0]}",
                              style="dim")
             else:
                 where.append(f"\n{'DELETED  ' if f.deleted else ''}inode {p.inode}  volume@"
-                             f"{p.volume_offset}  {f.record.size} B", style="dim")
+                             f"{p.volume_offset:,}  {f.record.size:,} bytes", style="dim")
+                hint = _icat_hint(f, v.evidence)
+                if hint:
+                    where.append("\n" + terminal_safe(hint), style="dim")
             where.append(f"\nmd5 {f.features.md5}\nsha1 {f.features.sha1}", style="dim")
             if f.indicators:
                 where.append("\ncamera-original: " + terminal_safe("; ".join(f.indicators)),
@@ -293,12 +309,13 @@ def queue_rows(ordered: list[DeviceVerdict], graded: Optional[dict] = None) -> l
             for v in ordered]
 
 
-def finding_json(f: Finding, grade: Optional[dict] = None) -> dict:
+def finding_json(f: Finding, grade: Optional[dict] = None, image: Iterable[str] = ()) -> dict:
     """A finding as `show --json` and the review service give it: `finding_dict` plus its
     stable id and its grade (null until graded)."""
     from triage.review.casereview import finding_id
 
-    return dict(finding_dict(f), id=finding_id(f.key), display_path=display_path(f.record.prov),
+    return dict(finding_dict(f, image), id=finding_id(f.key),
+                display_path=display_path(f.record.prov),
                 grade=None if grade is None else {k: grade[k] for k in ("grade", "note", "user", "time")})
 
 
@@ -323,4 +340,5 @@ def device_json(store, device: dict, verdict: DeviceVerdict, found: list[Finding
                 coverage_records=[c.to_dict() for c in coverage],
                 flag_records=[asdict(f) for _i, f in store.flags(dev_id)],
                 runs=[run_json(r) for r in store.device_runs(dev_id)],
-                findings=[finding_json(f, grades.get(f.key)) for f in found])
+                findings=[finding_json(f, grades.get(f.key), device.get("paths") or ())
+                          for f in found])

@@ -223,7 +223,7 @@ def build(store, thumbnails: str = "blurred", now: Optional[float] = None) -> st
     devices = {d["id"]: d for d in store.devices()}
     runs = store.runs()
     labels = category_labels(store)
-    case_name = store.case_dir.resolve().name
+    case_name = store.case_ref()          # --case-ref, else the case folder's name
     per_device = {v.device_id: findings(store, v.device_id) for v in ordered}
     flags_by_dev: dict[str, list] = {}
     for _id, flag in store.flags():
