@@ -271,15 +271,21 @@ class FlagSink:
                 if flag.code == CHILD_ACCESS:     # the device's escalation covers more now
                     old = self.store.flag(flag.code, flag.device_id, flag.key)
                     if old is not None:
-                        self.store.update_flag(merge_escalation(old, flag))
+                        merged = merge_escalation(old, flag)
+                        if merged != old:
+                            self.store.update_flag(merged)
+                            self._log(merged)     # a later line for the same flag supersedes
                 return False
-            self._file.write(json.dumps(flag_to_dict(flag), sort_keys=True) + "\n")
-            self._file.flush()
-            os.fsync(self._file.fileno())
+            self._log(flag)
         if self.console is not None:
             self.console.print(format_flag_line(flag), style=_STYLE.get(flag.code), highlight=False,
                                markup=False, soft_wrap=True)
         return True
+
+    def _log(self, flag: Flag) -> None:
+        self._file.write(json.dumps(flag_to_dict(flag), sort_keys=True) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
 
     def raise_all(self, flags: Iterable[Flag]) -> int:
         """Record many flags, worst first; returns how many were new."""
@@ -304,19 +310,21 @@ def format_flag_line(flag: Flag) -> str:
 
 
 def read_flags_file(path) -> list[Flag]:
-    """Every flag in a flags.jsonl; a torn last line (a crash mid-write) is skipped."""
-    flags = []
+    """Every flag in a flags.jsonl; a torn last line (a crash mid-write) is skipped, and a
+    later line for the same flag (a device's escalation covering more) replaces the earlier."""
+    flags: dict = {}
     try:
         with open(path, encoding="utf-8") as fh:
             for line in fh:
                 if line.endswith("\n"):
                     try:
-                        flags.append(flag_from_dict(json.loads(line)))
+                        f = flag_from_dict(json.loads(line))
                     except (ValueError, KeyError):
                         continue
+                    flags[(f.code, f.device_id, f.key)] = f
     except FileNotFoundError:
         pass
-    return flags
+    return list(flags.values())
 
 
 def follow_flags_file(path, poll: float = 0.5, stop=None) -> Iterator[Flag]:
