@@ -481,8 +481,9 @@ def hashset_import(file, name, role, input_fmt, profile, category_map, delta, re
         _echo_json(dict(info.to_dict(), seconds=round(seconds, 3)))
         return
     counts = ", ".join(f"{n:,} {alg}" for alg, n in info.counts.items())
-    click.echo(f"{info.name}: {info.role}, {info.format}, version {info.version}: {counts} "
-               f"in {seconds:.1f} s ({info.records / max(seconds, 1e-6):,.0f} records/s)")
+    click.echo(f"{info.name}: {info.role}, {info.format}, version {info.version}: "
+               f"{info.records:,} records ({counts}), {info.rejected:,} rejected, in "
+               f"{seconds:.1f} s ({info.records / max(seconds, 1e-6):,.0f} records/s)")
     if info.scheme and info.scheme != "none":
         click.echo(f"  categories: {info.scheme}" + (f" (profile {info.profile})" if info.profile else ""))
     if info.skipped_low_quality:
@@ -519,11 +520,14 @@ def hashset_list(store_dir, fmt):
     from rich.table import Table
 
     table = Table(box=None, header_style="bold")
-    for col in ("name", "role", "format", "version", "entries", "rejected", "source", "imported"):
-        table.add_column(col, justify="right" if col in ("entries", "rejected") else "left")
+    for col in ("name", "role", "format", "version", "records", "hashes", "rejected", "source",
+                "imported"):
+        table.add_column(col, justify="right" if col in ("records", "rejected") else "left")
     for i in infos:
         table.add_row(i.name, i.role, i.format + (f" ({i.scheme})" if i.scheme not in ("", "none") else ""),
-                      i.version, f"{i.records:,}", f"{i.rejected:,}", i.source_name, i.imported_at)
+                      i.version, f"{i.records:,}",
+                      ", ".join(f"{n:,} {alg}" for alg, n in i.counts.items()),
+                      f"{i.rejected:,}", i.source_name, i.imported_at)
     _console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
@@ -580,7 +584,7 @@ def hashset_remove(name, store_dir):
       triage hashset remove caid-2024
     """
     info = _hashset_store(store_dir).remove(name)
-    click.echo(f"removed {info.name} ({info.records:,} entries, version {info.version})")
+    click.echo(f"removed {info.name} ({info.records:,} records, version {info.version})")
 
 
 # --- models (models/) ---

@@ -270,7 +270,9 @@ class HashSetStore:
                 version=facts.version or (f"{facts.source_date[:10]}.{sha[:8]}" if facts.source_date
                                           else sha[:12]),
                 source_name=path.name, source_sha256=sha, importer_version=IMPORTER_VERSION,
-                imported_at=_now(), records=sum(counts.values()), counts=counts,
+                # the source's records (Media entries, lines); entries per algorithm in counts
+                imported_at=_now(), records=builder.source_records or max(counts.values(), default=0),
+                counts=counts,
                 rejected=builder.rejected, rejected_examples=tuple(builder.examples),
                 scheme=scheme, profile=facts.profile, category_map=cmap,
                 default_severity=0 if role == "ignore" else 1,

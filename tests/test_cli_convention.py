@@ -6,6 +6,7 @@ traceback and exit 70."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -331,3 +332,45 @@ def test_show_icat_line_names_the_real_evidence_and_offset(cli_case, synth_truth
     else:
         raise AssertionError("no finding with an inode to check")
     assert image in triage("show", "dev01.raw", "--case", case).stdout.replace("\n", "")
+
+
+# --- point 14: hash-set accounting ------------------------------------------------------
+
+def test_vics_records_and_rejections_are_counted_per_record(tmp_path):
+    def md5(i):
+        return hashlib.md5(str(i).encode()).hexdigest()
+
+    def sha1(i):
+        return hashlib.sha1(str(i).encode()).hexdigest()
+
+    media = [{"MD5": md5(i), "SHA1": sha1(i), "Category": 1} for i in range(303)]
+    media[150] = {"MD5": "not-hex-at-all-but-32-characters", "SHA1": "z" * 40, "Category": 1}
+    media[200] = {"MD5": md5(200)[:-1] + "g", "SHA1": sha1(200), "Category": 2}   # bad MD5
+    media[250] = {"MD5": "", "SHA1": "", "Category": 3}                             # no hash
+    path = tmp_path / "vics.json"
+    path.write_text(json.dumps({"odata.metadata": "http://github.com/VICSDATAMODEL/ProjectVic/"
+                                "DataModels/2.0.xml/UK/$metadata#Media", "value": media}))
+    result = triage("hashset", "import", path, "--name", "v", "--store", tmp_path / "s", "--json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["records"] == 303 and info["rejected"] == 3
+    assert info["counts"] == {"md5": 300, "sha1": 301}
+    # each example names the record it came from (1-based Media numbers)
+    examples = info["rejected_examples"]
+    assert any(e.startswith("media 151: md5 'not-hex") for e in examples), examples
+    assert any(e.startswith("media 151: sha1 'zzz") for e in examples), examples
+    assert any(e.startswith("media 201: md5") for e in examples), examples
+    assert any(e.startswith("media 251: no valid") for e in examples), examples
+    text = triage("hashset", "import", path, "--name", "w", "--store", tmp_path / "s")
+    assert "303 records (300 md5, 301 sha1), 3 rejected" in text.stdout
+
+
+def test_plain_list_rejections_name_their_lines(tmp_path):
+    path = tmp_path / "list.txt"
+    lines = [hashlib.md5(str(i).encode()).hexdigest() for i in range(1200)]
+    lines[1100] = "0" * 31 + "g"            # a bad hex of the right length, late in the file
+    path.write_text("\n".join(lines) + "\n")
+    info = json.loads(triage("hashset", "import", path, "--name", "p", "--store",
+                             tmp_path / "s", "--json").stdout)
+    assert info["records"] == 1200 and info["rejected"] == 1
+    assert info["rejected_examples"][0].startswith("line 1101:")

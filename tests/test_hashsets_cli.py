@@ -42,7 +42,8 @@ def test_import_list_lookup_remove(run, vics, tmp_path):
 
     r = run("list", "--json")
     [info] = json.loads(r.output)
-    assert (info["name"], info["role"], info["records"], info["rejected"]) == ("caid", "alert", 2, 1)
+    # records: the Media entries read (one broken), rejected: the broken one
+    assert (info["name"], info["role"], info["records"], info["rejected"]) == ("caid", "alert", 3, 1)
     assert info["profile"] == "UK" and info["source_name"] == "caid.json"
 
     r = run("lookup", md5("a"), md5("zz"), "--format", "jsonl")
