@@ -245,57 +245,39 @@ def files(evidence, hash_spec, fmt, files_only, recovery_key, password):
       triage files phone_export/ --format csv --hash sha256 > files.csv
       icat -o $((VOLUME_OFFSET / 512)) IMAGE INODE    # the same bytes, with TSK
     """
-    from triage.units import SafeDictWriter
     import json as jsonlib
 
-    from triage.errors import TriageError as _TriageError
     from triage.evidence import open_evidence
-    from triage.inventory import CSV_FIELDS, READ_FAILURES, examinable, parse_hashes, rows
-    from triage.device import discover
+    from triage.inventory import CSV_FIELDS, gap_line, listable, parse_hashes, read_failed, rows
+    from triage.units import SafeDictWriter
 
     hashes = parse_hashes(hash_spec)
     with open_evidence(evidence) as ev:
-        volumes, coverage = discover(ev, recovery_key=recovery_key, password=password)
-        if not examinable(volumes):
-            reasons = "; ".join(f"{c.where.display()}: {c.reason}" for c in coverage) or "no volumes"
-            raise _TriageError(f"{evidence}: nothing could be examined ({reasons})")
+        volumes, coverage = listable(ev, recovery_key, password)
         for c in coverage:
-            _not_examined(c, volumes)
+            click.echo(f"not examined: {gap_line(c, volumes)}", err=True)
         problems: list = []
-        writer = None
+        listed = rows(ev, volumes, hashes, include_dirs=not files_only, problems=problems)
         if fmt == "csv":
             writer = SafeDictWriter(sys.stdout, fieldnames=CSV_FIELDS, extrasaction="ignore")
             writer.writeheader()
-        listed = rows(ev, volumes, hashes, include_dirs=not files_only, problems=problems)
-        if fmt == "json":         # one document: a listing can be large, so it is streamed
+            writer.writerows(listed)
+        elif fmt == "json":       # one document: a listing can be large, so it is streamed
             sys.stdout.write("[")
             for i, row in enumerate(listed):
                 sys.stdout.write(("," if i else "") + "\n" + jsonlib.dumps(row))
             sys.stdout.write("\n]\n")
-        for row in listed if fmt != "json" else ():
-            if writer is not None:
-                writer.writerow(row)
-            else:
+        else:
+            for row in listed:
                 sys.stdout.write(jsonlib.dumps(row) + "\n")
         sys.stdout.flush()
         problems.extend(ev.damage())
         for c in problems:
-            _not_examined(c, volumes)
-        failed = [c for c in list(coverage) + problems if c.kind in READ_FAILURES]
-        if failed:
+            click.echo(f"not examined: {gap_line(c, volumes)}", err=True)
+        if read_failed(list(coverage) + problems):
             # as fls and icat do: something could not be read, though the rest was listed
             raise SystemExit(1)
 
-
-def _not_examined(c, volumes) -> None:
-    """One stderr line per gap: where (a whole volume by its name; escaped), kind, bytes, why."""
-    from triage.units import terminal_safe
-
-    vol = next((v for v in volumes if v.offset == c.where.volume_offset), None) \
-        if c.where.scope == "volume" else None
-    where = vol.name if vol is not None else c.where.display()
-    click.echo(f"not examined: {terminal_safe(where)} ({c.kind}, "
-               f"{c.bytes_not_examined:,} bytes): {terminal_safe(c.reason)}", err=True)
 
 # --- synth (triage/synth.py) ---
 
@@ -826,28 +808,20 @@ def scan(case_dir, case_ref, hashset_args, store_root, context_file, model, mode
         click.echo(f"error: no device could be examined ({len(summary.devices)} failed); "
                    f"see {_prog()} show --case {case_dir} DEVICE", err=True)
         sys.exit(2)
+    from triage import views
+
     console = _console()        # wraps at the terminal's width (80 columns when piped)
     for d in summary.devices:
         stop = ", stopped early (triage mode)" if d["stopped_early"] else ""
-        status = _status_text(d["status"], [d])
+        status = views.status_text(d["status"], [d])
         scored = (f", {d['scored']} scored by the model ({d['model_skipped']} skipped: "
                   f"see {_prog()} show)" if model != "none" else "")
         console.print(f"{terminal_safe(d['device'])}: {status}{stop}; {d['files']} files, "
                       f"{d['pictures']} pictures, {d['alert_matches']} alert matches, "
                       f"{d['near_matches']} near, {d['flags']} flags{scored}", markup=False)
-    console.print(f"scan {_status_text(summary.status, summary.devices)} in "
+    console.print(f"scan {views.status_text(summary.status, summary.devices)} in "
                   f"{summary.seconds:.1f} s", markup=False)
     click.echo(f"next: {_prog()} queue --case {_shell_word(case_dir)}")   # whole, to copy
-
-
-def _status_text(status: str, devices: list[dict]) -> str:
-    """A scan's or a device's status for people: "complete with gaps" when every device was
-    scanned to the end but some parts could not be examined (a locked volume, an unreadable
-    file: `triage show` lists them), instead of a bare "partial"."""
-    ended = all(d["status"] in ("complete", "partial") for d in devices)
-    if status == "partial" and ended:
-        return "complete with gaps"
-    return status
 
 
 def _prog() -> str:

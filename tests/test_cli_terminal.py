@@ -18,13 +18,13 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 SPLIT = re.compile(r"[\s│┃┆║|]+")
 
 
-def in_pty(*args, columns: int = 80) -> str:
+def in_pty(*args, columns: int = 80, cwd=ROOT) -> str:
     """`triage ARGS` on a pseudo-terminal COLUMNS wide; what the terminal shows, without
     colour codes."""
     pid, fd = pty.fork()
     if pid == 0:                                       # the child: the command itself
         try:
-            os.chdir(ROOT)
+            os.chdir(cwd)
             env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": str(columns),
                    "LINES": "50", "TERM": "xterm-256color"}
             env.pop("NO_COLOR", None)
@@ -85,8 +85,10 @@ def test_flags_and_scan_summary_fit_80_columns(cli_case, tmp_path):
                               "--code", "NOT_EXAMINED", "--json").stdout)
     text = in_pty("flags", "--case", case, "--code", "CHILD_ACCESS", "--code", "NOT_EXAMINED")
     assert_fits(text, words_of(*(f["message"] for f in flags)))
-    scan = in_pty("scan", "--case", tmp_path / "c", "-q", "--hashset",
-                  cli_case["paths"]["alert_vics"], cli_case["paths"]["dev05"])
+    # the case named as people type it, relative: the next: hint repeats it whole
+    scan = in_pty("scan", "--case", "c", "-q", "--hashset", cli_case["paths"]["alert_vics"],
+                  cli_case["paths"]["dev05"], cwd=tmp_path)
+    assert "next: triage queue --case c" in scan
     assert_fits(scan, ["dev05.raw:", "complete;", "alert", "matches,", "next:"])
 
 

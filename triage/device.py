@@ -20,6 +20,10 @@ from triage.records import (ENCRYPTED, MEDIA_DAMAGED, UNALLOCATED, UNPARTITIONED
                             device_where)
 from triage.volumes import ENCRYPTED_BITLOCKER, ENCRYPTED_LUKS, encryption_of, partition_table
 
+# a locked volume's reason says how to unlock it
+BITLOCKER_LOCKED = (f"{ENCRYPTED_BITLOCKER}: locked; scan again with --recovery-key KEY or "
+                    "--password TEXT")
+
 
 def discover(evidence: Evidence, recovery_key: Optional[str] = None,
              password: Optional[str] = None) -> tuple[list[VolumeRef], list[Coverage]]:
@@ -108,8 +112,7 @@ def _examine(evidence: Evidence, index: int, offset: int, length: int, desc: str
     encryption = encryption_of(head)
     if encryption == "BitLocker":
         if not (recovery_key or password):
-            return gap(f"{ENCRYPTED_BITLOCKER}: locked; scan again with --recovery-key KEY or "
-                       "--password TEXT", "BitLocker")
+            return gap(BITLOCKER_LOCKED, "BitLocker")
         try:
             res.volume(offset, length)          # unlocked once, kept for the walk and reads
         except EvidenceError as exc:

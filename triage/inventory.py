@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timezone
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 from triage import records
 from triage.errors import EvidenceError, ShortRead, TriageError
@@ -90,6 +90,34 @@ def describe(evidence: Evidence, recovery_key: Optional[str] = None, password: O
 
 def examinable(volumes: Sequence[VolumeRef]) -> list[VolumeRef]:
     return [v for v in volumes if v.fs_type and not v.encryption]
+
+
+def listable(evidence: Evidence, recovery_key: Optional[str] = None,
+             password: Optional[str] = None) -> tuple[list[VolumeRef], list[Coverage]]:
+    """The volumes and gaps of a device to list (`triage files`); EvidenceError when nothing
+    of it can be examined, with each gap's reason."""
+    from triage.device import discover
+    from triage.errors import EvidenceError
+
+    volumes, coverage = discover(evidence, recovery_key=recovery_key, password=password)
+    if not examinable(volumes):
+        reasons = "; ".join(f"{c.where.display()}: {c.reason}" for c in coverage) or "no volumes"
+        raise EvidenceError(f"{evidence.ref.device_id}: nothing could be examined ({reasons})")
+    return list(volumes), list(coverage)
+
+
+def gap_line(c: Coverage, volumes: Sequence[VolumeRef]) -> str:
+    """A gap for people: where (a whole volume by its one name), kind, bytes and why; escaped."""
+    vol = next((v for v in volumes if v.offset == c.where.volume_offset), None) \
+        if c.where.scope == "volume" else None
+    where = vol.name if vol is not None else c.where.display()
+    return (f"{terminal_safe(where)} ({c.kind}, {c.bytes_not_examined:,} bytes): "
+            f"{terminal_safe(c.reason)}")
+
+
+def read_failed(gaps: Iterable[Coverage]) -> bool:
+    """Something could not be read (as fls and icat report it with exit status 1)."""
+    return any(c.kind in READ_FAILURES for c in gaps)
 
 
 def rows(evidence: Evidence, volumes: Sequence[VolumeRef], hashes: Sequence[str] = (),

@@ -103,6 +103,16 @@ def _when(t: Optional[float]) -> str:
     return table_time(t)
 
 
+def status_text(status: str, devices: list[dict]) -> str:
+    """A scan's or a device's status for people: "complete with gaps" when every device was
+    scanned to its end but some parts could not be examined (a locked volume, an unreadable
+    file: `triage show` lists them), instead of a bare "partial"."""
+    ended = all(d["status"] in ("complete", "partial") for d in devices)
+    if status == "partial" and ended:
+        return "complete with gaps"
+    return status
+
+
 def run_line(r: dict) -> str:
     """One scan run of a device for `show`: when, status, hash sets (name and version), model
     and what it found."""
