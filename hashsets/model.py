@@ -76,7 +76,8 @@ class HashSetInfo:
     source_sha256: str
     importer_version: str
     imported_at: str               # ISO 8601 UTC
-    records: int                   # distinct entries in the index, all algorithms together
+    records: int                   # the source's records (Media entries, lines, rows) read;
+                                   # `counts` has the hashes per algorithm
     counts: dict = field(default_factory=dict)      # algorithm -> entries
     rejected: int = 0
     rejected_examples: tuple[str, ...] = ()

@@ -23,6 +23,10 @@ from triage.apfs import volume_refs as apfs_volume_refs
 from triage.volumes import (ENCRYPTED_BITLOCKER, ENCRYPTED_FVDE, ENCRYPTED_LUKS, encryption_of,
                             is_apfs, is_lvm, lvm_volumes, nested_offset, partition_table)
 
+# a locked volume's reason says how to unlock it
+BITLOCKER_LOCKED = (f"{ENCRYPTED_BITLOCKER}: locked; scan again with --recovery-key KEY or "
+                    "--password TEXT")
+
 
 def discover(evidence: Evidence, recovery_key: Optional[str] = None,
              password: Optional[str] = None) -> tuple[list[VolumeRef], list[Coverage]]:
@@ -124,7 +128,9 @@ def _examine(evidence: Evidence, index: int, offset: int, length: int, desc: str
         label = {"BitLocker": ENCRYPTED_BITLOCKER, "LUKS": ENCRYPTED_LUKS}.get(
             encryption, ENCRYPTED_FVDE)
         if not (recovery_key or password):
-            return gap(label, encryption)
+            if encryption == "BitLocker":
+                return gap(BITLOCKER_LOCKED, encryption)
+            return gap(f"{label}: locked; scan again with --password TEXT", encryption)
         try:
             res.volume(offset, length)          # unlocked once, kept for the walk and reads
         except EvidenceError as exc:

@@ -26,8 +26,8 @@ from triage import apfs as apfs_reader
 from triage import filetype
 from triage.errors import EvidenceError, ShortRead
 from triage.evidence import Evidence
-from triage.records import (FOLDER_NOT_READ, UNREADABLE_VOLUME, Coverage, FileRecord, Provenance,
-                            VolumeRef)
+from triage.records import (FOLDER_NOT_READ, SYMLINK, UNREADABLE_VOLUME, Coverage, FileRecord,
+                            Provenance, VolumeRef)
 from triage import volumes
 from triage.volumes import VolumeImage, c_text, plain_volume
 
@@ -452,9 +452,13 @@ def _walk_directory(evidence: Evidence, volume: VolumeRef, problems: Optional[li
             except OSError:
                 continue
             is_dir = stat.S_ISDIR(st.st_mode)
-            ctype, mismatch = "", False
+            ctype, mismatch, target = "", False, ""
             if stat.S_ISLNK(st.st_mode):
-                ctype = "inode/symlink"
+                ctype = SYMLINK
+                try:
+                    target = os.readlink(e.path)
+                except OSError:
+                    target = ""
             elif stat.S_ISREG(st.st_mode):
                 if st.st_size == 0:
                     ctype = "empty"
@@ -470,7 +474,8 @@ def _walk_directory(evidence: Evidence, volume: VolumeRef, problems: Optional[li
             yield FileRecord(prov=prov, name=e.name, size=0 if is_dir or stat.S_ISLNK(st.st_mode) else st.st_size,
                              allocated=True, fs_type="directory", is_dir=is_dir,
                              mtime=st.st_mtime, atime=st.st_atime, ctime=st.st_ctime,
-                             crtime=getattr(st, "st_birthtime", None), type=ctype, ext_mismatch=mismatch)
+                             crtime=getattr(st, "st_birthtime", None), type=ctype, ext_mismatch=mismatch,
+                             link_target=target)
             if is_dir and (st.st_dev, st.st_ino) not in seen:
                 seen.add((st.st_dev, st.st_ino))
                 children.append((e.path, path))

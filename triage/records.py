@@ -49,6 +49,13 @@ class VolumeRef:
     unallocated: int = -1          # bytes the file system's allocation map marks free (-1: unknown)
 
     @property
+    def name(self) -> str:
+        """ "volume 6 (BitLocker, 16 MiB at 44,040,192)": the one way a volume is named."""
+        from triage.units import volume_name
+        return volume_name(self.index, self.encryption or self.fs_type or "", self.length,
+                           self.offset)
+
+    @property
     def where(self) -> "Provenance":
         if self.offset == UNPARTITIONED_OFFSET:
             return device_where(self.device_id)
@@ -168,7 +175,7 @@ class Provenance:
             if self.volume_offset is None:
                 return f"device {self.device_id}"
             idx = f" {self.volume_index}" if self.volume_index is not None else ""
-            return f"volume{idx} at {self.volume_offset}"
+            return f"volume{idx} at {self.volume_offset:,}"
         path = self.path or f"inode {self.inode}"
         if self.ads and not path.endswith(":" + self.ads):
             path += ":" + self.ads
@@ -248,6 +255,7 @@ class FileRecord:
     crtime: Optional[float] = None
     type: str = ""                 # content type from magic bytes, e.g. "image/jpeg"
     ext_mismatch: bool = False
+    link_target: str = ""          # a symbolic link's target (type SYMLINK): never followed
 
     @property
     def path(self) -> str:
@@ -256,6 +264,9 @@ class FileRecord:
     @property
     def key(self) -> str:
         return self.prov.key
+
+
+SYMLINK = "inode/symlink"          # FileRecord.type of a symbolic link: listed, no content
 
 
 # Coverage kinds: every way a part of a device can go unexamined. Decided here, once; the
