@@ -126,7 +126,10 @@ def test_ufdr_maps_paths_and_deletion_and_show_prints_them(scanned):
     assert set(found) == {UFDR_PHONE_PATH, UFDR_DELETED_PATH}
     assert found[UFDR_DELETED_PATH]["deleted"] is True
     assert found[UFDR_PHONE_PATH]["provenance"]["member"] == "files/Image/IMG_0007.JPG"
-    assert found[UFDR_PHONE_PATH]["icat"] == "unzip -p IMAGE 'files/Image/IMG_0007.JPG'"
+    import shlex
+    with CaseStore(case, create=False) as store:
+        evidence = shlex.quote(store.device(ids["ufdr"])["paths"][0])   # the real path, quoted
+    assert found[UFDR_PHONE_PATH]["icat"] == f"unzip -p {evidence} 'files/Image/IMG_0007.JPG'"
     text = CliRunner().invoke(main, ["show", ids["ufdr"], "--case", str(case)]).output
     assert "/private/var/mobile/Media/DCIM/100APPLE/IMG" in text     # the table folds long paths
     assert len({m.key for m in alerts}) == 2      # the deleted one is matched too

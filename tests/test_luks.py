@@ -92,7 +92,7 @@ def test_locked_luks_volume_is_a_gap(luks):
         vols, cov = discover(ev)
     assert [v.encryption for v in vols] == ["LUKS"] and vols[0].fs_type is None
     [gap] = cov
-    assert gap.kind == ENCRYPTED and gap.reason == "encrypted (LUKS)"
+    assert gap.kind == ENCRYPTED and gap.reason == "encrypted (LUKS): locked; scan again with --password TEXT"
     assert gap.bytes_not_examined == luks.stat().st_size
 
 
@@ -148,7 +148,8 @@ def test_filevault_corestorage_is_detected_and_a_gap_without_a_key(tmp_path):
         vols, cov = discover(ev)
     assert [v.encryption for v in vols] == ["FileVault"]
     [gap] = cov
-    assert gap.kind == ENCRYPTED and gap.reason == "encrypted (FileVault 2 / CoreStorage)"
+    assert gap.kind == ENCRYPTED and gap.reason == ("encrypted (FileVault 2 / CoreStorage): locked; scan again with "
+                                             "--password TEXT")
     assert gap.bytes_not_examined == len(head)
     with open_evidence(image) as ev:
         vols, cov = discover(ev, password="guess")

@@ -14,16 +14,16 @@ The order is decided in two steps, so that no weight can break the rules that ma
 |      | refused archive or picture, no alert set, a failed batch         |
 | 1    | nothing found, but space or content nothing examines yet         |
 |      | (records.NOT_YET_EXAMINED: unallocated and unpartitioned space   |
-|      | not carved, video frames, pictures inside PDFs and thumbnail     |
-|      | caches)                                                          |
+|      | not carved, video frames not decoded, content inside files not   |
+|      | decoded: a PDF's JPX images, an Office file's WMF pictures, ...) |
 | 0    | nothing found, fully examined                                    |
 
 So a device with exact matches always precedes one with only near matches, a near match to
 known material outweighs any number of model suspicions, and a device that could not be fully
 examined (encrypted volume, corrupt image, unfinished scan) can never rank below one that was
 examined and found clean. Tier 0 is reached only by a device with no coverage record at all:
-its free space carved, and nothing left that triage cannot yet open (a video's frames, a PDF's
-Flate-encoded images, an OLE file).
+its free space carved, and nothing left that triage cannot yet open (a video it could not
+decode, a PDF's JPX images, an Office document's WMF pictures).
 
 **2. Points** (within a tier, higher first; ties go by device id). Each rule adds points and a
 reason line; `triage show` lists the breakdown.
