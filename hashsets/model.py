@@ -70,7 +70,7 @@ class HashSetInfo:
 
     name: str
     role: str
-    format: str                    # vics, nsrl-rdsv3, nsrl-txt, hashdeep, plain, encase, pdq, phash
+    format: str                    # vics, nsrl-rdsv3, nsrl-txt, hashdeep, plain, encase, pdq, phash, vpdq
     version: str                   # the source's own version (NSRL VERSION, VICS date), or the import date
     source_name: str
     source_sha256: str

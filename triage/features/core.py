@@ -229,7 +229,7 @@ def _analyse(record: FileRecord, chunks: Iterable[bytes], opts: FeatureOptions, 
             pic = dict(width=vr.width, height=vr.height, thumbnail=vr.strip,
                        duration=round(vr.duration, 3), examined_seconds=round(vr.examined, 3),
                        frames=vr.frames)
-            error = vr.error
+            error = vr.error or vr.note
             if vr.model_inputs:
                 model_input = vr.model_inputs
             if vr.gap:
