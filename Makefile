@@ -4,12 +4,12 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-APT_PACKAGES := gcc python3-dev e2fsprogs dosfstools exfatprogs mtools fdisk ntfs-3g ewf-tools libewf2 sleuthkit hashdeep chromium chromium-driver
+APT_PACKAGES := gcc python3-dev e2fsprogs dosfstools exfatprogs mtools fdisk ntfs-3g ewf-tools libewf2 sleuthkit hashdeep chromium chromium-driver openssl
 # (hashdeep also installs md5deep, which is not a package of its own in current Debian;
 # gcc and python3-dev build the multi-buffer MD5/SHA-1 kernel, triage/features/_mbhash.c)
 DEMO_DIR ?= demo
 # the baselines bench/carve.py compares the carver with (benchmarks only, never tests)
-BENCH_APT_PACKAGES := foremost scalpel testdisk
+BENCH_APT_PACKAGES := foremost scalpel testdisk zip unzip
 
 .PHONY: demo test deps venv clean bench bench-carve
 

@@ -261,3 +261,33 @@ def test_zip64_records_are_read(tmp_path, tree, monkeypatch):
     recs, problems, hashes = listing(path)
     assert not problems
     assert hashes == {"/" + n: md5(d) for n, d in tree.items()}
+
+
+def test_damaged_itunes_manifest_still_examines_every_file(tmp_path):
+    """Manifest.db unreadable but the backup not encrypted: the files are hashed under their
+    stored names (no paths), and the gap says why."""
+    import hashlib
+    from extraction_builders import write_itunes
+    bait = bait_jpeg(9)
+    folder = write_itunes(tmp_path / "backup", {("CameraRollDomain", "Media/DCIM/a.jpg"): bait})
+    (folder / "Manifest.db").write_bytes(b"not a database" * 100)
+    recs, problems, hashes = listing(folder)
+    fid = hashlib.sha1(b"CameraRollDomain-Media/DCIM/a.jpg").hexdigest()
+    assert hashes[f"/$Backup/{fid[:2]}/{fid}"] == md5(bait)
+    [gap] = problems
+    assert gap.kind == MEDIA_DAMAGED and "Manifest.db cannot be read" in gap.reason
+
+
+@pytest.mark.parametrize("body,said", [
+    (b"ANDROID BACKUP\n5\n1", "header cut short"),
+    (b"ANDROID BACKUP\n5\n1\nnone\n" + b"not zlib at all" * 50, "damaged"),
+])
+def test_bad_adb_backups_are_one_line_or_a_gap(tmp_path, body, said):
+    path = tmp_path / "backup.ab"
+    path.write_bytes(body)
+    try:
+        recs, problems, _ = listing(path)
+    except EvidenceError as exc:          # the header itself: one line, the device not opened
+        assert said in str(exc) and "\n" not in str(exc)
+        return
+    assert not recs and problems and said in problems[0].reason
