@@ -9,7 +9,7 @@ APT_PACKAGES := gcc python3-dev e2fsprogs dosfstools exfatprogs mtools fdisk ntf
 # gcc and python3-dev build the multi-buffer MD5/SHA-1 kernel, triage/features/_mbhash.c)
 DEMO_DIR ?= demo
 # the baselines bench/carve.py compares the carver with (benchmarks only, never tests)
-BENCH_APT_PACKAGES := foremost scalpel testdisk zip unzip
+BENCH_APT_PACKAGES := foremost scalpel testdisk
 
 .PHONY: demo test deps venv clean bench bench-carve
 
