@@ -4,9 +4,10 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-APT_PACKAGES := gcc python3-dev e2fsprogs dosfstools exfatprogs mtools fdisk ntfs-3g ewf-tools libewf2 sleuthkit hashdeep chromium chromium-driver openssl
+APT_PACKAGES := gcc python3-dev e2fsprogs dosfstools exfatprogs mtools fdisk ntfs-3g ewf-tools libewf2 sleuthkit hashdeep chromium chromium-driver ffmpeg openssl
 # (hashdeep also installs md5deep, which is not a package of its own in current Debian;
-# gcc and python3-dev build the multi-buffer MD5/SHA-1 kernel, triage/features/_mbhash.c)
+# gcc and python3-dev build the multi-buffer MD5/SHA-1 kernel, triage/features/_mbhash.c;
+# ffmpeg is bench/video.py's baseline: scans decode with PyAV, whose wheels bundle FFmpeg)
 DEMO_DIR ?= demo
 # the baselines bench/carve.py compares the carver with (benchmarks only, never tests)
 BENCH_APT_PACKAGES := foremost scalpel testdisk
@@ -38,7 +39,7 @@ demo: deps
 	$(VENV)/bin/triage synth --out $(DEMO_DIR)/fleet --devices 6 --seed 7
 	$(VENV)/bin/triage scan --case $(DEMO_DIR)/case --hashset $(DEMO_DIR)/fleet/alert.vics.json \
 	    --hashset $(DEMO_DIR)/fleet/nsrl.db --hashset $(DEMO_DIR)/fleet/alert.pdq.txt \
-	    --hashset $(DEMO_DIR)/fleet/alert.phash.txt \
+	    --hashset $(DEMO_DIR)/fleet/alert.phash.txt --hashset $(DEMO_DIR)/fleet/alert.vpdq.txt \
 	    --context $(DEMO_DIR)/fleet/context.csv --model default $$(cat $(DEMO_DIR)/fleet/evidence.txt)
 	$(VENV)/bin/triage queue --case $(DEMO_DIR)/case
 	$(VENV)/bin/triage report --case $(DEMO_DIR)/case --out $(DEMO_DIR)/report.html

@@ -866,14 +866,16 @@ def _password(secrets: tuple) -> Optional[bytes]:
     return password.encode("utf-8") if password else None
 
 
-def reach_hint(prov: Provenance, size: int) -> Optional[str]:
+def reach_hint(prov: Provenance, size: Optional[int] = None) -> Optional[str]:
     """How an examiner reaches a member's bytes with standard tools (None: not a member of an
-    extraction). Archive members inside the member follow as `then open member ...`."""
+    extraction). Archive members inside the member follow as `then open member ...`; without
+    `size`, a tar member's bytes run on to the end (for a pipe that takes a range of them)."""
     kind = {v: k for k, v in FS_TYPES.items()}.get(prov.fs_type)
     if kind is None or prov.parent is not None:
         return None
     inner = prov.members[1:] if kind == "ufdr" and prov.members else prov.members
-    span = f"iflag=skip_bytes,count_bytes,fullblock skip={prov.inode} count={size}"
+    count = f" count={size}" if size is not None else ""
+    span = f"iflag=skip_bytes,count_bytes,fullblock skip={prov.inode}{count}"
     if kind == "tar":
         hint = f"dd if=IMAGE {span}"
     elif kind == "tar.gz":

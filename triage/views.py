@@ -110,13 +110,29 @@ def finding_dict(f: Finding) -> dict:
         "category": f.category, "provenance": f.provenance(),
         "icat": _icat_hint(f),
         "times": {k: getattr(rec, k) for k in ("mtime", "atime", "ctime", "crtime")},
-        "matches": [{"kind": m.kind, "set": m.set_name, "version": m.set_version,
-                     "category": m.category, "severity": m.severity, "algorithm": m.algorithm,
-                     "value": m.value, "distance": m.distance} for m in f.matches],
-        "scores": [{"model": s.model, "model_sha256": s.model_sha256, "values": s.values}
+        "matches": [_match_dict(m) for m in f.matches],
+        "scores": [{"model": s.model, "model_sha256": s.model_sha256, "values": s.values,
+                    **({"frames": [{"frame": n, "seconds": t, "values": v}
+                                   for n, t, v in s.frames]} if s.frames else {})}
                    for s in f.scores],
         "camera_indicators": list(f.indicators),
+        **({"video": {"duration": f.features.duration,
+                      "examined_seconds": f.features.examined_seconds,
+                      "frames_hashed": len(f.features.frames),
+                      "frames": [{"frame": n, "seconds": t} for n, t in f.frames]}}
+           if f.is_video else {}),
     }
+
+
+def _match_dict(m) -> dict:
+    d = {"kind": m.kind, "set": m.set_name, "version": m.set_version, "category": m.category,
+         "severity": m.severity, "algorithm": m.algorithm, "value": m.value,
+         "distance": m.distance}
+    if m.frames:
+        d["frames"] = [{"frame": n, "seconds": t} for n, t in m.frames]
+    if m.algorithm == "vpdq":
+        d.update(known_video=m.value, query_share=m.query_share, known_share=m.known_share)
+    return d
 
 
 def _icat_hint(f: Finding) -> str:
@@ -127,7 +143,16 @@ def _icat_hint(f: Finding) -> str:
         span = f"bs=1M skip={start} count={p.length}"
         return (f"dd if=IMAGE iflag=skip_bytes,count_bytes {span}  (E01 and other containers: "
                 f"img_cat IMAGE | dd iflag=skip_bytes,count_bytes,fullblock {span})")
-    member = reach_hint(p, f.record.size)      # a member of a phone extraction
+    if p.parent is not None and p.parent.inode is not None:
+        # inside a file: the file's bytes, then the range (and the filter that decodes it)
+        outer = _icat_hint_of(p.parent)
+        span = f"dd iflag=skip_bytes,count_bytes bs=1M skip={p.offset} count={p.length}"
+        return f"{outer} | {span}" + (f"  (then {p.decoded})" if p.decoded else "")
+    return _icat_hint_of(p, f.record.size)
+
+
+def _icat_hint_of(p, size: Optional[int] = None) -> str:
+    member = reach_hint(p, size)      # a member of a phone extraction
     if member is not None:
         return member
     if p.inode is None:
@@ -225,10 +250,14 @@ def device_view(v: DeviceVerdict, device: dict, found: list[Finding],
                 label = (labels or {}).get(m.set_name, {}).get(m.category, m.category)
                 what = f"{m.set_name} {m.set_version}\n" + (f"cat {label} " if m.category else "")
                 what += f"{m.algorithm}" + (f" d={m.distance}" if m.kind != "exact" else "")
+                if m.algorithm == "vpdq":
+                    what += f"\nvideo {m.value}\n{m.query_share:.0f}% / {m.known_share:.0f}%"
             else:
                 what = "\n".join(f"{s.model}: " + ", ".join(
                     f"{k} {v:.2f}" for k, v in s.values.items() if isinstance(v, (int, float)))
                     for s in f.scores) + "\n(ranking aid)"
+            if f.frames:
+                what += f"\nframes at {f.frame_text}"
             table.add_row(f.kind, where, _safe(what))
         lines.append(table)
     return Group(*lines)
