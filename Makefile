@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-APT_PACKAGES := gcc python3-dev e2fsprogs dosfstools exfatprogs mtools fdisk ntfs-3g ewf-tools libewf2 sleuthkit hashdeep chromium chromium-driver ffmpeg
+APT_PACKAGES := gcc python3-dev e2fsprogs dosfstools exfatprogs mtools fdisk ntfs-3g ewf-tools libewf2 sleuthkit hashdeep chromium chromium-driver ffmpeg openssl
 # (hashdeep also installs md5deep, which is not a package of its own in current Debian;
 # gcc and python3-dev build the multi-buffer MD5/SHA-1 kernel, triage/features/_mbhash.c;
 # ffmpeg is bench/video.py's baseline: scans decode with PyAV, whose wheels bundle FFmpeg)

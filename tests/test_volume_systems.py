@@ -66,6 +66,10 @@ def test_lvm_logical_volume_listing_equals_the_tsk_reference():
     [vol] = vols
     assert vol.fs_type == "ext2" and "LVM test_volume_group/test_logical_volume" in vol.description
     assert nested_of(vol.offset) == (0, 0) and vol.length == 4 * 1024 * 1024
+    # the physical volume's extents in no logical volume are not dropped: carved as
+    # unpartitioned space (from the end of the largest logical volume's size on)
+    [rest] = [c for c in cov if c.kind == "unpartitioned space not carved"]
+    assert rest.bytes_not_examined == 8 * 1024 * 1024 - vol.length
     ref = reference("lvm.qcow2.lv0.tsk")
     assert set(found) == set(ref)
     for path, (inode, size, md5) in ref.items():

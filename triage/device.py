@@ -20,6 +20,7 @@ from triage.records import (ENCRYPTED, MEDIA_DAMAGED, UNALLOCATED, UNPARTITIONED
                             UNREADABLE_VOLUME, UNSUPPORTED_VOLUME, Coverage, VolumeRef,
                             device_where)
 from triage.apfs import volume_refs as apfs_volume_refs
+from triage.carve import outside_ranges
 from triage.volumes import (ENCRYPTED_BITLOCKER, ENCRYPTED_FVDE, ENCRYPTED_LUKS, encryption_of,
                             is_apfs, is_lvm, lvm_volumes, nested_offset, partition_table)
 
@@ -46,11 +47,9 @@ def discover(evidence: Evidence, recovery_key: Optional[str] = None,
         slots = [(0, 0, evidence.ref.media_size, "no partition table (bare file system)")]
     volumes: list[VolumeRef] = []
     coverage: list[Coverage] = []
-    in_slots = 0
     for index, offset, length, desc in slots:
         declared = length
         length = max(0, min(length, evidence.ref.media_size - offset))
-        in_slots += length
         for vol, cov in _examine(evidence, index, offset, length, desc, recovery_key, password):
             volumes.append(vol)
             if cov is not None:
@@ -62,7 +61,8 @@ def discover(evidence: Evidence, recovery_key: Optional[str] = None,
                 cut = _past_the_end(evidence, vol, declared)
                 if cut is not None:
                     coverage.append(cut)
-    outside = evidence.ref.media_size - in_slots
+    # the one rule of what lies outside every volume: the carver reads the same ranges
+    outside = sum(n for _s, n in outside_ranges(evidence.ref.media_size, volumes))
     if outside > 0:
         # gaps between and around partitions (the partition table's own sectors included):
         # nothing reads them until they are carved

@@ -666,16 +666,8 @@ class Extraction:
         except (OSError, plistlib.InvalidFileException, ValueError, TypeError, KeyError,
                 OverflowError):
             manifest = {}
+        # iOS 10.2+ encrypts Manifest.db too; Manifest.plist says so in the clear
         encrypted = bool(manifest.get("IsEncrypted")) if isinstance(manifest, dict) else False
-        self.files_declared = 0
-        db = os.path.join(self.root, "Manifest.db")
-        if not encrypted:
-            try:
-                con = self._manifest()
-                self.files_declared = con.execute("SELECT count(*) FROM Files").fetchone()[0]
-                con.close()
-            except sqlite3.DatabaseError:
-                encrypted = os.path.isfile(db)   # iOS 10.2+: Manifest.db is encrypted too
         if encrypted:
             count, nbytes = _tree_count(self.root)
             self.locked = (f"{ENCRYPTED_BACKUP}: iTunes/Finder backup encrypted (Manifest.plist "
@@ -688,6 +680,7 @@ class Extraction:
         return sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
 
     def _walk_itunes(self, volume: VolumeRef, problems: list) -> Iterator[FileRecord]:
+        con = None
         try:
             con = self._manifest()
             rows = con.execute("SELECT fileID, domain, relativePath, flags, file FROM Files "
@@ -716,16 +709,22 @@ class Extraction:
                 except OSError:
                     size, head = meta.get("size", 0), b""
                 yield self._record(volume, path, None, size, meta.get("mtime"), head=head)
-            # the backup's own files (Info.plist, Manifest.db, ...) and any file Manifest.db
-            # does not list: examined too, under /$Backup with their names in the folder
-            for rel, size, head in self._unlisted(con):
-                yield self._record(volume, f"{BACKUP_DIR}/{rel}", None, size, None, head=head)
-            con.close()
         except sqlite3.DatabaseError as exc:
+            # the files are still there: hashed and matched under their stored names
             self._gap(problems, volume, MEDIA_DAMAGED,
-                      f"Manifest.db cannot be read: {_one_line(exc)}", self.size)
+                      f"Manifest.db cannot be read ({_one_line(exc)}): the backup's files are "
+                      f"listed by their stored names under {BACKUP_DIR}, without their paths")
+            if con is not None:
+                con.close()
+            con = None
+        # the backup's own files (Info.plist, Manifest.db, ...) and any file Manifest.db does
+        # not list: examined too, under /$Backup with their names in the folder
+        for rel, size, head in self._unlisted(con):
+            yield self._record(volume, f"{BACKUP_DIR}/{rel}", None, size, None, head=head)
+        if con is not None:
+            con.close()
 
-    def _unlisted(self, con: sqlite3.Connection) -> Iterator[tuple[str, int, bytes]]:
+    def _unlisted(self, con: Optional[sqlite3.Connection]) -> Iterator[tuple[str, int, bytes]]:
         stack = [""]
         while stack:
             rel_dir = stack.pop()
@@ -741,8 +740,8 @@ class Extraction:
                     continue
                 if not e.is_file(follow_symlinks=False):
                     continue
-                if len(e.name) == 40 and con.execute("SELECT 1 FROM Files WHERE fileID = ?",
-                                                     (e.name,)).fetchone():
+                if con is not None and len(e.name) == 40 and con.execute(
+                        "SELECT 1 FROM Files WHERE fileID = ?", (e.name,)).fetchone():
                     continue
                 try:
                     with open(e.path, "rb") as fh:
@@ -867,14 +866,16 @@ def _password(secrets: tuple) -> Optional[bytes]:
     return password.encode("utf-8") if password else None
 
 
-def reach_hint(prov: Provenance, size: int) -> Optional[str]:
+def reach_hint(prov: Provenance, size: Optional[int] = None) -> Optional[str]:
     """How an examiner reaches a member's bytes with standard tools (None: not a member of an
-    extraction). Archive members inside the member follow as `then open member ...`."""
+    extraction). Archive members inside the member follow as `then open member ...`; without
+    `size`, a tar member's bytes run on to the end (for a pipe that takes a range of them)."""
     kind = {v: k for k, v in FS_TYPES.items()}.get(prov.fs_type)
     if kind is None or prov.parent is not None:
         return None
     inner = prov.members[1:] if kind == "ufdr" and prov.members else prov.members
-    span = f"iflag=skip_bytes,count_bytes,fullblock skip={prov.inode} count={size}"
+    count = f" count={size}" if size is not None else ""
+    span = f"iflag=skip_bytes,count_bytes,fullblock skip={prov.inode}{count}"
     if kind == "tar":
         hint = f"dd if=IMAGE {span}"
     elif kind == "tar.gz":

@@ -190,9 +190,6 @@ def _icat_hint(f: Finding, image: Iterable[str] = ()) -> str:
         span = f"bs=1M skip={start} count={p.length}"
         return (f"dd if={first} iflag=skip_bytes,count_bytes {span}  (E01 and other "
                 f"containers: img_cat {first} | dd iflag=skip_bytes,count_bytes,fullblock {span})")
-    member = reach_hint(p, f.record.size)      # a member of a phone extraction
-    if member is not None:
-        return member.replace("IMAGE", first).replace("BACKUP/", f"{first}/")
     if p.parent is not None and p.parent.inode is not None:
         # inside a file: the file's bytes, then the range (and the filter that decodes it);
         # inside a member of an extraction, that member's size is not at hand: no hint
@@ -201,12 +198,15 @@ def _icat_hint(f: Finding, image: Iterable[str] = ()) -> str:
         outer = _icat_hint_of(p.parent, paths, first)
         span = f"dd iflag=skip_bytes,count_bytes bs=1M skip={p.offset} count={p.length}"
         return f"{outer} | {span}" + (f"  (then {p.decoded})" if p.decoded else "")
-    return _icat_hint_of(p, paths, first)
+    return _icat_hint_of(p, paths, first, f.record.size)
 
 
-def _icat_hint_of(p, paths: list, first: str) -> str:
+def _icat_hint_of(p, paths: list, first: str, size: Optional[int] = None) -> str:
     import shlex
 
+    member = reach_hint(p, size)      # a member of a phone extraction
+    if member is not None:
+        return member.replace("IMAGE", first).replace("BACKUP/", f"{first}/")
     if p.inode is None:
         return ""
     inode = f"{p.inode}-{p.attr_type}-{p.attr_id}" if p.ads else str(p.inode)
