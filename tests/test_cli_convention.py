@@ -374,3 +374,9 @@ def test_plain_list_rejections_name_their_lines(tmp_path):
                              tmp_path / "s", "--json").stdout)
     assert info["records"] == 1200 and info["rejected"] == 1
     assert info["rejected_examples"][0].startswith("line 1101:")
+
+
+def test_file_times_in_show_json_are_iso_utc(cli_case):
+    shown = json.loads(triage("show", "dev01.raw", "--case", cli_case["case"], "--json").stdout)
+    times = [t for f in shown["findings"] for t in f["times"].values() if t is not None]
+    assert times and all(ISO_UTC.match(t) for t in times)

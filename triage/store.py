@@ -297,6 +297,23 @@ def _create_archives(db: sqlite3.Connection) -> None:
                    f"ON archived_{table} (device_id, run_id)")
 
 
+def _columns(db: sqlite3.Connection, table: str) -> list[str]:
+    return [r[1] for r in db.execute(f"PRAGMA table_info({table})")]
+
+
+def _archive_rows(db: sqlite3.Connection, table: str, run_id: int, device_id: str) -> None:
+    """Copies a device's rows of `table` to archived_`table` by column name; a column added to
+    the results after the archive was made is added to it first, so no value is dropped."""
+    cols = _columns(db, table)
+    have = set(_columns(db, f"archived_{table}"))
+    for col in cols:
+        if col not in have:
+            db.execute(f'ALTER TABLE archived_{table} ADD COLUMN "{col}"')
+    names = ", ".join(f'"{c}"' for c in cols)
+    db.execute(f"INSERT INTO archived_{table} (run_id, {names}) SELECT ?, {names} FROM {table} "
+               "WHERE device_id = ?", (run_id, device_id))
+
+
 def _migrate_2_to_3(db: sqlite3.Connection) -> None:
     """Schema 2 kept one set of results per device. Each device's results are credited to the
     last run that began before the device finished, so `show` lists it and a re-scan keeps it."""
@@ -559,8 +576,7 @@ class CaseStore:
         with self._tx() as db:
             if live is not None:
                 for table in RESULT_TABLES:
-                    db.execute(f"INSERT INTO archived_{table} SELECT ?, * FROM {table} "
-                               "WHERE device_id = ?", (live, device_id))
+                    _archive_rows(db, table, live, device_id)
                 db.execute("UPDATE device_runs SET live = 0 WHERE device_id = ?", (device_id,))
         self.reset_device(device_id)
 
