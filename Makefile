@@ -4,9 +4,10 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-APT_PACKAGES := gcc python3-dev e2fsprogs dosfstools exfatprogs mtools fdisk ntfs-3g ewf-tools libewf2 sleuthkit hashdeep chromium chromium-driver
+APT_PACKAGES := gcc python3-dev e2fsprogs dosfstools exfatprogs mtools fdisk ntfs-3g ewf-tools libewf2 sleuthkit hashdeep chromium chromium-driver ffmpeg
 # (hashdeep also installs md5deep, which is not a package of its own in current Debian;
-# gcc and python3-dev build the multi-buffer MD5/SHA-1 kernel, triage/features/_mbhash.c)
+# gcc and python3-dev build the multi-buffer MD5/SHA-1 kernel, triage/features/_mbhash.c;
+# ffmpeg is bench/video.py's baseline: scans decode with PyAV, whose wheels bundle FFmpeg)
 DEMO_DIR ?= demo
 # where `make demo` installs the `triage` command (a wrapper around .venv/bin/triage), so the
 # commands the README and the tool's hints print work as shown
@@ -56,7 +57,7 @@ demo: deps command
 	$(VENV)/bin/triage synth --out $(DEMO_DIR)/fleet --devices 6 --seed 7
 	$(VENV)/bin/triage scan --case $(DEMO_DIR)/case --case-ref DEMO/$(shell date +%Y) --hashset $(DEMO_DIR)/fleet/alert.vics.json \
 	    --hashset $(DEMO_DIR)/fleet/nsrl.db --hashset $(DEMO_DIR)/fleet/alert.pdq.txt \
-	    --hashset $(DEMO_DIR)/fleet/alert.phash.txt \
+	    --hashset $(DEMO_DIR)/fleet/alert.phash.txt --hashset $(DEMO_DIR)/fleet/alert.vpdq.txt \
 	    --context $(DEMO_DIR)/fleet/context.csv --model default $$(cat $(DEMO_DIR)/fleet/evidence.txt)
 	$(VENV)/bin/triage queue --case $(DEMO_DIR)/case
 	$(VENV)/bin/triage report --case $(DEMO_DIR)/case --out $(DEMO_DIR)/report.html

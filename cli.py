@@ -684,6 +684,65 @@ def models_verify(names, models_dir, fmt):
 
 # --- scan (workers/) ---
 
+def _video_options(command):
+    """The video stage's options of `triage scan` (issue 15), gathered into one `video`
+    argument: ScanOptions fields (video, video_limits, vpdq)."""
+    import functools
+
+    from hashsets.vpdq import DEFAULT_RULE
+    from triage.videolimits import DEFAULT_LIMITS as L
+
+    @functools.wraps(command)
+    def gathered(*args, no_video, video_sample_seconds, video_frames_per_sqrt_second,
+                 video_max_frames, video_seconds, vpdq_distance, vpdq_quality,
+                 vpdq_query_percent, vpdq_index_percent, **kwargs):
+        limits = {"sample_seconds": video_sample_seconds,
+                  "frames_per_sqrt_second": video_frames_per_sqrt_second,
+                  "max_frames": video_max_frames, "seconds": video_seconds}
+        rule = {"distance": vpdq_distance, "quality": vpdq_quality,
+                "query_percent": vpdq_query_percent, "index_percent": vpdq_index_percent}
+        # only what differs from the defaults, so --resume compares like with like
+        kwargs["video"] = {
+            "video": not no_video,
+            "video_limits": tuple((k, v) for k, v in limits.items() if v != getattr(L, k)),
+            "vpdq": tuple((k, v) for k, v in rule.items() if v != getattr(DEFAULT_RULE, k))}
+        return command(*args, **kwargs)
+
+    options = [
+        click.option("--no-video", is_flag=True,
+                     help="Do not decode videos: each is matched whole (exact hashes) and its "
+                          "frames stay a coverage gap."),
+        click.option("--video-sample-seconds", type=click.FloatRange(0), default=L.sample_seconds,
+                     show_default=True,
+                     help="Besides keyframes, one frame per this many seconds (0: keyframes "
+                          "only, fastest)."),
+        click.option("--video-frames-per-sqrt-second", type=click.FloatRange(0.1),
+                     default=L.frames_per_sqrt_second, show_default=True,
+                     help="Frame cap per video: this times the square root of its duration "
+                          f"(at least {L.min_frames})."),
+        click.option("--video-max-frames", type=click.IntRange(1), default=L.max_frames,
+                     show_default=True, help="Frame cap per video, whatever its length."),
+        click.option("--video-seconds", type=click.FloatRange(1), default=L.seconds,
+                     show_default=True,
+                     help="Wall-clock limit per video; what is left is a coverage gap saying "
+                          "how many seconds were examined."),
+        click.option("--vpdq-distance", type=click.IntRange(0, 256), default=DEFAULT_RULE.distance,
+                     show_default=True, help="vPDQ: PDQ distance at which two frames match."),
+        click.option("--vpdq-quality", type=click.IntRange(0, 100), default=DEFAULT_RULE.quality,
+                     show_default=True, help="vPDQ: frames of lower PDQ quality are not compared."),
+        click.option("--vpdq-query-percent", type=click.FloatRange(0, 100),
+                     default=DEFAULT_RULE.query_percent, show_default=True,
+                     help="vPDQ: share of this video's frames that must match the known video."),
+        click.option("--vpdq-index-percent", type=click.FloatRange(0, 100),
+                     default=DEFAULT_RULE.index_percent, show_default=True,
+                     help="vPDQ: share of the known video's frames that must be matched "
+                          "(ThreatExchange's default 0: a clip of a known video matches)."),
+    ]
+    for option in reversed(options):
+        gathered = option(gathered)
+    return gathered
+
+
 @main.command()
 @click.option("--case", "case_dir", required=True, type=click.Path(file_okay=False),
               callback=_remember_case,
@@ -734,6 +793,10 @@ def models_verify(names, models_dir, fmt):
               help="Do not carve free and unpartitioned space for pictures and videos (each "
                    "volume's free space then stays a coverage gap).")
 @_key_options
+@click.option("--allow-plaintext-key", is_flag=True,
+              help="With --address: send --recovery-key/--password to the cluster's workers "
+                   "even though Ray's TLS is off (refused by default: anyone on that network "
+                   "could read them).")
 @click.option("--task-timeout", default=300.0, show_default=True, type=click.FloatRange(1),
               help="Seconds a batch may take (plus 1 s per 2 MB) before it is retried.")
 @click.option("--batch-files", default=256, show_default=True, type=click.IntRange(1),
@@ -742,12 +805,13 @@ def models_verify(names, models_dir, fmt):
 @click.option("--dashboard", is_flag=True, help="Start Ray's dashboard on 127.0.0.1 (off by default).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display or flag lines; summary only.")
 @output_format("table", "json")
+@_video_options
 @click.argument("evidence", nargs=-1, required=True, type=click.Path())
 def scan(case_dir, case_ref, hashset_args, store_root, context_file, model, model_precision, mode,
          stop_after, address,
          workers, resume, replace, verify, no_pictures, sha256, no_carve, recovery_key,
-         password, task_timeout,
-         batch_files, dashboard, quiet, fmt, evidence):
+         password, allow_plaintext_key, task_timeout,
+         batch_files, dashboard, quiet, fmt, evidence, video):
     """Scan seized devices: hash every file once, match against hash sets, raise flags.
 
     One device per EVIDENCE argument (an E01 set or a split raw set is one device: name its
@@ -777,7 +841,7 @@ def scan(case_dir, case_ref, hashset_args, store_root, context_file, model, mode
                                   stop_after=stop_after,
                                   pictures=not no_pictures, sha256=sha256,
                                   task_timeout=task_timeout, batch_files=batch_files,
-                                  carve=not no_carve)
+                                  carve=not no_carve, **video)
     if not as_json:
         for line in _rejected_lines(hashsets):
             click.echo(line, err=True)
@@ -792,11 +856,13 @@ def scan(case_dir, case_ref, hashset_args, store_root, context_file, model, mode
         with _contextlib.redirect_stdout(sys.stderr):
             summary = _run_scan_with(reporter, run_scan, case_dir, evidence, opts, hashsets,
                                      context_file, address, workers, resume, verify, dashboard,
-                                     recovery_key, password, t0, replace, case_ref)
-    except KeyboardInterrupt:
+                                     recovery_key, password, allow_plaintext_key, t0, replace,
+                                     case_ref)
+    except KeyboardInterrupt as exc:
+        from triage.errors import Terminated
         click.echo(f"interrupted: everything found so far is in {case_dir}; continue with "
                    "`triage scan --resume` and the same arguments", err=True)
-        sys.exit(130)
+        sys.exit(143 if isinstance(exc, Terminated) else 130)
     if as_json:
         _echo_json(summary.to_dict())
         if summary.status == "failed":
@@ -854,11 +920,12 @@ def _rejected_lines(hashsets: list[dict]) -> list[str]:
 
 
 def _run_scan_with(reporter, run_scan, case_dir, evidence, opts, hashsets, context_file, address,
-                   workers, resume, verify, dashboard, recovery_key, password, t0, replace,
-                   case_ref):
+                   workers, resume, verify, dashboard, recovery_key, password,
+                   allow_plaintext_key, t0, replace, case_ref):
     kwargs = dict(hashsets=hashsets, context_file=context_file, address=address, workers=workers,
                   resume=resume, verify=verify, dashboard=dashboard, recovery_key=recovery_key,
-                  password=password, t0=t0, replace=replace, case_ref=case_ref)
+                  password=password, allow_plaintext_key=allow_plaintext_key, t0=t0,
+                  replace=replace, case_ref=case_ref)
     if reporter is None:
         return run_scan(case_dir, list(evidence), opts, **kwargs)
     with reporter:
@@ -1173,9 +1240,11 @@ def context_show(case_dir, fmt):
 
 @main.command()
 @_CASE_OPTION
-@click.option("--format", "fmt", required=True, type=click.Choice(["vics", "case", "csv", "dfxml"]),
+@click.option("--format", "fmt", required=True,
+              type=click.Choice(["vics", "case", "csv", "dfxml", "vpdq"]),
               help="vics: VICS 2.0 JSON for Griffeye/AXIOM; case: CASE/UCO JSON-LD; "
-                   "csv: the matches; dfxml: the file listing.")
+                   "csv: the matches; dfxml: the file listing; vpdq: matched and suspected "
+                   "videos' frame hashes.")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, allow_dash=True),
               help="File to write (mode 0600: it names possibly illicit files); - for stdout.")
 @click.option("--device", default=None, help="Only this device.")
@@ -1190,6 +1259,9 @@ def export(case_dir, fmt, out, device):
            matches as analytic results (passes case_validate).
     csv    one line per match, with provenance.
     dfxml  every file of the case as DFXML fileobjects (can be large).
+    vpdq   the vPDQ records (frame,pdq,quality,seconds) of matched and suspected videos,
+           one `# video: NAME` block each, for ThreatExchange-compatible systems;
+           `triage hashset import` reads the file back as a vPDQ set.
     """
     from triage import exports
 

@@ -5,7 +5,10 @@ Exact algorithms compile to three arrays per algorithm, sorted by digest:
   {alg}.rest.npy   uint8 (N, width - 8), the remaining bytes (checked only on a key hit)
   {alg}.meta.npy   uint32, a row of the side table `meta.json` (absent when every row is 0)
 Perceptual algorithms keep their codes in insertion order ({alg}.codes.npy, {alg}.meta.npy)
-plus a faiss binary index ({alg}.faiss), see hashsets/perceptual.py.
+plus a faiss binary index ({alg}.faiss), see hashsets/perceptual.py. PDQ entries that are
+frames of a known video (a vPDQ set) also have {alg}.video.npy (int32, the video's row of
+`videos.json`, -1 for a plain entry); `videos.json` names each video and counts its frames,
+so the vPDQ rule (hashsets/vpdq.py) can weigh matches per known video.
 
 Splitting key and rest means a batch lookup touches 8 bytes per probe, and the full digest only
 where the key matched, so lookup memory stays near the size of what is mapped.
@@ -79,6 +82,17 @@ class SetBuilder:
         self.records_in = 0
         self._progress = progress
         self.photodna: list[tuple[str, str]] = []
+        self._vids: dict[str, list[np.ndarray]] = {}      # per algorithm: video row per entry
+        self.videos: list[str] = []                       # known videos (vPDQ), by row
+        self._video_ids: dict[str, int] = {}
+
+    def video_id(self, name: str) -> int:
+        """The row of known video `name` (a vPDQ set's grouping of frames)."""
+        got = self._video_ids.get(name)
+        if got is None:
+            got = self._video_ids[name] = len(self.videos)
+            self.videos.append(name)
+        return got
 
     # -------------------------------------------------------------- importer side
     def meta_id(self, category="", series="", victim_identified=None, is_distributed=None) -> int:
@@ -105,7 +119,7 @@ class SetBuilder:
             self._progress(self.records_in, fraction)
 
     def add_hex(self, algorithm: str, hexes: Sequence[str], meta=0, *, where: str = "record",
-                first: int = 1, quality: Optional[Sequence[int]] = None,
+                first: int = 1, quality: Optional[Sequence[int]] = None, video=-1,
                 numbers: Optional[Sequence[int]] = None) -> int:
         """Adds a batch of hex strings; bad ones are rejected as `{where} {number}`, the number
         being the record's own (`numbers`, one per hex) or else `first + i`.
@@ -124,32 +138,42 @@ class SetBuilder:
         if metas.ndim == 0:
             metas = np.full(len(hexes), int(meta), np.uint32)
         qual = None if quality is None else np.asarray(quality, np.int16)
+        vids = np.asarray(video, np.int32)
+        if vids.ndim == 0:
+            vids = np.full(len(hexes), int(video), np.int32)
         if keep is not None:
-            metas = metas[keep]
+            metas, vids = metas[keep], vids[keep]
             qual = None if qual is None else qual[keep]
         if qual is not None and algorithm == "pdq":
             # quality -1 = not given (ThreatExchange lines); kept.
             low = (qual >= 0) & (qual < PDQ_MIN_QUALITY)
             if low.any():
                 self.skipped_low_quality += int(low.sum())
-                digests, metas = digests[~low], metas[~low]
-        return self.add_digests(algorithm, digests, metas)
+                digests, metas, vids = digests[~low], metas[~low], vids[~low]
+        return self.add_digests(algorithm, digests, metas, vids)
 
-    def add_digests(self, algorithm: str, digests: np.ndarray, meta=0) -> int:
+    def add_digests(self, algorithm: str, digests: np.ndarray, meta=0, video=-1) -> int:
         n = len(digests)
         if n == 0:
             return 0
         metas = np.asarray(meta, np.uint32)
         if metas.ndim == 0:
             metas = np.full(n, int(meta), np.uint32)
+        vids = np.asarray(video, np.int32)
+        if vids.ndim == 0:
+            vids = np.full(n, int(video), np.int32)
         self._digests.setdefault(algorithm, []).append(np.ascontiguousarray(digests, np.uint8))
         self._metas.setdefault(algorithm, []).append(metas)
+        self._vids.setdefault(algorithm, []).append(vids)
         self.records_in += n
         return n
 
     def load_existing(self, compiled_dir: Path, meta_rows: list) -> None:
         """Starts from an already compiled set (for a delta): its entries and its meta rows."""
         remap = np.array([self.meta_id(*row) for row in meta_rows] or [0], np.uint32)
+        vp = compiled_dir / "videos.json"
+        vremap = np.array([self.video_id(v["name"]) for v in json.loads(vp.read_text())]
+                          if vp.exists() else [], np.int32)
         for alg in DIGEST_BYTES:
             if alg in PERCEPTUAL_ALGORITHMS:
                 p = compiled_dir / f"{alg}.codes.npy"
@@ -165,8 +189,14 @@ class SetBuilder:
                 digests = np.concatenate([keys.astype(">u8").view(np.uint8).reshape(-1, 8), rest], 1)
             mp = compiled_dir / f"{alg}.meta.npy"
             metas = remap[np.load(mp)] if mp.exists() else np.zeros(len(digests), np.uint32)
+            vidp = compiled_dir / f"{alg}.video.npy"
+            vids = np.full(len(digests), -1, np.int32)
+            if vidp.exists():
+                old = np.load(vidp)
+                vids[old >= 0] = vremap[old[old >= 0]]
             self._digests.setdefault(alg, []).append(digests)
             self._metas.setdefault(alg, []).append(metas)
+            self._vids.setdefault(alg, []).append(vids)
         pdna = compiled_dir / "photodna.tsv"
         if pdna.exists():
             for line in pdna.read_text().splitlines():
@@ -182,10 +212,14 @@ class SetBuilder:
             # replaces the one before instead of adding to it: peak memory stays near 2-3x
             # one algorithm's digests rather than every copy of every algorithm at once.
             chunks, metas = self._digests.pop(alg), self._metas.pop(alg)
+            vids = self._vids.pop(alg)
             parts = [np.concatenate(chunks) if len(chunks) > 1 else chunks[0], np.concatenate(metas)]
             del chunks, metas
-            write = _write_perceptual if alg in PERCEPTUAL_ALGORITHMS else _write_exact
-            counts[alg] = write(out, alg, parts)
+            if alg in PERCEPTUAL_ALGORITHMS:
+                counts[alg] = _write_perceptual(out, alg, parts, np.concatenate(vids),
+                                                self.videos)
+            else:
+                counts[alg] = _write_exact(out, alg, parts)
         (out / "meta.json").write_text(json.dumps(self._meta_rows))
         if self.photodna:
             seen = dict(self.photodna)
@@ -229,19 +263,28 @@ def _write_exact(out: Path, alg: str, parts: list) -> int:
     return int(len(keys))
 
 
-def _write_perceptual(out: Path, alg: str, parts: list) -> int:
+def _write_perceptual(out: Path, alg: str, parts: list, vids: np.ndarray,
+                      videos: list[str]) -> int:
     from hashsets.perceptual import build_index
 
     digests, metas = parts
     parts.clear()
-    # Deduplicate (code, meta) pairs, keeping first-seen order.
+    # Deduplicate (code, meta, video) triples, keeping first-seen order: a frame repeated in
+    # one known video counts once (vPDQ compares unique frames), in two videos once in each.
     width = digests.shape[1]
-    rows = np.concatenate([digests, metas.astype("<u4").view(np.uint8).reshape(-1, 4)], 1)
-    _, first = np.unique(rows.view(f"V{width + 4}").ravel(), return_index=True)
+    rows = np.concatenate([digests, metas.astype("<u4").view(np.uint8).reshape(-1, 4),
+                           vids.astype("<i4").view(np.uint8).reshape(-1, 4)], 1)
+    _, first = np.unique(rows.view(f"V{width + 8}").ravel(), return_index=True)
     first.sort()
-    digests, metas = np.ascontiguousarray(digests[first]), metas[first]
+    digests, metas, vids = np.ascontiguousarray(digests[first]), metas[first], vids[first]
     np.save(out / f"{alg}.codes.npy", digests)
     if metas.any():
         np.save(out / f"{alg}.meta.npy", metas)
+    if (vids >= 0).any():
+        np.save(out / f"{alg}.video.npy", vids)
+        if alg == "pdq":
+            frames = np.bincount(vids[vids >= 0], minlength=len(videos))
+            (out / "videos.json").write_text(json.dumps([
+                {"name": name, "frames": int(n)} for name, n in zip(videos, frames)]))
     build_index(digests, out / f"{alg}.faiss")
     return int(len(digests))

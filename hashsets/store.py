@@ -151,6 +151,13 @@ class CompiledSet:
         metas = np.asarray(meta[p], np.uint32) if meta is not None else np.zeros(len(p), np.uint32)
         return q, metas
 
+    def videos(self) -> list[dict]:
+        """The known videos of a vPDQ set ({name, frames}), by row; [] for other sets."""
+        if "videos" not in self._arrays:
+            p = self.folder / "videos.json"
+            self._arrays["videos"] = json.loads(p.read_text()) if p.exists() else []
+        return self._arrays["videos"]
+
     def perceptual(self, algorithm: str, queries: np.ndarray, max_distance: int):
         from hashsets.perceptual import load_index, range_search
 
@@ -402,9 +409,12 @@ class HashSetStore:
 
     # -------------------------------------------------------------- perceptual lookup
     def lookup_perceptual(self, algorithm: str, hashes: Sequence[str],
-                          max_distance: Optional[int] = None) -> list[list[Hit]]:
+                          max_distance: Optional[int] = None,
+                          video_frames: bool = True) -> list[list[Hit]]:
         """Per input hash, every set entry within `max_distance` bits (default: PDQ 31, pHash
-        8), nearest first. Hit.value is the set's hash, Hit.distance the Hamming distance."""
+        8), nearest first. Hit.value is the set's hash, Hit.distance the Hamming distance.
+        `video_frames` False leaves out the entries that are frames of a known video (a
+        video's frames are matched to those by the vPDQ rule, `lookup_videos`)."""
         algorithm = algorithm.lower()
         if algorithm not in PERCEPTUAL_ALGORITHMS:
             raise HashSetError(f"perceptual lookup needs pdq or phash, not {algorithm!r}")
@@ -423,14 +433,77 @@ class HashSetStore:
                 continue
             lims, dist, ids, set_codes, meta = res
             templates = cs.templates()
+            video = None if video_frames else cs._array(f"{algorithm}.video")
             for qi in range(len(codes)):
                 a, b = lims[qi], lims[qi + 1]
                 for d, e in zip(dist[a:b].tolist(), ids[a:b].tolist()):
+                    if video is not None and video[e] >= 0:
+                        continue
                     base = templates[int(meta[e]) if meta is not None else 0]
                     out[index[qi]].append(make_hit(base, algorithm, bytes(set_codes[e]).hex(), d))
         for hits in out:
             hits.sort(key=lambda h: (h.distance, -h.severity, h.set_name))
         return out
+
+    def lookup_videos(self, frames: Sequence[tuple[str, int]], rule=None) -> list["VideoHit"]:
+        """The known videos (of every vPDQ set) that the video with these frames ((pdq hex,
+        quality), in time order) matches by the vPDQ rule (hashsets/vpdq.py), best first."""
+        from hashsets.vpdq import DEFAULT_RULE, considered, shares_from_pairs
+        rule = rule or DEFAULT_RULE
+        pos = considered(frames, rule.quality)
+        if not pos:
+            return []
+        codes, bad = hex_to_digests([frames[i][0].strip().lower() for i in pos], 32)
+        if bad:                                   # not 64 hex: never looked up
+            dropped = set(bad)
+            pos = [p for k, p in enumerate(pos) if k not in dropped]
+        if not pos:
+            return []
+        found: list[VideoHit] = []
+        for cs in self._compiled().values():
+            videos = cs.videos()
+            if not videos:
+                continue
+            res = cs.perceptual("pdq", codes, rule.distance)
+            vid = cs._array("pdq.video")
+            if res is None or vid is None:
+                continue
+            lims, dist, ids, _, meta = res
+            pairs: dict[int, list[tuple[int, int]]] = {}
+            best: dict[tuple[int, int], int] = {}
+            for qi in range(len(codes)):
+                for d, e in zip(dist[lims[qi]:lims[qi + 1]].tolist(),
+                                ids[lims[qi]:lims[qi + 1]].tolist()):
+                    v = int(vid[e])
+                    if v >= 0:
+                        pairs.setdefault(v, []).append((qi, e))
+                        best[(v, qi)] = min(d, best.get((v, qi), d))
+            templates = cs.templates()
+            for v, ps in pairs.items():
+                q_share, k_share = shares_from_pairs(len(codes), int(videos[v]["frames"]), ps)
+                if not rule.is_match(q_share, k_share):
+                    continue
+                matched = sorted({qi for qi, _ in ps})
+                base = templates[int(meta[ps[0][1]]) if meta is not None else 0]
+                found.append(VideoHit(
+                    hit=make_hit(base, "vpdq", str(videos[v]["name"]),
+                                 max(best[(v, qi)] for qi in matched)),
+                    query_share=round(q_share, 2), known_share=round(k_share, 2),
+                    frames=tuple(pos[qi] for qi in matched)))
+        found.sort(key=lambda f: (-f.query_share, -f.known_share, f.hit.set_name, f.hit.value))
+        return found
+
+
+@dataclass(frozen=True)
+class VideoHit:
+    """A known video that a query video matches by the vPDQ rule. `hit.value` is the known
+    video's name, `hit.distance` the largest distance among the matched frames' nearest;
+    `frames` are the positions of the matched query frames (in the frames looked up)."""
+
+    hit: Hit
+    query_share: float
+    known_share: float
+    frames: tuple[int, ...]
 
 
 @contextmanager

@@ -84,7 +84,7 @@ def context_file(fleet: Path, out: Path, extra: list[dict]) -> Path:
 def hashset_args(fleet: Path, truth: dict) -> list[str]:
     hs = truth["hashsets"]
     out = []
-    for k in ("alert_vics", "nsrl", "alert_pdq", "alert_phash"):
+    for k in ("alert_vics", "nsrl", "alert_pdq", "alert_phash", "alert_vpdq"):
         out += ["--hashset", str(fleet / hs[k])]
     return out
 

@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
 from damaged import _jpeg, mjpeg_avi, rich_ext4
@@ -64,6 +63,21 @@ def test_free_runs_are_the_bytes_blkls_gives(images):
                 assert all(a + n <= b for (a, n), (b, _) in zip(runs, runs[1:])), "ordered, apart"
                 seen.add(v.fs_type)
     assert {"ext4", "fat12", "fat16", "fat32", "ntfs", "exfat"} <= seen
+
+
+def test_hfs_plus_free_runs_are_the_bytes_blkls_gives():
+    """HFS+'s allocation file (bits from the most significant) read through TSK: the public
+    dfvfs image's free runs are what blkls writes, and their sum the volume header's count."""
+    raw = Path(__file__).parent / "data" / "dfvfs" / "more" / "hfsplus.raw"
+    with open_evidence([str(raw)]) as ev:
+        [vol], _ = discover(ev)
+        assert vol.fs_type == "hfs+"
+        runs = list(free_runs(ev, vol.offset, vol.fs_type, resolver(ev).fs(vol.offset)))
+        got = b"".join(ev.read(vol.offset + s, n) for s, n in runs)
+        vh = ev.read(1024, 512)
+    assert got == _blkls(raw, 0) and len(runs) > 1
+    assert len(got) == int.from_bytes(vh[0x28:0x2C], "big") * int.from_bytes(vh[0x30:0x34], "big")
+    assert vol.unallocated == len(got)
 
 
 # --- the carver on a byte space ------------------------------------------------------------------
@@ -138,7 +152,8 @@ def samples() -> dict[str, bytes]:
     return {"jpg": _jpeg(30, True, 120, 90), "png": _png(), "gif": _pil("GIF"),
             "bmp": _pil("BMP"), "webp": _webp(), "avi": avi, "mp4": _mp4(), "mov": _mp4(b"qt  "),
             "heic": _box(b"ftyp", b"heic\0\0\0\0mif1heic") + _box(b"meta", bytes(200)),
-            "mkv": _mkv(), "webm": _mkv(b"webm"), "wmv": _asf(), "flv": _flv()}
+            "mkv": _mkv(), "webm": _mkv(b"webm"), "wmv": _asf(), "flv": _flv(),
+            "tif": _pil("TIFF", compression="tiff_lzw")}
 
 
 def _disk(items: list[bytes], seed: int = 1, gap: int = 3) -> tuple[bytes, list[int]]:
@@ -313,12 +328,12 @@ def test_free_space_picture_is_carved_and_read_back_exactly(rich):
 
 
 def test_a_file_system_whose_map_is_not_read_keeps_its_gap(rich):
-    """No allocation-map reader (HFS+ here, by pretending): nothing is carved, `done` stays
+    """No allocation-map reader (UFS here, by pretending): nothing is carved, `done` stays
     empty, so the scan keeps the volume's 'not carved' gap."""
     with open_evidence([str(rich.image)]) as ev:
         [vol], _ = discover(ev)
         problems, done = [], []
-        odd = VolumeRef(vol.device_id, vol.index, vol.offset, vol.length, "x", fs_type="hfs+")
+        odd = VolumeRef(vol.device_id, vol.index, vol.offset, vol.length, "x", fs_type="ufs")
         assert list(carve.carve_volume(ev, odd, problems, done)) == [] and done == []
 
 
@@ -381,8 +396,8 @@ def _content(image: Path, path: str) -> tuple:
 
 def test_thumbnail_cache_and_pdf_pictures_are_examined_with_their_ranges(rich):
     """Each JPEG in the thumbcache_256.db and the PDF's DCTDecode page is a member with the
-    file as parent and its byte range: hashed, decoded, perceptually hashed. The cache leaves
-    no gap; the PDF keeps one for images stored Flate-encoded, less the bytes examined."""
+    file as parent and its byte range: hashed, decoded, perceptually hashed. Neither leaves a
+    gap: every image of the PDF is examined (Flate ones in tests/test_inside.py)."""
     for role in ("thumbcache", "pdf"):
         path = rich.files[role][0]
         rec, data = _content(rich.image, path)
@@ -395,12 +410,7 @@ def test_thumbnail_cache_and_pdf_pictures_are_examined_with_their_ranges(rich):
             assert m.record.path == f"{path}@{p.offset}.jpg"
             assert m.features.md5 == hashlib.md5(data[p.offset:p.offset + p.length]).hexdigest()
             assert m.features.is_picture and m.features.pdq and m.features.width
-        gaps = [c for c in result.coverage if c.kind == records.EMBEDDED]
-        if role == "thumbcache":
-            assert gaps == []
-        else:
-            [gap] = gaps
-            assert gap.bytes_not_examined == len(data) - sum(n for _, n in got)
+        assert [c for c in result.coverage if c.kind == records.EMBEDDED] == []
 
 
 def test_an_exif_thumbnail_is_examined_as_a_member():
@@ -438,3 +448,37 @@ def test_no_carve_leaves_free_space_a_gap_with_its_bytes(rich, tmp_path):
         [free] = [c for c in store.coverage(dev["id"]) if c.kind == records.UNALLOCATED]
         assert free.bytes_not_examined == rich.unallocated
         assert not [r for r, _ in store.files(dev["id"]) if r.prov.carved]
+
+
+def test_a_tiff_ends_after_the_last_byte_its_directories_point_at():
+    """Big-endian too; a directory chain that loops, or points outside the space, is no item
+    or ends where the sound part ends."""
+    img = Image.radial_gradient("L").resize((50, 40))
+    buf = io.BytesIO()
+    img.save(buf, "TIFF")
+    le = buf.getvalue()
+    # the same picture written big-endian by hand: header, strip, then one directory
+    pixels = img.tobytes()
+    entries = [(256, 3, 1, 50), (257, 3, 1, 40), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1),
+               (273, 4, 1, 8), (277, 3, 1, 1), (278, 3, 1, 40), (279, 4, 1, len(pixels))]
+    ifd_at = 8 + len(pixels)
+    be = b"MM\x00*" + struct.pack(">I", ifd_at) + pixels + struct.pack(">H", len(entries))
+    for tag, typ, n, v in entries:
+        val = struct.pack(">HH", v, 0) if typ == 3 else struct.pack(">I", v)
+        be += struct.pack(">HHI", tag, typ, n) + val
+    be += struct.pack(">I", 0)
+    with Image.open(io.BytesIO(be)) as check:
+        assert check.tobytes() == pixels
+    for blob in (le, be):
+        data, [off] = _disk([blob])
+        [c] = list(carve_space(_space(data), [(0, len(data))]))
+        assert (c.offset, c.length, c.ext) == (off, len(blob), "tif")
+    loop = bytearray(be)
+    loop[-4:] = struct.pack(">I", ifd_at)              # the directory points at itself
+    data, [off] = _disk([bytes(loop)])
+    [c] = list(carve_space(_space(data), [(0, len(data))]))
+    assert c.length == len(be)                          # ends with the sound directory
+    far = bytearray(be)
+    far[4:8] = struct.pack(">I", 1 << 30)               # the first directory is outside
+    data, _ = _disk([bytes(far)])
+    assert list(carve_space(_space(data), [(0, len(data))])) == []

@@ -155,15 +155,16 @@ def test_read_error_mid_file_keeps_its_reason(jpeg_a):
     assert "sector not found" in gap.reason
 
 
-def test_videos_ole_files_and_flate_pdf_images_are_gaps_thumbcache_pictures_are_members(jpeg_a):
-    """Nothing decodes video frames, opens OLE files or decodes a PDF's Flate-encoded images
-    yet: each is a gap. A thumbnail cache's pictures are stored whole: each is a member, and
-    the cache leaves no gap (one with no picture in it has nothing left to examine)."""
+def test_videos_and_ole_files_are_gaps_thumbcache_pictures_are_members(jpeg_a):
+    """Nothing decodes video frames or opens OLE files yet: each is a gap. A thumbnail cache's
+    pictures are stored whole: each is a member, and the cache leaves no gap (one with no
+    picture in it has nothing left to examine); so does a PDF with no image in it."""
     mp4 = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + b"\x00" * 1000
     pdf = b"%PDF-1.4\n" + b"x" * 500
+    a = run("scan.pdf", pdf)
+    assert a.coverage == () and a.members == ()
     ole = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 500
     for name, data, kind in (("clip.mp4", mp4, records.VIDEO_FRAMES),
-                             ("scan.pdf", pdf, records.EMBEDDED),
                              ("Thumbs.db", ole, records.EMBEDDED)):
         a = run(name, data)
         assert [(c.kind, c.bytes_not_examined) for c in a.coverage] == [(kind, len(data))], name
@@ -412,6 +413,23 @@ def test_gzip_bomb_is_cut_off_by_the_shared_budget():
     (cov,) = a.all_coverage()
     assert "expansion limit" in cov.reason and cov.where == m.record.prov
     assert cov.kind == records.ARCHIVE
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_bytes_with_a_gzip_signature_are_not_a_gzip_bomb(seed):
+    import random
+    rnd = random.Random(seed)
+    body = bytes(rnd.getrandbits(8) for _ in range(4096))
+    # deflate and no reserved flags, so only the stream itself can tell; a random trailer
+    # declares gigabytes
+    data = b"\x1f\x8b\x08\x00" + body + struct.pack("<I", 0xFFFFFFF0)
+    a = run("blob.gz", data)
+    assert a.members == ()
+    (cov,) = a.all_coverage()
+    assert cov.reason.startswith("not a valid gzip stream") and "bomb" not in cov.reason
+    assert cov.kind == records.ARCHIVE and cov.bytes_not_examined == len(data)
+    (cov,) = run("blob.gz", b"\x1f\x8b\x3f" + body).all_coverage()    # not deflate
+    assert cov.reason.startswith("not a valid gzip stream: compression method 63")
 
 
 def test_nested_zips_open_to_the_depth_limit(jpeg_a):

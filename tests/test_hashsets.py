@@ -530,11 +530,12 @@ def test_fast_hits_behave_like_dataclass_hits(three_sets):
 
 
 def test_vpdq_frame_lines_are_pdq(store, tmp_path):
+    # the older column order (frame,quality,hash,seconds): still a vPDQ file, frames as PDQ
     rng = np.random.default_rng(5)
     frames = [c.tobytes().hex() for c in random_pdq(rng, 3)]
     path = tmp_path / "video.vpdq.txt"
     path.write_text(f"0,100,{frames[0]},0.000\n1,20,{frames[1]},0.033\n2,90,{frames[2]},0.066\n")
-    assert detect(path) == "pdq"
+    assert detect(path) == "vpdq"
     info = store.import_file(path, "vpdq", "alert")
     assert info.counts == {"pdq": 2} and info.skipped_low_quality == 1
     assert store.lookup_perceptual("pdq", [frames[2]])[0][0].distance == 0

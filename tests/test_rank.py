@@ -196,7 +196,8 @@ def test_coverage_state_rules():
     assert coverage_state(dev, ok, []) == "complete"
     assert coverage_state(dev, ok + locked, gap) == "partial"
     assert coverage_state(dev, locked, gap) == "failed"
-    assert coverage_state({"id": "d", "status": "scanning"}, ok, []) == "partial"
+    for live in ("queued", "opening", "scanning"):      # while a scan runs: said, not partial
+        assert coverage_state({"id": "d", "status": live}, ok, []) == live
     assert coverage_state({"id": "d", "status": "failed"}, ok, []) == "failed"
 
 

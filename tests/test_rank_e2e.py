@@ -31,7 +31,7 @@ def scanned(tmp_path_factory, synth_fleet, synth_truth):
     hs = synth_truth["hashsets"]
     args = ["scan", "--case", str(case), "--json", "--context", str(synth_fleet / hs["context"]),
             "--model", "default"]
-    for k in ("alert_vics", "nsrl", "alert_pdq", "alert_phash"):
+    for k in ("alert_vics", "nsrl", "alert_pdq", "alert_phash", "alert_vpdq"):
         args += ["--hashset", str(synth_fleet / hs[k])]
     args += [str(synth_fleet / d["evidence"]) for d in synth_truth["devices"]]
     result = CliRunner().invoke(main, args, catch_exceptions=False)
@@ -101,6 +101,9 @@ def test_default_model_flags_the_bait_and_nothing_else(scanned, synth_truth):
         exact = {m.key for m in store.matches() if m.kind == "exact" and m.role == "alert"}
         skips = {ids[d["id"]]: store.model_skips(ids[d["id"]]) for d in synth_truth["devices"]}
     want = {(ids[d["id"]], b["path"]) for d in synth_truth["devices"] for b in d["model_bait"]}
+    # a video of bait pictures: SUSPECTED_NEW as a whole, by its frames over the threshold
+    want |= {(ids[d["id"]], v["path"]) for d in synth_truth["devices"] for v in d["videos"]
+             if v["kind"] == "bait"}
     assert want, "the fleet has no model bait"
     assert {(f.device_id, paths[f.key]) for f in suspected} == want
     for f in suspected:

@@ -1,13 +1,18 @@
 """The private Ray a scan starts: only the processes a scan uses, Ray's own code left as found."""
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
 import ray
 
+ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def no_ray():
@@ -114,3 +119,161 @@ def test_an_unreachable_cluster_is_not_judged_tokenless():
 
     # nothing listens: the token is sent as before, and ray.init reports the address
     assert _cluster_wants_token("127.0.0.1:1", timeout=1) is True
+
+
+def test_private_instance_files_are_ours_alone(no_ray, tmp_path, monkeypatch):
+    """Ray makes its temporary directory 0777 and writes its token to ~/.ray 0644: the scan's
+    instance lives inside a 0700 directory of ours, with a token of its own, 0600."""
+    import stat
+
+    from workers.runtime import OWNER_FILE, PRIVATE_PREFIX, ray_session
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+    with ray_session(workers=1):
+        token = Path(os.environ["RAY_AUTH_TOKEN_PATH"])
+        root = token.parent
+        assert root.name.startswith(PRIVATE_PREFIX)
+        assert stat.S_IMODE(root.stat().st_mode) == 0o700
+        assert stat.S_IMODE(token.stat().st_mode) == 0o600 and len(token.read_text()) == 64
+        assert json.loads((root / OWNER_FILE).read_text())["pid"] == os.getpid()
+        session = Path(ray._private.worker._global_node.get_session_dir_path())
+        assert root in session.parents             # Ray's files are all inside ours
+
+        @ray.remote(num_cpus=1)
+        def pid():
+            return os.getpid()
+
+        assert ray.get(pid.remote()) != os.getpid()   # the workers authenticated with it
+    assert not root.exists()
+    assert "RAY_AUTH_TOKEN_PATH" not in os.environ    # the environment is as it was
+    assert not (home / ".ray" / "auth_token").exists()
+    # and a plain ray.init afterwards (tests, notebooks) uses Ray's usual token again
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    try:
+        assert ray.get(pid.remote()) != os.getpid()
+    finally:
+        ray.shutdown()
+
+
+def _sleeper(argv_marker: str) -> subprocess.Popen:
+    """A process whose command line names a directory, as Ray's GCS and raylet do."""
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", argv_marker])
+
+
+def test_stale_private_directories_and_their_processes_are_reaped(tmp_path):
+    from workers.runtime import OWNER_FILE, PRIVATE_PREFIX, _start_ticks, reap_stale
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    # left by a scan that was SIGKILLed: its owner is gone, an agent of it still runs
+    stale = tmp_path / f"{PRIVATE_PREFIX}dead"
+    (stale / "r" / "logs").mkdir(parents=True)
+    (stale / OWNER_FILE).write_text(json.dumps({"pid": dead_pid, "start": 1}))
+    agent = _sleeper(str(stale / "r" / "session_x"))
+    # a running scan's, and one being set up this moment (no owner file yet): both kept
+    live = tmp_path / f"{PRIVATE_PREFIX}live"
+    live.mkdir()
+    (live / OWNER_FILE).write_text(json.dumps({"pid": os.getpid(),
+                                               "start": _start_ticks(os.getpid())}))
+    young = tmp_path / f"{PRIVATE_PREFIX}young"
+    young.mkdir()
+    # an older layout without an owner file, whose services are gone: removed
+    old = tmp_path / f"{PRIVATE_PREFIX}old"
+    old.mkdir()
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    # not ours to touch: another prefix, and a link posing as one of ours
+    other = tmp_path / "somebody-else"
+    other.mkdir()
+    (tmp_path / f"{PRIVATE_PREFIX}link").symlink_to(other)
+    # a pid reused by another process: the recorded start time differs
+    reused = tmp_path / f"{PRIVATE_PREFIX}reused"
+    reused.mkdir()
+    (reused / OWNER_FILE).write_text(json.dumps({"pid": os.getpid(), "start": 1}))
+    try:
+        removed = reap_stale(str(tmp_path))
+        assert sorted(removed) == sorted(str(p) for p in (stale, old, reused))
+        assert agent.wait(timeout=5) == -9               # the orphaned agent is gone too
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+    assert live.exists() and young.exists() and other.exists()
+    assert (tmp_path / f"{PRIVATE_PREFIX}link").is_symlink()
+
+
+@pytest.mark.parametrize("env, allowed", [
+    ({}, False),
+    ({"RAY_USE_TLS": "1"}, False),                         # TLS on, but no certificates
+    ({"RAY_USE_TLS": "1", "RAY_TLS_SERVER_CERT": "c", "RAY_TLS_SERVER_KEY": "k",
+      "RAY_TLS_CA_CERT": "ca"}, True),
+])
+def test_a_key_is_sent_to_a_cluster_only_over_tls(monkeypatch, env, allowed):
+    from triage.errors import TriageError
+    from workers.runtime import check_key_transport
+
+    for key in ("RAY_USE_TLS", "RAY_TLS_SERVER_CERT", "RAY_TLS_SERVER_KEY", "RAY_TLS_CA_CERT"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    check_key_transport(None, True)                        # a private instance: this machine
+    check_key_transport("10.0.0.1:6379", False)            # no key: nothing to protect
+    check_key_transport("10.0.0.1:6379", True, allow_plaintext=True)
+    if allowed:
+        check_key_transport("10.0.0.1:6379", True)
+    else:
+        with pytest.raises(TriageError, match="--allow-plaintext-key"):
+            check_key_transport("10.0.0.1:6379", True)
+
+
+def test_scan_refuses_a_plaintext_key_before_joining(tmp_path, monkeypatch):
+    monkeypatch.delenv("RAY_USE_TLS", raising=False)
+    evidence = tmp_path / "e.raw"
+    evidence.write_bytes(b"\0" * 4096)
+    key = "123456-123456-123456-123456-123456-123456-123456-123456"
+    out = subprocess.run([str(ROOT / ".venv/bin/triage"), "scan", "--case", str(tmp_path / "c"),
+                          "--address", "127.0.0.1:1", "--recovery-key", key, str(evidence)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: refusing to send a recovery key")
+    assert key not in out.stderr + out.stdout
+
+
+# Ray's private names the start-up and shutdown rely on (workers/runtime.py). Ray is pinned;
+# an upgrade that moves one must fail here, not quietly slow every scan or leave processes.
+PRIVATE_RAY_NAMES = {
+    "ray._private.node.Node": ("start_api_server", "start_monitor", "start_log_monitor",
+                               "kill_all_processes", "get_session_dir_path"),
+    "ray._private.services": ("get_node",),
+    "ray._private.worker": ("_global_node",),
+    "ray._raylet": ("GcsClient", "NodeID", "AuthenticationTokenLoader"),
+    "ray.core.generated.gcs_pb2": ("GcsNodeInfo",),
+    "ray.core.generated.gcs_service_pb2": ("GetAllNodeInfoRequest",),
+    "ray._private.authentication.authentication_token_setup": (
+        "maybe_enable_token_auth_if_token_available",),
+}
+
+
+def test_ray_is_the_pinned_version_and_its_patched_internals_are_there():
+    import importlib
+    import inspect
+    import re
+
+    pinned = re.search(r'"ray==([^"]+)"', (ROOT / "pyproject.toml").read_text()).group(1)
+    assert ray.__version__ == pinned
+    for dotted, names in PRIVATE_RAY_NAMES.items():
+        if dotted.endswith(".Node"):
+            obj = importlib.import_module(dotted.rsplit(".", 1)[0]).Node
+        else:
+            obj = importlib.import_module(dotted)
+        missing = [n for n in names if not hasattr(obj, n)]
+        assert not missing, f"Ray {ray.__version__} has no {dotted}.{missing}"
+    from ray._private.node import Node
+    params = inspect.signature(Node.kill_all_processes).parameters
+    assert {"check_alive", "allow_graceful", "wait"} <= set(params)
+    from ray._private import services
+    assert list(inspect.signature(services.get_node).parameters)[:2] == ["gcs_address", "node_id"]

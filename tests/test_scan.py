@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def hashset_files(fleet: Path, truth: dict) -> list[Path]:
     hs = truth["hashsets"]
-    return [fleet / hs[k] for k in ("alert_vics", "nsrl", "alert_pdq", "alert_phash")]
+    return [fleet / hs[k] for k in ("alert_vics", "nsrl", "alert_pdq", "alert_phash", "alert_vpdq")]
 
 
 def evidence_paths(fleet: Path, truth: dict) -> list[Path]:
@@ -414,3 +414,55 @@ def test_sigkill_then_resume_gives_the_same_matches(tmp_path, local_ray, full_sc
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_every_planted_video_is_found_with_its_frames(full_scan, synth_truth, tmp_path):
+    """Issue 15: each planted video is found with the right kind of match and frame times, no
+    benign video matches, the video cut short is a partial-coverage record, every other video
+    leaves no video gap, and `export --format vpdq` reads back as a vPDQ set."""
+    from hashsets.importers import detect
+    from triage.exports import export
+    from triage.records import VIDEO_FRAMES
+
+    case, _ = full_scan
+    checked = 0
+    for device in synth_truth["devices"]:
+        did = dev_id(case, device)
+        files, matches, flags, shown = _device_view(case, did)
+        with CaseStore(case, create=False) as store:
+            gaps = {c.where.path: c for c in store.coverage(did) if c.kind == VIDEO_FRAMES}
+        shown_video = {f["path"]: f for f in shown["findings"] if "video" in f}
+        for v in device["videos"]:
+            rec, feat = files[v["path"]]
+            got = matches.get(rec.key, [])
+            assert feat.md5 == v["md5"] and feat.type.startswith("video/")
+            if v["kind"] == "near":
+                m = [m for m in got if m.algorithm == "pdq"]
+                assert m and m[0].kind == "near", (v["path"], got)
+                lo, hi = v["frames_between"]
+                assert m[0].frames and all(lo <= t < hi for _, t in m[0].frames)
+                assert "frames at 0:00:0" in flags[rec.key].message
+                assert shown_video[v["path"]]["video"]["frames"][0]["seconds"] >= lo
+            elif v["kind"] == "vpdq":
+                [m] = [m for m in got if m.algorithm == "vpdq"]
+                assert m.value == v["known_video"] and m.query_share >= 80.0 and m.frames
+                assert v["known_video"] in flags[rec.key].message
+                [sm] = shown_video[v["path"]]["matches"]
+                assert sm["known_video"] == v["known_video"] and sm["query_share"] >= 80.0
+            else:
+                assert not got, (v["path"], got)         # benign, bait, truncated: no match
+            if v["kind"] == "truncated":
+                gap = gaps[v["path"]]
+                assert "of 12.0 s examined" in gap.reason
+                assert 0 < feat.examined_seconds <= v["examined_at_most"]
+            else:
+                assert v["path"] not in gaps, gaps.get(v["path"])
+                assert feat.frames and feat.duration == pytest.approx(v["duration"], abs=0.3)
+            checked += 1
+    assert checked >= 8
+    with CaseStore(case, create=False) as store:
+        summary = export(store, "vpdq", tmp_path / "found.vpdq.txt")
+    assert summary.startswith("2 videos")
+    assert detect(tmp_path / "found.vpdq.txt") == "vpdq"
+    text = (tmp_path / "found.vpdq.txt").read_text()
+    assert text.count("# video: ") == 2 and "holiday_clip.mp4" in text and "vid_0412.avi" in text

@@ -34,7 +34,7 @@ def cluster():
 def _args(case, fleet, truth, devices):
     hs = truth["hashsets"]
     args = ["scan", "--case", str(case), "--json", "--mode", "full", "--batch-files", "8"]
-    for k in ("alert_vics", "nsrl", "alert_pdq", "alert_phash"):
+    for k in ("alert_vics", "nsrl", "alert_pdq", "alert_phash", "alert_vpdq"):
         args += ["--hashset", str(fleet / hs[k])]
     return args + [str(fleet / d["evidence"]) for d in devices]
 

@@ -11,12 +11,12 @@ written by a file system starts on a block, and a block starts on a sector. The 
 over the first 16 bytes of each sector of a mapped window (`bench/carve.py` measures it against
 `bytes.find` and Hyperscan). Every candidate is then validated by its own structure, and its end
 comes from that structure (JPEG markers to EOI, PNG chunks with their CRCs to IEND, GIF blocks to
-the trailer, BMP and RIFF sizes, the ISO-BMFF box tree, EBML, ASF objects, FLV tags), within the
-free run it starts in and a size bound. Nothing is written out: a carved item is a byte range,
+the trailer, BMP and RIFF sizes, TIFF directories, the ISO-BMFF box tree, EBML, ASF objects, FLV
+tags), within the free run it starts in and a size bound. Nothing is written out: a carved item is a byte range,
 read again like a file by the scan (`triage.filesystems.read_chunks`).
 
-Not carved: files in more than one piece (the run they start in ends them), TIFF, and anything
-in compressed or encrypted space.
+Not carved: files in more than one piece (the run they start in ends them), and anything in
+compressed or encrypted space.
 """
 from __future__ import annotations
 
@@ -118,6 +118,7 @@ def _u32(s: bytes) -> int:
 _W_PNG0, _W_PNG1 = _u32(b"\x89PNG"), _u32(b"\r\n\x1a\n")
 _W_GIF, _W_RIFF, _W_FTYP = _u32(b"GIF8"), _u32(b"RIFF"), _u32(b"ftyp")
 _W_EBML, _W_ASF, _W_FLV = 0x1A45DFA3, _u32(b"\x30\x26\xb2\x75"), _u32(b"FLV\x01")
+_W_TIFF_LE, _W_TIFF_BE = _u32(b"II*\x00"), _u32(b"MM\x00*")
 
 
 def header_sectors(buf) -> np.ndarray:
@@ -131,6 +132,7 @@ def header_sectors(buf) -> np.ndarray:
     hit = ((w0 & 0xFFFFFF00) == 0xFFD8FF00) | ((w0 == _W_PNG0) & (w1 == _W_PNG1))
     hit |= (w0 == _W_GIF) | ((w0 >> 16) == 0x424D) | (w0 == _W_RIFF) | (w1 == _W_FTYP)
     hit |= (w0 == _W_EBML) | (w0 == _W_ASF) | (w0 == _W_FLV)
+    hit |= (w0 == _W_TIFF_LE) | (w0 == _W_TIFF_BE)
     return np.flatnonzero(hit)
 
 
@@ -298,6 +300,69 @@ def _bmp(c: _Cursor, off: int) -> Optional[int]:
     return size
 
 
+# TIFF: the item ends after the last byte any directory points at (its strips or tiles, the
+# directories themselves, their out-of-line values); a directory chain is bounded and acyclic
+_TIFF_TYPES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8,
+               16: 8, 17: 8, 18: 8}
+_TIFF_MAX_IFDS = 64
+_TIFF_OFFSETS = {273: 279, 324: 325, 288: 289}     # strips, tiles, free: offsets -> byte counts
+
+
+def _tiff(c: _Cursor, off: int) -> Optional[int]:
+    h = c.get(off, 8)
+    if len(h) < 8 or h[:4] not in (b"II*\x00", b"MM\x00*"):
+        return None
+    order = "little" if h[:2] == b"II" else "big"
+
+    def num(b: bytes) -> int:
+        return int.from_bytes(b, order)
+
+    ifd, seen, end, images = num(h[4:8]), set(), 8, 0
+    while ifd and len(seen) < _TIFF_MAX_IFDS:
+        if ifd in seen or ifd < 8 or off + ifd + 2 > c.limit:
+            return None if not seen else end
+        seen.add(ifd)
+        count = num(c.get(off + ifd, 2))
+        if not 1 <= count <= 512:
+            return None
+        table = c.get(off + ifd + 2, count * 12 + 4)
+        if len(table) < count * 12 + 4:
+            return None
+        end = max(end, ifd + 2 + count * 12 + 4)
+        values: dict[int, list[int]] = {}
+        for i in range(count):
+            e = table[i * 12:(i + 1) * 12]
+            tag, typ, n = num(e[:2]), num(e[2:4]), num(e[4:8])
+            size = _TIFF_TYPES.get(typ)
+            if size is None or n > 1 << 20:
+                return None
+            nbytes = size * n
+            if nbytes > 4:
+                at = num(e[8:12])
+                end = max(end, at + nbytes)
+                if off + at + nbytes > c.limit:
+                    return None
+            if tag in (256, 257):
+                images += 1
+            if tag in _TIFF_OFFSETS or tag in _TIFF_OFFSETS.values():
+                if typ not in (3, 4) or n > 65536:
+                    return None
+                raw = e[8:12] if nbytes <= 4 else c.get(off + num(e[8:12]), nbytes)
+                if len(raw) < nbytes:
+                    return None
+                values[tag] = [num(raw[j:j + size]) for j in range(0, nbytes, size)]
+        for offs, counts in _TIFF_OFFSETS.items():
+            o, n = values.get(offs, []), values.get(counts, [])
+            if len(o) != len(n):
+                return None
+            for a, b in zip(o, n):
+                end = max(end, a + b)
+        if end > c.limit - off:
+            return None
+        ifd = num(table[count * 12:count * 12 + 4])
+    return end if images else None
+
+
 _RIFF_FORMS = {b"WEBP": (b"VP8 ", b"VP8L", b"VP8X"), b"AVI ": (b"LIST",)}
 
 
@@ -445,10 +510,13 @@ def _kind(head: bytes):
         return _asf, MAX_VIDEO, "wmv"
     if head[:4] == b"FLV\x01":
         return _flv, MAX_VIDEO, "flv"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return _tiff, MAX_PICTURE, "tif"
     return None
 
 
 _EXT = {"image/jpeg": "jpg", "image/png": "png", "image/gif": "gif", "image/bmp": "bmp",
+        "image/tiff": "tif",
         "image/webp": "webp", "image/heic": "heic", "image/heif": "heif", "image/avif": "avif",
         "video/quicktime": "mov", "video/3gpp": "3gp", "video/mp4": "mp4",
         "video/x-msvideo": "avi", "video/x-matroska": "mkv", "video/webm": "webm",
@@ -609,17 +677,33 @@ def carve_volume(evidence, volume: VolumeRef, problems: list, done: list,
 
 EMBEDDED_MAX_ITEMS = 4096
 _EMBEDDED_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
+# every type free space is carved for; ftyp is found 4 bytes into its box
+_ALL_SIGNATURES = _EMBEDDED_SIGNATURES + (b"GIF8", b"BM", b"RIFF", b"\x1a\x45\xdf\xa3",
+                                          _ASF_HEADER[:4], b"FLV\x01", b"II*\x00", b"MM\x00*")
+_FTYP = b"ftyp"
 
 
-def embedded(data, start: int = 0, bmp: bool = False) -> Iterator[Carved]:
-    """JPEG and PNG pictures (and BMP, when asked: thumbnail caches hold them) stored whole
-    inside other content, at any offset from `start`: a thumbnail cache's entries, a PDF's
-    DCTDecode images, a JPEG's EXIF thumbnail. Each is validated and ended by its own
-    structure, as in free space; at most EMBEDDED_MAX_ITEMS."""
+def embedded(data, start: int = 0, bmp: bool = False, all_types: bool = False
+             ) -> Iterator[Carved]:
+    """Pictures stored whole inside other content, at any offset from `start`: JPEG and PNG
+    (a PDF's DCTDecode images, a JPEG's EXIF thumbnail), BMP too when asked (thumbnail
+    caches hold them), and with `all_types` every type free space is carved for (files of
+    unknown type, browser cache entries). Each is validated and ended by its own structure,
+    as in free space; at most EMBEDDED_MAX_ITEMS."""
     size = len(data)
     space = Space(lambda at, n: data[at:at + n], size)
     pos, found = start, 0
-    nxt = {sig: data.find(sig, pos) for sig in _EMBEDDED_SIGNATURES + ((b"BM",) if bmp else ())}
+    sigs = _ALL_SIGNATURES if all_types else _EMBEDDED_SIGNATURES + ((b"BM",) if bmp else ())
+
+    def find(sig: bytes, at: int) -> int:
+        if sig == _FTYP:
+            i = data.find(sig, at + 4)
+            return i - 4 if i >= 4 else -1
+        return data.find(sig, at)
+
+    if all_types:
+        sigs = sigs + (_FTYP,)
+    nxt = {sig: find(sig, pos) for sig in sigs}
     while found < EMBEDDED_MAX_ITEMS:
         live = [i for i in nxt.values() if i >= 0]
         if not live:
@@ -629,7 +713,7 @@ def embedded(data, start: int = 0, bmp: bool = False) -> Iterator[Carved]:
         pos = at + (item.length if item is not None else 1)
         for sig, i in nxt.items():
             if 0 <= i < pos:
-                nxt[sig] = data.find(sig, pos)
+                nxt[sig] = find(sig, pos)
         if item is not None:
             found += 1
             yield item
@@ -639,8 +723,9 @@ def embedded_record(parent: FileRecord, item: Carved) -> FileRecord:
     """A picture found inside a file: the file's provenance as parent, with the byte range."""
     p = parent.prov
     name = f"{parent.name}@{item.offset}.{item.ext}"
+    # named for people after the file (and the archive member or stream) it was found in
     prov = Provenance(device_id=p.device_id, volume_offset=p.volume_offset,
-                      path=f"{p.path}@{item.offset}.{item.ext}", volume_index=p.volume_index,
+                      path=f"{p.display()}@{item.offset}.{item.ext}", volume_index=p.volume_index,
                       fs_type=p.fs_type, parent=p, offset=item.offset, length=item.length)
     return FileRecord(prov=prov, name=name, size=item.length, allocated=parent.allocated,
                       fs_type=parent.fs_type, mtime=parent.mtime, atime=parent.atime,

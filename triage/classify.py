@@ -5,7 +5,9 @@ one of them and a near match to another. The rule:
 
 - exact: an exact (cryptographic hash) match against an alert set;
 - near: a perceptual (PDQ/pHash) alert match within threshold, and no exact one;
-- suspected: the model's scores reach every assessed threshold, and no alert match at all.
+- suspected: the model's scores reach every assessed threshold, and no alert match at all;
+  for a video, at least VIDEO_MIN_FRAMES of its scored frames each do (one frame over the
+  threshold is too often a blur or a transition to call a video new material).
 
 Matches against ignore (known software) and watch sets are never findings.
 """
@@ -22,6 +24,7 @@ KIND_ORDER = {EXACT: 0, NEAR: 1, SUSPECTED: 2}
 # A picture is SUSPECTED_NEW when every thresholded label its model reports reaches the
 # threshold. open_nsfw gives "explicit" only; an age model adds "minor_likelihood".
 DEFAULT_THRESHOLDS = {"explicit": 0.8, "minor_likelihood": 0.5}
+VIDEO_MIN_FRAMES = 2
 
 
 def category_labels_of(hashsets: Iterable[dict]) -> dict[str, dict[str, str]]:
@@ -73,13 +76,40 @@ def _number(value) -> Optional[float]:
 
 
 def suspected(score: Score, thresholds: Optional[dict] = None) -> bool:
-    """True when every thresholded label the model assessed is at or over its threshold.
+    """True when every thresholded label the model assessed is at or over its threshold;
+    for a video's score, when at least VIDEO_MIN_FRAMES of its frames are (`frames_over`).
 
     A label whose value is None was not assessed (the age stage found no face, or did not run)
     and neither passes nor fails; at least one thresholded label must have been assessed.
     """
+    if score.frames:
+        return len(frames_over(score, thresholds)) >= VIDEO_MIN_FRAMES
+    return _over(score.values, thresholds)
+
+
+def frames_over(score: Score, thresholds: Optional[dict] = None) -> list[tuple]:
+    """The frames of a video's score ((number, seconds, values), ...) over the thresholds."""
+    return [f for f in score.frames if _over(f[2], thresholds)]
+
+
+def video_score(key: str, frame_scores: list[tuple[int, float, Score]]) -> Score:
+    """A video's score from its frames' ((number, seconds, frame Score), ...): the highest
+    value per label, and every frame with its values (the classifier counts those)."""
+    frame_scores = sorted(frame_scores, key=lambda f: f[1])
+    top: dict = {}
+    for _, _, s in frame_scores:
+        for label, value in s.values.items():
+            v = _number(value)
+            if v is not None and (label not in top or v > top[label]):
+                top[label] = v
+    first = frame_scores[0][2]
+    return Score(key=key, model=first.model, model_sha256=first.model_sha256, values=top,
+                 frames=tuple((int(n), float(t), dict(s.values)) for n, t, s in frame_scores))
+
+
+def _over(values: dict, thresholds: Optional[dict]) -> bool:
     thresholds = DEFAULT_THRESHOLDS if thresholds is None else thresholds
-    assessed = [(label, _number(score.values.get(label))) for label in thresholds]
+    assessed = [(label, _number(values.get(label))) for label in thresholds]
     assessed = [(label, v) for label, v in assessed if v is not None]
     return bool(assessed) and all(v >= float(thresholds[label]) for label, v in assessed)
 

@@ -27,3 +27,8 @@ class HashSetError(TriageError):
 
 class ModelError(TriageError):
     """A model that fails its sha256 check or cannot be loaded."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during a scan: stops it the way Ctrl-C does (everything found so far is kept,
+    devices in progress end `interrupted`), so a service manager's stop loses nothing."""

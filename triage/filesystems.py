@@ -635,6 +635,8 @@ def free_runs(source, volume_offset: int, fs_type: str, fs=None,
         runs = _bitmap_runs(fs, 6, int(fs.info.block_count), int(fs.info.block_size), 0)
     elif fs_type == "exfat" and fs is not None:
         runs = _exfat_runs(vi, fs)
+    elif fs_type == "hfs+" and fs is not None:
+        runs = _hfs_runs(vi, fs)
     else:
         raise ValueError(f"the {fs_type or 'unknown'} allocation map is not read")
     for s, n in _merged(runs):
@@ -757,9 +759,10 @@ def _fat_runs(vi, fs_type: str) -> Iterator[tuple[int, int]]:
 
 
 def _bitmap_runs(fs, inode: int, clusters: int, cluster_size: int, base: int,
-                 first_cluster: int = 0) -> Iterator[tuple[int, int]]:
-    """Runs of a bitmap file (NTFS $Bitmap, exFAT's allocation bitmap), read a slice at a time;
-    cluster i + first_cluster of the bitmap lies at base + i * cluster_size."""
+                 first_cluster: int = 0, bitorder: str = "little") -> Iterator[tuple[int, int]]:
+    """Runs of a bitmap file (NTFS $Bitmap, exFAT's allocation bitmap, HFS+'s allocation file,
+    whose bits run from the most significant), read a slice at a time; cluster i +
+    first_cluster of the bitmap lies at base + i * cluster_size."""
     f = fs.open_meta(inode=inode)
     step = MAP_SLICE                             # bytes of bitmap: 8M clusters a slice
     done = 0
@@ -772,7 +775,7 @@ def _bitmap_runs(fs, inode: int, clusters: int, cluster_size: int, base: int,
             raise ValueError(f"allocation bitmap unreadable: {exc}") from None
         if len(raw) < k:
             raise ValueError("allocation bitmap shorter than the volume")
-        bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8), bitorder="little")
+        bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8), bitorder=bitorder)
         bits = bits[:max(0, clusters - done * 8)]
         for s, n in _mask_runs(bits == 0):
             yield base + (done * 8 + s) * cluster_size, n * cluster_size
@@ -793,15 +796,25 @@ def _exfat_runs(vi, fs) -> Iterator[tuple[int, int]]:
     raise ValueError("exFAT allocation bitmap not found")
 
 
+HFS_ALLOCATION_FILE = 6                 # the allocation file's catalog node id (TSK's inode)
+
+
+def _hfs_runs(vi, fs) -> Iterator[tuple[int, int]]:
+    vh = vi.read(1024, 512)
+    if len(vh) < 0x34 or vh[:2] not in (b"H+", b"HX"):
+        raise ValueError("no HFS+ volume header")
+    block, total = int.from_bytes(vh[0x28:0x2C], "big"), int.from_bytes(vh[0x2C:0x30], "big")
+    if block < 512 or block & (block - 1) or total * block > vi.length * 2 + block:
+        raise ValueError("implausible HFS+ volume header")
+    yield from _bitmap_runs(fs, HFS_ALLOCATION_FILE, total, block, 0, bitorder="big")
+
+
 def unallocated_bytes(source: "Evidence | Resolver", volume_offset: int, fs_type: str,
                       fs=None) -> int:
     """Bytes of the volume that its file system's own allocation map marks free (the sum of
     `free_runs`, the runs the carver reads), -1 when this file system's map is not read here.
-    HFS+ gives the count its volume header keeps; ISO 9660 is written once, nothing is free."""
+    ISO 9660 is written once, nothing is free."""
     try:
-        if fs_type == "hfs+":
-            vh = resolver(source).volume(volume_offset).read(1024, 512)
-            return int.from_bytes(vh[0x28:0x2C], "big") * int.from_bytes(vh[0x30:0x34], "big")
         if fs_type == "iso9660":
             return 0
         return sum(n for _s, n in free_runs(source, volume_offset, fs_type, fs))

@@ -25,6 +25,10 @@ _SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
     (0, b"Rar!\x1a\x07", "application/vnd.rar"),
     (0, b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "application/x-ole-storage"),
     (0, b"CMMM", "application/x-windows-thumbcache"),
+    # Chrome's disk cache: a simple-cache entry (its body is the file as downloaded) and a
+    # block file (data_1..data_3: small bodies in blocks)
+    (0, b"\x30\x5c\x72\xa7\x1b\x6d\xfb\xfc", "application/x-chrome-cache-entry"),
+    (0, b"\xc3\xca\x04\xc1", "application/x-chrome-cache-block"),
     (0, b"FLV\x01", "video/x-flv"),
     (0, b"\x30\x26\xb2\x75\x8e\x66\xcf\x11", "video/x-ms-asf"),
     (0, b"\x00\x00\x01\xba", "video/mpeg"),
@@ -42,7 +46,7 @@ _FTYP_BRANDS = {
     b"heic": "image/heic", b"heix": "image/heic", b"hevc": "image/heic", b"heim": "image/heic",
     b"heis": "image/heic", b"mif1": "image/heif", b"msf1": "image/heif", b"avif": "image/avif",
     b"qt  ": "video/quicktime", b"M4A ": "audio/mp4", b"3gp4": "video/3gpp", b"3gp5": "video/3gpp",
-    b"3g2a": "video/3gpp",
+    b"3g2a": "video/3gpp", b"3gp6": "video/3gpp", b"3gp7": "video/3gpp",
 }
 
 PICTURE_TYPES = frozenset({
@@ -50,7 +54,8 @@ PICTURE_TYPES = frozenset({
     "image/heic", "image/heif",
 })
 VIDEO_TYPES = frozenset({"video/mp4", "video/quicktime", "video/x-msvideo", "video/x-matroska",
-                         "video/x-flv", "video/x-ms-asf", "video/mpeg", "video/3gpp"})
+                         "video/x-flv", "video/x-ms-asf", "video/mpeg", "video/3gpp",
+                         "video/mp2t"})
 # Containers that carry pictures inside them, which nothing opens yet: each is a coverage gap.
 EMBEDDING_TYPES = {"application/pdf": "PDF", "application/x-ole-storage": "OLE compound file",
                    "application/x-windows-thumbcache": "Windows thumbnail cache"}
@@ -73,7 +78,12 @@ _EXTENSIONS: dict[str, frozenset[str]] = {
     ".rar": frozenset({"application/vnd.rar"}), ".mp4": frozenset({"video/mp4"}),
     ".m4v": frozenset({"video/mp4"}), ".mov": frozenset({"video/quicktime", "video/mp4"}),
     ".avi": frozenset({"video/x-msvideo"}), ".mkv": frozenset({"video/x-matroska"}),
-    ".webm": frozenset({"video/x-matroska"}), ".exe": frozenset({"application/x-msdownload"}),
+    ".webm": frozenset({"video/x-matroska"}), ".3gp": frozenset({"video/3gpp", "video/mp4"}),
+    ".wmv": frozenset({"video/x-ms-asf"}), ".asf": frozenset({"video/x-ms-asf"}),
+    ".flv": frozenset({"video/x-flv"}), ".ts": frozenset({"video/mp2t"}),
+    ".mts": frozenset({"video/mp2t"}), ".m2ts": frozenset({"video/mp2t"}),
+    ".mpg": frozenset({"video/mpeg"}), ".mpeg": frozenset({"video/mpeg"}),
+    ".vob": frozenset({"video/mpeg"}), ".exe": frozenset({"application/x-msdownload"}),
     ".dll": frozenset({"application/x-msdownload"}), ".sys": frozenset({"application/x-msdownload"}),
     ".doc": frozenset({"application/x-ole-storage"}), ".xls": frozenset({"application/x-ole-storage"}),
     ".db": frozenset({"application/vnd.sqlite3", "application/x-ole-storage"}),
@@ -94,6 +104,11 @@ def sniff(head: bytes) -> str:
         return "video/x-msvideo"
     if head[4:8] == b"ftyp":
         return _FTYP_BRANDS.get(head[8:12], "video/mp4")
+    # MPEG transport stream: a 0x47 sync byte every 188 bytes (192 in a Blu-ray/AVCHD .m2ts,
+    # after a 4-byte time code); three in a row, so it needs the first 512 bytes
+    for first, size in ((0, 188), (4, 192)):
+        if len(head) > first + 2 * size and all(head[first + k * size] == 0x47 for k in range(3)):
+            return "video/mp2t"
     return ""
 
 

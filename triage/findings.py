@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
-from triage.classify import KIND_ORDER, classify, match_order, store_thresholds
+from triage.classify import KIND_ORDER, classify, frames_over, match_order, store_thresholds
 from triage.flags import camera_indicators, file_provenance
-from triage.records import Features, FileRecord, Match, Score
+from triage.records import Features, FileRecord, Match, Score, frame_list
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,18 @@ class Finding:
     scores: tuple[Score, ...] = ()
     suspected: bool = False               # model over threshold and no alert match
     indicators: tuple[str, ...] = field(default=())   # camera-original indicators
+    # a video: the frames the finding rests on, ((number, seconds), ...): the frames of its
+    # top match, or, when suspected, the frames over the model's thresholds
+    frames: tuple = ()
+
+    @property
+    def is_video(self) -> bool:
+        return bool(self.features.frames)
+
+    @property
+    def frame_text(self) -> str:
+        """For people: the frame times behind a video finding ("" otherwise)."""
+        return frame_list(self.frames) if self.frames else ""
 
     @property
     def key(self) -> str:
@@ -84,10 +96,17 @@ def _device_findings(store, device_id: str, thresholds: Optional[dict]) -> Itera
         scores_by_key.setdefault(s.key, []).append(s)
     items = []
     for rec, feat in store.files(device_id, keys=keys):
-        items.append(Finding(record=rec, features=feat, matches=found.alert_matches(rec.key),
+        ms = found.alert_matches(rec.key)
+        frames: tuple = ()
+        if ms and ms[0].frames:
+            frames = tuple(ms[0].frames)
+        elif rec.key in found.suspected:
+            frames = tuple((n, t) for s in found.suspected[rec.key]
+                           for n, t, _ in frames_over(s, thresholds))
+        items.append(Finding(record=rec, features=feat, matches=ms,
                              scores=tuple(scores_by_key.get(rec.key, ())),
                              suspected=rec.key in found.suspected,
-                             indicators=tuple(camera_indicators(rec, feat))))
+                             indicators=tuple(camera_indicators(rec, feat)), frames=frames))
     items.sort(key=lambda f: (KIND_ORDER[f.kind], match_order(f.top) if f.top else (),
                               f.record.path))
     return items

@@ -36,9 +36,10 @@ from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
 from triage import records
-from triage.classify import category_text, classify, score_text
+from triage.classify import category_text, classify, frames_over, score_text
 from triage.context import ACCESS_PHRASES, CHILD_ACCESS_LEVELS
-from triage.records import Coverage, Features, FileRecord, Flag, Match, Provenance, Score
+from triage.records import (Coverage, Features, FileRecord, Flag, Match, Provenance, Score,
+                            frame_list)
 from triage.units import terminal_safe
 
 KNOWN_MATCH = "KNOWN_MATCH"
@@ -110,9 +111,15 @@ def file_provenance(record: Optional[FileRecord], features: Optional[Features]) 
 
 
 def _match_prov(match: Match) -> dict:
-    return {"set_name": match.set_name, "set_version": match.set_version,
-            "category": match.category, "algorithm": match.algorithm, "value": match.value,
-            "distance": match.distance, "kind": match.kind}
+    d = {"set_name": match.set_name, "set_version": match.set_version,
+         "category": match.category, "algorithm": match.algorithm, "value": match.value,
+         "distance": match.distance, "kind": match.kind}
+    if match.frames:                  # a video's match: the frames behind it
+        d["frames"] = [{"frame": n, "seconds": t} for n, t in match.frames]
+    if match.algorithm == "vpdq":
+        d.update(known_video=match.value, query_share=match.query_share,
+                 known_share=match.known_share)
+    return d
 
 
 def display_path(prov: Provenance, member: bool = True) -> str:
@@ -166,14 +173,19 @@ def rules_for_batch(device_id: str, context: Optional[dict],
         rec = by_key.get(key, (None, None))[0]
         cat = f" {category_text(labels, top.set_name, top.category)}" if top.category else ""
         prov = dict(base(key), matches=[_match_prov(m) for m in ms])
+        video = f", {top.video_text}" if top.video_text else ""
         raised.append((key, add(NEAR_MATCH, key,
-                                f"near {top.algorithm} match (distance {top.distance}) in "
+                                f"near {top.algorithm} match (distance {top.distance}{video}) in "
                                 f"{top.set_name}{cat}: {_label(rec, key)}", prov)))
     for key in sorted(found.suspected):
         s = found.suspected[key][0]
         rec = by_key.get(key, (None, None))[0]
         values = score_text(s.values)
         prov = dict(base(key), model=s.model, model_sha256=s.model_sha256, scores=dict(s.values))
+        over = frames_over(s, thresholds) if s.frames else []
+        if over:                      # a video: the frames over the thresholds
+            prov["frames"] = [{"frame": n, "seconds": t, "scores": v} for n, t, v in over]
+            values += f"; {len(over)} of {len(s.frames)} frames over, at {frame_list(over)}"
         raised.append((key, add(SUSPECTED_NEW, key,
                                 f"possibly new material, no hash match ({s.model}: {values}): "
                                 f"{_label(rec, key)}", prov)))

@@ -10,7 +10,7 @@ import dataclasses
 import functools
 import json
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 from triage import __version__ as TOOL_VERSION  # noqa: F401  (re-exported for provenance)
 
@@ -99,6 +99,12 @@ class Provenance:
     parent: Optional["Provenance"] = None   # content found inside other content
     offset: int = 0                # byte offset in the parent (or volume, for unallocated space)
     length: int = 0
+    decoded: str = ""              # the filter that turns that range into this content
+                                   # (a PDF's FlateDecode); "" when the range is the content
+    # one frame of a video: its decode order number and presentation time (seconds); -1 and
+    # None on everything that is not a frame. A frame is its video's provenance plus these.
+    frame: int = -1
+    frame_time: Optional[float] = None
 
     @functools.cached_property
     def key(self) -> str:
@@ -111,10 +117,13 @@ class Provenance:
                                                           if self.attr_type else None),
                                    ("members", list(self.members)), ("snapshot", self.snapshot),
                                    ("range", [self.offset, self.length]
-                                    if self.parent or self.length else None))
+                                    if self.parent or self.length else None),
+                                   ("decoded", self.decoded))
                  if v}
         if self.parent is not None:
             extra["parent"] = self.parent._key_parts()
+        if self.frame >= 0:
+            extra["frame"] = [self.frame, self.frame_time]
         if extra:
             parts.append(extra)
         return parts
@@ -147,7 +156,11 @@ class Provenance:
 
     def display(self, member: bool = True) -> str:
         """Where this is, for people: the path with its NTFS stream (`file:stream`, once) and,
-        when asked, its archive member (`archive.zip!/member`); a volume or the device by name."""
+        when asked, its archive member (`archive.zip!/member`); a volume or the device by name.
+        A frame is its video's place and ` @ 0:01:23.400 (frame 12)`."""
+        if self.frame >= 0:
+            video = dataclasses.replace(self, frame=-1, frame_time=None).display(member)
+            return f"{video} @ {frame_clock(self.frame_time)} (frame {self.frame})"
         if self.parent is not None:             # its own name ($Unallocated/...), or where in
             return self.path or (f"{self.parent.display(member)} bytes {self.offset}-"   # the parent
                                  f"{self.offset + self.length - 1}")
@@ -180,9 +193,36 @@ class Provenance:
             kw["parent"] = cls.from_dict(kw["parent"])
         return cls(**kw)
 
+    def at_frame(self, number: int, seconds: Optional[float]) -> "Provenance":
+        """The provenance of one frame of the video this names."""
+        return dataclasses.replace(self, frame=int(number), frame_time=seconds)
+
+    @property
+    def video(self) -> "Provenance":
+        """The video a frame belongs to (itself when this is no frame)."""
+        return self if self.frame < 0 else dataclasses.replace(self, frame=-1, frame_time=None)
+
     def member_of(self, name: str) -> "Provenance":
         """The provenance of member `name` of the archive this names."""
         return dataclasses.replace(self, members=self.members + (name,))
+
+
+def frame_clock(seconds: Optional[float]) -> str:
+    """A frame time for people: `0:01:23.400` ("?" when unknown)."""
+    if seconds is None or seconds != seconds or seconds < 0:
+        return "?"
+    ms = int(round(seconds * 1000))
+    h, rest = divmod(ms, 3_600_000)
+    m, rest = divmod(rest, 60_000)
+    return f"{h}:{m:02d}:{rest // 1000:02d}.{rest % 1000:03d}"
+
+
+def frame_list(frames, most: int = 6) -> str:
+    """Frame times for people, from ((number, seconds, ...), ...): `0:00:03.000, 0:00:04.000
+    and 3 more`."""
+    times = [frame_clock(f[1]) for f in frames]
+    shown = ", ".join(times[:most])
+    return shown + (f" and {len(times) - most} more" if len(times) > most else "")
 
 
 def device_where(device_id: str) -> Provenance:
@@ -236,7 +276,7 @@ FILE_NOT_READ = "file not fully read"              # bytes expected vs bytes rea
 MEDIA_DAMAGED = "media damaged"                    # E01 chunk checksum errors, unreadable sectors
 UNALLOCATED = "unallocated space not carved"
 UNPARTITIONED = "unpartitioned space not carved"
-VIDEO_FRAMES = "video frames not examined"
+VIDEO_FRAMES = "video frames not examined"          # undecodable, cut short, over a limit
 EMBEDDED = "embedded content not examined"         # thumbnail caches, PDFs, OLE documents
 ARCHIVE = "archive content not examined"           # refused, encrypted, bombs, too deep
 PICTURE = "picture not decoded"
@@ -245,8 +285,10 @@ NOT_SCORED = "not scored by the model"
 SCAN_INCOMPLETE = "scan incomplete"                # batch failed, interrupted, stopped early
 EVIDENCE_NOT_OPENED = "evidence could not be opened"
 # Space and content not examined yet: free and unpartitioned space until the scan has carved
-# it (triage/carve.py), video frames (no decoder yet), content inside files that carving their
-# bytes does not reach. Every other kind means something specific was refused or failed, which
+# it (triage/carve.py), video frames when the scan runs without the video stage
+# (--no-video), content inside files that carving their bytes does not reach. A video the
+# stage could not decode, or decoded only in part, is also VIDEO_FRAMES: it keeps the
+# rank's "not yet examined" band, and its reason says how many seconds were examined. Every other kind means something specific was refused or failed, which
 # ranks a device higher (triage/rank.py) and raises NOT_EXAMINED.
 NOT_YET_EXAMINED = frozenset({UNALLOCATED, UNPARTITIONED, VIDEO_FRAMES, EMBEDDED})
 COVERAGE_KINDS = (EVIDENCE_NOT_OPENED, ENCRYPTED, UNREADABLE_VOLUME, UNSUPPORTED_VOLUME, FOLDER_NOT_READ,
@@ -321,8 +363,25 @@ class Features:
     pdq_quality: int = 0
     phash: str = ""                # 16 hex
     exif: Optional[Exif] = None
-    thumbnail: bytes = b""         # small JPEG for review
+    thumbnail: bytes = b""         # small JPEG for review (a video: a strip of 4 frames)
     error: str = ""                # decode error or refusal (e.g. decompression bomb)
+    # a video (triage/features/video.py): its length and what of it was examined, and its
+    # vPDQ record, one VideoFrame per frame hashed
+    duration: float = 0.0          # seconds, as the container states it (0: unknown)
+    examined_seconds: float = 0.0  # up to the last frame decoded
+    frames: tuple = ()             # VideoFrame, in time order
+
+
+class VideoFrame(NamedTuple):
+    """One hashed frame of a video: a line of its vPDQ record (plus pHash). A tuple, so the
+    store keeps it as a JSON list and reads it back with `VideoFrame(*row)`."""
+
+    number: int                    # frame number in decode order
+    seconds: float                 # presentation time
+    pdq: str                       # 64 hex
+    quality: int                   # PDQ quality 0-100
+    phash: str = ""
+    keyframe: bool = False
 
 
 @dataclass(frozen=True)
@@ -337,6 +396,23 @@ class Match:
     category: str = ""
     severity: int = 0
     distance: int = 0
+    # video matches: the frames that matched ((frame number, seconds), ...) and, for a vPDQ
+    # match (algorithm "vpdq", value = the known video's name), the shares of the query's
+    # and of the known video's frames matched, in percent
+    frames: tuple = ()
+    query_share: float = 0.0
+    known_share: float = 0.0
+
+    @property
+    def video_text(self) -> str:
+        """For people: what a video's match rests on ("" for any other match)."""
+        parts = []
+        if self.algorithm == "vpdq":
+            parts.append(f"known video {self.value!r} ({self.query_share:.0f}% of this video's "
+                         f"frames and {self.known_share:.0f}% of the known video's matched)")
+        if self.frames:
+            parts.append("frames at " + frame_list(self.frames))
+        return "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -345,6 +421,9 @@ class Score:
     model: str
     model_sha256: str
     values: dict                   # label -> value, e.g. {"explicit": 0.91, "minor_likelihood": 0.4}
+    # a video: the highest value per label over its frames is `values`; each scored frame is
+    # here as (frame number, seconds, {label: value}), so the classifier can count frames
+    frames: tuple = ()
 
 
 @dataclass(frozen=True)

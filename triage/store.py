@@ -33,6 +33,7 @@ from triage.records import (
     Provenance,
     UNPARTITIONED_OFFSET,
     Score,
+    VideoFrame,
     VolumeRef,
 )
 
@@ -158,6 +159,7 @@ CREATE TABLE IF NOT EXISTS matches (
     category TEXT NOT NULL DEFAULT '',
     severity INTEGER NOT NULL DEFAULT 0,
     distance INTEGER NOT NULL DEFAULT 0,
+    detail TEXT NOT NULL DEFAULT '{}', -- JSON: a video match's frames and vPDQ shares
     PRIMARY KEY (key, kind, algorithm, set_name, value)
 );
 CREATE INDEX IF NOT EXISTS matches_device ON matches (device_id);
@@ -167,6 +169,7 @@ CREATE TABLE IF NOT EXISTS scores (
     model TEXT NOT NULL,
     model_sha256 TEXT NOT NULL,
     "values" TEXT NOT NULL,
+    frames TEXT NOT NULL DEFAULT '[]', -- JSON: a video's scored frames [number, seconds, values]
     PRIMARY KEY (key, model)
 );
 CREATE INDEX IF NOT EXISTS scores_device ON scores (device_id);
@@ -376,9 +379,11 @@ class CaseStore:
                         self._db.execute(stmt)
                 _create_archives(self._db)
                 self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        elif version == 2:
-            with self._tx():
-                _migrate_2_to_3(self._db)
+        else:
+            self._add_video_columns()   # additive columns first: the archives copy them
+            if version == 2:
+                with self._tx():
+                    _migrate_2_to_3(self._db)
         for side in ("-wal", "-shm"):
             p = Path(str(self.path) + side)
             if p.exists():
@@ -388,6 +393,16 @@ class CaseStore:
                     pass
 
     # --- plumbing -------------------------------------------------------------------------
+
+    def _add_video_columns(self) -> None:
+        """Cases written before the video stage lack two columns that default to "none": added
+        in place (additive, so the schema version stays)."""
+        with self._tx() as db:
+            for table, column, ddl in (("matches", "detail", "detail TEXT NOT NULL DEFAULT '{}'"),
+                                       ("scores", "frames", "frames TEXT NOT NULL DEFAULT '[]'")):
+                have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {ddl}")
 
     def _tx(self):
         store = self
@@ -722,15 +737,19 @@ class CaseStore:
     @staticmethod
     def _insert_matches(db: sqlite3.Connection, device_id: str, matches: Iterable[Match]) -> None:
         db.executemany(
-            "INSERT OR IGNORE INTO matches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO matches (key, device_id, kind, algorithm, value, set_name, "
+            "set_version, role, category, severity, distance, detail) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [(m.key, device_id, m.kind, m.algorithm, m.value, m.set_name, m.set_version, m.role,
-              m.category, int(m.severity), int(m.distance)) for m in matches])
+              m.category, int(m.severity), int(m.distance), _match_detail(m)) for m in matches])
 
     @staticmethod
     def _insert_scores(db: sqlite3.Connection, device_id: str, scores: Iterable[Score]) -> None:
         db.executemany(
-            "INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?, ?)",
-            [(s.key, device_id, s.model, s.model_sha256, _json(s.values)) for s in scores])
+            "INSERT OR REPLACE INTO scores (key, device_id, model, model_sha256, \"values\", "
+            "frames) VALUES (?, ?, ?, ?, ?, ?)",
+            [(s.key, device_id, s.model, s.model_sha256, _json(s.values),
+              _json([list(f) for f in s.frames]) if s.frames else "[]") for s in scores])
 
     def done_batches(self, device_id: str) -> set[str]:
         return {r["batch_id"] for r in
@@ -794,7 +813,8 @@ class CaseStore:
         rows = self._query(sql + " ORDER BY key, kind, algorithm, set_name, value", params)
         return [Match(key=r["key"], kind=r["kind"], algorithm=r["algorithm"], value=r["value"],
                       set_name=r["set_name"], set_version=r["set_version"], role=r["role"],
-                      category=r["category"], severity=r["severity"], distance=r["distance"])
+                      category=r["category"], severity=r["severity"], distance=r["distance"],
+                      **_match_detail_fields(r.get("detail")))
                 for r in rows]
 
     def model_skips(self, device_id: str) -> dict[str, int]:
@@ -812,7 +832,10 @@ class CaseStore:
             sql, params = sql + " WHERE device_id = ?", (device_id,)
         rows = self._query(sql + " ORDER BY key, model", params)
         return [Score(key=r["key"], model=r["model"], model_sha256=r["model_sha256"],
-                      values=json.loads(r["values"])) for r in rows]
+                      values=json.loads(r["values"]),
+                      frames=tuple((int(n), float(t), dict(v))
+                                   for n, t, v in json.loads(r.get("frames") or "[]")))
+                for r in rows]
 
     # --- flags ------------------------------------------------------------------------------
 
@@ -902,13 +925,10 @@ def _extra_fields(obj: Any, known: set[str]) -> dict:
     # field lists are looked up once per record class: this runs for every stored file
     names = _EXTRA_NAMES.get(type(obj))
     if names is None:
-        # with each field's default: a default value is not stored (reading gives it back)
-        names = tuple((f.name, f.default) for f in dataclasses.fields(obj)
-                      if f.name not in known)
+        names = tuple((f.name, f.default) for f in dataclasses.fields(obj) if f.name not in known)
         _EXTRA_NAMES[type(obj)] = names
-    if not names:
-        return {}
-    return {n: v for n, default in names if (v := getattr(obj, n)) != default}
+    # fields at their default are left out: a picture's row carries no empty video fields
+    return {n: v for n, d in names if (v := getattr(obj, n)) != d} if names else {}
 
 
 _REC_KNOWN = set(_RECORD_COLS) | {"prov"}
@@ -954,6 +974,23 @@ def _file_row(device_id: str, batch_id: str, rec: FileRecord, feat: Features) ->
     )
 
 
+def _match_detail(m: Match) -> str:
+    """A video match's frames and vPDQ shares as JSON ("{}" for every other match)."""
+    if not (m.frames or m.query_share or m.known_share):
+        return "{}"
+    return _json({"frames": [list(f) for f in m.frames], "query_share": m.query_share,
+                  "known_share": m.known_share})
+
+
+def _match_detail_fields(text: Optional[str]) -> dict:
+    d = json.loads(text or "{}")
+    if not d:
+        return {}
+    return {"frames": tuple((int(n), float(t)) for n, t in d.get("frames") or ()),
+            "query_share": float(d.get("query_share") or 0.0),
+            "known_share": float(d.get("known_share") or 0.0)}
+
+
 def _prov_json(p: Provenance, fs_type: str) -> Optional[str]:
     """The whole provenance, only where the columns cannot say it all (members, a parent, a
     snapshot): most rows store none and are read from the columns (a JSON encode per file was
@@ -977,12 +1014,15 @@ def _file_from_row(r: dict) -> tuple[FileRecord, Features]:
                      mtime=r["mtime"], atime=r["atime"], ctime=r["ctime"], crtime=r["crtime"],
                      type=r["type"], ext_mismatch=bool(r["ext_mismatch"]),
                      **_known(FileRecord, extra.get("record", {})))
+    fextra = _known(Features, extra.get("features", {}))
+    if fextra.get("frames"):
+        fextra["frames"] = tuple(VideoFrame(*f) for f in fextra["frames"])
     feat = Features(key=r["key"], size=r["size"], md5=r["md5"], sha1=r["sha1"],
                     sha256=r["sha256"], type=r["type"], ext_mismatch=bool(r["ext_mismatch"]),
                     is_picture=bool(r["is_picture"]), width=r["width"], height=r["height"],
                     pdq=r["pdq"], pdq_quality=r["pdq_quality"], phash=r["phash"],
                     exif=_exif_from_json(r["exif"]), thumbnail=r["thumbnail"] or b"",
-                    error=r["error"], **_known(Features, extra.get("features", {})))
+                    error=r["error"], **fextra)
     return rec, feat
 
 

@@ -149,13 +149,29 @@ def finding_dict(f: Finding, image: Iterable[str] = ()) -> dict:
         "category": f.category, "provenance": f.provenance(),
         "icat": _icat_hint(f, image),
         "times": {k: getattr(rec, k) for k in ("mtime", "atime", "ctime", "crtime")},
-        "matches": [{"kind": m.kind, "set": m.set_name, "version": m.set_version,
-                     "category": m.category, "severity": m.severity, "algorithm": m.algorithm,
-                     "value": m.value, "distance": m.distance} for m in f.matches],
-        "scores": [{"model": s.model, "model_sha256": s.model_sha256, "values": s.values}
+        "matches": [_match_dict(m) for m in f.matches],
+        "scores": [{"model": s.model, "model_sha256": s.model_sha256, "values": s.values,
+                    **({"frames": [{"frame": n, "seconds": t, "values": v}
+                                   for n, t, v in s.frames]} if s.frames else {})}
                    for s in f.scores],
         "camera_indicators": list(f.indicators),
+        **({"video": {"duration": f.features.duration,
+                      "examined_seconds": f.features.examined_seconds,
+                      "frames_hashed": len(f.features.frames),
+                      "frames": [{"frame": n, "seconds": t} for n, t in f.frames]}}
+           if f.is_video else {}),
     }
+
+
+def _match_dict(m) -> dict:
+    d = {"kind": m.kind, "set": m.set_name, "version": m.set_version, "category": m.category,
+         "severity": m.severity, "algorithm": m.algorithm, "value": m.value,
+         "distance": m.distance}
+    if m.frames:
+        d["frames"] = [{"frame": n, "seconds": t} for n, t in m.frames]
+    if m.algorithm == "vpdq":
+        d.update(known_video=m.value, query_share=m.query_share, known_share=m.known_share)
+    return d
 
 
 def _icat_hint(f: Finding, image: Iterable[str] = ()) -> str:
@@ -165,7 +181,7 @@ def _icat_hint(f: Finding, image: Iterable[str] = ()) -> str:
 
     p = f.record.prov
     paths = list(image)
-    if f.record.fs_type == "directory" and paths:        # a folder of logical files
+    if f.record.fs_type == "directory" and paths and p.parent is None:   # logical files
         return "cat -- " + shlex.quote(os.path.join(paths[0], p.path.lstrip("/")))
     first = shlex.quote(paths[0]) if paths else "IMAGE"
     if p.carved:              # the byte range itself
@@ -173,13 +189,22 @@ def _icat_hint(f: Finding, image: Iterable[str] = ()) -> str:
         span = f"bs=1M skip={start} count={p.length}"
         return (f"dd if={first} iflag=skip_bytes,count_bytes {span}  (E01 and other "
                 f"containers: img_cat {first} | dd iflag=skip_bytes,count_bytes,fullblock {span})")
+    # E01 and VMDK sets are found from the first segment; split raw needs every segment
+    image_args = " ".join(shlex.quote(x) for x in paths) if len(paths) > 1 and \
+        not paths[0].lower().endswith((".e01", ".ex01")) else first
+    if p.parent is not None and p.parent.inode is not None:
+        # inside a file: the file's bytes, then the range (and the filter that decodes it)
+        outer = _icat_hint_of(p.parent, image_args)
+        span = f"dd iflag=skip_bytes,count_bytes bs=1M skip={p.offset} count={p.length}"
+        return f"{outer} | {span}" + (f"  (then {p.decoded})" if p.decoded else "")
+    return _icat_hint_of(p, image_args)
+
+
+def _icat_hint_of(p, image_args: str = "IMAGE") -> str:
     if p.inode is None:
         return ""
     inode = f"{p.inode}-{p.attr_type}-{p.attr_id}" if p.ads else str(p.inode)
-    # E01 and VMDK sets are found from the first segment; split raw needs every segment
-    segments = " ".join(shlex.quote(x) for x in paths) if len(paths) > 1 and \
-        not paths[0].lower().endswith((".e01", ".ex01")) else first
-    hint = f"icat -o {p.volume_offset // 512} {segments} {inode}"
+    hint = f"icat -o {p.volume_offset // 512} {image_args} {inode}"
     return hint + (f"  (then open member {p.member})" if p.member else "")
 
 
@@ -278,9 +303,13 @@ def device_view(v: DeviceVerdict, device: dict, found: list[Finding],
                 what = f"{m.set_name} {m.set_version}\n" + (
                     f"{category_text(labels, m.set_name, m.category)} " if m.category else "")
                 what += f"{m.algorithm}" + (f" d={m.distance}" if m.kind != "exact" else "")
+                if m.algorithm == "vpdq":
+                    what += f"\nvideo {m.value}\n{m.query_share:.0f}% / {m.known_share:.0f}%"
             else:
                 what = "\n".join(f"{s.model}: {score_text(s.values)}"
                                  for s in f.scores) + "\n(ranking aid)"
+            if f.frames:
+                what += f"\nframes at {f.frame_text}"
             table.add_row(f.kind, where, _safe(what))
         lines.append(table)
     return Group(*lines)

@@ -46,9 +46,26 @@ class ScanOptions:
     model: Optional[dict] = None             # {"name": ..., ...} when a model stage runs
     carve: bool = True                       # carve free and unpartitioned space for pictures
     carve_seconds: float = 0.0               # per volume; 0: no limit (what is left is a gap)
+    # the video stage (needs pictures): sampled frames decoded, hashed, matched and scored;
+    # `video_limits` and `vpdq` override fields of triage.videolimits.VideoLimits and
+    # hashsets.vpdq.VpdqRule, as (name, value) pairs
+    video: bool = True
+    video_limits: tuple[tuple[str, Any], ...] = ()
+    vpdq: tuple[tuple[str, Any], ...] = ()
 
-    def timeout_for(self, nbytes: int) -> float:
-        return self.task_timeout + nbytes / self.min_rate
+    def timeout_for(self, nbytes: int, videos: int = 0) -> float:
+        return self.task_timeout + nbytes / self.min_rate + videos * self.video_seconds
+
+    @property
+    def video_seconds(self) -> float:
+        """The wall-clock limit one video may take."""
+        from triage.videolimits import DEFAULT_LIMITS
+        return float(dict(self.video_limits).get("seconds", DEFAULT_LIMITS.seconds)) \
+            if self.video and self.pictures else 0.0
+
+    def vpdq_rule(self):
+        from hashsets.vpdq import VpdqRule
+        return VpdqRule(**dict(self.vpdq))
 
 
 @dataclass
@@ -65,6 +82,9 @@ class BatchResult:
     seconds: float = 0.0
     model_inputs: list = field(default_factory=list)   # (key, preprocessed picture) for the model
     model_skips: list = field(default_factory=list)    # (key, why) of pictures the model skips
+    # a video frame sent to the model: its key (Provenance.at_frame) -> (video key, frame
+    # number, seconds), so the driver can make the frames' scores the video's
+    frame_of: dict = field(default_factory=dict)
     rows: Optional[list] = None         # the files' store rows, once `for_driver` made them
     picture_count: Optional[int] = None
     hash_engine: str = ""               # which code took MD5 and SHA-1 (hashing.hash_engine)
@@ -85,7 +105,8 @@ class BatchResult:
         only for the files that a match or the model refers to (flags and the model need
         those). Unpickling 26k records cost the driver 0.45 s per large device; rows, 0.03 s."""
         from triage.store import file_rows
-        needed = {m.key for m in self.matches} | {k for k, _ in self.model_inputs}
+        needed = ({m.key for m in self.matches} | {k for k, _ in self.model_inputs}
+                  | {v for v, _, _ in self.frame_of.values()})
         return replace(self, rows=file_rows(self.device_id, self.batch_id, self.items),
                        picture_count=self.pictures,
                        items=[(r, f) for r, f in self.items if r.key in needed])
@@ -138,8 +159,13 @@ class Backend:
             from models.registry import resolve
             from models.runner import prepare
             prep = partial(prepare, resolve(opts.model.get("spec") or opts.model["name"]))
+        video = None
+        if opts.video and opts.pictures:
+            from triage.videolimits import VideoLimits
+            video = VideoLimits(**dict(opts.video_limits))
         return FeatureOptions(sha256=opts.sha256, pictures=opts.pictures,
-                              thumbnails=opts.pictures, archives=opts.archives, model_prep=prep)
+                              thumbnails=opts.pictures, archives=opts.archives, model_prep=prep,
+                              video=video)
 
     def read_group(self, evidence, records: list, chunk_size: int) -> list:
         """(chunks, Digests) for each file of a group, MD5 and SHA-1 taken for many files in
@@ -277,11 +303,12 @@ def scan_batch(ctx: WorkerContext, paths: tuple[str, ...], spec: BatchSpec,
         result.coverage.extend(damage())
     if opts.hashsets:
         matches, ignored = match_items(ctx.hashsets(opts.hashsets), result.items,
-                                       perceptual=opts.perceptual)
+                                       perceptual=opts.perceptual, vpdq_rule=opts.vpdq_rule())
         result.matches = matches
         result.ignored = len(ignored)
     if opts.model and opts.pictures:
-        result.model_inputs, result.model_skips = _model_queue(result, model_inputs)
+        result.model_inputs, result.model_skips, result.frame_of = _model_queue(result,
+                                                                                model_inputs)
     result.seconds = time.monotonic() - t0
     return result
 
@@ -342,17 +369,22 @@ def _scan_file(backend: Backend, evidence, rec: FileRecord, got: Optional[tuple]
             model_inputs[r.key] = model_input
 
 
-def _model_queue(result: BatchResult, inputs: dict[str, Any]) -> tuple[list, list]:
-    """(queue, skips): the pictures the model should see, and why each other picture does not
-    (exact alert match, known software, icon, too small, flat graphic, not decoded), so the
-    case can say which pictures the model never saw."""
+def _model_queue(result: BatchResult, inputs: dict[str, Any]) -> tuple[list, list, dict]:
+    """(queue, skips, frames): the pictures and video frames the model should see, why each
+    other picture or video does not (exact alert match, known software, icon, too small, flat
+    graphic, not decoded), so the case can say what the model never saw, and the video of
+    each frame queued (BatchResult.frame_of)."""
     from models.runner import should_skip
     by_key: dict[str, list[Match]] = {}
     for m in result.matches:
         by_key.setdefault(m.key, []).append(m)
     queue, skips = [], []
+    frame_of: dict[str, tuple] = {}
     for rec, feat in result.items:
         given = inputs.get(rec.key)
+        if isinstance(given, list):           # a video: its sampled frames
+            _queue_frames(rec, feat, given, by_key.get(rec.key, []), queue, skips, frame_of)
+            continue
         if not feat.is_picture and given is None:
             continue
         why = should_skip(feat, by_key.get(rec.key, []))     # matches: alert, known software
@@ -364,4 +396,27 @@ def _model_queue(result: BatchResult, inputs: dict[str, Any]) -> tuple[list, lis
             skips.append((rec.key, why))
         else:
             queue.append((rec.key, given))
-    return queue, skips
+    return queue, skips, frame_of
+
+
+def _queue_frames(rec: FileRecord, feat: Features, frames: list, matches: list, queue: list,
+                  skips: list, frame_of: dict) -> None:
+    """A video's frames for the model, each keyed by its own provenance (the video's plus the
+    frame); the video is skipped whole when an exact match already says what it is, and is
+    a skip when no frame is left (every one a flat graphic)."""
+    for m in matches:
+        if m.kind == "exact" and m.role in ("alert", "ignore"):
+            why = "exact alert match" if m.role == "alert" else "known software"
+            skips.append((rec.key, f"{why} ({m.set_name})"))
+            return
+    sent = 0
+    for vf, given in frames:
+        if isinstance(given, str) or given is None:
+            continue
+        key = rec.prov.at_frame(vf.number, vf.seconds).key
+        frame_of[key] = (rec.key, vf.number, vf.seconds)
+        queue.append((key, given))
+        sent += 1
+    if not sent:
+        skips.append((rec.key, "no video frame for the model: "
+                      + next((g for _, g in frames if isinstance(g, str)), "none decoded")))

@@ -4,9 +4,16 @@ A file with an exact hit in an ignore set (NSRL: known software) is "ignored": l
 (perceptual matching, the model) skip it. A file with an exact alert hit skips perceptual
 matching, since an exact match already says more. PDQ hashes of low quality (flat or
 near-blank pictures, which match everything) are not looked up.
+
+A video's sampled frames (Features.frames) are matched two ways: each frame against the PDQ
+and pHash entries as a picture would be (a frame showing a known picture: a near match on the
+video, with the times of the frames that matched), and the whole list against the known videos
+of vPDQ sets by the vPDQ rule (hashsets/vpdq.py). A frame near a single frame of a known video
+is not a match by itself: the known video's frames count only through the vPDQ rule.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Iterable, Optional, Protocol, Sequence
 
 from triage.records import Features, FileRecord, Match
@@ -20,7 +27,10 @@ class HashLookup(Protocol):
     def lookup(self, algorithm: str, hashes: Sequence[str]) -> list[list]: ...
 
     def lookup_perceptual(self, algorithm: str, hashes: Sequence[str],
-                          max_distance: Optional[int] = None) -> list[list]: ...
+                          max_distance: Optional[int] = None,
+                          video_frames: bool = True) -> list[list]: ...
+
+    def lookup_videos(self, frames: Sequence[tuple[str, int]], rule=None) -> list: ...
 
 
 def _to_match(key: str, kind: str, hit) -> Match:
@@ -32,9 +42,10 @@ def _to_match(key: str, kind: str, hit) -> Match:
 
 def match_items(stores: Iterable[HashLookup], items: Sequence[tuple[FileRecord, Features]],
                 set_names: Optional[frozenset[str]] = None,
-                perceptual: bool = True) -> tuple[list[Match], set[str]]:
+                perceptual: bool = True, vpdq_rule=None) -> tuple[list[Match], set[str]]:
     """All matches of `items` in `stores` (restricted to `set_names` when given), and the keys
-    of ignored (known-software) files."""
+    of ignored (known-software) files. `vpdq_rule`: the vPDQ thresholds (default
+    ThreatExchange's)."""
     stores = list(stores)
     matches: list[Match] = []
     seen: set[tuple] = set()
@@ -74,4 +85,49 @@ def match_items(stores: Iterable[HashLookup], items: Sequence[tuple[FileRecord, 
                     for hit in hits:
                         if keep(hit) and hit.role != "ignore":
                             add(_to_match(key, "near", hit))
+        videos = [(feat.key, feat.frames) for _, feat in items
+                  if getattr(feat, "frames", ()) and feat.key not in skip]
+        if videos:
+            for m in _video_matches(stores, videos, keep, vpdq_rule):
+                add(m)
     return matches, ignored
+
+
+def _video_matches(stores: list, videos: list[tuple[str, tuple]], keep, rule) -> list[Match]:
+    """Near matches of videos: frames near PDQ/pHash entries (one Match per entry, with every
+    frame that matched it), and known videos by the vPDQ rule."""
+    out: list[Match] = []
+    # frames of low PDQ quality (black, fades, flat titles) are left out of both lookups:
+    # they are near everything
+    frames = [(key, f) for key, fs in videos for f in fs if f.quality >= PDQ_MIN_QUALITY]
+    for algorithm, field in (("pdq", "pdq"), ("phash", "phash")):
+        wanted = [(key, f) for key, f in frames if getattr(f, field)]
+        if not wanted:
+            continue
+        for store in stores:
+            results = store.lookup_perceptual(algorithm, [getattr(f, field) for _, f in wanted],
+                                              video_frames=False)
+            found: dict[tuple, tuple] = {}
+            for (key, f), hits in zip(wanted, results):
+                for hit in hits:
+                    if not keep(hit) or hit.role == "ignore":
+                        continue
+                    ident = (key, hit.set_name, hit.value)
+                    hit0, times = found.get(ident, (hit, []))
+                    times.append((f.number, f.seconds))
+                    found[ident] = (hit if hit.distance < hit0.distance else hit0, times)
+            for (key, _, _), (hit, times) in found.items():
+                out.append(replace(_to_match(key, "near", hit), frames=tuple(sorted(set(times)))))
+    for key, fs in videos:
+        query = [(f.pdq, f.quality) for f in fs]
+        for store in stores:
+            lookup = getattr(store, "lookup_videos", None)
+            if lookup is None:
+                continue
+            for vh in lookup(query, rule):
+                if not keep(vh.hit) or vh.hit.role == "ignore":
+                    continue
+                out.append(replace(_to_match(key, "near", vh.hit),
+                                   frames=tuple((fs[i].number, fs[i].seconds) for i in vh.frames),
+                                   query_share=vh.query_share, known_share=vh.known_share))
+    return out

@@ -17,6 +17,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Optional
 
+from triage.filetype import VIDEO_TYPES
 from triage.records import Coverage, FileRecord
 
 # Tiers, most likely yield first. Pictures, videos and archives (which may hold pictures) in
@@ -90,6 +91,7 @@ class BatchHeader:
     tier: int
     files: int
     bytes: int
+    videos: int = 0                 # videos among the files (each may use the video time limit)
 
 
 @dataclass(frozen=True)
@@ -114,9 +116,13 @@ class BatchSpec:
         return len(self.records)
 
     @property
+    def videos(self) -> int:
+        return sum(1 for r in self.records if r.type in VIDEO_TYPES)
+
+    @property
     def header(self) -> BatchHeader:
         return BatchHeader(self.device_id, self.batch_id, self.volume_offset, self.tier,
-                           self.files, self.bytes)
+                           self.files, self.bytes, self.videos)
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,20 @@
 """Starting and joining Ray for a scan: quiet, private, no telemetry.
 
-Local by default: a Ray instance private to this scan, in a 0700 temporary directory removed
-afterwards (Ray's session logs may name evidence files). With an address, the scan joins an
-existing cluster; evidence paths must then be readable at the same path on every node.
+Local by default: a Ray instance private to this scan. Its files live in a 0700 directory of
+ours (Ray makes its own temporary directory 0777, and its session logs may name evidence
+files), it authenticates with a token made for this scan and kept 0600 in that directory (Ray
+would otherwise write one to ~/.ray, world-readable), and the directory is removed afterwards.
+What a killed scan leaves behind (the directory, Ray's agents) the next scan removes.
+
+With an address, the scan joins an existing cluster; evidence paths must then be readable at the
+same path on every node, and a recovery key or password is sent to the workers only over TLS.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -17,7 +24,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
 
-from triage.errors import TriageError
+from triage.errors import Terminated, TriageError
+
+# the prefix of every private instance's directory under the system's temporary directory
+PRIVATE_PREFIX = "triage-ray-"
+OWNER_FILE = "owner.json"
 
 # No usage reports, no update checks, no log de-duplication banners, normal priority.
 QUIET_ENV = {
@@ -67,6 +78,7 @@ def ray_session(address: Optional[str] = None, workers: Optional[int] = None,
                         log_to_driver=False, configure_logging=True)
     if dashboard:
         kwargs["dashboard_host"] = "127.0.0.1"
+    private = None
     if address:
         if _answers(address) is False:
             # ray.init would retry for minutes, printing a warning every few seconds
@@ -75,9 +87,13 @@ def ray_session(address: Optional[str] = None, workers: Optional[int] = None,
         kwargs["address"] = address
         _authenticate_to_cluster(address)
     else:
-        # a private temp dir: short enough for Ray's unix sockets, 0700 from mkdtemp
-        temp_dir = tempfile.mkdtemp(prefix="triage-ray-")
-        kwargs["_temp_dir"] = temp_dir
+        reap_stale()
+        # ours is 0700 (mkdtemp); Ray's own directory inside it is 0777 but cannot be reached.
+        # Short enough for Ray's unix socket paths (108 bytes).
+        temp_dir = tempfile.mkdtemp(prefix=PRIVATE_PREFIX)
+        _write_owner(Path(temp_dir))
+        kwargs["_temp_dir"] = os.path.join(temp_dir, "r")
+        private = _private_token(Path(temp_dir))
         # always a new instance: a RAY_ADDRESS left in the environment would otherwise join
         # some other cluster (or fail on --workers); joining one is what --address is for
         kwargs["address"] = "local"
@@ -89,23 +105,209 @@ def ray_session(address: Optional[str] = None, workers: Optional[int] = None,
         with _lean_private_start(ray, enabled=not address and not dashboard):
             ray.init(**kwargs)
     except ConnectionError as exc:
+        _restore_env(private)
         hint = ("" if _auth_token_available() else
                 "; if the cluster uses token authentication, put its token (`ray get-auth-token` "
                 "on the head) in ~/.ray/auth_token here or in RAY_AUTH_TOKEN")
         raise TriageError(f"cannot join the Ray cluster at {address}: "
                           f"{str(exc).splitlines()[0]}{hint}") from None
     except Exception as exc:   # noqa: BLE001 - Ray raises many kinds; the user needs one line
+        _restore_env(private)
         if temp_dir:
             shutil.rmtree(temp_dir, ignore_errors=True)
         raise TriageError(f"cannot start Ray: {str(exc).splitlines()[0]}") from None
+    # ray.init installed the C++ core worker's SIGTERM handler, which prints a stack and exits
+    # at once: a scan stopped by SIGTERM must end like one stopped by Ctrl-C instead
+    previous = _terminate_like_interrupt()
     try:
         yield _describe(ray)
     finally:
         if temp_dir:
             _kill_on_shutdown(ray)
         ray.shutdown()
+        _restore_env(private)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         if temp_dir:
             shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _terminate_like_interrupt():
+    """Makes SIGTERM raise Terminated (a KeyboardInterrupt) in the main thread. Returns the
+    handler it replaced, or None where signals cannot be set (not the main thread)."""
+    def on_term(signum, frame):
+        raise Terminated()
+    try:
+        return signal.signal(signal.SIGTERM, on_term)
+    except ValueError:      # not the main thread: leave signals to whoever owns it
+        return None
+
+
+def _private_token(root: Path) -> dict:
+    """A token for this instance only, 0600 inside our 0700 directory, given to Ray through
+    RAY_AUTH_TOKEN_PATH (the workers inherit it). Without it a local ray.init writes
+    ~/.ray/auth_token 0644 and reuses it for every later instance. A token the user set
+    themselves is left alone. Returns what to restore afterwards."""
+    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_TOKEN_PATH", "RAY_AUTH_TOKEN")}
+    if saved["RAY_AUTH_TOKEN"] or saved["RAY_AUTH_TOKEN_PATH"]:
+        return {}
+    path = root / "auth_token"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_hex(32))
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(path)
+    _reload_token()
+    return saved
+
+
+def _restore_env(saved: Optional[dict]) -> None:
+    if not saved:
+        return
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    _reload_token()
+
+
+def _reload_token() -> None:
+    """The driver caches the first token it loads: make it read the environment again, so
+    each instance in one process (tests, notebooks) presents its own token, and a later
+    plain ray.init the usual one."""
+    try:
+        from ray._raylet import AuthenticationTokenLoader
+        AuthenticationTokenLoader.instance().reset_cache()
+    except (ImportError, AttributeError):   # pinned Ray has it (tests/test_runtime.py)
+        pass
+
+
+def _write_owner(root: Path) -> None:
+    """Names the scan that owns a private directory, so a later scan can tell it was left by
+    one that died (pid and the process's start time: pids are reused)."""
+    pid = os.getpid()
+    (root / OWNER_FILE).write_text(json.dumps({"pid": pid, "start": _start_ticks(pid)}))
+
+
+def _start_ticks(pid: int) -> Optional[int]:
+    """A process's start time in clock ticks since boot (Linux), None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _owner_alive(root: Path) -> bool:
+    try:
+        owner = json.loads((root / OWNER_FILE).read_text())
+        pid, start = int(owner["pid"]), owner["start"]
+    except (OSError, ValueError, KeyError, TypeError):
+        # an older layout, one being set up this moment, or an owner that died writing it
+        try:
+            young = time.time() - root.stat().st_mtime < 60
+        except OSError:
+            return False
+        return young or _ray_services_running(root)
+    ticks = _start_ticks(pid)
+    return ticks is not None and (start is None or ticks == start)
+
+
+def _belongs(pid: int, root: str) -> tuple[bool, bool]:
+    """Whether process `pid` is one of a private instance's (its command line or an open file
+    lies in `root`), and whether it is one of Ray's services (GCS, raylet)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            argv = fh.read().replace(b"\0", b" ").decode("utf-8", "replace")
+    except OSError:
+        return False, False
+    service = "gcs_server" in argv or "raylet" in argv
+    if root in argv:
+        return True, service
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}").startswith(root):
+                    return True, service
+            except OSError:
+                continue
+    except OSError:
+        pass
+    return False, service
+
+
+def _instance_processes(root: Path) -> list[tuple[int, bool]]:
+    """The processes of ours that belong to the private instance in `root`."""
+    me, uid, out = os.getpid(), os.getuid(), []
+    prefix = str(root) + os.sep
+    try:
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return out
+    for pid in pids:
+        if pid == me:
+            continue
+        try:
+            if os.stat(f"/proc/{pid}").st_uid != uid:
+                continue
+        except OSError:
+            continue
+        mine, service = _belongs(pid, prefix)
+        if mine:
+            out.append((pid, service))
+    return out
+
+
+def _ray_services_running(root: Path) -> bool:
+    return any(service for _, service in _instance_processes(root))
+
+
+def reap_stale(tmp: Optional[str] = None) -> list[str]:
+    """Removes what scans killed outright (SIGKILL, power loss) left in the temporary
+    directory: their private directories and the Ray agents that outlive their raylet (they
+    linger for over a minute). Only our own directories whose owner is gone; a running scan's
+    are left alone. Returns the directories removed."""
+    removed = []
+    base = Path(tmp or tempfile.gettempdir())
+    try:
+        candidates = [p for p in base.iterdir() if p.name.startswith(PRIVATE_PREFIX)]
+    except OSError:
+        return removed
+    uid = os.getuid()
+    for root in candidates:
+        try:
+            st = root.lstat()
+        except OSError:
+            continue
+        if not root.is_dir() or root.is_symlink() or st.st_uid != uid or _owner_alive(root):
+            continue
+        for pid, _ in _instance_processes(root):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        shutil.rmtree(root, ignore_errors=True)
+        removed.append(str(root))
+    return removed
+
+
+def check_key_transport(address: Optional[str], has_key: bool,
+                        allow_plaintext: bool = False) -> None:
+    """A recovery key or password goes to the workers as a task argument. On a private
+    instance that stays on this machine; on a cluster it crosses the network, so it is sent
+    only when Ray's TLS is on or the user says plaintext is acceptable."""
+    if not address or not has_key or allow_plaintext:
+        return
+    tls = os.environ.get("RAY_USE_TLS", "").strip().lower() in ("1", "true", "yes")
+    if tls and all(os.environ.get(k) for k in ("RAY_TLS_SERVER_CERT", "RAY_TLS_SERVER_KEY",
+                                                "RAY_TLS_CA_CERT")):
+        return
+    raise TriageError(
+        "refusing to send a recovery key or password to the cluster at "
+        f"{address} without TLS: anyone on that network could read it. Start the cluster and "
+        "this scan with RAY_USE_TLS=1 and RAY_TLS_SERVER_CERT, RAY_TLS_SERVER_KEY and "
+        "RAY_TLS_CA_CERT set (see the README's cluster section), scan on one machine without "
+        "--address, or pass --allow-plaintext-key to accept the risk")
 
 
 @contextmanager

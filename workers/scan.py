@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import getpass
+import json
 import os
 import time
 from collections import Counter
@@ -74,6 +75,7 @@ class ModelJob:
     files: int
     items: list                       # (FileRecord, Features) of the pictures sent
     matches: list                     # their alert matches: a near-matched picture is no SUSPECTED_NEW
+    frame_of: dict = field(default_factory=dict)   # video frames sent: key -> (video, number, s)
 
 
 @dataclass
@@ -302,7 +304,7 @@ class Scan:
         ref = self.tasks.scan_batch_task.remote(self.backend, dev.paths, spec_ref, self.opts,
                                                 self.keys)
         self.in_flight[ref] = InFlight(dev.device_id, spec, spec_ref, attempts,
-                                       time.monotonic() + self.opts.timeout_for(spec.bytes))
+                                       time.monotonic() + self.opts.timeout_for(spec.bytes, getattr(spec, "videos", 0)))
         dev.in_flight += 1
 
     def _wait_and_handle(self) -> None:
@@ -465,7 +467,7 @@ class Scan:
         import numpy as np
         keys = [k for k, _ in result.model_inputs]
         pixels = np.stack([np.asarray(x) for _, x in result.model_inputs])
-        wanted = set(keys)
+        wanted = set(keys) | {v for v, _, _ in result.frame_of.values()}
         items = [(r, f) for r, f in result.items if r.key in wanted]
         matches = [m for m in result.matches if m.key in wanted and m.role == "alert"]
         # the cores the decode workers leave the model (an adaptive pool runs that many
@@ -474,7 +476,8 @@ class Scan:
         full = len(self.model_jobs) + 1 >= self.max_model_jobs
         idle = self.workers if full else max(0, self.workers - len(self.in_flight))
         ref = self.model_pool.submit(keys, pixels, idle_cpus=idle)
-        self.model_jobs[ref] = ModelJob(dev.device_id, spec, result.stored_files, items, matches)
+        self.model_jobs[ref] = ModelJob(dev.device_id, spec, result.stored_files, items, matches,
+                                        result.frame_of)
         dev.in_flight += 1
 
     def _scored(self, ref) -> None:
@@ -485,7 +488,7 @@ class Scan:
         dev = self.devices[job.device_id]
         dev.in_flight -= 1
         try:
-            scores = self.ray.get(ref)
+            scores = _video_scores(self.ray.get(ref), job.frame_of)
             coverage = []
         except self.ray.exceptions.RayError as exc:
             scores = []
@@ -528,7 +531,7 @@ class Scan:
             del self.in_flight[ref]
             dev = self.devices[job.device_id]
             dev.in_flight -= 1
-            limit = self.opts.timeout_for(job.spec.bytes)
+            limit = self.opts.timeout_for(job.spec.bytes, getattr(job.spec, "videos", 0))
             self._batch_failed(dev, job, f"over its time limit of {limit:.0f} s")
 
     # --- triage mode ------------------------------------------------------------------------
@@ -664,6 +667,11 @@ class Scan:
         for ref in list(self.in_flight):
             self.ray.cancel(ref, force=True)
         self.in_flight.clear()
+        for ref in list(self.model_jobs):      # else Ray retries them on actors being killed
+            try:
+                self.ray.cancel(ref)
+            except Exception:   # noqa: BLE001 - best effort while stopping
+                pass
         self.model_jobs.clear()
         for dev in self.devices.values():
             for p in dev.planners.values():
@@ -679,6 +687,23 @@ class Scan:
                 dev.finished = time.time()
                 dev.status = "interrupted"
                 self.store.device_finished(dev.device_id, dev.finished, "interrupted")
+
+
+def _video_scores(scores: list, frame_of: dict) -> list:
+    """The model's scores with each video's frame scores made into one score of the video
+    (triage.classify.video_score: the highest per label, every frame kept)."""
+    if not frame_of:
+        return scores
+    from triage.classify import video_score
+    out, frames = [], {}
+    for s in scores:
+        got = frame_of.get(s.key)
+        if got is None:
+            out.append(s)
+        else:
+            video, number, seconds = got
+            frames.setdefault(video, []).append((number, seconds, s))
+    return out + [video_score(video, fs) for video, fs in frames.items()]
 
 
 def _error_line(exc: BaseException) -> str:
@@ -707,8 +732,8 @@ def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list
              reporter: Optional[Reporter] = None, backend: Optional[Backend] = None,
              operator: Optional[str] = None, max_in_flight: Optional[int] = None,
              recovery_key: Optional[str] = None, password: Optional[str] = None,
-             t0: Optional[float] = None, replace: bool = False,
-             case_ref: Optional[str] = None) -> ScanSummary:
+             allow_plaintext_key: bool = False, t0: Optional[float] = None,
+             replace: bool = False, case_ref: Optional[str] = None) -> ScanSummary:
     """Scans every EVIDENCE argument (one device each) into the case at `case_dir`.
 
     `hashsets` is the provenance of the hash sets in `opts.hashsets` (name, version,
@@ -719,7 +744,7 @@ def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list
     """
     from triage.classify import category_labels_of
     from triage.flags import FlagSink
-    from workers.runtime import ray_session
+    from workers.runtime import check_key_transport, ray_session
 
     t0 = t0 or time.time()
     if not evidence:
@@ -729,6 +754,7 @@ def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list
     for path in evidence:
         if not os.path.exists(path):
             raise TriageError(f"evidence not found: {path}")
+    check_key_transport(address, bool(recovery_key or password), allow_plaintext_key)
     backend = backend or Backend()
     reporter = reporter or Reporter()
     contexts = {}
@@ -832,7 +858,8 @@ def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list
 
 # Options that change what a batch finds: a resume with different ones would mix two scans.
 _RESUME_KEYS = ("pictures", "archives", "sha256", "perceptual", "batch_files", "batch_bytes",
-                "carve")     # carved items are in the batches: their ids depend on it
+                "carve",     # carved items are in the batches: their ids depend on it
+                "video", "video_limits", "vpdq")
 
 
 def _check_resumable(store: CaseStore, opts: ScanOptions, hashsets) -> None:
@@ -852,7 +879,8 @@ def _check_resumable(store: CaseStore, opts: ScanOptions, hashsets) -> None:
 
 
 def _norm(v):
-    return list(v) if isinstance(v, (list, tuple)) else v
+    # as the run's options were stored: JSON (tuples, nested ones too, become lists)
+    return json.loads(json.dumps(v, default=str))
 
 
 def _operator() -> str:

@@ -14,15 +14,18 @@ from typing import Optional
 
 from triage.errors import HashSetError
 
-FORMATS = ("vics", "nsrl-rdsv3", "nsrl-txt", "hashdeep", "plain", "encase", "pdq", "phash")
+FORMATS = ("vics", "nsrl-rdsv3", "nsrl-txt", "hashdeep", "plain", "encase", "pdq", "phash",
+           "vpdq")
 _MODULES = {"vics": "vics", "nsrl-rdsv3": "nsrl", "nsrl-txt": "nsrl", "hashdeep": "hashdeep",
-            "plain": "plain", "encase": "encase", "pdq": "perceptual", "phash": "perceptual"}
+            "plain": "plain", "encase": "encase", "pdq": "perceptual", "phash": "perceptual",
+            "vpdq": "vpdq"}
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 ENCASE_MAGIC = b"HASH\r\n\xff\x00"
 _HEX_LINE = re.compile(rb"^\s*(?:(?:MD5|SHA1|SHA256)\s*\(.*\)\s*=\s*)?([0-9a-fA-F]{32}|[0-9a-fA-F]{40}|[0-9a-fA-F]{64})\b")
 _PDQ_LINE = re.compile(rb"^\s*(?:pdq\s+[0-9a-fA-F]{64}\s*$|[0-9a-fA-F]{64}\s*,\s*\d{1,3}\s*(?:,|$))")
-_VPDQ_LINE = re.compile(rb"^\s*\d+\s*,\s*\d{1,3}\s*,\s*[0-9a-fA-F]{64}\s*(?:,|$)")
+# vPDQ frame lines: frame,hash,quality,seconds (ThreatExchange), or frame,quality,hash[,seconds]
+_VPDQ_LINE = re.compile(rb"^\s*\d+\s*,\s*(?:[0-9a-fA-F]{64}\s*,\s*\d{1,3}\s*,\s*\d|\d{1,3}\s*,\s*[0-9a-fA-F]{64}\s*(?:,|$))")
 _PHASH_LINE = re.compile(rb"^\s*(?:phash\s+)?[0-9a-fA-F]{16}\s*(?:[,\s].*)?$")
 
 
@@ -79,7 +82,9 @@ def detect(path: Path) -> str:
     if first.startswith(b'"SHA-1","') or first.startswith(b'"SHA-1",'):
         return "nsrl-txt"
     sample = lines[:50]
-    if any(_PDQ_LINE.match(ln) or _VPDQ_LINE.match(ln) for ln in sample):
+    if any(_VPDQ_LINE.match(ln) for ln in sample):
+        return "vpdq"
+    if any(_PDQ_LINE.match(ln) for ln in sample):
         return "pdq"
     hashy = sum(1 for ln in sample if _HEX_LINE.match(ln) or _csv_hash(ln))
     if hashy:

@@ -1,4 +1,5 @@
-"""Exports of a case for other tools: VICS 2.0, CASE/UCO JSON-LD, CSV, DFXML, and the HTML report.
+"""Exports of a case for other tools: VICS 2.0, CASE/UCO JSON-LD, CSV, DFXML, vPDQ, and the HTML
+report.
 
 Every export reads the case store only, and is written 0600 through a temporary file renamed
 into place, so a half-written export never looks like a whole one.
@@ -15,7 +16,7 @@ from typing import Optional
 
 from triage.errors import TriageError
 
-FORMATS = ("vics", "case", "csv", "dfxml")
+FORMATS = ("vics", "case", "csv", "dfxml", "vpdq")
 
 
 @contextmanager
@@ -63,6 +64,8 @@ def export(store, fmt: str, out, device_id: Optional[str] = None) -> str:
         from triage.exports.csv import write_csv as write
     elif fmt == "dfxml":
         from triage.exports.dfxml import write_dfxml as write
+    elif fmt == "vpdq":
+        from triage.exports.vpdq import write_vpdq as write
     else:
         raise TriageError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     return write(store, out, device_id=device_id)

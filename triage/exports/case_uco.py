@@ -209,11 +209,13 @@ def build(store, device_id: Optional[str] = None) -> dict:
                 if m is not None:
                     label = (f"{m.set_name} {m.set_version} category {m.category or '-'} "
                              f"({m.kind} {m.algorithm}"
-                             + (f", distance {m.distance})" if m.kind != "exact" else ")"))
+                             + (f", distance {m.distance})" if m.kind != "exact" else ")")
+                             + (f"; {m.video_text}" if m.video_text else ""))
                     what = f"{m.kind} {m.algorithm} hash lookup in {m.set_name} {m.set_version}"
                     akey = (key, m.kind, m.algorithm, m.set_name, m.value)
                 else:
-                    label = f"suspected new material ({s.model}; a ranking aid, not evidence)"
+                    label = (f"suspected new material ({s.model}; a ranking aid, not evidence)"
+                             + (f"; frames at {f.frame_text}" if f.frames else ""))
                     what = f"model {s.model} sha256 {s.model_sha256}"
                     akey = (key, "model", s.model)
                 analysis_id = g.iri("Analysis", *akey)

@@ -13,7 +13,13 @@ FIELDS = ("device", "exhibit", "kind", "set_name", "set_version", "category", "c
           "severity",
           "algorithm", "value", "distance", "model", "model_sha256", "scores", "path", "member",
           "ads", "deleted", "size", "type", "md5", "sha1", "sha256", "volume_offset", "inode",
-          "mtime", "atime", "ctime", "crtime", "camera_indicators", "provenance")
+          "mtime", "atime", "ctime", "crtime", "camera_indicators", "provenance",
+          # videos: the frames behind the row (`number@seconds; ...`) and a vPDQ match's shares
+          "frames", "query_share", "known_share")
+
+
+def _frames(frames) -> str:
+    return "; ".join(f"{int(f[0])}@{float(f[1]):.3f}" for f in frames)
 
 
 def rows(store, device_id: Optional[str] = None):
@@ -38,12 +44,15 @@ def rows(store, device_id: Optional[str] = None):
                        category=m.category,
                        category_label=labels.get(m.set_name, {}).get(m.category, m.category),
                        severity=m.severity, algorithm=m.algorithm,
-                       value=m.value, distance=m.distance if m.kind != "exact" else "")
+                       value=m.value, distance=m.distance if m.kind != "exact" else "",
+                       frames=_frames(m.frames),
+                       query_share=m.query_share if m.algorithm == "vpdq" else "",
+                       known_share=m.known_share if m.algorithm == "vpdq" else "")
         if f.suspected:
             for s in f.scores:
                 values = "; ".join(f"{k}={v}" for k, v in sorted(s.values.items()))
                 yield dict(base, kind="suspected", model=s.model, model_sha256=s.model_sha256,
-                           scores=values)
+                           scores=values, frames=_frames(f.frames))
 
 
 def write_csv(store, out, device_id: Optional[str] = None) -> str:

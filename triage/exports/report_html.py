@@ -24,6 +24,7 @@ from triage.classify import score_text
 from triage.findings import Finding, findings
 from triage.flags import SEVERITY, display_path
 from triage.rank import category_labels, verdicts
+from triage.features.video import STRIP_FRAMES
 from triage.units import human_bytes
 
 MAX_FINDINGS_PER_DEVICE = 200
@@ -60,6 +61,7 @@ ul.reasons { margin: 6px 0 8px 18px; padding: 0; }
 .mono { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; font-size: 12px;
         word-break: break-all; }
 img.thumb { width: 72px; height: 72px; object-fit: cover; border-radius: 3px; background: #ccd; }
+img.strip { height: 48px; width: auto; max-width: 320px; border-radius: 3px; background: #ccd; }
 .charts { display: flex; flex-wrap: wrap; gap: 16px; }
 .charts figure { margin: 0; flex: 1 1 420px; }
 figcaption { font-size: 13px; color: var(--muted); }
@@ -81,9 +83,10 @@ def _anchor(device_id: str) -> str:
 
 
 def thumbnail_jpeg(data: bytes, mode: str = "blurred", size: int = THUMB_PX,
-                   blur: Optional[int] = None) -> Optional[bytes]:
+                   blur: Optional[int] = None, strip: bool = False) -> Optional[bytes]:
     """A stored thumbnail as JPEG bytes of at most `size` px: blurred and greyscale (Gaussian
     radius `blur`, at least 4 px by default) unless mode is "clear". None when it cannot be read.
+    `strip`: a video's strip of frames, `size` px high and up to 4 frames wide.
     The report and the review service both show pictures through this one function."""
     if not data or mode == "none":
         return None
@@ -91,7 +94,7 @@ def thumbnail_jpeg(data: bytes, mode: str = "blurred", size: int = THUMB_PX,
 
     try:
         with Image.open(io.BytesIO(data)) as img:
-            img.thumbnail((size, size))
+            img.thumbnail((4 * size if strip else size, size))
             if mode == "clear":
                 img = img.convert("RGB")
             else:
@@ -104,9 +107,9 @@ def thumbnail_jpeg(data: bytes, mode: str = "blurred", size: int = THUMB_PX,
     return buf.getvalue()
 
 
-def thumbnail_data_uri(data: bytes, mode: str = "blurred") -> Optional[str]:
+def thumbnail_data_uri(data: bytes, mode: str = "blurred", strip: bool = False) -> Optional[str]:
     """A stored thumbnail as a data: URI, blurred and greyscale unless mode is "clear"."""
-    jpeg = thumbnail_jpeg(data, mode)
+    jpeg = thumbnail_jpeg(data, mode, strip=strip)
     if jpeg is None:
         return None
     return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
@@ -161,15 +164,22 @@ def _finding_rows(found: list[Finding], thumbs: str, labels: dict) -> str:
     rows = []
     for f in found[:MAX_FINDINGS_PER_DEVICE]:
         p = f.record.prov
-        uri = thumbnail_data_uri(f.features.thumbnail, thumbs) if thumbs != "none" else None
-        thumb = f'<img class="thumb" alt="thumbnail ({thumbs})" src="{uri}">' if uri else ""
+        uri = (thumbnail_data_uri(f.features.thumbnail, thumbs, strip=f.is_video)
+               if thumbs != "none" else None)
+        kind = "strip" if f.is_video else "thumb"
+        alt = f"{STRIP_FRAMES} frames ({thumbs})" if f.is_video else f"thumbnail ({thumbs})"
+        thumb = f'<img class="{kind}" alt="{alt}" src="{uri}">' if uri else ""
         if f.top:
             m = f.top
             what = (f"{_e(m.set_name)} {_e(m.set_version)}<br>category {_e(_category_text(m, labels))}, "
                     f"{_e(m.algorithm)}" + (f", distance {m.distance}" if m.kind != "exact" else ""))
+            if m.video_text:
+                what += f"<br>{_e(m.video_text)}"
         else:
             what = "<br>".join(
                 f"{_e(s.model)}: {_e(score_text(s.values))}" for s in f.scores) + '<br><span class="muted">ranking aid, not evidence</span>'
+            if f.frames:
+                what += f"<br>frames over the thresholds at {_e(f.frame_text)}"
         where = _e(display_path(p, member=False)) + (
             f" <b>!</b> {_e(p.member)}" if p.member else "")
         prov = (f"volume@{p.volume_offset} inode {p.inode}"

@@ -169,12 +169,15 @@ def build(store, device_id: Optional[str] = None, profile: str = "UK") -> dict:
                 metadata.append({"PropertyName": f"triage {m.kind} match",
                                  "PropertyValue": f"{m.set_name} {m.set_version} category "
                                                   f"{m.category or '-'} {m.algorithm} {m.value}"
-                                                  + (f" distance {m.distance}" if m.kind != "exact" else "")})
+                                                  + (f" distance {m.distance}" if m.kind != "exact" else "")
+                                                  + (f"; {m.video_text}" if m.video_text else "")})
             if f.suspected:
                 for s in f.scores:
                     values = ", ".join(f"{k}={v}" for k, v in sorted(s.values.items()))
                     metadata.append({"PropertyName": "triage model score (ranking aid, not evidence)",
-                                     "PropertyValue": f"{s.model} sha256 {s.model_sha256}: {values}"})
+                                     "PropertyValue": f"{s.model} sha256 {s.model_sha256}: {values}"
+                                                      + (f"; frames over the thresholds at "
+                                                         f"{f.frame_text}" if f.frames else "")})
         item["MediaMetadata"] = metadata
         files = []
         for f in group:

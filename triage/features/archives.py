@@ -167,6 +167,24 @@ def _gzip_header_name(data: bytes) -> str:
     return data[pos:end].decode("latin-1") if end > pos else ""
 
 
+class NotAnArchive(ValueError):
+    """Bytes that carry an archive's signature but are not one (random data, a fragment)."""
+
+
+def _check_gzip(data: bytes) -> None:
+    """Random bytes beginning 1f 8b carry a random trailer, whose ISIZE would then read as a
+    bomb: the stream must decode before its declared size is believed."""
+    if len(data) < 18:
+        raise NotAnArchive("not a valid gzip stream: shorter than a gzip header and trailer")
+    if data[2] != 8 or data[3] & 0xE0:
+        raise NotAnArchive(f"not a valid gzip stream: compression method {data[2]}, flags "
+                           f"{data[3]:#04x} (gzip has deflate, 8, and no reserved flags)")
+    try:
+        zlib.decompressobj(wbits=31).decompress(data[:65536], 65536)
+    except zlib.error as exc:
+        raise NotAnArchive(f"not a valid gzip stream: {exc}") from None
+
+
 def gzip_members(data: bytes, name: str = "") -> tuple[int, Iterator[Member]]:
     """The one member of a gzip file (concatenated gzip members read as one stream).
 
@@ -174,6 +192,7 @@ def gzip_members(data: bytes, name: str = "") -> tuple[int, Iterator[Member]]:
     `.tar`). The declared size is the trailer's ISIZE (modulo 4 GiB, and forgeable), so the
     shared budget, which meters the bytes actually produced, is what really bounds it.
     """
+    _check_gzip(data)
     base = posixpath.basename(name)
     stem = base[:-4] + ".tar" if base.lower().endswith(".tgz") else \
         base[:-3] if base.lower().endswith(".gz") else base + ".out"
@@ -257,6 +276,8 @@ def expand(record: FileRecord, data: bytes, content_type: str, budget: Budget, l
                 cover(mrec.prov, f"corrupt {kind} member: {_one_line(exc)}", m.size)
     except TooManyEntries as exc:
         cover(record.prov, f"{kind} not opened: {exc}", len(data))
+    except NotAnArchive as exc:
+        cover(record.prov, str(exc), len(data))
     except ARCHIVE_ERRORS as exc:
         cover(record.prov, f"corrupt {kind} archive: {_one_line(exc)}",
               len(data) if not analyses else 0)

@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 import numpy as np
 
 from triage.carve import embedded, embedded_record
-from triage.features import archives, pictures
+from triage.features import archives, inside, pictures, video
 from triage.errors import ShortRead
 from triage.features.hashing import Digests, ReadAborted, read_once
 from triage.units import human_bytes
@@ -20,9 +20,16 @@ from triage.records import (ARCHIVE, EMBEDDED, FILE_NOT_READ, PICTURE, VIDEO_FRA
                             Features, FileRecord)
 
 ARCHIVE_TYPES = archives.OPENABLE        # zip, tar, gzip (a .tar.gz is two levels)
-# containers whose pictures are stored whole, found by carving their bytes: a thumbnail
-# cache's entries, a PDF's DCTDecode images (an OLE file's streams are in sectors, not whole)
-CARVED_INSIDE = frozenset({"application/x-windows-thumbcache", "application/pdf"})
+# What each container is searched with for the pictures inside it. carve: pictures stored
+# whole, found by their structure (a thumbnail cache's entries, a PDF's DCTDecode images, a
+# browser cache entry's body); pdf: also its Flate-encoded images, decoded; sqlite: blobs;
+# ole: each stream of a compound file, read whole through olefile, then carved. A file of
+# unknown type at least `carve_unknown_min` long is carved for every type, as free space is.
+INSIDE = {"application/x-windows-thumbcache": "carve-bmp", "application/pdf": "pdf",
+          "application/x-chrome-cache-entry": "carve-all",
+          "application/x-chrome-cache-block": "carve-all",
+          "application/vnd.sqlite3": "sqlite", "application/x-ole-storage": "ole"}
+CARVED_INSIDE = frozenset(INSIDE)
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 
@@ -44,9 +51,14 @@ class FeatureOptions:
     archive_max_ratio: float = 100.0         # a member expanding more than this is a bomb ...
     archive_ratio_min_bytes: int = 64 * MiB  # ... when it is also at least this large
     picture_max_bytes: int = 256 * MiB       # a picture file larger than this is hashed only
+    carve_unknown_min: int = 64 * 1024       # files of unknown type this large are carved ...
+    carve_unknown_max: int = 64 * MiB        # ... held whole up to this (larger: a gap)
     max_image_pixels: int = 89_478_485       # Pillow's MAX_IMAGE_PIXELS: larger is a bomb
     model_input_size: Optional[int] = None   # also give a size x size uint8 RGB array
     model_prep: Optional[Callable[[Any], Any]] = None   # or: picture -> model array, or why it skips the model
+    # videos: sampled frames decoded and hashed (needs pictures); None leaves every video's
+    # frames a coverage gap (matched whole only)
+    video: Optional[video.VideoLimits] = video.DEFAULT_LIMITS
 
 
 DEFAULT_OPTIONS = FeatureOptions()
@@ -60,7 +72,8 @@ class Analysis:
     features: Features
     members: tuple["Analysis", ...] = ()     # archive members, nested members inside theirs
     coverage: tuple[Coverage, ...] = ()      # what was refused or could not be examined
-    model_input: Optional[np.ndarray | str] = field(default=None, compare=False, repr=False)
+    # a picture's model array (or why it skips the model); a video's [(VideoFrame, array or why)]
+    model_input: Optional[np.ndarray | str | list] = field(default=None, compare=False, repr=False)
 
     def walk(self) -> Iterator["Analysis"]:
         """This analysis and every member's, depth first."""
@@ -101,6 +114,10 @@ def _analyse(record: FileRecord, chunks: Iterable[bytes], opts: FeatureOptions, 
             return opts.archive_max_bytes
         if opts.pictures and ctype in CARVED_INSIDE:
             return opts.archive_max_bytes     # read whole to find the pictures inside
+        if opts.pictures and _unknown(ctype, record.size, opts):
+            return opts.carve_unknown_max
+        if opts.pictures and opts.video is not None and ctype in VIDEO_TYPES:
+            return opts.video.max_bytes       # decoded from memory (PyAV reads a BytesIO)
         return 0
 
     short: list[ShortRead] = []
@@ -197,17 +214,55 @@ def _analyse(record: FileRecord, chunks: Iterable[bytes], opts: FeatureOptions, 
             coverage.extend(more)
 
     elif ctype in VIDEO_TYPES:
-        # matched whole (exact hashes) only: no frame was decoded, hashed or scored
-        cover(VIDEO_FRAMES, f"{ctype}: no frame decoded; only the whole file's hashes were "
-              "matched", rr.size)
-    elif ctype in CARVED_INSIDE and rr.data is not None and depth < opts.archive_max_depth:
-        members = _inside(rec, rr.data, 0, opts, depth, budget, cover)
-        if ctype == "application/pdf":
-            # DCTDecode images are JPEGs stored whole, and were examined; Flate-encoded ones
-            # are not decoded yet
-            found = sum(m.record.size for m in members)
-            cover(EMBEDDED, f"PDF: {len(members)} JPEG/PNG pictures stored whole were examined; "
-                  "images stored Flate-encoded are not decoded", rr.size - found)
+        if not opts.pictures or opts.video is None:
+            # matched whole (exact hashes) only: no frame was decoded, hashed or scored
+            cover(VIDEO_FRAMES, f"{ctype}: no frame decoded (the video stage is off); only the "
+                  "whole file's hashes were matched", rr.size)
+        elif rr.data is None:
+            cover(VIDEO_FRAMES, f"video not decoded: {human_bytes(rr.size)}, {rr.not_kept}; only "
+                  "the whole file's hashes were matched", rr.size)
+        else:
+            vr = video.analyse_video(rr.data, ctype, opts.video, thumbnails=opts.thumbnails,
+                                     thumb_size=opts.thumb_size, model_prep=opts.model_prep,
+                                     model_input_size=opts.model_input_size)
+            pic = dict(width=vr.width, height=vr.height, thumbnail=vr.strip,
+                       duration=round(vr.duration, 3), examined_seconds=round(vr.examined, 3),
+                       frames=vr.frames)
+            error = vr.error
+            if vr.model_inputs:
+                model_input = vr.model_inputs
+            if vr.gap:
+                # the bytes not examined, in proportion to the seconds not examined
+                part = (1 - min(1.0, vr.examined / vr.duration)) if vr.duration and vr.frames \
+                    else 1.0
+                cover(VIDEO_FRAMES, vr.gap, int(rr.size * part))
+    elif opts.pictures and (ctype in CARVED_INSIDE or _unknown(ctype, rr.size, opts)):
+        how = INSIDE.get(ctype, "carve-all")
+        what = EMBEDDING_TYPES.get(ctype) or ("file of unknown type" if not ctype else ctype)
+        if rr.data is None:
+            cover(EMBEDDED, f"{what} not searched for pictures inside: {human_bytes(rr.size)}, "
+                  f"{rr.not_kept}", rr.size)
+        elif depth >= opts.archive_max_depth:
+            cover(EMBEDDED, f"{what} not searched for pictures inside: deeper than "
+                  f"{opts.archive_max_depth} levels", rr.size)
+        else:
+            undecoded = inside.Undecoded({})
+            found: list = []
+            if how.startswith("carve") or how == "pdf":
+                found += _inside(rec, rr.data, 0, opts, depth, budget, cover,
+                                 bmp=how == "carve-bmp", all_types=how == "carve-all")
+            if how == "pdf":
+                found += _decoded(rec, inside.pdf_images(rr.data, undecoded), opts, depth,
+                                  budget, cover)
+            elif how == "sqlite":
+                found += _decoded(rec, inside.sqlite_blobs(rr.data, undecoded), opts, depth,
+                                  budget, cover)
+            elif how == "ole":
+                found += _ole(rec, rr.data, undecoded, opts, depth, budget, cover)
+            members = tuple(found)
+            if undecoded.reasons:
+                cover(EMBEDDED, f"{what}: pictures inside not all examined: "
+                      f"{undecoded.text()}", min(rr.size, undecoded.nbytes or rr.size))
     elif ctype in EMBEDDING_TYPES:
         cover(EMBEDDED, f"{EMBEDDING_TYPES[ctype]} not opened: the pictures inside it were not "
               "examined", rr.size)
@@ -216,13 +271,19 @@ def _analyse(record: FileRecord, chunks: Iterable[bytes], opts: FeatureOptions, 
     return Analysis(rec, feats, members, tuple(coverage), model_input)
 
 
+def _unknown(ctype: str, size: int, opts: FeatureOptions) -> bool:
+    """A file of unknown type large enough to be carved for pictures, as free space is."""
+    return ctype == "" and size >= opts.carve_unknown_min
+
+
 def _inside(rec: FileRecord, data, start: int, opts: FeatureOptions, depth: int,
-            budget: archives.Budget, cover: Callable) -> tuple[Analysis, ...]:
+            budget: archives.Budget, cover: Callable, bmp: bool = False,
+            all_types: bool = False) -> tuple[Analysis, ...]:
     """The pictures stored whole inside `data` (triage.carve.embedded), each analysed as a
     member of `rec` with its byte range, within the archives' member budget (past it, the
     rest is an EMBEDDED gap)."""
     out = []
-    for item in embedded(data, start, bmp=rec.type == "application/x-windows-thumbcache"):
+    for item in embedded(data, start, bmp=bmp, all_types=all_types):
         if budget.members_left <= 0 or budget.bytes_left < item.length:
             cover(EMBEDDED, f"pictures inside not all examined: the member limit was reached "
                   f"after {len(out)}", len(data) - item.offset)
@@ -233,6 +294,44 @@ def _inside(rec: FileRecord, data, start: int, opts: FeatureOptions, depth: int,
         out.append(_analyse_member(mrec, iter([bytes(data[item.offset:item.offset + item.length])]),
                                    opts, depth + 1, budget))
     return tuple(out)
+
+
+def _ole(rec: FileRecord, data, undecoded: "inside.Undecoded", opts: FeatureOptions,
+         depth: int, budget: archives.Budget, cover: Callable) -> list[Analysis]:
+    """The pictures stored whole in each stream of an OLE compound file. A Thumbs.db holds
+    nothing else; any other compound file (an Office 97 document) may also keep pictures in
+    encodings not decoded here (WMF/EMF, compressed blips): its streams without a picture
+    stay a gap with their bytes."""
+    out: list[Analysis] = []
+    names, bare = [], 0
+    for name, blob in inside.ole_streams(data, undecoded):
+        names.append(name)
+        srec = replace(rec, prov=rec.prov.member_of(name), name=name, size=len(blob), type="")
+        found = _inside(srec, blob, 0, opts, depth, budget, cover, bmp=True)
+        out += found
+        if not found:
+            bare += len(blob)
+    if bare and not inside.is_thumbs_db(names):
+        undecoded.add("streams without a picture stored whole (pictures in WMF/EMF or "
+                      "compressed are not decoded)", bare)
+    return out
+
+
+def _decoded(rec: FileRecord, items, opts: FeatureOptions, depth: int,
+             budget: archives.Budget, cover: Callable) -> list[Analysis]:
+    """Pictures decoded from inside `rec` (triage.features.inside), each analysed as a member,
+    within the same budget as carved ones."""
+    out = []
+    for item in items:
+        if budget.members_left <= 0 or budget.bytes_left < len(item.data):
+            cover(EMBEDDED, f"pictures inside not all examined: the member limit was reached "
+                  f"after {len(out)}", rec.size)
+            break
+        budget.members_left -= 1
+        budget.bytes_left -= len(item.data)
+        out.append(_analyse_member(inside.decoded_record(rec, item), iter([item.data]), opts,
+                                   depth + 1, budget))
+    return out
 
 
 def _analyse_member(record: FileRecord, chunks: Iterable[bytes], opts: FeatureOptions,

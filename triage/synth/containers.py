@@ -25,32 +25,64 @@ def thumbcache(thumbs: list[bytes]) -> tuple[bytes, list[tuple[int, int]]]:
 def pdf_with_jpegs(pages: list[tuple[bytes, int, int]]) -> tuple[bytes, list[tuple[int, int]]]:
     """A PDF with one page per (JPEG, width, height), each page an image XObject whose stream
     is the JPEG as given (/DCTDecode), with a cross-reference table."""
+    return pdf_with_images([("dct", jpeg, w, h) for jpeg, w, h in pages])
+
+
+def pdf_with_images(images: list[tuple[str, bytes, int, int]], encrypt: bool = False,
+                    content: bytes = b"") -> tuple[bytes, list[tuple[int, int]]]:
+    """A PDF with one page per (encoding, payload, width, height); returns it and each image
+    stream's (offset, length). Encodings: dct (payload: a JPEG, stored as is), flate (payload:
+    8-bit RGB pixels, zlib-compressed), flate-png (the same with PNG predictor 15, Up rows),
+    jpx (payload stored as is, /JPXDecode). `content` is added to each page's drawing (an
+    inline image, say); `encrypt` adds an /Encrypt entry to the trailer."""
+    import zlib
     objs: list[bytes] = []
-    kids = " ".join(f"{3 + 3 * i} 0 R" for i in range(len(pages)))
+    kids = " ".join(f"{3 + 3 * i} 0 R" for i in range(len(images)))
     objs.append(b"<< /Type /Catalog /Pages 2 0 R >>")
-    objs.append(f"<< /Type /Pages /Kids [{kids}] /Count {len(pages)} >>".encode())
-    for i, (jpeg, w, h) in enumerate(pages):
-        content, image = 4 + 3 * i, 5 + 3 * i
-        draw = f"q {w} 0 0 {h} 0 0 cm /Im{i} Do Q".encode()
-        objs.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {w} {h}] /Contents {content} 0 R "
-                    f"/Resources << /XObject << /Im{i} {image} 0 R >> >> >>".encode())
+    objs.append(f"<< /Type /Pages /Kids [{kids}] /Count {len(images)} >>".encode())
+    streams: list[bytes] = []
+    for i, (enc, payload, w, h) in enumerate(images):
+        content_n, image = 4 + 3 * i, 5 + 3 * i
+        draw = f"q {w} 0 0 {h} 0 0 cm /Im{i} Do Q".encode() + content
+        objs.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {w} {h}] /Contents "
+                    f"{content_n} 0 R /Resources << /XObject << /Im{i} {image} 0 R >> >> >>"
+                    .encode())
         objs.append(b"<< /Length %d >>\nstream\n" % len(draw) + draw + b"\nendstream")
+        parms = ""
+        if enc == "dct":
+            data, filt = payload, "/DCTDecode"
+        elif enc == "flate":
+            data, filt = zlib.compress(payload, 6), "/FlateDecode"
+        elif enc == "flate-png":
+            row = w * 3
+            rows = [payload[y * row:(y + 1) * row] for y in range(h)]
+            out, prev = bytearray(), bytes(row)
+            for r in rows:          # PNG filter 2 (Up) on every row
+                out += b"\x02" + bytes((a - b) & 0xFF for a, b in zip(r, prev))
+                prev = r
+            data, filt = zlib.compress(bytes(out), 6), "/FlateDecode"
+            parms = f" /DecodeParms << /Predictor 15 /Colors 3 /BitsPerComponent 8 /Columns {w} >>"
+        else:
+            data, filt = payload, "/JPXDecode"
+        streams.append(data)
         objs.append(f"<< /Type /XObject /Subtype /Image /Width {w} /Height {h} /ColorSpace "
-                    f"/DeviceRGB /BitsPerComponent 8 /Filter /DCTDecode /Length {len(jpeg)} >>\n"
-                    "stream\n".encode() + jpeg + b"\nendstream")
+                    f"/DeviceRGB /BitsPerComponent 8 /Filter {filt}{parms} /Length {len(data)} >>\n"
+                    "stream\n".encode() + data + b"\nendstream")
     out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
     offsets, where = [], []
     for n, body in enumerate(objs, 1):
         offsets.append(len(out))
         head = b"%d 0 obj\n" % n
-        if b"/DCTDecode" in body:
+        if b"/Subtype /Image" in body:
             where.append(len(out) + len(head) + body.index(b"stream\n") + len(b"stream\n"))
         out += head + body + b"\nendobj\n"
     xref = len(out)
     out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1)
     out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, xref)
-    return bytes(out), [(w, len(j)) for w, (j, _, _) in zip(where, pages)]
+    enc_entry = b" /Encrypt << /Filter /Standard /V 2 /R 3 >>" if encrypt else b""
+    out += b"trailer\n<< /Size %d /Root 1 0 R%s >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objs) + 1, enc_entry, xref)
+    return bytes(out), [(w, len(d)) for w, d in zip(where, streams)]
 
 
 def jpeg_with_exif_thumbnail(jpeg: bytes, thumb: bytes) -> tuple[bytes, tuple[int, int]]:
@@ -66,3 +98,50 @@ def jpeg_with_exif_thumbnail(jpeg: bytes, thumb: bytes) -> tuple[bytes, tuple[in
         raise ValueError("an EXIF thumbnail must fit in one APP1 segment (64 KB)")
     app1 = b"\xff\xe1" + struct.pack(">H", 2 + len(exif)) + exif
     return jpeg[:2] + app1 + jpeg[2:], (2 + 4 + 6 + thumb_at, len(thumb))
+
+
+def ole_file(streams: dict[str, bytes]) -> tuple[bytes, dict[str, int]]:
+    """A Compound File Binary (OLE2, version 3, 512-byte sectors) holding `streams` at the root,
+    as Windows' Thumbs.db and Office 97 documents are. Every stream is stored in regular
+    sectors (padded to the 4096-byte mini-stream cutoff, so no mini stream is needed). Returns
+    the file and each stream's first byte offset in it."""
+    import struct
+    sect, endchain, free, fatsect, nostream = 512, 0xFFFFFFFE, 0xFFFFFFFF, 0xFFFFFFFD, 0xFFFFFFFF
+    names = list(streams)
+    data = {n: streams[n] + bytes(max(0, 4096 - len(streams[n]))) for n in names}
+    sizes = {n: len(data[n]) for n in names}
+    n_dir = -(-(len(names) + 1) * 128 // sect)
+    n_data = sum(-(-len(d) // sect) for d in data.values())
+    n_fat = 1
+    while n_fat * 128 < n_fat + n_dir + n_data:
+        n_fat += 1
+    fat = [fatsect] * n_fat
+    first_dir = len(fat)
+    fat += list(range(first_dir + 1, first_dir + n_dir)) + [endchain]
+    starts, offsets = {}, {}
+    for n in names:
+        count = -(-len(data[n]) // sect)
+        starts[n] = len(fat)
+        offsets[n] = sect * (1 + len(fat))
+        fat += list(range(len(fat) + 1, len(fat) + count)) + [endchain]
+    fat += [free] * (n_fat * 128 - len(fat))
+
+    def entry(name: str, kind: int, child: int, right: int, start: int, size: int) -> bytes:
+        raw = name.encode("utf-16-le") + b"\0\0"
+        return (raw.ljust(64, b"\0") + struct.pack("<HBB", len(raw), kind, 1)
+                + struct.pack("<III", nostream, right, child) + bytes(16) + bytes(4)
+                + bytes(16) + struct.pack("<IQ", start, size))
+
+    dirs = [entry("Root Entry", 5, 1 if names else nostream, nostream, endchain, 0)]
+    for i, n in enumerate(names, 1):
+        dirs.append(entry(n, 2, nostream, i + 1 if i < len(names) else nostream, starts[n],
+                          len(streams[n]) if len(streams[n]) >= 4096 else sizes[n]))
+    directory = b"".join(dirs).ljust(n_dir * sect, b"\0")
+    difat = list(range(n_fat)) + [free] * (109 - n_fat)
+    header = (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(16)
+              + struct.pack("<HHHHH", 0x3E, 3, 0xFFFE, 9, 6) + bytes(6)
+              + struct.pack("<IIIIIIII", 0, n_fat, first_dir, 0, 4096, endchain, 0, endchain)
+              + struct.pack("<I", 0) + struct.pack("<109I", *difat))
+    body = struct.pack(f"<{len(fat)}I", *fat) + directory + b"".join(
+        data[n].ljust(-(-len(data[n]) // sect) * sect, b"\0") for n in names)
+    return header + body, offsets

@@ -218,6 +218,7 @@ UNALLOCATED_NEAR_ITEM = 13          # a resized near-duplicate of it, the same w
 PDF_ITEM = 14                       # an exact copy stored whole inside a PDF
 THUMBCACHE_ITEM = 15                # a near-duplicate thumbnail in thumbcache_256.db
 EXIF_ITEM = 16                      # the EXIF thumbnail of a harmless-looking JPEG
+VIDEO_ITEM = 5                      # shown for 3 s in a video on "near_only" devices
 CATEGORIES = (1, 2, 3, 2, 1, 1, 2, 3, 3, 2, 1, 3, 1, 2, 2, 3, 1)
 
 
@@ -582,9 +583,93 @@ def _model_bait(seed: int, maker: ContentMaker) -> list[Entry]:
     return out
 
 
+# ---------------------------------------------------------------- videos
+
+VIDEO_SIZE = (320, 240)
+VIDEO_FPS = 10
+KNOWN_VIDEO = "known-video-001"     # the video of the vPDQ alert set (alert.vpdq.txt)
+
+
+def known_video(seed: int) -> tuple[bytes, list]:
+    """The alert set's known video (H.264, 640x480, 12 s of six scenes) and its vPDQ frames
+    as the scanner computes them (the set is what a hash-sharing partner would send)."""
+    from triage.features.video import analyse_video
+    from triage.synth import videos as sv
+
+    imgs = [pics.landscape(pics.rng_for(seed, "known-video", k), 640, 480) for k in range(6)]
+    data = sv.encode(sv.scenes(imgs, [2.0] * 6, (640, 480), VIDEO_FPS, seed), (640, 480),
+                     VIDEO_FPS, "h264")
+    return data, list(analyse_video(data, thumbnails=False).frames)
+
+
+def _reencode(data: bytes, kind: str, size: tuple[int, int]) -> bytes:
+    """`data` decoded and encoded again, smaller and with another codec: a re-shared copy."""
+    import av
+
+    from triage.synth import videos as sv
+
+    with av.open(io.BytesIO(data)) as src:
+        frames = [f.to_ndarray(format="rgb24", width=size[0], height=size[1])
+                  for f in src.decode(video=0)]
+    return sv.encode(frames, size, VIDEO_FPS, kind)
+
+
+def video_content(maker: "ContentMaker", known: bytes) -> list[tuple[Entry, dict]]:
+    """The videos of a device, each with its truth record: on "near_only" devices a video
+    showing an alert stand-in for 3 s (H.264 MP4), a re-encode of the known video (MJPEG AVI),
+    a copy cut short (H.264 MP4), and benign videos (VP9 WEBM, H.264 MP4); on "model_bait"
+    devices a video of bait pictures (each held 3 s, so several frames are over the model's
+    threshold); on every other device one benign video."""
+    from triage.synth import bait as model_bait
+    from triage.synth import videos as sv
+
+    role, seed, u = maker.spec.role, maker.seed, f"/Users/{maker.user}/Videos"
+    dev = maker.spec.id
+
+    def scenes(tag: str, n: int) -> list:
+        return [pics.landscape(pics.rng_for(seed, dev, tag, k), 480, 360) for k in range(n)]
+
+    def make(path: str, data: bytes, kind: str, codec: str, seconds: float, **extra):
+        e = Entry(path, data, maker.when())
+        return e, {"kind": kind, "path": path, "codec": codec,
+                   "container": sv.KINDS[codec][3], "duration": seconds, **_hashes(data),
+                   **extra}
+
+    out = []
+    if role == "near_only":
+        a = maker.alerts[VIDEO_ITEM]
+        imgs = scenes("near", 3) + [a.image] + scenes("near-end", 1)
+        data = sv.encode(sv.scenes(imgs, [2, 2, 2, 3, 2], VIDEO_SIZE, VIDEO_FPS, seed),
+                         VIDEO_SIZE, VIDEO_FPS, "h264")
+        out.append(make(f"{u}/holiday_clip.mp4", data, "near", "h264", 11.0, alert_id=a.id,
+                        category=a.category, frames_between=[6.0, 9.0]))
+        data = _reencode(known, "mjpeg", VIDEO_SIZE)
+        out.append(make(f"{u}/vid_0412.avi", data, "vpdq", "mjpeg", 12.0,
+                        known_video=KNOWN_VIDEO))
+        full = sv.encode(sv.scenes(scenes("cut", 6), [2.0] * 6, VIDEO_SIZE, VIDEO_FPS, seed),
+                         VIDEO_SIZE, VIDEO_FPS, "h264", faststart=True)
+        out.append(make(f"{u}/VID_20240502_1.mp4", sv.truncate(full, 0.5), "truncated",
+                        "h264", 12.0, examined_at_most=9.0))
+        for name, codec, n in (("garden.webm", "vp9", 4), ("party.mp4", "h264", 3)):
+            data = sv.encode(sv.scenes(scenes(name, n), [2.0] * n, VIDEO_SIZE, VIDEO_FPS, seed),
+                             VIDEO_SIZE, VIDEO_FPS, codec)
+            out.append(make(f"{u}/{name}", data, "benign", codec, 2.0 * n))
+    elif role == "model_bait":
+        imgs = [model_bait.make_bait_picture(seed * len(model_bait.LAYOUTS) + k) for k in (0, 1)]
+        size = (model_bait.WIDTH // 2, model_bait.HEIGHT // 2)
+        data = sv.encode(sv.scenes(imgs, [3.0, 3.0], size, VIDEO_FPS, seed), size, VIDEO_FPS,
+                         "h264", quality="18")
+        out.append(make(f"{u}/textures.mp4", data, "bait", "h264", 6.0))
+    else:
+        data = sv.encode(sv.scenes(scenes("walk", 3), [2.0] * 3, VIDEO_SIZE, VIDEO_FPS, seed),
+                         VIDEO_SIZE, VIDEO_FPS, "mjpeg")
+        out.append(make(f"{u}/walk.avi", data, "benign", "mjpeg", 6.0))
+    return out
+
+
 def build_device(seed: int, spec: DeviceSpec, profile: Profile, alerts: list[AlertItem],
                  system_files: list[tuple[str, bytes]], devices_dir: Path, work: Path,
-                 progress: Progress) -> dict:
+                 progress: Progress, known: bytes = b"") -> dict:
     """Make one device's content, build its volumes, disk and container; return its truth."""
     work.mkdir(parents=True, exist_ok=True)
     (work / "staging").mkdir(exist_ok=True)
@@ -598,12 +683,13 @@ def build_device(seed: int, spec: DeviceSpec, profile: Profile, alerts: list[Ale
     card = 1 if len(fs_kinds) > 1 else 0
     planted = plant(maker, dcim_folder, card)
     bait = _model_bait(seed, maker) if spec.role == "model_bait" else []
+    videos = video_content(maker, known) if known else []
     free_items = unallocated_content(maker)
     inside_files, inside_out = embedded_content(maker)
     free_offsets: list[int] = []
     free_volume = 0
     per_fs: list[list[Entry]] = [[] for _ in fs_kinds]
-    per_fs[0].extend(main + bait + inside_files)
+    per_fs[0].extend(main + bait + inside_files + [e for e, _ in videos])
     per_fs[card].extend(dcim)
     for p in planted:
         per_fs[p.volume].append(p.entry)
@@ -659,6 +745,11 @@ def build_device(seed: int, spec: DeviceSpec, profile: Profile, alerts: list[Ale
         bait_out.append({"path": e.path, "volume_offset": fs_parts[0].offset,
                          "inode": where.inode if where else None,
                          "pdq_quality": pics.perceptual(e.data)[1], **_hashes(e.data)})
+    videos_out = []
+    for k, (e, rec) in enumerate(videos):
+        where = placed[0].get(e.path)
+        videos_out.append({"id": f"{spec.id}-v{k + 1}", **rec, "volume_offset": fs_parts[0].offset,
+                           "fs_type": fs_parts[0].kind, "inode": where.inode if where else None})
     volumes = [{"index": vi, "offset": part.offset, "length": part.length, "label": label,
                 "fs_type": None if kind == "bitlocker" else kind,
                 "encrypted": "BitLocker" if kind == "bitlocker" else None}
@@ -671,6 +762,7 @@ def build_device(seed: int, spec: DeviceSpec, profile: Profile, alerts: list[Ale
     shutil.rmtree(work, ignore_errors=True)
     exact = [r for r in planted_out + unallocated_out + inside_out if r["kind"] == "exact"]
     near = [r for r in planted_out + unallocated_out + inside_out if r["kind"] == "near"]
+    near += [v for v in videos_out if v["kind"] in ("near", "vpdq")]
     return {
         "id": spec.id,
         "role": spec.role,
@@ -694,12 +786,17 @@ def build_device(seed: int, spec: DeviceSpec, profile: Profile, alerts: list[Ale
         # inside other files (a PDF, a thumbnail cache, a JPEG's EXIF thumbnail)
         "embedded": inside_out,
         "model_bait": bait_out,
+        # videos: kind near (an alert stand-in shown between frames_between seconds), vpdq (a
+        # re-encode of the alert set's known video), truncated, bait (model), benign
+        "videos": videos_out,
         "expect": {"exact_matches": len(exact), "near_matches": len(near),
                    "exact_md5s": sorted({r["md5"] for r in exact}),
                    # free and unpartitioned space is carved now: a locked volume, and a PDF
                    # (its Flate-encoded images are not decoded), are what is left unexamined
+                   # and a video cut short (its frames examined only in part)
                    "coverage": "partial" if any(k == "bitlocker" for k, _ in spec.volumes)
-                   or any(r["in"] == "pdf" for r in inside_out) else "complete"},
+                   or any(r["in"] == "pdf" for r in inside_out)
+                   or any(v["kind"] == "truncated" for v in videos_out) else "complete"},
     }
 
 
@@ -795,6 +892,12 @@ def write_perceptual(out: Path, alerts: list[AlertItem]) -> None:
     (out / "alert.phash.txt").write_text("".join(f"{a.phash}\n" for a in alerts))
 
 
+def write_vpdq(path: Path, name: str, frames: list) -> None:
+    """The vPDQ alert set: the known video's frames in ThreatExchange's line format."""
+    from triage.features.video import vpdq_lines
+    path.write_text(f"# video: {name}\n" + "".join(line + "\n" for line in vpdq_lines(frames)))
+
+
 def context_rows(seed: int, devices: list[dict], specs: list[DeviceSpec]) -> list[dict]:
     rows = []
     for d, s in zip(devices, specs):
@@ -865,6 +968,7 @@ def build_fleet(out: Path, devices: int = 6, seed: int = 1, size: str = "small",
     profile = PROFILES[size]
     progress("alert set", 0, 1)
     alerts = make_alert_set(seed)
+    known, known_frames = known_video(seed)
     small = PROFILES["small"]
     specs = plan_devices(devices, size, ntfs_available())
     records = []
@@ -873,7 +977,8 @@ def build_fleet(out: Path, devices: int = 6, seed: int = 1, size: str = "small",
         sys_prof = prof
         system_files = [system_file(seed, k, *sys_prof.system_size) for k in range(sys_prof.system_files)]
         progress(f"{spec.id}: content", i, len(specs))
-        records.append(build_device(seed, spec, prof, alerts, system_files, devices_dir, work / spec.id, progress))
+        records.append(build_device(seed, spec, prof, alerts, system_files, devices_dir,
+                                    work / spec.id, progress, known))
     shutil.rmtree(work, ignore_errors=True)
 
     all_system = {}
@@ -885,6 +990,7 @@ def build_fleet(out: Path, devices: int = 6, seed: int = 1, size: str = "small",
     write_vics(out / "alert.vics.json", alerts)
     write_nsrl(out / "nsrl.db", list(all_system.values()))
     write_perceptual(out, alerts)
+    write_vpdq(out / "alert.vpdq.txt", KNOWN_VIDEO, known_frames)
     ctx = context_rows(seed, records, specs)
     with open(out / "context.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(ctx[0]))
@@ -899,9 +1005,12 @@ def build_fleet(out: Path, devices: int = 6, seed: int = 1, size: str = "small",
         "size": size,
         "pdq_match_threshold": pics.PDQ_MATCH,
         "hashsets": {"alert_vics": "alert.vics.json", "nsrl": "nsrl.db", "alert_pdq": "alert.pdq.txt",
-                     "alert_phash": "alert.phash.txt", "context": "context.csv",
+                     "alert_phash": "alert.phash.txt", "alert_vpdq": "alert.vpdq.txt",
+                     "context": "context.csv",
                      "vics_profile": "UK", "category_map": {str(k): v for k, v in CAID_GRADES.items()}},
         "alerts": [a.record() for a in alerts],
+        "known_videos": [{"name": KNOWN_VIDEO, "frames": len(known_frames),
+                          **_hashes(known)}],
         "nsrl_files": len(all_system),
         "devices": records,
         "rank_order": rank_constraints(records, ctx),

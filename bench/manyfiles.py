@@ -1,0 +1,179 @@
+"""A million small files: the scan's rate and memory against TSK, in one run.
+
+Runs standalone: `.venv/bin/python bench/manyfiles.py [--files N] [--folders N] [--keep DIR]`.
+
+Builds an ext4 image of `--files` small files (200 B to 6 KB of random bytes, spread over
+`--folders` folders; default 1,000,000 in 10,000) with `mke2fs -d`, and an alert hash set (MD5s
+of 100 of them). Then, one after another on the same image:
+
+  triage     `triage scan --no-pictures --workers 2 --hashset SET IMAGE` (hash + match)
+  fls        `fls -r IMAGE` (a listing only: the floor for walking the file system)
+  TSK way    `tsk_recover -a IMAGE DIR` + `hashdeep -c md5,sha1 -r DIR`
+
+and prints files/s of each, the ratio of triage against the TSK way (goal: at least 5x
+faster, and at least 12,000 files/s), and the peak RSS of the scan's driver and of its
+planner (the Ray worker running `plan_device_volume`), read from /proc while the scan runs
+(goal: both under 300 MB). --keep DIR keeps the image there for another run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "bench")]
+from enumerate import timed  # noqa: E402  (bench/enumerate.py: wall, peak RSS, CPU)
+
+TRIAGE = [sys.executable, "-c", "from cli import run; run()"]
+
+
+def build_image(work: Path, files: int, folders: int, seed: int = 1) -> tuple[Path, Path, int]:
+    """The image, an alert set of 100 of its files' MD5s, and the content bytes."""
+    import hashlib
+    rng = random.Random(seed)
+    src = work / "src"
+    total, alerts = 0, []
+    pick = set(rng.sample(range(files), min(100, files)))
+    blob = rng.randbytes(6000 + 4096)
+    for d in range(folders):
+        (src / f"d{d:05d}").mkdir(parents=True)
+    for i in range(files):
+        size = rng.randint(200, 6000)
+        start = rng.randrange(4096)
+        # a distinct prefix keeps every file's hash distinct at no cost of randomness
+        data = i.to_bytes(4, "little") + blob[start:start + size - 4]
+        path = src / f"d{i % folders:05d}" / f"f{i:07d}.bin"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        os.write(fd, data)
+        os.close(fd)
+        total += size
+        if i in pick:
+            alerts.append(hashlib.md5(data).hexdigest())
+    image = work / "many.raw"
+    blocks = files + total // 4096 + folders + 20_000
+    size_mb = int(blocks * 4096 * 1.15 / (1 << 20)) + 64
+    subprocess.run(["mke2fs", "-q", "-F", "-t", "ext4", "-N", str(int(files * 1.05) + folders),
+                    "-d", str(src), str(image), f"{size_mb}M"], check=True, capture_output=True)
+    shutil.rmtree(src)
+    alert = work / "alert.md5"
+    alert.write_text("".join(f"{h}  f\n" for h in alerts))
+    return image, alert, total
+
+
+def _hwm(pid: int) -> int:
+    """A process's peak resident set (VmHWM), in bytes; 0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _planner_pids() -> list[int]:
+    out = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            with open(f"/proc/{p}/cmdline", "rb") as fh:
+                if b"plan_device_volume" in fh.read(200):
+                    out.append(int(p))
+        except OSError:
+            continue
+    return out
+
+
+def scan(image: Path, alert: Path, work: Path) -> dict:
+    case = work / "case"
+    shutil.rmtree(case, ignore_errors=True)
+    cmd = TRIAGE + ["scan", "--case", str(case), "--no-pictures", "--no-carve", "--workers", "2",
+                    "--mode", "full", "--hashset", str(alert), "--json", str(image)]
+    peaks = {"driver": 0, "planner": 0}
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set():
+            peaks["driver"] = max(peaks["driver"], _hwm(proc.pid))
+            for pid in _planner_pids():
+                peaks["planner"] = max(peaks["planner"], _hwm(pid))
+            time.sleep(0.2)
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    out, err = proc.communicate()
+    wall = time.monotonic() - t0
+    done.set()
+    t.join()
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"triage scan failed ({proc.returncode}): {err[-2000:]}")
+    summary = json.loads(out)
+    [dev] = summary["devices"]
+    return {"wall": wall, "files": dev["files"], "matches": dev["alert_matches"],
+            "work_done": summary.get("work_done_s") or wall, "ray_ready": summary.get("ray_ready_s"),
+            **peaks}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--files", type=int, default=1_000_000)
+    ap.add_argument("--folders", type=int, default=10_000)
+    ap.add_argument("--keep", type=Path, default=None, help="keep (or reuse) the image here")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-many-"))
+    try:
+        keep = args.keep
+        if keep and (keep / "many.raw").exists():
+            image, alert = keep / "many.raw", keep / "alert.md5"
+            print(f"image: {image} (kept)")
+        else:
+            t = time.monotonic()
+            image, alert, total = build_image(keep or work, args.files, args.folders)
+            print(f"image: {args.files:,} files, {total / 1e6:.0f} MB of content, "
+                  f"{image.stat().st_size / 1e9:.1f} GB image, built in {time.monotonic() - t:.0f} s")
+        s = scan(image, alert, work)
+        fls_wall, fls_rss, res = timed(["fls", "-r", str(image)], capture_output=True, check=True)
+        listed = sum(1 for line in res.stdout.splitlines() if line.lstrip(b"+ ").startswith(b"r/r"))
+        out = work / "recovered"
+        w1, r1, _ = timed(["tsk_recover", "-a", str(image), str(out)], capture_output=True,
+                          check=True)
+        w2, r2, res = timed(["hashdeep", "-c", "md5,sha1", "-r", str(out)], capture_output=True,
+                            check=True)
+        hashed = sum(1 for line in res.stdout.splitlines() if line[:1] not in (b"%", b"#"))
+        shutil.rmtree(out, ignore_errors=True)
+        tsk = w1 + w2
+        n = s["files"]
+        print(f"{'':<34}{'seconds':>10}{'files/s':>12}{'peak RSS':>12}")
+        print(f"{'triage scan (whole run)':<34}{s['wall']:>10.1f}{n / s['wall']:>12,.0f}"
+              f"{s['driver'] / 2**20:>9.0f} MB  (driver)")
+        print(f"{'triage scan (Ray up to stored)':<34}{s['work_done']:>10.1f}"
+              f"{n / s['work_done']:>12,.0f}{s['planner'] / 2**20:>9.0f} MB  (planner)")
+        print(f"{'fls -r':<34}{fls_wall:>10.1f}{listed / fls_wall:>12,.0f}{fls_rss:>9.0f} MB")
+        print(f"{'tsk_recover -a + hashdeep':<34}{tsk:>10.1f}{hashed / tsk:>12,.0f}"
+              f"{max(r1, r2):>9.0f} MB")
+        print(f"files: triage {n:,}, fls {listed:,}, hashdeep {hashed:,}; alert matches "
+              f"{s['matches']} (100 planted)")
+        print(f"triage vs the TSK way: {tsk / s['wall']:.2f}x faster whole "
+              f"(goal >= 5x); {n / s['wall']:,.0f} files/s (goal >= 12,000); driver "
+              f"{s['driver'] / 2**20:.0f} MB, planner {s['planner'] / 2**20:.0f} MB (goal < 300)")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
