@@ -261,9 +261,14 @@ def test_queue_filters(cli_case):
         return [r["device"] for r in json.loads(result.stdout)]
 
     everything = devices()
+    coverage = {r["device"]: r["coverage"] for r in
+                json.loads(triage("queue", "--case", case, "--json").stdout)}
     assert devices("--flag", "CHILD_ACCESS") == ["dev01.raw"]
     assert devices("--flag", "not_examined") == ["dev04.E01"]
-    assert devices("--status", "complete") == [d for d in everything if d == "dev05.raw"]
+    complete = devices("--status", "complete")
+    assert complete == [d for d in everything if coverage[d] == "complete"]
+    assert "dev05.raw" in complete and "dev04.E01" not in complete      # its locked volume
+    assert devices("--status", "partial") == ["dev04.E01"]
     assert devices("--limit", "2") == everything[:2]
     # the fleet's deadlines: dev01 and dev02 2026-12-18, dev05 2027-01-05
     assert set(devices("--deadline-before", "2026-12-20")) == {"dev01.raw", "dev02.E01"}

@@ -571,7 +571,8 @@ class CaseStore:
         with self._tx() as db:
             db.execute("UPDATE devices SET status = COALESCE((SELECT status FROM device_runs "
                        "WHERE device_id = ? AND live = 1 ORDER BY run_id DESC LIMIT 1), "
-                       "'interrupted') WHERE id = ?", (device_id, device_id))
+                       "'interrupted'), finished = COALESCE(finished, ?) WHERE id = ?",
+                       (device_id, time.time(), device_id))
 
     def device_finished(self, device_id: str, t: float, status: str) -> None:
         counts = self.counts(device_id)
