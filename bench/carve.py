@@ -13,8 +13,18 @@ pieces with foreign bytes between them. Then prints:
   (c) foremost, scalpel and photorec (Debian packages) on the same file, where installed: time
       and recall on the same types, each as a ratio to triage.
 
+With --device, on the large bench device instead (bench/scan.py's, `triage synth --size large`,
+built into fixtures/bench-large when missing): a copy of it gets --pictures pictures written
+into its ext4 volume's free blocks (some in two pieces) and then
+  (d) `triage scan --mode full` with and without `--no-carve`, one after the other: the time
+      carving adds (goal: at most 30%), recall of the planted pictures, and the peak RSS of
+      the scan's workers (goal: flat, the same with carving as without);
+  (e) foremost on the same free space (`blkls` of the volume), time and recall against the
+      time carving added to the scan.
+
 Usage:
   .venv/bin/python bench/carve.py [--size-mb 512] [--pictures 300] [--hyperscan-path DIR]
+  .venv/bin/python bench/carve.py --device [--pictures 300] [--fragmented 30]
 """
 from __future__ import annotations
 
@@ -168,6 +178,119 @@ def baseline(tool: str, path: Path, work: Path):
     return secs, md5s
 
 
+def plant_in_free_space(raw: Path, pictures: int, fragmented: int, seed: int):
+    """Writes pictures into the free blocks of `raw`'s volumes (block starts, each inside one
+    free run; a two-piece one has 64 KiB of the run between its halves). Returns (contiguous,
+    fragmented) lists of md5s, and the volumes' (offset, fs_type) that hold them."""
+    from triage.device import discover
+    from triage.evidence import open_evidence
+    from triage.filesystems import free_runs, resolver
+    from triage.synth import pictures as pics
+    rng = random.Random(seed)
+    slots = []
+    with open_evidence([str(raw)]) as ev:
+        vols, _ = discover(ev)
+        for v in vols:
+            if not v.fs_type:
+                continue
+            for start, n in free_runs(ev, v.offset, v.fs_type, resolver(ev).fs(v.offset)):
+                slots += [(v.offset + start + k, v.offset, v.fs_type)
+                          for k in range(0, n - 1024 * 1024, 1024 * 1024)]
+    chosen = rng.sample(slots, min(len(slots), pictures + fragmented))
+    whole, split, vols_used = [], [], set()
+    with open(raw, "r+b") as fh:
+        for k, (at, voff, fs) in enumerate(chosen):
+            img = pics.benign_picture(seed * 1000 + k, "carve", 320 + 8 * (k % 20), 240)
+            data = pics.encode(img, "png" if k % 5 == 0 else "jpeg")
+            vols_used.add((voff, fs))
+            if k < pictures:
+                fh.seek(at)
+                fh.write(data)
+                whole.append(hashlib.md5(data).hexdigest())
+            else:
+                cut = (len(data) // 2) // 4096 * 4096 or len(data) // 2
+                fh.seek(at)
+                fh.write(data[:cut])
+                fh.seek(at + cut + 65536)
+                fh.write(data[cut:])
+                split.append(hashlib.md5(data).hexdigest())
+    return whole, split, sorted(vols_used)
+
+
+def device_mode(args) -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from manyfiles import _hwm
+    from scan import TRIAGE, ensure_fleet
+    fleet = ROOT / "fixtures" / "bench-large"
+    truth = ensure_fleet(fleet)
+    src = fleet / truth["devices"][0]["evidence"]
+    work = Path(args.work or tempfile.mkdtemp(prefix="carve-device-"))
+    work.mkdir(parents=True, exist_ok=True)
+    raw = work / "device.raw"
+    subprocess.run(["cp", "--sparse=always", str(src), str(raw)], check=True)
+    whole, split, vols = plant_in_free_space(raw, args.pictures, args.fragmented, args.seed)
+    alert = fleet / truth["hashsets"]["alert_vics"]
+    subprocess.run(["cat", str(raw)], stdout=subprocess.DEVNULL)       # page cache, for all alike
+
+    def scan(carving: bool):
+        case = work / f"case-{'carve' if carving else 'nocarve'}"
+        shutil.rmtree(case, ignore_errors=True)
+        cmd = TRIAGE + ["scan", "--case", str(case), "--mode", "full", "--workers", "2",
+                        "--hashset", str(alert), "--json", str(raw)]
+        if not carving:
+            cmd.append("--no-carve")
+        peak = [0]
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        t0 = time.perf_counter()
+        while proc.poll() is None:
+            for pid in os.listdir("/proc"):
+                if pid.isdigit():
+                    try:
+                        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                            if fh.read(40).startswith(b"ray::"):
+                                peak[0] = max(peak[0], _hwm(int(pid)))
+                    except OSError:
+                        pass
+            time.sleep(0.25)
+        secs = time.perf_counter() - t0
+        proc.communicate()
+        from triage.store import CaseStore
+        with CaseStore(case, create=False) as store:
+            md5s = {f.md5 for _, f in store.files() if f.md5}
+        return secs, md5s, peak[0]
+
+    t_off, md5_off, rss_off = scan(False)
+    t_on, md5_on, rss_on = scan(True)
+    added = t_on - t_off
+    rw = sum(1 for h in whole if h in md5_on) / max(1, len(whole))
+    rs = sum(1 for h in split if h in md5_on) / max(1, len(split))
+    free = work / "free.bin"
+    t0 = time.perf_counter()
+    with open(free, "wb") as out:
+        for voff, _fs in vols:
+            subprocess.run(["blkls", "-o", str(voff // SECTOR), str(raw)], stdout=out, check=True)
+    t_blkls = time.perf_counter() - t0
+    free_mb = free.stat().st_size / 1e6
+    print(f"device: {src.name} copy, {len(whole)} contiguous + {len(split)} two-piece pictures "
+          f"planted in {free_mb:.0f} MB of free space")
+    print(f"(d) scan --mode full: {t_off:.1f} s without carving, {t_on:.1f} s with: carving adds "
+          f"{added:.1f} s = {100 * added / t_off:.0f}% (goal <= 30%), {free_mb / max(added, 1e-9):.0f} "
+          f"MB/s of free space; recall contiguous {rw:.3f}, two-piece {rs:.3f}; workers' peak "
+          f"RSS {rss_off / 2**20:.0f} MiB without, {rss_on / 2**20:.0f} MiB with")
+    r = baseline("foremost", free, work)
+    if r is None:
+        print("(e) foremost: not installed (make bench-carve installs it)")
+    else:
+        t, md5s = r
+        fw = sum(1 for h in whole if h in md5s) / max(1, len(whole))
+        fs_ = sum(1 for h in split if h in md5s) / max(1, len(split))
+        print(f"(e) foremost on the free space: {t:.1f} s (+{t_blkls:.1f} s blkls), recall "
+              f"contiguous {fw:.3f}, two-piece {fs_:.3f}; {t / max(added, 1e-9):.1f}x the time "
+              "carving added to the scan (goal >= 3x)")
+    if not args.work:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size-mb", type=int, default=512)
@@ -176,7 +299,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--hyperscan-path", default=None)
     ap.add_argument("--work", default=None)
+    ap.add_argument("--device", action="store_true", help="on the large bench device (see above)")
     args = ap.parse_args()
+    if args.device:
+        device_mode(args)
+        return
     work = Path(args.work or tempfile.mkdtemp(prefix="carve-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     path = work / "free.raw"

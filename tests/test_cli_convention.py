@@ -261,14 +261,14 @@ def test_queue_filters(cli_case):
         return [r["device"] for r in json.loads(result.stdout)]
 
     everything = devices()
-    rows = json.loads(triage("queue", "--case", case, "--json").stdout)
+    coverage = {r["device"]: r["coverage"] for r in
+                json.loads(triage("queue", "--case", case, "--json").stdout)}
     assert devices("--flag", "CHILD_ACCESS") == ["dev01.raw"]
     assert devices("--flag", "not_examined") == ["dev04.E01"]
-    complete = [r["device"] for r in rows if r["coverage"] == "complete"]
-    assert "dev05.raw" in complete and "dev04.E01" not in complete
-    assert devices("--status", "complete") == complete           # in queue order
-    assert devices("--status", "partial") == [r["device"] for r in rows
-                                              if r["coverage"] == "partial"]
+    complete = devices("--status", "complete")
+    assert complete == [d for d in everything if coverage[d] == "complete"]
+    assert "dev05.raw" in complete and "dev04.E01" not in complete      # its locked volume
+    assert devices("--status", "partial") == ["dev04.E01"]
     assert devices("--limit", "2") == everything[:2]
     # the fleet's deadlines: dev01 and dev02 2026-12-18, dev05 2027-01-05
     assert set(devices("--deadline-before", "2026-12-20")) == {"dev01.raw", "dev02.E01"}
@@ -379,3 +379,9 @@ def test_plain_list_rejections_name_their_lines(tmp_path):
                              tmp_path / "s", "--json").stdout)
     assert info["records"] == 1200 and info["rejected"] == 1
     assert info["rejected_examples"][0].startswith("line 1101:")
+
+
+def test_file_times_in_show_json_are_iso_utc(cli_case):
+    shown = json.loads(triage("show", "dev01.raw", "--case", cli_case["case"], "--json").stdout)
+    times = [t for f in shown["findings"] for t in f["times"].values() if t is not None]
+    assert times and all(ISO_UTC.match(t) for t in times)

@@ -70,3 +70,17 @@ def test_schema_2_case_is_migrated(cli_case, tmp_path):
     assert [r["run"] for r in json.loads(shown.stdout)["runs"]] == [1]
     with sqlite3.connect(case / "case.sqlite") as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+
+
+def test_a_result_column_added_later_reaches_the_archive(cli_case, tmp_path):
+    """Result tables grow additive columns (video frames did); archiving copies by name."""
+    case, p = copy_case(cli_case, tmp_path), cli_case["paths"]
+    with sqlite3.connect(case / "case.sqlite") as db:
+        db.execute("ALTER TABLE matches ADD COLUMN later TEXT NOT NULL DEFAULT 'kept'")
+    again = triage("scan", "--case", case, "-q", "--hashset", p["alert_vics"], "--hashset",
+                   p["nsrl"], p["dev02"])
+    assert again.returncode == 0, again.stderr
+    with sqlite3.connect(case / "case.sqlite") as db:
+        kept = db.execute("SELECT COUNT(*) FROM archived_matches WHERE device_id = 'dev02.E01' "
+                          "AND later = 'kept'").fetchone()[0]
+    assert kept >= 10

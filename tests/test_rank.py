@@ -196,8 +196,8 @@ def test_coverage_state_rules():
     assert coverage_state(dev, ok, []) == "complete"
     assert coverage_state(dev, ok + locked, gap) == "partial"
     assert coverage_state(dev, locked, gap) == "failed"
-    # a device of a running scan is shown as such; one that stopped part-way is partial
-    assert coverage_state({"id": "d", "status": "scanning"}, ok, []) == "scanning"
+    for live in ("queued", "opening", "scanning"):      # while a scan runs: said, not partial
+        assert coverage_state({"id": "d", "status": live}, ok, []) == live
     assert coverage_state({"id": "d", "status": "interrupted"}, ok, []) == "partial"
     assert coverage_state({"id": "d", "status": "failed"}, ok, []) == "failed"
 

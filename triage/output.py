@@ -14,7 +14,7 @@ from typing import Any, Iterable, Optional
 
 # keys whose numbers are seconds since the epoch in the store and the records
 TIME_KEYS = frozenset({"raised_at", "started", "finished", "ended", "created", "done_at",
-                       "time", "imported", "t"})
+                       "time", "mtime", "atime", "ctime", "crtime"})
 
 
 def iso_time(t: Optional[float]) -> Optional[str]:

@@ -433,7 +433,12 @@ def verdicts(store, now: Optional[float] = None,
     if thresholds is None:
         thresholds = store_thresholds(store)
     labels = category_labels(store)
-    verdicts_ = [device_verdict(store, d, now, thresholds, labels) for d in store.devices()]
+    devices = store.devices()
+    if hasattr(store, "running_run") and store.running_run() is None:
+        # no scan runs now: a device left queued, opening or scanning was cut off (killed)
+        devices = [dict(d, status="interrupted") if d.get("status") in LIVE_STATUSES else d
+                   for d in devices]
+    verdicts_ = [device_verdict(store, d, now, thresholds, labels) for d in devices]
     if hasattr(store, "device_runs"):
         import dataclasses
 

@@ -300,6 +300,23 @@ def _create_archives(db: sqlite3.Connection) -> None:
                    f"ON archived_{table} (device_id, run_id)")
 
 
+def _columns(db: sqlite3.Connection, table: str) -> list[str]:
+    return [r[1] for r in db.execute(f"PRAGMA table_info({table})")]
+
+
+def _archive_rows(db: sqlite3.Connection, table: str, run_id: int, device_id: str) -> None:
+    """Copies a device's rows of `table` to archived_`table` by column name; a column added to
+    the results after the archive was made is added to it first, so no value is dropped."""
+    cols = _columns(db, table)
+    have = set(_columns(db, f"archived_{table}"))
+    for col in cols:
+        if col not in have:
+            db.execute(f'ALTER TABLE archived_{table} ADD COLUMN "{col}"')
+    names = ", ".join(f'"{c}"' for c in cols)
+    db.execute(f"INSERT INTO archived_{table} (run_id, {names}) SELECT ?, {names} FROM {table} "
+               "WHERE device_id = ?", (run_id, device_id))
+
+
 def _migrate_2_to_3(db: sqlite3.Connection) -> None:
     """Schema 2 kept one set of results per device. Each device's results are credited to the
     last run that began before the device finished, so `show` lists it and a re-scan keeps it."""
@@ -363,8 +380,7 @@ class CaseStore:
                 _create_archives(self._db)
                 self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         else:
-            # additive columns first, so the archive tables a migration makes copy them too
-            self._add_video_columns()
+            self._add_video_columns()   # additive columns first: the archives copy them
             if version == 2:
                 with self._tx():
                     _migrate_2_to_3(self._db)
@@ -556,7 +572,8 @@ class CaseStore:
         with self._tx() as db:
             db.execute("UPDATE devices SET status = COALESCE((SELECT status FROM device_runs "
                        "WHERE device_id = ? AND live = 1 ORDER BY run_id DESC LIMIT 1), "
-                       "'interrupted') WHERE id = ?", (device_id, device_id))
+                       "'interrupted'), finished = COALESCE(finished, ?) WHERE id = ?",
+                       (device_id, time.time(), device_id))
 
     def device_finished(self, device_id: str, t: float, status: str) -> None:
         counts = self.counts(device_id)
@@ -576,8 +593,7 @@ class CaseStore:
         with self._tx() as db:
             if live is not None:
                 for table in RESULT_TABLES:
-                    db.execute(f"INSERT INTO archived_{table} SELECT ?, * FROM {table} "
-                               "WHERE device_id = ?", (live, device_id))
+                    _archive_rows(db, table, live, device_id)
                 db.execute("UPDATE device_runs SET live = 0 WHERE device_id = ?", (device_id,))
         self.reset_device(device_id)
 
@@ -911,13 +927,10 @@ def _extra_fields(obj: Any, known: set[str]) -> dict:
     # field lists are looked up once per record class: this runs for every stored file
     names = _EXTRA_NAMES.get(type(obj))
     if names is None:
-        # with each field's default: a default value is not stored (reading gives it back)
-        names = tuple((f.name, f.default) for f in dataclasses.fields(obj)
-                      if f.name not in known)
+        names = tuple((f.name, f.default) for f in dataclasses.fields(obj) if f.name not in known)
         _EXTRA_NAMES[type(obj)] = names
-    if not names:
-        return {}
-    return {n: v for n, default in names if (v := getattr(obj, n)) != default}
+    # fields at their default are left out: a picture's row carries no empty video fields
+    return {n: v for n, d in names if (v := getattr(obj, n)) != d} if names else {}
 
 
 _REC_KNOWN = set(_RECORD_COLS) | {"prov"}

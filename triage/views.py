@@ -182,7 +182,7 @@ def _icat_hint(f: Finding, image: Iterable[str] = ()) -> str:
 
     p = f.record.prov
     paths = list(image)
-    if f.record.fs_type == "directory" and paths:        # a folder of logical files
+    if f.record.fs_type == "directory" and paths and p.parent is None:   # logical files
         return "cat -- " + shlex.quote(os.path.join(paths[0], p.path.lstrip("/")))
     first = shlex.quote(paths[0]) if paths else "IMAGE"
     if p.carved:              # the byte range itself
@@ -190,30 +190,29 @@ def _icat_hint(f: Finding, image: Iterable[str] = ()) -> str:
         span = f"bs=1M skip={start} count={p.length}"
         return (f"dd if={first} iflag=skip_bytes,count_bytes {span}  (E01 and other "
                 f"containers: img_cat {first} | dd iflag=skip_bytes,count_bytes,fullblock {span})")
+    # E01 and VMDK sets are found from the first segment; split raw needs every segment
+    image_args = " ".join(shlex.quote(x) for x in paths) if len(paths) > 1 and \
+        not paths[0].lower().endswith((".e01", ".ex01")) else first
     if p.parent is not None and p.parent.inode is not None:
         # inside a file: the file's bytes, then the range (and the filter that decodes it);
         # inside a member of an extraction, that member's size is not at hand: no hint
         if reach_hint(p.parent, 0) is not None:
             return ""
-        outer = _icat_hint_of(p.parent, paths, first)
+        outer = _icat_hint_of(p.parent, image_args, first)
         span = f"dd iflag=skip_bytes,count_bytes bs=1M skip={p.offset} count={p.length}"
         return f"{outer} | {span}" + (f"  (then {p.decoded})" if p.decoded else "")
-    return _icat_hint_of(p, paths, first, f.record.size)
+    return _icat_hint_of(p, image_args, first, f.record.size)
 
 
-def _icat_hint_of(p, paths: list, first: str, size: Optional[int] = None) -> str:
-    import shlex
-
+def _icat_hint_of(p, image_args: str = "IMAGE", first: str = "IMAGE",
+                  size: Optional[int] = None) -> str:
     member = reach_hint(p, size)      # a member of a phone extraction
     if member is not None:
         return member.replace("IMAGE", first).replace("BACKUP/", f"{first}/")
     if p.inode is None:
         return ""
     inode = f"{p.inode}-{p.attr_type}-{p.attr_id}" if p.ads else str(p.inode)
-    # E01 and VMDK sets are found from the first segment; split raw needs every segment
-    segments = " ".join(shlex.quote(x) for x in paths) if len(paths) > 1 and \
-        not paths[0].lower().endswith((".e01", ".ex01")) else first
-    hint = f"icat -o {p.volume_offset // 512} {segments} {inode}"
+    hint = f"icat -o {p.volume_offset // 512} {image_args} {inode}"
     return hint + (f"  (then open member {p.member})" if p.member else "")
 
 
