@@ -4,15 +4,19 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-APT_PACKAGES := gcc python3-dev e2fsprogs dosfstools exfatprogs mtools fdisk ntfs-3g ewf-tools libewf2 sleuthkit hashdeep chromium chromium-driver ffmpeg
+APT_PACKAGES := gcc python3-dev e2fsprogs dosfstools exfatprogs mtools fdisk ntfs-3g ewf-tools libewf2 sleuthkit hashdeep chromium chromium-driver ffmpeg openssl
 # (hashdeep also installs md5deep, which is not a package of its own in current Debian;
 # gcc and python3-dev build the multi-buffer MD5/SHA-1 kernel, triage/features/_mbhash.c;
 # ffmpeg is bench/video.py's baseline: scans decode with PyAV, whose wheels bundle FFmpeg)
 DEMO_DIR ?= demo
+# where `make demo` installs the `triage` command (a wrapper around .venv/bin/triage), so the
+# commands the README and the tool's hints print work as shown
+BIN_DIR ?= /usr/local/bin
+WRAPPER_MARK := installed by triage's make demo
 # the baselines bench/carve.py compares the carver with (benchmarks only, never tests)
 BENCH_APT_PACKAGES := foremost scalpel testdisk
 
-.PHONY: demo test deps venv clean bench bench-carve
+.PHONY: demo test deps venv clean bench bench-carve command
 
 .stamp-apt:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -35,9 +39,23 @@ deps: $(VENV)/.stamp
 test: deps
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
-demo: deps
+# A wrapper, not a symlink: the venv's script finds its interpreter either way, and a wrapper
+# can be told apart from someone else's `triage` (which is left alone).
+command:
+	@target="$(BIN_DIR)/triage"; \
+	if [ -e "$$target" ] && ! grep -q "$(WRAPPER_MARK)" "$$target" 2>/dev/null; then \
+	  echo "note: $$target is not ours; left alone. Run $(abspath $(VENV))/bin/triage instead."; \
+	elif mkdir -p "$(BIN_DIR)" 2>/dev/null && \
+	     printf '#!/bin/sh\n# %s\nexec "%s" "$$@"\n' "$(WRAPPER_MARK)" \
+	       "$(abspath $(VENV))/bin/triage" > "$$target" 2>/dev/null && chmod 755 "$$target"; then \
+	  echo "installed $$target -> $(abspath $(VENV))/bin/triage"; \
+	else \
+	  echo "note: cannot write $(BIN_DIR): run .venv/bin/triage, or make demo BIN_DIR=~/.local/bin"; \
+	fi
+
+demo: deps command
 	$(VENV)/bin/triage synth --out $(DEMO_DIR)/fleet --devices 6 --seed 7
-	$(VENV)/bin/triage scan --case $(DEMO_DIR)/case --hashset $(DEMO_DIR)/fleet/alert.vics.json \
+	$(VENV)/bin/triage scan --case $(DEMO_DIR)/case --case-ref DEMO/$(shell date +%Y) --hashset $(DEMO_DIR)/fleet/alert.vics.json \
 	    --hashset $(DEMO_DIR)/fleet/nsrl.db --hashset $(DEMO_DIR)/fleet/alert.pdq.txt \
 	    --hashset $(DEMO_DIR)/fleet/alert.phash.txt --hashset $(DEMO_DIR)/fleet/alert.vpdq.txt \
 	    --context $(DEMO_DIR)/fleet/context.csv --model default $$(cat $(DEMO_DIR)/fleet/evidence.txt)

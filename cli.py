@@ -11,19 +11,134 @@ from triage import __version__
 from triage.errors import TriageError
 
 
+INTERNAL_ERROR = 70        # EX_SOFTWARE: a bug in triage, not the user's input
+USER_ERROR = 2
+
+_case_for_log: list[str] = []    # the --case of this command, where an internal error is logged
+
+
+def _user_error(message: str):
+    from triage.units import terminal_safe   # the message may quote evidence names
+    click.echo(f"error: {terminal_safe(message)}", err=True)
+    sys.exit(USER_ERROR)
+
+
+def _internal_error(exc: BaseException):
+    """One line saying it is a bug, the traceback in a log file, exit 70."""
+    import os
+    import time
+    import traceback
+
+    from triage.units import terminal_safe
+
+    case = _case_for_log[-1] if _case_for_log else None
+    if case and Path(case).is_dir():
+        folder = Path(case) / "logs"
+    else:
+        folder = Path(os.environ.get("TRIAGE_HOME") or Path.home() / ".triage") / "logs"
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    where = "not written"
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        log = folder / f"internal-error-{stamp}-{os.getpid()}.log"
+        with open(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
+            fh.write(f"triage {__version__}: {' '.join(sys.argv)}\n")
+            fh.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        where = str(log)
+    except OSError as log_exc:
+        where = f"not written ({log_exc.strerror})"
+    first = (str(exc).splitlines() or [""])[0][:200]
+    click.echo(f"internal error (a bug in triage, not a problem with your input): "
+               f"{type(exc).__name__}: {terminal_safe(first)}; traceback: {where}", err=True)
+    sys.exit(INTERNAL_ERROR)
+
+
+def _os_error_line(exc: OSError) -> str:
+    if isinstance(exc, FileNotFoundError) and exc.filename:
+        return f"no such file: {exc.filename}"
+    if exc.filename:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    return str(exc)
+
+
 class TriageGroup(click.Group):
-    """Turns known errors into one line on stderr and exit code 2, never a traceback."""
+    """User mistakes (bad path, bad value, corrupt input: TriageError and its kinds, OSError,
+    a damaged case store) are one `error:` line and exit 2; anything else is a bug: one line,
+    the traceback in a log file, exit 70. A closed pipe (`| head`) ends quietly with exit 0."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except (TriageError, OSError, ValueError) as exc:
-            from triage.units import terminal_safe   # the message may quote evidence names
-            click.echo(f"error: {terminal_safe(exc)}", err=True)
-            sys.exit(2)
-        except sqlite3.Error as exc:     # a full disk, a damaged case store: one line
-            click.echo(f"error: case store: {exc}", err=True)
-            sys.exit(2)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort,
+                SystemExit, KeyboardInterrupt):
+            raise
+        except BrokenPipeError:
+            _quiet_closed_pipe()
+        except TriageError as exc:
+            _user_error(str(exc))
+        except OSError as exc:
+            _user_error(_os_error_line(exc))
+        except sqlite3.DatabaseError as exc:    # a full disk, a damaged case store: one line
+            _user_error(f"case store: {exc}")
+        except Exception as exc:                # noqa: BLE001 - every bug ends here, logged
+            _internal_error(exc)
+
+
+def _quiet_closed_pipe():
+    """The reader of stdout went away (`triage queue | head`): nothing more to say, exit 0."""
+    import os
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except OSError:
+        pass
+    sys.exit(0)
+
+
+# --- options declared once -------------------------------------------------------------------
+
+_FORMAT_HELP = {"table": "table for people", "json": "json: one document",
+                "jsonl": "jsonl: one object per line", "csv": "csv with a header row"}
+
+
+def output_format(*choices: str, default: str = "table"):
+    """`--format` with the values that make sense for the command, and `--json` as its alias.
+    The command receives `fmt`."""
+    import functools
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, as_json=False, **kwargs):
+            if as_json:
+                kwargs["fmt"] = "json"
+            return fn(*args, **kwargs)
+        wrapper = click.option("--json", "as_json", is_flag=True,
+                               help="Same as --format json.")(wrapper)
+        return click.option("--format", "fmt", type=click.Choice(list(choices)), default=default,
+                            show_default=True,
+                            help="; ".join(_FORMAT_HELP[c] for c in choices) + ".")(wrapper)
+    return decorate
+
+
+_MODELS_DIR_OPTION = click.option(
+    "--models-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Where added models live (default: $TRIAGE_HOME/models, ~/.triage/models).")
+
+
+def _remember_case(_ctx, _param, value):
+    if value:
+        _case_for_log.append(value)
+    return value
+
+
+def _echo_json(obj) -> None:
+    from triage.output import dumps
+    click.echo(dumps(obj))
+
+
+def _echo_jsonl(rows) -> None:
+    from triage.output import dumps
+    for row in rows:
+        click.echo(dumps(row, indent=None))
 
 
 @click.group(cls=TriageGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -46,7 +161,8 @@ def main():
 
 def _key_options(fn):
     fn = click.option("--password", default=None, metavar="TEXT",
-                      help="BitLocker password to unlock an encrypted volume.")(fn)
+                      help="Password to unlock an encrypted volume (BitLocker, LUKS, FileVault "
+                           "2, APFS) or a password-protected zip or UFDR extraction.")(fn)
     fn = click.option("--recovery-key", default=None, metavar="KEY",
                       help="BitLocker recovery key (48 digits, dashes optional) to unlock an encrypted volume.")(fn)
     return fn
@@ -56,8 +172,8 @@ def _key_options(fn):
 @click.argument("evidence", metavar="EVIDENCE")
 @_key_options
 @click.option("--no-count", is_flag=True, help="Skip the file counts (no file-system walk).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object, for scripts.")
-def inspect(evidence, recovery_key, password, no_count, as_json):
+@output_format("table", "json")
+def inspect(evidence, recovery_key, password, no_count, fmt):
     """Describe a device: container, media size, stored hashes, partitions, file systems,
     file counts and what could not be examined.
 
@@ -81,6 +197,7 @@ def inspect(evidence, recovery_key, password, no_count, as_json):
     from triage.evidence import open_evidence
     from triage.inventory import describe
 
+    as_json = fmt == "json"
     with open_evidence(evidence) as ev:
         if as_json or not sys.stderr.isatty():
             info = describe(ev, recovery_key, password, count_files=not no_count)
@@ -90,7 +207,7 @@ def inspect(evidence, recovery_key, password, no_count, as_json):
                 info = describe(ev, recovery_key, password, count_files=not no_count,
                                 progress=lambda text: status.update(text))
     if as_json:
-        click.echo(jsonlib.dumps(info, indent=1))
+        _echo_json(info)
         return
     from triage.inventory import render_inspect
     render_inspect(info)
@@ -100,8 +217,7 @@ def inspect(evidence, recovery_key, password, no_count, as_json):
 @click.argument("evidence", metavar="EVIDENCE")
 @click.option("--hash", "hash_spec", default="", metavar="md5,sha1,sha256",
               help="Hashes to compute, comma-separated; all in one pass over each file's content.")
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True,
-              help="One JSON object per line, or CSV with a header row.")
+@output_format("jsonl", "csv", "json", default="jsonl")
 @click.option("--files-only", is_flag=True, help="Leave folders out (they are listed by default, as fls does).")
 @_key_options
 def files(evidence, hash_spec, fmt, files_only, recovery_key, password):
@@ -130,52 +246,39 @@ def files(evidence, hash_spec, fmt, files_only, recovery_key, password):
       triage files phone_export/ --format csv --hash sha256 > files.csv
       icat -o $((VOLUME_OFFSET / 512)) IMAGE INODE    # the same bytes, with TSK
     """
-    from triage.units import SafeDictWriter
     import json as jsonlib
 
-    from triage.errors import TriageError as _TriageError
     from triage.evidence import open_evidence
-    from triage.inventory import CSV_FIELDS, READ_FAILURES, examinable, parse_hashes, rows
-    from triage.device import discover
+    from triage.inventory import CSV_FIELDS, gap_line, listable, parse_hashes, read_failed, rows
+    from triage.units import SafeDictWriter
 
     hashes = parse_hashes(hash_spec)
     with open_evidence(evidence) as ev:
-        volumes, coverage = discover(ev, recovery_key=recovery_key, password=password)
-        if not examinable(volumes):
-            reasons = "; ".join(f"{c.where.display()}: {c.reason}" for c in coverage) or "no volumes"
-            raise _TriageError(f"{evidence}: nothing could be examined ({reasons})")
+        volumes, coverage = listable(ev, recovery_key, password)
         for c in coverage:
-            _not_examined(c)
+            click.echo(f"not examined: {gap_line(c, volumes)}", err=True)
         problems: list = []
-        writer = None
+        listed = rows(ev, volumes, hashes, include_dirs=not files_only, problems=problems)
         if fmt == "csv":
             writer = SafeDictWriter(sys.stdout, fieldnames=CSV_FIELDS, extrasaction="ignore")
             writer.writeheader()
-        try:
-            for row in rows(ev, volumes, hashes, include_dirs=not files_only, problems=problems):
-                if writer is not None:
-                    writer.writerow(row)
-                else:
-                    sys.stdout.write(jsonlib.dumps(row) + "\n")
-            sys.stdout.flush()
-        except BrokenPipeError:       # `triage files X | head`: the reader has what it wanted
-            import os
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return
+            writer.writerows(listed)
+        elif fmt == "json":       # one document: a listing can be large, so it is streamed
+            sys.stdout.write("[")
+            for i, row in enumerate(listed):
+                sys.stdout.write(("," if i else "") + "\n" + jsonlib.dumps(row))
+            sys.stdout.write("\n]\n")
+        else:
+            for row in listed:
+                sys.stdout.write(jsonlib.dumps(row) + "\n")
+        sys.stdout.flush()
         problems.extend(ev.damage())
         for c in problems:
-            _not_examined(c)
-        failed = [c for c in list(coverage) + problems if c.kind in READ_FAILURES]
-        if failed:
+            click.echo(f"not examined: {gap_line(c, volumes)}", err=True)
+        if read_failed(list(coverage) + problems):
             # as fls and icat do: something could not be read, though the rest was listed
             raise SystemExit(1)
 
-
-def _not_examined(c) -> None:
-    """One stderr line per gap: where (escaped), kind, bytes and why."""
-    from triage.units import terminal_safe
-    click.echo(f"not examined: {terminal_safe(c.where.display())} ({c.kind}, "
-               f"{c.bytes_not_examined:,} bytes): {terminal_safe(c.reason)}", err=True)
 
 # --- synth (triage/synth.py) ---
 
@@ -189,8 +292,8 @@ def _not_examined(c) -> None:
 @click.option("--size", type=click.Choice(["small", "medium", "large"]), default="small", show_default=True,
               help="small: 10-60 MB per device (tests); medium: ~400 MB; large: the first device "
                    "3.4 GB with ~20k files and 12 MP photos (benchmarks).")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary instead of a table.")
-def synth(out, devices, seed, size, as_json):
+@output_format("table", "json")
+def synth(out, devices, seed, size, fmt):
     """Build a synthetic fleet of seized-device images with known answers.
 
     \b
@@ -225,6 +328,7 @@ def synth(out, devices, seed, size, as_json):
 
     from triage.synth import build_fleet
 
+    as_json = fmt == "json"
     if as_json or size == "small":
         truth = build_fleet(Path(out), devices=devices, seed=seed, size=size)
     else:
@@ -249,9 +353,8 @@ def synth(out, devices, seed, size, as_json):
         "alerts": len(truth["alerts"]),
     }
     if as_json:
-        click.echo(jsonlib.dumps(summary, indent=1))
+        _echo_json(summary)
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"synthetic fleet (seed {seed}, {size}) in {summary['out']}")
@@ -260,7 +363,7 @@ def synth(out, devices, seed, size, as_json):
     for d in summary["devices"]:
         table.add_row(d["id"], d["role"], Path(d["evidence"]).name, "+".join(d["volumes"]) + f" ({d['table']})",
                       f"{d['media_size'] / 1e6:.0f}", str(d["files"]), str(d["exact"]), str(d["near"]))
-    Console().print(table)
+    _console().print(table)
 
 # --- hashset (hashsets/) ---
 
@@ -299,10 +402,11 @@ def hashset():
 @click.option("--name", required=True, help="Name of the set in the store (letters, digits, . _ -).")
 @click.option("--role", type=click.Choice(["alert", "ignore", "watch"]), default=None,
               help="alert, ignore or watch [default: alert; NSRL must be ignore].")
-@click.option("--format", "fmt", default=None,
+@click.option("--input-format", "input_fmt", default=None,
               type=click.Choice(["vics", "nsrl-rdsv3", "nsrl-txt", "hashdeep", "plain", "encase",
                                  "pdq", "phash"]),
-              help="Skip detection from content (e.g. bare 64-hex lines as pdq, not sha256).")
+              help="The file's format, instead of detection from content (e.g. bare 64-hex "
+                   "lines as pdq, not sha256).")
 @click.option("--profile", default=None,
               help="VICS category profile (UK, US, ...) when the file's context URL lacks it.")
 @click.option("--category-map", default=None,
@@ -311,8 +415,9 @@ def hashset():
 @click.option("--delta", is_flag=True, help="Add FILE's entries to the existing set NAME.")
 @click.option("--replace", is_flag=True, help="Replace an existing set NAME.")
 @_STORE_OPTION
-@click.option("--json", "as_json", is_flag=True, help="Print the set's record as JSON.")
-def hashset_import(file, name, role, fmt, profile, category_map, delta, replace, store_dir, as_json):
+@output_format("table", "json")
+def hashset_import(file, name, role, input_fmt, profile, category_map, delta, replace, store_dir,
+                   fmt):
     """Import FILE as hash set NAME; the format is read from the content.
 
     \b
@@ -327,13 +432,14 @@ def hashset_import(file, name, role, fmt, profile, category_map, delta, replace,
       triage hashset import caid.json --name caid --role alert
       triage hashset import vic_us.json --name vic --profile US
       triage hashset import caid_update.json --name caid --delta
-      triage hashset import known_bad.pdq.txt --name pdq-bad --format pdq
+      triage hashset import known_bad.pdq.txt --name pdq-bad --input-format pdq
     """
     import json as _json
     import time as _time
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    as_json = fmt == "json"
     store = _hashset_store(store_dir)
     t0 = _time.monotonic()
     columns = (TextColumn("importing {task.description}"), BarColumn(),
@@ -349,17 +455,18 @@ def hashset_import(file, name, role, fmt, profile, category_map, delta, replace,
                        rate=rate)
 
         if delta:
-            info = store.add_delta(name, file, format=fmt, progress=report)
+            info = store.add_delta(name, file, format=input_fmt, progress=report)
         else:
-            info = store.import_file(file, name, role or "alert", format=fmt, profile=profile,
+            info = store.import_file(file, name, role or "alert", format=input_fmt, profile=profile,
                                      category_map=category_map, progress=report, replace=replace)
     seconds = _time.monotonic() - t0
     if as_json:
-        click.echo(_json.dumps(dict(info.to_dict(), seconds=round(seconds, 3)), indent=2))
+        _echo_json(dict(info.to_dict(), seconds=round(seconds, 3)))
         return
     counts = ", ".join(f"{n:,} {alg}" for alg, n in info.counts.items())
-    click.echo(f"{info.name}: {info.role}, {info.format}, version {info.version}: {counts} "
-               f"in {seconds:.1f} s ({info.records / max(seconds, 1e-6):,.0f} records/s)")
+    click.echo(f"{info.name}: {info.role}, {info.format}, version {info.version}: "
+               f"{info.records:,} records ({counts}), {info.rejected:,} rejected, in "
+               f"{seconds:.1f} s ({info.records / max(seconds, 1e-6):,.0f} records/s)")
     if info.scheme and info.scheme != "none":
         click.echo(f"  categories: {info.scheme}" + (f" (profile {info.profile})" if info.profile else ""))
     if info.skipped_low_quality:
@@ -372,37 +479,39 @@ def hashset_import(file, name, role, fmt, profile, category_map, delta, replace,
 
 @hashset.command("list")
 @_STORE_OPTION
-@click.option("--json", "as_json", is_flag=True, help="Every set's full record as JSON.")
-def hashset_list(store_dir, as_json):
+@output_format("table", "json", "jsonl")
+def hashset_list(store_dir, fmt):
     """The sets in the store: role, format, version, entries, source and import time.
 
     \b
     Example:
-      triage hashset list --json | jq '.[] | {name, role, version, records}'
+      triage hashset list --format json | jq '.[] | {name, role, version, records}'
     """
     import json as _json
 
     store = _hashset_store(store_dir)
     infos = store.sets()
-    if as_json:
-        click.echo(_json.dumps([i.to_dict() for i in infos], indent=2))
+    if fmt == "json":
+        _echo_json([i.to_dict() for i in infos])
+        return
+    if fmt == "jsonl":
+        _echo_jsonl(i.to_dict() for i in infos)
         return
     if not infos:
         click.echo(f"no hash sets in {store.root}; add one with `triage hashset import`")
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(box=None, header_style="bold")
-    for col in ("name", "role", "format", "version", "entries", "rejected", "source", "imported"):
-        table.add_column(col, justify="right" if col in ("entries", "rejected") else "left")
+    for col in ("name", "role", "format", "version", "records", "hashes", "rejected", "source",
+                "imported"):
+        table.add_column(col, justify="right" if col in ("records", "rejected") else "left")
     for i in infos:
         table.add_row(i.name, i.role, i.format + (f" ({i.scheme})" if i.scheme not in ("", "none") else ""),
-                      i.version, f"{i.records:,}", f"{i.rejected:,}", i.source_name, i.imported_at)
-    Console(width=160 if not sys.stdout.isatty() else None).print(table)
-
-
-_LOOKUP_ALGS = {32: ("md5",), 40: ("sha1",), 64: ("sha256", "pdq"), 16: ("phash",)}
+                      i.version, f"{i.records:,}",
+                      ", ".join(f"{n:,} {alg}" for alg, n in i.counts.items()),
+                      f"{i.rejected:,}", i.source_name, i.imported_at)
+    _console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
 @hashset.command("lookup")
@@ -414,8 +523,8 @@ _LOOKUP_ALGS = {32: ("md5",), 40: ("sha1",), 64: ("sha256", "pdq"), 16: ("phash"
               help="Perceptual match distance [default: pdq 31, phash 8].")
 @click.option("--set", "set_names", multiple=True, help="Only this set (repeatable).")
 @_STORE_OPTION
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per hash, with its hits.")
-def hashset_lookup(hashes, algorithm, distance, set_names, store_dir, as_json):
+@output_format("table", "json", "jsonl")
+def hashset_lookup(hashes, algorithm, distance, set_names, store_dir, fmt):
     """Look HASHES up in every set ('-' reads them from stdin, one per line).
 
     \b
@@ -423,38 +532,23 @@ def hashset_lookup(hashes, algorithm, distance, set_names, store_dir, as_json):
       triage hashset lookup d41d8cd98f00b204e9800998ecf8427e
       cut -d, -f2 listing.csv | triage hashset lookup - --json
     """
-    import json as _json
     from dataclasses import asdict
 
-    from hashsets.store import open_sets
-    from triage.errors import HashSetError
+    from hashsets.store import lookup_many, open_sets
 
     values = []
     for h in hashes:
         values.extend(line.strip() for line in sys.stdin if line.strip()) if h == "-" else values.append(h.strip())
-    store = open_sets(store_dir, list(set_names) or None)
-    results: dict[int, list] = {i: [] for i in range(len(values))}
-    groups: dict[str, list[int]] = {}
-    for i, v in enumerate(values):
-        algs = (algorithm,) if algorithm else _LOOKUP_ALGS.get(len(v))
-        if not algs or not all(c in "0123456789abcdefABCDEF" for c in v):
-            raise HashSetError(f"{v!r} is not an MD5, SHA-1, SHA-256, PDQ or pHash in hex")
-        for alg in algs:
-            groups.setdefault(alg, []).append(i)
-    for alg, idx in groups.items():
-        batch = [values[i] for i in idx]
-        found = (store.lookup_perceptual(alg, batch, distance) if alg in ("pdq", "phash")
-                 else store.lookup(alg, batch))
-        for i, hits in zip(idx, found):
-            results[i].extend(hits)
-    if as_json:
-        for i, v in enumerate(values):
-            click.echo(_json.dumps({"hash": v, "hits": [asdict(h) for h in results[i]]}))
+    results = lookup_many(open_sets(store_dir, list(set_names) or None), values, algorithm,
+                          distance)
+    if fmt != "table":
+        out = [{"hash": v, "hits": [asdict(h) for h in hits]} for v, hits in zip(values, results)]
+        _echo_json(out) if fmt == "json" else _echo_jsonl(out)
         return
-    for i, v in enumerate(values):
-        if not results[i]:
+    for v, hits in zip(values, results):
+        if not hits:
             click.echo(f"{v}  no match")
-        for h in results[i]:
+        for h in hits:
             cat = f" category {h.category}" + (f" ({h.category_label})" if h.category_label else "") \
                 if h.category else ""
             near = f" distance {h.distance}" if h.algorithm in ("pdq", "phash") else ""
@@ -473,7 +567,7 @@ def hashset_remove(name, store_dir):
       triage hashset remove caid-2024
     """
     info = _hashset_store(store_dir).remove(name)
-    click.echo(f"removed {info.name} ({info.records:,} entries, version {info.version})")
+    click.echo(f"removed {info.name} ({info.records:,} records, version {info.version})")
 
 
 # --- models (models/) ---
@@ -500,10 +594,9 @@ def models():
 
 
 @models.command("list")
-@click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where added models live (default: $TRIAGE_HOME/models, ~/.triage/models).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
-def models_list(models_dir, as_json):
+@_MODELS_DIR_OPTION
+@output_format("table", "json")
+def models_list(models_dir, fmt):
     """Show every known model: name, version, format, licence, labels and thresholds.
 
     Nothing is hashed here; `triage models verify` checks the weights.
@@ -517,10 +610,9 @@ def models_list(models_dir, as_json):
     for name, spec in list_models(models_dir):
         row = describe(spec) if spec else {"name": name, "error": "spec unreadable"}
         rows.append({"id": name, **row})
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
+    if fmt == "json":
+        _echo_json(rows)
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title="models", caption=_MODEL_HONESTY)
@@ -537,17 +629,16 @@ def models_list(models_dir, as_json):
             labels += f", faces, minor_likelihood ({row['thresholds'].get('minor_likelihood', '-')})"
         table.add_row(row["id"], row["version"], row["format"], row["licence"], labels,
                       row["sha256"][:12])
-    Console().print(table)
+    _console().print(table)
 
 
 @models.command("add")
 @click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where added models live (default: $TRIAGE_HOME/models, ~/.triage/models).")
+@_MODELS_DIR_OPTION
 @click.option("--force", is_flag=True, help="Replace an added model of the same name.")
 @click.option("--no-load", is_flag=True, help="Only check the sha256; skip the trial load and run.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def models_add(spec, models_dir, force, no_load, as_json):
+@output_format("table", "json")
+def models_add(spec, models_dir, force, no_load, fmt):
     """Register a model from its TOML SPEC (see README, "Models").
 
     The weights' sha256 must match the spec's; the model is then loaded and run once on a blank
@@ -559,7 +650,7 @@ def models_add(spec, models_dir, force, no_load, as_json):
     from models.registry import add_model
 
     added = add_model(spec, models_dir, force=force, check_load=not no_load)
-    if as_json:
+    if fmt == "json":
         click.echo(json.dumps({"name": added.name, "path": str(added.path), "sha256": added.sha256}))
     else:
         click.echo(f"added {added.name} ({added.sha256[:16]}...) at {added.path}")
@@ -567,10 +658,9 @@ def models_add(spec, models_dir, force, no_load, as_json):
 
 @models.command("verify")
 @click.argument("names", nargs=-1)
-@click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where added models live (default: $TRIAGE_HOME/models, ~/.triage/models).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
-def models_verify(names, models_dir, as_json):
+@_MODELS_DIR_OPTION
+@output_format("table", "json")
+def models_verify(names, models_dir, fmt):
     """Check the sha256 of every file of NAMES (default: all models).
 
     Exit code 0 when all match; 2 with one `error:` line per failing model otherwise.
@@ -580,7 +670,7 @@ def models_verify(names, models_dir, as_json):
     from models.registry import verify_models
 
     checks = verify_models(list(names), models_dir)
-    if as_json:
+    if fmt == "json":
         click.echo(json.dumps([{"name": c.name, "ok": c.ok, "message": c.message} for c in checks]))
     else:
         for c in checks:
@@ -656,7 +746,11 @@ def _video_options(command):
 
 @main.command()
 @click.option("--case", "case_dir", required=True, type=click.Path(file_okay=False),
+              callback=_remember_case,
               help="Case directory (created 0700 if new). Holds case.sqlite and flags.jsonl.")
+@click.option("--case-ref", default=None, metavar="REF",
+              help="The case reference (crime or job number), for the report's title, VICS "
+                   "CaseNumber and CASE. Default: the case folder's name.")
 @click.option("--hashset", "hashset_args", multiple=True, metavar="NAME_OR_FILE",
               help="Hash set to match against: a set name in the store, or a file (VICS/CAID "
                    "JSON, NSRL, hashdeep, md5sum, ...) imported into CASE_DIR/hashsets. Repeat "
@@ -687,6 +781,10 @@ def _video_options(command):
               help="CPU workers (local) or batches in flight / 2 (cluster). Default: all cores.")
 @click.option("--resume", is_flag=True,
               help="Continue an interrupted scan of the same case, skipping finished batches.")
+@click.option("--replace", is_flag=True,
+              help="Scan devices again even with weaker settings than their last run (fewer "
+                   "alert sets, older set versions, no model). Earlier runs stay in the case "
+                   "and in `triage show`; the queue uses the new one.")
 @click.option("--verify", is_flag=True,
               help="Also hash the whole media and compare with the hashes stored in the E01.")
 @click.option("--no-pictures", is_flag=True,
@@ -695,8 +793,7 @@ def _video_options(command):
 @click.option("--no-carve", is_flag=True,
               help="Do not carve free and unpartitioned space for pictures and videos (each "
                    "volume's free space then stays a coverage gap).")
-@click.option("--recovery-key", default=None, help="BitLocker recovery key for encrypted volumes.")
-@click.option("--password", default=None, help="Password for encrypted volumes.")
+@_key_options
 @click.option("--allow-plaintext-key", is_flag=True,
               help="With --address: send --recovery-key/--password to the cluster's workers "
                    "even though Ray's TLS is off (refused by default: anyone on that network "
@@ -708,14 +805,14 @@ def _video_options(command):
                    "small device over more workers; --resume needs the same value.")
 @click.option("--dashboard", is_flag=True, help="Start Ray's dashboard on 127.0.0.1 (off by default).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display or flag lines; summary only.")
-@click.option("--json", "as_json", is_flag=True, help="Print only a JSON summary (implies --quiet).")
+@output_format("table", "json")
 @_video_options
-@click.argument("evidence", nargs=-1, required=True, type=click.Path(exists=True))
-def scan(case_dir, hashset_args, store_root, context_file, model, model_precision, mode,
+@click.argument("evidence", nargs=-1, required=True, type=click.Path())
+def scan(case_dir, case_ref, hashset_args, store_root, context_file, model, model_precision, mode,
          stop_after, address,
-         workers, resume, verify, no_pictures, sha256, no_carve, recovery_key, password,
-         allow_plaintext_key, task_timeout,
-         batch_files, dashboard, quiet, as_json, evidence, video):
+         workers, resume, replace, verify, no_pictures, sha256, no_carve, recovery_key,
+         password, allow_plaintext_key, task_timeout,
+         batch_files, dashboard, quiet, fmt, evidence, video):
     """Scan seized devices: hash every file once, match against hash sets, raise flags.
 
     One device per EVIDENCE argument (an E01 set or a split raw set is one device: name its
@@ -730,63 +827,106 @@ def scan(case_dir, hashset_args, store_root, context_file, model, model_precisio
           /evidence/laptop.E01 /evidence/phone.dd
       triage scan --case case1 --resume /evidence/laptop.E01 /evidence/phone.dd
     """
-    import json as _json
     import time as _time
 
+    from triage.units import terminal_safe
     from workers.scan import prepare_scan, run_scan
 
+    as_json = fmt == "json"
     t0 = _time.time()
+    for path in evidence:
+        if not Path(path).exists():
+            raise TriageError(f"no such file: {path}")
     opts, hashsets = prepare_scan(case_dir, hashset_args=hashset_args, store_root=store_root,
                                   model=model, model_precision=model_precision, mode=mode,
                                   stop_after=stop_after,
                                   pictures=not no_pictures, sha256=sha256,
                                   task_timeout=task_timeout, batch_files=batch_files,
                                   carve=not no_carve, **video)
+    if not as_json:
+        for line in _rejected_lines(hashsets):
+            click.echo(line, err=True)
     quiet = quiet or as_json
     reporter = None
     if not quiet:
         from workers.progress import RichReporter
-        reporter = RichReporter()
+        reporter = RichReporter(model=model != "none")
     # Ray's driver prints worker-failure notices to stdout; keep stdout for the summary
     import contextlib as _contextlib
     try:
         with _contextlib.redirect_stdout(sys.stderr):
             summary = _run_scan_with(reporter, run_scan, case_dir, evidence, opts, hashsets,
                                      context_file, address, workers, resume, verify, dashboard,
-                                     recovery_key, password, allow_plaintext_key, t0)
+                                     recovery_key, password, allow_plaintext_key, t0, replace,
+                                     case_ref)
     except KeyboardInterrupt as exc:
         from triage.errors import Terminated
         click.echo(f"interrupted: everything found so far is in {case_dir}; continue with "
                    "`triage scan --resume` and the same arguments", err=True)
         sys.exit(143 if isinstance(exc, Terminated) else 130)
     if as_json:
-        click.echo(_json.dumps(summary.to_dict(), indent=2, sort_keys=True))
+        _echo_json(summary.to_dict())
         if summary.status == "failed":
             sys.exit(2)
         return
-    from triage.units import terminal_safe
     for w in summary.warnings:
         click.echo(f"warning: {terminal_safe(w)}", err=True)
     if summary.status == "failed":
         click.echo(f"error: no device could be examined ({len(summary.devices)} failed); "
-                   f"see triage show --case {case_dir} DEVICE", err=True)
+                   f"see {_prog()} show --case {case_dir} DEVICE", err=True)
         sys.exit(2)
+    from triage import views
+
+    console = _console()        # wraps at the terminal's width (80 columns when piped)
     for d in summary.devices:
         stop = ", stopped early (triage mode)" if d["stopped_early"] else ""
+        status = views.status_text(d["status"], [d])
         scored = (f", {d['scored']} scored by the model ({d['model_skipped']} skipped: "
-                  f"see triage show)" if model != "none" else "")
-        click.echo(f"{terminal_safe(d['device'])}: {d['status']}{stop}; {d['files']} files, {d['pictures']} "
-                   f"pictures, {d['alert_matches']} alert matches, {d['near_matches']} near, "
-                   f"{d['flags']} flags{scored}")
-    click.echo(f"scan {summary.status} in {summary.seconds:.1f} s; next: triage queue --case {case_dir}")
+                  f"see {_prog()} show)" if model != "none" else "")
+        console.print(f"{terminal_safe(d['device'])}: {status}{stop}; {d['files']} files, "
+                      f"{d['pictures']} pictures, {d['alert_matches']} alert matches, "
+                      f"{d['near_matches']} near, {d['flags']} flags{scored}", markup=False)
+    console.print(f"scan {views.status_text(summary.status, summary.devices)} in "
+                  f"{summary.seconds:.1f} s", markup=False)
+    click.echo(f"next: {_prog()} queue --case {_shell_word(case_dir)}")   # whole, to copy
+
+
+def _prog() -> str:
+    """How to run triage again, for hints: `triage` when that name is on PATH (`make demo`
+    puts it there), else the path this one was started by (`.venv/bin/triage`)."""
+    import shutil
+
+    me = sys.argv[0] if sys.argv else ""
+    if shutil.which("triage") or not me.endswith("triage"):
+        return "triage"
+    return _shell_word(me)
+
+
+def _shell_word(text: str) -> str:
+    import shlex
+    return shlex.quote(str(text))
+
+
+def _rejected_lines(hashsets: list[dict]) -> list[str]:
+    """As `hashset import` prints them: each set file's rejected records, with the first few."""
+    from triage.units import terminal_safe
+
+    out = []
+    for h in hashsets:
+        if h.get("rejected"):
+            out.append(f"warning: {terminal_safe(h.get('source_name') or h.get('name'))}: "
+                       f"rejected {h['rejected']:,} records, e.g.:")
+            out.extend(f"    {terminal_safe(ex)}" for ex in h.get("rejected_examples", [])[:5])
+    return out
 
 
 def _run_scan_with(reporter, run_scan, case_dir, evidence, opts, hashsets, context_file, address,
                    workers, resume, verify, dashboard, recovery_key, password,
-                   allow_plaintext_key, t0):
+                   allow_plaintext_key, t0, replace, case_ref):
     kwargs = dict(hashsets=hashsets, context_file=context_file, address=address, workers=workers,
                   resume=resume, verify=verify, dashboard=dashboard, recovery_key=recovery_key,
-                  password=password, allow_plaintext_key=allow_plaintext_key, t0=t0)
+                  password=password, allow_plaintext_key=allow_plaintext_key, t0=t0,
+                  replace=replace, case_ref=case_ref)
     if reporter is None:
         return run_scan(case_dir, list(evidence), opts, **kwargs)
     with reporter:
@@ -796,7 +936,12 @@ def _run_scan_with(reporter, run_scan, case_dir, evidence, opts, hashsets, conte
 # --- queue, show, flags, context, export, report (triage/rank.py, flags.py, exports/) ---
 
 _CASE_OPTION = click.option("--case", "case_dir", required=True, type=click.Path(file_okay=False),
-                            help="Case directory made by `triage scan`.")
+                            callback=_remember_case, help="Case directory made by `triage scan`.")
+
+
+FLAG_CODES = ("CHILD_ACCESS", "SELF_PRODUCED", "KNOWN_MATCH", "SUSPECTED_NEW", "NEAR_MATCH",
+              "NOT_EXAMINED")         # triage.flags.CODES, not imported: `--help` stays fast
+QUEUE_STATUSES = ("complete", "partial", "failed")
 
 
 def _open_case(case_dir):
@@ -818,9 +963,18 @@ def _graded_counts(case_dir) -> dict:
 
 @main.command()
 @_CASE_OPTION
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
-              show_default=True, help="table for people, json or csv for scripts.")
-def queue(case_dir, fmt):
+@output_format("table", "json", "jsonl", "csv")
+@click.option("--flag", "flag_codes", multiple=True, metavar="CODE",
+              type=click.Choice(FLAG_CODES, case_sensitive=False),
+              help="Only devices with this flag (repeat for any of several).")
+@click.option("--status", "statuses", multiple=True, metavar="STATUS",
+              type=click.Choice(QUEUE_STATUSES, case_sensitive=False),
+              help="Only devices in this state: " + ", ".join(QUEUE_STATUSES) + ".")
+@click.option("--deadline-before", default=None, metavar="DATE",
+              help="Only devices whose custody deadline is before DATE (2026-12-20).")
+@click.option("--limit", default=None, type=click.IntRange(1), metavar="N",
+              help="Only the first N devices of the queue.")
+def queue(case_dir, fmt, flag_codes, statuses, deadline_before, limit):
     """The devices of a case in the order to examine them, with the reasons.
 
     \b
@@ -828,47 +982,61 @@ def queue(case_dir, fmt):
     model suspects, then devices that could not be fully examined, then clean ones. Within a band,
     points from documented rules (category severity, counts, camera-original pictures, the
     suspect's access to children, custody deadline) decide; `triage show DEVICE` lists them.
+    While a scan runs, its devices are listed as queued, opening or scanning.
 
     \b
     Examples:
       triage queue --case CASE_DIR
+      triage queue --case CASE_DIR --flag CHILD_ACCESS --limit 3
       triage queue --case CASE_DIR --format json | jq '.[0].reasons'
     """
-    import json as _json
-
-    from rich.console import Console
-
     from triage import rank, views
 
     with _open_case(case_dir) as store:
-        ordered = rank.verdicts(store)
+        ordered = rank.select(rank.verdicts(store), flags=flag_codes, statuses=statuses,
+                              deadline_before=deadline_before, limit=limit)
     graded = _graded_counts(case_dir)
     rows = views.queue_rows(ordered, graded)
     if fmt == "json":
-        click.echo(_json.dumps(rows, indent=2))
+        _echo_json(rows)
+    elif fmt == "jsonl":
+        _echo_jsonl(rows)
     elif fmt == "csv":
         click.echo(views.queue_csv(rows), nl=False)
     elif not rows:
-        click.echo("no devices in this case yet")
+        click.echo("no devices in this case match" if (flag_codes or statuses or deadline_before)
+                   else "no devices in this case yet")
     else:
-        Console(width=min(Console().width, 100) if sys.stdout.isatty() else 80).print(
-            views.queue_table(ordered, graded))
+        _console().print(views.queue_table(ordered, graded))
+
+
+def _console(stderr: bool = False, width: int | None = None):
+    """A rich console as wide as the terminal (80 columns when not a terminal) whose closed
+    pipe ends the command quietly with exit 0 (rich's own exits 1)."""
+    from rich.console import Console
+
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            _quiet_closed_pipe()
+
+    stream = sys.stderr if stderr else sys.stdout
+    return _Console(file=stream, width=width or (None if stream.isatty() else 80),
+                    highlight=False)
 
 
 @main.command()
 @click.argument("device")
 @_CASE_OPTION
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def show(device, case_dir, as_json):
-    """One device: its verdict, reasons, flags, coverage and every finding with provenance.
+@output_format("table", "json")
+def show(device, case_dir, fmt):
+    """One device: its verdict, reasons, scan runs, flags, coverage and every finding with
+    provenance.
 
     DEVICE is the device id shown by `triage queue`, its exhibit reference, or its evidence
-    file name. Each finding says how to reach the same bytes again with TSK (`icat`).
+    file name (any case). Each finding says how to reach the same bytes again with TSK
+    (`icat`). Every scan run of the device is listed with its hash sets, model and counts; the
+    queue uses the latest.
     """
-    import json as _json
-
-    from rich.console import Console
-
     from triage import rank, views
     from triage.findings import findings
     from triage.review.casereview import open_review
@@ -884,52 +1052,63 @@ def show(device, case_dir, as_json):
         out = views.device_json(store, dev, verdict, found, grades)
         labels = rank.category_labels(store)
         flags = [f for _i, f in store.flags(dev["id"])]
-    if as_json:
-        click.echo(_json.dumps(out, indent=2, default=str))
+        runs = store.device_runs(dev["id"])
+    if fmt == "json":
+        _echo_json(out)
         return
-    console = Console(width=100 if sys.stdout.isatty() else 80)
+    console = _console()
     console.print(views.device_view(verdict, dev, found, flags, labels, out["model"],
-                                    out["accounting"]))
+                                    out["accounting"], runs))
     console.print(f"reviewed {out['reviewed']} of {out['reviewed'] + out['unreviewed']} findings "
-                  "(graded in `triage serve`)", highlight=False, markup=False)
+                  "(graded in `triage serve`)", markup=False)
 
 
 @main.command("flags")
 @_CASE_OPTION
 @click.option("--follow", "-f", is_flag=True,
-              help="Keep printing new flags as a running scan raises them (Ctrl-C ends).")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
-              show_default=True, help="json prints one JSON object per line.")
+              help="Keep printing new flags as a running scan raises them; ends when that scan "
+                   "ends (Ctrl-C ends sooner).")
+@output_format("table", "json", "jsonl")
+@click.option("--code", "codes", multiple=True, metavar="CODE",
+              type=click.Choice(FLAG_CODES, case_sensitive=False),
+              help="Only flags with this code (repeat for several).")
 @click.option("--device", default=None, help="Only this device's flags.")
+@click.option("--since", default=None, metavar="TIME",
+              help="Only flags raised at or after TIME (2026-12-03T12:00Z; no zone is UTC).")
 @click.option("--interval", default=0.5, show_default=True, type=click.FloatRange(0.05, 60),
               help="Seconds between looks at the case store with --follow.")
-def flags_cmd(case_dir, follow, fmt, device, interval):
+def flags_cmd(case_dir, follow, fmt, codes, device, since, interval):
     """Safeguarding flags raised so far, oldest first; --follow while a scan runs.
 
     \b
     KNOWN_MATCH    exact alert match        NEAR_MATCH     perceptual alert match
     SUSPECTED_NEW  model suspects new       SELF_PRODUCED  camera-original picture
-    CHILD_ACCESS   any of these, suspect has access to children (highest severity)
+    CHILD_ACCESS   once per device: its findings, when the suspect has access to
+                   children (the highest severity)
     NOT_EXAMINED   part of the device could not be examined
 
     \b
-    While a scan runs in another terminal:
-      triage flags --case CASE_DIR --follow
+    Examples:
+      triage flags --case CASE_DIR --code CHILD_ACCESS
+      triage flags --case CASE_DIR --since 2026-12-03T09:00 --format jsonl
+      triage flags --case CASE_DIR --follow     # while a scan runs in another terminal
     """
-    import json as _json
     import time as _time
     from dataclasses import asdict
 
-    from rich.console import Console
-
     from triage import views
-    from triage.flags import format_flag_line
+    from triage.flags import follow_store, format_flag_line
+    from triage.output import parse_time
 
-    console = Console(highlight=False)
+    since_t = parse_time(since) if since else None
+    codes = tuple(c.upper() for c in codes)
+    console = _console()
+    after_run = None
     if follow:
         from triage.store import is_case
 
         if not is_case(case_dir):
+            after_run = 0               # the scan that creates the case is the one followed
             # started before the scan: wait for the scan to create the case
             click.echo(f"waiting for a scan to create {case_dir} (Ctrl-C ends)", err=True)
             try:
@@ -943,12 +1122,12 @@ def flags_cmd(case_dir, follow, fmt, device, interval):
             from triage import rank
 
             dev_id = rank.find_device(store, device)["id"]
-        last = 0
 
         def emit(batch, table_ok):
-            if fmt == "json":
-                for _i, f in batch:
-                    click.echo(_json.dumps(asdict(f), sort_keys=True))
+            if fmt == "json" and table_ok:
+                _echo_json([asdict(f) for _i, f in batch])
+            elif fmt in ("json", "jsonl"):      # following: one object per line as they come
+                _echo_jsonl(asdict(f) for _i, f in batch)
             elif table_ok:
                 console.print(views.flags_table(batch))
             else:
@@ -957,21 +1136,29 @@ def flags_cmd(case_dir, follow, fmt, device, interval):
                                   markup=False)
             sys.stdout.flush()
 
-        batch = store.flags(dev_id, after_id=last)
-        if batch:
-            emit(batch, not follow)
-            last = batch[-1][0]
-        elif not follow:
-            click.echo("no flags raised" if fmt == "table" else "", nl=fmt == "table")
         if not follow:
+            batch = [(i, f) for i, f in store.flags(dev_id)
+                     if (not codes or f.code in codes) and (since_t is None or f.raised_at >= since_t)]
+            if batch:
+                emit(batch, True)
+            elif fmt == "json":
+                _echo_json([])
+            elif fmt == "table":
+                click.echo("no flags raised" + (" that match" if codes or since_t else ""))
             return
+        if after_run is None and store.running_run() is None:
+            click.echo("no scan is running in this case: following the next one (Ctrl-C "
+                       "ends)", err=True)
         try:
-            while True:
-                _time.sleep(interval)
-                batch = store.flags(dev_id, after_id=last)
-                if batch:
-                    emit(batch, False)
-                    last = batch[-1][0]
+            for what, item in follow_store(store, dev_id, interval=interval, since=since_t,
+                                           codes=codes, after_run=after_run):
+                if what == "flags":
+                    emit(item, False)
+                else:
+                    run = item or {}
+                    click.echo(f"scan run {run.get('id', '?')} ended ({run.get('status', '?')}); "
+                               f"no more flags will come from it", err=True)
+                    return
         except KeyboardInterrupt:
             return
 
@@ -990,45 +1177,66 @@ def context():
 
 @context.command("set")
 @_CASE_OPTION
-@click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable summary.")
-def context_set(case_dir, file, as_json):
-    """Attach a context FILE to the devices of a case (rows match by evidence path or name)."""
-    import json as _json
+@click.argument("file", type=click.Path(dir_okay=False), required=False)
+@click.option("--case-ref", default=None, metavar="REF",
+              help="The case reference (crime or job number): the report's title, VICS "
+                   "CaseNumber and the CASE export's name. Default: the case folder's name.")
+@output_format("table", "json")
+def context_set(case_dir, file, case_ref, fmt):
+    """Attach a context FILE to the devices of a case (rows match by evidence path or name),
+    and/or set the case reference.
 
-    from triage.context import load_context, match_context
+    \b
+    Examples:
+      triage context set --case CASE_DIR context.csv
+      triage context set --case CASE_DIR --case-ref OP-ELM/2026/0042
+    """
+    from triage.context import attach_context, load_context
 
-    contexts = load_context(file)
-    matched, used = {}, set()
+    if file is None and case_ref is None:
+        raise click.UsageError("give a context FILE, --case-ref REF, or both")
+    result: dict = {}
     with _open_case(case_dir) as store:
-        for dev in store.devices():
-            row = match_context(contexts, dev["paths"] or [dev["id"]]) or contexts.get(dev["id"])
-            if row is not None:
-                store.set_context(dev["id"], row)
-                matched[dev["id"]] = row.get("exhibit", "")
-                used.add(row["evidence"])
-        unmatched_devices = [d["id"] for d in store.devices() if d["id"] not in matched]
-    unused = sorted(r["evidence"] for r in contexts.values() if r["evidence"] not in used)
-    if as_json:
-        click.echo(_json.dumps({"matched": matched, "devices_without_context": unmatched_devices,
-                                "rows_without_device": unused}, indent=2))
+        if case_ref is not None:
+            store.set_case_ref(case_ref)
+            result["case_ref"] = store.case_ref()
+        if file is not None:
+            result.update(attach_context(store, load_context(file)))
+    if fmt == "json":
+        _echo_json(result)
         return
-    for dev_id, exhibit in matched.items():
-        click.echo(f"{dev_id}: context set ({exhibit or 'no exhibit'})")
-    for dev_id in unmatched_devices:
-        click.echo(f"warning: no context row for device {dev_id}", err=True)
-    for ev in unused:
-        click.echo(f"warning: context row {ev} matches no device in this case", err=True)
+    from triage.units import terminal_safe
+
+    if "case_ref" in result:
+        click.echo(f"case reference: {terminal_safe(result['case_ref'])}")
+    for dev_id, exhibit in result.get("matched", {}).items():
+        click.echo(f"{terminal_safe(dev_id)}: context set ({terminal_safe(exhibit or 'no exhibit')})")
+    for dev_id in result.get("devices_without_context", []):
+        click.echo(f"warning: no context row for device {terminal_safe(dev_id)}", err=True)
+    for ev in result.get("rows_without_device", []):
+        click.echo(f"warning: context row {terminal_safe(ev)} matches no device in this case",
+                   err=True)
 
 
 @context.command("show")
 @_CASE_OPTION
-def context_show(case_dir):
-    """Print each device's context as JSON."""
-    import json as _json
-
+@output_format("json", "jsonl", "csv", default="json")
+def context_show(case_dir, fmt):
+    """Print the case reference and each device's context (JSON by default)."""
     with _open_case(case_dir) as store:
-        click.echo(_json.dumps({d["id"]: d["context"] for d in store.devices()}, indent=2))
+        rows = [{"device": d["id"], **d["context"]} for d in store.devices()]
+        ref = store.case_ref()
+    if fmt == "json":
+        _echo_json({"case_ref": ref, "devices": {r.pop("device"): r for r in rows}})
+    elif fmt == "jsonl":
+        _echo_jsonl(rows)
+    else:
+        from triage.units import SafeDictWriter
+
+        fields = list(dict.fromkeys(k for r in rows for k in r)) or ["device"]
+        writer = SafeDictWriter(sys.stdout, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 @main.command()
@@ -1038,8 +1246,8 @@ def context_show(case_dir):
               help="vics: VICS 2.0 JSON for Griffeye/AXIOM; case: CASE/UCO JSON-LD; "
                    "csv: the matches; dfxml: the file listing; vpdq: matched and suspected "
                    "videos' frame hashes.")
-@click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
-              help="File to write (mode 0600: it names possibly illicit files).")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, allow_dash=True),
+              help="File to write (mode 0600: it names possibly illicit files); - for stdout.")
 @click.option("--device", default=None, help="Only this device.")
 def export(case_dir, fmt, out, device):
     """Export a case for the tools forces already use.
@@ -1064,19 +1272,22 @@ def export(case_dir, fmt, out, device):
             from triage import rank
 
             dev_id = rank.find_device(store, device)["id"]
-        summary = exports.export(store, fmt, out, device_id=dev_id)
+        with _out_file(case_dir, out) as path:
+            summary = exports.export(store, fmt, path, device_id=dev_id)
     from triage.review.casereview import CaseReview
 
+    target = "standard output" if out == "-" else str(Path(out).resolve())
     with CaseReview(case_dir) as review:       # an export of a case is an audit event
-        review.audit.append(_operator(), "export", str(Path(out).resolve()),
+        review.audit.append(_operator(), "export", target,
                             {"format": fmt, "device": dev_id, "summary": summary})
-    click.echo(f"wrote {out}: {summary}")
+    click.echo(f"wrote {out if out != '-' else 'standard output'}: {summary}",
+               err=out == "-")
 
 
 @main.command()
 @_CASE_OPTION
-@click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
-              help="HTML file to write (mode 0600).")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, allow_dash=True),
+              help="HTML file to write (mode 0600); - for stdout.")
 @click.option("--no-thumbnails", is_flag=True,
               help="Leave every picture out of the report.")
 @click.option("--clear-thumbnails", is_flag=True,
@@ -1092,10 +1303,37 @@ def report(case_dir, out, no_thumbnails, clear_thumbnails):
 
     if no_thumbnails and clear_thumbnails:
         raise click.UsageError("--no-thumbnails and --clear-thumbnails exclude each other")
-    with _open_case(case_dir) as store:
-        write_report(store, out, thumbnails="none" if no_thumbnails else
+    with _open_case(case_dir) as store, _out_file(case_dir, out) as path:
+        write_report(store, path, thumbnails="none" if no_thumbnails else
                      ("clear" if clear_thumbnails else "blurred"))
-    click.echo(out)
+    if out != "-":
+        click.echo(out)
+
+
+def _out_file(case_dir, out):
+    """`--out FILE` as a path to write; `--out -` writes a private temporary file in the case
+    (the library writes files, mode 0600) and copies it to standard output."""
+    import contextlib
+    import os
+    import shutil
+    import tempfile
+
+    @contextlib.contextmanager
+    def path():
+        if out != "-":
+            yield out
+            return
+        fd, tmp = tempfile.mkstemp(prefix=".out-", dir=case_dir)
+        os.close(fd)
+        try:
+            yield tmp
+            sys.stdout.flush()
+            with open(tmp, "rb") as fh:
+                shutil.copyfileobj(fh, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+        finally:
+            os.unlink(tmp)
+    return path()
 
 
 # --- review service: users, serve, audit (triage/review/) ---
@@ -1155,22 +1393,20 @@ def users_add(name, role, password_stdin):
 
 
 @users.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def users_list(as_json):
+@output_format("table", "json", "jsonl")
+def users_list(fmt):
     """List users and their roles."""
-    import json as _json
-    import time as _time
+    from triage.output import table_time
 
     with _users_db() as db:
         rows = db.list()
-    if as_json:
-        click.echo(_json.dumps(rows, indent=1))
+    if fmt != "table":
+        _echo_json(rows) if fmt == "json" else _echo_jsonl(rows)
         return
     if not rows:
         click.echo("no users yet; add one with `triage users add NAME --role supervisor`")
     for r in rows:
-        click.echo(f"{r['name']:<24} {r['role']:<13} added "
-                   f"{_time.strftime('%Y-%m-%d', _time.gmtime(r['created']))}")
+        click.echo(f"{r['name']:<24} {r['role']:<13} added {table_time(r['created'])}")
 
 
 @users.command("passwd")
@@ -1231,8 +1467,8 @@ def audit():
 @audit.command("verify")
 @click.option("--case", "cases", multiple=True, type=click.Path(file_okay=False, exists=True),
               help="Also verify this case's log (CASE_DIR/review.sqlite); repeat for several.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def audit_verify(cases, as_json):
+@output_format("table", "json")
+def audit_verify(cases, fmt):
     """Check each event's hash and link to the one before. Exit 1 when a chain is broken.
 
     Always checks the service log in $TRIAGE_HOME/users.db (logins, user changes); --case adds
@@ -1253,6 +1489,7 @@ def audit_verify(cases, as_json):
             continue
         with review:
             logs.append((c, str(review.path), review.audit.verify()))
+    as_json = fmt == "json"
     broken = False
     out = []
     for name, path, (n, head, problems) in logs:
@@ -1267,7 +1504,7 @@ def audit_verify(cases, as_json):
             else:
                 click.echo(f"ok {path}: {n} events, head {head}")
     if as_json:
-        click.echo(_json.dumps(out, indent=1))
+        _echo_json(out)
     if broken:
         sys.exit(1)
 

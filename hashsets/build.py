@@ -74,8 +74,10 @@ class SetBuilder:
         self._metas: dict[str, list[np.ndarray]] = {}
         self._meta_rows: list[tuple] = [NO_META]
         self._meta_ids: dict[tuple, int] = {NO_META: 0}
-        self.rejected = 0
+        self.rejected = 0                  # distinct source records with something rejected
+        self._rejected_at: set[str] = set()
         self.examples: list[str] = []
+        self.source_records = 0            # the source's records (Media entries, lines, rows)
         self.skipped_low_quality = 0
         self.records_in = 0
         self._progress = progress
@@ -103,7 +105,11 @@ class SetBuilder:
         return got
 
     def reject(self, where: str, text) -> None:
-        self.rejected += 1
+        """A record (`where`: "media 151", "line 7") with something unusable; a record with two
+        bad hashes is one rejected record, its examples both shown."""
+        if where not in self._rejected_at:
+            self._rejected_at.add(where)
+            self.rejected += 1
         if len(self.examples) < MAX_EXAMPLES:
             shown = text if isinstance(text, str) else repr(text)
             self.examples.append(f"{where}: {shown[:120]}")
@@ -113,8 +119,10 @@ class SetBuilder:
             self._progress(self.records_in, fraction)
 
     def add_hex(self, algorithm: str, hexes: Sequence[str], meta=0, *, where: str = "record",
-                first: int = 1, quality: Optional[Sequence[int]] = None, video=-1) -> int:
-        """Adds a batch of hex strings; bad ones are rejected as `{where} {first + i}`.
+                first: int = 1, quality: Optional[Sequence[int]] = None, video=-1,
+                numbers: Optional[Sequence[int]] = None) -> int:
+        """Adds a batch of hex strings; bad ones are rejected as `{where} {number}`, the number
+        being the record's own (`numbers`, one per hex) or else `first + i`.
         Empty strings and None mean "this record has no such hash" and are skipped silently."""
         width = DIGEST_BYTES[algorithm]
         digests, bad = hex_to_digests(hexes, width)
@@ -124,7 +132,8 @@ class SetBuilder:
             keep[bad] = False
             for i in bad:
                 if hexes[i]:
-                    self.reject(f"{where} {first + i}", f"{algorithm} {hexes[i]!r}")
+                    number = numbers[i] if numbers is not None else first + i
+                    self.reject(f"{where} {number}", f"{algorithm} {hexes[i]!r}")
         metas = np.asarray(meta, np.uint32)
         if metas.ndim == 0:
             metas = np.full(len(hexes), int(meta), np.uint32)

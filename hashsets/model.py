@@ -70,13 +70,14 @@ class HashSetInfo:
 
     name: str
     role: str
-    format: str                    # vics, nsrl-rdsv3, nsrl-txt, hashdeep, plain, encase, pdq, phash
+    format: str                    # vics, nsrl-rdsv3, nsrl-txt, hashdeep, plain, encase, pdq, phash, vpdq
     version: str                   # the source's own version (NSRL VERSION, VICS date), or the import date
     source_name: str
     source_sha256: str
     importer_version: str
     imported_at: str               # ISO 8601 UTC
-    records: int                   # distinct entries in the index, all algorithms together
+    records: int                   # the source's records (Media entries, lines, rows) read;
+                                   # `counts` has the hashes per algorithm
     counts: dict = field(default_factory=dict)      # algorithm -> entries
     rejected: int = 0
     rejected_examples: tuple[str, ...] = ()

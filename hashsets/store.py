@@ -277,7 +277,9 @@ class HashSetStore:
                 version=facts.version or (f"{facts.source_date[:10]}.{sha[:8]}" if facts.source_date
                                           else sha[:12]),
                 source_name=path.name, source_sha256=sha, importer_version=IMPORTER_VERSION,
-                imported_at=_now(), records=sum(counts.values()), counts=counts,
+                # the source's records (Media entries, lines); entries per algorithm in counts
+                imported_at=_now(), records=builder.source_records or max(counts.values(), default=0),
+                counts=counts,
                 rejected=builder.rejected, rejected_examples=tuple(builder.examples),
                 scheme=scheme, profile=facts.profile, category_map=cmap,
                 default_severity=0 if role == "ignore" else 1,
@@ -545,6 +547,32 @@ def open_sets(root: str | Path | None, names: Optional[list[str]] = None) -> Has
 ROLE_BY_FORMAT = {"vics": "alert", "nsrl-rdsv3": "ignore", "nsrl-txt": "ignore"}
 
 
+# hex length -> the algorithms a hash of that length may be
+LOOKUP_ALGORITHMS = {32: ("md5",), 40: ("sha1",), 64: ("sha256", "pdq"), 16: ("phash",)}
+
+
+def lookup_many(store: HashSetStore, values: list[str], algorithm: Optional[str] = None,
+                distance: Optional[int] = None) -> list[list]:
+    """Each value's hits, in the order given. Values are grouped by algorithm (from their length
+    unless `algorithm`) so each index is searched once for all of them; a value that is not hex
+    of a known length is a HashSetError."""
+    results: list[list] = [[] for _ in values]
+    groups: dict[str, list[int]] = {}
+    for i, v in enumerate(values):
+        algs = (algorithm,) if algorithm else LOOKUP_ALGORITHMS.get(len(v))
+        if not algs or not v or not all(c in "0123456789abcdefABCDEF" for c in v):
+            raise HashSetError(f"{v!r} is not an MD5, SHA-1, SHA-256, PDQ or pHash in hex")
+        for alg in algs:
+            groups.setdefault(alg, []).append(i)
+    for alg, idx in groups.items():
+        batch = [values[i] for i in idx]
+        found = (store.lookup_perceptual(alg, batch, distance) if alg in ("pdq", "phash")
+                 else store.lookup(alg, batch))
+        for i, hits in zip(idx, found):
+            results[i].extend(hits)
+    return results
+
+
 def resolve_hashsets(store_root: str | Path | None, names_or_files: Iterable[str],
                      role_default: Optional[str] = None,
                      progress: Optional[Progress] = None) -> list[str]:
@@ -591,6 +619,19 @@ def sets_for_scan(case_dir, hashset_args, store_root
     With no arguments, every set in `store_root` is used.
     """
     root = Path(store_root) if store_root else default_root()
+    for a in hashset_args:
+        p = Path(a)
+        if p.is_file():
+            continue
+        if p.exists():
+            raise HashSetError(f"{a} is not a file")
+        # a name is letters, digits, . _ -; anything else (a path) must be a file that exists,
+        # and a name not in the store may be a file name mistyped
+        have = HashSetStore(root).names() if root.is_dir() else []
+        if not _NAME.match(a) or "/" in a or a not in have:
+            raise HashSetError(f"no such file: {a}" if not _NAME.match(a) or "/" in a else
+                               f"no such file: {a}, and no hash set named {a} in {root} "
+                               f"(sets: {', '.join(have) or 'none'})")
     files = [a for a in hashset_args if Path(a).is_file()]
     names = [a for a in hashset_args if not Path(a).is_file()]
     wanted: list[tuple[str, tuple[str, ...]]] = []
@@ -618,5 +659,7 @@ def sets_for_scan(case_dir, hashset_args, store_root
                                "format": info.format, "records": info.records,
                                "source_name": info.source_name,
                                "source_sha256": info.source_sha256, "scheme": info.scheme,
+                               "category_map": info.category_map, "rejected": info.rejected,
+                               "rejected_examples": list(info.rejected_examples[:5]),
                                "imported_at": info.imported_at, "store": where})
     return tuple(wanted), provenance

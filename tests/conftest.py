@@ -81,3 +81,21 @@ def review_server(review_case):
     proc = rc.start_server(review_case["case"], review_case["home"], port)
     yield f"http://127.0.0.1:{port}"
     rc.stop_server(proc)
+
+
+@pytest.fixture(scope="session")
+def cli_case(tmp_path_factory, synth_fleet, synth_truth) -> dict:
+    """The CLI-convention tests' case: dev01 (suspect lives with children), dev02 (the same
+    content, suspect without access), dev04 (a locked BitLocker volume) and dev05 (clean),
+    scanned in full with the fleet's VICS
+    and NSRL sets and its context, through the `triage` entry point. Tests that change a case
+    work on a copy (clirun.copy_case)."""
+    from clirun import fleet_paths, triage
+
+    p = fleet_paths(synth_fleet, synth_truth)
+    case = tmp_path_factory.mktemp("cli") / "case"
+    done = triage("scan", "--case", case, "-q", "--mode", "full", "--case-ref", "OP-ELM/42",
+                  "--hashset", p["alert_vics"], "--hashset", p["nsrl"], "--context", p["context"],
+                  p["dev01"], p["dev02"], p["dev04"], p["dev05"])
+    assert done.returncode == 0, done.stderr
+    return {"case": case, "paths": p, "scan": done}

@@ -20,6 +20,7 @@ from triage.evidence import detect_format, device_id_for, media_hashes, open_evi
 from triage.filesystems import read_chunks, walk
 from triage.inventory import row as inventory_row
 from triage.device import discover
+from triage.device import BITLOCKER_LOCKED
 from triage.volumes import ENCRYPTED_BITLOCKER
 
 TESTDATA = Path(__file__).resolve().parent / "data" / "dfvfs"   # vendored, Apache-2.0
@@ -97,12 +98,12 @@ def test_bitlocker_to_go_is_a_coverage_gap_not_an_empty_device():
         volumes, coverage = discover(ev)
     assert [v.encryption for v in volumes] == ["BitLocker"]
     assert volumes[0].fs_type is None          # its boot sector passes for FAT32; it is not
-    assert [c.reason for c in coverage] == [ENCRYPTED_BITLOCKER]
+    assert [c.reason for c in coverage] == [BITLOCKER_LOCKED]    # says how to unlock it
     assert coverage[0].bytes_not_examined == ev.ref.media_size
     result = CliRunner().invoke(main, ["inspect", str(TESTDATA / "bdetogo.raw"), "--json"])
     assert result.exit_code == 0, result.output
     info = json.loads(result.output)
-    assert info["coverage"][0]["reason"] == ENCRYPTED_BITLOCKER
+    assert info["coverage"][0]["reason"] == BITLOCKER_LOCKED
 
 
 def test_mbr_with_extended_partitions():
@@ -129,12 +130,14 @@ def test_other_file_systems(name, fs):
     assert rows and {r.fs_type for r, _ in rows} == {fs}
 
 
-def test_apfs_and_lvm_are_coverage_with_a_reason():
-    for name, word in (("apfs.raw", "APFS"), ("lvm.qcow2", "unknown or corrupt")):
+def test_apfs_and_lvm_are_examined_now():
+    """Issue 16: no longer gaps (their listings against TSK: tests/test_volume_systems.py)."""
+    for name, fs in (("apfs.raw", "apfs"), ("lvm.qcow2", "ext2")):
         with open_evidence(TESTDATA / "more" / name) as ev:
             volumes, coverage = discover(ev)
-        assert len(coverage) == 1 and word in coverage[0].reason, coverage
-        assert coverage[0].kind in (records.UNSUPPORTED_VOLUME, records.UNREADABLE_VOLUME)
+        assert [v.fs_type for v in volumes] == [fs]
+        assert not [c for c in coverage if c.kind in (records.UNSUPPORTED_VOLUME,
+                                                      records.UNREADABLE_VOLUME)]
 
 
 def test_signature_not_extension(tmp_path):

@@ -40,7 +40,7 @@ def test_known_match_once_per_file_with_provenance():
     assert p["hashes"] == {"md5": x[1].md5, "sha1": x[1].sha1}
     assert {(m["set_name"], m["set_version"], m["algorithm"]) for m in p["matches"]} == {
         ("caid", "2026-11", "md5"), ("caid", "2026-11", "sha1")}
-    assert "deleted" in f.message and "category A" in f.message
+    assert "deleted" in f.message and "Category A" in f.message
 
 
 def test_near_match_and_ignore_sets():
@@ -91,10 +91,11 @@ def test_child_access_on_any_finding(access, raised):
     if not raised:
         assert not child
         return
-    assert sorted(f.key for f in child) == sorted([x[0].key, y[0].key])   # not for NOT_EXAMINED
-    assert all(f.severity == max(SEVERITY.values()) for f in child)
-    worst_x = [f for f in child if f.key == x[0].key][0]
-    assert worst_x.provenance["cause"] == SELF_PRODUCED
+    (escalation,) = child                       # one per device, naming what it covers
+    assert escalation.severity == max(SEVERITY.values())
+    covers = {c["key"]: c["code"] for c in escalation.provenance["covers"]}
+    assert covers == {x[0].key: SELF_PRODUCED, y[0].key: NEAR_MATCH}   # not NOT_EXAMINED
+    assert "escalates 2 findings" in escalation.message
 
 
 def test_not_examined_per_coverage_record():
@@ -193,3 +194,20 @@ def test_not_examined_file_reads_as_its_path():
     assert flags[0].message == ("/home/a/secret.zip not examined (folder not readable): "
                                 "folder not readable: bad block")
     assert records.Provenance.from_dict(flags[0].provenance["where"]) == x[0].prov
+
+
+def test_child_access_escalation_grows_across_batches(tmp_path):
+    """Batches raise flags one after another: the device's one CHILD_ACCESS covers them all."""
+    from triage.flags import FlagSink
+    from triage.store import CaseStore
+
+    x, y = picture("d", 1), picture("d", 2)
+    ctx = {"access_to_children": "works_with"}
+    with CaseStore(tmp_path / "case") as store, FlagSink(tmp_path / "case", store) as sink:
+        sink.raise_all(rules_for_batch("d", ctx, [x], [exact(x)], [], [], NOW))
+        sink.raise_all(rules_for_batch("d", ctx, [y], [near(y)], [], [], NOW + 1))
+        (child,) = [f for _i, f in store.flags("d") if f.code == CHILD_ACCESS]
+    assert {c["key"]: c["code"] for c in child.provenance["covers"]} == {
+        x[0].key: KNOWN_MATCH, y[0].key: NEAR_MATCH}
+    assert child.message == ("suspect works with children: escalates 2 findings of this device "
+                             "(KNOWN_MATCH 1, NEAR_MATCH 1)")

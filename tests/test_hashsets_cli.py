@@ -42,10 +42,11 @@ def test_import_list_lookup_remove(run, vics, tmp_path):
 
     r = run("list", "--json")
     [info] = json.loads(r.output)
-    assert (info["name"], info["role"], info["records"], info["rejected"]) == ("caid", "alert", 2, 1)
+    # records: the Media entries read (one broken), rejected: the broken one
+    assert (info["name"], info["role"], info["records"], info["rejected"]) == ("caid", "alert", 3, 1)
     assert info["profile"] == "UK" and info["source_name"] == "caid.json"
 
-    r = run("lookup", md5("a"), md5("zz"), "--json")
+    r = run("lookup", md5("a"), md5("zz"), "--format", "jsonl")
     assert r.exit_code == 0, r.output
     first, second = (json.loads(line) for line in r.output.splitlines())
     assert first["hits"][0]["set_name"] == "caid" and first["hits"][0]["category_label"] == "A"
@@ -57,7 +58,7 @@ def test_import_list_lookup_remove(run, vics, tmp_path):
     table = run("list").output
     assert "caid" in table and "alert" in table and "uk-caid" in table
 
-    r = CliRunner().invoke(main, ["hashset", "lookup", "-", "--json", "--store",
+    r = CliRunner().invoke(main, ["hashset", "lookup", "-", "--format", "jsonl", "--store",
                                   str(tmp_path / "store")], input=f"{md5('b')}\n\n{md5('q')}\n")
     assert [bool(json.loads(line)["hits"]) for line in r.output.splitlines()] == [True, False]
 

@@ -10,6 +10,9 @@ import pytest
 RULES = {
     "triage.evidence": ("triage.volumes", "triage.filesystems", "triage.device", "workers", "models"),
     "triage.volumes": ("triage.filesystems", "triage.device", "workers", "models"),
+    "triage.extractions": ("triage.volumes", "triage.filesystems", "triage.device", "triage.features",
+                           "workers", "models"),
+    "triage.apfs": ("triage.filesystems", "triage.device", "workers", "models"),
     "triage.filesystems": ("triage.device", "workers", "models"),
     "triage.device": ("workers", "models", "triage.rank", "triage.flags"),
     "triage.synth": ("models", "workers"),

@@ -54,7 +54,8 @@ def test_reasons_read_like_the_examples(fleet):
     assert "3 exact caid matches (Category A: 1, B: 2), 1 deleted, 1 in archives" in reasons
     assert "suspect lives with children" in reasons
     assert any("camera-original" in r for r in reasons)
-    assert "volume 2 (BitLocker) not examined: 40 MiB" in by_id["encrypted.dd"].reasons
+    assert ("volume 2 (BitLocker, 40 MiB at 4,194,304) not examined: encrypted (BitLocker)"
+            in by_id["encrypted.dd"].reasons)
     assert any("ask the officer" in r for r in by_id["clean_unknown.dd"].reasons)
     assert any("not evidence" in r for r in by_id["suspected_only.dd"].reasons)
     assert by_id["clean_none.dd"].reasons[0].startswith("no alert matches")
@@ -195,7 +196,9 @@ def test_coverage_state_rules():
     assert coverage_state(dev, ok, []) == "complete"
     assert coverage_state(dev, ok + locked, gap) == "partial"
     assert coverage_state(dev, locked, gap) == "failed"
-    assert coverage_state({"id": "d", "status": "scanning"}, ok, []) == "partial"
+    for live in ("queued", "opening", "scanning"):      # while a scan runs: said, not partial
+        assert coverage_state({"id": "d", "status": live}, ok, []) == live
+    assert coverage_state({"id": "d", "status": "interrupted"}, ok, []) == "partial"
     assert coverage_state({"id": "d", "status": "failed"}, ok, []) == "failed"
 
 
@@ -207,7 +210,8 @@ def test_partial_scan_status_is_finished_not_running(tmp_path):
                context=context("none", "P"))
     (v,) = verdicts(store, now=NOW)
     assert v.coverage == "partial" and v.tier == TIER_UNEXAMINED
-    assert f"scan incomplete: volume at {VOL}: 4 KiB (batch 3: worker crashed twice)" in v.reasons
+    assert (f"scan incomplete: volume 0 (ntfs, 60 MiB at {VOL:,}): 4 KiB (batch 3: worker "
+            "crashed twice)") in v.reasons
     assert not any("not finished" in r for r in v.reasons)
 
 
@@ -229,13 +233,15 @@ def test_coverage_reasons_name_volumes_and_files():
             Coverage("d", records.UNALLOCATED, vols[0].where, "unallocated space not carved", 3 * 2**20),
             Coverage("d", records.FILE_NOT_READ, file(15, "/home/a/v.mp4"), "read error", 512)]
     lines = _coverage_reasons(vols, covs, {"status": "partial"})
-    assert lines == ["volume 2 (unknown file system) not examined: 10 bytes",
-                     "volume 3 (BitLocker) not examined: 10 bytes",
+    # one name for a volume everywhere: index, kind, size and offset
+    assert lines == ["volume 2 (not readable, 10 bytes at 8,388,608) not examined: unknown file system",
+                     "volume 3 (BitLocker, 10 bytes at 16,777,216) not examined: encrypted (BitLocker)",
                      "file not fully read: /home/a/v.mp4: 512 bytes (read error)",
                      "unallocated space not carved: 3 MiB in 1 volume",
                      "archive content not examined: /home/a/secret.zip: 100 bytes (encrypted archive)",
                      "picture not decoded: 2 pictures: 3 KiB",
-                     "scan incomplete: volume 1 at 1048576: 5 MiB (not examined (triage mode))"]
+                     "scan incomplete: volume 1 (ext4, 10 MiB at 1,048,576): 5 MiB (not examined "
+                     "(triage mode))"]
 
 
 def test_raw_categories_read_with_the_sets_scheme(tmp_path):

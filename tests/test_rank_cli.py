@@ -46,7 +46,7 @@ def test_queue_table_fits_80_columns(case):
     assert result.exit_code == 0
     lines = result.output.splitlines()
     assert max(len(line.rstrip()) for line in lines) <= 80
-    assert "exact_lives.dd" in result.output and "volume 2 (BitLocker) not examined" in result.output
+    assert "exact_lives.dd" in result.output and "volume 2 (BitLocker, 40 MiB at" in result.output
 
 
 def test_queue_csv(case):
@@ -63,7 +63,7 @@ def test_show_by_exhibit_and_json(case):
     assert data["device"] == "near_only.dd" and data["near_matches"] == 1
     (finding,) = data["findings"]
     assert finding["kind"] == "near" and finding["provenance"]["inode"] == 101
-    assert finding["icat"] == "icat -o 2048 IMAGE 101"
+    assert finding["icat"] == "icat -o 2048 /evidence/near_only.dd 101"    # the real evidence
     text = run("show", "exact_lives.dd", "--case", case)
     assert text.exit_code == 0 and "DELETED" in text.output and "camera-original" in text.output
 
@@ -81,11 +81,13 @@ def test_bad_case_dir_exit_2(tmp_path):
 
 
 def test_flags_json_lines(case):
-    result = run("flags", "--case", case, "--format", "json")
+    result = run("flags", "--case", case, "--format", "jsonl")
     lines = [json.loads(line) for line in result.output.splitlines()]
     with CaseStore(case, create=False) as store:
         assert len(lines) == len(store.flags())
     assert {"code", "severity", "device_id", "key", "raised_at", "message", "provenance"} <= set(lines[0])
+    assert lines[0]["raised_at"].endswith("Z")        # ISO-8601 UTC, as every JSON time
+    assert json.loads(run("flags", "--case", case, "--json").output) == lines
 
 
 def test_flags_follow_prints_new_flags_until_ctrl_c(tmp_path):

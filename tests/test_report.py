@@ -80,7 +80,7 @@ def test_report_is_self_contained_and_complete(store):
         for reason in v.reasons:
             assert reason.replace("'", "&#x27;") in page
     assert "<svg" in page and "findings per device" in page
-    assert "volume 2 (BitLocker) not examined" in page
+    assert "volume 2 (BitLocker, 40 MiB at 4,194,304) not examined" in page
     assert "CHILD_ACCESS" in page and "inode 102" in page
 
 

@@ -151,12 +151,17 @@ def test_private_instance_files_are_ours_alone(no_ray, tmp_path, monkeypatch):
     assert not root.exists()
     assert "RAY_AUTH_TOKEN_PATH" not in os.environ    # the environment is as it was
     assert not (home / ".ray" / "auth_token").exists()
-    # and a plain ray.init afterwards (tests, notebooks) uses Ray's usual token again
+    # and a plain ray.init afterwards (tests, notebooks) uses Ray's usual token again (the real
+    # home's: the token Ray's driver caches must not be one from this test's home)
+    from workers.runtime import _reload_token
+    monkeypatch.undo()
+    _reload_token()
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     try:
         assert ray.get(pid.remote()) != os.getpid()
     finally:
         ray.shutdown()
+        _reload_token()
 
 
 def _sleeper(argv_marker: str) -> subprocess.Popen:

@@ -83,8 +83,13 @@ def test_sigterm_stops_a_scan_as_ctrl_c_does(tmp_path, synth_fleet, synth_truth)
         assert noise not in err, err
     with CaseStore(case, create=False) as store:
         devices = store.devices()
-    assert devices and all(d["finished"] is not None for d in devices)
+    opened = [d for d in devices if d["format"] != "unknown"]
+    # every device is in the case: those it opened end (interrupted where it was mid-way),
+    # those it never reached are listed, not examined, for the queue to show
+    assert len(devices) == len(synth_truth["devices"])
+    assert opened and all(d["finished"] is not None for d in opened)
     assert "interrupted" in {d["status"] for d in devices}
+    assert all(d["status"] in ("interrupted", "queued") for d in devices if d not in opened)
     assert not private.exists()                     # cleaned up as after Ctrl-C
 
 

@@ -615,12 +615,22 @@ def carved_record(volume: VolumeRef, item: Carved) -> FileRecord:
 
 def outside_ranges(media_size: int, volumes) -> list[tuple[int, int]]:
     """(start, length) of the media's bytes outside every volume (the partition table's own
-    sectors included)."""
+    sectors included). A volume inside a volume system (an APFS volume, an LVM logical
+    volume) covers its container's bytes from the container's start: all of an APFS
+    container; of an LVM physical volume, as many bytes as its largest logical volume, so
+    the extents in no logical volume are carved as unpartitioned space."""
+    from triage.volumes import nested_of
+    spans = []
+    for v in volumes:
+        nested = nested_of(v.offset)
+        start = nested[0] if nested is not None else v.offset
+        if start >= 0:
+            spans.append((start, start + v.length))
     out, at = [], 0
-    for v in sorted((v for v in volumes if v.offset >= 0), key=lambda v: v.offset):
-        if v.offset > at:
-            out.append((at, v.offset - at))
-        at = max(at, v.offset + v.length)
+    for start, end in sorted(spans):
+        if start > at:
+            out.append((at, start - at))
+        at = max(at, end)
     if media_size > at:
         out.append((at, media_size - at))
     return out

@@ -27,6 +27,47 @@ DEFAULT_THRESHOLDS = {"explicit": 0.8, "minor_likelihood": 0.5}
 VIDEO_MIN_FRAMES = 2
 
 
+def category_labels_of(hashsets: Iterable[dict]) -> dict[str, dict[str, str]]:
+    """set name -> raw category -> the label people see ("1" -> "A" for UK CAID, or the set's
+    own `--category-map` labels), from hash-set provenance as scan runs record it: the set's
+    category map when recorded, else its scheme's. Unknown sets keep raw categories."""
+    try:
+        from hashsets.model import SCHEMES
+    except ImportError:   # a case read without the hash-set package: raw categories
+        SCHEMES = {}
+    out: dict[str, dict[str, str]] = {}
+    for hs in hashsets:
+        if not isinstance(hs, dict):
+            continue
+        cmap = hs.get("category_map") or SCHEMES.get(hs.get("scheme") or "", {})
+        labels = {str(k): str(v.get("label", k)) if isinstance(v, dict) else str(v)
+                  for k, v in cmap.items()}
+        if labels:
+            out.setdefault(str(hs.get("name", "")), {}).update(labels)
+    return out
+
+
+def category_text(labels: Optional[dict], set_name: str, raw: str) -> str:
+    """One category vocabulary for flags, the queue, `show` and exports: "Category A"."""
+    if not raw:
+        return ""
+    return "Category " + (labels or {}).get(set_name, {}).get(str(raw), str(raw))
+
+
+def score_text(values: dict) -> str:
+    """A model's outputs for people: "explicit 0.91, faces 2, minor_likelihood 0.12". Counts
+    (integers, and the face count however the model typed it) print as integers; labels not
+    assessed are left out."""
+    out = []
+    for k, v in sorted(values.items()):
+        n = _number(v)
+        if n is None:
+            continue
+        count = isinstance(v, int) or (k == "faces" and n == int(n))
+        out.append(f"{k} {int(n)}" if count else f"{k} {n:.2f}")
+    return ", ".join(out)
+
+
 def _number(value) -> Optional[float]:
     """A score value as a float; None (and NaN) mean the label was not assessed."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):

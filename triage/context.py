@@ -167,3 +167,21 @@ def match_context(contexts: dict[str, dict], evidence_paths: Iterable[str]) -> O
         if name in contexts:
             return contexts[name]
     return None
+
+
+def attach_context(store, contexts: dict[str, dict]) -> dict:
+    """Sets each device's context from the rows that match it (by evidence path or name, then
+    by device id). Returns {"matched": {device: exhibit}, "devices_without_context": [...],
+    "rows_without_device": [...]}: the CLI's `context set` and the review service share it."""
+    matched, used = {}, set()
+    devices = store.devices()
+    for dev in devices:
+        row = match_context(contexts, dev["paths"] or [dev["id"]]) or contexts.get(dev["id"])
+        if row is not None:
+            store.set_context(dev["id"], row)
+            matched[dev["id"]] = row.get("exhibit", "")
+            used.add(row["evidence"])
+    return {"matched": matched,
+            "devices_without_context": [d["id"] for d in devices if d["id"] not in matched],
+            "rows_without_device": sorted(r["evidence"] for r in contexts.values()
+                                          if r["evidence"] not in used)}

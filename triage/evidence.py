@@ -17,13 +17,15 @@ import os
 import re
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 import pytsk3
 
+from triage import extractions
 from triage.errors import EvidenceError
+from triage.extractions import Extraction
 from triage.records import MEDIA_DAMAGED, Coverage, EvidenceRef, Provenance
 
 # --- container signatures ---------------------------------------------------------------------
@@ -56,6 +58,8 @@ def _raw_signature(head: bytes) -> Optional[str]:
         return head[off:off + len(sig)] == sig
     if at(0, b"LUKS\xba\xbe"):
         return "LUKS"
+    if at(88, b"CS\x01\x00"):                # CoreStorage (FileVault 2) physical volume
+        return "CoreStorage"
     if is_bitlocker(head):
         return "BitLocker"
     if at(512, b"EFI PART") or at(4096, b"EFI PART"):
@@ -386,6 +390,7 @@ class Evidence:
     source: Optional[Source]
     img: Optional[pytsk3.Img_Info]
     root: Optional[str] = None                 # the folder, for directory evidence
+    extraction: Optional[Extraction] = None    # a phone extraction: its members are the files
 
     def __post_init__(self):
         self.lock = threading.Lock()
@@ -531,7 +536,12 @@ def open_evidence(paths: str | Sequence[str], device_id: Optional[str] = None) -
     device_id = device_id or device_id_for(first)
     fmt = detect_format(first)
     if fmt == "directory":
-        return _open_directory(first, device_id)
+        evidence = _open_directory(first, device_id)
+        if extractions.is_itunes_backup(first):
+            evidence.extraction = Extraction("itunes", _no_media(first), evidence.ref.media_size,
+                                             root=evidence.root)
+            evidence.ref = replace(evidence.ref, format="itunes")
+        return evidence
 
     if fmt == "ewf":
         from triage.ewf import glob_segments
@@ -544,7 +554,12 @@ def open_evidence(paths: str | Sequence[str], device_id: Optional[str] = None) -
         segments = paths if len(paths) > 1 else split_raw_segments(first)
         source = RawSource(segments)
         try:
-            kind = _raw_signature(source.read(0, HEAD))
+            head = source.read(0, HEAD)
+            # an extraction's signatures first: a zip's compressed bytes may hold 55 AA at 510
+            extraction = extractions.sniff(head)
+            if extraction is not None:
+                return _open_extraction(source, extraction, segments, device_id)
+            kind = _raw_signature(head)
         except EvidenceError:
             source.close()
             raise
@@ -565,6 +580,22 @@ def open_evidence(paths: str | Sequence[str], device_id: Optional[str] = None) -
     ref = EvidenceRef(device_id=device_id, paths=tuple(os.path.abspath(p) for p in segments),
                       format=source.format, media_size=source.size, stored_hashes=hashes)
     return Evidence(ref=ref, source=source, img=img)
+
+
+def _open_extraction(source: Source, kind: str, segments: Sequence[str],
+                     device_id: str) -> Evidence:
+    """A phone extraction in one file (tar, gzip'd tar, adb backup, zip or UFDR): the file is
+    the media, its members the files; TSK has nothing to read (img is None)."""
+    extraction = Extraction(kind, source.read, source.size)
+    ref = EvidenceRef(device_id=device_id, paths=tuple(os.path.abspath(p) for p in segments),
+                      format=extraction.kind, media_size=source.size)
+    return Evidence(ref=ref, source=source, img=None, extraction=extraction)
+
+
+def _no_media(path: str):
+    def read(offset: int, size: int) -> bytes:
+        raise EvidenceError(f"{path}: a backup folder has no media to read")
+    return read
 
 
 def _open_directory(path: str, device_id: str) -> Evidence:

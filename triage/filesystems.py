@@ -22,10 +22,12 @@ from typing import Iterator, Optional
 import numpy as np
 import pytsk3
 
+from triage import apfs as apfs_reader
 from triage import filetype
 from triage.errors import EvidenceError, ShortRead
-from triage.evidence import Evidence, is_bitlocker
-from triage.records import FOLDER_NOT_READ, Coverage, FileRecord, Provenance, VolumeRef
+from triage.evidence import Evidence
+from triage.records import (FOLDER_NOT_READ, SYMLINK, UNREADABLE_VOLUME, Coverage, FileRecord,
+                            Provenance, VolumeRef)
 from triage import volumes
 from triage.volumes import VolumeImage, c_text, plain_volume
 
@@ -68,7 +70,9 @@ class Resolver:
         self.evidence = evidence
         self.secrets = tuple(secrets)
         self._volumes: dict[int, VolumeImage] = {}
-        self._fs: OrderedDict[int, pytsk3.FS_Info] = OrderedDict()
+        self._apfs: dict[int, apfs_reader.Container] = {}
+        self._snapshots: dict[tuple, VolumeImage] = {}
+        self._fs: OrderedDict[tuple, pytsk3.FS_Info] = OrderedDict()
         self._lock = threading.RLock()
         # volume offset -> byte offsets (in the volume) where the walk's deleted files start:
         # carving the same bytes again would count one picture twice
@@ -84,24 +88,53 @@ class Resolver:
             ev = self.evidence
             if ev.img is None:
                 raise EvidenceError(f"{ev.ref.device_id}: a folder has no file-system image")
+            nested = volumes.nested_of(offset)
+            if nested is not None:
+                # an LVM logical volume (APFS volumes are read through libfsapfs: see apfs())
+                container, index = nested
+                head = ev.read(container, 4096)
+                if not volumes.is_lvm(head):
+                    raise EvidenceError(f"no LVM physical volume at {container}")
+                vi = volumes.lvm_volume(ev, container, ev.ref.media_size - container, index)
+                self._volumes[offset] = vi
+                return vi
             length = ev.ref.media_size - offset if length is None else length
-            if is_bitlocker(ev.read(offset, 512)):
+            kind = volumes.encryption_of(ev.read(offset, 512))
+            if kind is not None:
                 key, password = (tuple(self.secrets) + (None, None))[:2]
-                vi = volumes.unlock(ev, offset, length, key, password)
+                vi = volumes.unlock(ev, offset, length, key, password, kind)
             else:
                 vi = plain_volume(ev, offset, length)
             self._volumes[offset] = vi
             return vi
 
-    def fs(self, offset: int) -> pytsk3.FS_Info:
-        """The file system of the volume at `offset`, opened once (FS_CACHE kept)."""
+    def apfs(self, container: int, length: Optional[int] = None) -> "apfs_reader.Container":
+        """The APFS container at `container` (its volumes are unlocked with `secrets`)."""
         with self._lock:
-            fs = self._fs.get(offset)
+            found = self._apfs.get(container)
+            if found is None:
+                ev = self.evidence
+                length = ev.ref.media_size - container if length is None else length
+                found = self._apfs[container] = apfs_reader.Container(ev, container, length)
+            return found
+
+    def fs(self, offset: int, snapshot: str = "") -> pytsk3.FS_Info:
+        """The file system of the volume at `offset` (or of its shadow copy `snapshot`),
+        opened once (FS_CACHE kept)."""
+        key = (offset, snapshot)
+        with self._lock:
+            fs = self._fs.get(key)
             if fs is not None:
-                self._fs.move_to_end(offset)
+                self._fs.move_to_end(key)
                 return fs
-            fs = open_fs(self.volume(offset))
-            self._fs[offset] = fs
+            vi = self.volume(offset)
+            if snapshot:
+                vi = self._snapshots.get(key)
+                if vi is None:
+                    vi = self._snapshots[key] = volumes.shadow_copy(
+                        self.volume(offset), volumes.snapshot_index(snapshot))
+            fs = open_fs(vi)
+            self._fs[key] = fs
             while len(self._fs) > FS_CACHE:
                 self._fs.popitem(last=False)
             return fs
@@ -112,6 +145,12 @@ class Resolver:
             for vi in self._volumes.values():
                 vi.close()
             self._volumes.clear()
+            for container in self._apfs.values():
+                container.close()
+            self._apfs.clear()
+            for vi in self._snapshots.values():
+                vi.close()
+            self._snapshots.clear()
 
 
 _RESOLVERS: dict[int, Resolver] = {}
@@ -175,14 +214,75 @@ def walk(source: "Evidence | Resolver", volume: VolumeRef,
     """
     res = resolver(source)
     evidence = res.evidence
+    if evidence.extraction is not None:
+        yield from evidence.extraction.walk(volume, problems, res.secrets)
+        return
     if evidence.img is None:
         yield from _walk_directory(evidence, volume, problems)
         return
-    fs = res.fs(volume.offset)
+    apfs_volume = _apfs_volume(volume.fs_type, volume.offset)
+    if apfs_volume is not None:
+        container, index = apfs_volume
+        yield from apfs_reader.walk(res.apfs(container), volume, index, res.secrets, problems)
+        return
+    if volume.fs_type != "ntfs":
+        yield from _walk_fs(res, res.fs(volume.offset), volume, problems)
+        return
+    # NTFS: the live volume, then each volume shadow copy's files that differ from it
+    known: set[int] = set()
+    for rec in _walk_fs(res, res.fs(volume.offset), volume, problems):
+        if not rec.is_dir:
+            known.add(_sameness(rec))
+        yield rec
+    yield from _shadow_copies(res, volume, known, problems)
+
+
+def _sameness(rec: FileRecord) -> int:
+    """What makes a shadow copy's file the same as one already listed: MFT entry, stream,
+    path, size and times (one 64-bit hash each, so a million live files cost little)."""
+    return hash((rec.prov.inode, rec.prov.attr_id, rec.path, rec.size, rec.mtime, rec.ctime,
+                 rec.crtime, rec.allocated))
+
+
+def _shadow_copies(res: "Resolver", volume: VolumeRef, known: set,
+                   problems: Optional[list]) -> Iterator[FileRecord]:
+    """Files of each volume shadow copy, oldest first, that are absent from the live volume
+    or differ from it (size or times), with the snapshot in their provenance; one that an
+    earlier copy already gave is not read again. Unreadable copies are gaps."""
+    dev = volume.device_id
+    try:
+        snapshots = volumes.shadow_copies(res.volume(volume.offset))
+    except EvidenceError as exc:
+        if problems is not None:
+            problems.append(Coverage(device_id=dev, kind=UNREADABLE_VOLUME, where=volume.where,
+                                     reason=str(exc)))
+        return
+    for snap in snapshots:
+        try:
+            fs = res.fs(volume.offset, snap.name)
+        except EvidenceError as exc:
+            if problems is not None:
+                problems.append(Coverage(device_id=dev, kind=UNREADABLE_VOLUME,
+                                         where=replace(volume.where, snapshot=snap.name),
+                                         reason=f"shadow copy {snap.name}: {exc}"))
+            continue
+        for rec in _walk_fs(res, fs, volume, problems, snap.name):
+            same = _sameness(rec)
+            if not rec.is_dir and same not in known:
+                known.add(same)
+                yield rec
+
+
+def _walk_fs(res: "Resolver", fs, volume: VolumeRef, problems: Optional[list],
+             snapshot: str = "") -> Iterator[FileRecord]:
+    """One file system's names (the live volume's, or a shadow copy's with `snapshot`)."""
+    evidence = res.evidence
     fs_type = volume.fs_type or ""
     dev = evidence.ref.device_id
     root = int(fs.info.root_inum)
-    deleted_starts = res.deleted_starts.setdefault(volume.offset, set())
+    # deleted files of the live volume: carving its free space skips their content
+    deleted_starts = res.deleted_starts.setdefault(volume.offset, set()) if not snapshot \
+        else set()
     stack: list[tuple[int, str]] = [(root, "")]
     visited = {root}
     while stack:
@@ -194,7 +294,7 @@ def walk(source: "Evidence | Resolver", volume: VolumeRef,
             if problems is not None:
                 where = Provenance(device_id=dev, volume_offset=volume.offset, inode=inum,
                                    path=dir_path or "/", volume_index=volume.index,
-                                   fs_type=fs_type)
+                                   fs_type=fs_type, snapshot=snapshot)
                 problems.append(Coverage(device_id=dev, kind=FOLDER_NOT_READ, where=where,
                                          reason=f"folder not readable: {_tsk_reason(exc)}"))
             continue
@@ -214,7 +314,8 @@ def walk(source: "Evidence | Resolver", volume: VolumeRef,
                 is_dir = meta.type in _DIR_TYPES
             else:
                 is_dir = info.name.type in _NAME_DIR_TYPES
-            record = _record(entry, meta, volume, fs_type, path, name, addr, name_alloc, is_dir)
+            record = _record(entry, meta, volume, fs_type, path, name, addr, name_alloc, is_dir,
+                             snapshot)
             if not record.allocated and not is_dir and record.size and meta is not None:
                 start = _first_byte(entry, int(fs.info.block_size))
                 if start is not None:
@@ -269,7 +370,7 @@ def _unclaimed_meta(fs, entry, addr: int):
 
 
 def _record(entry, meta, volume: VolumeRef, fs_type: str, path: str, name: str, addr: int,
-            allocated: bool, is_dir: bool) -> FileRecord:
+            allocated: bool, is_dir: bool, snapshot: str = "") -> FileRecord:
     size = int(meta.size) if meta is not None else 0
     ctype, mismatch = "", False
     if not is_dir and meta is not None:
@@ -289,7 +390,7 @@ def _record(entry, meta, volume: VolumeRef, fs_type: str, path: str, name: str, 
                      ctime=_time(meta.ctime, getattr(meta, "ctime_nano", 0)),
                      crtime=_time(meta.crtime, getattr(meta, "crtime_nano", 0)))
     prov = Provenance(device_id=volume.device_id, volume_offset=volume.offset, inode=addr,
-                      path=path, volume_index=volume.index, fs_type=fs_type)
+                      path=path, volume_index=volume.index, fs_type=fs_type, snapshot=snapshot)
     return FileRecord(prov=prov, name=name, size=size, allocated=allocated, fs_type=fs_type,
                       is_dir=is_dir, orphan=path.startswith(ORPHAN_DIR + "/"),
                       type=ctype, ext_mismatch=mismatch, **times)
@@ -320,6 +421,11 @@ def _streams(entry, parent: FileRecord) -> Iterator[FileRecord]:
                          type=ctype, ext_mismatch=filetype.ext_mismatch(sname, ctype))
 
 
+def _apfs_volume(fs_type: Optional[str], offset: Optional[int]) -> Optional[tuple[int, int]]:
+    """(container offset, volume index) when this is an APFS volume read through libfsapfs."""
+    return volumes.nested_of(offset) if fs_type == "apfs" else None
+
+
 def _walk_directory(evidence: Evidence, volume: VolumeRef, problems: Optional[list]) -> Iterator[FileRecord]:
     """A folder of logical files (a phone extraction): every entry, symlinks not followed."""
     root = evidence.root
@@ -346,9 +452,13 @@ def _walk_directory(evidence: Evidence, volume: VolumeRef, problems: Optional[li
             except OSError:
                 continue
             is_dir = stat.S_ISDIR(st.st_mode)
-            ctype, mismatch = "", False
+            ctype, mismatch, target = "", False, ""
             if stat.S_ISLNK(st.st_mode):
-                ctype = "inode/symlink"
+                ctype = SYMLINK
+                try:
+                    target = os.readlink(e.path)
+                except OSError:
+                    target = ""
             elif stat.S_ISREG(st.st_mode):
                 if st.st_size == 0:
                     ctype = "empty"
@@ -364,7 +474,8 @@ def _walk_directory(evidence: Evidence, volume: VolumeRef, problems: Optional[li
             yield FileRecord(prov=prov, name=e.name, size=0 if is_dir or stat.S_ISLNK(st.st_mode) else st.st_size,
                              allocated=True, fs_type="directory", is_dir=is_dir,
                              mtime=st.st_mtime, atime=st.st_atime, ctime=st.st_ctime,
-                             crtime=getattr(st, "st_birthtime", None), type=ctype, ext_mismatch=mismatch)
+                             crtime=getattr(st, "st_birthtime", None), type=ctype, ext_mismatch=mismatch,
+                             link_target=target)
             if is_dir and (st.st_dev, st.st_ino) not in seen:
                 seen.add((st.st_dev, st.st_ino))
                 children.append((e.path, path))
@@ -382,13 +493,26 @@ def read_chunks(source: "Evidence | Resolver", prov: Provenance,
     """
     res = resolver(source)
     evidence = res.evidence
+    if evidence.extraction is not None:
+        # a member stored as is is read straight from the evidence file (no copy)
+        pieces = evidence.extraction.pieces(prov)
+        if pieces is not None:
+            yield from _read_direct(evidence, pieces, chunk_size)
+        else:
+            yield from evidence.extraction.read(prov, chunk_size, res.secrets)
+        return
     if evidence.img is None:
         yield from _read_logical(evidence, prov, chunk_size)
+        return
+    apfs_volume = _apfs_volume(prov.fs_type, prov.volume_offset)
+    if apfs_volume is not None and not prov.carved:
+        container, index = apfs_volume
+        yield from apfs_reader.read(res.apfs(container), index, res.secrets, prov, chunk_size)
         return
     if prov.carved:
         yield from _read_range(res, prov, chunk_size)
         return
-    fs = res.fs(prov.volume_offset)
+    fs = res.fs(prov.volume_offset, prov.snapshot)
     if not prov.inode and int(fs.info.ftype) != int(pytsk3.TSK_FS_TYPE_NTFS):
         return          # a deleted name whose metadata is gone (address 0): no content left
     try:
@@ -396,7 +520,7 @@ def read_chunks(source: "Evidence | Resolver", prov: Provenance,
     except TSK_ERRORS as exc:
         raise EvidenceError(f"{prov.path}: cannot open inode {prov.inode}: {_tsk_reason(exc)}") from None
     meta = f.info.meta
-    direct = None if prov.attr_type else _direct_ranges(evidence, res.volume(prov.volume_offset),
+    direct = None if prov.attr_type or prov.snapshot else _direct_ranges(evidence, res.volume(prov.volume_offset),
                                                         fs, f, meta, prov.volume_offset)
     if direct is not None:
         yield from _read_direct(evidence, direct, chunk_size)

@@ -7,6 +7,11 @@ from __future__ import annotations
 import os
 
 HEAD_BYTES = 64  # enough for every signature below
+# A compressed member that expands more than BOMB_RATIO times its stored size, and to at least
+# BOMB_MIN_BYTES, is a decompression bomb: refused (a coverage gap), whether it is an archive
+# inside a file (features/archives.py) or a member of a phone extraction (extractions.py).
+BOMB_RATIO = 100.0
+BOMB_MIN_BYTES = 64 * 1024 * 1024
 
 # (offset, signature, mime type); checked in order, so longer/more specific ones come first
 _SIGNATURES: tuple[tuple[int, bytes, str], ...] = (

@@ -8,8 +8,9 @@ Codes and severities (higher is worse; CHILD_ACCESS is always the highest):
 
 | code          | severity | raised when                                                        |
 |---------------|---------:|--------------------------------------------------------------------|
-| CHILD_ACCESS  | 100      | any flag below except NOT_EXAMINED, on a device whose suspect has   |
-|               |          | access to children (lives_with, works_with, other)                  |
+| CHILD_ACCESS  | 100      | once per device, as an escalation naming the findings it covers     |
+|               |          | (any flag below except NOT_EXAMINED), when the device's suspect    |
+|               |          | has access to children (lives_with, works_with, other)              |
 | SELF_PRODUCED | 80       | a matched or suspected picture with camera-original indicators     |
 | KNOWN_MATCH   | 70       | an exact hash match against an alert set                           |
 | SUSPECTED_NEW | 50       | model scores over threshold and no hash match: possibly new        |
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
 from triage import records
-from triage.classify import _number, classify, frames_over
+from triage.classify import category_text, classify, frames_over, score_text
 from triage.context import ACCESS_PHRASES, CHILD_ACCESS_LEVELS
 from triage.records import (Coverage, Features, FileRecord, Flag, Match, Provenance, Score,
                             frame_list)
@@ -65,6 +66,7 @@ NOT_EXAMINED_KINDS = (frozenset(records.COVERAGE_KINDS) - records.NOT_YET_EXAMIN
                       - {records.FILE_NOT_READ, records.ARCHIVE, records.PICTURE})
 
 FLAGS_FILE = "flags.jsonl"
+ESCALATION_KEY = "device"     # CHILD_ACCESS's key: one per device, not one per file
 
 _CAMERA_PATH = re.compile(
     r"(^|[/\\])(dcim|camera roll|camera uploads|cameraroll)([/\\]|$)",
@@ -132,8 +134,12 @@ def _label(record: Optional[FileRecord], key: str) -> str:
 def rules_for_batch(device_id: str, context: Optional[dict],
                     items: list[tuple[FileRecord, Features]], matches: list[Match],
                     scores: list[Score], coverage: list[Coverage], now: float,
-                    thresholds: Optional[dict] = None) -> list[Flag]:
-    """Every flag one batch of results raises. Pure: the sink dedupes across batches."""
+                    thresholds: Optional[dict] = None,
+                    labels: Optional[dict] = None,
+                    volume_names: Optional[dict] = None) -> list[Flag]:
+    """Every flag one batch of results raises. Pure: the sink dedupes across batches.
+    `labels`: set name -> raw category -> label (classify.category_labels_of);
+    `volume_names`: volume offset -> VolumeRef.name, so a gap names its volume one way."""
     by_key = {rec.key: (rec, feat) for rec, feat in items}
     found = classify(matches, scores, thresholds)
     flags: list[Flag] = []
@@ -154,8 +160,8 @@ def rules_for_batch(device_id: str, context: Optional[dict],
                     key=lambda m: (-m.severity, m.set_name, m.algorithm))
         top = ms[0]
         rec = by_key.get(key, (None, None))[0]
-        sets = ", ".join(sorted({f"{m.set_name}" + (f" category {m.category}" if m.category else "")
-                                 for m in ms}))
+        sets = ", ".join(sorted({f"{m.set_name}" + (f" {category_text(labels, m.set_name, m.category)}"
+                                                     if m.category else "") for m in ms}))
         deleted = " (deleted)" if rec is not None and not rec.allocated else ""
         prov = dict(base(key), matches=[_match_prov(m) for m in ms])
         raised.append((key, add(KNOWN_MATCH, key,
@@ -165,7 +171,7 @@ def rules_for_batch(device_id: str, context: Optional[dict],
         ms = sorted(ms, key=lambda m: (m.distance, m.set_name))
         top = ms[0]
         rec = by_key.get(key, (None, None))[0]
-        cat = f" category {top.category}" if top.category else ""
+        cat = f" {category_text(labels, top.set_name, top.category)}" if top.category else ""
         prov = dict(base(key), matches=[_match_prov(m) for m in ms])
         video = f", {top.video_text}" if top.video_text else ""
         raised.append((key, add(NEAR_MATCH, key,
@@ -174,8 +180,7 @@ def rules_for_batch(device_id: str, context: Optional[dict],
     for key in sorted(found.suspected):
         s = found.suspected[key][0]
         rec = by_key.get(key, (None, None))[0]
-        values = ", ".join(f"{k} {_number(v):.2f}" for k, v in sorted(s.values.items())
-                           if _number(v) is not None)
+        values = score_text(s.values)
         prov = dict(base(key), model=s.model, model_sha256=s.model_sha256, scores=dict(s.values))
         over = frames_over(s, thresholds) if s.frames else []
         if over:                      # a video: the frames over the thresholds
@@ -195,21 +200,49 @@ def rules_for_batch(device_id: str, context: Optional[dict],
                                     f"possibly self-produced ({'; '.join(why)}): "
                                     f"{_label(rec, key)}", prov)))
     access = (context or {}).get("access_to_children")
-    if access in CHILD_ACCESS_LEVELS:
-        who = ACCESS_PHRASES[access]
+    if access in CHILD_ACCESS_LEVELS and raised:
         worst: dict[str, Flag] = {}
         for key, flag in raised:
             if key not in worst or flag.severity > worst[key].severity:
                 worst[key] = flag
-        for key, flag in worst.items():
-            add(CHILD_ACCESS, key, f"suspect {who}; {flag.code}: {flag.message}",
-                dict(flag.provenance, cause=flag.code, access_to_children=access))
+        covers = [{"key": key, "code": f.code, "path": f.provenance.get("path", "")}
+                  for key, f in worst.items()]
+        # one per device: the sink merges what later batches cover into the same flag
+        add(CHILD_ACCESS, ESCALATION_KEY, escalation_message(access, covers),
+            {"access_to_children": access, "covers": covers})
     for c in coverage:
         if c.kind not in NOT_EXAMINED_KINDS:
             continue
-        add(NOT_EXAMINED, c.key, f"{c.where.display()} not examined ({c.kind}): {c.reason}",
-            c.to_dict())
+        where = ((volume_names or {}).get(c.where.volume_offset) if c.where.scope == "volume"
+                 else None) or c.where.display()
+        add(NOT_EXAMINED, c.key, f"{where} not examined ({c.kind}): {c.reason}", c.to_dict())
     return flags
+
+
+def escalation_message(access: str, covers: list[dict]) -> str:
+    """CHILD_ACCESS's message: who, and how many findings of which kinds it escalates."""
+    counts: dict[str, int] = {}
+    for c in covers:
+        counts[c["code"]] = counts.get(c["code"], 0) + 1
+    kinds = ", ".join(f"{code} {counts[code]}" for code in
+                      sorted(counts, key=lambda c: -SEVERITY.get(c, 0)))
+    n = len(covers)
+    return (f"suspect {ACCESS_PHRASES.get(access, access)}: escalates {n} finding"
+            f"{'s' if n != 1 else ''} of this device ({kinds})")
+
+
+def merge_escalation(old: Flag, new: Flag) -> Flag:
+    """One device's CHILD_ACCESS covering the findings of both (worst code per file kept)."""
+    by_key = {c["key"]: c for c in old.provenance.get("covers", [])}
+    for c in new.provenance.get("covers", []):
+        have = by_key.get(c["key"])
+        if have is None or SEVERITY.get(c["code"], 0) > SEVERITY.get(have["code"], 0):
+            by_key[c["key"]] = c
+    covers = sorted(by_key.values(), key=lambda c: c["key"])
+    access = old.provenance.get("access_to_children") or new.provenance.get("access_to_children")
+    return Flag(code=old.code, severity=old.severity, device_id=old.device_id, key=old.key,
+                raised_at=old.raised_at, message=escalation_message(access, covers),
+                provenance=dict(old.provenance, covers=covers))
 
 
 def flag_to_dict(flag: Flag) -> dict:
@@ -247,14 +280,24 @@ class FlagSink:
         """Record a flag; False when it was already raised (nothing else is done then)."""
         with self._lock:
             if not self.store.add_flag(flag):
+                if flag.code == CHILD_ACCESS:     # the device's escalation covers more now
+                    old = self.store.flag(flag.code, flag.device_id, flag.key)
+                    if old is not None:
+                        merged = merge_escalation(old, flag)
+                        if merged != old:
+                            self.store.update_flag(merged)
+                            self._log(merged)     # a later line for the same flag supersedes
                 return False
-            self._file.write(json.dumps(flag_to_dict(flag), sort_keys=True) + "\n")
-            self._file.flush()
-            os.fsync(self._file.fileno())
+            self._log(flag)
         if self.console is not None:
             self.console.print(format_flag_line(flag), style=_STYLE.get(flag.code), highlight=False,
                                markup=False, soft_wrap=True)
         return True
+
+    def _log(self, flag: Flag) -> None:
+        self._file.write(json.dumps(flag_to_dict(flag), sort_keys=True) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
 
     def raise_all(self, flags: Iterable[Flag]) -> int:
         """Record many flags, worst first; returns how many were new."""
@@ -279,19 +322,21 @@ def format_flag_line(flag: Flag) -> str:
 
 
 def read_flags_file(path) -> list[Flag]:
-    """Every flag in a flags.jsonl; a torn last line (a crash mid-write) is skipped."""
-    flags = []
+    """Every flag in a flags.jsonl; a torn last line (a crash mid-write) is skipped, and a
+    later line for the same flag (a device's escalation covering more) replaces the earlier."""
+    flags: dict = {}
     try:
         with open(path, encoding="utf-8") as fh:
             for line in fh:
                 if line.endswith("\n"):
                     try:
-                        flags.append(flag_from_dict(json.loads(line)))
+                        f = flag_from_dict(json.loads(line))
                     except (ValueError, KeyError):
                         continue
+                    flags[(f.code, f.device_id, f.key)] = f
     except FileNotFoundError:
         pass
-    return flags
+    return list(flags.values())
 
 
 def follow_flags_file(path, poll: float = 0.5, stop=None) -> Iterator[Flag]:
@@ -317,3 +362,40 @@ def follow_flags_file(path, poll: float = 0.5, stop=None) -> Iterator[Flag]:
         if stop is not None and stop():
             return
         time.sleep(poll)
+
+
+def follow_store(store, device_id: Optional[str] = None, after_id: int = 0,
+                 interval: float = 0.5, since: Optional[float] = None,
+                 codes: Iterable[str] = (), after_run: Optional[int] = None,
+                 sleep=time.sleep) -> Iterator[tuple[str, object]]:
+    """The flags a scan raises, as they land in the case store: ("flags", [(id, Flag), ...])
+    for each new batch, then ("ended", run) once the scan it follows has ended (its last flags
+    first). It follows the scan running now, else the next run after `after_run` (default: the
+    newest run when it starts). The CLI's `flags --follow` and the review service share it."""
+    codes = set(codes)
+    if after_run is None:
+        running = store.running_run()
+        runs = store.runs()
+        after_run = running["id"] - 1 if running else (runs[-1]["id"] if runs else 0)
+
+    def fresh():
+        nonlocal after_id
+        batch = store.flags(device_id, after_id=after_id)
+        if batch:
+            after_id = batch[-1][0]
+        return [(i, f) for i, f in batch if (not codes or f.code in codes)
+                and (since is None or f.raised_at >= since)]
+
+    while True:
+        batch = fresh()
+        if batch:
+            yield "flags", batch
+        followed = [r for r in store.runs() if r["id"] > after_run]
+        # ended: its end is recorded, or its scan process is gone (killed: no end recorded)
+        if followed and (followed[-1]["ended"] is not None or store.running_run() is None):
+            batch = fresh()
+            if batch:
+                yield "flags", batch
+            yield "ended", followed[-1]
+            return
+        sleep(interval)

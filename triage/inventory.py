@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timezone
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 from triage import records
 from triage.errors import EvidenceError, ShortRead, TriageError
 from triage.evidence import Evidence
 from triage.filesystems import read_chunks, walk
-from triage.records import Coverage, FileRecord, VolumeRef, to_dict
-from triage.units import human_bytes, terminal_safe
+from triage.records import SYMLINK, Coverage, FileRecord, VolumeRef, to_dict
+from triage.units import human_bytes, terminal_safe, volume_name
 from triage.device import discover
 from triage.volumes import partition_table
 
@@ -27,7 +27,7 @@ READ_FAILURES = frozenset({records.EVIDENCE_NOT_OPENED, records.ENCRYPTED,
 
 HASHES = ("md5", "sha1", "sha256")
 CSV_FIELDS = ("path", "size", "allocated", "dir", "orphan", "inode", "ads", "volume_offset", "fs_type",
-              "type", "ext_mismatch", "md5", "sha1", "sha256", "mtime", "atime", "ctime", "crtime", "error")
+              "type", "link_target", "ext_mismatch", "md5", "sha1", "sha256", "mtime", "atime", "ctime", "crtime", "error")
 
 
 def iso(t: Optional[float]) -> Optional[str]:
@@ -92,6 +92,34 @@ def examinable(volumes: Sequence[VolumeRef]) -> list[VolumeRef]:
     return [v for v in volumes if v.fs_type and not v.encryption]
 
 
+def listable(evidence: Evidence, recovery_key: Optional[str] = None,
+             password: Optional[str] = None) -> tuple[list[VolumeRef], list[Coverage]]:
+    """The volumes and gaps of a device to list (`triage files`); EvidenceError when nothing
+    of it can be examined, with each gap's reason."""
+    from triage.device import discover
+    from triage.errors import EvidenceError
+
+    volumes, coverage = discover(evidence, recovery_key=recovery_key, password=password)
+    if not examinable(volumes):
+        reasons = "; ".join(f"{c.where.display()}: {c.reason}" for c in coverage) or "no volumes"
+        raise EvidenceError(f"{evidence.ref.device_id}: nothing could be examined ({reasons})")
+    return list(volumes), list(coverage)
+
+
+def gap_line(c: Coverage, volumes: Sequence[VolumeRef]) -> str:
+    """A gap for people: where (a whole volume by its one name), kind, bytes and why; escaped."""
+    vol = next((v for v in volumes if v.offset == c.where.volume_offset), None) \
+        if c.where.scope == "volume" else None
+    where = vol.name if vol is not None else c.where.display()
+    return (f"{terminal_safe(where)} ({c.kind}, {c.bytes_not_examined:,} bytes): "
+            f"{terminal_safe(c.reason)}")
+
+
+def read_failed(gaps: Iterable[Coverage]) -> bool:
+    """Something could not be read (as fls and icat report it with exit status 1)."""
+    return any(c.kind in READ_FAILURES for c in gaps)
+
+
 def rows(evidence: Evidence, volumes: Sequence[VolumeRef], hashes: Sequence[str] = (),
          include_dirs: bool = True, problems: Optional[list] = None) -> Iterator[dict]:
     """One dict per file of every examinable volume, hashed in one pass over its content."""
@@ -112,7 +140,9 @@ def row(evidence: Evidence, rec: FileRecord, hashes: Sequence[str] = (),
         "volume_offset": rec.prov.volume_offset, "fs_type": rec.fs_type, "type": rec.type,
         "ext_mismatch": rec.ext_mismatch,
     }
-    if hashes and not rec.is_dir:
+    if rec.type == SYMLINK:        # listed as a link with its target, never followed
+        out["link_target"] = rec.link_target
+    if hashes and not rec.is_dir and rec.type != SYMLINK:
         hashers = [hashlib.new(h) for h in hashes]
         got = 0
         try:
@@ -189,8 +219,13 @@ def render_inspect(info: dict, console=None) -> None:
     console.print(t)
     if info["coverage"]:
         console.print("[bold red]not examined[/bold red]")
+        names = {v["offset"]: volume_name(v["index"], v["encryption"] or v["fs_type"],
+                                          v["length"], v["offset"]) for v in info["volumes"]}
         for c in info["coverage"]:
-            console.print(safe(f"  {c['display']}: {c['kind']}: {c['reason']} "
+            w = c["where"]        # a whole volume is named by its volume; anything else as is
+            whole = not (w.get("path") or w.get("inode") is not None or w.get("length"))
+            where = names.get(w.get("volume_offset"), c["display"]) if whole else c["display"]
+            console.print(safe(f"  {where}: {c['kind']}: {c['reason']} "
                                f"({human_bytes(c['bytes_not_examined'])})"))
     else:
         console.print("coverage: every volume examined")

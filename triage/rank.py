@@ -14,16 +14,16 @@ The order is decided in two steps, so that no weight can break the rules that ma
 |      | refused archive or picture, no alert set, a failed batch         |
 | 1    | nothing found, but space or content nothing examines yet         |
 |      | (records.NOT_YET_EXAMINED: unallocated and unpartitioned space   |
-|      | not carved, video frames, pictures inside PDFs and thumbnail     |
-|      | caches)                                                          |
+|      | not carved, video frames not decoded, content inside files not   |
+|      | decoded: a PDF's JPX images, an Office file's WMF pictures, ...) |
 | 0    | nothing found, fully examined                                    |
 
 So a device with exact matches always precedes one with only near matches, a near match to
 known material outweighs any number of model suspicions, and a device that could not be fully
 examined (encrypted volume, corrupt image, unfinished scan) can never rank below one that was
 examined and found clean. Tier 0 is reached only by a device with no coverage record at all:
-its free space carved, and nothing left that triage cannot yet open (a video's frames, a PDF's
-Flate-encoded images, an OLE file).
+its free space carved, and nothing left that triage cannot yet open (a video it could not
+decode, a PDF's JPX images, an Office document's WMF pictures).
 
 **2. Points** (within a tier, higher first; ties go by device id). Each rule adds points and a
 reason line; `triage show` lists the breakdown.
@@ -70,7 +70,10 @@ DEVICE_CAMERA_POINTS = 60
 DEVICE_CAMERA_MIN_PICTURES = 10
 ACCESS_POINTS = {"lives_with": 150, "works_with": 150, "other": 100, "unknown": 40, "none": 0}
 DEADLINE_SOON_POINTS, DEADLINE_WEEK_POINTS = 50, 25
-COVERAGE_POINTS = {"complete": 0, "partial": 20, "failed": 40}
+# a device a running scan has not reached yet (queued), is opening, or is scanning: the queue
+# says so instead of calling it partial; they weigh as partial until the scan ends
+LIVE_STATUSES = ("queued", "opening", "scanning")
+COVERAGE_POINTS = {"complete": 0, "partial": 20, "failed": 40, **{s: 20 for s in LIVE_STATUSES}}
 
 FINISHED_STATUSES = frozenset({"complete", "partial", "completed", "done", "finished", "ok"})
 FAILED_STATUSES = frozenset({"failed", "error", "corrupt"})
@@ -91,21 +94,9 @@ def category_labels(store) -> dict[str, dict[str, str]]:
     Read from the hash-set provenance the scan runs recorded: the set's own category map when
     recorded, else its scheme's (hashsets.model.SCHEMES). Unknown sets keep raw categories.
     """
-    try:
-        from hashsets.model import SCHEMES
-    except ImportError:   # a case read without the hash-set package: raw categories
-        SCHEMES = {}
-    out: dict[str, dict[str, str]] = {}
-    for run in store.runs():
-        for hs in run.get("hashsets") or []:
-            if not isinstance(hs, dict):
-                continue
-            cmap = hs.get("category_map") or SCHEMES.get(hs.get("scheme") or "", {})
-            labels = {str(k): str(v.get("label", k)) if isinstance(v, dict) else str(v)
-                      for k, v in cmap.items()}
-            if labels:
-                out.setdefault(str(hs.get("name", "")), {}).update(labels)
-    return out
+    from triage.classify import category_labels_of
+
+    return category_labels_of(hs for run in store.runs() for hs in run.get("hashsets") or [])
 
 
 def status_unfinished(device: dict) -> bool:
@@ -114,7 +105,7 @@ def status_unfinished(device: dict) -> bool:
 
 
 def coverage_state(device: dict, volumes: list[VolumeRef], coverage: list[Coverage]) -> str:
-    """complete, partial or failed.
+    """complete, partial or failed; queued, opening or scanning while a scan runs.
 
     failed: the scan failed, or no volume of the device could be read at all; partial: some
     coverage record exists, or the scan never finished; complete otherwise.
@@ -122,6 +113,8 @@ def coverage_state(device: dict, volumes: list[VolumeRef], coverage: list[Covera
     status = (device.get("status") or "").lower()
     if status in FAILED_STATUSES:
         return "failed"
+    if status in LIVE_STATUSES:
+        return status
     if volumes and all(v.fs_type is None for v in volumes) and coverage:
         return "failed"
     if not volumes and coverage and device.get("status") not in FINISHED_STATUSES:
@@ -192,9 +185,8 @@ def _coverage_reasons(volumes: list[VolumeRef], coverage: list[Coverage],
     for c in coverage:
         vol = by_offset.get(c.volume_offset) if c.volume_offset is not None else None
         if c.kind in _VOLUME_KINDS and c.where.scope == "volume":
-            name = f"volume {vol.index}" if vol is not None else c.where.display()
-            what = vol.encryption if vol is not None and vol.encryption else c.reason
-            lines.append(f"{name} ({what}) not examined: {human_bytes(c.bytes_not_examined)}")
+            name = vol.name if vol is not None else c.where.display()
+            lines.append(f"{name} not examined: {c.reason}")
         else:
             rest.append(c)
     for kind, total in coverage_summary(rest).items():
@@ -208,7 +200,9 @@ def _coverage_reasons(volumes: list[VolumeRef], coverage: list[Coverage],
         elif kind == records.UNPARTITIONED:
             lines.append(f"{kind}{size}")
         elif len(items) == 1:
-            lines.append(f"{kind}: {items[0].where.display()}{size} ({items[0].reason})")
+            c = items[0]
+            vol = by_offset.get(c.volume_offset) if c.where.scope == "volume" else None
+            lines.append(f"{kind}: {vol.name if vol else c.where.display()}{size} ({c.reason})")
         else:
             noun = _NOUNS.get(kind, "part")
             lines.append(f"{kind}: {total['count']} {noun}s{size}")
@@ -439,7 +433,50 @@ def verdicts(store, now: Optional[float] = None,
     if thresholds is None:
         thresholds = store_thresholds(store)
     labels = category_labels(store)
-    return order(device_verdict(store, d, now, thresholds, labels) for d in store.devices())
+    devices = store.devices()
+    if hasattr(store, "running_run") and store.running_run() is None:
+        # no scan runs now: a device left queued, opening or scanning was cut off (killed)
+        devices = [dict(d, status="interrupted") if d.get("status") in LIVE_STATUSES else d
+                   for d in devices]
+    verdicts_ = [device_verdict(store, d, now, thresholds, labels) for d in devices]
+    if hasattr(store, "device_runs"):
+        import dataclasses
+
+        from triage.runs import version_outliers
+
+        odd = version_outliers(store)
+        verdicts_ = [dataclasses.replace(v, reasons=v.reasons + (odd[v.device_id],))
+                     if v.device_id in odd else v for v in verdicts_]
+    return order(verdicts_)
+
+
+def select(ordered: list[DeviceVerdict], flags: Iterable[str] = (), statuses: Iterable[str] = (),
+           deadline_before: Optional[str] = None, limit: Optional[int] = None
+           ) -> list[DeviceVerdict]:
+    """The queue's filters (`triage queue --flag --status --deadline-before --limit`), keeping
+    each device's rank: any of `flags`; any of `statuses` (the verdict's coverage state);
+    a custody deadline before the date; the first `limit`."""
+    flags = {f.upper() for f in flags}
+    statuses = {s.lower() for s in statuses}
+    from triage.errors import TriageError
+    from triage.output import parse_time
+
+    before = parse_time(deadline_before) if deadline_before else None
+    out = []
+    for v in ordered:
+        if flags and not flags & set(v.flags):
+            continue
+        if statuses and v.coverage.lower() not in statuses:
+            continue
+        if before is not None:
+            deadline = (v.context or {}).get("custody_deadline") or ""
+            try:
+                if not deadline or parse_time(deadline) >= before:
+                    continue
+            except TriageError:      # an unreadable deadline is before no date
+                continue
+        out.append(v)
+    return out[:limit] if limit else out
 
 
 def verdict_dict(v: DeviceVerdict) -> dict:
@@ -460,10 +497,14 @@ def find_device(store, ref: str) -> dict:
     from triage.errors import TriageError
 
     devices = store.devices()
+    low = ref.casefold()         # exhibit references are typed as people write them
     for match in (
         lambda d: d["id"] == ref,
         lambda d: (d.get("context") or {}).get("exhibit") == ref,
         lambda d: ref in d["paths"] or ref in [os.path.basename(p) for p in d["paths"]],
+        lambda d: d["id"].casefold() == low,
+        lambda d: str((d.get("context") or {}).get("exhibit") or "").casefold() == low,
+        lambda d: low in [os.path.basename(p).casefold() for p in d["paths"]],
     ):
         hits = [d for d in devices if match(d)]
         if len(hits) == 1:

@@ -49,6 +49,13 @@ class VolumeRef:
     unallocated: int = -1          # bytes the file system's allocation map marks free (-1: unknown)
 
     @property
+    def name(self) -> str:
+        """ "volume 6 (BitLocker, 16 MiB at 44,040,192)": the one way a volume is named."""
+        from triage.units import volume_name
+        return volume_name(self.index, self.encryption or self.fs_type or "", self.length,
+                           self.offset)
+
+    @property
     def where(self) -> "Provenance":
         if self.offset == UNPARTITIONED_OFFSET:
             return device_where(self.device_id)
@@ -73,7 +80,10 @@ class Provenance:
     `parent` and the byte range (`offset`, `length`) it came from.
 
     A provenance with no inode and no path names a whole volume (or, with `volume_offset`
-    None, the whole device). `icat -o {volume_offset // 512} IMAGE {inode}` gives a file's
+    None, the whole device). A volume inside a volume system inside a partition (an APFS
+    volume, an LVM logical volume) has the offset volumes.nested_offset gives; `snapshot`
+    names a volume shadow copy (`vss1:{GUID}`). In a phone extraction (triage/extractions.py)
+    `path` is the device path and `inode` locates the member in the archive. `icat -o {volume_offset // 512} IMAGE {inode}` gives a file's
     content (`inode-128-{attr_id}` for a stream). Nothing here is ever parsed back out of a
     string: `key` is an opaque id, `display()` is for people.
     """
@@ -165,7 +175,7 @@ class Provenance:
             if self.volume_offset is None:
                 return f"device {self.device_id}"
             idx = f" {self.volume_index}" if self.volume_index is not None else ""
-            return f"volume{idx} at {self.volume_offset}"
+            return f"volume{idx} at {self.volume_offset:,}"
         path = self.path or f"inode {self.inode}"
         if self.ads and not path.endswith(":" + self.ads):
             path += ":" + self.ads
@@ -245,6 +255,7 @@ class FileRecord:
     crtime: Optional[float] = None
     type: str = ""                 # content type from magic bytes, e.g. "image/jpeg"
     ext_mismatch: bool = False
+    link_target: str = ""          # a symbolic link's target (type SYMLINK): never followed
 
     @property
     def path(self) -> str:
@@ -255,11 +266,14 @@ class FileRecord:
         return self.prov.key
 
 
+SYMLINK = "inode/symlink"          # FileRecord.type of a symbolic link: listed, no content
+
+
 # Coverage kinds: every way a part of a device can go unexamined. Decided here, once; the
 # rank, flags, `show`, `files` and the exports all word and count gaps by these.
 ENCRYPTED = "encrypted"
 UNREADABLE_VOLUME = "volume not readable"          # unknown or corrupt file system, read error
-UNSUPPORTED_VOLUME = "volume system not supported"  # APFS container, LVM, ... (no reader yet)
+UNSUPPORTED_VOLUME = "volume system not supported"  # LVM thin volumes and snapshots, ...
 FOLDER_NOT_READ = "folder not readable"
 FILE_NOT_READ = "file not fully read"              # bytes expected vs bytes read
 MEDIA_DAMAGED = "media damaged"                    # E01 chunk checksum errors, unreadable sectors

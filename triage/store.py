@@ -38,8 +38,26 @@ from triage.records import (
 )
 
 DB_NAME = "case.sqlite"
-SCHEMA_VERSION = 2     # 2: structured provenance and coverage (kind, where, bytes)
+SCHEMA_VERSION = 3     # 2: structured provenance and coverage (kind, where, bytes)
+                       # 3: every scan run's results kept per device (device_runs, archived_*)
 _KEY_CHUNK = 500          # keys per IN (...) query, below SQLite's variable limit
+
+_RUNS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS device_runs (  -- which scan runs examined which device
+    run_id INTEGER NOT NULL,
+    device_id TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'scanning',
+    started REAL,
+    finished REAL,
+    counts TEXT NOT NULL DEFAULT '{}',      -- JSON of CaseStore.counts when the device ended
+    live INTEGER NOT NULL DEFAULT 1,        -- 1: results in the result tables, 0: archived_*
+    PRIMARY KEY (run_id, device_id)
+);
+CREATE TABLE IF NOT EXISTS case_info (    -- the case reference and other case-wide facts
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -179,7 +197,13 @@ CREATE TABLE IF NOT EXISTS batches (
     done_at REAL NOT NULL,
     PRIMARY KEY (device_id, batch_id)
 );
-"""
+""" + _RUNS_SCHEMA
+
+# The results of one device, per table. A fresh scan of a device moves its earlier results to
+# the archived_* copies of these tables (with the run that found them), never deletes them.
+RESULT_TABLES = ("files", "matches", "scores", "model_skips", "coverage", "volumes", "flags",
+                 "batches")
+
 
 # FileRecord/Provenance/Features fields that have their own column; anything added to the
 # records later goes into `extra` so the store never drops a field.
@@ -214,6 +238,22 @@ WAL_CHECKPOINT_PAGES = 10_000
 # twice as slow (0.43 -> 0.22 s of the driver per 26k files; the build after is 0.06 s).
 HASH_INDEXES = ("CREATE INDEX IF NOT EXISTS files_md5 ON files (md5)",
                 "CREATE INDEX IF NOT EXISTS files_sha1 ON files (sha1)")
+
+
+def scan_holder(case_dir: str | os.PathLike) -> Optional[int]:
+    """The process id of the scan holding the case's lock, if that process is alive."""
+    try:
+        text = (Path(case_dir) / ScanLock.NAME).read_text(errors="replace").split()
+        pid = int(text[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:      # alive, another user's
+        pass
+    return pid
 
 
 class ScanLock:
@@ -251,6 +291,50 @@ class ScanLock:
             self._fd = -1
 
 
+def _create_archives(db: sqlite3.Connection) -> None:
+    """archived_X: the columns of X with the run that found the rows first."""
+    for table in RESULT_TABLES:
+        db.execute(f"CREATE TABLE IF NOT EXISTS archived_{table} AS "
+                   f"SELECT 0 AS run_id, * FROM {table} WHERE 0")
+        db.execute(f"CREATE INDEX IF NOT EXISTS archived_{table}_run "
+                   f"ON archived_{table} (device_id, run_id)")
+
+
+def _columns(db: sqlite3.Connection, table: str) -> list[str]:
+    return [r[1] for r in db.execute(f"PRAGMA table_info({table})")]
+
+
+def _archive_rows(db: sqlite3.Connection, table: str, run_id: int, device_id: str) -> None:
+    """Copies a device's rows of `table` to archived_`table` by column name; a column added to
+    the results after the archive was made is added to it first, so no value is dropped."""
+    cols = _columns(db, table)
+    have = set(_columns(db, f"archived_{table}"))
+    for col in cols:
+        if col not in have:
+            db.execute(f'ALTER TABLE archived_{table} ADD COLUMN "{col}"')
+    names = ", ".join(f'"{c}"' for c in cols)
+    db.execute(f"INSERT INTO archived_{table} (run_id, {names}) SELECT ?, {names} FROM {table} "
+               "WHERE device_id = ?", (run_id, device_id))
+
+
+def _migrate_2_to_3(db: sqlite3.Connection) -> None:
+    """Schema 2 kept one set of results per device. Each device's results are credited to the
+    last run that began before the device finished, so `show` lists it and a re-scan keeps it."""
+    for stmt in _RUNS_SCHEMA.split(";"):
+        if stmt.strip():
+            db.execute(stmt)
+    _create_archives(db)
+    devices = db.execute("SELECT id, started, finished, status FROM devices").fetchall()
+    for dev_id, started, finished, status in devices:
+        row = db.execute("SELECT MAX(id) FROM runs WHERE started <= ?",
+                         (finished if finished is not None else time.time(),)).fetchone()
+        if row[0] is None:
+            continue
+        db.execute("INSERT OR IGNORE INTO device_runs (run_id, device_id, status, started, "
+                   "finished) VALUES (?, ?, ?, ?, ?)", (row[0], dev_id, status, started, finished))
+    db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+
 class CaseStore:
     """The SQLite case store of one case directory. Thread-safe; one connection per instance."""
 
@@ -284,7 +368,7 @@ class CaseStore:
         if version > SCHEMA_VERSION:
             raise TriageError(f"{self.path} has schema version {version}; this triage knows "
                               f"{SCHEMA_VERSION} or older, so upgrade triage")
-        if 0 < version < SCHEMA_VERSION:
+        if 0 < version < 2:
             # schema 1 joined provenance into strings; its rows cannot be read back exactly
             raise TriageError(f"{self.path} was written by an older triage (schema {version}); "
                               "scan the evidence again into a new case directory")
@@ -293,9 +377,13 @@ class CaseStore:
                 for stmt in _SCHEMA.split(";"):
                     if stmt.strip():
                         self._db.execute(stmt)
+                _create_archives(self._db)
                 self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         else:
-            self._add_video_columns()
+            self._add_video_columns()   # additive columns first: the archives copy them
+            if version == 2:
+                with self._tx():
+                    _migrate_2_to_3(self._db)
         for side in ("-wal", "-shm"):
             p = Path(str(self.path) + side)
             if p.exists():
@@ -312,9 +400,10 @@ class CaseStore:
         with self._tx() as db:
             for table, column, ddl in (("matches", "detail", "detail TEXT NOT NULL DEFAULT '{}'"),
                                        ("scores", "frames", "frames TEXT NOT NULL DEFAULT '[]'")):
-                have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
-                if column not in have:
-                    db.execute(f"ALTER TABLE {table} ADD COLUMN {ddl}")
+                for name in (table, f"archived_{table}"):      # (no archive before schema 3)
+                    have = {r[1] for r in db.execute(f"PRAGMA table_info({name})")}
+                    if have and column not in have:
+                        db.execute(f"ALTER TABLE {name} ADD COLUMN {ddl}")
 
     def _tx(self):
         store = self
@@ -379,6 +468,34 @@ class CaseStore:
             for statement in HASH_INDEXES:
                 db.execute(statement)
 
+    def running_run(self) -> Optional[dict]:
+        """The scan run in progress in this case: the newest run not ended, while its scan
+        process still holds the case's scan lock; None otherwise (a killed scan never ends its
+        run, so the lock's process decides)."""
+        rows = self._query("SELECT id, started FROM runs WHERE ended IS NULL ORDER BY id DESC "
+                           "LIMIT 1")
+        if not rows or scan_holder(self.case_dir) is None:
+            return None
+        return rows[0]
+
+    def run(self, run_id: int) -> Optional[dict]:
+        for r in self.runs():
+            if r["id"] == run_id:
+                return r
+        return None
+
+    def case_ref(self) -> str:
+        """The case reference (`--case-ref`); the case folder's name when none was set."""
+        rows = self._query("SELECT value FROM case_info WHERE key = 'case_ref'")
+        return rows[0]["value"] if rows else self.case_dir.resolve().name
+
+    def set_case_ref(self, ref: str) -> None:
+        ref = str(ref).strip()
+        if not ref:
+            raise TriageError("the case reference is empty")
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO case_info VALUES ('case_ref', ?)", (ref,))
+
     def runs(self) -> list[dict]:
         out = []
         for r in self._query("SELECT * FROM runs ORDER BY id"):
@@ -419,16 +536,85 @@ class CaseStore:
             db.execute("UPDATE devices SET verified_hashes = ? WHERE id = ?",
                        (_json(hashes), device_id))
 
-    def device_started(self, device_id: str, t: float) -> None:
-        """Marks a device as being scanned; keeps the first start time across resumes."""
+    def device_started(self, device_id: str, t: float, run_id: Optional[int] = None,
+                       fresh: bool = False) -> None:
+        """Marks a device as being scanned; keeps the first start time across resumes.
+
+        With `run_id`, the run is recorded as one of the device's runs; `fresh` (a scan that is
+        not a resume) first moves the device's earlier results to the archive, kept with the
+        run that found them, so the new run starts clean and nothing found before is lost."""
+        if fresh:
+            self.archive_device(device_id)
         with self._tx() as db:
             db.execute("UPDATE devices SET started = COALESCE(started, ?), finished = NULL, "
                        "status = 'scanning' WHERE id = ?", (t, device_id))
+            if run_id is not None:
+                db.execute("INSERT OR REPLACE INTO device_runs (run_id, device_id, status, "
+                           "started, live) VALUES (?, ?, 'scanning', ?, 1)",
+                           (run_id, device_id, t))
+
+    def queue_devices(self, devices: Iterable[tuple[str, Sequence[str]]]) -> None:
+        """A scan run's devices before it opens them: listed as `queued` (a device new to the
+        case gets a placeholder row: its format and size come when it is opened)."""
+        with self._tx() as db:
+            for device_id, paths in devices:
+                db.execute("INSERT OR IGNORE INTO devices (id, paths, format, media_size) "
+                           "VALUES (?, ?, 'unknown', 0)", (device_id, _json(list(paths))))
+                db.execute("UPDATE devices SET status = 'queued' WHERE id = ?", (device_id,))
+
+    def set_device_status(self, device_id: str, status: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE devices SET status = ? WHERE id = ?", (status, device_id))
+
+    def restore_status(self, device_id: str) -> None:
+        """A device a run queued but never opened (interrupted first): the status of its last
+        run again, whose results it still has; `interrupted` when it has none."""
+        with self._tx() as db:
+            db.execute("UPDATE devices SET status = COALESCE((SELECT status FROM device_runs "
+                       "WHERE device_id = ? AND live = 1 ORDER BY run_id DESC LIMIT 1), "
+                       "'interrupted'), finished = COALESCE(finished, ?) WHERE id = ?",
+                       (device_id, time.time(), device_id))
 
     def device_finished(self, device_id: str, t: float, status: str) -> None:
+        counts = self.counts(device_id)
         with self._tx() as db:
             db.execute("UPDATE devices SET finished = ?, status = ? WHERE id = ?",
                        (t, status, device_id))
+            db.execute("UPDATE device_runs SET finished = ?, status = ?, counts = ? "
+                       "WHERE device_id = ? AND live = 1 AND run_id = (SELECT MAX(run_id) "
+                       "FROM device_runs WHERE device_id = ?)",
+                       (t, status, _json(counts), device_id, device_id))
+
+    def archive_device(self, device_id: str) -> None:
+        """Moves a device's results to the archived_* tables under the run that found them
+        (the newest of its live runs: a resumed run continues the same results)."""
+        live = self._query("SELECT MAX(run_id) AS r FROM device_runs WHERE device_id = ? "
+                           "AND live = 1", (device_id,))[0]["r"]
+        with self._tx() as db:
+            if live is not None:
+                for table in RESULT_TABLES:
+                    _archive_rows(db, table, live, device_id)
+                db.execute("UPDATE device_runs SET live = 0 WHERE device_id = ?", (device_id,))
+        self.reset_device(device_id)
+
+    def device_runs(self, device_id: Optional[str] = None) -> list[dict]:
+        """The scan runs of a device (or of every device), oldest first: the run's hash sets,
+        model, tool version and operator, the device's status and counts in that run, and
+        `live` (its results are the ones the queue uses)."""
+        sql = ("SELECT d.*, r.hashsets, r.model, r.tool_version, r.operator, r.options "
+               "FROM device_runs d JOIN runs r ON r.id = d.run_id")
+        params: tuple = ()
+        if device_id is not None:
+            sql, params = sql + " WHERE d.device_id = ?", (device_id,)
+        out = []
+        for r in self._query(sql + " ORDER BY d.device_id, d.run_id", params):
+            r["hashsets"] = json.loads(r["hashsets"])
+            r["model"] = None if r["model"] is None else json.loads(r["model"])
+            r["options"] = json.loads(r["options"])
+            r["counts"] = json.loads(r["counts"] or "{}")
+            r["live"] = bool(r["live"])
+            out.append(r)
+        return out
 
     def devices(self) -> list[dict]:
         out = []
@@ -665,15 +851,31 @@ class CaseStore:
                  flag.message, _json(flag.provenance)))
             return cur.rowcount == 1
 
+    def flag(self, code: str, device_id: str, key: str) -> Optional[Flag]:
+        for _i, f in self._flags("SELECT * FROM flags WHERE code = ? AND device_id = ? AND "
+                                 "key = ?", (code, device_id, key)):
+            return f
+        return None
+
+    def update_flag(self, flag: Flag) -> None:
+        """A flag's message and provenance changed (an escalation covering more findings)."""
+        with self._tx() as db:
+            db.execute("UPDATE flags SET message = ?, provenance = ? WHERE code = ? AND "
+                       "device_id = ? AND key = ?", (flag.message, _json(flag.provenance),
+                                                     flag.code, flag.device_id, flag.key))
+
+    def _flags(self, sql: str, params) -> list[tuple[int, Flag]]:
+        return [(r["id"], Flag(code=r["code"], severity=r["severity"], device_id=r["device_id"],
+                               key=r["key"], raised_at=r["raised_at"], message=r["message"],
+                               provenance=json.loads(r["provenance"])))
+                for r in self._query(sql, params)]
+
     def flags(self, device_id: str | None = None, after_id: int = 0) -> list[tuple[int, Flag]]:
         sql, params = "SELECT * FROM flags WHERE id > ?", [after_id]
         if device_id is not None:
             sql += " AND device_id = ?"
             params.append(device_id)
-        rows = self._query(sql + " ORDER BY id", params)
-        return [(r["id"], Flag(code=r["code"], severity=r["severity"], device_id=r["device_id"],
-                               key=r["key"], raised_at=r["raised_at"], message=r["message"],
-                               provenance=json.loads(r["provenance"]))) for r in rows]
+        return self._flags(sql + " ORDER BY id", params)
 
     # --- summaries --------------------------------------------------------------------------
 

@@ -7,13 +7,19 @@ import csv
 _UNITS = (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10))
 
 
+def volume_name(index, kind: str, length: int, offset: int) -> str:
+    """A volume, named one way everywhere: "volume 6 (BitLocker, 16 MiB at 44,040,192)"."""
+    return f"volume {index} ({kind or 'not readable'}, {human_bytes(length)} at {int(offset):,})"
+
+
 def human_bytes(n: int) -> str:
     """1073741824 -> '1 GiB', 1536 -> '1.5 KiB', 512 -> '512 bytes' (binary units)."""
     n = int(n)
     for unit, size in _UNITS:
         if abs(n) >= size:
-            value = n / size
-            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
+            text = f"{n / size:.1f}"
+            # one decimal, none when it is 0: "52 MiB" whether the bytes are 52 MiB or 51.98
+            return f"{text[:-2] if text.endswith('.0') else text} {unit}"
     return f"{n} byte{'' if n == 1 else 's'}"
 
 

@@ -6,6 +6,7 @@ Tables are laid out for an 80-column terminal; long text wraps inside its cell.
 from __future__ import annotations
 
 import io
+import os
 import time
 from typing import Iterable, Optional
 
@@ -14,10 +15,13 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
+from triage.classify import category_text, score_text
+from triage.extractions import reach_hint
 from triage.findings import Finding
 from triage.flags import SEVERITY, display_path
 from triage.records import DeviceVerdict, Flag
-from triage.units import SafeDictWriter, human_bytes, terminal_safe
+from triage.output import iso_time, table_time
+from triage.units import SafeDictWriter, human_bytes, terminal_safe, volume_name
 
 
 def _safe(text) -> Text:
@@ -97,17 +101,54 @@ def queue_csv(rows: list[dict]) -> str:
 
 
 def _when(t: Optional[float]) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t)) if t else "-"
+    return table_time(t)
 
 
-def finding_dict(f: Finding) -> dict:
-    """A finding with its full provenance, for `show --json` and the report."""
+def status_text(status: str, devices: list[dict]) -> str:
+    """A scan's or a device's status for people: "complete with gaps" when every device was
+    scanned to its end but some parts could not be examined (a locked volume, an unreadable
+    file: `triage show` lists them), instead of a bare "partial"."""
+    ended = all(d["status"] in ("complete", "partial") for d in devices)
+    if status == "partial" and ended:
+        return "complete with gaps"
+    return status
+
+
+def run_line(r: dict) -> str:
+    """One scan run of a device for `show`: when, status, hash sets (name and version), model
+    and what it found."""
+    sets = ", ".join(f"{h.get('name')} {h.get('version', '')}".strip() + f" ({h.get('role')})"
+                     for h in r.get("hashsets") or []) or "no hash sets"
+    model = (r.get("model") or {}).get("name") or "none"
+    c = r.get("counts") or {}
+    found = (f"; {c.get('files', 0)} files, {c.get('alert_matches', 0)} alert matches, "
+             f"{c.get('near_matches', 0)} near, {c.get('flags', 0)} flags" if c else "")
+    used = " (used by the queue)" if r.get("live") else " (archived)"
+    return (f"run {r['run_id']}{used}: {_when(r.get('started'))}, {r.get('status')}; "
+            f"sets {sets}; model {model}{found}")
+
+
+def run_json(r: dict) -> dict:
+    """A device's run for `show --json`."""
+    return {"run": r["run_id"], "live": bool(r.get("live")), "status": r.get("status"),
+            "started": iso_time(r.get("started")), "finished": iso_time(r.get("finished")),
+            "hashsets": [{k: h.get(k) for k in ("name", "version", "role")}
+                         for h in r.get("hashsets") or []],
+            "model": None if not r.get("model") else {k: r["model"].get(k)
+                                                      for k in ("name", "version", "sha256")},
+            "tool_version": r.get("tool_version"), "operator": r.get("operator"),
+            "counts": r.get("counts") or {}}
+
+
+def finding_dict(f: Finding, image: Iterable[str] = ()) -> dict:
+    """A finding with its full provenance, for `show --json` and the report. `image`: the
+    device's evidence paths, for the icat line (IMAGE when not known)."""
     rec = f.record
     return {
         "key": f.key, "kind": f.kind, "path": rec.path, "name": rec.name, "size": rec.size,
         "deleted": f.deleted, "type": f.features.type or rec.type,
         "category": f.category, "provenance": f.provenance(),
-        "icat": _icat_hint(f),
+        "icat": _icat_hint(f, image),
         "times": {k: getattr(rec, k) for k in ("mtime", "atime", "ctime", "crtime")},
         "matches": [_match_dict(m) for m in f.matches],
         "scores": [{"model": s.model, "model_sha256": s.model_sha256, "values": s.values,
@@ -134,27 +175,44 @@ def _match_dict(m) -> dict:
     return d
 
 
-def _icat_hint(f: Finding) -> str:
-    """How to reach the same bytes with TSK, for the examiner's notes."""
+def _icat_hint(f: Finding, image: Iterable[str] = ()) -> str:
+    """How to reach the same bytes with TSK, for the examiner's notes: the real evidence path
+    (every segment of a split raw set, as icat takes them) and the volume's offset in sectors."""
+    import shlex
+
     p = f.record.prov
+    paths = list(image)
+    if f.record.fs_type == "directory" and paths and p.parent is None:   # logical files
+        return "cat -- " + shlex.quote(os.path.join(paths[0], p.path.lstrip("/")))
+    first = shlex.quote(paths[0]) if paths else "IMAGE"
     if p.carved:              # the byte range itself
         start = (p.parent.volume_offset or 0) + p.offset
         span = f"bs=1M skip={start} count={p.length}"
-        return (f"dd if=IMAGE iflag=skip_bytes,count_bytes {span}  (E01 and other containers: "
-                f"img_cat IMAGE | dd iflag=skip_bytes,count_bytes,fullblock {span})")
+        return (f"dd if={first} iflag=skip_bytes,count_bytes {span}  (E01 and other "
+                f"containers: img_cat {first} | dd iflag=skip_bytes,count_bytes,fullblock {span})")
+    # E01 and VMDK sets are found from the first segment; split raw needs every segment
+    image_args = " ".join(shlex.quote(x) for x in paths) if len(paths) > 1 and \
+        not paths[0].lower().endswith((".e01", ".ex01")) else first
     if p.parent is not None and p.parent.inode is not None:
-        # inside a file: the file's bytes, then the range (and the filter that decodes it)
-        outer = _icat_hint_of(p.parent)
+        # inside a file: the file's bytes, then the range (and the filter that decodes it);
+        # inside a member of an extraction, that member's size is not at hand: no hint
+        if reach_hint(p.parent, 0) is not None:
+            return ""
+        outer = _icat_hint_of(p.parent, image_args, first)
         span = f"dd iflag=skip_bytes,count_bytes bs=1M skip={p.offset} count={p.length}"
         return f"{outer} | {span}" + (f"  (then {p.decoded})" if p.decoded else "")
-    return _icat_hint_of(p)
+    return _icat_hint_of(p, image_args, first, f.record.size)
 
 
-def _icat_hint_of(p) -> str:
+def _icat_hint_of(p, image_args: str = "IMAGE", first: str = "IMAGE",
+                  size: Optional[int] = None) -> str:
+    member = reach_hint(p, size)      # a member of a phone extraction
+    if member is not None:
+        return member.replace("IMAGE", first).replace("BACKUP/", f"{first}/")
     if p.inode is None:
         return ""
     inode = f"{p.inode}-{p.attr_type}-{p.attr_id}" if p.ads else str(p.inode)
-    hint = f"icat -o {p.volume_offset // 512} IMAGE {inode}"
+    hint = f"icat -o {p.volume_offset // 512} {image_args} {inode}"
     return hint + (f"  (then open member {p.member})" if p.member else "")
 
 
@@ -162,9 +220,8 @@ def coverage_lines(acc: dict) -> list[str]:
     """`triage show`'s coverage section: examined/total per volume, then each gap kind."""
     out = [f"device: {human_bytes(acc['examined'])} of {human_bytes(acc['total'])} examined"]
     for v in acc["volumes"]:
-        what = v["fs_type"] or v["encryption"] or "not readable"
-        line = (f"volume {v['index']} ({what}): {human_bytes(v['examined'])} of "
-                f"{human_bytes(v['total'])} examined")
+        name = volume_name(v["index"], v["encryption"] or v["fs_type"], v["total"], v["offset"])
+        line = f"{name}: {human_bytes(v['examined'])} examined"
         gaps = [f"{kind} {human_bytes(k['bytes'])}" + (f" ({k['count']})" if k["count"] > 1 else "")
                 for kind, k in v["not_examined"].items()]
         out.append(line + ("; not examined: " + "; ".join(gaps) if gaps else ""))
@@ -176,7 +233,8 @@ def coverage_lines(acc: dict) -> list[str]:
 
 def device_view(v: DeviceVerdict, device: dict, found: list[Finding],
                 flags: list[Flag], labels: Optional[dict] = None,
-                model: Optional[dict] = None, accounting: Optional[dict] = None) -> Group:
+                model: Optional[dict] = None, accounting: Optional[dict] = None,
+                runs: Optional[list] = None) -> Group:
     """`triage show`: verdict, reasons, points, flags, coverage and the findings. `model`:
     {"scored": n, "skipped": {reason: n}} of the model stage, when one ran."""
     head = Text()
@@ -206,6 +264,9 @@ def device_view(v: DeviceVerdict, device: dict, found: list[Finding],
         info.add_row("model", f"{model.get('scored', 0)} pictures scored (a ranking aid), "
                               f"{sum(skipped.values())} not sent" + (f": {why}" if why else ""))
     lines.append(info)
+    if runs:
+        lines.append(Text("\nScan runs", style="bold"))
+        lines.append(bullets([run_line(r) for r in runs], 2))
     lines.append(Text("\nReasons", style="bold"))
     lines.append(bullets(v.reasons, 2))
     if accounting is not None:
@@ -232,26 +293,29 @@ def device_view(v: DeviceVerdict, device: dict, found: list[Finding],
             p = f.record.prov
             where = _safe(display_path(p, member=False) + (f" ! {p.member}" if p.member else ""))
             if p.carved:          # no inode: the bytes are reached by their range
-                where.append(f"\nCARVED  {f.record.size} B  {_icat_hint(f).split('  (')[0]}",
+                where.append(f"\nCARVED  {f.record.size} B  "
+                             f"{_icat_hint(f, v.evidence).split('  (')[0]}",
                              style="dim")
             else:
                 where.append(f"\n{'DELETED  ' if f.deleted else ''}inode {p.inode}  volume@"
-                             f"{p.volume_offset}  {f.record.size} B", style="dim")
+                             f"{p.volume_offset:,}  {f.record.size:,} bytes", style="dim")
+                hint = _icat_hint(f, v.evidence)
+                if hint:
+                    where.append("\n" + terminal_safe(hint), style="dim")
             where.append(f"\nmd5 {f.features.md5}\nsha1 {f.features.sha1}", style="dim")
             if f.indicators:
                 where.append("\ncamera-original: " + terminal_safe("; ".join(f.indicators)),
                              style="red")
             if f.top:
                 m = f.top
-                label = (labels or {}).get(m.set_name, {}).get(m.category, m.category)
-                what = f"{m.set_name} {m.set_version}\n" + (f"cat {label} " if m.category else "")
+                what = f"{m.set_name} {m.set_version}\n" + (
+                    f"{category_text(labels, m.set_name, m.category)} " if m.category else "")
                 what += f"{m.algorithm}" + (f" d={m.distance}" if m.kind != "exact" else "")
                 if m.algorithm == "vpdq":
                     what += f"\nvideo {m.value}\n{m.query_share:.0f}% / {m.known_share:.0f}%"
             else:
-                what = "\n".join(f"{s.model}: " + ", ".join(
-                    f"{k} {v:.2f}" for k, v in s.values.items() if isinstance(v, (int, float)))
-                    for s in f.scores) + "\n(ranking aid)"
+                what = "\n".join(f"{s.model}: {score_text(s.values)}"
+                                 for s in f.scores) + "\n(ranking aid)"
             if f.frames:
                 what += f"\nframes at {f.frame_text}"
             table.add_row(f.kind, where, _safe(what))
@@ -261,12 +325,12 @@ def device_view(v: DeviceVerdict, device: dict, found: list[Finding],
 
 def flags_table(flags: Iterable[tuple[int, Flag]]) -> Table:
     table = Table(show_lines=False, pad_edge=False)
-    table.add_column("time", no_wrap=True)
+    table.add_column("UTC time", overflow="fold", max_width=10)
     table.add_column("code", no_wrap=True)
     table.add_column("device", overflow="fold", max_width=16)
     table.add_column("message", overflow="fold", ratio=1)
     for _id, f in flags:
-        table.add_row(time.strftime("%H:%M:%S", time.localtime(f.raised_at)),
+        table.add_row(time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(f.raised_at)),
                       Text(f.code, style=_FLAG_STYLE.get(f.code, "")), _safe(f.device_id),
                       _safe(f.message))
     return table
@@ -292,12 +356,13 @@ def queue_rows(ordered: list[DeviceVerdict], graded: Optional[dict] = None) -> l
             for v in ordered]
 
 
-def finding_json(f: Finding, grade: Optional[dict] = None) -> dict:
+def finding_json(f: Finding, grade: Optional[dict] = None, image: Iterable[str] = ()) -> dict:
     """A finding as `show --json` and the review service give it: `finding_dict` plus its
     stable id and its grade (null until graded)."""
     from triage.review.casereview import finding_id
 
-    return dict(finding_dict(f), id=finding_id(f.key), display_path=display_path(f.record.prov),
+    return dict(finding_dict(f, image), id=finding_id(f.key),
+                display_path=display_path(f.record.prov),
                 grade=None if grade is None else {k: grade[k] for k in ("grade", "note", "user", "time")})
 
 
@@ -321,4 +386,6 @@ def device_json(store, device: dict, verdict: DeviceVerdict, found: list[Finding
                 accounting=coverage_accounting(device, volumes, coverage),
                 coverage_records=[c.to_dict() for c in coverage],
                 flag_records=[asdict(f) for _i, f in store.flags(dev_id)],
-                findings=[finding_json(f, grades.get(f.key)) for f in found])
+                runs=[run_json(r) for r in store.device_runs(dev_id)],
+                findings=[finding_json(f, grades.get(f.key), device.get("paths") or ())
+                          for f in found])

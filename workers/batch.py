@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Iterator, Optional
 
 from triage.errors import TriageError
-from triage.records import FILE_NOT_READ, Coverage, Features, FileRecord, Match, VolumeRef
+from triage.records import FILE_NOT_READ, SYMLINK, Coverage, Features, FileRecord, Match, VolumeRef
 from workers.matching import match_items
 from workers.plan import BatchSpec
 
@@ -342,7 +342,11 @@ def _held(evidence):
 def _scan_file(backend: Backend, evidence, rec: FileRecord, got: Optional[tuple], fopts,
                opts: ScanOptions, result: BatchResult, model_inputs: dict) -> None:
     """One file: its content (already read, with its hashes, or read now), analysed into
-    `result`; a read error becomes a coverage record."""
+    `result`; a read error becomes a coverage record. A symbolic link is listed with its
+    target and never followed: it has no content of its own, so it is no read error."""
+    if rec.type == SYMLINK:
+        result.items.append((rec, Features(key=rec.key, size=0, type=rec.type)))
+        return
     try:
         if got is not None:
             chunks, known = got

@@ -13,9 +13,28 @@ from triage.units import terminal_safe
 from workers.scan import DeviceState, Reporter
 
 
+OPENING = "opening: partitions, file systems"
+LISTING = "listing files"
+
+
+def phase_text(state: DeviceState, model: bool) -> str:
+    """What a device's bar is waiting for: opening it (partitions, file systems and the walk
+    that plans the bytes; no ETA yet), reading files, or the model scoring the last pictures
+    after every byte was read."""
+    if state.phase in ("waiting", "probing"):
+        return OPENING
+    if not state.total_bytes and not state.bytes:
+        return LISTING
+    if model and state.phase == "scanning" and state.total_bytes and \
+            state.bytes >= state.total_bytes:
+        return f"model: scoring pictures ({state.scored} scored)"
+    return ""
+
+
 class RichReporter(Reporter):
-    def __init__(self, console: Console | None = None):
+    def __init__(self, console: Console | None = None, model: bool = False):
         self.console = console or Console(stderr=True)
+        self.model = model
         # fits an 80-column terminal: the percentage is of the bytes the walk planned
         self.progress = Progress(
             TextColumn("{task.description}", style="bold"),
@@ -36,15 +55,16 @@ class RichReporter(Reporter):
     def device_added(self, device_id: str) -> None:
         # the description is rich markup: an evidence file name must not be read as markup
         self._tasks[device_id] = self.progress.add_task(escape(terminal_safe(device_id)),
-                                                        total=None, stats="opening")
+                                                        total=None, stats=OPENING)
 
     def device_planned(self, device_id: str, files: int, nbytes: int) -> None:
-        self.progress.update(self._tasks[device_id], total=max(nbytes, 1))
+        self.progress.update(self._tasks[device_id], total=max(nbytes, 1), stats="reading files")
 
-    @staticmethod
-    def _stats(state: DeviceState) -> str:
+    def _stats(self, state: DeviceState) -> str:
         hits = len(state.exact_alerts)
-        return (f"{state.files} files {state.pictures} pics "
+        phase = phase_text(state, self.model)
+        return (f"{phase + ': ' if phase and phase != LISTING else ''}"
+                f"{state.files} files {state.pictures} pics "
                 f"{'[red]' if hits else ''}{hits} hits{'[/red]' if hits else ''} "
                 f"{len(state.near)} near {state.flags} flags")
 

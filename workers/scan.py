@@ -87,6 +87,7 @@ class DeviceState:
     phase: str = "waiting"            # waiting, probing, scanning, finished
     probe: Any = None
     planners: dict = field(default_factory=dict)       # volume offset -> PlannerState
+    volume_names: dict = field(default_factory=dict)   # volume offset -> VolumeRef.name
     done: set = field(default_factory=set)             # batch ids stored (earlier runs too)
     in_flight: int = 0
     tier_batches: Counter = field(default_factory=Counter)     # planned, from the headers
@@ -167,7 +168,8 @@ class Scan:
                  thresholds: Optional[dict] = None,
                  max_active_devices: Optional[int] = None, t0: Optional[float] = None,
                  recovery_key: Optional[str] = None, password: Optional[str] = None,
-                 alert_sets: int = 0):
+                 alert_sets: int = 0, run_id: Optional[int] = None,
+                 labels: Optional[dict] = None):
         import ray
         from workers import tasks
         self.ray, self.tasks = ray, tasks
@@ -190,6 +192,8 @@ class Scan:
         self.keys = (recovery_key, password) if (recovery_key or password) else ()
         self._rr = 0
         self.alert_sets = alert_sets            # none: every device gets a NOT_MATCHED gap
+        self.run_id = run_id
+        self.labels = labels or {}          # one category vocabulary in the flags and queue
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -230,6 +234,7 @@ class Scan:
                 continue
             dev.phase = "probing"
             dev.started = time.time()
+            self.store.set_device_status(dev.device_id, "opening")
             dev.probe = self.tasks.probe_device.remote(self.backend, dev.paths, dev.device_id,
                                                        *self.keys)
             self.reporter.device_added(dev.device_id)
@@ -341,6 +346,7 @@ class Scan:
         self.store.upsert_device(evidence_ref, context=dev.context)
         self._start_device(dev)
         self.store.add_volumes(volumes)
+        dev.volume_names = {v.offset: v.name for v in volumes}
         if coverage:
             self._coverage(dev, coverage)
         if self.verify:
@@ -377,9 +383,9 @@ class Scan:
             dev.flags = counts["flags"]
             for batch in dev.done:
                 dev.tier_accounted[tier_of_batch(batch)] += 1
-        else:
-            self.store.reset_device(dev.device_id)
-        self.store.device_started(dev.device_id, dev.started)
+        # a fresh scan archives the device's earlier results with their run: kept, not lost
+        self.store.device_started(dev.device_id, dev.started, run_id=self.run_id,
+                                  fresh=not self.resume)
 
     def _start_planner(self, dev: DeviceState, planner: PlannerState) -> None:
         planner.attempts += 1
@@ -431,7 +437,8 @@ class Scan:
         # flags first: a crash between the two then re-scans the batch and the flags dedupe,
         # where the other order could lose a flag for good
         flags = rules_for_batch(dev.device_id, dev.context, result.items, result.matches, [],
-                                result.coverage, time.time(), thresholds=self.thresholds)
+                                result.coverage, time.time(), thresholds=self.thresholds,
+                                labels=self.labels)
         self._raise(dev, flags)
         if result.hash_engine:
             self.hash_engines.add(result.hash_engine)
@@ -497,7 +504,7 @@ class Scan:
         # the matches come again so near-matched pictures are not also called new; their
         # NEAR_MATCH flags were raised with the batch and dedupe here
         flags = rules_for_batch(dev.device_id, dev.context, job.items, job.matches, scores, coverage,
-                                time.time(), thresholds=self.thresholds)
+                                time.time(), thresholds=self.thresholds, labels=self.labels)
         self._raise(dev, flags)
         self.reporter.batch_done(dev.device_id, dev)
 
@@ -643,7 +650,7 @@ class Scan:
         self.store.add_coverage(items)
         dev.coverage += len(items)
         self._raise(dev, rules_for_batch(dev.device_id, dev.context, [], [], [], items,
-                                         time.time()))
+                                         time.time(), volume_names=dev.volume_names))
 
     def _raise(self, dev: DeviceState, flags) -> None:
         if not flags:
@@ -725,13 +732,17 @@ def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list
              reporter: Optional[Reporter] = None, backend: Optional[Backend] = None,
              operator: Optional[str] = None, max_in_flight: Optional[int] = None,
              recovery_key: Optional[str] = None, password: Optional[str] = None,
-             allow_plaintext_key: bool = False, t0: Optional[float] = None) -> ScanSummary:
+             allow_plaintext_key: bool = False, t0: Optional[float] = None,
+             replace: bool = False, case_ref: Optional[str] = None) -> ScanSummary:
     """Scans every EVIDENCE argument (one device each) into the case at `case_dir`.
 
     `hashsets` is the provenance of the hash sets in `opts.hashsets` (name, version,
     role, ...), written to the run record. Returns a summary; raises TriageError for bad input
     and KeyboardInterrupt (after storing everything found so far) on Ctrl-C.
+    A device scanned before keeps its earlier runs (archived in the case); a re-scan weaker
+    than its last complete run is refused unless `replace` (triage.runs.check_rescan).
     """
+    from triage.classify import category_labels_of
     from triage.flags import FlagSink
     from workers.runtime import check_key_transport, ray_session
 
@@ -753,14 +764,20 @@ def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list
     store = CaseStore(case_dir, create=True)
     # one scan per case at a time: a second one would mix its results with the first's
     lock = ScanLock(case_dir)
+    ids = unique_device_ids(list(evidence), backend.device_id_for)
     try:
+        if case_ref is not None:
+            store.set_case_ref(case_ref)
         if resume:
             _check_resumable(store, opts, hashsets)
+            rescan_notes = []
+        else:
+            from triage.runs import check_rescan
+            rescan_notes = check_rescan(store, ids, list(hashsets), opts.model, replace)
     except BaseException:
         lock.release()
         store.close()
         raise
-    ids = unique_device_ids(list(evidence), backend.device_id_for)
     devices = []
     from triage.context import match_context
     for path, dev_id in zip(evidence, ids):
@@ -771,6 +788,7 @@ def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list
                    address=address, workers=workers, verify=verify)
     run_id = store.begin_run(tool_version=__version__, hashsets=list(hashsets), model=opts.model,
                              operator=operator or _operator(), options=options)
+    store.queue_devices((d.device_id, d.paths) for d in devices)   # the queue lists them at once
     sink = FlagSink(case_dir, store, console=reporter.console)
     no_alert = "" if any(h.get("role") == "alert" for h in hashsets) else (
         "no alert hash set: no device is matched against known material, and none can be "
@@ -799,7 +817,11 @@ def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list
                         max_in_flight=max_in_flight, t0=t0, recovery_key=recovery_key,
                         password=password, model_pool=pool,
                         alert_sets=sum(1 for h in hashsets if h.get("role") == "alert"),
+                        run_id=run_id, labels=category_labels_of(hashsets),
                         thresholds=(opts.model or {}).get("thresholds") or None)
+            for note in rescan_notes:
+                reporter.warn(note)
+                scan.warnings.append(note)
             if no_alert:                        # once Ray is up: a scan that cannot start says only why
                 reporter.warn(no_alert)
                 scan.warnings.append(no_alert)
@@ -814,6 +836,9 @@ def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list
         status = ("complete" if statuses == {"complete"} else
                   "failed" if statuses == {"failed"} else "partial")
     finally:
+        for d in devices:
+            if d.ref is None and not d.failed:      # never opened: back to its last run's state
+                store.restore_status(d.device_id)
         store.end_run(run_id, status, hash_engines=sorted(scan.hash_engines) if scan else [],
                       model_runtime=model_runtime)
         sink.close()

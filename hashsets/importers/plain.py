@@ -32,6 +32,7 @@ _BATCH = 200_000
 def read(path: Path, builder: SetBuilder, options: ImportOptions) -> SourceFacts:
     size = max(1, path.stat().st_size)
     out = {alg: [] for alg in _WIDTH_ALG.values()}
+    lines = {alg: [] for alg in _WIDTH_ALG.values()}     # each hash's line, for rejections
     columns: dict[int, str] | None = None
     seen_data = False
     header = ""
@@ -47,6 +48,7 @@ def read(path: Path, builder: SetBuilder, options: ImportOptions) -> SourceFacts
                 if cols is not None:
                     header, columns = line, (cols or None)
                     continue
+            builder.source_records += 1
             if not found:
                 builder.reject(f"line {line_no}", line)
                 continue
@@ -55,20 +57,22 @@ def read(path: Path, builder: SetBuilder, options: ImportOptions) -> SourceFacts
                 alg = _WIDTH_ALG.get(len(h))
                 if alg:
                     out[alg].append(h.lower())
+                    lines[alg].append(line_no)
                     pending += 1
             if pending >= _BATCH:
-                _flush(builder, out)
+                _flush(builder, out, lines)
                 pending = 0
                 builder.progress(min(1.0, f.tell() / size))
-    _flush(builder, out)
+    _flush(builder, out, lines)
     builder.progress(1.0)
     return SourceFacts(detail={"header": header} if header else {})
 
 
-def _flush(builder: SetBuilder, out: dict) -> None:
+def _flush(builder: SetBuilder, out: dict, lines: dict) -> None:
     for alg, lst in out.items():
-        builder.add_hex(alg, lst, where="line")
+        builder.add_hex(alg, lst, where="line", numbers=lines[alg])
         lst.clear()
+        lines[alg].clear()
 
 
 def _hashes(line: str, columns: dict[int, str] | None) -> list[str] | None:

@@ -161,15 +161,17 @@ def read(path: Path, builder: SetBuilder, options: ImportOptions) -> SourceFacts
     prefix, context = _shape(path)
     size = max(1, path.stat().st_size)
     md5s, md5_meta, sha1s, sha1_meta, sha256s, sha256_meta = [], [], [], [], [], []
+    md5_n, sha1_n, sha256_n = [], [], []     # each hash's Media record number, for rejections
     latest = ""
     n = 0
     metas: dict[tuple, int] = {}          # raw (Category, Series, ...) -> side-table row
 
     def flush():
-        builder.add_hex("md5", md5s, md5_meta, where="media")
-        builder.add_hex("sha1", sha1s, sha1_meta, where="media")
-        builder.add_hex("sha256", sha256s, sha256_meta, where="media")
-        for lst in (md5s, md5_meta, sha1s, sha1_meta, sha256s, sha256_meta):
+        builder.add_hex("md5", md5s, md5_meta, where="media", numbers=md5_n)
+        builder.add_hex("sha1", sha1s, sha1_meta, where="media", numbers=sha1_n)
+        builder.add_hex("sha256", sha256s, sha256_meta, where="media", numbers=sha256_n)
+        for lst in (md5s, md5_meta, sha1s, sha1_meta, sha256s, sha256_meta, md5_n, sha1_n,
+                    sha256_n):
             lst.clear()
 
     with _open(path) as f:
@@ -208,18 +210,21 @@ def read(path: Path, builder: SetBuilder, options: ImportOptions) -> SourceFacts
                     if len(md5) == 32:
                         md5s.append(md5)
                         md5_meta.append(meta)
+                        md5_n.append(n)
                     else:
                         builder.reject(f"media {n}", f"md5 {md5!r}")
                 if sha1:
                     if len(sha1) == 40:
                         sha1s.append(sha1)
                         sha1_meta.append(meta)
+                        sha1_n.append(n)
                     else:
                         builder.reject(f"media {n}", f"sha1 {sha1!r}")
                 if sha256:
                     if len(sha256) == 64:
                         sha256s.append(sha256)
                         sha256_meta.append(meta)
+                        sha256_n.append(n)
                     else:
                         builder.reject(f"media {n}", f"sha256 {sha256!r}")
                 pdna = get("PhotoDNA")
@@ -235,6 +240,7 @@ def read(path: Path, builder: SetBuilder, options: ImportOptions) -> SourceFacts
             # A truncated or damaged tail: keep what was read, report the break as a rejection.
             builder.reject(f"after media {n}", f"JSON error: {str(exc).splitlines()[0][:80]}")
     flush()
+    builder.source_records += n
     builder.progress(1.0)
     profile = (options.profile or profile_from_context(context)).upper()
     return SourceFacts(source_date=latest, profile=profile,

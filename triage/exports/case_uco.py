@@ -114,6 +114,9 @@ def build(store, device_id: Optional[str] = None) -> dict:
                        "@type": "uco-configuration:ConfigurationEntry",
                        "uco-configuration:itemName": name, "uco-configuration:itemValue": value}
                       for i, (name, value) in enumerate(sorted(set(entries)))]}
+    # the case itself, by its reference (--case-ref, else the case folder's name)
+    g.add({"@id": g.iri("Investigation", store.case_ref()),
+           "@type": "case-investigation:Investigation", "uco-core:name": store.case_ref()})
     tool_id = g.iri("AnalyticTool", "triage", __version__)
     g.add(_strip({"@id": tool_id,
                   "@type": ["uco-tool:AnalyticTool", "uco-tool:ConfiguredTool"] if config

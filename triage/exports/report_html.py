@@ -20,6 +20,7 @@ from typing import Optional
 
 from triage import __version__
 from triage.exports import iso_utc, private_output
+from triage.classify import score_text
 from triage.findings import Finding, findings
 from triage.flags import SEVERITY, display_path
 from triage.rank import category_labels, verdicts
@@ -176,9 +177,7 @@ def _finding_rows(found: list[Finding], thumbs: str, labels: dict) -> str:
                 what += f"<br>{_e(m.video_text)}"
         else:
             what = "<br>".join(
-                f"{_e(s.model)}: " + ", ".join(f"{_e(k)} {v:.2f}" for k, v in s.values.items()
-                                               if isinstance(v, (int, float)) and v == v)
-                for s in f.scores) + '<br><span class="muted">ranking aid, not evidence</span>'
+                f"{_e(s.model)}: {_e(score_text(s.values))}" for s in f.scores) + '<br><span class="muted">ranking aid, not evidence</span>'
             if f.frames:
                 what += f"<br>frames over the thresholds at {_e(f.frame_text)}"
         where = _e(display_path(p, member=False)) + (
@@ -234,7 +233,7 @@ def build(store, thumbnails: str = "blurred", now: Optional[float] = None) -> st
     devices = {d["id"]: d for d in store.devices()}
     runs = store.runs()
     labels = category_labels(store)
-    case_name = store.case_dir.resolve().name
+    case_name = store.case_ref()          # --case-ref, else the case folder's name
     per_device = {v.device_id: findings(store, v.device_id) for v in ordered}
     flags_by_dev: dict[str, list] = {}
     for _id, flag in store.flags():

@@ -189,7 +189,7 @@ def build(store, device_id: Optional[str] = None, profile: str = "UK") -> dict:
     runs = store.runs()
     case = {
         "CaseID": str(case_uuid),
-        "CaseNumber": store.case_dir.resolve().name,
+        "CaseNumber": store.case_ref(),       # --case-ref, else the case folder's name
         "SourceApplicationName": "triage",
         "SourceApplicationVersion": __version__,
         "TotalMediaFiles": media_file_id,

@@ -15,7 +15,8 @@ from triage.features import archives, inside, pictures, video
 from triage.errors import ShortRead
 from triage.features.hashing import Digests, ReadAborted, read_once
 from triage.units import human_bytes
-from triage.filetype import EMBEDDING_TYPES, PICTURE_TYPES, VIDEO_TYPES, ext_mismatch, sniff
+from triage.filetype import (BOMB_MIN_BYTES, BOMB_RATIO, EMBEDDING_TYPES, PICTURE_TYPES,
+                             VIDEO_TYPES, ext_mismatch, sniff)
 from triage.records import (ARCHIVE, EMBEDDED, FILE_NOT_READ, PICTURE, VIDEO_FRAMES, Coverage,
                             Features, FileRecord)
 
@@ -48,8 +49,8 @@ class FeatureOptions:
     archive_max_members: int = 10_000        # members analysed under one file, all levels
     archive_max_total_bytes: int = 2 * GiB   # expanded bytes read under one file, all levels
     archive_max_bytes: int = 512 * MiB       # an archive larger than this is hashed, not opened
-    archive_max_ratio: float = 100.0         # a member expanding more than this is a bomb ...
-    archive_ratio_min_bytes: int = 64 * MiB  # ... when it is also at least this large
+    archive_max_ratio: float = BOMB_RATIO    # a member expanding more than this is a bomb ...
+    archive_ratio_min_bytes: int = BOMB_MIN_BYTES  # ... when it is also at least this large
     picture_max_bytes: int = 256 * MiB       # a picture file larger than this is hashed only
     carve_unknown_min: int = 64 * 1024       # files of unknown type this large are carved ...
     carve_unknown_max: int = 64 * MiB        # ... held whole up to this (larger: a gap)
@@ -228,7 +229,7 @@ def _analyse(record: FileRecord, chunks: Iterable[bytes], opts: FeatureOptions, 
             pic = dict(width=vr.width, height=vr.height, thumbnail=vr.strip,
                        duration=round(vr.duration, 3), examined_seconds=round(vr.examined, 3),
                        frames=vr.frames)
-            error = vr.error
+            error = vr.error or vr.note
             if vr.model_inputs:
                 model_input = vr.model_inputs
             if vr.gap:

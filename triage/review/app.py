@@ -39,6 +39,7 @@ from triage.errors import TriageError
 from triage.exports.report_html import thumbnail_jpeg
 from triage.flags import CODES
 from triage.rank import category_labels
+from triage.output import iso_time, iso_times
 from triage.units import human_bytes
 from triage.review.casereview import GRADES
 from triage.review.cases import Cases
@@ -328,7 +329,7 @@ def create_app(cases: Cases, users: UserDB, *, tls: bool = False, poll: float = 
             raise HTTPException(400, "give ?device=ID")
         out, _body = await run_in_threadpool(device_payload, s, ref, request.query_params.get("case", ""))
         rows = [dict(f, case=out["case"], device=out["device"]) for f in with_thumbs(out)]
-        return Response(json.dumps(rows, default=str), media_type="application/json")
+        return Response(json.dumps(iso_times(rows), default=str), media_type="application/json")
 
     def _thumbnail(s: Session, fid: str, clear: bool, reason: str, addr: str) -> Response:
         hit = cases.finding(fid)
@@ -447,7 +448,8 @@ def create_app(cases: Cases, users: UserDB, *, tls: bool = False, poll: float = 
                     last[c.name] = fid
                     out.append("event: flag\ndata: " + json.dumps(
                         {"case": c.name, "id": fid, "code": f.code, "severity": f.severity,
-                         "device": f.device_id, "message": f.message, "raised_at": f.raised_at})
+                         "device": f.device_id, "message": f.message,
+                         "raised_at": iso_time(f.raised_at)})
                         + "\n\n")
                 statuses = {d["id"]: d["status"] for d in c.store.devices()}
                 out.append("event: progress\ndata: " + json.dumps(

@@ -19,6 +19,7 @@ from typing import Optional
 from triage import rank, views
 from triage.context import deadline_datetime
 from triage.errors import TriageError
+from triage.output import iso_times
 from triage.findings import Finding, findings
 from triage.classify import store_thresholds
 from triage.review.casereview import CaseReview, finding_id
@@ -137,7 +138,8 @@ class Case:
             found = self.findings(device["id"])
             out = dict(views.device_json(self.store, device, verdict, found,
                                          self.review.grades(device["id"])), case=self.name)
-            out = (out, json.dumps(out, default=str).encode())
+            # the API's JSON is the CLI's: times as ISO-8601 UTC (the page reads the dict)
+            out = (out, json.dumps(iso_times(out), default=str).encode())
             with self._lock:      # one entry per device: a grade replaces it, never adds
                 snap.device_json[device["id"]] = (gv, out)
         return out

@@ -791,11 +791,10 @@ def build_device(seed: int, spec: DeviceSpec, profile: Profile, alerts: list[Ale
         "videos": videos_out,
         "expect": {"exact_matches": len(exact), "near_matches": len(near),
                    "exact_md5s": sorted({r["md5"] for r in exact}),
-                   # free and unpartitioned space is carved now: a locked volume, and a PDF
-                   # (its Flate-encoded images are not decoded), are what is left unexamined
-                   # and a video cut short (its frames examined only in part)
+                   # free and unpartitioned space is carved and a PDF's images decoded: a
+                   # locked volume and a video cut short (its frames examined only in part)
+                   # are what is left unexamined
                    "coverage": "partial" if any(k == "bitlocker" for k, _ in spec.volumes)
-                   or any(r["in"] == "pdf" for r in inside_out)
                    or any(v["kind"] == "truncated" for v in videos_out) else "complete"},
     }
 
