@@ -37,6 +37,7 @@ from xml.etree.ElementTree import XMLPullParser, ParseError
 from triage import filetype
 from triage.errors import EvidenceError, ShortRead
 from triage.filetype import BOMB_MIN_BYTES, BOMB_RATIO
+from triage.localfile import read_chunks
 from triage.records import (ARCHIVE, ENCRYPTED, MEDIA_DAMAGED, Coverage, FileRecord, Provenance,
                             VolumeRef)
 from triage.units import human_bytes
@@ -828,16 +829,7 @@ class Extraction:
             where = self._itunes_file(file_id)
             if where is None:
                 raise EvidenceError(f"{prov.path}: the backup holds no file {file_id}")
-        try:
-            fd = os.open(where, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        except OSError as exc:
-            raise EvidenceError(f"{prov.path}: {exc.strerror or exc}") from None
-        with os.fdopen(fd, "rb", buffering=0) as fh:
-            while True:
-                data = fh.read(chunk_size)
-                if not data:
-                    return
-                yield data
+        yield from read_chunks(where, prov.path, chunk_size)
 
 
 def _inflated(d, data: bytes, declared: int, made: int) -> Iterator[bytes]:

@@ -25,6 +25,7 @@ import pytsk3
 from triage import apfs as apfs_reader
 from triage import filetype
 from triage.errors import EvidenceError, ShortRead
+from triage import localfile
 from triage.evidence import Evidence
 from triage.records import (FOLDER_NOT_READ, SYMLINK, UNREADABLE_VOLUME, Coverage, FileRecord,
                             Provenance, VolumeRef)
@@ -655,17 +656,8 @@ def _read_range(res: Resolver, prov: Provenance, chunk_size: int) -> Iterator[by
 
 
 def _read_logical(evidence: Evidence, prov: Provenance, chunk_size: int) -> Iterator[bytes]:
-    path = os.path.join(evidence.root, prov.path.lstrip("/"))
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except OSError as exc:
-        raise EvidenceError(f"{prov.path}: {exc.strerror or exc}") from None
-    with os.fdopen(fd, "rb", buffering=0) as fh:
-        while True:
-            data = fh.read(chunk_size)
-            if not data:
-                return
-            yield data
+    yield from localfile.read_chunks(os.path.join(evidence.root, prov.path.lstrip("/")),
+                                     prov.path, chunk_size)
 
 
 def _is_ntfs(fs) -> bool:
