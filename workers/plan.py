@@ -142,6 +142,8 @@ class VolumePlan:
     tiers: dict = field(default_factory=dict)        # tier -> TierTotals
     coverage: tuple[Coverage, ...] = ()              # walk problems (unreadable directories, ...)
     carved: bool = False                             # its free space was carved through
+    # where the walk's deleted files start: carving the free space skips their content
+    deleted_starts: frozenset = frozenset()
 
     @property
     def files(self) -> int:
@@ -156,8 +158,11 @@ class VolumePlan:
         return sum(t.batches for t in self.tiers.values())
 
 
-def batch_id(volume_offset: int, tier: int, seq: int) -> str:
-    return f"v{volume_offset}-t{tier}-{seq:05d}"
+def batch_id(volume_offset: int, tier: int, seq: int, free_space: bool = False) -> str:
+    """Deterministic, so --resume skips what an earlier run stored. A volume's free space is
+    planned apart from its files (after the walk, see tasks.plan_device_volume), so its
+    batches have ids of their own ("u")."""
+    return f"v{volume_offset}-t{tier}-{'u' if free_space else ''}{seq:05d}"
 
 
 def tier_of_batch(batch: str) -> int:
@@ -242,7 +247,9 @@ def plan_volume(records: Iterable[FileRecord], device_id: str, volume_offset: in
                 max_files: int = DEFAULT_BATCH_FILES, max_bytes: int = DEFAULT_BATCH_BYTES,
                 coverage: Iterable[Coverage] = (), spool_dir: Optional[str] = None,
                 volume_length: int = 0,
-                carved: Optional[list] = None) -> Iterator[VolumePlan | BatchSpec]:
+                carved: Optional[list] = None,
+                free_space: bool = False,
+                deleted_starts: Optional[set] = None) -> Iterator[VolumePlan | BatchSpec]:
     """Yields every `BatchSpec` of the volume in tier order, and one `VolumePlan` (the
     totals) as soon as the walk ends.
 
@@ -251,7 +258,9 @@ def plan_volume(records: Iterable[FileRecord], device_id: str, volume_offset: in
     batches, with the same ids, that cutting after the walk gives. The other tiers are spooled
     to one temporary file each, so memory holds a batch or so however many files the volume
     has. Within a tier the walk's own order is kept, which is deterministic for a given image.
-    `carved` (a list the records' source fills) says the volume's free space was carved through.
+    `carved` (a list the records' source fills) says the volume's free space was carved through;
+    `free_space`: the records are what was carved there (batch ids of their own).
+    `deleted_starts` (a set the walk fills) goes into the VolumePlan, for the carving after it.
     """
     spools = {}
     counts = {t: [0, 0] for t in range(len(TIER_NAMES))}     # files, bytes
@@ -259,7 +268,7 @@ def plan_volume(records: Iterable[FileRecord], device_id: str, volume_offset: in
     pending: dict[int, list] = {t: [] for t in counts}
 
     def spec(tier: int, seq: int, recs: list) -> BatchSpec:
-        return BatchSpec(device_id=device_id, batch_id=batch_id(volume_offset, tier, seq),
+        return BatchSpec(device_id=device_id, batch_id=batch_id(volume_offset, tier, seq, free_space),
                          volume_offset=volume_offset, tier=tier, records=tuple(recs),
                          volume_length=volume_length)
 
@@ -293,7 +302,8 @@ def plan_volume(records: Iterable[FileRecord], device_id: str, volume_offset: in
         yield VolumePlan(device_id=device_id, volume_offset=volume_offset,
                          tiers={t: TierTotals(c[0], c[1], cutters[t].batches)
                                 for t, c in counts.items() if c[0]},
-                         coverage=tuple(coverage), carved=bool(carved))
+                         coverage=tuple(coverage), carved=bool(carved),
+                         deleted_starts=frozenset(deleted_starts or ()))
         if pending[FIRST_TIER]:
             yield spec(FIRST_TIER, first.seq, pending[FIRST_TIER])
         for t, spool in spools.items():
