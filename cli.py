@@ -1,6 +1,7 @@
 """The `triage` command. Click commands only: parse, call the library, format the output."""
 from __future__ import annotations
 
+import os
 import sqlite3
 import sys
 from pathlib import Path
@@ -69,6 +70,8 @@ class TriageGroup(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:          # a bad option or value: one line, exit 2
+            _usage_error(exc)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort,
                 SystemExit, KeyboardInterrupt):
             raise
@@ -82,6 +85,14 @@ class TriageGroup(click.Group):
             _user_error(f"case store: {exc}")
         except Exception as exc:                # noqa: BLE001 - every bug ends here, logged
             _internal_error(exc)
+
+
+def _usage_error(exc: click.UsageError):
+    """Click's usage error (an unknown option, a value out of range) as one `error:` line
+    naming the help to read, instead of click's three lines (usage, hint, error)."""
+    path = exc.ctx.command_path.split()[1:] if exc.ctx is not None else []
+    _user_error(f"{exc.format_message().rstrip('.')}; see "
+                f"`{' '.join(['triage', *path, '--help'])}`")
 
 
 def _quiet_closed_pipe():
@@ -313,6 +324,7 @@ def synth(out, devices, seed, size, fmt):
       nsrl.db           known-software set, NSRL RDSv3 minimal layout
       alert.pdq.txt     PDQ of the alert pictures (hash,quality,name)
       alert.phash.txt   64-bit pHash of the alert pictures
+      alert.vpdq.txt    vPDQ of the alert videos
       context.csv       case context, one row per device
       truth.json        what was planted where, and which device must rank above which
 
@@ -320,7 +332,10 @@ def synth(out, devices, seed, size, fmt):
     Example:
       triage synth --out fleet --devices 6 --seed 7
       triage scan --case case --hashset fleet/alert.vics.json --hashset fleet/nsrl.db \\
-          --context fleet/context.csv $(cat fleet/evidence.txt)
+          --hashset fleet/alert.pdq.txt --hashset fleet/alert.phash.txt \\
+          --hashset fleet/alert.vpdq.txt --context fleet/context.csv $(cat fleet/evidence.txt)
+    (the PDQ, pHash and vPDQ sets find the near-duplicates; without them the
+    near-only device has no match)
     """
     import contextlib
     import json as jsonlib
@@ -357,13 +372,25 @@ def synth(out, devices, seed, size, fmt):
         return
     from rich.table import Table
 
+    from triage.units import human_bytes
+
     table = Table(title=f"synthetic fleet (seed {seed}, {size}) in {summary['out']}")
-    for col in ("device", "role", "evidence", "volumes", "MB", "files", "exact", "near"):
-        table.add_column(col)
+    for col in ("device", "role", "evidence", "volumes", "size", "files", "exact", "near"):
+        # folded, never cut short with an ellipsis: "fat32+BitLocker" is the point of dev04
+        table.add_column(col, overflow="fold", justify="right" if col in ("size", "files", "exact",
+                                                                            "near") else "left")
     for d in summary["devices"]:
-        table.add_row(d["id"], d["role"], Path(d["evidence"]).name, "+".join(d["volumes"]) + f" ({d['table']})",
-                      f"{d['media_size'] / 1e6:.0f}", str(d["files"]), str(d["exact"]), str(d["near"]))
+        table.add_row(d["id"], d["role"], Path(d["evidence"]).name,
+                      " + ".join(d["volumes"]) + f" ({d['table']})", human_bytes(d["media_size"]),
+                      str(d["files"]), str(d["exact"]), str(d["near"]))
     _console().print(table)
+    # the scan that uses every alert set of the fleet (whole, to copy)
+    sets = " ".join(f"--hashset {_shell_word(os.path.join(out, name))}" for name in
+                    ("alert.vics.json", "nsrl.db", "alert.pdq.txt", "alert.phash.txt",
+                     "alert.vpdq.txt"))
+    click.echo(f"next: {_prog()} scan --case case {sets} --context "
+               f"{_shell_word(os.path.join(out, 'context.csv'))} "
+               f"$(cat {_shell_word(os.path.join(out, 'evidence.txt'))})")
 
 # --- hashset (hashsets/) ---
 
@@ -510,8 +537,18 @@ def hashset_list(store_dir, fmt):
         table.add_row(i.name, i.role, i.format + (f" ({i.scheme})" if i.scheme not in ("", "none") else ""),
                       i.version, f"{i.records:,}",
                       ", ".join(f"{n:,} {alg}" for alg, n in i.counts.items()),
-                      f"{i.rejected:,}", i.source_name, i.imported_at)
+                      f"{i.rejected:,}", i.source_name, _table_time_of(i.imported_at))
     _console(width=None if sys.stdout.isatty() else 160).print(table)
+
+
+def _table_time_of(text: str) -> str:
+    """An ISO-8601 time of a record, as tables show times (date, time and zone)."""
+    from triage.output import parse_time, table_time
+
+    try:
+        return table_time(parse_time(text))
+    except TriageError:         # not a time this tool wrote: shown as it is
+        return text
 
 
 @hashset.command("lookup")
@@ -549,8 +586,8 @@ def hashset_lookup(hashes, algorithm, distance, set_names, store_dir, fmt):
         if not hits:
             click.echo(f"{v}  no match")
         for h in hits:
-            cat = f" category {h.category}" + (f" ({h.category_label})" if h.category_label else "") \
-                if h.category else ""
+            # the vocabulary of the queue, flags and exports: "Category A" (raw in --json)
+            cat = f" Category {h.category_label or h.category}" if h.category else ""
             near = f" distance {h.distance}" if h.algorithm in ("pdq", "phash") else ""
             click.echo(f"{v}  {h.role}: {h.set_name} {h.set_version} {h.algorithm}{near}{cat}"
                        f" severity {h.severity}")
@@ -615,19 +652,25 @@ def models_list(models_dir, fmt):
         return
     from rich.table import Table
 
-    table = Table(title="models", caption=_MODEL_HONESTY)
-    for col in ("name", "version", "format", "licence", "labels (threshold)", "sha256"):
-        table.add_column(col, overflow="fold", no_wrap=col != "labels (threshold)")
+    from rich import box
+
+    # fits 80 columns without breaking a label: the format under the name, labels wrap at
+    # their commas
+    table = Table(title="models", caption=_MODEL_HONESTY, box=box.SIMPLE_HEAD, pad_edge=False,
+                  title_justify="left", caption_justify="left")
+    for col in ("name (format)", "version", "licence", "labels (threshold)", "sha256"):
+        table.add_column(col, overflow="fold", no_wrap=col != "labels (threshold)",
+                         ratio=1 if col == "labels (threshold)" else None)
     for row in rows:
         if "error" in row:
-            table.add_row(row["id"], "", "", "", row["error"], "")
+            table.add_row(row["id"], "", "", row["error"], "")
             continue
         labels = ", ".join(f"{lab} ({row['thresholds'][lab]})" if lab in row["thresholds"] else lab
                            for lab in row["labels"]) if len(row["labels"]) <= 4 else \
             f"{len(row['labels'])} labels: {row['labels'][0]} .. {row['labels'][-1]}"
         if "faces" in row:
             labels += f", faces, minor_likelihood ({row['thresholds'].get('minor_likelihood', '-')})"
-        table.add_row(row["id"], row["version"], row["format"], row["licence"], labels,
+        table.add_row(f"{row['id']}\n({row['format']})", row["version"], row["licence"], labels,
                       row["sha256"][:12])
     _console().print(table)
 
@@ -1041,7 +1084,8 @@ def show(device, case_dir, fmt):
     DEVICE is the device id shown by `triage queue`, its exhibit reference, or its evidence
     file name (any case). Each finding says how to reach the same bytes again with TSK
     (`icat`). Every scan run of the device is listed with its hash sets, model and counts; the
-    queue uses the latest.
+    queue uses the latest complete one (a re-scan that was interrupted or failed leaves the
+    device ranked on the run before it, and says so).
     """
     from triage import rank, views
     from triage.findings import findings
@@ -1103,7 +1147,7 @@ def flags_cmd(case_dir, follow, fmt, codes, device, since, interval):
     from dataclasses import asdict
 
     from triage import views
-    from triage.flags import follow_store, format_flag_line
+    from triage.flags import ended_text, follow_store, format_flag_line
     from triage.output import parse_time
 
     since_t = parse_time(since) if since else None
@@ -1161,9 +1205,7 @@ def flags_cmd(case_dir, follow, fmt, codes, device, since, interval):
                 if what == "flags":
                     emit(item, False)
                 else:
-                    run = item or {}
-                    click.echo(f"scan run {run.get('id', '?')} ended ({run.get('status', '?')}); "
-                               f"no more flags will come from it", err=True)
+                    click.echo(ended_text(item), err=True)
                     return
         except KeyboardInterrupt:
             return

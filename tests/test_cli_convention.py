@@ -113,8 +113,16 @@ def test_user_mistakes_are_one_error_line_and_exit_2(cli_case, tmp_path):
     corrupt.mkdir()
     (corrupt / "case.sqlite").write_bytes(b"this is not SQLite" * 100)
     one_error_line(triage("queue", "--case", corrupt))
-    bad = triage("queue", "--case", case, "--limit", "0")      # click's own usage errors
-    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    # click's own usage errors: one line too, naming the help to read
+    one_error_line(triage("queue", "--case", case, "--limit", "0"), "'--limit'",
+                   "see `triage queue --help`")
+    one_error_line(triage("flags", "--case", case, "--code", "BOGUS"), "'BOGUS'",
+                   "see `triage flags --help`")
+    one_error_line(triage("queue", "--case", case, "--bogus"), "'--bogus'")
+    one_error_line(triage("queue"), "Missing option '--case'")
+    one_error_line(triage("context", "show", "--case", case, "--format", "xml"),
+                   "see `triage context show --help`")
+    one_error_line(triage("bogus"), "No such command 'bogus'", "see `triage --help`")
 
 
 def test_a_bug_is_an_internal_error_with_a_logged_traceback(cli_case, tmp_path):
@@ -235,7 +243,7 @@ def test_one_category_vocabulary_in_flags_queue_and_show(cli_case):
     assert "Category A" in triage("show", "dev02.E01", "--case", case).stdout
 
 
-def test_a_custom_category_map_reaches_the_queue(cli_case, tmp_path):
+def test_a_custom_category_map_reaches_the_queue_and_every_export(cli_case, tmp_path):
     p = cli_case["paths"]
     store = tmp_path / "sets"
     imported = triage("hashset", "import", p["alert_vics"], "--name", "agency", "--store", store,
@@ -248,6 +256,42 @@ def test_a_custom_category_map_reaches_the_queue(cli_case, tmp_path):
     assert any("(Category Indecent-1: " in r for r in row["reasons"]), row["reasons"]
     flags = triage("flags", "--case", case, "--code", "KNOWN_MATCH", "--format", "jsonl").stdout
     assert "agency Category Indecent-" in flags
+    # one vocabulary wherever a person reads a category; raw numbers only in machine fields
+    raw_number = re.compile(r"[Cc]ategory [0-9]")
+
+    def text(*args) -> str:
+        got = triage(*args, "--case", case)
+        assert got.returncode == 0, got.stderr
+        return " ".join(got.stdout.split())      # wrapped at 80 columns: words rejoined
+
+    shown = json.loads(text("show", "dev02.E01", "--format", "json"))
+    assert shown["findings"]
+    for f in shown["findings"]:
+        if f["matches"]:
+            assert f["category"] in ("1", "2", "3")
+            assert f["category_label"] == f"Indecent-{f['category']}"
+            assert all(m["category_label"] == f"Indecent-{m['category']}" for m in f["matches"])
+    outputs = {
+        "show": text("show", "dev02.E01"),
+        "queue": text("queue"),
+        "queue csv": text("queue", "--format", "csv"),
+        "flags": text("flags"),
+        "csv": text("export", "--format", "csv", "--out", "-"),
+        "vics": text("export", "--format", "vics", "--out", "-"),
+        "case": text("export", "--format", "case", "--out", "-"),
+        "report": text("report", "--out", "-"),
+    }
+    for name, out in outputs.items():
+        assert "Indecent-" in out, name
+        assert not raw_number.search(out), (name, raw_number.search(out))
+    rows = list(csv.DictReader(io.StringIO(
+        triage("export", "--case", case, "--format", "csv", "--out", "-").stdout)))
+    matched = [r for r in rows if r["kind"] in ("exact", "near")]
+    assert matched and all(r["category_label"] == f"Indecent-{r['category']}" for r in matched)
+    vics = json.loads(outputs["vics"])
+    media = vics["value"][0]["Media"] if "value" in vics else vics["Media"]
+    numbers = {m["Category"] for m in media if "Category" in m}
+    assert numbers and numbers <= {1, 2, 3}                   # VICS Category: an Edm.Byte
 
 
 # --- point 5: filters -------------------------------------------------------------------

@@ -36,7 +36,10 @@ def test_queue_lists_a_running_scans_devices_and_follow_says_when_it_ends(cli_ca
     live = {"queued", "opening", "scanning"}
     statuses = {s for snapshot in seen for s in snapshot.values()}
     assert statuses & live, seen
-    for snapshot in seen:
+    # the case exists a moment before the scan lists its devices; from then on, all of them
+    listed = [snapshot for snapshot in seen if snapshot]
+    assert listed, seen
+    for snapshot in listed:
         assert len(snapshot) == len(devices), snapshot     # every device of the scan, at once
     # the scan's end ends `flags --follow`, which says so
     out, err = follow.communicate(timeout=60)
@@ -63,3 +66,23 @@ def test_a_scan_with_locked_volumes_is_complete_with_gaps(cli_case):
     out = cli_case["scan"].stdout
     assert "dev04.E01: complete with gaps;" in out.replace("\n", " ")
     assert "scan complete with gaps in" in out and "scan partial" not in out
+
+
+def test_the_progress_bar_ends_a_device_with_gaps_as_the_summary_does():
+    """A device scanned to its end with parts not examined reads "with gaps" on its bar, as
+    the summary's "complete with gaps", not a bare "partial"; the line fits 80 columns."""
+    from rich.console import Console
+
+    from workers.progress import RichReporter
+
+    console = Console(record=True, width=80, force_terminal=False)
+    reporter = RichReporter(console=console)
+    dev = DeviceState("dev04.E01", ("/x",))
+    dev.status, dev.files, dev.pictures, dev.flags = "partial", 82, 47, 1
+    dev.phase = "finished"
+    with reporter:
+        reporter.device_added(dev.device_id)
+        reporter.device_finished(dev.device_id, dev)
+    text = console.export_text()
+    assert "with gaps" in text and "partial" not in text
+    assert max(len(line) for line in text.splitlines()) <= 80

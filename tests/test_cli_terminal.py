@@ -75,8 +75,12 @@ def test_show_fits_80_columns_in_a_terminal(cli_case):
     for device in ("dev01.raw", "dev04.E01"):
         data = json.loads(triage("show", device, "--case", case, "--json").stdout)
         text = in_pty("show", device, "--case", case)
-        assert_fits(text, words_of(*data["reasons"], data["exhibit"], data["device"]))
+        labels = [f"Category {f['category_label']}" for f in data["findings"]
+                  if f["category_label"]]
+        assert_fits(text, words_of(*data["reasons"], data["exhibit"], data["device"], *labels))
         assert "Scan runs" in text and "hashes stored {" not in text and "{'" not in text
+        # the match column's lines are broken by the table, not shown as escaped newlines
+        assert "\\x0a" not in text
 
 
 def test_flags_and_scan_summary_fit_80_columns(cli_case, tmp_path):
@@ -120,3 +124,13 @@ def test_show_is_case_insensitive_for_exhibits(cli_case):
     a = json.loads(triage("show", "syn/7/01", "--case", case, "--json").stdout)
     b = json.loads(triage("show", "DEV01.RAW", "--case", case, "--json").stdout)
     assert a["device"] == b["device"] == "dev01.raw"
+
+
+def test_models_list_fits_80_columns_without_breaking_a_label():
+    rows = json.loads(triage("models", "list", "--json").stdout)
+    text = in_pty("models", "list")
+    # a model of more than four labels is summed up ("81 labels: age_0 .. age_80")
+    labels = [lab for row in rows if len(row.get("labels", [])) <= 4 for lab in row["labels"]]
+    assert_fits(text, words_of(*labels, *(row["id"] for row in rows),
+                               *(row.get("licence", "") for row in rows)))
+    assert "minor_likelihood" in text

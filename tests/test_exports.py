@@ -60,7 +60,7 @@ def test_case_uco_passes_case_validate(store, tmp_path):
     assert len(expected) == 10 and expected <= hashes
     classes = [c["uco-analysis:class"] for n in graph if n["@type"] == "uco-analysis:AnalyticResult"
                for f in n["uco-core:hasFacet"] for c in f["uco-analysis:classification"]]
-    assert sum("category A (exact md5)" in c for c in classes) == 2
+    assert sum("Category A (exact md5)" in c for c in classes) == 2
     assert any("not evidence" in c for c in classes)
     # exporting twice gives the same graph: identifiers come from the case's keys
     again = tmp_path / "again.jsonld"

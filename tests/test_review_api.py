@@ -415,3 +415,59 @@ def test_requests_cut_short_by_shutdown_end_quietly():
         asyncio.run(wrapped(scope, None, None))
     stopping[0] = True
     assert asyncio.run(wrapped(scope, None, None)) is None
+
+
+def test_the_live_feed_reports_a_scans_end_as_flags_follow_does(tmp_path):
+    """/api/events looks through the follow loop of `flags --follow` (FlagFollower): a flag
+    the running scan raises, then the scan's end with the words the terminal prints; a case
+    that changes no more is still looked at, so a killed scan's end is reported too."""
+    from triage.flags import ended_text, follow_store
+    from triage.records import EvidenceRef, Flag
+    from triage.review.live import RECHECK_SECONDS, LiveFeed
+    from triage.store import ScanLock
+
+    case = tmp_path / "case"
+    clock = [0.0]
+    with CaseStore(case, results="live") as scan:
+        scan.upsert_device(EvidenceRef(device_id="d1", paths=("/x/d1.raw",), format="raw",
+                                       media_size=10))
+        first = scan.begin_run(tool_version="t", hashsets=[], model=None, operator="o",
+                               options={})
+        scan.end_run(first, "complete")
+        lock = ScanLock(case)
+        run = scan.begin_run(tool_version="t", hashsets=[], model=None, operator="o",
+                             options={})
+        cases = Cases([case])
+        try:
+            feed = LiveFeed(cases, clock=lambda: clock[0])
+            assert feed.messages() == []
+            scan.add_flag(Flag(code="KNOWN_MATCH", severity=80, device_id="d1", key="k1",
+                               raised_at=1.0e9, message="a <b>match</b>"))
+            got = feed.messages()
+            assert [m.split("\n")[0] for m in got] == ["event: flag", "event: progress"]
+            flag = json.loads(got[0].split("data: ", 1)[1])
+            assert flag["device"] == "d1" and flag["raised_at"] == "2001-09-09T01:46:40Z"
+            scan.end_run(run, "complete")
+            lock.release()
+            ended = [json.loads(m.split("data: ", 1)[1]) for m in feed.messages()
+                     if m.startswith("event: scan-ended")]
+            follow = list(follow_store(scan, after_run=first, sleep=lambda _s: None))
+            assert follow[-1][0] == "ended" and follow[-1][1]["id"] == run
+            assert [(e["run"], e["message"]) for e in ended] == [(run, ended_text(follow[-1][1]))]
+            assert ended[0]["message"] == f"scan run {run} ended (complete); no more flags " \
+                                          "will come from it"
+            # the next scan is killed: no end recorded, no change to the store after it
+            lock = ScanLock(case)
+            killed = scan.begin_run(tool_version="t", hashsets=[], model=None, operator="o",
+                                    options={})
+            assert [m for m in feed.messages() if "scan-ended" in m] == []
+            lock.release()
+            assert feed.messages() == []            # not looked at again yet
+            clock[0] += RECHECK_SECONDS
+            ended = [json.loads(m.split("data: ", 1)[1]) for m in feed.messages()
+                     if m.startswith("event: scan-ended")]
+            assert [e["run"] for e in ended] == [killed]
+            assert "stopped with no end recorded" in ended[0]["message"]
+        finally:
+            lock.release()
+            cases.close()

@@ -134,7 +134,7 @@ def test_device_page_and_keyboard_grading(tab):
     assert page.locator(".flags .badge").count() > 0
     tiles = page.locator("figure.finding")
     assert tiles.count() >= 4
-    assert "category A" in page.inner_text("#gallery")      # the set's CAID label, not "1"
+    assert "Category A" in page.inner_text("#gallery")      # the set's CAID label, not "1"
     assert page.evaluate("window.scrollY") == 0              # opens at the reasons, not the gallery
     wait_js(page, "[...document.querySelectorAll('img.thumb')].every(i => i.complete && i.naturalWidth > 0)")
     px = np.asarray(Image.open(io.BytesIO(tiles.first.locator("img").screenshot())).convert("RGB"),
@@ -255,3 +255,8 @@ def test_a_flag_from_a_running_scan_appears_without_reload(tab, review_case):
     # the flag was raised while the device was still being scanned, and shown before its end
     assert flags and min(f.raised_at for f in flags) < device["finished"]
     assert seen - min(f.raised_at for f in flags) < 30
+    # the scan's end reaches the open page as `flags --follow` says it
+    run = json.loads(out)["run_id"]
+    page.wait_for_selector("#live-flags li.scan-ended", timeout=30_000)
+    assert f"scan run {run} ended (" in page.inner_text("#live-flags li.scan-ended")
+    assert page.evaluate("window.__notReloaded") == 42

@@ -47,11 +47,20 @@ def category_labels_of(hashsets: Iterable[dict]) -> dict[str, dict[str, str]]:
     return out
 
 
-def category_text(labels: Optional[dict], set_name: str, raw: str) -> str:
-    """One category vocabulary for flags, the queue, `show` and exports: "Category A"."""
-    if not raw:
+def category_label(labels: Optional[dict], set_name: str, raw) -> str:
+    """The one label of a set's raw category, wherever a person reads it (flags, the queue,
+    `show`, the report, the review service, CSV `category_label`, VICS and CASE text): the
+    set's own `--category-map` label or its scheme's ("1" -> "A" for UK CAID), else the raw
+    value. `labels`: category_labels_of. Empty for no category."""
+    if raw is None or str(raw) == "":
         return ""
-    return "Category " + (labels or {}).get(set_name, {}).get(str(raw), str(raw))
+    return (labels or {}).get(set_name, {}).get(str(raw), str(raw))
+
+
+def category_text(labels: Optional[dict], set_name: str, raw) -> str:
+    """A category in a sentence: "Category A" (category_label); empty for no category."""
+    label = category_label(labels, set_name, raw)
+    return f"Category {label}" if label else ""
 
 
 def score_text(values: dict) -> str:

@@ -364,38 +364,68 @@ def follow_flags_file(path, poll: float = 0.5, stop=None) -> Iterator[Flag]:
         time.sleep(poll)
 
 
+class FlagFollower:
+    """Follows the flags a scan raises as they land in the case store, one look at a time:
+    `poll()` gives ("flags", [(id, Flag), ...]) for the flags new since the last look, then
+    ("ended", run) once the scan it follows has ended (its last flags first). It follows the
+    scan running now, else the next run after `after_run` (default: the newest run when it
+    starts); after an end it goes on to the next run, so a long-lived follower (the review
+    service) reports every scan's end. `flags --follow` (follow_store) and the review
+    service's live feed both look through it."""
+
+    def __init__(self, store, device_id: Optional[str] = None, after_id: int = 0,
+                 since: Optional[float] = None, codes: Iterable[str] = (),
+                 after_run: Optional[int] = None):
+        self.store, self.device_id, self.after_id = store, device_id, after_id
+        self.since, self.codes = since, set(codes)
+        if after_run is None:
+            running = store.running_run()
+            runs = store.runs()
+            after_run = running["id"] - 1 if running else (runs[-1]["id"] if runs else 0)
+        self.after_run = after_run
+
+    def _fresh(self) -> list:
+        batch = self.store.flags(self.device_id, after_id=self.after_id)
+        if batch:
+            self.after_id = batch[-1][0]
+        return [(i, f) for i, f in batch if (not self.codes or f.code in self.codes)
+                and (self.since is None or f.raised_at >= self.since)]
+
+    def poll(self) -> list[tuple[str, object]]:
+        out: list[tuple[str, object]] = []
+        batch = self._fresh()
+        if batch:
+            out.append(("flags", batch))
+        followed = [r for r in self.store.runs() if r["id"] > self.after_run]
+        # ended: its end is recorded, or its scan process is gone (killed: no end recorded)
+        if followed and (followed[-1]["ended"] is not None or self.store.running_run() is None):
+            batch = self._fresh()
+            if batch:
+                out.append(("flags", batch))
+            out.append(("ended", followed[-1]))
+            self.after_run = followed[-1]["id"]
+        return out
+
+
+def ended_text(run: Optional[dict]) -> str:
+    """What a follower says when the scan it followed has ended (`flags --follow`, the review
+    service's live feed)."""
+    run = run or {}
+    how = run.get("status") if run.get("ended") is not None else "stopped with no end recorded"
+    return f"scan run {run.get('id', '?')} ended ({how}); no more flags will come from it"
+
+
 def follow_store(store, device_id: Optional[str] = None, after_id: int = 0,
                  interval: float = 0.5, since: Optional[float] = None,
                  codes: Iterable[str] = (), after_run: Optional[int] = None,
                  sleep=time.sleep) -> Iterator[tuple[str, object]]:
     """The flags a scan raises, as they land in the case store: ("flags", [(id, Flag), ...])
-    for each new batch, then ("ended", run) once the scan it follows has ended (its last flags
-    first). It follows the scan running now, else the next run after `after_run` (default: the
-    newest run when it starts). The CLI's `flags --follow` and the review service share it."""
-    codes = set(codes)
-    if after_run is None:
-        running = store.running_run()
-        runs = store.runs()
-        after_run = running["id"] - 1 if running else (runs[-1]["id"] if runs else 0)
-
-    def fresh():
-        nonlocal after_id
-        batch = store.flags(device_id, after_id=after_id)
-        if batch:
-            after_id = batch[-1][0]
-        return [(i, f) for i, f in batch if (not codes or f.code in codes)
-                and (since is None or f.raised_at >= since)]
-
+    for each new batch, then ("ended", run) once the scan it follows has ended; a blocking
+    loop over FlagFollower.poll, for `flags --follow`."""
+    follower = FlagFollower(store, device_id, after_id, since, codes, after_run)
     while True:
-        batch = fresh()
-        if batch:
-            yield "flags", batch
-        followed = [r for r in store.runs() if r["id"] > after_run]
-        # ended: its end is recorded, or its scan process is gone (killed: no end recorded)
-        if followed and (followed[-1]["ended"] is not None or store.running_run() is None):
-            batch = fresh()
-            if batch:
-                yield "flags", batch
-            yield "ended", followed[-1]
-            return
+        for what, item in follower.poll():
+            yield what, item
+            if what == "ended":
+                return
         sleep(interval)

@@ -53,7 +53,7 @@ from collections import Counter, defaultdict
 from typing import Iterable, Optional
 
 from triage import records
-from triage.classify import classify, store_thresholds
+from triage.classify import category_label, classify, store_thresholds
 from triage.context import ACCESS_PHRASES, deadline_datetime
 from triage.flags import camera_indicators
 from triage.records import Coverage, DeviceVerdict, FileRecord, Features, Match, Score, VolumeRef
@@ -272,9 +272,10 @@ def verdict_for_device(device: dict, volumes: list[VolumeRef], coverage: list[Co
                     per_set[m.set_name][key] = m
         points["exact_matches"] = total
         for set_name, by_key in sorted(per_set.items()):
-            names = (labels or {}).get(set_name, {})
-            cats = Counter(names.get(m.category, m.category) for m in by_key.values() if m.category)
-            weight = {names.get(m.category, m.category): category_weight(m) for m in by_key.values()}
+            cats = Counter(category_label(labels, set_name, m.category) for m in by_key.values()
+                           if m.category)
+            weight = {category_label(labels, set_name, m.category): category_weight(m)
+                      for m in by_key.values()}
             cat_text = ""
             if cats:
                 order = sorted(cats, key=lambda c: (-weight[c], c))
@@ -442,11 +443,11 @@ def verdicts(store, now: Optional[float] = None,
     if hasattr(store, "device_runs"):
         import dataclasses
 
-        from triage.runs import version_outliers
+        from triage.runs import device_notes
 
-        odd = version_outliers(store)
-        verdicts_ = [dataclasses.replace(v, reasons=v.reasons + (odd[v.device_id],))
-                     if v.device_id in odd else v for v in verdicts_]
+        notes = device_notes(store)
+        verdicts_ = [dataclasses.replace(v, reasons=v.reasons + tuple(notes[v.device_id]))
+                     if v.device_id in notes else v for v in verdicts_]
     return order(verdicts_)
 
 

@@ -1,7 +1,7 @@
 """Scan runs of a device: what each was matched against, and whether a new scan is weaker.
 
 Every scan run's results are kept (the case store archives a device's earlier results when a
-fresh scan starts); the queue uses each device's latest run. A re-scan with weaker settings
+fresh scan starts); the queue uses each device's latest complete run (`ranked_run`). A re-scan with weaker settings
 than the device's last complete run (an alert set left out, an older version of one, no model
 where there was one) would drop what that run found from the queue, so it is refused unless the
 user says `--replace`.
@@ -52,6 +52,37 @@ def latest_complete(runs: list[dict]) -> Optional[dict]:
     return done[-1] if done else None
 
 
+def ranked_run(runs: list[dict], running: Optional[int] = None) -> Optional[dict]:
+    """The run whose results stand for a device in the queue, `show`, the exports, the report
+    and the review service; `runs` are the device's runs oldest first, `running` the id of the
+    scan run in progress. The newest run, while it scans or once it ended; when it was cut
+    off (interrupted, failed, or killed: still "scanning" with no scan running), the newest
+    run before it that ended, so a stopped re-scan never hides what a complete run found. A
+    device with no such run keeps its newest. None when the device has no runs."""
+    if not runs:
+        return None
+    newest = runs[-1]
+    status = newest.get("status")
+    if status == "scanning" and running is not None and newest.get("run_id") == running:
+        return newest
+    if status not in ("scanning", "interrupted", "failed"):
+        return newest
+    return latest_complete(runs) or newest
+
+
+def superseded_note(runs: list[dict], ranked: Optional[dict]) -> str:
+    """What `show` and the queue say when the newest run is not the one ranked: which run
+    was cut off, which run the rank uses, and the next step. Empty when the newest is used."""
+    if not runs or ranked is None or ranked.get("run_id") == runs[-1].get("run_id"):
+        return ""
+    newest = runs[-1]
+    status = newest.get("status")
+    how = "was interrupted" if status in ("interrupted", "scanning") else f"ended {status}"
+    return (f"the newest scan run (run {newest['run_id']}) {how}; ranked on run "
+            f"{ranked['run_id']} ({ranked.get('status')}), the latest complete one; scan the "
+            "device again to bring it up to date")
+
+
 def check_rescan(store, device_ids: Iterable[str], hashsets: list[dict], model: Optional[dict],
                  replace: bool) -> list[str]:
     """Notes for devices this scan examines again; TriageError for a weaker re-scan without
@@ -84,10 +115,7 @@ def check_rescan(store, device_ids: Iterable[str], hashsets: list[dict], model: 
 def version_outliers(store) -> dict[str, str]:
     """device id -> how its latest run's alert-set versions differ from most of the case
     ("caid 1 (case: caid 2)"); devices that agree are left out."""
-    latest: dict[str, dict] = {}
-    for r in store.device_runs():
-        if r["live"]:
-            latest[r["device_id"]] = r
+    latest = {r["device_id"]: r for r in store.device_runs() if r.get("ranked")}
     if len(latest) < 2:
         return {}
     versions = {d: alert_sets(r["hashsets"]) for d, r in latest.items()}
@@ -101,4 +129,20 @@ def version_outliers(store) -> dict[str, str]:
                 if v != usual[n]]
         if diff:
             out[dev] = "matched against other set versions: " + ", ".join(diff)
+    return out
+
+
+def device_notes(store) -> dict[str, list[str]]:
+    """device id -> the queue's notes about its runs: a newest run that was cut off (the rank
+    uses an earlier one), and alert-set versions that differ from the rest of the case."""
+    by_device: dict[str, list[dict]] = {}
+    for r in store.device_runs():
+        by_device.setdefault(r["device_id"], []).append(r)
+    out: dict[str, list[str]] = {}
+    for dev, runs in by_device.items():
+        note = superseded_note(runs, next((r for r in runs if r.get("ranked")), None))
+        if note:
+            out.setdefault(dev, []).append(note)
+    for dev, note in version_outliers(store).items():
+        out.setdefault(dev, []).append(note)
     return out

@@ -335,10 +335,24 @@ def _migrate_2_to_3(db: sqlite3.Connection) -> None:
     db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
 
-class CaseStore:
-    """The SQLite case store of one case directory. Thread-safe; one connection per instance."""
+def _literal(text: str) -> str:
+    """A string as an SQLite literal (quotes doubled: SQLite has no other escape)."""
+    return "'" + str(text).replace("'", "''") + "'"
 
-    def __init__(self, case_dir: str | os.PathLike, create: bool = True):
+
+class CaseStore:
+    """The SQLite case store of one case directory. Thread-safe; one connection per instance.
+
+    `results`: "ranked" (readers: the queue, show, exports, report, review service) reads each
+    device's results from the run that stands for it (triage.runs.ranked_run: after a re-scan
+    that was cut off, the earlier complete run's archived results); "live" (the scan itself,
+    which resumes and extends the result tables) reads the result tables as they are."""
+
+    def __init__(self, case_dir: str | os.PathLike, create: bool = True,
+                 results: str = "ranked"):
+        if results not in ("ranked", "live"):
+            raise ValueError(f"results must be ranked or live, not {results!r}")
+        self.results = results
         self.case_dir = Path(case_dir)
         self.path = self.case_dir / DB_NAME
         if not self.path.is_file():
@@ -438,6 +452,54 @@ class CaseStore:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def _archived_ranked(self) -> dict[str, int]:
+        """device id -> the archived run whose results stand for it (see `results`); devices
+        whose result-table rows stand for them are absent. Empty for a "live" store."""
+        if self.results == "live":
+            return {}
+        from triage.runs import ranked_run
+
+        rows = self._query("SELECT run_id, device_id, status, live FROM device_runs "
+                           "ORDER BY device_id, run_id")
+        by_device: dict[str, list[dict]] = {}
+        for r in rows:
+            by_device.setdefault(r["device_id"], []).append(r)
+        running = None
+        if any(runs[-1]["status"] == "scanning" for runs in by_device.values()):
+            current = self.running_run()
+            running = current["id"] if current else None
+        out = {}
+        for dev, runs in by_device.items():
+            chosen = ranked_run(runs, running)
+            if chosen is not None and not chosen["live"]:
+                out[dev] = int(chosen["run_id"])
+        return out
+
+    def _source(self, table: str, device_id: Optional[str] = None,
+                archived: Optional[dict[str, int]] = None) -> str:
+        """What to read a result table from: the table itself, or (for a ranked store with a
+        device ranked on an archived run) a sub-select of the same columns that takes that
+        device's rows from archived_`table` under the run. Values are inlined as literals, so
+        the caller's parameters keep their places."""
+        archived = self._archived_ranked() if archived is None else archived
+        if device_id is not None:
+            archived = {device_id: archived[device_id]} if device_id in archived else {}
+        if not archived:
+            return table
+        with self._lock:
+            cols = _columns(self._db, table)
+            have = set(_columns(self._db, f"archived_{table}"))
+        names = ", ".join(f'"{c}"' for c in cols)
+        old = ", ".join(f'"{c}"' if c in have else f'NULL AS "{c}"' for c in cols)
+        picks = " OR ".join(f"(device_id = {_literal(d)} AND run_id = {int(r)})"
+                            for d, r in sorted(archived.items()))
+        sql = f"SELECT {old} FROM archived_{table} WHERE {picks}"
+        if device_id is None:
+            others = ", ".join(_literal(d) for d in sorted(archived))
+            sql = (f"SELECT {names} FROM {table} WHERE device_id NOT IN ({others}) "
+                   f"UNION ALL {sql}")
+        return f"({sql})"
 
     # --- runs -------------------------------------------------------------------------------
 
@@ -600,7 +662,10 @@ class CaseStore:
     def device_runs(self, device_id: Optional[str] = None) -> list[dict]:
         """The scan runs of a device (or of every device), oldest first: the run's hash sets,
         model, tool version and operator, the device's status and counts in that run, and
-        `live` (its results are the ones the queue uses)."""
+        `live` (its results are in the result tables, not archived) and `ranked` (its results
+        are the ones the queue uses: triage.runs.ranked_run)."""
+        from triage.runs import ranked_run
+
         sql = ("SELECT d.*, r.hashsets, r.model, r.tool_version, r.operator, r.options "
                "FROM device_runs d JOIN runs r ON r.id = d.run_id")
         params: tuple = ()
@@ -614,13 +679,34 @@ class CaseStore:
             r["counts"] = json.loads(r["counts"] or "{}")
             r["live"] = bool(r["live"])
             out.append(r)
+        by_device: dict[str, list[dict]] = {}
+        for r in out:
+            by_device.setdefault(r["device_id"], []).append(r)
+        current = self.running_run() if any(r["status"] == "scanning" for r in out) else None
+        for runs in by_device.values():
+            chosen = ranked_run(runs, current["id"] if current else None)
+            for r in runs:
+                r["ranked"] = r is chosen
         return out
 
     def devices(self) -> list[dict]:
+        """Every device; one ranked on an archived run (`results`) carries that run's status,
+        start and end, unless a scan running now has it queued or opening."""
+        archived = self._archived_ranked()
+        ran = {}
+        if archived:
+            running = self.running_run() is not None
+            for r in self._query("SELECT device_id, run_id, status, started, finished "
+                                 "FROM device_runs"):
+                if archived.get(r["device_id"]) == r["run_id"]:
+                    ran[r["device_id"]] = r
         out = []
         for r in self._query("SELECT * FROM devices ORDER BY id"):
             for k in ("paths", "stored_hashes", "verified_hashes", "context"):
                 r[k] = json.loads(r[k])
+            got = ran.get(r["id"])
+            if got and not (running and r["status"] in ("queued", "opening")):
+                r.update(status=got["status"], started=got["started"], finished=got["finished"])
             out.append(r)
         return out
 
@@ -640,8 +726,8 @@ class CaseStore:
                   v.block_size, v.encryption, int(v.unallocated)) for v in volumes])
 
     def volumes(self, device_id: str) -> list[VolumeRef]:
-        rows = self._query("SELECT * FROM volumes WHERE device_id = ? ORDER BY offset, idx",
-                           (device_id,))
+        rows = self._query(f"SELECT * FROM {self._source('volumes', device_id)} "
+                           "WHERE device_id = ? ORDER BY offset, idx", (device_id,))
         return [VolumeRef(device_id=r["device_id"], index=r["idx"], offset=r["offset"],
                           length=r["length"], description=r["description"], fs_type=r["fs_type"],
                           label=r["label"], block_size=r["block_size"],
@@ -662,7 +748,7 @@ class CaseStore:
               c.volume_offset, c.batch_id) for c in items])
 
     def coverage(self, device_id: str | None = None) -> list[Coverage]:
-        sql = "SELECT * FROM coverage"
+        sql = f"SELECT * FROM {self._source('coverage', device_id)}"
         params: tuple = ()
         if device_id is not None:
             sql += " WHERE device_id = ?"
@@ -777,11 +863,12 @@ class CaseStore:
     def files(self, device_id: str | None = None,
               keys: Iterable[str] | None = None) -> Iterator[tuple[FileRecord, Features]]:
         """Files with their features, in key order. Streams: memory stays flat on big cases."""
+        source = self._source("files", device_id)
         if keys is not None:
             keys = sorted(set(keys))
             for i in range(0, len(keys), _KEY_CHUNK):
                 chunk = keys[i:i + _KEY_CHUNK]
-                sql = f"SELECT * FROM files WHERE key IN ({', '.join('?' * len(chunk))})"
+                sql = f"SELECT * FROM {source} WHERE key IN ({', '.join('?' * len(chunk))})"
                 params: list = list(chunk)
                 if device_id is not None:
                     sql += " AND device_id = ?"
@@ -789,7 +876,7 @@ class CaseStore:
                 for row in self._query(sql + " ORDER BY key", params):
                     yield _file_from_row(row)
             return
-        sql, params = "SELECT * FROM files", ()
+        sql, params = f"SELECT * FROM {source}", ()
         if device_id is not None:
             sql, params = sql + " WHERE device_id = ?", (device_id,)
         # page through by key so no cursor stays open across the caller's own writes
@@ -809,7 +896,7 @@ class CaseStore:
         return None
 
     def matches(self, device_id: str | None = None) -> list[Match]:
-        sql, params = "SELECT * FROM matches", ()
+        sql, params = f"SELECT * FROM {self._source('matches', device_id)}", ()
         if device_id is not None:
             sql, params = sql + " WHERE device_id = ?", (device_id,)
         rows = self._query(sql + " ORDER BY key, kind, algorithm, set_name, value", params)
@@ -823,13 +910,14 @@ class CaseStore:
         """How many of a device's pictures the model cascade skipped, by kind of reason
         ("few colours", "too small", "exact alert match", ...)."""
         counts: dict[str, int] = {}
-        for row in self._query("SELECT reason FROM model_skips WHERE device_id = ?", (device_id,)):
+        for row in self._query(f"SELECT reason FROM {self._source('model_skips', device_id)} "
+                               "WHERE device_id = ?", (device_id,)):
             kind = re.split(r"[(:]", row["reason"], maxsplit=1)[0].strip()
             counts[kind] = counts.get(kind, 0) + 1
         return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
     def scores(self, device_id: str | None = None) -> list[Score]:
-        sql, params = "SELECT * FROM scores", ()
+        sql, params = f"SELECT * FROM {self._source('scores', device_id)}", ()
         if device_id is not None:
             sql, params = sql + " WHERE device_id = ?", (device_id,)
         rows = self._query(sql + " ORDER BY key, model", params)
@@ -871,7 +959,7 @@ class CaseStore:
                 for r in self._query(sql, params)]
 
     def flags(self, device_id: str | None = None, after_id: int = 0) -> list[tuple[int, Flag]]:
-        sql, params = "SELECT * FROM flags WHERE id > ?", [after_id]
+        sql, params = f"SELECT * FROM {self._source('flags', device_id)} WHERE id > ?", [after_id]
         if device_id is not None:
             sql += " AND device_id = ?"
             params.append(device_id)
@@ -883,20 +971,24 @@ class CaseStore:
         """Files, bytes, pictures, model scores and skips, matches and flags stored for a device
         (progress, summaries). Files and bytes are the device's own (archive members are in
         `pictures` only), and only finished batches count: a resumed scan does the rest again."""
-        done = "batch_id IN (SELECT batch_id FROM batches WHERE device_id = :d)"
+        archived = self._archived_ranked()
+        t = {name: self._source(name, device_id, archived)
+             for name in ("files", "batches", "scores", "model_skips", "matches", "flags")}
+        done = f"batch_id IN (SELECT batch_id FROM {t['batches']} WHERE device_id = :d)"
         f = self._query("SELECT COALESCE(SUM(member = ''), 0) AS files, "
                         "COALESCE(SUM(CASE WHEN member = '' THEN size END), 0) AS bytes, "
-                        "COALESCE(SUM(is_picture), 0) AS pictures FROM files "
+                        f"COALESCE(SUM(is_picture), 0) AS pictures FROM {t['files']} "
                         f"WHERE device_id = :d AND {done}", {"d": device_id})[0]
         model = self._query(
-            "SELECT (SELECT COUNT(*) FROM scores WHERE device_id = :d) AS scored, "
-            "(SELECT COUNT(*) FROM model_skips s JOIN files f ON f.key = s.key "
+            f"SELECT (SELECT COUNT(*) FROM {t['scores']} WHERE device_id = :d) AS scored, "
+            f"(SELECT COUNT(*) FROM {t['model_skips']} s JOIN {t['files']} f ON f.key = s.key "
             f"WHERE s.device_id = :d AND f.{done}) AS skipped", {"d": device_id})[0]
         m = self._query("SELECT "
                         "COUNT(DISTINCT CASE WHEN kind = 'exact' AND role = 'alert' THEN key END) AS exact, "
                         "COUNT(DISTINCT CASE WHEN kind = 'near' AND role = 'alert' THEN key END) AS near "
-                        "FROM matches WHERE device_id = ?", (device_id,))[0]
-        fl = self._query("SELECT COUNT(*) AS n FROM flags WHERE device_id = ?", (device_id,))[0]
+                        f"FROM {t['matches']} WHERE device_id = ?", (device_id,))[0]
+        fl = self._query(f"SELECT COUNT(*) AS n FROM {t['flags']} WHERE device_id = ?",
+                         (device_id,))[0]
         return {"files": f["files"], "bytes": f["bytes"], "pictures": f["pictures"],
                 "scored": model["scored"], "model_skipped": model["skipped"],
                 "alert_matches": m["exact"], "near_matches": m["near"], "flags": fl["n"]}

@@ -15,7 +15,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from triage.classify import category_text, score_text
+from triage.classify import category_label, category_text, score_text
 from triage.extractions import reach_hint
 from triage.findings import Finding
 from triage.flags import SEVERITY, display_path
@@ -123,14 +123,16 @@ def run_line(r: dict) -> str:
     c = r.get("counts") or {}
     found = (f"; {c.get('files', 0)} files, {c.get('alert_matches', 0)} alert matches, "
              f"{c.get('near_matches', 0)} near, {c.get('flags', 0)} flags" if c else "")
-    used = " (used by the queue)" if r.get("live") else " (archived)"
+    used = (" (used by the queue)" if r.get("ranked") else
+            " (archived)" if not r.get("live") else " (cut off: not used by the queue)")
     return (f"run {r['run_id']}{used}: {_when(r.get('started'))}, {r.get('status')}; "
             f"sets {sets}; model {model}{found}")
 
 
 def run_json(r: dict) -> dict:
     """A device's run for `show --json`."""
-    return {"run": r["run_id"], "live": bool(r.get("live")), "status": r.get("status"),
+    return {"run": r["run_id"], "live": bool(r.get("live")), "ranked": bool(r.get("ranked")),
+            "status": r.get("status"),
             "started": iso_time(r.get("started")), "finished": iso_time(r.get("finished")),
             "hashsets": [{k: h.get(k) for k in ("name", "version", "role")}
                          for h in r.get("hashsets") or []],
@@ -140,17 +142,20 @@ def run_json(r: dict) -> dict:
             "counts": r.get("counts") or {}}
 
 
-def finding_dict(f: Finding, image: Iterable[str] = ()) -> dict:
+def finding_dict(f: Finding, image: Iterable[str] = (), labels: Optional[dict] = None) -> dict:
     """A finding with its full provenance, for `show --json` and the report. `image`: the
-    device's evidence paths, for the icat line (IMAGE when not known)."""
+    device's evidence paths, for the icat line (IMAGE when not known); `labels`: the case's
+    category labels (rank.category_labels), for `category_label` beside each raw category."""
     rec = f.record
     return {
         "key": f.key, "kind": f.kind, "path": rec.path, "name": rec.name, "size": rec.size,
         "deleted": f.deleted, "type": f.features.type or rec.type,
-        "category": f.category, "provenance": f.provenance(),
+        "category": f.category,
+        "category_label": category_label(labels, f.top.set_name, f.category) if f.top else "",
+        "provenance": f.provenance(),
         "icat": _icat_hint(f, image),
         "times": {k: getattr(rec, k) for k in ("mtime", "atime", "ctime", "crtime")},
-        "matches": [_match_dict(m) for m in f.matches],
+        "matches": [_match_dict(m, labels) for m in f.matches],
         "scores": [{"model": s.model, "model_sha256": s.model_sha256, "values": s.values,
                     **({"frames": [{"frame": n, "seconds": t, "values": v}
                                    for n, t, v in s.frames]} if s.frames else {})}
@@ -164,9 +169,9 @@ def finding_dict(f: Finding, image: Iterable[str] = ()) -> dict:
     }
 
 
-def _match_dict(m) -> dict:
+def _match_dict(m, labels: Optional[dict] = None) -> dict:
     d = {"kind": m.kind, "set": m.set_name, "version": m.set_version, "category": m.category,
-         "severity": m.severity, "algorithm": m.algorithm, "value": m.value,
+         "category_label": category_label(labels, m.set_name, m.category), "severity": m.severity, "algorithm": m.algorithm, "value": m.value,
          "distance": m.distance}
     if m.frames:
         d["frames"] = [{"frame": n, "seconds": t} for n, t in m.frames]
@@ -306,19 +311,20 @@ def device_view(v: DeviceVerdict, device: dict, found: list[Finding],
             if f.indicators:
                 where.append("\ncamera-original: " + terminal_safe("; ".join(f.indicators)),
                              style="red")
+            # one line each, every one escaped on its own: the breaks between them are ours,
+            # any in a set's name or version are shown escaped
             if f.top:
                 m = f.top
-                what = f"{m.set_name} {m.set_version}\n" + (
-                    f"{category_text(labels, m.set_name, m.category)} " if m.category else "")
-                what += f"{m.algorithm}" + (f" d={m.distance}" if m.kind != "exact" else "")
+                what = [f"{m.set_name} {m.set_version}",
+                        (f"{category_text(labels, m.set_name, m.category)} " if m.category
+                         else "") + m.algorithm + (f" d={m.distance}" if m.kind != "exact" else "")]
                 if m.algorithm == "vpdq":
-                    what += f"\nvideo {m.value}\n{m.query_share:.0f}% / {m.known_share:.0f}%"
+                    what += [f"video {m.value}", f"{m.query_share:.0f}% / {m.known_share:.0f}%"]
             else:
-                what = "\n".join(f"{s.model}: {score_text(s.values)}"
-                                 for s in f.scores) + "\n(ranking aid)"
+                what = [f"{s.model}: {score_text(s.values)}" for s in f.scores] + ["(ranking aid)"]
             if f.frames:
-                what += f"\nframes at {f.frame_text}"
-            table.add_row(f.kind, where, _safe(what))
+                what.append(f"frames at {f.frame_text}")
+            table.add_row(f.kind, where, Text("\n".join(terminal_safe(w) for w in what)))
         lines.append(table)
     return Group(*lines)
 
@@ -356,12 +362,13 @@ def queue_rows(ordered: list[DeviceVerdict], graded: Optional[dict] = None) -> l
             for v in ordered]
 
 
-def finding_json(f: Finding, grade: Optional[dict] = None, image: Iterable[str] = ()) -> dict:
+def finding_json(f: Finding, grade: Optional[dict] = None, image: Iterable[str] = (),
+                 labels: Optional[dict] = None) -> dict:
     """A finding as `show --json` and the review service give it: `finding_dict` plus its
     stable id and its grade (null until graded)."""
     from triage.review.casereview import finding_id
 
-    return dict(finding_dict(f, image), id=finding_id(f.key),
+    return dict(finding_dict(f, image, labels), id=finding_id(f.key),
                 display_path=display_path(f.record.prov),
                 grade=None if grade is None else {k: grade[k] for k in ("grade", "note", "user", "time")})
 
@@ -374,8 +381,9 @@ def device_json(store, device: dict, verdict: DeviceVerdict, found: list[Finding
 
     from triage.rank import verdict_dict
 
-    from triage.rank import coverage_accounting
+    from triage.rank import category_labels, coverage_accounting
 
+    labels = category_labels(store)
     dev_id = device["id"]
     grades = grades or {}
     model = {"scored": len(store.scores(dev_id)), "skipped": store.model_skips(dev_id)}
@@ -387,5 +395,5 @@ def device_json(store, device: dict, verdict: DeviceVerdict, found: list[Finding
                 coverage_records=[c.to_dict() for c in coverage],
                 flag_records=[asdict(f) for _i, f in store.flags(dev_id)],
                 runs=[run_json(r) for r in store.device_runs(dev_id)],
-                findings=[finding_json(f, grades.get(f.key), device.get("paths") or ())
+                findings=[finding_json(f, grades.get(f.key), device.get("paths") or (), labels)
                           for f in found])

@@ -75,7 +75,9 @@ class RichReporter(Reporter):
         if device_id not in self._tasks:
             self.device_added(device_id)
         task = self._tasks[device_id]
-        label = "early stop" if state.stopped_early else state.status
+        # as the summary says it (views.status_text: "complete with gaps"), short for the bar
+        label = ("early stop" if state.stopped_early else
+                 "with gaps" if state.status == "partial" else state.status)
         total = next((t.total for t in self.progress.tasks if t.id == task), None)
         done = total or max(state.bytes, 1)
         self.progress.update(task, total=done, completed=done,

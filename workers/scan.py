@@ -805,7 +805,8 @@ def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list
     if context_file:
         from triage.context import load_context
         contexts = load_context(context_file)
-    store = CaseStore(case_dir, create=True)
+    # "live": the scan resumes and extends the result tables as they are, never an archived run
+    store = CaseStore(case_dir, create=True, results="live")
     # one scan per case at a time: a second one would mix its results with the first's
     lock = ScanLock(case_dir)
     ids = unique_device_ids(list(evidence), backend.device_id_for)

@@ -11,7 +11,7 @@ The graph holds:
   to its device by a "Contained_Within" ObservableRelationship whose description is the
   provenance chain (volume offset, inode, stream, archive member);
 * each match as a `uco-analysis:Analysis` on that file with an `AnalyticResult` whose
-  ArtifactClassificationResultFacet gives the class ("caid category 1 (exact md5)") and a
+  ArtifactClassificationResultFacet gives the class ("caid 2025 Category A (exact md5)") and a
   confidence: 1 for an exact hash, 1 - distance/256 for PDQ, 1 - distance/64 for pHash, the
   model's score for SUSPECTED_NEW (a ranking aid, not evidence).
 
@@ -27,8 +27,10 @@ from typing import Optional
 
 from triage import __version__
 from triage.exports import iso_utc, private_output
+from triage.classify import category_text
 from triage.findings import Finding, findings
 from triage.flags import display_path
+from triage.rank import category_labels
 
 CONTEXT = {
     "kb": "http://example.org/kb/",
@@ -95,6 +97,7 @@ def build(store, device_id: Optional[str] = None) -> dict:
     g = _Graph(f"triage:{store.case_dir.resolve()}")
     runs = store.runs()
     devices = [d for d in store.devices() if device_id is None or d["id"] == device_id]
+    labels = category_labels(store)
 
     # the tool, configured with the hash sets and model of the runs
     entries = []
@@ -207,7 +210,8 @@ def build(store, device_id: Optional[str] = None) -> dict:
             for m, s in analyses:
                 n_results += 1
                 if m is not None:
-                    label = (f"{m.set_name} {m.set_version} category {m.category or '-'} "
+                    label = (f"{m.set_name} {m.set_version} "
+                             f"{category_text(labels, m.set_name, m.category) or 'no category'} "
                              f"({m.kind} {m.algorithm}"
                              + (f", distance {m.distance})" if m.kind != "exact" else ")")
                              + (f"; {m.video_text}" if m.video_text else ""))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from typing import Optional
 
+from triage.classify import category_label
 from triage.exports import iso_utc, private_output
 from triage.findings import findings
 from triage.rank import category_labels
@@ -42,7 +43,7 @@ def rows(store, device_id: Optional[str] = None):
         for m in f.matches:
             yield dict(base, kind=m.kind, set_name=m.set_name, set_version=m.set_version,
                        category=m.category,
-                       category_label=labels.get(m.set_name, {}).get(m.category, m.category),
+                       category_label=category_label(labels, m.set_name, m.category),
                        severity=m.severity, algorithm=m.algorithm,
                        value=m.value, distance=m.distance if m.kind != "exact" else "",
                        frames=_frames(m.frames),

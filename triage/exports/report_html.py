@@ -20,7 +20,7 @@ from typing import Optional
 
 from triage import __version__
 from triage.exports import iso_utc, private_output
-from triage.classify import score_text
+from triage.classify import category_text, score_text
 from triage.findings import Finding, findings
 from triage.flags import SEVERITY, display_path
 from triage.rank import category_labels, verdicts
@@ -153,13 +153,6 @@ def _bar_chart(rows: list[tuple[str, list[tuple[str, int, str]]]], title: str,
     return "".join(out)
 
 
-def _category_text(m, labels: dict) -> str:
-    label = labels.get(m.set_name, {}).get(m.category, m.category)
-    if not m.category:
-        return "-"
-    return label if label == m.category else f"{label} ({m.category})"
-
-
 def _finding_rows(found: list[Finding], thumbs: str, labels: dict) -> str:
     rows = []
     for f in found[:MAX_FINDINGS_PER_DEVICE]:
@@ -171,7 +164,8 @@ def _finding_rows(found: list[Finding], thumbs: str, labels: dict) -> str:
         thumb = f'<img class="{kind}" alt="{alt}" src="{uri}">' if uri else ""
         if f.top:
             m = f.top
-            what = (f"{_e(m.set_name)} {_e(m.set_version)}<br>category {_e(_category_text(m, labels))}, "
+            what = (f"{_e(m.set_name)} {_e(m.set_version)}<br>"
+                    f"{_e(category_text(labels, m.set_name, m.category) or 'no category')}, "
                     f"{_e(m.algorithm)}" + (f", distance {m.distance}" if m.kind != "exact" else ""))
             if m.video_text:
                 what += f"<br>{_e(m.video_text)}"

@@ -28,6 +28,7 @@ from typing import Optional
 from hashsets.model import SCHEMES
 from triage import __version__
 from triage.exports import iso_utc, private_output
+from triage.classify import category_text
 from triage.findings import Finding, findings
 from triage.rank import category_labels
 
@@ -167,8 +168,9 @@ def build(store, device_id: Optional[str] = None, profile: str = "UK") -> dict:
             metadata.append({"PropertyName": "triage provenance", "PropertyValue": _provenance_text(f)})
             for m in f.matches:
                 metadata.append({"PropertyName": f"triage {m.kind} match",
-                                 "PropertyValue": f"{m.set_name} {m.set_version} category "
-                                                  f"{m.category or '-'} {m.algorithm} {m.value}"
+                                 "PropertyValue": f"{m.set_name} {m.set_version} "
+                                                  f"{category_text(labels, m.set_name, m.category) or 'no category'}"
+                                                  f" {m.algorithm} {m.value}"
                                                   + (f" distance {m.distance}" if m.kind != "exact" else "")
                                                   + (f"; {m.video_text}" if m.video_text else "")})
             if f.suspected:

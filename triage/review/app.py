@@ -38,11 +38,11 @@ from triage import __version__
 from triage.errors import TriageError
 from triage.exports.report_html import thumbnail_jpeg
 from triage.flags import CODES
-from triage.rank import category_labels
-from triage.output import iso_time, iso_times
+from triage.output import iso_times
 from triage.units import human_bytes
 from triage.review.casereview import GRADES
 from triage.review.cases import Cases
+from triage.review.live import LiveFeed
 from triage.review.users import AUDIT_ROLES, BLUR_MAX, BLUR_MIN, CLEAR_ROLES, UserDB
 
 HERE = Path(__file__).parent
@@ -426,45 +426,18 @@ def create_app(cases: Cases, users: UserDB, *, tls: bool = False, poll: float = 
         return JSONResponse(await run_in_threadpool(progress_rows))
 
     async def api_events(request: Request):
-        """Server-sent events: `flag` for each flag raised after the stream opened, `progress`
-        when a case store changed (a scan committed a batch, a device finished)."""
+        """Server-sent events (triage.review.live): `flag` for each flag raised after the
+        stream opened, `scan-ended` when a scan ends, `progress` when a case store changed."""
         need(request)
 
-        def start():
-            last = {}
-            for c in cases:
-                fl = c.store.flags()
-                last[c.name] = fl[-1][0] if fl else 0
-            return last
-
-        def changes(last: dict, versions: dict) -> list[str]:
-            out = []
-            for c in cases:
-                v = c.version()
-                if versions.get(c.name) == v:
-                    continue
-                versions[c.name] = v
-                for fid, f in c.store.flags(after_id=last[c.name]):
-                    last[c.name] = fid
-                    out.append("event: flag\ndata: " + json.dumps(
-                        {"case": c.name, "id": fid, "code": f.code, "severity": f.severity,
-                         "device": f.device_id, "message": f.message,
-                         "raised_at": iso_time(f.raised_at)})
-                        + "\n\n")
-                statuses = {d["id"]: d["status"] for d in c.store.devices()}
-                out.append("event: progress\ndata: " + json.dumps(
-                    {"case": c.name, "devices": statuses}) + "\n\n")
-            return out
-
         async def stream():
-            last = await run_in_threadpool(start)
-            versions = {c.name: c.version() for c in cases}
+            feed = await run_in_threadpool(LiveFeed, cases)
             yield "retry: 2000\n: connected\n\n"
             beat = time.monotonic()
             while not stopping():
                 if await request.is_disconnected():
                     return
-                for msg in await run_in_threadpool(changes, last, versions):
+                for msg in await run_in_threadpool(feed.messages):
                     yield msg
                 if time.monotonic() - beat > 15:
                     beat = time.monotonic()
@@ -488,12 +461,7 @@ def create_app(cases: Cases, users: UserDB, *, tls: bool = False, poll: float = 
         s = page_session(request)
         out, _body = await run_in_threadpool(device_payload, s, request.path_params["device"],
                                              request.query_params.get("case", ""))
-        findings = with_thumbs(out)
-        labels = await run_in_threadpool(category_labels, cases.get(out["case"]).store)
-        for f in findings:        # "category 1" of a CAID set reads "category A"
-            top = f["matches"][0] if f["matches"] else None
-            f["category_label"] = (labels.get(top["set"], {}).get(top["category"], top["category"])
-                                   if top else "")
+        findings = with_thumbs(out)       # each with its category_label (views.finding_dict)
         lost = out["accounting"]["total"] - out["accounting"]["examined"]
         return page(request, "device.html", s, d=out, findings=findings, lost=lost,
                     blur=users.get(s.user)["blur"], blur_min=BLUR_MIN, blur_max=BLUR_MAX)

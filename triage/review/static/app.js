@@ -62,13 +62,14 @@ async function refreshRows(tbodyId, url) {
   tbody.replaceChildren(...Array.from(fresh.childNodes).map((n) => document.importNode(n, true)));
 }
 
-function openEvents(onFlag, onProgress) {
+function openEvents(onFlag, onProgress, onEnded) {
   const state = document.getElementById("live-state");
   const es = new EventSource("/api/events");
   es.addEventListener("open", () => { if (state) state.textContent = "live"; });
   es.addEventListener("error", () => { if (state) state.textContent = "reconnecting…"; });
   es.addEventListener("flag", (ev) => onFlag && onFlag(JSON.parse(ev.data)));
   es.addEventListener("progress", (ev) => onProgress && onProgress(JSON.parse(ev.data)));
+  es.addEventListener("scan-ended", (ev) => onEnded && onEnded(JSON.parse(ev.data)));
   return es;
 }
 
@@ -93,7 +94,14 @@ function setupQueue() {
     li.append(badge, text);
     list.prepend(li);
     refresh();
-  }, refresh);
+  }, refresh, (end) => {
+    // what `triage flags --follow` prints when the scan it follows ends
+    const li = document.createElement("li");
+    li.className = "live-flag scan-ended";
+    li.textContent = end.case + ": " + end.message;
+    list.prepend(li);
+    refresh();
+  });
 }
 
 function setupProgress() {
