@@ -19,12 +19,16 @@ into its ext4 volume's free blocks (some in two pieces) and then
   (d) `triage scan --mode full` with and without `--no-carve`, one after the other: the time
       carving adds (goal: at most 30%), recall of the planted pictures, and the peak RSS of
       the scan's workers (goal: flat, the same with carving as without);
-  (e) foremost on the same free space (`blkls` of the volume), time and recall against the
-      time carving added to the scan.
+  (e) the carving engines alone, --repeat times each, interleaved, medians: triage's carver on
+      the volume's free runs as a scan reads them (`carve_volume`: the allocation map, the
+      evidence layer's mapped views), and on the same bytes as one file (`blkls` of the volume);
+      foremost, scalpel and photorec on that file, time and recall, as ratios to triage's.
+      --skip-scan leaves out (d).
 
 Usage:
   .venv/bin/python bench/carve.py [--size-mb 512] [--pictures 300] [--hyperscan-path DIR]
-  .venv/bin/python bench/carve.py --device [--pictures 300] [--fragmented 30]
+  .venv/bin/python bench/carve.py --device [--pictures 300] [--fragmented 30] [--repeat 5]
+                                   [--skip-scan]
 """
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ import mmap
 import os
 import random
 import resource
+import statistics
 import shutil
 import subprocess
 import sys
@@ -225,20 +230,33 @@ def plant_in_free_space(raw: Path, pictures: int, fragmented: int, seed: int):
     return whole, split, sorted(vols_used)
 
 
-def device_mode(args) -> None:
-    sys.path.insert(0, str(ROOT / "bench"))
+def carve_device(raw: Path, vols):
+    """(seconds, md5s) of triage's carver on the volumes' free space as a scan carves it: the
+    allocation map's free runs, read through the evidence layer."""
+    from triage.carve import carve_volume
+    from triage.device import discover
+    from triage.evidence import open_evidence
+    from triage.filesystems import read_chunks
+    with open_evidence([str(raw)]) as ev:
+        found = []
+        targets = [v for v in discover(ev)[0] if (v.offset, v.fs_type) in set(map(tuple, vols))]
+        t0 = time.perf_counter()
+        for v in targets:
+            found += list(carve_volume(ev, v, [], []))
+        secs = time.perf_counter() - t0
+        md5s = set()
+        for rec in found:
+            h = hashlib.md5()
+            for chunk in read_chunks(ev, rec.prov):
+                h.update(chunk)
+            md5s.add(h.hexdigest())
+    return secs, md5s
+
+
+def scan_mode(args, work: Path, raw: Path, alert: Path, whole, split, free_mb: float) -> None:
+    """(d): `triage scan --mode full` with and without carving, interleaved, twice each."""
     from manyfiles import _hwm
-    from scan import TRIAGE, ensure_fleet
-    fleet = ROOT / "fixtures" / "bench-large"
-    truth = ensure_fleet(fleet)
-    src = fleet / truth["devices"][0]["evidence"]
-    work = Path(args.work or tempfile.mkdtemp(prefix="carve-device-"))
-    work.mkdir(parents=True, exist_ok=True)
-    raw = work / "device.raw"
-    subprocess.run(["cp", "--sparse=always", str(src), str(raw)], check=True)
-    whole, split, vols = plant_in_free_space(raw, args.pictures, args.fragmented, args.seed)
-    alert = fleet / truth["hashsets"]["alert_vics"]
-    subprocess.run(["cat", str(raw)], stdout=subprocess.DEVNULL)       # page cache, for all alike
+    from scan import TRIAGE
 
     def scan(carving: bool):
         case = work / f"case-{'carve' if carving else 'nocarve'}"
@@ -284,6 +302,29 @@ def device_mode(args) -> None:
     added = t_on - t_off
     rw = sum(1 for h in whole if h in md5_on) / max(1, len(whole))
     rs = sum(1 for h in split if h in md5_on) / max(1, len(split))
+    rate = f"{free_mb / added:.0f} MB/s of free space" if added > 0.5 else "within noise"
+    print(f"(d) scan --mode full, fastest of 2 interleaved: {t_off:.1f} s without carving "
+          f"{[round(r[0], 1) for r in runs_off]}, {t_on:.1f} s with {[round(r[0], 1) for r in runs_on]}: "
+          f"carving adds {added:.1f} s = {100 * added / t_off:.0f}% (goal <= 30%), {rate}; recall contiguous {rw:.3f}, two-piece {rs:.3f}; workers' peak "
+          f"RSS {rss_off[0] / 2**20:.0f} MiB without, {rss_on[0] / 2**20:.0f} MiB with (mapped "
+          f"evidence pages included); anonymous {rss_off[1] / 2**20:.0f} MiB without, "
+          f"{rss_on[1] / 2**20:.0f} MiB with")
+
+
+def device_mode(args) -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from scan import ensure_fleet
+    fleet = ROOT / "fixtures" / "bench-large"
+    truth = ensure_fleet(fleet)
+    src = fleet / truth["devices"][0]["evidence"]
+    work = Path(args.work or tempfile.mkdtemp(prefix="carve-device-"))
+    work.mkdir(parents=True, exist_ok=True)
+    raw = work / "device.raw"
+    subprocess.run(["cp", "--sparse=always", str(src), str(raw)], check=True)
+    whole, split, vols = plant_in_free_space(raw, args.pictures, args.fragmented, args.seed)
+    alert = fleet / truth["hashsets"]["alert_vics"]
+    subprocess.run(["cat", str(raw)], stdout=subprocess.DEVNULL)       # page cache, for all alike
+
     free = work / "free.bin"
     t0 = time.perf_counter()
     with open(free, "wb") as out:
@@ -292,31 +333,49 @@ def device_mode(args) -> None:
     t_blkls = time.perf_counter() - t0
     free_mb = free.stat().st_size / 1e6
     print(f"device: {src.name} copy, {len(whole)} contiguous + {len(split)} two-piece pictures "
-          f"planted in {free_mb:.0f} MB of free space")
-    rate = f"{free_mb / added:.0f} MB/s of free space" if added > 0.5 else "within noise"
-    print(f"(d) scan --mode full, fastest of 2 interleaved: {t_off:.1f} s without carving "
-          f"{[round(r[0], 1) for r in runs_off]}, {t_on:.1f} s with {[round(r[0], 1) for r in runs_on]}: "
-          f"carving adds {added:.1f} s = {100 * added / t_off:.0f}% (goal <= 30%), {rate}; recall contiguous {rw:.3f}, two-piece {rs:.3f}; workers' peak "
-          f"RSS {rss_off[0] / 2**20:.0f} MiB without, {rss_on[0] / 2**20:.0f} MiB with (mapped "
-          f"evidence pages included); anonymous {rss_off[1] / 2**20:.0f} MiB without, "
-          f"{rss_on[1] / 2**20:.0f} MiB with")
-    # the carving engines alone on the same bytes: the device's free space as blkls gives it
+          f"planted in {free_mb:.0f} MB of free space; load average {os.getloadavg()[0]:.2f}")
+    if not args.skip_scan:
+        scan_mode(args, work, raw, alert, whole, split, free_mb)
+    # the carving engines alone: triage's as a scan carves (the volume's free runs through the
+    # evidence layer), and every engine on the same bytes as one file (blkls of the volume)
     subprocess.run(["cat", str(free)], stdout=subprocess.DEVNULL)
-    found, secs, _report = triage_carve(free)
-    md5s = set(found.values())
-    tw = sum(1 for h in whole if h in md5s) / max(1, len(whole))
-    print(f"(e) on the free space alone ({free_mb:.0f} MB, blkls {t_blkls:.1f} s): triage's "
-          f"carver {secs:.2f} s ({free_mb / secs:.0f} MB/s), recall contiguous {tw:.3f}")
+    tools = [t for t in ("foremost", "scalpel", "photorec") if shutil.which(t)]
+    times: dict = {"volume": [], "file": [], **{t: [] for t in tools}}
+    got: dict = {}
+    for _ in range(args.repeat):
+        secs, md5s = carve_device(raw, vols)
+        times["volume"].append(secs)
+        got["volume"] = md5s
+        found, secs, _report = triage_carve(free)
+        times["file"].append(secs)
+        got["file"] = set(found.values())
+        for tool in tools:
+            out = Path(tempfile.mkdtemp(prefix=f"{tool}-", dir=work))
+            t, got[tool] = baseline(tool, free, out)
+            times[tool].append(t)
+            shutil.rmtree(out, ignore_errors=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+
+    def recall(md5s):
+        return (sum(1 for h in whole if h in md5s) / max(1, len(whole)),
+                sum(1 for h in split if h in md5s) / max(1, len(split)))
+
+    print(f"(e) the carving engines alone, median of {args.repeat} interleaved runs, load average "
+          f"{os.getloadavg()[0]:.2f} after (blkls {t_blkls:.1f} s):")
+    for key, label in (("volume", "triage, the volume's free runs (carve_volume, as a scan)"),
+                       ("file", "triage, the blkls file mapped")):
+        rw, rs = recall(got[key])
+        print(f"    {label}: {med[key]:.3f} s ({free_mb / med[key]:.0f} MB/s) "
+              f"{[round(t, 3) for t in times[key]]}, recall contiguous {rw:.3f}, two-piece {rs:.3f}")
     for tool in ("foremost", "scalpel", "photorec"):
-        r = baseline(tool, free, work)
-        if r is None:
+        if tool not in tools:
             print(f"    {tool}: not installed (make bench-carve installs it)")
             continue
-        t, got = r
-        fw = sum(1 for h in whole if h in got) / max(1, len(whole))
-        fs_ = sum(1 for h in split if h in got) / max(1, len(split))
-        print(f"    {tool}: {t:.2f} s, recall contiguous {fw:.3f}, two-piece {fs_:.3f}; "
-              f"{t / secs:.1f}x triage's time (goal for foremost >= 3x)")
+        rw, rs = recall(got[tool])
+        print(f"    {tool}: {med[tool]:.3f} s {[round(t, 3) for t in times[tool]]}, recall "
+              f"contiguous {rw:.3f}, two-piece {rs:.3f}; {med[tool] / med['volume']:.1f}x "
+              f"triage's time on the volume, {med[tool] / med['file']:.1f}x on the file"
+              + (" (goal >= 3x)" if tool == "foremost" else ""))
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -330,6 +389,8 @@ def main() -> None:
     ap.add_argument("--hyperscan-path", default=None)
     ap.add_argument("--work", default=None)
     ap.add_argument("--device", action="store_true", help="on the large bench device (see above)")
+    ap.add_argument("--repeat", type=int, default=5, help="runs of each engine in (e); medians")
+    ap.add_argument("--skip-scan", action="store_true", help="with --device: (e) only, no (d)")
     args = ap.parse_args()
     if args.device:
         device_mode(args)
