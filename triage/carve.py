@@ -707,23 +707,24 @@ _ALL_SIGNATURES = _EMBEDDED_SIGNATURES + (b"GIF8", b"BM", b"RIFF", b"\x1a\x45\xd
 _FTYP = b"ftyp"
 
 
-def embedded(data, start: int = 0, bmp: bool = False, all_types: bool = False
-             ) -> Iterator[Carved]:
-    """Pictures stored whole inside other content, at any offset from `start`: JPEG and PNG
+def embedded(data, start: int = 0, bmp: bool = False, all_types: bool = False,
+             end: Optional[int] = None) -> Iterator[Carved]:
+    """Pictures stored whole inside other content, at any offset from `start` (each ending by
+    `end`, the end of `data` when None): JPEG and PNG
     (a PDF's DCTDecode images, a JPEG's EXIF thumbnail), BMP too when asked (thumbnail
     caches hold them), and with `all_types` every type free space is carved for (files of
     unknown type, browser cache entries). Each is validated and ended by its own structure,
     as in free space; at most EMBEDDED_MAX_ITEMS."""
-    size = len(data)
+    size = len(data) if end is None else max(0, min(end, len(data)))
     space = Space(lambda at, n: data[at:at + n], size)
     pos, found = start, 0
     sigs = _ALL_SIGNATURES if all_types else _EMBEDDED_SIGNATURES + ((b"BM",) if bmp else ())
 
     def find(sig: bytes, at: int) -> int:
         if sig == _FTYP:
-            i = data.find(sig, at + 4)
+            i = data.find(sig, at + 4, size)
             return i - 4 if i >= 4 else -1
-        return data.find(sig, at)
+        return data.find(sig, at, size)
 
     if all_types:
         sigs = sigs + (_FTYP,)
