@@ -188,6 +188,37 @@ def test_every_type_is_carved_at_its_offset_with_its_own_length():
     assert list(carve_space(_mapped(data), [(0, len(data))])) == list(got.values())
 
 
+def test_fragmented_free_space_is_carved_as_each_run_alone_would_be():
+    """Many small free runs share one window (one view, one header test), but only headers
+    inside a run are candidates: a picture in the allocated bytes between runs is not carved,
+    each picture in a run is, and an unreadable stretch between runs costs nothing free."""
+    jpg = _jpeg(40, True, 64, 48)
+    pieces = -(-len(jpg) // 4096) * 4096          # a run holds one picture, in whole blocks
+    rng = random.Random(40)
+    data, runs, inside, between = bytearray(), [], [], []
+    for i in range(40):
+        at = len(data)
+        blob = jpg if i % 3 == 0 else rng.randbytes(64)
+        data += blob + rng.randbytes(pieces - len(blob))
+        if i % 3 == 0:
+            (inside if i % 2 == 0 else between).append(at)
+        if i % 2 == 0:
+            runs.append((at, pieces))             # free; the odd pieces are allocated
+    data = bytes(data)
+    report, each = CarveReport(), CarveReport()
+    whole = [(c.offset, c.length) for c in carve_space(_space(data), runs, report)]
+    alone = [(c.offset, c.length) for r in runs for c in carve_space(_space(data), [r], each)]
+    assert whole == alone == [(at, len(jpg)) for at in inside] and between
+    assert report.candidates == each.candidates      # no header between runs is tried
+    bad = (runs[3][0] + runs[3][1], runs[4][0])   # the allocated piece between two runs
+    report = CarveReport()
+    assert [c.offset for c in carve_space(_space(data, fail=bad), runs, report)] == inside
+    assert report.left == [] and report.bytes_scanned == sum(n for _, n in runs)
+    report = CarveReport()
+    assert list(carve_space(_space(data), runs, report, deadline=0.0)) == []
+    assert [(a, n) for a, n, _, _ in report.left] == runs
+
+
 def test_a_false_candidate_in_random_fill_costs_a_small_read():
     """Free space of used disks is mostly old random-looking bytes, where headers occur by
     chance: each is rejected after reading a little, not a full read-ahead (on E01 and the

@@ -557,57 +557,107 @@ def validate(space: Space, off: int, end: int) -> Optional[Carved]:
     return Carved(offset=off, length=n, ext=_EXT.get(ctype, ext), type=ctype or "")
 
 
+GAP = 64 * 1024      # free runs at most this far apart are tested through one window
+
+
+def _windows(runs, size: int) -> Iterator[list]:
+    """The windows `runs` are tested in, each a list of (a, b, end): the whole sectors [a, b)
+    of a run that ends at `end`. A run longer than WINDOW gets one window per WINDOW bytes.
+    Shorter runs in order, each starting at most GAP after the last one ends, share a window
+    of at most WINDOW bytes: fragmented free space (NTFS's single free clusters) is then one
+    mapped view and one header test for many runs instead of one each (measured: 130 us a
+    run), and the allocated bytes between them are tested and their hits dropped."""
+    group: list = []
+    for start, length in runs:
+        end = min(start + length, size)
+        a = start + (-start % SECTOR)
+        if a + SECTOR > end:
+            continue
+        last = end - (end - a) % SECTOR
+        if group and (a < group[-1][1] or a - group[-1][1] > GAP or last - group[0][0] > WINDOW):
+            yield group
+            group = []
+        if last - a > WINDOW:
+            while a < last:
+                b = min(a + WINDOW, last)
+                yield [(a, b, end)]
+                a = b
+            continue
+        group.append((a, last, end))
+    if group:
+        yield group
+
+
+def _left(spans: list, windows) -> list:
+    """(start, length) of every run not carved from `spans` on, one per run."""
+    out: list = []
+    for group in ([spans], windows):
+        for g in group:
+            for a, _b, end in g:
+                if out and out[-1][1] == end:
+                    continue                        # the same run's next window
+                out.append((a, end))
+    return [(a, end - a) for a, end in out]
+
+
 def carve(space: Space, runs, report: Optional[CarveReport] = None,
           deadline: Optional[float] = None) -> Iterator[Carved]:
     """Every validated item in `runs` ((start, length) in `space`), in order. What could not be
     read, or was left when `deadline` (time.monotonic) passed, goes to `report.left`."""
     report = report if report is not None else CarveReport()
     t0 = time.monotonic()
-    runs = iter(runs)
+    windows = _windows(runs, space.size)
+    last = [0, 0]                    # the last item carved: a header inside it is not a start
     try:
-        for start, length in runs:
-            end = min(start + length, space.size)
-            pos = start + (-start % SECTOR)
-            skip = pos
-            while pos + SECTOR <= end:
-                if deadline is not None and time.monotonic() > deadline:
-                    report.left.append((pos, end - pos, "carving stopped at its time limit",
-                                        SCAN_INCOMPLETE))
-                    report.left.extend((s, n, "carving stopped at its time limit",
-                                        SCAN_INCOMPLETE) for s, n in runs)
-                    return
-                n = min(WINDOW, end - pos)
-                n -= n % SECTOR
-                try:
-                    buf = space.window(pos, n)
-                    idx = header_sectors(buf)
-                except (EvidenceError, OSError, IOError, ValueError) as exc:
-                    report.left.append((pos, n, f"read error: {exc}"[:200], MEDIA_DAMAGED))
-                    pos += n
-                    continue
-                report.bytes_scanned += n
-                for i in idx.tolist():
-                    at = pos + i * SECTOR
-                    if at < skip:
-                        continue
-                    report.candidates += 1
-                    try:
-                        item = validate(space, at, end)
-                    except (EvidenceError, OSError, IOError) as exc:
-                        report.left.append((at, SECTOR, f"read error: {exc}"[:200],
-                                            MEDIA_DAMAGED))
-                        item = None
-                    if item is None:
-                        report.rejected += 1
-                        continue
-                    report.carved += 1
-                    skip = at + item.length
-                    yield item
-                del buf
-                space.release(pos, n)
-                pos += n
+        for spans in windows:
+            if deadline is not None and time.monotonic() > deadline:
+                report.left.extend((a, n, "carving stopped at its time limit", SCAN_INCOMPLETE)
+                                   for a, n in _left(spans, windows))
+                return
+            yield from _window(space, spans, report, last)
     finally:
         report.seconds += time.monotonic() - t0
+
+
+def _window(space: Space, spans: list, report: CarveReport, last: list) -> Iterator[Carved]:
+    w0, w1 = spans[0][0], spans[-1][1]
+    try:
+        buf = space.window(w0, w1 - w0)
+        idx = header_sectors(buf)
+    except (EvidenceError, OSError, IOError, ValueError) as exc:
+        if len(spans) > 1:           # the bytes between the runs may be what cannot be read
+            for one in spans:
+                yield from _window(space, [one], report, last)
+            return
+        report.left.append((w0, w1 - w0, f"read error: {exc}"[:200], MEDIA_DAMAGED))
+        return
+    report.bytes_scanned += sum(b - a for a, b, _ in spans)
+    hits = w0 + idx * SECTOR
+    if len(spans) > 1:               # keep the hits inside a run, and say which
+        starts = np.array([a for a, _, _ in spans], dtype=np.int64)
+        ends = np.array([b for _, b, _ in spans], dtype=np.int64)
+        k = np.searchsorted(starts, hits, "right") - 1
+        inside = (k >= 0) & (hits < ends[np.maximum(k, 0)])
+        hits, k = hits[inside], k[inside]
+    else:
+        k = np.zeros(len(hits), dtype=np.int64)
+    for at, j in zip(hits.tolist(), k.tolist()):
+        if last[0] <= at < last[1]:
+            continue
+        report.candidates += 1
+        try:
+            item = validate(space, at, spans[j][2])
+        except (EvidenceError, OSError, IOError) as exc:
+            report.left.append((at, SECTOR, f"read error: {exc}"[:200], MEDIA_DAMAGED))
+            item = None
+        if item is None:
+            report.rejected += 1
+            continue
+        report.carved += 1
+        last[:] = at, at + item.length
+        yield item
+    del buf
+    space.release(w0, w1 - w0)
 
 
 # --- carved items as files --------------------------------------------------------------------
