@@ -4,14 +4,16 @@ the same process on the same bytes.
 Builds one raw file of random fill (incompressible, like used-then-freed space) with a few
 hundred synthetic pictures (JPEG, PNG) written at sector starts: most contiguous, some in two
 pieces with foreign bytes between them. Then prints:
-  (a) triage's carve rate (MB/s of free space, the file mapped as a raw device is) and recall
-      (contiguous, fragmented), and peak RSS;
+  (a) triage's carve rate (MB/s of free space, the file read through the evidence layer's raw
+      reader as a scan reads a raw device) and recall (contiguous, fragmented), and peak RSS;
+      medians of --repeat runs interleaved with (c), wall and CPU (user + sys) seconds: on a
+      shared machine the CPU seconds move less with the load than the wall ones;
   (b) the header search alone, three ways over the same mapped windows: triage's numpy test of
       each sector's first bytes, `bytes.find` for every signature at any offset, and Hyperscan
       (the PyPI `hyperscan` binding, when importable: pass --hyperscan-path to a folder it is
       installed in; it is not a dependency of triage) with the same signatures;
   (c) foremost, scalpel and photorec (Debian packages) on the same file, where installed: time
-      and recall on the same types, each as a ratio to triage.
+      (wall and CPU) and recall on the same types, each as a ratio to triage.
 
 With --device, on the large bench device instead (bench/scan.py's, `triage synth --size large`,
 built into fixtures/bench-large when missing): a copy of it gets --pictures pictures written
@@ -19,12 +21,17 @@ into its ext4 volume's free blocks (some in two pieces) and then
   (d) `triage scan --mode full` with and without `--no-carve`, one after the other: the time
       carving adds (goal: at most 30%), recall of the planted pictures, and the peak RSS of
       the scan's workers (goal: flat, the same with carving as without);
-  (e) foremost on the same free space (`blkls` of the volume), time and recall against the
-      time carving added to the scan.
+  (e) the carving engines alone, --repeat times each, interleaved, medians: triage's carver on
+      the volume's free runs as a scan reads them (`carve_volume`: the allocation map, the
+      evidence layer's mapped views), and on the same bytes as one file (`blkls` of the volume);
+      foremost, scalpel and photorec on that file, time and recall, as ratios to triage's.
+      --skip-scan leaves out (d).
 
 Usage:
-  .venv/bin/python bench/carve.py [--size-mb 512] [--pictures 300] [--hyperscan-path DIR]
-  .venv/bin/python bench/carve.py --device [--pictures 300] [--fragmented 30]
+  .venv/bin/python bench/carve.py [--size-mb 512] [--pictures 300] [--repeat 5]
+                                   [--hyperscan-path DIR]
+  .venv/bin/python bench/carve.py --device [--pictures 300] [--fragmented 30] [--repeat 5]
+                                   [--skip-scan]
 """
 from __future__ import annotations
 
@@ -34,6 +41,7 @@ import mmap
 import os
 import random
 import resource
+import statistics
 import shutil
 import subprocess
 import sys
@@ -88,18 +96,21 @@ def make_fill(path: Path, size: int, pictures: int, fragmented: int, seed: int):
 
 
 def triage_carve(path: Path):
-    with open(path, "rb") as fh:
-        m = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-        view = memoryview(m)
-        space = Space(lambda at, n: view[at:at + n], len(m), lambda at, n: view[at:at + n])
+    """(found {offset: md5}, wall seconds, report, CPU seconds) of triage's carver on a file as
+    one free run, read through the evidence layer's raw reader (mapped windows, released
+    after each) as a scan reads a raw device; the hashing of what it found is not timed."""
+    from triage.evidence import RawSource
+    src = RawSource([str(path)])
+    try:
+        space = Space(src.read, src.size, src.view, src.release)
         report = CarveReport()
-        t0 = time.perf_counter()
-        found = {c.offset: hashlib.md5(view[c.offset:c.offset + c.length]).hexdigest()
-                 for c in carve.carve(space, [(0, len(m))], report)}
-        secs = time.perf_counter() - t0
-        del view
-        m.close()
-    return found, secs, report
+        t0, c0 = time.perf_counter(), time.process_time()
+        items = list(carve.carve(space, [(0, src.size)], report))
+        secs, cpu = time.perf_counter() - t0, time.process_time() - c0
+        found = {c.offset: hashlib.md5(src.read(c.offset, c.length)).hexdigest() for c in items}
+    finally:
+        src.close()
+    return found, secs, report, cpu
 
 
 def header_search(path: Path, hyperscan_path: str | None):
@@ -153,7 +164,8 @@ def header_search(path: Path, hyperscan_path: str | None):
 
 
 def baseline(tool: str, path: Path, work: Path):
-    """(seconds, carved md5s) of one Debian carver on the file, or None when not installed."""
+    """(seconds, carved md5s, CPU seconds) of one Debian carver on the file, or None when not
+    installed."""
     exe = shutil.which(tool)
     if exe is None:
         return None
@@ -168,14 +180,15 @@ def baseline(tool: str, path: Path, work: Path):
     else:
         cmd = [exe, "/log", "/d", str(out), "/cmd", str(path),
                "partition_none,fileopt,everything,disable,jpg,enable,png,enable,search"]
-    t0 = time.perf_counter()
+    t0, r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run(cmd, capture_output=True, timeout=3600, cwd=work)
-    secs = time.perf_counter() - t0
+    secs, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     md5s = set()
     for p in work.rglob("*"):          # photorec adds ".1" etc. to the folder it is given
         if p.is_file() and str(p).startswith(str(out)) and p.suffix.lower() in (".jpg", ".png"):
             md5s.add(hashlib.md5(p.read_bytes()).hexdigest())
-    return secs, md5s
+    return secs, md5s, cpu
 
 
 def plant_in_free_space(raw: Path, pictures: int, fragmented: int, seed: int):
@@ -225,20 +238,33 @@ def plant_in_free_space(raw: Path, pictures: int, fragmented: int, seed: int):
     return whole, split, sorted(vols_used)
 
 
-def device_mode(args) -> None:
-    sys.path.insert(0, str(ROOT / "bench"))
+def carve_device(raw: Path, vols):
+    """(seconds, md5s, CPU seconds) of triage's carver on the volumes' free space as a scan
+    carves it: the allocation map's free runs, read through the evidence layer."""
+    from triage.carve import carve_volume
+    from triage.device import discover
+    from triage.evidence import open_evidence
+    from triage.filesystems import read_chunks
+    with open_evidence([str(raw)]) as ev:
+        found = []
+        targets = [v for v in discover(ev)[0] if (v.offset, v.fs_type) in set(map(tuple, vols))]
+        t0, c0 = time.perf_counter(), time.process_time()
+        for v in targets:
+            found += list(carve_volume(ev, v, [], []))
+        secs, cpu = time.perf_counter() - t0, time.process_time() - c0
+        md5s = set()
+        for rec in found:
+            h = hashlib.md5()
+            for chunk in read_chunks(ev, rec.prov):
+                h.update(chunk)
+            md5s.add(h.hexdigest())
+    return secs, md5s, cpu
+
+
+def scan_mode(args, work: Path, raw: Path, alert: Path, whole, split, free_mb: float) -> None:
+    """(d): `triage scan --mode full` with and without carving, interleaved, twice each."""
     from manyfiles import _hwm
-    from scan import TRIAGE, ensure_fleet
-    fleet = ROOT / "fixtures" / "bench-large"
-    truth = ensure_fleet(fleet)
-    src = fleet / truth["devices"][0]["evidence"]
-    work = Path(args.work or tempfile.mkdtemp(prefix="carve-device-"))
-    work.mkdir(parents=True, exist_ok=True)
-    raw = work / "device.raw"
-    subprocess.run(["cp", "--sparse=always", str(src), str(raw)], check=True)
-    whole, split, vols = plant_in_free_space(raw, args.pictures, args.fragmented, args.seed)
-    alert = fleet / truth["hashsets"]["alert_vics"]
-    subprocess.run(["cat", str(raw)], stdout=subprocess.DEVNULL)       # page cache, for all alike
+    from scan import TRIAGE
 
     def scan(carving: bool):
         case = work / f"case-{'carve' if carving else 'nocarve'}"
@@ -284,15 +310,6 @@ def device_mode(args) -> None:
     added = t_on - t_off
     rw = sum(1 for h in whole if h in md5_on) / max(1, len(whole))
     rs = sum(1 for h in split if h in md5_on) / max(1, len(split))
-    free = work / "free.bin"
-    t0 = time.perf_counter()
-    with open(free, "wb") as out:
-        for voff, _fs in vols:
-            subprocess.run(["blkls", "-o", str(voff // SECTOR), str(raw)], stdout=out, check=True)
-    t_blkls = time.perf_counter() - t0
-    free_mb = free.stat().st_size / 1e6
-    print(f"device: {src.name} copy, {len(whole)} contiguous + {len(split)} two-piece pictures "
-          f"planted in {free_mb:.0f} MB of free space")
     rate = f"{free_mb / added:.0f} MB/s of free space" if added > 0.5 else "within noise"
     print(f"(d) scan --mode full, fastest of 2 interleaved: {t_off:.1f} s without carving "
           f"{[round(r[0], 1) for r in runs_off]}, {t_on:.1f} s with {[round(r[0], 1) for r in runs_on]}: "
@@ -300,23 +317,89 @@ def device_mode(args) -> None:
           f"RSS {rss_off[0] / 2**20:.0f} MiB without, {rss_on[0] / 2**20:.0f} MiB with (mapped "
           f"evidence pages included); anonymous {rss_off[1] / 2**20:.0f} MiB without, "
           f"{rss_on[1] / 2**20:.0f} MiB with")
-    # the carving engines alone on the same bytes: the device's free space as blkls gives it
+
+
+def device_mode(args) -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from scan import ensure_fleet
+    fleet = ROOT / "fixtures" / "bench-large"
+    truth = ensure_fleet(fleet)
+    src = fleet / truth["devices"][0]["evidence"]
+    work = Path(args.work or tempfile.mkdtemp(prefix="carve-device-"))
+    work.mkdir(parents=True, exist_ok=True)
+    raw = work / "device.raw"
+    subprocess.run(["cp", "--sparse=always", str(src), str(raw)], check=True)
+    whole, split, vols = plant_in_free_space(raw, args.pictures, args.fragmented, args.seed)
+    alert = fleet / truth["hashsets"]["alert_vics"]
+    subprocess.run(["cat", str(raw)], stdout=subprocess.DEVNULL)       # page cache, for all alike
+
+    free = work / "free.bin"
+    t0 = time.perf_counter()
+    with open(free, "wb") as out:
+        for voff, _fs in vols:
+            # written 64 MiB at a time, as an imaging tool writes: blkls's own 4 KiB writes
+            # leave the file in the page cache as small folios, and mapping those took triage
+            # 30 times the page faults (7,205 against 234) and 2.5 times the CPU; foremost
+            # reads with read() and is the same either way
+            proc = subprocess.Popen(["blkls", "-o", str(voff // SECTOR), str(raw)],
+                                    stdout=subprocess.PIPE)
+            while chunk := proc.stdout.read(64 << 20):
+                out.write(chunk)
+            if proc.wait() != 0:
+                raise SystemExit("blkls failed")
+    t_blkls = time.perf_counter() - t0
+    free_mb = free.stat().st_size / 1e6
+    print(f"device: {src.name} copy, {len(whole)} contiguous + {len(split)} two-piece pictures "
+          f"planted in {free_mb:.0f} MB of free space; load average {os.getloadavg()[0]:.2f}")
+    if not args.skip_scan:
+        scan_mode(args, work, raw, alert, whole, split, free_mb)
+    # the carving engines alone: triage's as a scan carves (the volume's free runs through the
+    # evidence layer), and every engine on the same bytes as one file (blkls of the volume)
     subprocess.run(["cat", str(free)], stdout=subprocess.DEVNULL)
-    found, secs, _report = triage_carve(free)
-    md5s = set(found.values())
-    tw = sum(1 for h in whole if h in md5s) / max(1, len(whole))
-    print(f"(e) on the free space alone ({free_mb:.0f} MB, blkls {t_blkls:.1f} s): triage's "
-          f"carver {secs:.2f} s ({free_mb / secs:.0f} MB/s), recall contiguous {tw:.3f}")
+    tools = [t for t in ("foremost", "scalpel", "photorec") if shutil.which(t)]
+    times: dict = {k: [] for k in ["volume", "file"] + tools}
+    cpus: dict = {k: [] for k in times}
+    got: dict = {}
+    for _ in range(args.repeat):
+        secs, got["volume"], cpu = carve_device(raw, vols)
+        times["volume"].append(secs)
+        cpus["volume"].append(cpu)
+        found, secs, _report, cpu = triage_carve(free)
+        times["file"].append(secs)
+        cpus["file"].append(cpu)
+        got["file"] = set(found.values())
+        for tool in tools:
+            out = Path(tempfile.mkdtemp(prefix=f"{tool}-", dir=work))
+            secs, got[tool], cpu = baseline(tool, free, out)
+            times[tool].append(secs)
+            cpus[tool].append(cpu)
+            shutil.rmtree(out, ignore_errors=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    mcpu = {k: statistics.median(v) for k, v in cpus.items()}
+
+    def recall(md5s):
+        return (sum(1 for h in whole if h in md5s) / max(1, len(whole)),
+                sum(1 for h in split if h in md5s) / max(1, len(split)))
+
+    print(f"(e) the carving engines alone, median of {args.repeat} interleaved runs (wall; CPU "
+          f"user+sys), load average {os.getloadavg()[0]:.2f} after (blkls {t_blkls:.1f} s):")
+    for key, label in (("volume", "triage, the volume's free runs (carve_volume, as a scan)"),
+                       ("file", "triage, the blkls file (the raw reader)")):
+        rw, rs = recall(got[key])
+        print(f"    {label}: {med[key]:.3f} s ({free_mb / med[key]:.0f} MB/s) "
+              f"{[round(t, 3) for t in times[key]]}; CPU {mcpu[key]:.3f} s; recall contiguous "
+              f"{rw:.3f}, two-piece {rs:.3f}")
     for tool in ("foremost", "scalpel", "photorec"):
-        r = baseline(tool, free, work)
-        if r is None:
+        if tool not in tools:
             print(f"    {tool}: not installed (make bench-carve installs it)")
             continue
-        t, got = r
-        fw = sum(1 for h in whole if h in got) / max(1, len(whole))
-        fs_ = sum(1 for h in split if h in got) / max(1, len(split))
-        print(f"    {tool}: {t:.2f} s, recall contiguous {fw:.3f}, two-piece {fs_:.3f}; "
-              f"{t / secs:.1f}x triage's time (goal for foremost >= 3x)")
+        rw, rs = recall(got[tool])
+        print(f"    {tool}: {med[tool]:.3f} s {[round(t, 3) for t in times[tool]]}; CPU "
+              f"{mcpu[tool]:.3f} s; recall contiguous {rw:.3f}, two-piece {rs:.3f}; "
+              f"{med[tool] / med['volume']:.1f}x triage's time on the volume "
+              f"({mcpu[tool] / mcpu['volume']:.1f}x its CPU), {med[tool] / med['file']:.1f}x on "
+              f"the file ({mcpu[tool] / mcpu['file']:.1f}x)"
+              + (" (goal >= 3x)" if tool == "foremost" else ""))
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -330,6 +413,8 @@ def main() -> None:
     ap.add_argument("--hyperscan-path", default=None)
     ap.add_argument("--work", default=None)
     ap.add_argument("--device", action="store_true", help="on the large bench device (see above)")
+    ap.add_argument("--repeat", type=int, default=5, help="runs of each engine in (e); medians")
+    ap.add_argument("--skip-scan", action="store_true", help="with --device: (e) only, no (d)")
     args = ap.parse_args()
     if args.device:
         device_mode(args)
@@ -339,14 +424,31 @@ def main() -> None:
     path = work / "free.raw"
     size = args.size_mb << 20
     whole, split = make_fill(path, size, args.pictures, args.fragmented, args.seed)
-    found, secs, report = triage_carve(path)
+    tools = [t for t in ("foremost", "scalpel", "photorec") if shutil.which(t)]
+    times: dict = {k: [] for k in ["triage"] + tools}
+    cpus: dict = {k: [] for k in times}
+    got_tool: dict = {}
+    for _ in range(args.repeat):            # interleaved: machine load moves all alike
+        found, t, report, cpu = triage_carve(path)
+        times["triage"].append(t)
+        cpus["triage"].append(cpu)
+        for tool in tools:
+            out = Path(tempfile.mkdtemp(prefix=f"{tool}-", dir=work))
+            t, got_tool[tool], cpu = baseline(tool, path, out)
+            times[tool].append(t)
+            cpus[tool].append(cpu)
+            shutil.rmtree(out, ignore_errors=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    mcpu = {k: statistics.median(v) for k, v in cpus.items()}
+    secs = med["triage"]
     mb = size / 1e6
     got = set(found.items())
     rec_whole = sum(1 for x in whole if x in got) / max(1, len(whole))
     rec_split = sum(1 for x in split if x in got) / max(1, len(split))
     print(f"free space: {args.size_mb} MiB random fill, {len(whole)} contiguous + {len(split)} "
           f"two-piece pictures (JPEG, PNG)")
-    print(f"(a) triage: {secs:.2f} s, {mb / secs:.0f} MB/s, recall contiguous {rec_whole:.3f}, "
+    print(f"(a) triage, median of {args.repeat}: {secs:.3f} s {[round(x, 3) for x in times['triage']]}, "
+          f"CPU {mcpu['triage']:.3f} s, {mb / secs:.0f} MB/s, recall contiguous {rec_whole:.3f}, "
           f"two-piece {rec_split:.3f}; {report.candidates} candidates, {report.carved} carved; "
           f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     print("(b) header search over the same mapped windows:")
@@ -357,17 +459,18 @@ def main() -> None:
             print(f"    {name}: {hits}")
         else:
             print(f"    {name}: {t:.2f} s ({mb / t:.0f} MB/s, {hits} hits), {t / base:.1f}x triage's")
-    print("(c) Debian carvers on the same file (JPEG, PNG):")
+    print(f"(c) Debian carvers on the same file (JPEG, PNG), medians of {args.repeat} "
+          f"interleaved with (a); load average {os.getloadavg()[0]:.2f}:")
     for tool in ("foremost", "scalpel", "photorec"):
-        r = baseline(tool, path, work)
-        if r is None:
+        if tool not in tools:
             print(f"    {tool}: not installed (apt-get install {'testdisk' if tool == 'photorec' else tool})")
             continue
-        t, md5s = r
+        t, md5s = med[tool], got_tool[tool]
         rw = sum(1 for _, h in whole if h in md5s) / max(1, len(whole))
         rs = sum(1 for _, h in split if h in md5s) / max(1, len(split))
-        print(f"    {tool}: {t:.2f} s ({mb / t:.0f} MB/s, {t / secs:.1f}x triage's time), recall "
-              f"contiguous {rw:.3f}, two-piece {rs:.3f}")
+        print(f"    {tool}: {t:.3f} s ({mb / t:.0f} MB/s, {t / secs:.1f}x triage's time; CPU "
+              f"{mcpu[tool]:.3f} s, {mcpu[tool] / mcpu['triage']:.1f}x), recall contiguous "
+              f"{rw:.3f}, two-piece {rs:.3f}")
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
 

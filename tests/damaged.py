@@ -362,7 +362,8 @@ def rich_ext4(work: Path) -> Rich:
     whole files never sees them."""
     video, frames = mjpeg_avi([_jpeg(21, False, 96, 64), _jpeg(22, True, 96, 64),
                                _jpeg(23, False, 96, 64)], 96, 64)
-    cache, thumbs = thumbcache([_jpeg(24, False, 128, 96), _jpeg(25, True, 128, 96)])
+    cache, entries = thumbcache([_jpeg(24, False, 128, 96), _jpeg(25, True, 128, 96)])
+    thumbs = [(e.offset, e.length) for e in entries]
     pdf, pdf_jpegs = pdf_with_jpeg(26)
     gone = _jpeg(27, True, 480, 360)
     paths = {"video": "/DCIM/clip0001.avi",

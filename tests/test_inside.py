@@ -8,6 +8,7 @@ import hashlib
 import io
 import random
 import sqlite3
+import struct
 import time
 import zlib
 
@@ -20,7 +21,7 @@ from triage import records
 from triage.features import FeatureOptions, analyse
 from triage.features.inside import Undecoded, pdf_images, sqlite_blobs
 from triage.records import FileRecord, Provenance
-from triage.synth.containers import pdf_with_images
+from triage.synth.containers import THUMBCACHE_VERSIONS, pdf_with_images, thumbcache
 
 
 def picture(seed: int, w: int = 96, h: int = 72) -> Image.Image:
@@ -260,3 +261,177 @@ def test_an_office_documents_streams_without_pictures_stay_a_gap():
     broken = run("broken.doc", data[:700])
     [gap] = broken.coverage
     assert broken.members == () and "olefile" in gap.reason
+
+
+# --- Windows thumbnail caches (thumbcache_*.db) ---------------------------------------------
+
+def _thumbs() -> list[bytes]:
+    return [encode(picture(30), "JPEG", quality=80), encode(picture(31, 32, 32), "BMP"),
+            encode(picture(32), "PNG")]
+
+
+@pytest.mark.parametrize("version", THUMBCACHE_VERSIONS)
+def test_each_thumbcache_entry_is_a_member_with_its_hash_and_identifier(version):
+    """Vista (20), 7 (21), the three Windows 8 layouts (26, 28, 30), 8.1 (31) and 10/11 (32):
+    each entry's thumbnail is a member of the cache with the entry's hash and identifier as
+    fields of its provenance, and its exact bytes; the "first available" entry that ends the
+    file holds nothing and leaves no gap."""
+    thumbs = _thumbs()
+    cache, entries = thumbcache(thumbs, version=version, free=512)
+    # the layout as the format notes give it, read here by hand: entry hash at +8, identifier
+    # at +48 (Windows 7) or +56, the data right after the identifier and its padding
+    first = struct.unpack_from("<I", cache, 12 if version in (20, 21, 26) else 16)[0]
+    assert cache[:4] == b"CMMM" and struct.unpack_from("<I", cache, 4)[0] == version
+    pos = first
+    for e in entries:
+        size, key = struct.unpack_from("<IQ", cache, pos + 4)
+        fixed = 48 if version == 21 else 56
+        ident, pad, dsize = struct.unpack_from("<III", cache, pos + (24 if version == 20 else 16))
+        assert cache[pos:pos + 4] == b"CMMM" and f"{key:016x}" == e.entry_hash
+        assert cache[pos + fixed:pos + fixed + ident].decode("utf-16-le") == e.identifier
+        assert (pos + fixed + ident + pad, dsize) == (e.offset, e.length)
+        pos += size
+    a = run("thumbcache_256.db", cache)
+    assert a.coverage == ()
+    got = [(m.record.prov.offset, m.record.prov.length, m.record.prov.cache_entry_hash,
+            m.record.prov.cache_entry_id) for m in a.members]
+    assert got == [tuple(e) for e in entries]
+    for m, data in zip(a.members, thumbs):
+        p = m.record.prov
+        assert m.features.md5 == hashlib.md5(data).hexdigest() and m.features.is_picture
+        assert p.parent == a.record.prov and p.scope == "embedded" and not p.carved
+        assert p.display().endswith(f"(cache entry {p.cache_entry_hash}, identifier "
+                                    f"{p.cache_entry_id})")
+        assert Provenance.from_dict(p.to_dict()) == p and p.cache_entry_hash in p.key
+
+
+def test_a_thumbnail_left_in_a_caches_free_space_is_carved_without_an_entry():
+    """Removed entries leave their thumbnails in the cache's available space: the bytes
+    outside every entry are carved, and what is found there names no entry."""
+    jpeg, old = encode(picture(33), "JPEG", quality=80), encode(picture(34), "JPEG", quality=70)
+    cache, [e] = thumbcache([jpeg], version=32, free=len(old) + 4096)
+    free_at = e.offset + e.length
+    cache = cache[:free_at + 64] + old + cache[free_at + 64 + len(old):]
+    a = run("thumbcache_256.db", cache)
+    assert a.coverage == ()
+    assert [(m.record.prov.offset, m.record.prov.cache_entry_hash) for m in a.members] == [
+        (e.offset, e.entry_hash), (free_at + 64, "")]
+    assert a.members[1].features.md5 == hashlib.md5(old).hexdigest()
+
+
+def _damage(cache: bytes, second: int, how: str) -> bytes:
+    b = bytearray(cache)
+    if how == "size past the end":
+        b[second + 4:second + 8] = struct.pack("<I", 0xFFFFFFF0)
+    elif how == "size under its header":
+        b[second + 4:second + 8] = struct.pack("<I", 8)
+    elif how == "data over the entry":
+        b[second + 24:second + 28] = struct.pack("<I", 0x7FFFFFFF)
+    elif how == "identifier over the limit":
+        b[second + 16:second + 20] = struct.pack("<I", 0x10000)
+    elif how == "signature lost":
+        b[second:second + 4] = b"XXXX"
+    elif how == "unknown version":
+        b[4:8] = struct.pack("<I", 99)
+    elif how == "first entry past the end":
+        b[12:16] = struct.pack("<I", len(b) + 4096)
+    return bytes(b)
+
+
+@pytest.mark.parametrize("how", ["size past the end", "size under its header",
+                                 "data over the entry", "identifier over the limit",
+                                 "signature lost", "unknown version", "first entry past the end"])
+def test_a_damaged_thumbcache_keeps_what_it_can_and_the_rest_is_a_gap_with_its_bytes(how):
+    """Every declared size is checked: entries before the damage keep their hash and
+    identifier; from the damage on, nothing is read as an entry (a gap with those bytes), but
+    the pictures stored whole there are still carved and examined."""
+    thumbs = [encode(picture(40 + i), "JPEG", quality=80) for i in range(3)]
+    cache, entries = thumbcache(thumbs, version=21)
+    second = entries[0].offset + entries[0].length          # Windows 7: no padding
+    bad = _damage(cache, second, how)
+    a = run("thumbcache_256.db", bad)
+    [gap] = a.coverage
+    assert gap.kind == records.EMBEDDED and "thumbnail cache entries not read" in gap.reason
+    whole = how in ("unknown version", "first entry past the end")
+    assert gap.bytes_not_examined == len(bad) - (24 if how == "unknown version" else
+                                                 0 if whole else second)
+    assert {m.features.md5 for m in a.members} == {hashlib.md5(t).hexdigest() for t in thumbs}
+    named = [m.record.prov.cache_entry_hash for m in a.members if m.record.prov.cache_entry_hash]
+    assert named == ([] if whole else [entries[0].entry_hash])
+
+
+def test_mutated_thumbcaches_never_raise_or_hang():
+    """Seeded flips of a cache's header and entry fields, and cuts, in every version: members
+    lie inside the file, gaps count no more bytes than it has, nothing raises."""
+    rnd = random.Random(14)
+    thumbs = _thumbs()
+    t0 = time.monotonic()
+    for i in range(120):
+        version = THUMBCACHE_VERSIONS[i % len(THUMBCACHE_VERSIONS)]
+        data = bytearray(thumbcache(thumbs, version=version, free=256)[0])
+        for _ in range(rnd.randint(1, 8)):
+            at = rnd.randrange(96) if rnd.random() < 0.7 else rnd.randrange(len(data))
+            data[at] = rnd.getrandbits(8)
+        if i % 4 == 0:
+            data = data[:rnd.randrange(len(data))]
+        a = run("thumbcache_256.db", bytes(data))
+        assert all(0 <= m.record.prov.offset and m.record.prov.offset + m.record.prov.length
+                   <= len(data) for m in a.members)
+        assert sum(c.bytes_not_examined for c in a.coverage) <= len(data)
+    assert time.monotonic() - t0 < 60
+
+
+def test_show_and_every_export_name_the_entry_escaped(tmp_path):
+    """The entry's hash and identifier reach `show` (terminal and JSON), the CSV (two
+    columns), the HTML report, DFXML, CASE/UCO and VICS; an identifier is evidence, so a
+    hostile one is shown inert on the terminal and escaped in HTML."""
+    import csv as csvlib
+    import dataclasses
+    import json
+    import xml.etree.ElementTree as ET
+
+    from click.testing import CliRunner
+
+    from casebuild import add_device, exact, picture as case_picture
+    from cli import main
+    from triage.exports import export
+    from triage.exports.report_html import write_report
+    from triage.store import CaseStore
+    ident = "\x1b[2J<script>x</script>\u202e"
+    rec, feat = case_picture("tc.dd", 1, "/Users/s/AppData/Local/Microsoft/Windows/Explorer/"
+                             "thumbcache_256.db")
+    prov = Provenance(device_id="tc.dd", volume_offset=rec.prov.volume_offset,
+                      path=f"{rec.prov.path}@4096.jpg", parent=rec.prov, offset=4096,
+                      length=rec.size, cache_entry_hash="5eed00000000002a", cache_entry_id=ident)
+    rec = dataclasses.replace(rec, prov=prov, name="thumbcache_256.db@4096.jpg")
+    item = (rec, dataclasses.replace(feat, key=rec.key))
+    case = tmp_path / "case"
+    with CaseStore(case, create=True) as store:
+        add_device(store, None, "tc.dd", items=[item], matches=[exact(item)])
+    shown = CliRunner().invoke(main, ["show", "tc.dd", "--case", str(case)])
+    assert shown.exit_code == 0, shown.output
+    assert "\x1b" not in shown.stdout and "\u202e" not in shown.stdout
+    cells = "".join(line.split("│")[2].replace(" ", "")          # the provenance column
+                    for line in shown.stdout.splitlines() if line.startswith("│"))
+    assert "(cacheentry5eed00000000002a,identifier\\x1b[2J<script>x</script>\\u202e)" in cells
+    data = json.loads(CliRunner().invoke(main, ["show", "tc.dd", "--case", str(case),
+                                                "--json"]).stdout)
+    [f] = data["findings"]
+    assert (f["provenance"]["provenance"]["cache_entry_hash"],
+            f["provenance"]["provenance"]["cache_entry_id"]) == ("5eed00000000002a", ident)
+    with CaseStore(case, create=False) as store:
+        for fmt, name in (("csv", "out.csv"), ("dfxml", "out.xml"), ("case", "case.jsonld"),
+                          ("vics", "vics.json")):
+            export(store, fmt, tmp_path / name)
+        write_report(store, tmp_path / "report.html")
+    with open(tmp_path / "out.csv", newline="", encoding="utf-8") as fh:
+        [row] = list(csvlib.DictReader(fh))
+    assert (row["cache_entry_hash"], row["cache_entry_id"]) == ("5eed00000000002a", ident)
+    html = (tmp_path / "report.html").read_text()
+    assert "cache entry 5eed00000000002a" in html and "<script>x" not in html
+    assert "&lt;script&gt;x" in html
+    [name] = [e.text for e in ET.parse(tmp_path / "out.xml").getroot().iter()
+              if e.tag.endswith("}filename")]
+    assert "cache entry 5eed00000000002a" in name
+    assert "cache entry 5eed00000000002a" in (tmp_path / "case.jsonld").read_text()
+    assert "thumbnail cache entry 5eed00000000002a" in (tmp_path / "vics.json").read_text()

@@ -237,7 +237,8 @@ def test_pictures_only_in_free_space_are_carved_matched_and_reachable(full_scan,
 def test_pictures_inside_files_are_found_matched_and_placed(full_scan, synth_truth, tmp_path):
     """The exact stand-in inside a PDF, the near one in thumbcache_256.db and the exact one in
     a JPEG's EXIF thumbnail are members of their file (its provenance as parent, their byte
-    range), matched, flagged, shown and exported; the benign control in each matches nothing."""
+    range; a thumbnail its cache entry's hash and identifier), matched, flagged, shown and
+    exported; the benign control in each matches nothing."""
     case, _ = full_scan
     runner = CliRunner()
     main = __import__("cli").main
@@ -259,6 +260,9 @@ def test_pictures_inside_files_are_found_matched_and_placed(full_scan, synth_tru
                 (p["container"], p["offset"], p["length"])
             assert rec.prov.parent.inode == int(p["inode"].split("-")[0])
             assert (feat.md5, rec.size) == (p["md5"], p["size"]) and feat.pdq
+            if p["in"] == "thumbcache":         # the entry that holds it, Windows 10's format
+                assert (rec.prov.cache_entry_hash, rec.prov.cache_entry_id) == \
+                    (p["cache_entry_hash"], p["cache_entry_id"]) and p["cache_entry_id"]
             got = matches.get(rec.key, [])
             if p["kind"] == "control":
                 assert got == [] and rec.key not in flagged and p["path"] not in findings

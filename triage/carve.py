@@ -40,6 +40,7 @@ MAX_PICTURE = 64 * 1024 * 1024      # a picture larger than this is not carved (
 MAX_VIDEO = 4 * 1024 * 1024 * 1024
 MAX_STEPS = 200_000                 # structure elements walked per candidate (hostile input)
 READ_AHEAD = 1 << 20
+FIRST_READ = 16 * 1024          # a candidate's first read; doubles up to READ_AHEAD
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,8 @@ class Space:
         return bytes(self._read(at, n)) if n else b""
 
     def window(self, at: int, n: int):
-        v = self._view(at, n) if self._view is not None else None
+        n = max(0, min(n, self.size - at))
+        v = self._view(at, n) if self._view is not None and n else None
         return v if v is not None else self.read(at, n)
 
     def release(self, at: int, n: int) -> None:
@@ -139,21 +141,27 @@ def header_sectors(buf) -> np.ndarray:
 # --- structural validation: where each candidate ends ----------------------------------------
 
 class _Cursor:
-    """Reads of one candidate, through a read-ahead buffer, never past `limit`."""
+    """Reads of one candidate, never past `limit`, through a buffer that is a mapped view of the
+    space where it has one (no copy: measured, copying a read-ahead per candidate was most of
+    the carver's time on free space) and a read otherwise. The buffer starts small and doubles
+    up to READ_AHEAD as the walk goes on, so a false candidate in random fill costs little."""
 
     def __init__(self, space: Space, limit: int):
         self.space, self.limit = space, limit
-        self._at, self._buf = 0, b""
+        self._at, self._buf, self._ahead = 0, b"", FIRST_READ
 
-    def get(self, at: int, n: int) -> bytes:
+    def span(self, at: int, n: int):
+        """Up to `n` bytes at `at`, as a view of the buffer where possible (fewer at the limit
+        or where the media could not be read)."""
         if at < 0 or at >= self.limit:
             return b""
         n = min(n, self.limit - at)
         if not (self._at <= at and at + n <= self._at + len(self._buf)):
-            want = min(max(n, READ_AHEAD), self.limit - at)
+            want = min(max(n, self._ahead), self.limit - at)
+            self._ahead = min(self._ahead * 2, READ_AHEAD)
             while True:
                 try:
-                    self._buf = self.space.read(at, want)
+                    self._buf = self.space.window(at, want)
                     break
                 except (EvidenceError, OSError):
                     # the read-ahead met damaged media: the bytes before it may still be whole
@@ -164,6 +172,9 @@ class _Cursor:
             self._at = at
             n = min(n, len(self._buf))
         return self._buf[at - self._at:at - self._at + n]
+
+    def get(self, at: int, n: int) -> bytes:
+        return bytes(self.span(at, n))
 
 
 _JPEG_SOF = frozenset((0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF))
@@ -209,7 +220,7 @@ def _jpeg(c: _Cursor, off: int) -> Optional[int]:
 def _next_marker(c: _Cursor, p: int) -> Optional[int]:
     """The next marker after entropy-coded data (stuffed 0xFF00 and restarts skipped)."""
     while p < c.limit:
-        chunk = c.get(p, READ_AHEAD)
+        chunk = c.span(p, READ_AHEAD)
         if len(chunk) < 2:
             return None
         m = _JPEG_MARKER.search(chunk)
@@ -230,8 +241,9 @@ def _png(c: _Cursor, off: int) -> Optional[int]:
             return None
         if p + 12 + n > c.limit:
             return None
-        body = c.get(p + 8, n + 4)
-        if len(body) < n + 4 or zlib.crc32(typ + body[:n]) != int.from_bytes(body[n:], "big"):
+        body = c.span(p + 8, n + 4)
+        if len(body) < n + 4 or \
+                zlib.crc32(body[:n], zlib.crc32(typ)) != int.from_bytes(body[n:], "big"):
             return None
         p += 12 + n
         first = False
@@ -526,21 +538,66 @@ _EXT = {"image/jpeg": "jpg", "image/png": "png", "image/gif": "gif", "image/bmp"
 def validate(space: Space, off: int, end: int) -> Optional[Carved]:
     """The item starting at `off` if its structure holds and ends by `end`; None otherwise.
     Never raises on content."""
-    head = space.read(off, filetype.HEAD_BYTES)
+    c = _Cursor(space, end)
+    head = c.get(off, filetype.HEAD_BYTES)
     kind = _kind(head)
     if kind is None:
         return None
     check, bound, ext = kind
+    c.limit = min(end, off + bound)
     try:
-        n = check(_Cursor(space, min(end, off + bound)), off)
+        n = check(c, off)
     except (IndexError, ValueError, OverflowError):
         return None
     if not n or n <= 0:
         return None
     ctype = filetype.sniff(head)
-    if head[:4] == b"\x1a\x45\xdf\xa3" and b"webm" in space.read(off, 64):
+    if head[:4] == b"\x1a\x45\xdf\xa3" and b"webm" in head:
         ctype = "video/webm"
     return Carved(offset=off, length=n, ext=_EXT.get(ctype, ext), type=ctype or "")
+
+
+GAP = 64 * 1024      # free runs at most this far apart are tested through one window
+
+
+def _windows(runs, size: int) -> Iterator[list]:
+    """The windows `runs` are tested in, each a list of (a, b, end): the whole sectors [a, b)
+    of a run that ends at `end`. A run longer than WINDOW gets one window per WINDOW bytes.
+    Shorter runs in order, each starting at most GAP after the last one ends, share a window
+    of at most WINDOW bytes: fragmented free space (NTFS's single free clusters) is then one
+    mapped view and one header test for many runs instead of one each (measured: 130 us a
+    run), and the allocated bytes between them are tested and their hits dropped."""
+    group: list = []
+    for start, length in runs:
+        end = min(start + length, size)
+        a = start + (-start % SECTOR)
+        if a + SECTOR > end:
+            continue
+        last = end - (end - a) % SECTOR
+        if group and (a < group[-1][1] or a - group[-1][1] > GAP or last - group[0][0] > WINDOW):
+            yield group
+            group = []
+        if last - a > WINDOW:
+            while a < last:
+                b = min(a + WINDOW, last)
+                yield [(a, b, end)]
+                a = b
+            continue
+        group.append((a, last, end))
+    if group:
+        yield group
+
+
+def _left(spans: list, windows) -> list:
+    """(start, length) of every run not carved from `spans` on, one per run."""
+    out: list = []
+    for group in ([spans], windows):
+        for g in group:
+            for a, _b, end in g:
+                if out and out[-1][1] == end:
+                    continue                        # the same run's next window
+                out.append((a, end))
+    return [(a, end - a) for a, end in out]
 
 
 def carve(space: Space, runs, report: Optional[CarveReport] = None,
@@ -549,51 +606,58 @@ def carve(space: Space, runs, report: Optional[CarveReport] = None,
     read, or was left when `deadline` (time.monotonic) passed, goes to `report.left`."""
     report = report if report is not None else CarveReport()
     t0 = time.monotonic()
-    runs = iter(runs)
+    windows = _windows(runs, space.size)
+    last = [0, 0]                    # the last item carved: a header inside it is not a start
     try:
-        for start, length in runs:
-            end = min(start + length, space.size)
-            pos = start + (-start % SECTOR)
-            skip = pos
-            while pos + SECTOR <= end:
-                if deadline is not None and time.monotonic() > deadline:
-                    report.left.append((pos, end - pos, "carving stopped at its time limit",
-                                        SCAN_INCOMPLETE))
-                    report.left.extend((s, n, "carving stopped at its time limit",
-                                        SCAN_INCOMPLETE) for s, n in runs)
-                    return
-                n = min(WINDOW, end - pos)
-                n -= n % SECTOR
-                try:
-                    buf = space.window(pos, n)
-                    idx = header_sectors(buf)
-                except (EvidenceError, OSError, IOError, ValueError) as exc:
-                    report.left.append((pos, n, f"read error: {exc}"[:200], MEDIA_DAMAGED))
-                    pos += n
-                    continue
-                report.bytes_scanned += n
-                for i in idx.tolist():
-                    at = pos + i * SECTOR
-                    if at < skip:
-                        continue
-                    report.candidates += 1
-                    try:
-                        item = validate(space, at, end)
-                    except (EvidenceError, OSError, IOError) as exc:
-                        report.left.append((at, SECTOR, f"read error: {exc}"[:200],
-                                            MEDIA_DAMAGED))
-                        item = None
-                    if item is None:
-                        report.rejected += 1
-                        continue
-                    report.carved += 1
-                    skip = at + item.length
-                    yield item
-                del buf
-                space.release(pos, n)
-                pos += n
+        for spans in windows:
+            if deadline is not None and time.monotonic() > deadline:
+                report.left.extend((a, n, "carving stopped at its time limit", SCAN_INCOMPLETE)
+                                   for a, n in _left(spans, windows))
+                return
+            yield from _window(space, spans, report, last)
     finally:
         report.seconds += time.monotonic() - t0
+
+
+def _window(space: Space, spans: list, report: CarveReport, last: list) -> Iterator[Carved]:
+    w0, w1 = spans[0][0], spans[-1][1]
+    try:
+        buf = space.window(w0, w1 - w0)
+        idx = header_sectors(buf)
+    except (EvidenceError, OSError, IOError, ValueError) as exc:
+        if len(spans) > 1:           # the bytes between the runs may be what cannot be read
+            for one in spans:
+                yield from _window(space, [one], report, last)
+            return
+        report.left.append((w0, w1 - w0, f"read error: {exc}"[:200], MEDIA_DAMAGED))
+        return
+    report.bytes_scanned += sum(b - a for a, b, _ in spans)
+    hits = w0 + idx * SECTOR
+    if len(spans) > 1:               # keep the hits inside a run, and say which
+        starts = np.array([a for a, _, _ in spans], dtype=np.int64)
+        ends = np.array([b for _, b, _ in spans], dtype=np.int64)
+        k = np.searchsorted(starts, hits, "right") - 1
+        inside = (k >= 0) & (hits < ends[np.maximum(k, 0)])
+        hits, k = hits[inside], k[inside]
+    else:
+        k = np.zeros(len(hits), dtype=np.int64)
+    for at, j in zip(hits.tolist(), k.tolist()):
+        if last[0] <= at < last[1]:
+            continue
+        report.candidates += 1
+        try:
+            item = validate(space, at, spans[j][2])
+        except (EvidenceError, OSError, IOError) as exc:
+            report.left.append((at, SECTOR, f"read error: {exc}"[:200], MEDIA_DAMAGED))
+            item = None
+        if item is None:
+            report.rejected += 1
+            continue
+        report.carved += 1
+        last[:] = at, at + item.length
+        yield item
+    del buf
+    space.release(w0, w1 - w0)
 
 
 # --- carved items as files --------------------------------------------------------------------
@@ -697,23 +761,24 @@ _ALL_SIGNATURES = _EMBEDDED_SIGNATURES + (b"GIF8", b"BM", b"RIFF", b"\x1a\x45\xd
 _FTYP = b"ftyp"
 
 
-def embedded(data, start: int = 0, bmp: bool = False, all_types: bool = False
-             ) -> Iterator[Carved]:
-    """Pictures stored whole inside other content, at any offset from `start`: JPEG and PNG
+def embedded(data, start: int = 0, bmp: bool = False, all_types: bool = False,
+             end: Optional[int] = None) -> Iterator[Carved]:
+    """Pictures stored whole inside other content, at any offset from `start` (each ending by
+    `end`, the end of `data` when None): JPEG and PNG
     (a PDF's DCTDecode images, a JPEG's EXIF thumbnail), BMP too when asked (thumbnail
     caches hold them), and with `all_types` every type free space is carved for (files of
     unknown type, browser cache entries). Each is validated and ended by its own structure,
     as in free space; at most EMBEDDED_MAX_ITEMS."""
-    size = len(data)
+    size = len(data) if end is None else max(0, min(end, len(data)))
     space = Space(lambda at, n: data[at:at + n], size)
     pos, found = start, 0
     sigs = _ALL_SIGNATURES if all_types else _EMBEDDED_SIGNATURES + ((b"BM",) if bmp else ())
 
     def find(sig: bytes, at: int) -> int:
         if sig == _FTYP:
-            i = data.find(sig, at + 4)
+            i = data.find(sig, at + 4, size)
             return i - 4 if i >= 4 else -1
-        return data.find(sig, at)
+        return data.find(sig, at, size)
 
     if all_types:
         sigs = sigs + (_FTYP,)

@@ -104,6 +104,10 @@ class Provenance:
     length: int = 0
     decoded: str = ""              # the filter that turns that range into this content
                                    # (a PDF's FlateDecode); "" when the range is the content
+    # the entry of a cache that kept this content: a Windows thumbcache entry's cache-entry
+    # hash (16 hex digits) and identifier string as stored (from evidence: escape on output)
+    cache_entry_hash: str = ""
+    cache_entry_id: str = ""
     # one frame of a video: its decode order number and presentation time (seconds); -1 and
     # None on everything that is not a frame. A frame is its video's provenance plus these.
     frame: int = -1
@@ -121,7 +125,9 @@ class Provenance:
                                    ("members", list(self.members)), ("snapshot", self.snapshot),
                                    ("range", [self.offset, self.length]
                                     if self.parent or self.length else None),
-                                   ("decoded", self.decoded))
+                                   ("decoded", self.decoded),
+                                   ("cache_entry", [self.cache_entry_hash, self.cache_entry_id]
+                                    if self.cache_entry_hash or self.cache_entry_id else None))
                  if v}
         if self.parent is not None:
             extra["parent"] = self.parent._key_parts()
@@ -165,8 +171,12 @@ class Provenance:
             video = dataclasses.replace(self, frame=-1, frame_time=None).display(member)
             return f"{video} @ {frame_clock(self.frame_time)} (frame {self.frame})"
         if self.parent is not None:             # its own name ($Unallocated/...), or where in
-            return self.path or (f"{self.parent.display(member)} bytes {self.offset}-"   # the parent
-                                 f"{self.offset + self.length - 1}")
+            where = self.path or (f"{self.parent.display(member)} bytes {self.offset}-"  # the parent
+                                  f"{self.offset + self.length - 1}")
+            if self.cache_entry_hash or self.cache_entry_id:
+                where += (f" (cache entry {self.cache_entry_hash or '-'}, identifier "
+                          f"{self.cache_entry_id or '-'})")
+            return where
         if not self.path and self.inode is None:
             if self.length:                     # a byte range of the media or a volume
                 where = (f"device {self.device_id}" if self.volume_offset is None

@@ -16,7 +16,9 @@ FIELDS = ("device", "exhibit", "kind", "set_name", "set_version", "category", "c
           "ads", "deleted", "size", "type", "md5", "sha1", "sha256", "volume_offset", "inode",
           "mtime", "atime", "ctime", "crtime", "camera_indicators", "provenance",
           # videos: the frames behind the row (`number@seconds; ...`) and a vPDQ match's shares
-          "frames", "query_share", "known_share")
+          "frames", "query_share", "known_share",
+          # a thumbnail found in a Windows thumbcache: its entry's hash and identifier
+          "cache_entry_hash", "cache_entry_id")
 
 
 def _frames(frames) -> str:
@@ -37,6 +39,7 @@ def rows(store, device_id: Optional[str] = None):
             "inode": "" if p.inode is None else p.inode,
             **{k: iso_utc(getattr(rec, k)) or "" for k in ("mtime", "atime", "ctime", "crtime")},
             "camera_indicators": "; ".join(f.indicators),
+            "cache_entry_hash": p.cache_entry_hash, "cache_entry_id": p.cache_entry_id,
             # the whole chain (members, parent and byte range) that reaches the bytes again
             "provenance": json.dumps(p.to_dict(), sort_keys=True, ensure_ascii=False),
         }

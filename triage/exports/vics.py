@@ -116,6 +116,10 @@ def _provenance_text(f: Finding) -> str:
         parts.append(f"stream {p.ads} (attribute {p.attr_type}-{p.attr_id})")
     if p.members:
         parts.append("member " + " > ".join(p.members))
+    if p.parent is not None:
+        parts.append(f"bytes {p.offset}-{p.offset + p.length - 1} of {p.parent.display()}")
+    if p.cache_entry_hash or p.cache_entry_id:
+        parts.append(f"thumbnail cache entry {p.cache_entry_hash}, identifier {p.cache_entry_id}")
     return "; ".join(parts)
 
 

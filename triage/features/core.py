@@ -22,11 +22,12 @@ from triage.records import (ARCHIVE, EMBEDDED, FILE_NOT_READ, PICTURE, VIDEO_FRA
 
 ARCHIVE_TYPES = archives.OPENABLE        # zip, tar, gzip (a .tar.gz is two levels)
 # What each container is searched with for the pictures inside it. carve: pictures stored
-# whole, found by their structure (a thumbnail cache's entries, a PDF's DCTDecode images, a
-# browser cache entry's body); pdf: also its Flate-encoded images, decoded; sqlite: blobs;
+# whole, found by their structure (a PDF's DCTDecode images, a browser cache entry's body);
+# thumbcache: each entry read with its hash and identifier, and the bytes outside every entry
+# carved; pdf: also its Flate-encoded images, decoded; sqlite: blobs;
 # ole: each stream of a compound file, read whole through olefile, then carved. A file of
 # unknown type at least `carve_unknown_min` long is carved for every type, as free space is.
-INSIDE = {"application/x-windows-thumbcache": "carve-bmp", "application/pdf": "pdf",
+INSIDE = {"application/x-windows-thumbcache": "thumbcache", "application/pdf": "pdf",
           "application/x-chrome-cache-entry": "carve-all",
           "application/x-chrome-cache-block": "carve-all",
           "application/vnd.sqlite3": "sqlite", "application/x-ole-storage": "ole"}
@@ -260,6 +261,8 @@ def _analyse(record: FileRecord, chunks: Iterable[bytes], opts: FeatureOptions, 
                                   budget, cover)
             elif how == "ole":
                 found += _ole(rec, rr.data, undecoded, opts, depth, budget, cover)
+            elif how == "thumbcache":
+                found += _thumbcache(rec, rr.data, undecoded, opts, depth, budget, cover)
             members = tuple(found)
             if undecoded.reasons:
                 cover(EMBEDDED, f"{what}: pictures inside not all examined: "
@@ -279,12 +282,12 @@ def _unknown(ctype: str, size: int, opts: FeatureOptions) -> bool:
 
 def _inside(rec: FileRecord, data, start: int, opts: FeatureOptions, depth: int,
             budget: archives.Budget, cover: Callable, bmp: bool = False,
-            all_types: bool = False) -> tuple[Analysis, ...]:
-    """The pictures stored whole inside `data` (triage.carve.embedded), each analysed as a
-    member of `rec` with its byte range, within the archives' member budget (past it, the
-    rest is an EMBEDDED gap)."""
+            all_types: bool = False, end: Optional[int] = None) -> tuple[Analysis, ...]:
+    """The pictures stored whole inside `data` from `start` (to `end`; triage.carve.embedded),
+    each analysed as a member of `rec` with its byte range, within the archives' member
+    budget (past it, the rest is an EMBEDDED gap)."""
     out = []
-    for item in embedded(data, start, bmp=bmp, all_types=all_types):
+    for item in embedded(data, start, bmp=bmp, all_types=all_types, end=end):
         if budget.members_left <= 0 or budget.bytes_left < item.length:
             cover(EMBEDDED, f"pictures inside not all examined: the member limit was reached "
                   f"after {len(out)}", len(data) - item.offset)
@@ -315,6 +318,25 @@ def _ole(rec: FileRecord, data, undecoded: "inside.Undecoded", opts: FeatureOpti
     if bare and not inside.is_thumbs_db(names):
         undecoded.add("streams without a picture stored whole (pictures in WMF/EMF or "
                       "compressed are not decoded)", bare)
+    return out
+
+
+def _thumbcache(rec: FileRecord, data, undecoded: "inside.Undecoded", opts: FeatureOptions,
+                depth: int, budget: archives.Budget, cover: Callable) -> list[Analysis]:
+    """A Windows thumbnail cache: each entry's thumbnail as a member with the entry's hash and
+    identifier; then the bytes outside every entry read (the space of removed entries keeps
+    old thumbnails) carved for pictures stored whole. Entries past a damaged one (or every
+    entry, in a format version not known) are not read as entries: carved, and a gap."""
+    walk = inside.thumbcache_entries(data)
+    out = _decoded(rec, walk.entries, opts, depth, budget, cover)
+    at = 0
+    for e in walk.entries + [inside.Decoded(b"", "", offset=len(data))]:
+        if e.offset > at:
+            out += _inside(rec, data, at, opts, depth, budget, cover, bmp=True, end=e.offset)
+        at = e.offset + e.length
+    if walk.rest is not None:
+        undecoded.add(f"thumbnail cache entries not read ({walk.why}): carved for pictures "
+                      "stored whole instead", len(data) - walk.rest)
     return out
 
 

@@ -1,10 +1,12 @@
-"""Pictures kept inside other files in forms that carving cannot see: a PDF's Flate-encoded
-image XObjects and the pictures a SQLite database keeps in its blobs.
+"""Pictures kept inside other files in forms that carving cannot see, or not with what the
+container says about them: a PDF's Flate-encoded image XObjects, the pictures a SQLite
+database keeps in its blobs, the streams of an OLE file, and a Windows thumbnail cache's
+entries with their cache-entry hash and identifier.
 
-Pictures stored whole (a PDF's DCTDecode JPEGs, a thumbnail cache's entries) are found by
-carving the container's bytes (`triage.carve.embedded`). What is here must be decoded first:
-a Flate image is raw pixels, and a blob larger than a database page is split over overflow
-pages. Every parser is bounded (items, bytes, SQLite steps) and treats the bytes as hostile:
+Pictures stored whole (a PDF's DCTDecode JPEGs, the bytes of a thumbnail cache outside its
+entries) are found by carving the container's bytes (`triage.carve.embedded`). What is here
+must be decoded or walked first: a Flate image is raw pixels, a blob larger than a database
+page is split over overflow pages, a thumbnail's entry names it. Every parser is bounded (items, bytes, SQLite steps) and treats the bytes as hostile:
 anything it cannot decode is reported with its bytes, so the caller can keep it a gap.
 """
 from __future__ import annotations
@@ -14,7 +16,7 @@ import re
 import sqlite3
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
 from triage.filetype import PICTURE_TYPES, sniff
@@ -38,6 +40,8 @@ class Decoded:
     offset: int = 0
     length: int = 0
     member: str = ""
+    cache_entry_hash: str = ""   # a thumbnail cache entry's hash and identifier
+    cache_entry_id: str = ""
 
 
 @dataclass
@@ -318,7 +322,8 @@ def decoded_record(parent: FileRecord, item: Decoded) -> FileRecord:
         prov = Provenance(device_id=p.device_id, volume_offset=p.volume_offset,
                           path=f"{p.path}@{item.offset}.{ext}", volume_index=p.volume_index,
                           fs_type=p.fs_type, parent=p, offset=item.offset, length=item.length,
-                          decoded=item.decoded)
+                          decoded=item.decoded, cache_entry_hash=item.cache_entry_hash,
+                          cache_entry_id=item.cache_entry_id)
         name = f"{parent.name}@{item.offset}.{ext}"
     return FileRecord(prov=prov, name=name, size=len(item.data), allocated=parent.allocated,
                       fs_type=parent.fs_type, mtime=parent.mtime, atime=parent.atime,
@@ -327,6 +332,89 @@ def decoded_record(parent: FileRecord, item: Decoded) -> FileRecord:
 
 _EXT = {"image/jpeg": "jpg", "image/png": "png", "image/gif": "gif", "image/bmp": "bmp",
         "image/webp": "webp", "image/tiff": "tif", "image/heic": "heic", "image/heif": "heif"}
+
+
+# --- Windows thumbnail caches (thumbcache_*.db) -----------------------------------------------
+
+# format version -> (entry header size, where the file header keeps the first entry's offset).
+# Layouts from libyal's "Windows Explorer Thumbnail Cache database format" and Thumbcache
+# Viewer's notes: 20 Vista (the entry has a file extension), 21 Windows 7, 26/28/30 Windows 8
+# (28 has one more header field), 31 Windows 8.1, 32 Windows 10 and 11 (8 and later: the
+# thumbnail's width and height in the entry).
+_THUMBCACHE = {20: (56, 12), 21: (48, 12), 26: (56, 12), 28: (56, 16), 30: (56, 16),
+               31: (56, 16), 32: (56, 16)}
+THUMBCACHE_MAX_ID = 2048                # bytes of identifier (Windows writes 16 hex digits)
+THUMBCACHE_MAX_ENTRIES = 1_000_000      # entries walked, with data or not (hostile input)
+
+
+@dataclass
+class CacheWalk:
+    """A thumbnail cache read entry by entry: the entries with data, and `rest`, the offset
+    where the walk stopped short of the file's end (a damaged entry, an unknown version), or
+    None when it read every entry; `why` says why it stopped."""
+
+    entries: list = field(default_factory=list)
+    rest: Optional[int] = None
+    why: str = ""
+
+
+def thumbcache_entries(data) -> CacheWalk:
+    """The entries of a Windows thumbcache_*.db (Vista to 11), each entry with data as a
+    Decoded: its data range, the cache-entry hash (16 hex digits) and the identifier (UTF-16,
+    decoded with replacement characters). Every declared size is checked against the entry
+    and the file; entry checksums (a CRC-64 of unpublished polynomial) are not checked. The
+    walk always moves forward by at least one entry header, so it ends."""
+    walk = CacheWalk()
+    size = len(data)
+    if size < 24 or bytes(data[:4]) != b"CMMM":
+        walk.rest, walk.why = 0, "no thumbnail cache header"
+        return walk
+    version = struct.unpack_from("<I", data, 4)[0]
+    layout = _THUMBCACHE.get(version)
+    if layout is None:
+        walk.rest, walk.why = 24, f"thumbnail cache format version {version} not known"
+        return walk
+    fixed, first_at = layout
+    pos = struct.unpack_from("<I", data, first_at)[0] if first_at + 4 <= size else 0
+    if pos == 0:                # "not set": an empty cache, unless an entry follows the header
+        pos = 28 if version == 28 else 24
+        if bytes(data[pos:pos + 4]) != b"CMMM":
+            return walk
+    if pos > size:
+        walk.rest, walk.why = 0, f"a first entry offset ({pos}) past the end of the file"
+        return walk
+    walked = 0
+    while pos < size:
+        if walked >= THUMBCACHE_MAX_ENTRIES:
+            walk.rest, walk.why = pos, f"entries past the first {THUMBCACHE_MAX_ENTRIES:,}"
+            return walk
+        walked += 1
+        if bytes(data[pos:pos + 4]) != b"CMMM" or pos + fixed > size:
+            if not _zeros(data, pos):          # zeros after the last entry end the file
+                walk.rest, walk.why = pos, f"a damaged entry at offset {pos}"
+            return walk
+        esize, = struct.unpack_from("<I", data, pos + 4)
+        h, = struct.unpack_from("<Q", data, pos + 8)
+        at = pos + (24 if version == 20 else 16)
+        ident, pad, dsize = struct.unpack_from("<III", data, at)
+        body = fixed + ident + pad + dsize
+        if esize < fixed or pos + esize > size or body > esize or ident > THUMBCACHE_MAX_ID:
+            walk.rest, walk.why = pos, f"an entry at offset {pos} whose sizes do not fit"
+            return walk
+        if dsize:
+            start = pos + fixed + ident + pad
+            name = bytes(data[pos + fixed:pos + fixed + ident]).decode("utf-16-le", "replace")
+            blob = bytes(data[start:start + dsize])
+            walk.entries.append(Decoded(blob, sniff(blob[:64]) or "", offset=start,
+                                        length=dsize, cache_entry_hash=f"{h:016x}",
+                                        cache_entry_id=name))
+        pos += esize
+    return walk
+
+
+def _zeros(data, at: int) -> bool:
+    import numpy as np
+    return not np.frombuffer(data, dtype=np.uint8, offset=at).any() if at < len(data) else True
 
 
 # --- OLE compound files ---------------------------------------------------------------------

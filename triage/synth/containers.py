@@ -4,22 +4,69 @@ holds a thumbnail. Each builder returns the file and the (offset, length) of eve
 from __future__ import annotations
 
 import struct
+from typing import NamedTuple
 
 
-def thumbcache(thumbs: list[bytes]) -> tuple[bytes, list[tuple[int, int]]]:
-    """A Windows 7 thumbcache_256.db (format 21, cache type 2 = 256 px): a 24-byte "CMMM"
-    header, then one "CMMM" entry per thumbnail (48-byte entry header, UTF-16 identifier,
-    the JPEG). Entry checksums are left 0: nothing here checks them."""
+class CacheEntry(NamedTuple):
+    """Where a thumbnail sits in a built thumbnail cache, and the entry that holds it."""
+
+    offset: int
+    length: int
+    entry_hash: str             # the cache-entry hash, 16 hex digits
+    identifier: str             # the identifier string
+
+
+# Windows' thumbcache format versions (the file header's second field): 20 Vista, 21 Windows 7,
+# 26/28/30 Windows 8 (three header layouts), 31 Windows 8.1, 32 Windows 10 and 11
+THUMBCACHE_VERSIONS = (20, 21, 26, 28, 30, 31, 32)
+
+
+def thumbcache(thumbs: list[bytes], version: int = 21, free: int = 0
+               ) -> tuple[bytes, list[CacheEntry]]:
+    """A Windows thumbcache_256.db of one format version: a "CMMM" file header, then one
+    "CMMM" cache entry per thumbnail (entry header, UTF-16 identifier, padding, the picture),
+    then, with `free`, the "first available" entry of that many bytes that ends real files.
+    Each entry's hash is a 64-bit value (from the thumbnail's MD5, as stable as Windows' own)
+    and its identifier that value in hex without leading zeros, as Windows 7 to 11 write it.
+    Layouts (libyal's "Windows Explorer Thumbnail Cache database format"): Vista's entry
+    header is 56 bytes with a file extension; Windows 7's 48; Windows 8 and later 56, with
+    the thumbnail's width and height. Entry checksums (a CRC-64) are left 0: nothing here
+    checks them."""
+    import hashlib
+    if version not in THUMBCACHE_VERSIONS:
+        raise ValueError(f"thumbcache format version {version} is not one Windows writes")
+    head_size = 28 if version == 28 else 24
     entries, where = b"", []
-    for i, data in enumerate(thumbs):
-        key = 0x5EED0000_00000000 + i
-        ident = f"{key:016x}".encode("utf-16-le")
-        size = 48 + len(ident) + len(data)
-        head = b"CMMM" + struct.pack("<IQIIIIQQ", size, key, len(ident), 0, len(data), 0, 0, 0)
-        where.append(24 + len(entries) + 48 + len(ident))
-        entries += head + ident + data
-    header = b"CMMM" + struct.pack("<5I", 21, 2, 24, 24 + len(entries), len(thumbs))
-    return header + entries, [(off, len(d)) for off, d in zip(where, thumbs)]
+    for data in thumbs:
+        key = int.from_bytes(hashlib.md5(data).digest()[:8], "little")
+        ident = f"{key:x}".encode("utf-16-le")
+        fixed = 48 if version == 21 else 56
+        pad = -(fixed + len(ident)) % 16 if version >= 30 else 0     # the data 16-aligned
+        size = fixed + len(ident) + pad + len(data)
+        if version == 20:
+            head = b"CMMM" + struct.pack("<IQ8sIIIIQQ", size, key, "jpg".encode("utf-16-le")
+                                         + b"\0\0", len(ident), pad, len(data), 0, 0, 0)
+        elif version == 21:
+            head = b"CMMM" + struct.pack("<IQIIIIQQ", size, key, len(ident), pad, len(data), 0,
+                                         0, 0)
+        else:
+            head = b"CMMM" + struct.pack("<IQIIIIIIQQ", size, key, len(ident), pad, len(data),
+                                         256, 192, 0, 0, 0)
+        assert len(head) == fixed
+        at = head_size + len(entries) + fixed + len(ident) + pad
+        where.append(CacheEntry(at, len(data), f"{key:016x}", f"{key:x}"))
+        entries += head + ident + bytes(pad) + data
+    available = head_size + len(entries)
+    if free:
+        entries += b"CMMM" + struct.pack("<I", free) + bytes(free - 8)
+    kind = 2 if version <= 21 else 4               # 256 x 256
+    if version in (20, 21, 26):
+        header = b"CMMM" + struct.pack("<5I", version, kind, 24, available, len(thumbs))
+    elif version == 28:
+        header = b"CMMM" + struct.pack("<6I", version, kind, 0, 28, available, len(thumbs))
+    else:
+        header = b"CMMM" + struct.pack("<5I", version, kind, 0, 24, available)
+    return header + entries, where
 
 
 def pdf_with_jpegs(pages: list[tuple[bytes, int, int]]) -> tuple[bytes, list[tuple[int, int]]]:

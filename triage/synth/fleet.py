@@ -525,11 +525,16 @@ def embedded_content(maker: ContentMaker) -> tuple[list[Entry], list[dict]]:
     b = alerts[THUMBCACHE_ITEM]
     near, _ext, dist = pics.near_duplicate_within(b.image, b.pdq, "resize")
     n_pdq, n_q, n_phash = pics.perceptual(near)
-    cache, where = containers.thumbcache([benign[1], near])
+    # Windows 10's format (version 32), with the "first available" entry that ends real caches
+    cache, where = containers.thumbcache([benign[1], near], version=32, free=1024)
+
+    def entry(e: containers.CacheEntry) -> dict:
+        return {"in": "thumbcache", "cache_entry_hash": e.entry_hash,
+                "cache_entry_id": e.identifier}
     add(f"{u}/AppData/Local/Microsoft/Windows/Explorer/thumbcache_256.db", cache,
-        [("control", None, benign[1], where[0], {"in": "thumbcache"}),
-         ("near", b, near, where[1], {"in": "thumbcache", "near_dup_of": b.id, "pdq": n_pdq,
-                                      "pdq_distance": dist, "phash": n_phash})])
+        [("control", None, benign[1], where[0][:2], entry(where[0])),
+         ("near", b, near, where[1][:2], {**entry(where[1]), "near_dup_of": b.id, "pdq": n_pdq,
+                                          "pdq_distance": dist, "phash": n_phash})])
     c = alerts[EXIF_ITEM]
     photo, where = containers.jpeg_with_exif_thumbnail(benign[2], c.data)
     add(f"{u}/Pictures/Holiday/DSC_0042.jpg", photo, [("exact", c, c.data, where, {"in": "exif"})])
