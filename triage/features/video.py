@@ -235,21 +235,29 @@ def _decode(container, out: VideoResult, limits: VideoLimits, t0: float, thumb_s
             raise _TimeUp()
 
     # 1. keyframes, at most one per step; every packet is demuxed, so `examined` says how far
-    # the video's data goes
+    # the video's data goes (kept in the stream's time base until the end: most packets are
+    # not keyframes, and this loop runs once per packet in Python)
+    data_end = None
     try:
         for packet in container.demux(stream):
-            if packet.pts is None and packet.dts is None:
+            pts = packet.pts
+            if pts is None:
+                pts = packet.dts
+            if pts is None:
                 # the end: the frames the decoder still holds (it runs a few packets behind)
+                out.examined = _seconds(data_end, tb, start, out.examined)
                 for frame in packet.decode():
                     t = _time(frame, tb, start, out.examined)
                     if slot(t) not in filled and len(kept) < cap:
                         kept.add(frame, t, True)
                         filled.add(slot(t))
                 continue
-            when = float(((packet.pts if packet.pts is not None else packet.dts) * tb) - start)
-            out.examined = max(out.examined, when + float((packet.duration or 0) * tb))
+            end = pts + (packet.duration or 0)
+            if data_end is None or end > data_end:
+                data_end = end
             if not packet.is_keyframe:
                 continue
+            when = float(pts * tb - start)
             keytimes.append(when)
             if slot(when) in filled or len(kept) >= cap:
                 continue                # its slot has a frame already: not even decoded
@@ -260,9 +268,11 @@ def _decode(container, out: VideoResult, limits: VideoLimits, t0: float, thumb_s
                     kept.add(frame, t, True)
                     filled.add(slot(t))
     except _TimeUp:
+        out.examined = _seconds(data_end, tb, start, out.examined)
         raise
     except Exception as exc:  # noqa: BLE001 - damaged data: keep what was decoded before it
         out.error = "data damaged: " + _why(exc)
+    out.examined = _seconds(data_end, tb, start, out.examined)
     # 2. uniform samples where no keyframe fell within half a step
     if limits.sample_seconds and len(kept) < cap and out.examined > 0 and not out.error:
         # sample times up to the last frame's (not the end of the data: nothing is there)
@@ -288,6 +298,12 @@ def _lowres(codec: str, width: int, height: int) -> int:
     while n < most and (short >> (n + 1)) >= WORK_SIZE:
         n += 1
     return n
+
+
+def _seconds(end, tb: float, start: float, so_far: float) -> float:
+    """How far the data goes, in seconds from the start: the furthest packet end seen (in the
+    stream's time base), or what was known before."""
+    return max(so_far, float(end * tb - start)) if end is not None and tb else so_far
 
 
 def _time(frame, tb: float, start: float, fallback: float) -> float:
