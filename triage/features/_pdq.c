@@ -226,7 +226,8 @@ static PyObject *luma_hashes(PyObject *self, PyObject *args) {
     if (rows < 1 || cols < 1 || stride < cols || k < 0 || rows > 65535 || cols > 65535 ||
         (Py_ssize_t)(rows - 1) * stride + cols > view.len) {
         PyBuffer_Release(&view);
-        PyErr_SetString(PyExc_ValueError, "buffer smaller than rows lines of cols bytes, stride apart");
+        PyErr_SetString(PyExc_ValueError, "not rows lines of cols bytes (1 to 65535 each), stride "
+                        "(>= cols) apart, within the buffer; or k < 0");
         return NULL;
     }
     const int srows = k ? rows / k : 0, scols = k ? cols / k : 0;
