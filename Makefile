@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 APT_PACKAGES := gcc python3-dev e2fsprogs dosfstools exfatprogs mtools fdisk ntfs-3g ewf-tools libewf2 sleuthkit hashdeep chromium chromium-driver ffmpeg openssl
 # (hashdeep also installs md5deep, which is not a package of its own in current Debian;
-# gcc and python3-dev build the multi-buffer MD5/SHA-1 kernel, triage/features/_mbhash.c;
+# gcc and python3-dev build the multi-buffer MD5/SHA-1 kernel, triage/features/_mbhash.c, and
+# the video frames' PDQ, triage/features/_pdq.c;
 # ffmpeg is bench/video.py's baseline: scans decode with PyAV, whose wheels bundle FFmpeg)
 DEMO_DIR ?= demo
 # where `make demo` installs the `triage` command (a wrapper around .venv/bin/triage), so the
@@ -26,7 +27,7 @@ BENCH_APT_PACKAGES := foremost scalpel testdisk
 	fi
 	@touch $@
 
-$(VENV)/.stamp: pyproject.toml setup.py triage/features/_mbhash.c .stamp-apt
+$(VENV)/.stamp: pyproject.toml setup.py triage/features/_mbhash.c triage/features/_pdq.c .stamp-apt
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@$(PIP) install -q --upgrade pip >/dev/null
 	@$(PIP) install -q -e '.[test]'

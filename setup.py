@@ -1,9 +1,13 @@
 """The optional C extension only; the project's metadata is in pyproject.toml.
 
-Multi-buffer MD5 and SHA-1 (triage/features/_mbhash.c, AVX-512 or AVX2 chosen at run time).
-Optional: without a C compiler the install goes on and hashing uses hashlib alone.
+Multi-buffer MD5 and SHA-1 (triage/features/_mbhash.c, AVX-512 or AVX2 chosen at run time)
+and PDQ of grey pictures (triage/features/_pdq.c, the video stage's frames). Optional: without
+a C compiler the install goes on, hashing uses hashlib alone and PDQ pdqhash alone.
 """
 from setuptools import Extension, setup
 
 setup(ext_modules=[Extension("triage.features._mbhash", ["triage/features/_mbhash.c"],
-                             optional=True, extra_compile_args=["-O3"])])
+                             optional=True, extra_compile_args=["-O3"]),
+                   # no fused multiply-add: the PDQ kernel must round as the reference does
+                   Extension("triage.features._pdq", ["triage/features/_pdq.c"],
+                             optional=True, extra_compile_args=["-O3", "-ffp-contract=off"])])

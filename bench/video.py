@@ -8,8 +8,9 @@ frames; 25 = one a second, as phone cameras write; x264's own default is 250), m
 
 Routes, each in --workers fresh worker processes (one video per task, as the scan's batches):
   stage   the scan's video stage: the file's bytes decoded by triage.features.video (keyframes
-          plus 1 fps samples within the frame cap, each frame converted small, PDQ with
-          quality and pHash, the review strip), as a worker runs it on the bytes it holds;
+          plus 1 fps samples within the frame cap, each frame hashed from its luma: PDQ with
+          quality over the whole frame, pHash of a small grey copy, the review strip), as a
+          worker runs it on the bytes it holds;
   stage-k the same with --video-sample-seconds 0 (keyframes only);
   file    everything a scan does with the file: analyse() fed 1 MiB chunks (MD5 and SHA-1,
           which every file gets with or without the video stage, typing, then the stage);

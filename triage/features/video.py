@@ -7,10 +7,11 @@ What is decoded, per video (bounded in frames, time and memory; see VideoLimits)
 2. Uniform samples, one per sampling step (1 s by default), where no keyframe fell within
    half a step: a seek to the keyframe before the sample and a decode forward to it.
 The sampling step grows once the frames would pass the cap: cap = max(min_frames,
-frames_per_sqrt_second * sqrt(duration)), at most max_frames. Frames are converted straight
-from the decoder's YUV to a small RGB picture (shorter side WORK_SIZE, as pictures are), so
-nothing downstream touches a full-size frame; an MJPEG video is even decoded at 1/2, 1/4 or
-1/8 size (`lowres`), as JPEG pictures are.
+frames_per_sqrt_second * sqrt(duration)), at most max_frames. Each frame is hashed from the
+decoder's own luma (its Y plane, where it lies, no copy, no RGB): PDQ over the whole frame, as
+other systems hash it, pHash and the review strip from a small grey picture made in the same
+pass (frame_hashes); only the model's frames are converted to a small RGB picture. An MJPEG
+video is decoded at 1/2, 1/4 or 1/8 size (`lowres`), as JPEG pictures are.
 
 The frames form the video's vPDQ record (ThreatExchange's line format, `vpdq_lines`). What could
 not be examined (no video stream, undecodable, cut short, over the time limit) is said in
@@ -122,6 +123,7 @@ class _Kept:
         self.model_frames, self.prep, self.size = model_frames, model_prep, model_input_size
         self.frames: list = []
         self.model: list = []
+        self.sws = _reformatter()
         self.duration = out.duration
         self.strip: list = [None] * STRIP_FRAMES if out.duration > 0 else []
 
@@ -129,20 +131,19 @@ class _Kept:
         return len(self.frames)
 
     def add(self, frame, t: float, key: bool) -> None:
-        import pdqhash
         from PIL import Image
 
-        from triage.features.pictures import pdq_hex, phash
+        from triage.features.pictures import phash
 
-        arr = np.ascontiguousarray(frame_pixels(frame))
-        vector, quality = pdqhash.compute(arr)
-        img = Image.fromarray(arr)
+        pdq_h, quality, small = frame_hashes(frame, self.sws)
+        img = Image.fromarray(small)
         vf = VideoFrame(number=max(0, int(round(t * self.rate))), seconds=round(max(0.0, t), 3),
-                        pdq=pdq_hex(vector), quality=int(quality), phash=phash(img), keyframe=key)
+                        pdq=pdq_h, quality=int(quality), phash=phash(img), keyframe=key)
         if self.prep is not None or self.size:
             try:
-                value = (self.prep(img) if self.prep is not None
-                         else np.asarray(img.resize((self.size, self.size)), dtype=np.uint8))
+                rgb = Image.fromarray(frame_pixels(frame, self.sws))     # the model sees colour
+                value = (self.prep(rgb) if self.prep is not None
+                         else np.asarray(rgb.resize((self.size, self.size)), dtype=np.uint8))
             except Exception as exc:  # noqa: BLE001
                 value = f"model input not prepared: {type(exc).__name__}"
             self.model.append((vf, value))
@@ -234,21 +235,29 @@ def _decode(container, out: VideoResult, limits: VideoLimits, t0: float, thumb_s
             raise _TimeUp()
 
     # 1. keyframes, at most one per step; every packet is demuxed, so `examined` says how far
-    # the video's data goes
+    # the video's data goes (kept in the stream's time base until the end: most packets are
+    # not keyframes, and this loop runs once per packet in Python)
+    data_end = None
     try:
         for packet in container.demux(stream):
-            if packet.pts is None and packet.dts is None:
+            pts = packet.pts
+            if pts is None:
+                pts = packet.dts
+            if pts is None:
                 # the end: the frames the decoder still holds (it runs a few packets behind)
+                out.examined = _seconds(data_end, tb, start, out.examined)
                 for frame in packet.decode():
                     t = _time(frame, tb, start, out.examined)
                     if slot(t) not in filled and len(kept) < cap:
                         kept.add(frame, t, True)
                         filled.add(slot(t))
                 continue
-            when = float(((packet.pts if packet.pts is not None else packet.dts) * tb) - start)
-            out.examined = max(out.examined, when + float((packet.duration or 0) * tb))
+            end = pts + (packet.duration or 0)
+            if data_end is None or end > data_end:
+                data_end = end
             if not packet.is_keyframe:
                 continue
+            when = float(pts * tb - start)
             keytimes.append(when)
             if slot(when) in filled or len(kept) >= cap:
                 continue                # its slot has a frame already: not even decoded
@@ -259,9 +268,11 @@ def _decode(container, out: VideoResult, limits: VideoLimits, t0: float, thumb_s
                     kept.add(frame, t, True)
                     filled.add(slot(t))
     except _TimeUp:
+        out.examined = _seconds(data_end, tb, start, out.examined)
         raise
     except Exception as exc:  # noqa: BLE001 - damaged data: keep what was decoded before it
         out.error = "data damaged: " + _why(exc)
+    out.examined = _seconds(data_end, tb, start, out.examined)
     # 2. uniform samples where no keyframe fell within half a step
     if limits.sample_seconds and len(kept) < cap and out.examined > 0 and not out.error:
         # sample times up to the last frame's (not the end of the data: nothing is there)
@@ -287,6 +298,12 @@ def _lowres(codec: str, width: int, height: int) -> int:
     while n < most and (short >> (n + 1)) >= WORK_SIZE:
         n += 1
     return n
+
+
+def _seconds(end, tb: float, start: float, so_far: float) -> float:
+    """How far the data goes, in seconds from the start: the furthest packet end seen (in the
+    stream's time base), or what was known before."""
+    return max(so_far, float(end * tb - start)) if end is not None and tb else so_far
 
 
 def _time(frame, tb: float, start: float, fallback: float) -> float:
@@ -335,13 +352,56 @@ def work_size(width: int, height: int, shorter: int = WORK_SIZE) -> tuple[int, i
     return max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
 
 
-def frame_pixels(frame) -> np.ndarray:
+def _reformatter():
+    """One swscale context for a video's frames: `frame.to_ndarray(width=...)` makes a fresh
+    one per frame, and starting and stopping its slice threads cost more than the conversion."""
+    from av.video.reformatter import VideoReformatter
+    return VideoReformatter()
+
+
+# decoders' pixel formats whose first plane is the 8-bit luma, one byte a pixel
+LUMA_FORMATS = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "yuv440p",
+                "yuvj440p", "yuv411p", "yuv410p", "nv12", "nv21", "nv16", "yuva420p", "gray"}
+SMALL_SIZE = 128           # shorter side (at least) of the grey picture pHash and the strip use
+
+
+def frame_hashes(frame, sws=None) -> tuple[str, int, np.ndarray]:
+    """A decoded frame's PDQ (hex, quality), from its full-size luma, and a small grey picture
+    of it (shorter side SMALL_SIZE to 2 x SMALL_SIZE) for pHash and the review strip.
+
+    PDQ and pHash take luma only (their first step from RGB is luma), and the decoder's Y
+    plane is that luma: so no RGB is made, and PDQ sees the whole frame, as other systems'
+    hashers (ThreatExchange's vpdq-hash-video) do when they convert each frame to RGB at full
+    size. Other pixel formats (10-bit, RGB, palette) go through swscale to grey first (at
+    full size too; a copy, slower, and rare in seized video).
+    """
+    from triage.features.pictures import pdq_luma
+
+    fmt = frame.format.name
+    plane = frame.planes[0] if fmt in LUMA_FORMATS else None
+    if plane is not None and plane.line_size >= frame.width > 0 and frame.height > 0:
+        # limited range unless the frame says full (JPEG) or is a full-range format
+        limited = fmt != "gray" and not fmt.startswith("yuvj") and int(frame.color_range) != 2
+        rows, cols, stride = frame.height, frame.width, plane.line_size
+    else:
+        # swscale's grey of the whole frame: full range, luma as PDQ takes it from RGB
+        plane = np.ascontiguousarray((sws or _reformatter()).reformat(
+            frame, format="gray", threads=1).to_ndarray())
+        limited = False
+        rows, cols = plane.shape
+        stride = cols
+    k = max(1, min(rows, cols) // SMALL_SIZE)
+    return pdq_luma(plane, rows, cols, stride, limited, k)
+
+
+def frame_pixels(frame, sws=None) -> np.ndarray:
     """A decoded frame as a small RGB uint8 array, converted straight from the decoder's
-    pixels (swscale), never at full size."""
+    pixels (swscale), never at full size: what the model sees."""
     w, h = work_size(frame.width, frame.height)
     # AREA: averaging, as a JPEG draft decode or a box reduction does for pictures, and a
     # quarter of the time of swscale's default (bicubic) at these ratios
-    return frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="AREA")
+    return (sws or _reformatter()).reformat(frame, w, h, "rgb24", interpolation="AREA",
+                                            threads=1).to_ndarray()
 
 
 def _strip(images: list, thumb_size: int) -> bytes:
