@@ -76,6 +76,9 @@ class ModelJob:
     items: list                       # (FileRecord, Features) of the pictures sent
     matches: list                     # their alert matches: a near-matched picture is no SUSPECTED_NEW
     frame_of: dict = field(default_factory=dict)   # video frames sent: key -> (video, number, s)
+    pending: int = 0                  # pictures not yet answered (they may be in several calls)
+    scores: list = field(default_factory=list)
+    failed: list = field(default_factory=list)     # (keys, why) of calls that failed
 
 
 @dataclass
@@ -182,8 +185,13 @@ class Scan:
         self.max_active = max_active_devices or max(2, workers)
         self.in_flight: dict[Any, InFlight] = {}
         self.model_pool = model_pool
-        self.model_jobs: dict[Any, ModelJob] = {}
-        self.max_model_jobs = 2 * len(model_pool.actors) + 1 if model_pool else 0
+        # decode batches waiting for scores; their pictures queued, then in calls of the size
+        # the pool measures fastest (workers/model_pool.py: BatchSizer), many batches a call
+        self.model_jobs: dict[tuple, ModelJob] = {}
+        from workers.model_batches import ModelQueue
+        self.model_queue = ModelQueue()
+        self.model_calls: dict[Any, list] = {}        # ref -> [(job, keys)]
+        self.max_model_calls = 2 * len(model_pool.actors) + 1 if model_pool else 0
         self.thresholds = thresholds
         self.t0 = t0 or time.time()
         self.warnings: list[str] = []
@@ -249,7 +257,7 @@ class Scan:
 
     def _room(self) -> bool:
         """Room for another batch: CPU batches below their bound, and the model stage keeping up."""
-        if self.model_pool is not None and len(self.model_jobs) >= self.max_model_jobs:
+        if self.model_pool is not None and self._model_backlog() >= self.max_model_calls:
             return False
         return len(self.in_flight) < self.max_in_flight
 
@@ -308,7 +316,7 @@ class Scan:
         dev.in_flight += 1
 
     def _wait_and_handle(self) -> None:
-        waitables = list(self.in_flight) + list(self.model_jobs)
+        waitables = list(self.in_flight) + list(self.model_calls)
         probes = {d.probe: d for d in self._active() if d.probe is not None}
         verifies = {d.verify: d for d in self.devices.values() if d.verify is not None}
         waitables += list(probes) + list(verifies)
@@ -325,7 +333,7 @@ class Scan:
         for ref in more:
             if ref in self.in_flight:
                 self._batch_finished(ref)
-            elif ref in self.model_jobs:
+            elif ref in self.model_calls:
                 self._scored(ref)
             elif ref in probes:
                 self._probed(probes[ref])
@@ -464,39 +472,86 @@ class Scan:
         self._check_triage_stop(dev)
 
     def _send_to_model(self, dev: DeviceState, spec: BatchHeader, result: BatchResult) -> None:
-        import numpy as np
         keys = [k for k, _ in result.model_inputs]
-        pixels = np.stack([np.asarray(x) for _, x in result.model_inputs])
         wanted = set(keys) | {v for v, _, _ in result.frame_of.values()}
         items = [(r, f) for r, f in result.items if r.key in wanted]
         matches = [m for m in result.matches if m.key in wanted and m.role == "alert"]
-        # the cores the decode workers leave the model (an adaptive pool runs that many
-        # threads): all of them once this job fills the model's queue, as no batch is pulled
-        # then until the model catches up, or when no batch is left to decode
-        full = len(self.model_jobs) + 1 >= self.max_model_jobs
-        idle = self.workers if full else max(0, self.workers - len(self.in_flight))
-        ref = self.model_pool.submit(keys, pixels, idle_cpus=idle)
-        self.model_jobs[ref] = ModelJob(dev.device_id, spec, result.stored_files, items, matches,
-                                        result.frame_of)
+        job = (dev.device_id, spec.batch_id)
+        self.model_jobs[job] = ModelJob(dev.device_id, spec, result.stored_files, items, matches,
+                                        result.frame_of, pending=len(keys))
         dev.in_flight += 1
+        self.model_queue.add(job, keys, [x for _, x in result.model_inputs])
+        if self.model_pool.batching == "batch":        # one call per decode batch, as it came
+            self._call_model(len(keys))
+        else:
+            self._feed_model()
+
+    def _model_backlog(self) -> int:
+        """Model calls in flight and those the queued pictures will make."""
+        target = max(1, self.model_pool.target(self.workers))
+        return len(self.model_calls) + -(-len(self.model_queue) // target)
+
+    def _model_idle_cpus(self) -> int:
+        """The cores the decode workers leave the model (an adaptive pool runs that many
+        threads): all of them once the model's queue is full, as no batch is pulled then until
+        the model catches up, or when no batch is left to decode."""
+        full = self._model_backlog() >= self.max_model_calls
+        return self.workers if full else max(0, self.workers - len(self.in_flight))
+
+    def _feed_model(self) -> None:
+        """Queued pictures to the actors: a call of the measured size whenever one is full, and
+        what there is whenever an actor would otherwise wait (never holding pictures back from
+        an idle model)."""
+        while self.model_queue and len(self.model_calls) < self.max_model_calls:
+            target = self.model_pool.target(self._model_idle_cpus())
+            if len(self.model_queue) < target and len(self.model_calls) >= len(self.model_pool.actors):
+                return          # every actor busy: let more pictures join this call
+            self._call_model(target)
+
+    def _call_model(self, n: int) -> None:
+        idle = self._model_idle_cpus()
+        keys, pixels, parts = self.model_queue.take(n)
+        if keys:
+            self.model_calls[self.model_pool.submit(keys, pixels, idle_cpus=idle)] = parts
 
     def _scored(self, ref) -> None:
+        parts = self.model_calls.pop(ref)
+        try:
+            answer = self.ray.get(ref)
+            self.model_pool.done(ref, answer)
+            by_key = {s.key: s for s in answer.scores}
+            for job, keys in parts:
+                got = self.model_jobs[job]
+                got.scores += [by_key[k] for k in keys if k in by_key]
+        except self.ray.exceptions.RayError as exc:
+            self.model_pool.done(ref)
+            for job, keys in parts:
+                self.model_jobs[job].failed.append((keys, _error_line(exc)))
+        for job, keys in parts:
+            got = self.model_jobs[job]
+            got.pending -= len(keys)
+            if got.pending <= 0:
+                self._model_job_done(self.model_jobs.pop(job))
+        self._feed_model()
+
+    def _model_job_done(self, job: ModelJob) -> None:
+        """Every picture of a decode batch answered: its scores (a video's frames made one
+        score), a NOT_SCORED gap for those in failed calls, the batch done, its flags."""
         from triage.flags import rules_for_batch
 
-        job = self.model_jobs.pop(ref)
-        self.model_pool.done(ref)
         dev = self.devices[job.device_id]
         dev.in_flight -= 1
-        try:
-            scores = _video_scores(self.ray.get(ref), job.frame_of)
-            coverage = []
-        except self.ray.exceptions.RayError as exc:
-            scores = []
+        scores = _video_scores(job.scores, job.frame_of)
+        coverage = []
+        if job.failed:
+            lost = {job.frame_of[k][0] if k in job.frame_of else k
+                    for keys, _ in job.failed for k in keys}
             where = volume_where(dev.device_id, job.spec.volume_offset)
             coverage = [Coverage(device_id=dev.device_id, kind=records.NOT_SCORED, where=where,
-                                 reason=f"{len(job.items)} pictures of batch {job.spec.batch_id} "
-                                        f"not scored by the model: {_error_line(exc)}",
-                                 bytes_not_examined=sum(r.size for r, _ in job.items))]
+                                 reason=f"{len(lost)} pictures of batch {job.spec.batch_id} "
+                                        f"not scored by the model: {job.failed[0][1]}",
+                                 bytes_not_examined=sum(r.size for r, _ in job.items
+                                                        if r.key in lost))]
         self.store.mark_batch_done(dev.device_id, job.spec.batch_id, scores, coverage, job.files)
         dev.done.add(job.spec.batch_id)
         dev.scored += len(scores)
@@ -667,11 +722,13 @@ class Scan:
         for ref in list(self.in_flight):
             self.ray.cancel(ref, force=True)
         self.in_flight.clear()
-        for ref in list(self.model_jobs):      # else Ray retries them on actors being killed
+        for ref in list(self.model_calls):     # else Ray retries them on actors being killed
             try:
                 self.ray.cancel(ref)
             except Exception:   # noqa: BLE001 - best effort while stopping
                 pass
+        self.model_calls.clear()
+        self.model_queue.clear()
         self.model_jobs.clear()
         for dev in self.devices.values():
             for p in dev.planners.values():
@@ -831,6 +888,8 @@ def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list
             finally:
                 if pool is not None:
                     model_runtime = pool.describe(timeout=5)
+                    if model_runtime:
+                        model_runtime["batching"] = pool.batching_report()
                     pool.close()
         statuses = {d.status for d in devices}
         status = ("complete" if statuses == {"complete"} else
@@ -893,7 +952,7 @@ def _operator() -> str:
 def prepare_scan(case_dir, *, hashset_args=(), store_root=None, model: str = "none",
                  mode: str = "triage", stop_after: int = 10, pictures: bool = True,
                  sha256: bool = False, task_timeout: float = 300.0,
-                 model_precision: str = "auto", **extra) -> tuple[ScanOptions, list[dict]]:
+                 model_precision: str = "auto", model_first_stage: str = "on", **extra) -> tuple[ScanOptions, list[dict]]:
     """Turns CLI arguments into ScanOptions and the hash sets' provenance.
 
     FILE arguments are imported into CASE_DIR/hashsets (the case keeps its own copy of what it
@@ -902,7 +961,7 @@ def prepare_scan(case_dir, *, hashset_args=(), store_root=None, model: str = "no
     from hashsets.store import sets_for_scan
     from models.registry import for_scan
     wanted, provenance = sets_for_scan(case_dir, hashset_args, store_root)
-    model_info = for_scan(model, model_precision)
+    model_info = for_scan(model, model_precision, model_first_stage)
     opts = ScanOptions(mode=mode, stop_after=stop_after, pictures=pictures, sha256=sha256,
                        hashsets=wanted, task_timeout=task_timeout, model=model_info, **extra)
     return opts, provenance
