@@ -14,6 +14,7 @@ larger images only for pictures it already knows pass, or accepts the smaller re
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence
 
@@ -117,6 +118,7 @@ class ModelRunner:
             self._age = Engine(spec.faces.age, device, self.engine.threads or None, precision="fp32")
             self._faces = FaceFinder(spec.faces.landmarks)
         self._labels = list(spec.labels)
+        self.network_seconds = 0.0          # of the last predict call
         self._keep = [self._labels.index(lab) for lab in spec.reported_labels]
 
     def set_threads(self, num_threads: int) -> None:
@@ -167,7 +169,11 @@ class ModelRunner:
         highest P(age < minor_age) over them; both are None where the picture did not pass the
         gate (the face stage did not run), and `minor_likelihood` is None when no face was found.
         """
+        t0 = time.perf_counter()
         probs = self.engine.raw(batch)
+        # the main network alone (the face stage depends on what the pictures show): what the
+        # scan's batch sizing learns from
+        self.network_seconds = time.perf_counter() - t0
         results: list[dict[str, Any]] = [
             {self._labels[j]: float(row[j]) for j in self._keep} for row in probs
         ]

@@ -85,8 +85,9 @@ def test_a_fixed_size_does_not_adapt_and_odd_calls_are_ignored():
 def test_the_mode_comes_from_the_environment(monkeypatch):
     monkeypatch.delenv("TRIAGE_MODEL_BATCH", raising=False)
     mode, sizer = batch_mode()
-    assert mode == "auto" and sizer.target() == 16 and sizer.largest == 64
-    assert batch_mode(gpus=1)[1].target() == 64 and batch_mode(gpus=1)[1].largest == 256
+    assert mode == "auto" and sizer.target() == 16 and (sizer.smallest, sizer.largest) == (16, 64)
+    gpu = batch_mode(gpus=1)[1]
+    assert gpu.target() == 64 and (gpu.smallest, gpu.largest) == (32, 256)
     monkeypatch.setenv("TRIAGE_MODEL_BATCH", "batch")
     assert batch_mode()[0] == "batch"
     monkeypatch.setenv("TRIAGE_MODEL_BATCH", "32")

@@ -17,8 +17,8 @@ BATCH_ENV = "TRIAGE_MODEL_BATCH"
 
 @dataclass
 class ScoredCall:
-    """One model call's answer: a score per picture, and how long the network took (in the
-    actor, so time waiting in its queue is not counted)."""
+    """One model call's answer: a score per picture, and how long the main network took (in
+    the actor: neither the time waiting in its queue nor the face stage is counted)."""
 
     scores: list
     seconds: float
@@ -115,11 +115,13 @@ class ModelQueue:
 
 
 def batch_mode(gpus: int = 0) -> tuple[str, BatchSizer]:
-    """("auto" | "batch" | "fixed", its sizer) from TRIAGE_MODEL_BATCH; a GPU starts larger."""
+    """("auto" | "batch" | "fixed", its sizer) from TRIAGE_MODEL_BATCH. On CPU the engine runs
+    16 pictures at a time (models/engine.py, CPU_CHUNK_PIXELS), so calls go from 16 (smaller
+    ones are no faster a picture and only add calls) to 64; a GPU gains from 32 up to 256."""
     wanted = os.environ.get(BATCH_ENV, "auto").strip().lower()
-    largest = 256 if gpus else 64
+    smallest, start, largest = (32, 64, 256) if gpus else (16, 16, 64)
     if wanted == "batch":
-        return "batch", BatchSizer(largest=largest)
+        return "batch", BatchSizer(start, smallest, largest)
     if wanted.isdigit() and int(wanted) > 0:
-        return "fixed", BatchSizer(fixed=int(wanted), largest=largest)
-    return "auto", BatchSizer(start=64 if gpus else 16, largest=largest)
+        return "fixed", BatchSizer(start, smallest, largest, fixed=int(wanted))
+    return "auto", BatchSizer(start, smallest, largest)

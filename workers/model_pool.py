@@ -8,7 +8,6 @@ CPU beside the decode workers (see `cpu_layout`). The pictures of many decode ba
 from __future__ import annotations
 
 import os
-import time
 from typing import Optional
 
 import numpy as np
@@ -38,11 +37,9 @@ class ModelActor:
     def score(self, keys: list[str], pixels: np.ndarray, threads: Optional[int] = None) -> ScoredCall:
         if threads and self.runner.device == "cpu":
             self.runner.set_threads(threads)
-        t0 = time.perf_counter()
         values = self.runner.predict(np.asarray(pixels))
-        seconds = time.perf_counter() - t0
         return ScoredCall([Score(key=k, model=self.name, model_sha256=self.sha256, values=v)
-                           for k, v in zip(keys, values)], seconds)
+                           for k, v in zip(keys, values)], self.runner.network_seconds)
 
 
 def cpu_layout(workers: int) -> tuple[int, int]:

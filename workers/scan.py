@@ -257,7 +257,7 @@ class Scan:
 
     def _room(self) -> bool:
         """Room for another batch: CPU batches below their bound, and the model stage keeping up."""
-        if self.model_pool is not None and self._model_backlog() >= self.max_model_calls:
+        if self.model_pool is not None and self._model_full():
             return False
         return len(self.in_flight) < self.max_in_flight
 
@@ -486,17 +486,24 @@ class Scan:
         else:
             self._feed_model()
 
-    def _model_backlog(self) -> int:
-        """Model calls in flight and those the queued pictures will make."""
-        target = max(1, self.model_pool.target(self.workers))
-        return len(self.model_calls) + -(-len(self.model_queue) // target)
+    def _model_full(self) -> bool:
+        """The model stage has enough work: no decode batch is pulled until it catches up.
+        Full when as many decode batches wait for scores as calls may be in flight (large
+        yields: as before batching adapted) and enough pictures wait to fill that many calls
+        (small yields: enough to coalesce)."""
+        if len(self.model_jobs) < self.max_model_calls:
+            return False
+        if self.model_pool.batching == "batch":
+            return True
+        waiting = len(self.model_queue) + sum(len(k) for parts in self.model_calls.values()
+                                              for _, k in parts)
+        return waiting >= self.max_model_calls * self.model_pool.target(self.workers)
 
     def _model_idle_cpus(self) -> int:
         """The cores the decode workers leave the model (an adaptive pool runs that many
         threads): all of them once the model's queue is full, as no batch is pulled then until
         the model catches up, or when no batch is left to decode."""
-        full = self._model_backlog() >= self.max_model_calls
-        return self.workers if full else max(0, self.workers - len(self.in_flight))
+        return self.workers if self._model_full() else max(0, self.workers - len(self.in_flight))
 
     def _feed_model(self) -> None:
         """Queued pictures to the actors: a call of the measured size whenever one is full, and
