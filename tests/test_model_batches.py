@@ -112,3 +112,151 @@ def test_the_queue_coalesces_small_batches_and_splits_large_ones():
     keys, _, parts = q.take(4)                                 # what is left
     assert keys == ["d5", "d6"] and len(q) == 0
     assert q.take(4)[0] == []
+
+
+# --- the driver's bookkeeping: pictures of two decode batches in calls that cut across them ---
+
+class _RayError(Exception):
+    pass
+
+
+class _FakeRay:
+    """ray.get for the driver: the answers given, or a failed call."""
+
+    class exceptions:
+        RayError = _RayError
+
+    def __init__(self):
+        self.answers = {}
+
+    def get(self, ref):
+        got = self.answers[ref]
+        if isinstance(got, Exception):
+            raise got
+        return got
+
+
+class _FakePool:
+    batching = "auto"
+    actors = [object()]
+
+    def __init__(self, size):
+        self.size, self.sent, self.learnt = size, [], []
+
+    def target(self, idle_cpus=None):
+        return self.size
+
+    def submit(self, keys, pixels, idle_cpus=None):
+        self.sent.append(list(keys))
+        return f"call{len(self.sent)}"
+
+    def done(self, ref, answer=None):
+        self.learnt.append(answer is not None)
+
+
+class _FakeStore:
+    def __init__(self):
+        self.done = {}
+
+    def mark_batch_done(self, device_id, batch_id, scores, coverage, files):
+        self.done[batch_id] = (sorted(s.key for s in scores), coverage)
+
+
+def _driver(size: int):
+    """The scan driver with fakes around its model bookkeeping: one device, one actor."""
+    from types import SimpleNamespace
+
+    from workers.scan import DeviceState, Scan
+
+    scan = Scan.__new__(Scan)
+    scan.ray, scan.model_pool, scan.store = _FakeRay(), _FakePool(size=size), _FakeStore()
+    scan.model_jobs, scan.model_queue, scan.model_calls = {}, ModelQueue(), {}
+    scan.max_model_calls, scan.workers, scan.in_flight = 3, 2, {}
+    scan.thresholds, scan.labels = None, {}
+    scan.reporter = SimpleNamespace(batch_done=lambda *a: None)
+    scan.sink = SimpleNamespace(raise_all=lambda flags: 0)
+    dev = DeviceState("d", ("d.raw",), phase="scanning")
+    scan.devices = {"d": dev}
+    return scan, dev
+
+
+def test_each_decode_batch_is_done_when_all_its_pictures_are_answered_whatever_the_calls():
+    """Three pictures of b1 and two of b2, cut into calls of four and one. The call holding
+    b2's second picture fails: b1 is stored whole, b2 with its one score and a NOT_SCORED gap
+    for exactly the picture (and bytes) it lost."""
+    from types import SimpleNamespace
+
+    from triage import records
+    from triage.records import Features, FileRecord, Provenance, Score
+    from workers.model_batches import ScoredCall
+    from workers.plan import BatchHeader
+
+    scan, dev = _driver(size=4)
+
+    def batch(batch_id, names):
+        recs = [FileRecord(Provenance("d", path=f"/{n}"), n, 1000 + i, True, "ext4",
+                           type="image/jpeg") for i, n in enumerate(names)]
+        items = [(r, Features(key=r.key, size=r.size, type=r.type, is_picture=True))
+                 for r in recs]
+        return SimpleNamespace(model_inputs=[(r.key, np.zeros((4, 4, 3), np.uint8)) for r in recs],
+                               frame_of={}, items=items, matches=[], stored_files=len(recs)), recs
+
+    b1, recs1 = batch("b1", ["a", "b", "c"])
+    b2, recs2 = batch("b2", ["d", "e"])
+    head = lambda i: BatchHeader("d", i, 0, 0, 3, 3000)   # noqa: E731
+    scan._send_to_model(dev, head("b1"), b1)      # 3 < 4 and the actor idle: sent as it is
+    assert scan.model_pool.sent == [[r.key for r in recs1]]
+    scan._send_to_model(dev, head("b2"), b2)      # the actor busy: b2's two wait to coalesce
+    assert len(scan.model_pool.sent) == 1 and len(scan.model_queue) == 2
+    assert dev.in_flight == 2
+
+    score = lambda r: Score(r.key, "toy", "0" * 64, {"explicit": 0.1})   # noqa: E731
+    scan.ray.answers["call1"] = ScoredCall([score(r) for r in recs1], 0.3)
+    scan._scored("call1")                          # b1 complete; the actor idle: b2 goes
+    assert scan.store.done == {"b1": (sorted(r.key for r in recs1), [])}
+    assert scan.model_pool.sent[1] == [r.key for r in recs2]
+    # a call that answers only one of its two pictures: the other is a gap, not lost silently
+    scan.ray.answers["call2"] = ScoredCall([score(recs2[0])], 0.1)
+    scan._scored("call2")
+    keys, coverage = scan.store.done["b2"]
+    assert keys == [recs2[0].key]
+    [gap] = coverage
+    assert gap.kind == records.NOT_SCORED and gap.bytes_not_examined == recs2[1].size
+    assert gap.reason == "1 pictures of batch b2 not scored by the model: the model returned no score"
+    assert dev.in_flight == 0 and dev.scored == 4 and scan.model_jobs == {}
+    assert scan.model_pool.learnt == [True, True]
+
+
+def test_a_failed_call_leaves_a_gap_for_its_pictures_only():
+    from types import SimpleNamespace
+
+    from triage.records import Features, FileRecord, Provenance
+    from workers.plan import BatchHeader
+
+    scan, dev = _driver(size=2)
+    recs = [FileRecord(Provenance("d", path=f"/{n}"), n, 500, True, "ext4", type="image/jpeg")
+            for n in "abcde"]
+    result = SimpleNamespace(model_inputs=[(r.key, np.zeros((4, 4, 3), np.uint8)) for r in recs],
+                             frame_of={}, matches=[], stored_files=5,
+                             items=[(r, Features(key=r.key, size=500, type=r.type, is_picture=True))
+                                    for r in recs])
+    scan._send_to_model(dev, BatchHeader("d", "b9", 0, 0, 5, 2500), result)
+    # a large yield split into calls of the target size; the last one, smaller, waits while
+    # the actor is busy, in case more pictures come to fill it
+    assert scan.model_pool.sent == [[r.key for r in recs[:2]], [r.key for r in recs[2:4]]]
+    from workers.model_batches import ScoredCall
+    from triage.records import Score
+    scan.ray.answers.update({
+        "call1": ScoredCall([Score(r.key, "toy", "0" * 64, {"explicit": 0.2}) for r in recs[:2]], 0.1),
+        "call2": _RayError("actor died"),
+        "call3": ScoredCall([Score(recs[4].key, "toy", "0" * 64, {"explicit": 0.2})], 0.1)})
+    scan._scored("call2")                  # answers in any order
+    assert len(scan.model_pool.sent) == 2 and "b9" not in scan.store.done
+    scan._scored("call1")                  # the actor idle: what waits goes as it is
+    assert scan.model_pool.sent[2] == [recs[4].key]
+    scan._scored("call3")
+    assert scan.model_pool.learnt == [False, True, True]    # a failed call teaches nothing
+    keys, [gap] = scan.store.done["b9"]
+    assert len(keys) == 3 and gap.bytes_not_examined == 1000
+    assert gap.reason.startswith("2 pictures of batch b9 not scored by the model: ")
+    assert dev.in_flight == 0 and dev.scored == 3

@@ -8,6 +8,12 @@ driver's and the object store's memory stay flat however large the evidence.
 Every batch's results are written to the case store in one transaction, and its flags are
 raised (store, flags.jsonl, console) the moment the result arrives. A failed batch (worker
 crash, time limit) is retried once, then recorded as coverage, and the scan goes on.
+
+With a model, a batch's pictures join one queue and reach the model actors in calls of the
+size the pool measures fastest (workers/model_batches.py), so one call may carry pictures of
+several batches and one batch may span several calls; a batch is done, and its model flags
+raised, once every one of its pictures is answered, and a picture whose call failed is a
+NOT_SCORED gap of that batch.
 """
 from __future__ import annotations
 
@@ -530,6 +536,9 @@ class Scan:
             for job, keys in parts:
                 got = self.model_jobs[job]
                 got.scores += [by_key[k] for k in keys if k in by_key]
+                missing = [k for k in keys if k not in by_key]
+                if missing:         # never silently unscored: a gap like a failed call
+                    got.failed.append((missing, "the model returned no score"))
         except self.ray.exceptions.RayError as exc:
             self.model_pool.done(ref)
             for job, keys in parts:
