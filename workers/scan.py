@@ -192,7 +192,7 @@ class Scan:
         self.in_flight: dict[Any, InFlight] = {}
         self.model_pool = model_pool
         # decode batches waiting for scores; their pictures queued, then in calls of the size
-        # the pool measures fastest (workers/model_pool.py: BatchSizer), many batches a call
+        # the pool measures fastest (workers/model_batches.py: BatchSizer), many batches a call
         self.model_jobs: dict[tuple, ModelJob] = {}
         from workers.model_batches import ModelQueue
         self.model_queue = ModelQueue()
@@ -968,7 +968,8 @@ def _operator() -> str:
 def prepare_scan(case_dir, *, hashset_args=(), store_root=None, model: str = "none",
                  mode: str = "triage", stop_after: int = 10, pictures: bool = True,
                  sha256: bool = False, task_timeout: float = 300.0,
-                 model_precision: str = "auto", model_first_stage: str = "on", **extra) -> tuple[ScanOptions, list[dict]]:
+                 model_precision: str = "auto", model_first_stage: str = "on",
+                 **extra) -> tuple[ScanOptions, list[dict]]:
     """Turns CLI arguments into ScanOptions and the hash sets' provenance.
 
     FILE arguments are imported into CASE_DIR/hashsets (the case keeps its own copy of what it
