@@ -1,8 +1,8 @@
 """The model stage inside a real scan: a toy TorchScript model plugged in through its spec file,
 its scores reaching the case store, and the cascade's skips recorded with their reasons (the
 toy's spec has the skin first stage, which rules the blue picture out). The same folder is
-scanned again with the first stage off and one model call per decode batch, to show what the
-switch changes and that adaptive batching changes nothing.
+scanned with adaptive model calls and again with the first stage off and one model call per
+decode batch (the default), to show what the switch changes and that the calls change nothing.
 
 The bundled default model on the synthetic fleet is checked in test_rank_e2e.py, whose scan
 runs with `--model default`.
@@ -65,11 +65,10 @@ def toy_scan(tmp_path_factory):
     alert_pdq.write_text(f"{pdq(near)[0]},100,alert-near.png\n")
     runs = {}
     # decode batches of two files: small yields for the adaptive run to coalesce
-    for name, extra, batching in (("case", [], None),
+    for name, extra, batching in (("case", [], "auto"),
                                   ("case_off", ["--model-first-stage", "off"], "batch")):
         with pytest.MonkeyPatch.context() as mp:
-            if batching:
-                mp.setenv("TRIAGE_MODEL_BATCH", batching)
+            mp.setenv("TRIAGE_MODEL_BATCH", batching)
             result = CliRunner().invoke(__import__("cli").main,
                                         ["scan", "--case", str(root / name), "--json", "--mode",
                                          "full", "--batch-files", "2", "--hashset", str(alert_pdq),
