@@ -811,6 +811,12 @@ def _video_options(command):
               help="Numbers the model computes in. auto: chosen from the CPU's flags, each "
                    "precision used only if it passes the accuracy gate against fp32 (see "
                    "README, Models); the run records which and why.")
+@click.option("--model-first-stage", type=click.Choice(["on", "off"]), default="on",
+              show_default=True,
+              help="The model's cheap first stage (the default model: pictures with no "
+                   "skin-coloured pixel) rules pictures out before the network; each is stored "
+                   "with its reason. off: every picture that passes the skips goes to the "
+                   "network.")
 @click.option("--mode", type=click.Choice(["triage", "full"]), default="triage", show_default=True,
               help="triage: likely places first, stop a device after --stop-after exact alert "
                    "matches and one full pass over its pictures; full: read everything.")
@@ -855,7 +861,8 @@ def _video_options(command):
 @output_format("table", "json")
 @_video_options
 @click.argument("evidence", nargs=-1, required=True, type=click.Path())
-def scan(case_dir, case_ref, hashset_args, store_root, context_file, model, model_precision, mode,
+def scan(case_dir, case_ref, hashset_args, store_root, context_file, model, model_precision,
+         model_first_stage, mode,
          stop_after, address,
          workers, resume, replace, verify, no_pictures, sha256, no_carve, recovery_key,
          password, allow_plaintext_key, task_timeout,
@@ -887,7 +894,8 @@ def scan(case_dir, case_ref, hashset_args, store_root, context_file, model, mode
             raise TriageError(f"no such file: {path}")
     lower_priority(niceness)        # before Ray starts, so its local processes inherit it
     opts, hashsets = prepare_scan(case_dir, hashset_args=hashset_args, store_root=store_root,
-                                  model=model, model_precision=model_precision, mode=mode,
+                                  model=model, model_precision=model_precision,
+                                  model_first_stage=model_first_stage, mode=mode,
                                   stop_after=stop_after,
                                   pictures=not no_pictures, sha256=sha256,
                                   task_timeout=task_timeout, batch_files=batch_files,

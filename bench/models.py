@@ -4,7 +4,10 @@ Runs standalone: `.venv/bin/python bench/models.py [--quick] [--compile] [--onnx
 On CPU it prints, in one run, torch fp32, bf16 and int8 (and bf16 + torch.compile with
 --compile) against onnxruntime on the same ONNX file, interleaved, at batch 1/16/64, and each
 precision's accuracy gate against fp32 on the validation set (models/precision.py). On a GPU it
-prints fp32 and bf16 + channels_last. Ends with one summary line and the peak RSS.
+prints fp32 and bf16 + channels_last. Then the cascade's first stage (models/cascade.py) on
+generated bait and benign pictures against the full network's fp32 scores: the bait recall,
+the share of benign pictures it rules out (its gain), anything it ruled out that a threshold
+would have caught, and its own rate. Ends with one summary line and the peak RSS.
 """
 from __future__ import annotations
 
@@ -132,7 +135,36 @@ def bench_cpu(spec, batches, threads: int, do_compile: bool) -> dict:
     # parity on this run's inputs, so the numbers above are for the same function
     out = session.run(None, {name: onnx_in})[0]
     print(f"  max abs diff torch fp32 vs onnxruntime: {np.abs(out - engines['torch fp32'].raw(batch)).max():.2e}")
-    return {"rates": rates, "gates": gates}
+    return {"rates": rates, "gates": gates, "fp32": engines["torch fp32"]}
+
+
+def bench_cascade(spec, engine, n_bait: int, n_benign: int) -> "object":
+    """The first stage against the full network on generated pictures (models/cascade.py)."""
+    from models import cascade
+
+    t0 = time.perf_counter()
+    names, inputs = cascade.pictures(spec, n_bait, n_benign)
+    made = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    col = list(spec.labels).index("explicit")
+    scores = np.concatenate([engine.raw(inputs[i:i + 16]) for i in range(0, len(inputs), 16)])[:, col]
+    network = len(inputs) / (time.perf_counter() - t0)
+    f = cascade.measure(spec, names, inputs, scores)
+    lowest = sorted({spec.thresholds.get("explicit", 0.5)} | ({spec.faces.threshold} if spec.faces else set()))
+    print(f"cascade first stage (fewer than {spec.first_stage_skin:.0%} of the model input's pixels "
+          f"could be skin: ruled out), {f.bait} bait + {f.benign} benign generated pictures "
+          f"(seed {cascade.SEED}, made in {made:.0f} s):")
+    print(f"  bait the full network (fp32) puts over {spec.thresholds.get('explicit')}: {f.bait_over} "
+          f"of {f.bait}; still sent on: {f.bait_over_sent} (recall {f.recall:.1%})")
+    print(f"  benign ruled out: {f.benign_ruled_out} of {f.benign} ({f.benign_share:.1%}): "
+          + ", ".join(f"{k} {got}/{of}" for k, (got, of) in sorted(f.by_kind.items())))
+    print(f"  ruled out yet at or over a threshold ({', '.join(map(str, lowest))}): {len(f.lost)}"
+          f"{' ' + str(f.lost[:5]) if f.lost else ''}; highest score ruled out "
+          f"{f.max_ruled_out_score:.4f}")
+    print(f"  first stage {f.rate:7.0f} pictures/s on one core; the full network here "
+          f"{network:6.1f} pictures/s (fp32, batch 16)")
+    print(f"  verdict: {'meets the bar (nothing lost): on by default' if f.keeps_everything else 'FAILS the bar: must be off by default'}")
+    return f
 
 
 def bench_age_cpu(threads: int, onnx_dir: Path | None) -> None:
@@ -208,20 +240,29 @@ def main() -> None:
     ap.add_argument("--onnx-dir", type=Path, default=None,
                     help="a folder with open-nsfw.onnx and age-v1.onnx (when the packages are absent)")
     ap.add_argument("--no-preprocess", action="store_true")
+    ap.add_argument("--cascade-bait", type=int, default=120, help="bait pictures for the cascade")
+    ap.add_argument("--cascade-benign", type=int, default=400, help="benign pictures for the cascade")
+    ap.add_argument("--only-cascade", action="store_true", help="the cascade's first stage only")
     args = ap.parse_args()
 
     spec = resolve("open_nsfw")
     if args.onnx_dir:
         spec = spec.with_weights(args.onnx_dir / "open-nsfw.onnx")
     batches = (1, 16) if args.quick else (1, 16, 64)
+    cascade_set = (30, 80) if args.quick else (args.cascade_bait, args.cascade_benign)
     summary = []
-    if not args.no_preprocess:
+    if not args.no_preprocess and not args.only_cascade:
         pre = bench_preprocess(spec, 4 if args.quick else 12)
         summary.append(f"preprocess {pre['draft']:.0f}/s (draft)")
     import torch
-    if torch.cuda.is_available():
+
+    from models.engine import Engine
+    if args.only_cascade:
+        fp32 = Engine(spec, "cuda" if torch.cuda.is_available() else "cpu", args.threads, "fp32")
+    elif torch.cuda.is_available():
         best = bench_gpu(spec, batches + (256,), args.compile)
         summary.append(f"GPU bf16 batch 256 {best[256]:.0f}/s")
+        fp32 = Engine(spec, "cuda", precision="fp32")
     else:
         got = bench_cpu(spec, batches, args.threads, args.compile)
         bench_age_cpu(args.threads, args.onnx_dir)
@@ -232,6 +273,11 @@ def main() -> None:
         summary.append("gate: " + ", ".join(
             f"{k.replace('torch ', '')} {'pass' if v.passed else 'refused'} (max |d| {v.max_delta:.4f})"
             for k, v in got["gates"].items()))
+        fp32 = got["fp32"]
+    # the default cascade's spec: the same network, and the face stage's 0.3 is a threshold too
+    f = bench_cascade(resolve("default").with_weights(spec.weights), fp32, *cascade_set)
+    summary.append(f"first stage: bait recall {f.recall:.0%}, {f.benign_share:.1%} of benign ruled "
+                   f"out, {len(f.lost)} lost, {f.rate:.0f} pictures/s")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"RESULT models: {'; '.join(summary)}; peak RSS {peak:.0f} MiB")
 

@@ -17,11 +17,13 @@ Prints, in one run:
   `triage scan --address`), as a unit scanning all day would run it;
   (h) --mode full --model default against --mode full --model none, interleaved, with the
       model stage's pictures/s, the precision the run chose and why, for each CPU layout of the
-      model actors in --model-layouts (ACTORSxTHREADS; the first is the default's).
+      model actors in --model-layouts (ACTORSxTHREADS; the first is the default's) and each
+      way of cutting pictures into model calls in --model-batching (auto, batch).
 
 Usage:
   .venv/bin/python bench/scan.py [--fleet fixtures/bench-large] [--workers 2] [--no-e01]
   .venv/bin/python bench/scan.py --only-h [--model-layouts 1x1,2x1,1x2] [--model-precision auto]
+                                          [--model-batching auto,batch]
 
 The fleet is built with `triage synth --devices 1 --size large --seed 7` when missing.
 """
@@ -310,13 +312,18 @@ def walls(runs: list[dict]) -> str:
 
 
 def model_on_off(raw: Path, hs: list[Path], workers: int, layouts: list[str], precision: str,
-                 repeat: int) -> None:
+                 repeat: int, batching: tuple[str, ...] = ("auto",)) -> None:
     """(h) --model default against --model none, interleaved, for each layout of the model
-    actors. The first model-on scan of a machine builds the precision cache; a warm-up scan
-    does that first, so every timed one starts as a unit's second scan would."""
+    actors and each way of cutting pictures into model calls (TRIAGE_MODEL_BATCH: auto, or
+    batch, one call per decode batch as before). The first model-on scan of a machine builds
+    the precision cache; a warm-up scan does that first, so every timed one starts as a unit's
+    second scan would."""
+    from workers.model_batches import BATCH_ENV
     from workers.model_pool import LAYOUT_ENV
     full = ("--mode", "full")
     model = ("--model", "default", "--model-precision", precision)
+    contenders = [(lay, b) for lay in layouts for b in batching]
+    name = {c: c[0] if len(batching) == 1 else f"{c[0]}, calls {c[1]}" for c in contenders}
     warm = scan(raw, hs, workers, *full, *model, env={LAYOUT_ENV: layouts[0]})
     runtime = warm["summary"].get("model_runtime") or {}
     prec = runtime.get("precision") or {}
@@ -326,23 +333,26 @@ def model_on_off(raw: Path, hs: list[Path], workers: int, layouts: list[str], pr
         print(f"      {t['precision']:<5} passed={t.get('passed')} max|d|={t.get('max_delta', 0):.4f} "
               f"flips={len(t.get('flips') or [])} rate={t.get('rate')}/s "
               f"{'(cached)' if t.get('cached') else ''} {t.get('reason') or ''}")
-    off_runs, on_runs = [], {lay: [] for lay in layouts}
+    off_runs, on_runs = [], {c: [] for c in contenders}
     for _ in range(repeat):
         off_runs.append(scan(raw, hs, workers, *full, "--model", "none"))
-        for lay in layouts:
-            on_runs[lay].append(scan(raw, hs, workers, *full, *model, env={LAYOUT_ENV: lay}))
+        for c in contenders:
+            on_runs[c].append(scan(raw, hs, workers, *full, *model,
+                                   env={LAYOUT_ENV: c[0], BATCH_ENV: c[1]}))
     off = min(off_runs, key=lambda r: r["wall"])
     print(line(f"(h) raw, --mode full --model none, {workers} workers", off))
-    for lay in layouts:
-        on = min(on_runs[lay], key=lambda r: r["wall"])
+    for c in contenders:
+        on = min(on_runs[c], key=lambda r: r["wall"])
         extra = on["wall"] - off["wall"]
         rate = on["scored"] / extra if extra > 0 else float("inf")
-        print(line(f"(h) raw, --model default, actors x threads {lay}", on))
-        print(f"(h) {lay}: model on / off = {on['wall'] / off['wall']:.2f}x the time (goal <= 2x; "
-              f"runs {walls(on_runs[lay])} s against {walls(off_runs)} s); {on['scored']} pictures "
+        cut = (on["summary"].get("model_runtime") or {}).get("batching") or {}
+        print(line(f"(h) raw, --model default, actors x threads {name[c]}", on))
+        print(f"(h) {name[c]}: model on / off = {on['wall'] / off['wall']:.2f}x the time (goal <= 2x; "
+              f"runs {walls(on_runs[c])} s against {walls(off_runs)} s); {on['scored']} pictures "
               f"scored, {on['model_skipped']} skipped, in {extra:.1f} s over model-off = "
               f"{rate:.1f} pictures/s for the model stage (goal >= 72); "
-              f"{on['flags']} flags against {off['flags']}")
+              f"{on['flags']} flags against {off['flags']}; {cut.get('calls')} model calls "
+              f"({cut.get('mode')}), measured pictures/s by threads and size {cut.get('measured')}")
 
 
 # --- main ---------------------------------------------------------------------------------
@@ -378,6 +388,9 @@ def main() -> None:
     ap.add_argument("--model-layouts", default="1x1",
                     help="(h): model actor layouts ACTORSxTHREADS to time, comma-separated")
     ap.add_argument("--model-precision", default="auto", help="(h): --model-precision to pass")
+    ap.add_argument("--model-batching", default="auto",
+                    help="(h): TRIAGE_MODEL_BATCH values to time, comma-separated (auto: sized "
+                         "by the measured rate; batch: one call per decode batch, as before)")
     args = ap.parse_args()
     w = args.workers
     truth = ensure_fleet(args.fleet)
@@ -394,7 +407,8 @@ def main() -> None:
     layouts = [lay.strip() for lay in args.model_layouts.split(",") if lay.strip()]
     if args.only_h:
         subprocess.run(["cat", str(raw)], stdout=subprocess.DEVNULL)
-        model_on_off(raw, hs, w, layouts, args.model_precision, max(1, args.repeat - 1))
+        model_on_off(raw, hs, w, layouts, args.model_precision, max(1, args.repeat - 1),
+                     tuple(b.strip() for b in args.model_batching.split(",") if b.strip()))
         return
 
     # warm the page cache once so every contender reads from memory
@@ -478,7 +492,8 @@ def main() -> None:
               f"{ff / results['full_w']['wall']:.0%} of the --mode full scan "
               f"({results['full_w']['wall']:.1f} s) (goal < 10%)")
 
-    model_on_off(raw, hs, w, layouts, args.model_precision, 1)
+    model_on_off(raw, hs, w, layouts, args.model_precision, 1,
+                 tuple(b.strip() for b in args.model_batching.split(",") if b.strip()))
 
     if not args.no_e01:
         e01 = ensure_e01(raw, args.fleet)

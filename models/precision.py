@@ -171,6 +171,15 @@ def _jpeg(img, quality: int):
     return out
 
 
+def bait_inputs(spec: ModelSpec, seed: int, n: int) -> tuple[list[str], list[np.ndarray]]:
+    """(names, model inputs) of `n` bait pictures from `seed` on, saved as JPEG at the quality
+    triage/synth/bait.py checked them at."""
+    from models.preprocess import preprocess
+    from triage.synth.bait import JPEG_QUALITY, make_bait_picture
+    return ([f"bait-{seed + i}" for i in range(n)],
+            [preprocess(spec, _jpeg(make_bait_picture(seed + i), JPEG_QUALITY)) for i in range(n)])
+
+
 def pictures(spec: ModelSpec, part: str) -> tuple[list[str], np.ndarray]:
     """(names, uint8 model inputs) of the validation or calibration set, made here from seeds.
 
@@ -178,7 +187,6 @@ def pictures(spec: ModelSpec, part: str) -> tuple[list[str], np.ndarray]:
     and camera frames (triage/synth/pictures.py, JPEG quality 88 as the fleet writes them).
     The two parts use different seeds, so the gate never sees a calibration picture.
     """
-    from triage.synth.bait import JPEG_QUALITY as BAIT_QUALITY, make_bait_picture
     from models.preprocess import preprocess
     from triage.synth.pictures import JPEG_QUALITY, benign_picture, camera_frame
 
@@ -188,10 +196,7 @@ def pictures(spec: ModelSpec, part: str) -> tuple[list[str], np.ndarray]:
         seeds, n_bait, n_benign = 1000, CALIBRATION_BAIT, CALIBRATION_BENIGN
     else:
         raise ValueError(part)
-    names, arrays = [], []
-    for i in range(n_bait):
-        names.append(f"bait-{seeds + i}")
-        arrays.append(preprocess(spec, _jpeg(make_bait_picture(seeds + i), BAIT_QUALITY)))
+    names, arrays = bait_inputs(spec, seeds, n_bait)
     for i in range(n_benign):
         w, h = BENIGN_SIZES[i % len(BENIGN_SIZES)]
         make = camera_frame if i % 3 == 2 else benign_picture

@@ -101,3 +101,42 @@ def graphic_reason(img: Image.Image | np.ndarray) -> str | None:
     if colours < MIN_COLOURS:
         return f"few colours ({colours}): a graphic, not a photograph"
     return None
+
+
+# --- the cascade's first stage: no skin, no explicit score worth the network's time ----------
+
+# Chai and Ngan's skin chroma box (Cb 77-127, Cr 133-173), widened for skin under coloured
+# light; near-neutral pixels (grey pictures: black-and-white photographs, sepia) and dark ones
+# (too dark to tell a colour) count as possible skin too, so only colourful pictures with no
+# skin-coloured pixel at all are ruled out. Measured in bench/models.py (README, What runs).
+SKIN_CB = (60.0, 140.0)
+SKIN_CR = (125.0, 190.0)
+NEUTRAL_CHROMA = 12.0      # |Cb - 128| + |Cr - 128| below this: a grey pixel
+DARK_LUMA = 32.0           # Y below this: too dark to say which colour
+
+
+def skin_share(pixels: np.ndarray) -> float:
+    """The share of an RGB uint8 picture's pixels that could be skin (JPEG YCbCr, BT.601), on
+    every fourth pixel of every fourth row (the model input: 56 x 56 samples; on the bench's
+    520 pictures every decision was the same as on every pixel, at a tenth of the cost)."""
+    a = np.asarray(pixels)[::4, ::4, :3].astype(np.float32)
+    if a.size == 0:
+        return 0.0
+    r, g, b = a[..., 0], a[..., 1], a[..., 2]
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    cb = 128.0 - 0.168736 * r - 0.331264 * g + 0.5 * b
+    cr = 128.0 + 0.5 * r - 0.418688 * g - 0.081312 * b
+    possible = ((cb >= SKIN_CB[0]) & (cb <= SKIN_CB[1]) & (cr >= SKIN_CR[0]) & (cr <= SKIN_CR[1])) \
+        | (np.abs(cb - 128.0) + np.abs(cr - 128.0) < NEUTRAL_CHROMA) | (y < DARK_LUMA)
+    return float(possible.mean())
+
+
+def first_stage_reason(pixels: np.ndarray, min_skin: float) -> str | None:
+    """Why the model input `pixels` need not go to the network, or None: fewer than `min_skin`
+    of its pixels could be skin (0 turns the stage off)."""
+    if min_skin <= 0:
+        return None
+    share = skin_share(pixels)
+    if share < min_skin:
+        return f"ruled out by first stage (skin share {share:.1%})"
+    return None

@@ -136,10 +136,10 @@ def verify_models(names: list[str] | None = None, models_dir: Path | None = None
     return checks
 
 
-def for_scan(model: str, precision: str = "auto") -> Optional[dict]:
+def for_scan(model: str, precision: str = "auto", first_stage: str = "on") -> Optional[dict]:
     """What a scan records and ships to its workers for `--model`: the model's provenance
-    (name, version, sha256, input size, thresholds, the precision asked for) after checking its
-    weights' sha256; None for --model none."""
+    (name, version, sha256, input size, thresholds, the precision asked for, whether the spec's
+    first stage rules pictures out) after checking its weights' sha256; None for --model none."""
     if model in (None, "", "none"):
         return None
     from models.precision import CHOICES
@@ -151,4 +151,8 @@ def for_scan(model: str, precision: str = "auto") -> Optional[dict]:
     info = describe(spec)
     info["spec"] = model
     info["precision"] = precision
+    if first_stage not in ("on", "off"):
+        raise ModelError(f"model first stage must be on or off, not {first_stage!r}")
+    if first_stage == "off":      # else describe's {"skin_share": ...}, when the spec has one
+        info["first_stage"] = "off"
     return info

@@ -1,7 +1,7 @@
 """The model stage: the cascade rule, and a Ray-style callable that scores batches.
 
-Importing this module does not import torch: `preprocess`, `should_skip` and `graphic_reason`
-are for the CPU scan workers. `ModelRunner` loads torch when it is built. It knows nothing of
+Importing this module does not import torch: `preprocess`, `prepare`, `should_skip`,
+`graphic_reason` and `first_stage_reason` are for the CPU scan workers. `ModelRunner` loads torch when it is built. It knows nothing of
 Ray; `workers/` wraps it in an actor pool (one runner per actor, batches of uint8 pictures
 already at the model's input size).
 
@@ -14,13 +14,15 @@ larger images only for pictures it already knows pass, or accepts the smaller re
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 from PIL import Image
 
-from models.preprocess import face_image, graphic_reason, preprocess  # noqa: F401 (re-exported)
+from models.preprocess import (face_image, first_stage_reason, graphic_reason,  # noqa: F401
+                               preprocess)
 from models.spec import ModelSpec, verify
 from triage.filetype import PICTURE_TYPES
 
@@ -61,11 +63,18 @@ def should_skip(features: Any, matches: Iterable[Any] = (),
     return None
 
 
-def prepare(spec, img: Image.Image) -> np.ndarray | str:
+def prepare(spec, img: Image.Image, first_stage: bool = True) -> np.ndarray | str:
     """The model input of a decoded picture, or why it skips the model (icon, sprite, flat
-    graphic). Runs on the scan's CPU workers, where the decoded picture (alpha included) is."""
+    graphic; with `first_stage`, the spec's first stage: no skin). Runs on the scan's CPU
+    workers, where the decoded picture (alpha included) is."""
     why = graphic_reason(img)
-    return why if why else preprocess(spec, img)
+    if why:
+        return why
+    pixels = preprocess(spec, img)
+    if first_stage:
+        # on what the network would see: the centre crop, after the reference resizing
+        why = first_stage_reason(pixels, spec.first_stage_skin)
+    return why or pixels
 
 
 @dataclass(frozen=True)
@@ -109,6 +118,7 @@ class ModelRunner:
             self._age = Engine(spec.faces.age, device, self.engine.threads or None, precision="fp32")
             self._faces = FaceFinder(spec.faces.landmarks)
         self._labels = list(spec.labels)
+        self.network_seconds = 0.0          # of the last predict call
         self._keep = [self._labels.index(lab) for lab in spec.reported_labels]
 
     def set_threads(self, num_threads: int) -> None:
@@ -159,7 +169,11 @@ class ModelRunner:
         highest P(age < minor_age) over them; both are None where the picture did not pass the
         gate (the face stage did not run), and `minor_likelihood` is None when no face was found.
         """
+        t0 = time.perf_counter()
         probs = self.engine.raw(batch)
+        # the main network alone (the face stage depends on what the pictures show): what the
+        # scan's batch sizing learns from
+        self.network_seconds = time.perf_counter() - t0
         results: list[dict[str, Any]] = [
             {self._labels[j]: float(row[j]) for j in self._keep} for row in probs
         ]

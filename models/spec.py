@@ -28,6 +28,9 @@ for a file shipped inside an installed Python package):
     [thresholds]
     explicit = 0.8                  # per label: at or above this, a picture is over threshold
 
+    [first_stage]                   # optional: rule pictures out before the network
+    skin_share = 0.01               # fewer possible-skin pixels than this share: not sent
+
     [faces]                         # optional: the apparent-age cascade
     when = "explicit"               # run face detection + age where this label passes ...
     threshold = 0.5                 # ... this value
@@ -87,6 +90,7 @@ class ModelSpec:
     arch: str = ""
     description: str = ""
     faces: Optional[FaceStage] = None
+    first_stage_skin: float = 0.0  # [first_stage] skin_share; 0: every picture goes to the network
     source: Optional[Path] = None  # the TOML file this spec came from
 
     @property
@@ -214,6 +218,10 @@ def _from_dict(data: dict[str, Any], path: Path) -> ModelSpec:
             landmarks_sha256=need(f, "landmarks_sha256", str, "faces.").lower(),
             minor_age=int(f.get("minor_age", 18)),
         )
+    first = data.get("first_stage", {})
+    skin = first.get("skin_share", 0.0) if isinstance(first, dict) else None
+    if not isinstance(skin, (int, float)) or isinstance(skin, bool) or not 0 <= skin < 1:
+        raise ModelError(f"{path}: first_stage.skin_share must be a number from 0 to below 1")
     return ModelSpec(
         name=name,
         version=str(data.get("version", "")),
@@ -234,6 +242,7 @@ def _from_dict(data: dict[str, Any], path: Path) -> ModelSpec:
         arch=str(arch),
         description=str(data.get("description", "")),
         faces=faces,
+        first_stage_skin=float(skin),
         source=path.resolve(),
     )
 
@@ -263,6 +272,8 @@ def describe(spec: ModelSpec) -> dict[str, Any]:
         "spec": str(spec.source) if spec.source else "",
         "description": spec.description,
     }
+    if spec.first_stage_skin:
+        d["first_stage"] = {"skin_share": spec.first_stage_skin}
     if spec.faces is not None:
         d["faces"] = {
             "when": spec.faces.when,

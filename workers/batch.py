@@ -166,7 +166,8 @@ class Backend:
 
             from models.registry import resolve
             from models.runner import prepare
-            prep = partial(prepare, resolve(opts.model.get("spec") or opts.model["name"]))
+            prep = partial(prepare, resolve(opts.model.get("spec") or opts.model["name"]),
+                           first_stage=opts.model.get("first_stage") != "off")
         video = None
         if opts.video and opts.pictures:
             from triage.videolimits import VideoLimits

@@ -2,7 +2,8 @@
 
 CPU workers decode and pre-size pictures (the features stage's `model_input`); the actors
 only run the network. An actor asks for a GPU when the cluster has one; otherwise it runs on
-CPU beside the decode workers (see `cpu_layout`).
+CPU beside the decode workers (see `cpu_layout`). The pictures of many decode batches wait in a
+`ModelQueue` and go to the actors in calls of the size `BatchSizer` finds fastest here.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 import ray
 
 from triage.records import Score
+from workers.model_batches import ScoredCall, batch_mode
 
 LAYOUT_ENV = "TRIAGE_MODEL_LAYOUT"    # "ACTORSxTHREADS", e.g. "2x1": for bench/scan.py's (h)
 
@@ -32,12 +34,12 @@ class ModelActor:
         return {"name": self.name, "sha256": self.sha256, "device": self.runner.device,
                 "precision": self.runner.precision_report}
 
-    def score(self, keys: list[str], pixels: np.ndarray, threads: Optional[int] = None) -> list[Score]:
+    def score(self, keys: list[str], pixels: np.ndarray, threads: Optional[int] = None) -> ScoredCall:
         if threads and self.runner.device == "cpu":
             self.runner.set_threads(threads)
         values = self.runner.predict(np.asarray(pixels))
-        return [Score(key=k, model=self.name, model_sha256=self.sha256, values=v)
-                for k, v in zip(keys, values)]
+        return ScoredCall([Score(key=k, model=self.name, model_sha256=self.sha256, values=v)
+                           for k, v in zip(keys, values)], self.runner.network_seconds)
 
 
 def cpu_layout(workers: int) -> tuple[int, int]:
@@ -75,25 +77,46 @@ class ModelPool:
                        for _ in range(max(1, size))]
         self.load = [0] * len(self.actors)
         self.owner: dict = {}
+        self.batching, self.sizer = batch_mode(gpus)
+        self.calls = self.pictures = 0
         # asked now, answered once the first actor has chosen its precision
         self._described = self.actors[0].describe.remote()
+
+    def threads_for(self, idle_cpus: Optional[int]) -> Optional[int]:
+        """The threads an adaptive pool gives one call when `idle_cpus` cores are idle (None:
+        the actor keeps what it has)."""
+        if self.adaptive and idle_cpus is not None:
+            return max(1, min(self.max_threads, idle_cpus // len(self.actors)))
+        return None
+
+    def target(self, idle_cpus: Optional[int] = None) -> int:
+        """The pictures the next call should carry (BatchSizer), for the threads it will get."""
+        return self.sizer.target(self.threads_for(idle_cpus) or 0)
 
     def submit(self, keys: list[str], pixels, idle_cpus: Optional[int] = None) -> "ray.ObjectRef":
         """Score a batch; `idle_cpus` (the cores no decode worker is using now) sets the
         threads of an adaptive pool for this call, shared among its actors."""
         i = min(range(len(self.actors)), key=self.load.__getitem__)
-        threads = None
-        if self.adaptive and idle_cpus is not None:
-            threads = max(1, min(self.max_threads, idle_cpus // len(self.actors)))
+        threads = self.threads_for(idle_cpus)
         ref = self.actors[i].score.remote(keys, pixels, threads)
+        self.calls += 1
+        self.pictures += len(keys)
         self.load[i] += 1
-        self.owner[ref] = i
+        self.owner[ref] = (i, threads or 0)
         return ref
 
-    def done(self, ref) -> None:
-        i = self.owner.pop(ref, None)
+    def done(self, ref, answer: Optional[ScoredCall] = None) -> None:
+        """A call came back (`answer`: its scores and timing, which the sizer learns from)."""
+        i, threads = self.owner.pop(ref, (None, 0))
         if i is not None:
             self.load[i] -= 1
+        if answer is not None:      # learnt per thread count: what target() is asked with
+            self.sizer.observe(len(answer.scores), answer.seconds, threads)
+
+    def batching_report(self) -> dict:
+        """How the pictures were cut into calls, for the run record."""
+        return {"mode": self.batching, "calls": self.calls, "pictures": self.pictures,
+                "measured": self.sizer.report()}
 
     def describe(self, timeout: Optional[float] = None) -> dict:
         """The first actor's model, device and precision report; {} when it is not ready

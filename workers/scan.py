@@ -8,6 +8,12 @@ driver's and the object store's memory stay flat however large the evidence.
 Every batch's results are written to the case store in one transaction, and its flags are
 raised (store, flags.jsonl, console) the moment the result arrives. A failed batch (worker
 crash, time limit) is retried once, then recorded as coverage, and the scan goes on.
+
+With a model, a batch's pictures join one queue and reach the model actors in calls of the
+size the pool measures fastest (workers/model_batches.py), so one call may carry pictures of
+several batches and one batch may span several calls; a batch is done, and its model flags
+raised, once every one of its pictures is answered, and a picture whose call failed is a
+NOT_SCORED gap of that batch.
 """
 from __future__ import annotations
 
@@ -78,6 +84,9 @@ class ModelJob:
     items: list                       # (FileRecord, Features) of the pictures sent
     matches: list                     # their alert matches: a near-matched picture is no SUSPECTED_NEW
     frame_of: dict = field(default_factory=dict)   # video frames sent: key -> (video, number, s)
+    pending: int = 0                  # pictures not yet answered (they may be in several calls)
+    scores: list = field(default_factory=list)
+    failed: list = field(default_factory=list)     # (keys, why) of calls that failed
 
 
 @dataclass
@@ -185,8 +194,13 @@ class Scan:
         self.max_active = max_active_devices or max(2, workers)
         self.in_flight: dict[Any, InFlight] = {}
         self.model_pool = model_pool
-        self.model_jobs: dict[Any, ModelJob] = {}
-        self.max_model_jobs = 2 * len(model_pool.actors) + 1 if model_pool else 0
+        # decode batches waiting for scores; their pictures queued, then in calls of the size
+        # the pool measures fastest (workers/model_batches.py: BatchSizer), many batches a call
+        self.model_jobs: dict[tuple, ModelJob] = {}
+        from workers.model_batches import ModelQueue
+        self.model_queue = ModelQueue()
+        self.model_calls: dict[Any, list] = {}        # ref -> [(job, keys)]
+        self.max_model_calls = 2 * len(model_pool.actors) + 1 if model_pool else 0
         self.thresholds = thresholds
         self.t0 = t0 or time.time()
         self.warnings: list[str] = []
@@ -252,7 +266,7 @@ class Scan:
 
     def _room(self) -> bool:
         """Room for another batch: CPU batches below their bound, and the model stage keeping up."""
-        if self.model_pool is not None and len(self.model_jobs) >= self.max_model_jobs:
+        if self.model_pool is not None and self._model_full():
             return False
         return len(self.in_flight) < self.max_in_flight
 
@@ -311,7 +325,7 @@ class Scan:
         dev.in_flight += 1
 
     def _wait_and_handle(self) -> None:
-        waitables = list(self.in_flight) + list(self.model_jobs)
+        waitables = list(self.in_flight) + list(self.model_calls)
         probes = {d.probe: d for d in self._active() if d.probe is not None}
         verifies = {d.verify: d for d in self.devices.values() if d.verify is not None}
         waitables += list(probes) + list(verifies)
@@ -328,7 +342,7 @@ class Scan:
         for ref in more:
             if ref in self.in_flight:
                 self._batch_finished(ref)
-            elif ref in self.model_jobs:
+            elif ref in self.model_calls:
                 self._scored(ref)
             elif ref in probes:
                 self._probed(probes[ref])
@@ -501,39 +515,96 @@ class Scan:
         self._check_triage_stop(dev)
 
     def _send_to_model(self, dev: DeviceState, spec: BatchHeader, result: BatchResult) -> None:
-        import numpy as np
         keys = [k for k, _ in result.model_inputs]
-        pixels = np.stack([np.asarray(x) for _, x in result.model_inputs])
         wanted = set(keys) | {v for v, _, _ in result.frame_of.values()}
         items = [(r, f) for r, f in result.items if r.key in wanted]
         matches = [m for m in result.matches if m.key in wanted and m.role == "alert"]
-        # the cores the decode workers leave the model (an adaptive pool runs that many
-        # threads): all of them once this job fills the model's queue, as no batch is pulled
-        # then until the model catches up, or when no batch is left to decode
-        full = len(self.model_jobs) + 1 >= self.max_model_jobs
-        idle = self.workers if full else max(0, self.workers - len(self.in_flight))
-        ref = self.model_pool.submit(keys, pixels, idle_cpus=idle)
-        self.model_jobs[ref] = ModelJob(dev.device_id, spec, result.stored_files, items, matches,
-                                        result.frame_of)
+        job = (dev.device_id, spec.batch_id)
+        self.model_jobs[job] = ModelJob(dev.device_id, spec, result.stored_files, items, matches,
+                                        result.frame_of, pending=len(keys))
         dev.in_flight += 1
+        self.model_queue.add(job, keys, [x for _, x in result.model_inputs])
+        if self.model_pool.batching == "batch":        # one call per decode batch, as it came
+            self._call_model(len(keys))
+        else:
+            self._feed_model()
+
+    def _model_full(self) -> bool:
+        """The model stage has enough work: no decode batch is pulled until it catches up.
+        Full when as many decode batches wait for scores as calls may be in flight (large
+        yields: as before batching adapted) and enough pictures wait to fill that many calls
+        (small yields: enough to coalesce)."""
+        if len(self.model_jobs) < self.max_model_calls:
+            return False
+        if self.model_pool.batching == "batch":
+            return True
+        waiting = len(self.model_queue) + sum(len(k) for parts in self.model_calls.values()
+                                              for _, k in parts)
+        return waiting >= self.max_model_calls * self.model_pool.target(self.workers)
+
+    def _model_idle_cpus(self) -> int:
+        """The cores the decode workers leave the model (an adaptive pool runs that many
+        threads): all of them once the model's queue is full, as no batch is pulled then until
+        the model catches up, or when no batch is left to decode."""
+        return self.workers if self._model_full() else max(0, self.workers - len(self.in_flight))
+
+    def _feed_model(self) -> None:
+        """Queued pictures to the actors: a call of the measured size whenever one is full, and
+        what there is whenever an actor would otherwise wait (never holding pictures back from
+        an idle model)."""
+        while self.model_queue and len(self.model_calls) < self.max_model_calls:
+            target = self.model_pool.target(self._model_idle_cpus())
+            if len(self.model_queue) < target and len(self.model_calls) >= len(self.model_pool.actors):
+                return          # every actor busy: let more pictures join this call
+            self._call_model(target)
+
+    def _call_model(self, n: int) -> None:
+        idle = self._model_idle_cpus()
+        keys, pixels, parts = self.model_queue.take(n)
+        if keys:
+            self.model_calls[self.model_pool.submit(keys, pixels, idle_cpus=idle)] = parts
 
     def _scored(self, ref) -> None:
+        parts = self.model_calls.pop(ref)
+        try:
+            answer = self.ray.get(ref)
+            self.model_pool.done(ref, answer)
+            by_key = {s.key: s for s in answer.scores}
+            for job, keys in parts:
+                got = self.model_jobs[job]
+                got.scores += [by_key[k] for k in keys if k in by_key]
+                missing = [k for k in keys if k not in by_key]
+                if missing:         # never silently unscored: a gap like a failed call
+                    got.failed.append((missing, "the model returned no score"))
+        except self.ray.exceptions.RayError as exc:
+            self.model_pool.done(ref)
+            for job, keys in parts:
+                self.model_jobs[job].failed.append((keys, _error_line(exc)))
+        for job, keys in parts:
+            got = self.model_jobs[job]
+            got.pending -= len(keys)
+            if got.pending <= 0:
+                self._model_job_done(self.model_jobs.pop(job))
+        self._feed_model()
+
+    def _model_job_done(self, job: ModelJob) -> None:
+        """Every picture of a decode batch answered: its scores (a video's frames made one
+        score), a NOT_SCORED gap for those in failed calls, the batch done, its flags."""
         from triage.flags import rules_for_batch
 
-        job = self.model_jobs.pop(ref)
-        self.model_pool.done(ref)
         dev = self.devices[job.device_id]
         dev.in_flight -= 1
-        try:
-            scores = _video_scores(self.ray.get(ref), job.frame_of)
-            coverage = []
-        except self.ray.exceptions.RayError as exc:
-            scores = []
+        scores = _video_scores(job.scores, job.frame_of)
+        coverage = []
+        if job.failed:
+            lost = {job.frame_of[k][0] if k in job.frame_of else k
+                    for keys, _ in job.failed for k in keys}
             where = volume_where(dev.device_id, job.spec.volume_offset)
             coverage = [Coverage(device_id=dev.device_id, kind=records.NOT_SCORED, where=where,
-                                 reason=f"{len(job.items)} pictures of batch {job.spec.batch_id} "
-                                        f"not scored by the model: {_error_line(exc)}",
-                                 bytes_not_examined=sum(r.size for r, _ in job.items))]
+                                 reason=f"{len(lost)} pictures of batch {job.spec.batch_id} "
+                                        f"not scored by the model: {job.failed[0][1]}",
+                                 bytes_not_examined=sum(r.size for r, _ in job.items
+                                                        if r.key in lost))]
         self.store.mark_batch_done(dev.device_id, job.spec.batch_id, scores, coverage, job.files)
         dev.done.add(job.spec.batch_id)
         dev.scored += len(scores)
@@ -711,11 +782,13 @@ class Scan:
         for ref in list(self.in_flight):
             self.ray.cancel(ref, force=True)
         self.in_flight.clear()
-        for ref in list(self.model_jobs):      # else Ray retries them on actors being killed
+        for ref in list(self.model_calls):     # else Ray retries them on actors being killed
             try:
                 self.ray.cancel(ref)
             except Exception:   # noqa: BLE001 - best effort while stopping
                 pass
+        self.model_calls.clear()
+        self.model_queue.clear()
         self.model_jobs.clear()
         for dev in self.devices.values():
             for p in dev.planners.values():
@@ -876,6 +949,8 @@ def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list
             finally:
                 if pool is not None:
                     model_runtime = pool.describe(timeout=5)
+                    if model_runtime:
+                        model_runtime["batching"] = pool.batching_report()
                     pool.close()
         statuses = {d.status for d in devices}
         status = ("complete" if statuses == {"complete"} else
@@ -938,7 +1013,8 @@ def _operator() -> str:
 def prepare_scan(case_dir, *, hashset_args=(), store_root=None, model: str = "none",
                  mode: str = "triage", stop_after: int = 10, pictures: bool = True,
                  sha256: bool = False, task_timeout: float = 300.0,
-                 model_precision: str = "auto", **extra) -> tuple[ScanOptions, list[dict]]:
+                 model_precision: str = "auto", model_first_stage: str = "on",
+                 **extra) -> tuple[ScanOptions, list[dict]]:
     """Turns CLI arguments into ScanOptions and the hash sets' provenance.
 
     FILE arguments are imported into CASE_DIR/hashsets (the case keeps its own copy of what it
@@ -947,7 +1023,7 @@ def prepare_scan(case_dir, *, hashset_args=(), store_root=None, model: str = "no
     from hashsets.store import sets_for_scan
     from models.registry import for_scan
     wanted, provenance = sets_for_scan(case_dir, hashset_args, store_root)
-    model_info = for_scan(model, model_precision)
+    model_info = for_scan(model, model_precision, model_first_stage)
     opts = ScanOptions(mode=mode, stop_after=stop_after, pictures=pictures, sha256=sha256,
                        hashsets=wanted, task_timeout=task_timeout, model=model_info, **extra)
     return opts, provenance
