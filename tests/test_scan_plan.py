@@ -166,8 +166,7 @@ def test_planning_memory_does_not_grow_with_the_number_of_files():
 
 
 def test_plan_volume_spools_in_blocks_and_counts_every_batch():
-    import workers.plan as plan
-    recs = [rec(f"/Users/a/{i:05d}.jpg", size=1000 + i, inode=i) for i in range(3 * plan.SPOOL_BLOCK + 7)]
+    recs = [rec(f"/Users/a/{i:05d}.jpg", size=1000 + i, inode=i) for i in range(3 * 512 + 7)]
     out = list(plan_volume(iter(recs), "dev", 0, max_files=100, max_bytes=10**9))
     header = [o for o in out if isinstance(o, VolumePlan)][0]
     batches = [o for o in out if isinstance(o, BatchSpec)]

@@ -42,3 +42,46 @@ def test_provenance_key_with_any_extra_field_keeps_the_general_form():
     # a bool is no plain number: json writes it "true", so it takes the general path
     odd = Provenance(device_id="d", volume_offset=True, inode=False, path="/a")
     assert odd.key == _general_key(odd) == '["d",true,false,"/a"]'
+
+
+def _rec(path: str, size: int, inode: int, type_: str = ""):
+    from triage.records import FileRecord
+    return FileRecord(prov=Provenance(device_id="d", volume_offset=0, inode=inode, path=path),
+                      name=path.rsplit("/", 1)[-1], size=size, allocated=True, fs_type="ext4",
+                      type=type_)
+
+
+def test_spooled_batches_travel_packed_and_arrive_as_cut():
+    """A batch read back from the planner's spool is not unpacked there; pickled (as Ray does)
+    it is one byte string, and the worker gets the records, sizes and counts that were cut."""
+    import pickle
+
+    from workers.plan import BatchSpec, batch_counts, cut_batches, plan_volume, tier_of
+    recs = [_rec(f"/srv/d{i % 7}/f{i:05d}.bin", 200 + 37 * i, i,
+                 "video/mp4" if i % 50 == 0 else "") for i in range(1300)]
+    recs.append(_rec("/srv/huge.bin", 7 * 10**16, 99_999))       # hostile size, bounded
+    specs = [o for o in plan_volume(iter(recs), "d", 0, max_files=64, max_bytes=1 << 20,
+                                    volume_length=1 << 30) if isinstance(o, BatchSpec)]
+    assert specs and all(s._records is None for s in specs)         # never unpacked here
+    want = [b for t in (1, 3) for b in cut_batches([r for r in recs if tier_of(r) == t], 64,
+                                                   1 << 20, volume_length=1 << 30)]
+    assert [s.tier for s in specs][:2] == [1, 3] and len(specs) == len(want)
+    for spec, batch in zip(specs, want):
+        header = spec.header
+        arrived = pickle.loads(pickle.dumps(spec))
+        assert arrived.records == tuple(batch)
+        assert (header.files, header.bytes, header.videos) == batch_counts(batch, 1 << 30)
+        assert (arrived.files, arrived.bytes, arrived.videos, arrived.batch_id) == \
+            (header.files, header.bytes, header.videos, spec.batch_id)
+    assert max(s.bytes for s in specs) <= (1 << 30) + (1 << 20)
+
+
+def test_a_batch_made_from_records_pickles_as_the_packed_one():
+    import pickle
+
+    from workers.plan import BatchSpec, batch_counts, pack
+    recs = tuple(_rec(f"/a/{i}", 100 + i, i) for i in range(5))
+    made = BatchSpec("d", "v0-t0-00000", 0, 0, recs, 4096)
+    packed = BatchSpec.packed("d", "v0-t0-00000", 0, 0, pack(recs), batch_counts(recs, 4096), 4096)
+    assert pickle.dumps(made) == pickle.dumps(packed)
+    assert pickle.loads(pickle.dumps(made)).records == recs

@@ -94,35 +94,84 @@ class BatchHeader:
     videos: int = 0                 # videos among the files (each may use the video time limit)
 
 
-@dataclass(frozen=True)
 class BatchSpec:
-    """A batch of files to read together in one task."""
+    """A batch of files to read together in one task.
 
-    device_id: str
-    batch_id: str
-    volume_offset: int
-    tier: int
-    records: tuple[FileRecord, ...]
-    volume_length: int = 0          # what the volume holds (0: unknown)
+    Its records travel as one pickled block (`packed`): the planner spools each batch so as it
+    is cut and hands the block on without unpacking it, Ray copies a byte string instead of
+    walking every record with its own pickler, and the worker unpacks the records once, when
+    it first asks for them."""
+
+    __slots__ = ("device_id", "batch_id", "volume_offset", "tier", "volume_length", "_records",
+                 "_packed", "_counts")
+
+    def __init__(self, device_id: str, batch_id: str, volume_offset: int, tier: int,
+                 records: tuple = (), volume_length: int = 0):
+        self.device_id, self.batch_id = device_id, batch_id
+        self.volume_offset, self.tier = volume_offset, tier
+        self.volume_length = volume_length          # what the volume holds (0: unknown)
+        self._records: Optional[tuple] = tuple(records)
+        self._packed: Optional[bytes] = None
+        self._counts: Optional[tuple[int, int, int]] = None
+
+    @classmethod
+    def packed(cls, device_id: str, batch_id: str, volume_offset: int, tier: int, block: bytes,
+               counts: tuple[int, int, int], volume_length: int = 0) -> "BatchSpec":
+        """A batch from its pickled records (`pack`) and their (files, bytes, videos)."""
+        spec = cls(device_id, batch_id, volume_offset, tier, (), volume_length)
+        spec._records, spec._packed, spec._counts = None, block, tuple(counts)
+        return spec
+
+    @property
+    def records(self) -> tuple[FileRecord, ...]:
+        if self._records is None:
+            self._records = unpack(self._packed)
+        return self._records
+
+    def __reduce__(self):
+        block = self._packed if self._packed is not None else pack(self._records)
+        return (BatchSpec.packed, (self.device_id, self.batch_id, self.volume_offset, self.tier,
+                                   block, self.counts, self.volume_length))
+
+    @property
+    def counts(self) -> tuple[int, int, int]:
+        """(files, bytes, videos): the batch's size and time-limit figures."""
+        if self._counts is None:
+            self._counts = batch_counts(self._records, self.volume_length)
+        return self._counts
 
     @property
     def bytes(self) -> int:
         """The bytes the batch can read: a file's declared size counts only as far as its
         volume goes, so hostile metadata (a 7e16-byte inode) cannot stretch the time limit."""
-        return sum(bounded(r.size, self.volume_length) for r in self.records)
+        return self.counts[1]
 
     @property
     def files(self) -> int:
-        return len(self.records)
+        return self.counts[0]
 
     @property
     def videos(self) -> int:
-        return sum(1 for r in self.records if r.type in VIDEO_TYPES)
+        return self.counts[2]
 
     @property
     def header(self) -> BatchHeader:
         return BatchHeader(self.device_id, self.batch_id, self.volume_offset, self.tier,
                            self.files, self.bytes, self.videos)
+
+
+def pack(records) -> bytes:
+    return pickle.dumps(tuple(records), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def unpack(block: bytes) -> tuple[FileRecord, ...]:
+    return pickle.loads(block)
+
+
+def batch_counts(records, volume_length: int = 0) -> tuple[int, int, int]:
+    """(files, bytes, videos) of a batch's records; bytes bounded by the volume."""
+    return (len(records), sum(bounded(r.size, volume_length) for r in records),
+            sum(1 for r in records if r.type in VIDEO_TYPES))
 
 
 @dataclass(frozen=True)
@@ -168,7 +217,6 @@ def tier_of_batch(batch: str) -> int:
 # The first batches of the first tier are smaller, so the likeliest files report back (and
 # raise their flags) within seconds, and every worker has work before the big batches come.
 RAMP = (8, 4, 2)
-SPOOL_BLOCK = 512          # records pickled together in the planner's spool (bounded memory)
 HASH_LANES = 16            # files the multi-buffer kernel hashes side by side (features/_mbhash.c)
 
 
@@ -263,6 +311,13 @@ def plan_volume(records: Iterable[FileRecord], device_id: str, volume_offset: in
                          volume_offset=volume_offset, tier=tier, records=tuple(recs),
                          volume_length=volume_length)
 
+    def spool(tier: int) -> None:
+        # one block per batch, pickled once: read back, it goes to the worker as it is
+        recs = pending[tier]
+        pickle.dump((batch_counts(recs, volume_length), pack(recs)), spools[tier],
+                    protocol=pickle.HIGHEST_PROTOCOL)
+        pending[tier] = []
+
     try:
         for t in counts:
             if t != FIRST_TIER:
@@ -281,14 +336,12 @@ def plan_volume(records: Iterable[FileRecord], device_id: str, volume_offset: in
                     pending[t] = []
                 pending[t].append(rec)
                 continue
-            cutters[t].add(size)
+            if cutters[t].add(size):
+                spool(t)
             pending[t].append(rec)
-            if len(pending[t]) >= SPOOL_BLOCK:
-                pickle.dump(pending[t], spools[t], protocol=pickle.HIGHEST_PROTOCOL)
-                pending[t] = []
         for t, block in pending.items():
             if block and t != FIRST_TIER:
-                pickle.dump(block, spools[t], protocol=pickle.HIGHEST_PROTOCOL)
+                spool(t)
         # walk problems were collected while iterating `records` (the caller's list)
         yield VolumePlan(device_id=device_id, volume_offset=volume_offset,
                          tiers={t: TierTotals(c[0], c[1], cutters[t].batches)
@@ -296,24 +349,23 @@ def plan_volume(records: Iterable[FileRecord], device_id: str, volume_offset: in
                          coverage=tuple(coverage), carved=bool(carved))
         if pending[FIRST_TIER]:
             yield spec(FIRST_TIER, first.seq, pending[FIRST_TIER])
-        for t, spool in spools.items():
-            spool.seek(0)
-            for seq, recs in enumerate(cut_batches(_unspool(spool), max_files, max_bytes,
-                                                   _ramp(t), volume_length)):
-                yield spec(t, seq, recs)
+        for t, fh in spools.items():
+            fh.seek(0)
+            for seq, (nums, block) in enumerate(_unspool(fh)):
+                yield BatchSpec.packed(device_id, batch_id(volume_offset, t, seq), volume_offset,
+                                       t, block, nums, volume_length)
     finally:
-        for spool in spools.values():
-            spool.close()
+        for fh in spools.values():
+            fh.close()
 
 
 def _ramp(tier: int) -> tuple[int, ...]:
     return RAMP if tier == 0 else ()
 
 
-def _unspool(fh) -> Iterator[FileRecord]:
+def _unspool(fh) -> Iterator[tuple]:
     while True:
         try:
-            block = pickle.load(fh)
+            yield pickle.load(fh)
         except EOFError:
             return
-        yield from block
