@@ -14,6 +14,7 @@ import os
 import pickle
 import re
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Optional
 
@@ -291,81 +292,113 @@ def plan_volume(records: Iterable[FileRecord], device_id: str, volume_offset: in
                 coverage: Iterable[Coverage] = (), spool_dir: Optional[str] = None,
                 volume_length: int = 0,
                 carved: Optional[list] = None) -> Iterator[VolumePlan | BatchSpec]:
-    """Yields every `BatchSpec` of the volume in tier order, and one `VolumePlan` (the
-    totals) as soon as the walk ends.
+    """Yields every `BatchSpec` of the volume, most likely yield first, and one `VolumePlan`
+    (the totals) as soon as the walk ends.
 
-    First-tier batches go out while the walk is still running, each as soon as it is full, so
-    the likeliest files are read while the rest of the volume is listed; they are the same
-    batches, with the same ids, that cutting after the walk gives. The other tiers are spooled
-    to one temporary file each, so memory holds a batch or so however many files the volume
-    has. Within a tier the walk's own order is kept, which is deterministic for a given image.
+    The walk runs in a thread of its own and never waits for the consumer: it cuts each tier's
+    files into batches (the same batches, with the same ids, that cutting after the walk
+    gives) and spools each batch to its tier's temporary file as it is cut, so memory holds a
+    batch or so per tier however many files the volume has. While the walk goes on, each
+    batch handed out is the most likely one cut so far (the first tier's as soon as one is
+    full), so the likeliest files are read while the rest of the volume is listed, and the
+    workers are not idle through the walk of a volume whose files are all of later tiers
+    (a million small files). After the walk come the totals, then every batch left, in tier
+    order. Within a tier the walk's own order is kept, which is deterministic for an image.
     `carved` (a list the records' source fills) says the volume's free space was carved through.
     """
-    spools = {}
-    counts = {t: [0, 0] for t in range(len(TIER_NAMES))}     # files, bytes
-    cutters = {t: _Cutter(max_files, max_bytes, _ramp(t)) for t in counts}
-    pending: dict[int, list] = {t: [] for t in counts}
+    tiers = range(len(TIER_NAMES))
+    spools = {t: tempfile.TemporaryFile(dir=spool_dir, prefix="triage-plan-") for t in tiers}
+    counts = {t: [0, 0] for t in tiers}                      # files, bytes
+    cutters = {t: _Cutter(max_files, max_bytes, _ramp(t)) for t in tiers}
+    cut = {t: 0 for t in tiers}          # batches spooled (by the walk)
+    taken = {t: 0 for t in tiers}        # batches handed out (by the generator)
+    where = {t: 0 for t in tiers}        # read offset in each spool
+    state = threading.Condition()
+    stop = threading.Event()
+    failed: list[BaseException] = []
+    walked: list[bool] = []
 
-    def spec(tier: int, seq: int, recs: list) -> BatchSpec:
-        return BatchSpec(device_id=device_id, batch_id=batch_id(volume_offset, tier, seq),
-                         volume_offset=volume_offset, tier=tier, records=tuple(recs),
-                         volume_length=volume_length)
-
-    def spool(tier: int) -> None:
+    def spool(tier: int, recs: list, publish: bool = True) -> None:
         # one block per batch, pickled once: read back, it goes to the worker as it is
-        recs = pending[tier]
-        pickle.dump((batch_counts(recs, volume_length), pack(recs)), spools[tier],
-                    protocol=pickle.HIGHEST_PROTOCOL)
-        pending[tier] = []
+        entry = pickle.dumps((batch_counts(recs, volume_length), pack(recs)),
+                             protocol=pickle.HIGHEST_PROTOCOL)
+        fh = spools[tier]
+        fh.write(len(entry).to_bytes(8, "little"))
+        fh.write(entry)
+        fh.flush()
+        if publish:
+            with state:
+                cut[tier] += 1
+                state.notify()
 
-    try:
-        for t in counts:
-            if t != FIRST_TIER:
-                spools[t] = tempfile.TemporaryFile(dir=spool_dir, prefix="triage-plan-")
-        first = cutters[FIRST_TIER]
-        for rec in records:
-            if not wanted(rec):
-                continue
-            t = tier_of(rec)
-            size = bounded(rec.size, volume_length)
-            counts[t][0] += 1
-            counts[t][1] += size
-            if t == FIRST_TIER:
-                if first.add(size):
-                    yield spec(t, first.seq - 1, pending[t])
+    def walk() -> None:
+        pending: dict[int, list] = {t: [] for t in tiers}
+        try:
+            for rec in records:
+                if stop.is_set():
+                    return
+                if not wanted(rec):
+                    continue
+                t = tier_of(rec)
+                size = bounded(rec.size, volume_length)
+                counts[t][0] += 1
+                counts[t][1] += size
+                if cutters[t].add(size):
+                    spool(t, pending[t])
                     pending[t] = []
                 pending[t].append(rec)
-                continue
-            if cutters[t].add(size):
-                spool(t)
-            pending[t].append(rec)
-        for t, block in pending.items():
-            if block and t != FIRST_TIER:
-                spool(t)
+            # the last batch of each tier is known only now: they follow the totals
+            tails = [t for t, recs in pending.items() if recs]
+            for t in tails:
+                spool(t, pending[t], publish=False)
+            with state:
+                for t in tails:
+                    cut[t] += 1
+        except BaseException as exc:      # noqa: BLE001 - handed to the generator, raised there
+            failed.append(exc)
+        finally:
+            with state:
+                walked.append(True)
+                state.notify()
+
+    def take(tier: int) -> BatchSpec:
+        fh = spools[tier].fileno()
+        n = int.from_bytes(os.pread(fh, 8, where[tier]), "little")
+        nums, block = pickle.loads(os.pread(fh, n, where[tier] + 8))
+        where[tier] += 8 + n
+        seq = taken[tier]
+        taken[tier] += 1
+        return BatchSpec.packed(device_id, batch_id(volume_offset, tier, seq), volume_offset,
+                                tier, block, nums, volume_length)
+
+    walker = threading.Thread(target=walk, name="triage-walk", daemon=True)
+    walker.start()
+    try:
+        while True:             # during the walk: the most likely batch cut so far
+            with state:
+                while not walked and all(cut[t] == taken[t] for t in tiers):
+                    state.wait()
+                ready = [t for t in tiers if cut[t] > taken[t]]
+                if walked:
+                    break
+            yield take(ready[0])
+        walker.join()
+        if failed:
+            raise failed[0]
         # walk problems were collected while iterating `records` (the caller's list)
         yield VolumePlan(device_id=device_id, volume_offset=volume_offset,
                          tiers={t: TierTotals(c[0], c[1], cutters[t].batches)
                                 for t, c in counts.items() if c[0]},
                          coverage=tuple(coverage), carved=bool(carved))
-        if pending[FIRST_TIER]:
-            yield spec(FIRST_TIER, first.seq, pending[FIRST_TIER])
-        for t, fh in spools.items():
-            fh.seek(0)
-            for seq, (nums, block) in enumerate(_unspool(fh)):
-                yield BatchSpec.packed(device_id, batch_id(volume_offset, t, seq), volume_offset,
-                                       t, block, nums, volume_length)
+        for t in tiers:
+            while taken[t] < cut[t]:
+                yield take(t)
     finally:
+        stop.set()
+        walker.join(timeout=5)
         for fh in spools.values():
             fh.close()
 
 
 def _ramp(tier: int) -> tuple[int, ...]:
     return RAMP if tier == 0 else ()
-
-
-def _unspool(fh) -> Iterator[tuple]:
-    while True:
-        try:
-            yield pickle.load(fh)
-        except EOFError:
-            return
