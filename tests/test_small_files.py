@@ -65,7 +65,8 @@ def test_spooled_batches_travel_packed_and_arrive_as_cut():
     assert specs and all(s._records is None for s in specs)         # never unpacked here
     want = [b for t in (1, 3) for b in cut_batches([r for r in recs if tier_of(r) == t], 64,
                                                    1 << 20, volume_length=1 << 30)]
-    assert [s.tier for s in specs][:2] == [1, 3] and len(specs) == len(want)
+    assert {s.tier for s in specs} == {1, 3} and len(specs) == len(want)
+    specs.sort(key=lambda s: (s.tier, s.batch_id))
     for spec, batch in zip(specs, want):
         header = spec.header
         arrived = pickle.loads(pickle.dumps(spec))
@@ -85,3 +86,37 @@ def test_a_batch_made_from_records_pickles_as_the_packed_one():
     packed = BatchSpec.packed("d", "v0-t0-00000", 0, 0, pack(recs), batch_counts(recs, 4096), 4096)
     assert pickle.dumps(made) == pickle.dumps(packed)
     assert pickle.loads(pickle.dumps(made)).records == recs
+
+
+def test_sniff_by_first_byte_types_as_every_signature_in_turn():
+    from triage.filetype import _SIGNATURES, sniff
+    rng = random.Random(7)
+    heads = [b"", b"\x00", b"B", b"BM", b"PK\x03", b"\x47" * 600]
+    for offset, sig, _ in _SIGNATURES:
+        for n in (0, 3, 60, 500):
+            pad = rng.randbytes(offset)
+            heads += [pad + sig + rng.randbytes(n), pad + sig[:-1], pad + sig[:-1] + b"\x00" * n]
+    for _ in range(20000):
+        head = bytearray(rng.randbytes(rng.choice([1, 2, 7, 64, 300, 512])))
+        if rng.random() < 0.2:
+            for k in range(rng.choice([0, 4]), len(head), rng.choice([188, 192])):
+                head[k] = 0x47
+        if rng.random() < 0.1 and len(head) > 12:
+            head[4:8] = b"ftyp"
+        heads.append(bytes(head))
+    for head in heads:
+        got = sniff(head)
+        assert sniff(memoryview(head)) == got
+        if not head:
+            assert got == "empty"
+            continue
+        # the first signature of the table, in its order, that the bytes carry
+        first = next((m for o, sig, m in _SIGNATURES if head[o:o + len(sig)] == sig), None)
+        if first is not None:
+            assert got == first, head[:16]
+        elif head[:4] != b"RIFF" and head[4:8] != b"ftyp":
+            # else a transport stream: a 0x47 sync byte three packets in a row
+            ts = any(len(head) > start + 2 * size and
+                     all(head[start + k * size] == 0x47 for k in range(3))
+                     for start, size in ((0, 188), (4, 192)))
+            assert got == ("video/mp2t" if ts else ""), head[:16]
