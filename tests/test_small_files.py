@@ -120,3 +120,27 @@ def test_sniff_by_first_byte_types_as_every_signature_in_turn():
                      all(head[start + k * size] == 0x47 for k in range(3))
                      for start, size in ((0, 188), (4, 192)))
             assert got == ("video/mp2t" if ts else ""), head[:16]
+
+
+def test_a_resumed_scan_counts_files_as_the_live_scan_does(tmp_path):
+    """The store's counts (what `--resume` starts from) count a batch's own files, as the live
+    scan does: a carved picture is one, a picture found inside a file (an EXIF thumbnail) or an
+    archive member is not. (The resumed run counted two files twice once the first run had
+    stored a picture batch whose JPEGs held thumbnails.)"""
+    from triage.carve import Carved, embedded_record
+    from triage.records import FileRecord, Features, volume_where
+    from triage.store import CaseStore
+    jpeg = _rec("/home/u/a.jpg", 5000, 12, "image/jpeg")
+    thumb = embedded_record(jpeg, Carved(offset=100, length=700, type="image/jpeg", ext="jpg"))
+    member = FileRecord(prov=jpeg.prov.member_of("x.jpg"), name="x.jpg", size=40,
+                        allocated=True, fs_type="ext4", type="image/jpeg")
+    carved_prov = Provenance(device_id="d", volume_offset=0, path="$Unallocated/1.jpg",
+                             parent=volume_where("d", 0), offset=4096, length=900)
+    carved = FileRecord(prov=carved_prov, name="1.jpg", size=900, allocated=False,
+                        fs_type="ext4", type="image/jpeg")
+    items = [(r, Features(key=r.key, size=r.size, is_picture=True))
+             for r in (jpeg, thumb, member, carved)]
+    with CaseStore(tmp_path / "case") as store:
+        store.add_batch("d", "v0-t0-00000", items, [], [], [])
+        counts = store.counts("d")
+    assert (counts["files"], counts["bytes"], counts["pictures"]) == (2, 5000 + 900, 4)
