@@ -804,6 +804,10 @@ def _video_options(command):
               help="Files per batch (batches also stop at 64 MB). Smaller batches spread a "
                    "small device over more workers; --resume needs the same value.")
 @click.option("--dashboard", is_flag=True, help="Start Ray's dashboard on 127.0.0.1 (off by default).")
+@click.option("--nice", "niceness", default=10, show_default=True, type=click.IntRange(0, 19),
+              help="CPU priority of the scan and its local workers (as nice(1)): the review "
+                   "service and the desktop stay responsive while a scan runs; an idle machine "
+                   "loses nothing. 0: the scan competes as an equal.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display or flag lines; summary only.")
 @output_format("table", "json")
 @_video_options
@@ -812,7 +816,7 @@ def scan(case_dir, case_ref, hashset_args, store_root, context_file, model, mode
          stop_after, address,
          workers, resume, replace, verify, no_pictures, sha256, no_carve, recovery_key,
          password, allow_plaintext_key, task_timeout,
-         batch_files, dashboard, quiet, fmt, evidence, video):
+         batch_files, dashboard, niceness, quiet, fmt, evidence, video):
     """Scan seized devices: hash every file once, match against hash sets, raise flags.
 
     One device per EVIDENCE argument (an E01 set or a split raw set is one device: name its
@@ -830,6 +834,7 @@ def scan(case_dir, case_ref, hashset_args, store_root, context_file, model, mode
     import time as _time
 
     from triage.units import terminal_safe
+    from workers.runtime import lower_priority
     from workers.scan import prepare_scan, run_scan
 
     as_json = fmt == "json"
@@ -837,6 +842,7 @@ def scan(case_dir, case_ref, hashset_args, store_root, context_file, model, mode
     for path in evidence:
         if not Path(path).exists():
             raise TriageError(f"no such file: {path}")
+    lower_priority(niceness)        # before Ray starts, so its local processes inherit it
     opts, hashsets = prepare_scan(case_dir, hashset_args=hashset_args, store_root=store_root,
                                   model=model, model_precision=model_precision, mode=mode,
                                   stop_after=stop_after,

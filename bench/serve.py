@@ -238,6 +238,8 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "triage-bench-serve")
     ap.add_argument("--quick", action="store_true", help="20 devices, 50k files, 400 requests")
     ap.add_argument("--no-scan", action="store_true", help="skip the phase with a scan running")
+    ap.add_argument("--scan-nice", type=int, default=None,
+                    help="the scan's --nice (default: the scan's own default, 10)")
     ap.add_argument("--think", type=float, default=0.0,
                     help="seconds each client waits between requests (0: back to back)")
     args = ap.parse_args()
@@ -317,6 +319,8 @@ def main() -> None:
             truth = json.loads((fleet / "truth.json").read_text())
             hs = truth["hashsets"]
             scan_args = ["--json", "--model", "none"]
+            if args.scan_nice is not None:
+                scan_args += ["--nice", str(args.scan_nice)]
             for k in ("alert_vics", "nsrl", "alert_pdq", "alert_phash"):
                 scan_args += ["--hashset", str(fleet / hs[k])]
             scan_args += [str(fleet / d["evidence"]) for d in truth["devices"]]
@@ -353,7 +357,8 @@ def main() -> None:
             writing = scan[0].poll() is None
             scan[0].terminate()
             scan[0].wait(30)
-            results.append(report(f"scan (another case being scanned; {scans['n']} scan run(s) "
+            results.append(report(f"scan (another case being scanned at nice "
+                                  f"{10 if args.scan_nice is None else args.scan_nice}; {scans['n']} scan run(s) "
                                   f"started, {'still writing at the end' if writing else 'ended'})", lat))
         server_peak = vmhwm_mb(server.pid)
     finally:

@@ -92,7 +92,10 @@ class FakeBackend(Backend):
             yield FileRecord(prov=prov, name=f["path"].rsplit("/", 1)[-1], size=len(_content(f)),
                              allocated=f.get("allocated", True), fs_type=volume.fs_type or "")
 
-    def carve(self, evidence, volume, problems, done, seconds=0.0):
+    def deleted_starts(self, evidence, volume):
+        return set()
+
+    def carve(self, evidence, volume, problems, done, seconds=0.0, known=None):
         # fake devices have no free space (discover gives them no unallocated gap)
         done.append(True)
         return iter(())
@@ -162,7 +165,50 @@ def sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def write_device(path: Path, files: list[dict], volumes: Optional[list[dict]] = None) -> Path:
+def write_device(path: Path, files: list[dict], volumes: Optional[list[dict]] = None,
+                 **extra) -> Path:
     path.write_text(json.dumps({"volumes": volumes or [{"offset": 1048576, "fs_type": "ext4"}],
-                                "files": files}))
+                                "files": files, **extra}))
     return path
+
+
+class FreeSpaceBackend(FakeBackend):
+    """A fake whose volumes have free space: files under $Unallocated are not walked but carved
+    (after "carve_sleep" seconds), and every step leaves a timestamped mark in the device's
+    "marks" folder, so a test can see what ran while what else ran."""
+
+    @staticmethod
+    def _mark(evidence, name: str, **extra) -> None:
+        marks = Path(evidence.data["marks"])
+        (marks / name).write_text(json.dumps({"t": time.time(), **extra}))
+
+    def discover(self, evidence, recovery_key=None, password=None):
+        vols, cov = super().discover(evidence, recovery_key, password)
+        return vols, cov + [Coverage(v.device_id, records.UNALLOCATED, v.where,
+                                     "free in the fake allocation map; not carved yet", 1 << 16)
+                            for v in vols if not v.encryption]
+
+    def walk(self, evidence, volume, problems=None):
+        for rec in super().walk(evidence, volume, problems):
+            if not rec.path.startswith(records.UNALLOCATED_DIR):
+                yield rec
+        self._mark(evidence, f"walked-{volume.offset}")
+
+    def carve(self, evidence, volume, problems, done, seconds=0.0, known=None):
+        marks = Path(evidence.data["marks"])
+        self._mark(evidence, f"carve-start-{volume.offset}",
+                   walked=(marks / f"walked-{volume.offset}").exists())
+        time.sleep(evidence.data.get("carve_sleep", 0))
+        for i, f in enumerate(evidence.data["files"]):
+            if f["path"].startswith(records.UNALLOCATED_DIR):
+                prov = Provenance(device_id=volume.device_id, volume_offset=volume.offset,
+                                  inode=f.get("inode", 100 + i), path=f["path"])
+                yield FileRecord(prov=prov, name=f["path"].rsplit("/", 1)[-1],
+                                 size=len(_content(f)), allocated=False,
+                                 fs_type=volume.fs_type or "")
+        self._mark(evidence, f"carve-end-{volume.offset}")
+        done.append(True)
+
+    def read_chunks(self, evidence, prov, chunk_size):
+        self._mark(evidence, f"read-{prov.inode}")
+        return super().read_chunks(evidence, prov, chunk_size)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import ray
+from clirun import triage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -282,3 +283,41 @@ def test_ray_is_the_pinned_version_and_its_patched_internals_are_there():
     assert {"check_alive", "allow_graceful", "wait"} <= set(params)
     from ray._private import services
     assert list(inspect.signature(services.get_node).parameters)[:2] == ["gcs_address", "node_id"]
+
+
+LOWER_AND_SCAN = """
+import json, os, sys
+from workers.runtime import lower_priority, ray_session
+before = os.nice(0)
+target = min(19, before + 3)
+kept = lower_priority(0)                  # never raises a priority back up
+now = lower_priority(target)
+import ray
+
+@ray.remote
+def worker_niceness():
+    return os.nice(0)
+
+with ray_session(workers=1) as info:
+    worker = ray.get(worker_niceness.remote())
+print(json.dumps({"before": before, "kept": kept, "target": target, "now": now,
+                  "worker": worker, "reported": info["niceness"]}))
+"""
+
+
+def test_a_scan_at_lower_priority_runs_its_local_workers_at_it():
+    """`triage scan --nice N`: the driver lowers its priority before Ray starts, and the local
+    instance's workers (started by the raylet the driver spawned) run at it too, so a review
+    service on the same machine wins the CPU (bench/serve.py)."""
+    done = subprocess.run([sys.executable, "-c", LOWER_AND_SCAN], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["kept"] == got["before"]
+    assert got["now"] == got["target"] == got["reported"] == got["worker"]
+
+
+def test_scan_nice_is_a_bounded_option():
+    bad = triage("scan", "--nice", "25", "--case", "unused", "nothing.dd")
+    assert bad.returncode == 2 and "--nice" in bad.stderr
+    assert "--nice" in triage("scan", "--help").stdout

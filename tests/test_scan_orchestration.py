@@ -13,7 +13,7 @@ import pytest
 import ray
 
 import scanfakes  # noqa: E402
-from scanfakes import FakeBackend, md5, sha256, write_device  # noqa: E402
+from scanfakes import FakeBackend, FreeSpaceBackend, md5, sha256, write_device  # noqa: E402
 from triage import records
 from triage.flags import read_flags_file  # noqa: E402
 from triage.store import CaseStore  # noqa: E402
@@ -180,8 +180,13 @@ def test_walk_crash_becomes_volume_coverage(tmp_path, hashset_root):
     assert summary.devices[0]["status"] == "partial"
 
 
+SYSTEM_FILES = 240
+
+
 def _triage_device(tmp_path):
-    files = [{"path": f"/usr/lib/f{i}.so", "content": f"lib {i}"} for i in range(40)]
+    # system files enough that a slow picture batch (a retried worker on a loaded machine)
+    # cannot let the driver pull them all before the device stops
+    files = [{"path": f"/usr/lib/f{i}.so", "content": f"lib {i}"} for i in range(SYSTEM_FILES)]
     files += [{"path": f"/home/u/DCIM/p{i}.jpg", "content": f"pic {i}"} for i in range(6)]
     files += [{"path": "/home/u/DCIM/x.jpg", "content": "ALERT-1"},
               {"path": "/home/u/Downloads/y.jpg", "content": "ALERT-2"},
@@ -202,7 +207,7 @@ def test_triage_mode_stops_after_matches_and_picture_pass(tmp_path, hashset_root
     # every picture was read (the picture pass), the system libraries mostly not
     assert {f"/home/u/DCIM/p{i}.jpg" for i in range(6)} <= paths
     assert {"/home/u/DCIM/x.jpg", "/home/u/Downloads/y.jpg", "/srv/z.png"} <= paths
-    assert len([p for p in paths if p.startswith("/usr/")]) < 40
+    assert len([p for p in paths if p.startswith("/usr/")]) < SYSTEM_FILES
     assert cov.reason == TRIAGE_STOP_REASON and cov.bytes_not_examined > 0
     assert codes.count("KNOWN_MATCH") == 3 and "NOT_EXAMINED" in codes
     assert d["first_known_match_s"] is not None
@@ -210,7 +215,7 @@ def test_triage_mode_stops_after_matches_and_picture_pass(tmp_path, hashset_root
     # a full-mode resume reads the rest and drops the triage-mode coverage
     full = _scan(tmp_path / "case", [dev], _opts(hashset_root, batch_files=3), resume=True)
     with CaseStore(tmp_path / "case", create=False) as store:
-        assert len(list(store.files())) == 49 and store.coverage() == []
+        assert len(list(store.files())) == SYSTEM_FILES + 9 and store.coverage() == []
     assert full.devices[0]["status"] == "complete"
 
 
@@ -257,3 +262,54 @@ def test_resume_refuses_changed_settings(tmp_path, fleet, hashset_root):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def _free_space_device(tmp_path, carve_sleep: float):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    files = [{"path": f"/usr/lib/f{i}.so", "content": f"lib {i}", "inode": 1000 + i}
+             for i in range(30)]
+    files += [{"path": "/home/u/DCIM/x.jpg", "content": "ALERT-2", "inode": 10}]
+    files += [{"path": f"{records.UNALLOCATED_DIR}/4096.jpg", "content": "ALERT-1", "inode": 7}]
+    return write_device(tmp_path / "free.img", files, marks=str(marks),
+                        carve_sleep=carve_sleep), marks
+
+
+def _mark(marks, name):
+    path = marks / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def test_free_space_is_carved_after_the_walk_while_later_tiers_are_hashed(tmp_path, hashset_root):
+    dev, marks = _free_space_device(tmp_path, carve_sleep=3)
+    summary = run_scan(tmp_path / "case", [str(dev)], _opts(hashset_root, batch_files=3),
+                       backend=FreeSpaceBackend(), workers=2, hashsets=[FAKESET])
+    start, end = _mark(marks, "carve-start-1048576"), _mark(marks, "carve-end-1048576")
+    assert start["walked"], "the free space was read before the walk ended"
+    system_reads = [_mark(marks, f"read-{1000 + i}")["t"] for i in range(30)]
+    # the system folders (the last tier) were hashed while the free space was being read
+    assert min(system_reads) < end["t"]
+    with CaseStore(tmp_path / "case", create=False) as store:
+        carved = [r for r, _ in store.files() if r.path.startswith(records.UNALLOCATED_DIR)]
+        batches = store.done_batches("free.img")
+        assert store.coverage() == []     # carved through: the free-space gap is gone
+        codes = [f.code for _, f in store.flags()]
+    assert [r.path for r in carved] == [f"{records.UNALLOCATED_DIR}/4096.jpg"]
+    # the free space's batches have ids of their own (--resume tells them from the walk's)
+    assert any("-u" in b for b in batches) and any("-u" not in b for b in batches)
+    assert codes.count("KNOWN_MATCH") == 2
+    assert summary.devices[0]["status"] == "complete"
+
+
+def test_triage_mode_leaves_free_space_still_being_carved_a_gap(tmp_path, hashset_root):
+    dev, marks = _free_space_device(tmp_path, carve_sleep=60)
+    summary = run_scan(tmp_path / "case", [str(dev)],
+                       _opts(hashset_root, mode="triage", stop_after=1, batch_files=3),
+                       backend=FreeSpaceBackend(), workers=2, hashsets=[FAKESET])
+    [d] = summary.devices
+    assert d["stopped_early"] and d["status"] == "partial"
+    assert _mark(marks, "carve-end-1048576") is None
+    with CaseStore(tmp_path / "case", create=False) as store:
+        gaps = [c for c in store.coverage() if c.kind == records.UNALLOCATED]
+    assert len(gaps) == 1 and gaps[0].bytes_not_examined == 1 << 16
+    assert summary.seconds < 60

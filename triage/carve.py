@@ -638,23 +638,27 @@ def outside_ranges(media_size: int, volumes) -> list[tuple[int, int]]:
 
 def carve_volume(evidence, volume: VolumeRef, problems: list, done: list,
                  ranges: Optional[list] = None, seconds: float = 0.0,
-                 report: Optional[CarveReport] = None) -> Iterator[FileRecord]:
+                 report: Optional[CarveReport] = None,
+                 known: Optional[frozenset] = None) -> Iterator[FileRecord]:
     """The carved items of a volume's free space (or, for the unpartitioned pseudo-volume,
     of `ranges` of the media), as FileRecords. What could not be carved goes to `problems` as
     coverage with its bytes; `done` gets True once the space was carved through, so the
-    caller can drop the gap that said it was not."""
+    caller can drop the gap that said it was not. `known`: where deleted files the walk listed
+    start (their content is read through them, not carved again); default: what a walk in
+    this process found."""
     from triage.filesystems import resolver
     dev = volume.device_id
     outside = volume.offset == UNPARTITIONED_OFFSET
     kind = UNPARTITIONED if outside else UNALLOCATED
     report = report if report is not None else CarveReport()
-    known: set = set()
     try:
         if outside:
             space, runs = evidence_space(evidence), list(ranges or ())
+            known = known or frozenset()
         else:
             res = resolver(evidence)
-            known = res.deleted_starts.get(volume.offset, set())
+            if known is None:
+                known = res.deleted_starts.get(volume.offset, set())
             vi = res.volume(volume.offset)
             space = volume_space(vi) if vi.unlocked else evidence_space(evidence, volume.offset,
                                                                          volume.length)

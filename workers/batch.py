@@ -132,17 +132,25 @@ class Backend:
         from triage.filesystems import walk
         return walk(evidence, volume, problems)
 
+    def deleted_starts(self, evidence, volume: VolumeRef) -> set:
+        """The set the walk of `volume` fills with its deleted files' first bytes (read once
+        the walk has ended)."""
+        from triage.filesystems import resolver
+        return resolver(evidence).deleted_starts.setdefault(volume.offset, set())
+
     def carve(self, evidence, volume: VolumeRef, problems: list, done: list,
-              seconds: float = 0.0) -> Iterator[FileRecord]:
+              seconds: float = 0.0, known: Optional[frozenset] = None) -> Iterator[FileRecord]:
         """Pictures and videos carved from a volume's free space (or the unpartitioned space,
-        for the pseudo-volume at UNPARTITIONED_OFFSET); `done` gets True once carved through."""
+        for the pseudo-volume at UNPARTITIONED_OFFSET); `done` gets True once carved through.
+        `known`: the deleted files' first bytes the walk found (see deleted_starts)."""
         from triage.carve import carve_volume, outside_ranges
         from triage.records import UNPARTITIONED_OFFSET
         ranges = None
         if volume.offset == UNPARTITIONED_OFFSET:
             volumes, _ = self.discover(evidence)
             ranges = outside_ranges(evidence.ref.media_size, volumes)
-        return carve_volume(evidence, volume, problems, done, ranges=ranges, seconds=seconds)
+        return carve_volume(evidence, volume, problems, done, ranges=ranges, seconds=seconds,
+                            known=known)
 
     def read_chunks(self, evidence, prov, chunk_size: int) -> Iterator[bytes]:
         from triage.filesystems import read_chunks

@@ -192,6 +192,8 @@ class VolumePlan:
     tiers: dict = field(default_factory=dict)        # tier -> TierTotals
     coverage: tuple[Coverage, ...] = ()              # walk problems (unreadable directories, ...)
     carved: bool = False                             # its free space was carved through
+    # where the walk's deleted files start: carving the free space skips their content
+    deleted_starts: frozenset = frozenset()
 
     @property
     def files(self) -> int:
@@ -206,8 +208,11 @@ class VolumePlan:
         return sum(t.batches for t in self.tiers.values())
 
 
-def batch_id(volume_offset: int, tier: int, seq: int) -> str:
-    return f"v{volume_offset}-t{tier}-{seq:05d}"
+def batch_id(volume_offset: int, tier: int, seq: int, free_space: bool = False) -> str:
+    """Deterministic, so --resume skips what an earlier run stored. A volume's free space is
+    planned apart from its files (after the walk, see tasks.plan_device_volume), so its
+    batches have ids of their own ("u")."""
+    return f"v{volume_offset}-t{tier}-{'u' if free_space else ''}{seq:05d}"
 
 
 def tier_of_batch(batch: str) -> int:
@@ -291,7 +296,9 @@ def plan_volume(records: Iterable[FileRecord], device_id: str, volume_offset: in
                 max_files: int = DEFAULT_BATCH_FILES, max_bytes: int = DEFAULT_BATCH_BYTES,
                 coverage: Iterable[Coverage] = (), spool_dir: Optional[str] = None,
                 volume_length: int = 0,
-                carved: Optional[list] = None) -> Iterator[VolumePlan | BatchSpec]:
+                carved: Optional[list] = None,
+                free_space: bool = False,
+                deleted_starts: Optional[set] = None) -> Iterator[VolumePlan | BatchSpec]:
     """Yields every `BatchSpec` of the volume, most likely yield first, and one `VolumePlan`
     (the totals) as soon as the walk ends.
 
@@ -304,7 +311,9 @@ def plan_volume(records: Iterable[FileRecord], device_id: str, volume_offset: in
     workers are not idle through the walk of a volume whose files are all of later tiers
     (a million small files). After the walk come the totals, then every batch left, in tier
     order. Within a tier the walk's own order is kept, which is deterministic for an image.
-    `carved` (a list the records' source fills) says the volume's free space was carved through.
+    `carved` (a list the records' source fills) says the volume's free space was carved through;
+    `free_space`: the records are what was carved there (batch ids of their own).
+    `deleted_starts` (a set the walk fills) goes into the VolumePlan, for the carving after it.
     """
     tiers = range(len(TIER_NAMES))
     spools = {t: tempfile.TemporaryFile(dir=spool_dir, prefix="triage-plan-") for t in tiers}
@@ -368,8 +377,8 @@ def plan_volume(records: Iterable[FileRecord], device_id: str, volume_offset: in
         where[tier] += 8 + n
         seq = taken[tier]
         taken[tier] += 1
-        return BatchSpec.packed(device_id, batch_id(volume_offset, tier, seq), volume_offset,
-                                tier, block, nums, volume_length)
+        return BatchSpec.packed(device_id, batch_id(volume_offset, tier, seq, free_space),
+                                volume_offset, tier, block, nums, volume_length)
 
     walker = threading.Thread(target=walk, name="triage-walk", daemon=True)
     walker.start()
@@ -389,7 +398,8 @@ def plan_volume(records: Iterable[FileRecord], device_id: str, volume_offset: in
         yield VolumePlan(device_id=device_id, volume_offset=volume_offset,
                          tiers={t: TierTotals(c[0], c[1], cutters[t].batches)
                                 for t, c in counts.items() if c[0]},
-                         coverage=tuple(coverage), carved=bool(carved))
+                         coverage=tuple(coverage), carved=bool(carved),
+                         deleted_starts=frozenset(deleted_starts or ()))
         for t in tiers:
             while taken[t] < cut[t]:
                 yield take(t)

@@ -58,6 +58,24 @@ def quiet_environment(dashboard: bool = False) -> None:
             os.environ.setdefault(key, value)
 
 
+def lower_priority(niceness: int) -> int:
+    """Run this process, and every process it starts from now on (a local Ray instance's
+    raylet and workers inherit it), at least `niceness` (0-19). Returns the niceness now.
+
+    A scan is batch work: on a workstation that also serves the review service, or the
+    examiner's desktop, those should win the CPU, and on an idle machine nice costs nothing.
+    Niceness only ever goes up without privileges, so a value below the current one is kept
+    as it is. Workers of a cluster joined with --address keep their own priority."""
+    current = os.nice(0)
+    wanted = max(0, min(19, int(niceness)))
+    if wanted > current:
+        try:
+            current = os.nice(wanted - current)
+        except OSError:
+            pass        # not allowed here (a container's seccomp policy): run as we are
+    return current
+
+
 @contextmanager
 def ray_session(address: Optional[str] = None, workers: Optional[int] = None,
                 dashboard: bool = False, object_store_bytes: Optional[int] = None,
@@ -470,4 +488,6 @@ def _describe(ray) -> dict:
     res = ray.cluster_resources()
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     return {"cpus": int(res.get("CPU", 0)), "gpus": int(res.get("GPU", 0)), "nodes": len(nodes),
-            "address": ray.get_runtime_context().gcs_address}
+            "address": ray.get_runtime_context().gcs_address,
+            # the driver's; a local instance's workers inherited it (see lower_priority)
+            "niceness": os.nice(0)}

@@ -57,6 +57,8 @@ class PlannerState:
     pulled_bytes: int = 0
     finished: bool = False
     clears: list = field(default_factory=list)   # gaps its carving examines (removed when done)
+    part: str = "files"               # files: the walk; free: carving the free space
+    known: frozenset = frozenset()    # free: the deleted files' first bytes the walk found
 
 
 @dataclass
@@ -86,7 +88,8 @@ class DeviceState:
     ref: Optional[EvidenceRef] = None
     phase: str = "waiting"            # waiting, probing, scanning, finished
     probe: Any = None
-    planners: dict = field(default_factory=dict)       # volume offset -> PlannerState
+    # volume offset -> the walk's PlannerState; ("free", offset) -> its free space's
+    planners: dict = field(default_factory=dict)
     volume_names: dict = field(default_factory=dict)   # volume offset -> VolumeRef.name
     done: set = field(default_factory=set)             # batch ids stored (earlier runs too)
     in_flight: int = 0
@@ -243,7 +246,7 @@ class Scan:
         out = []
         for dev in self._active():
             for p in dev.planners.values():
-                if not p.finished and not dev.stopped_early:
+                if p.gen is not None and not p.finished and not dev.stopped_early:
                     out.append((dev, p))
         return out
 
@@ -354,17 +357,38 @@ class Scan:
         examinable = [v for v in volumes if v.fs_type and not v.encryption]
         dev.phase = "scanning"
         for v in examinable:
-            dev.planners[v.offset] = PlannerState(volume=v, clears=[
-                c for c in coverage if c.kind == records.UNALLOCATED and c.where == v.where])
+            dev.planners[v.offset] = PlannerState(volume=v)
+            free = [c for c in coverage if c.kind == records.UNALLOCATED and c.where == v.where]
+            if self.opts.carve and free:
+                dev.planners[("free", v.offset)] = PlannerState(volume=v, clears=free, part="free")
         outside = [c for c in coverage if c.kind == records.UNPARTITIONED]
         if self.opts.carve and outside and evidence_ref.format != "directory":
             # the disk's bytes outside every volume: carved by a planner of their own
             space = VolumeRef(device_id=dev.device_id, index=-1, offset=records.UNPARTITIONED_OFFSET,
                               length=sum(c.bytes_not_examined for c in outside),
                               description="unpartitioned space")
-            dev.planners[space.offset] = PlannerState(volume=space, clears=outside)
+            dev.planners[("free", space.offset)] = PlannerState(volume=space, clears=outside,
+                                                                part="free")
         for planner in dev.planners.values():
-            self._start_planner(dev, planner)
+            if planner.part == "files":
+                self._start_planner(dev, planner)
+        self._start_carving(dev)
+
+    def _start_carving(self, dev: DeviceState) -> None:
+        """Free space is carved once every walk of the device has ended: its files' first
+        tiers go first, and the free space is read while their later tiers are hashed, never
+        in front of them (a large disk's free space takes as long to read as its files)."""
+        if dev.stopped_early:
+            return
+        if any(p.part == "files" and p.plan is None and not p.finished
+               for p in dev.planners.values()):
+            return
+        walked = {p.volume.offset: p.plan for p in dev.planners.values()
+                  if p.part == "files" and p.plan is not None}
+        for planner in dev.planners.values():
+            if planner.part == "free" and planner.gen is None and not planner.finished:
+                plan = walked.get(planner.volume.offset)
+                self._start_planner(dev, planner, known=plan.deleted_starts if plan else frozenset())
 
     def _start_device(self, dev: DeviceState) -> None:
         if self.resume:
@@ -387,11 +411,15 @@ class Scan:
         self.store.device_started(dev.device_id, dev.started, run_id=self.run_id,
                                   fresh=not self.resume)
 
-    def _start_planner(self, dev: DeviceState, planner: PlannerState) -> None:
+    def _start_planner(self, dev: DeviceState, planner: PlannerState,
+                       known: frozenset = frozenset()) -> None:
+        """`known`: where the walk's deleted files start (carving skips their content)."""
         planner.attempts += 1
         planner.finished = False
+        planner.known = known
         planner.gen = self.tasks.plan_device_volume.remote(self.backend, dev.paths,
-                                                           planner.volume, self.opts, self.keys)
+                                                           planner.volume, self.opts, self.keys,
+                                                           planner.part, known)
 
     def _volume_planned(self, dev: DeviceState, planner: PlannerState, plan: VolumePlan) -> None:
         planner.plan = plan
@@ -406,17 +434,26 @@ class Scan:
                 self.store.remove_coverage(c)
                 dev.coverage -= 1
         self.reporter.device_planned(dev.device_id, dev.total_files, dev.total_bytes)
+        if planner.part == "files":
+            self._start_carving(dev)
 
     def _planner_failed(self, dev: DeviceState, planner: PlannerState, exc: Exception) -> None:
         if planner.attempts < MAX_ATTEMPTS:
-            self._start_planner(dev, planner)
+            self._start_planner(dev, planner, planner.known)
             return
         planner.finished = True
         v = planner.volume
+        if planner.part == "free":
+            # its free-space gap (planner.clears) stays with its bytes; this says why
+            self._coverage(dev, [Coverage(
+                device_id=dev.device_id, kind=records.SCAN_INCOMPLETE, where=v.where,
+                reason=f"carving of free space failed twice: {_error_line(exc)}")])
+            return
         self._coverage(dev, [Coverage(
             device_id=dev.device_id, kind=records.SCAN_INCOMPLETE, where=v.where,
             reason=f"file system walk failed twice: {_error_line(exc)}",
             bytes_not_examined=max(0, v.length - planner.pulled_bytes))])
+        self._start_carving(dev)
 
     # --- batches ----------------------------------------------------------------------------
 
@@ -542,13 +579,20 @@ class Scan:
             return
         if len(dev.exact_alerts) < self.opts.stop_after:
             return
-        if any(p.plan is None and not p.finished for p in dev.planners.values()):
+        if any(p.part == "files" and p.plan is None and not p.finished
+               for p in dev.planners.values()):
             return      # not every volume has been walked yet, so the picture pass is unknown
         if any(dev.tier_accounted[t] < dev.tier_batches[t] for t in PICTURE_TIERS):
             return
         dev.stopped_early = True
         coverage = []
         for p in dev.planners.values():
+            if p.plan is None and not p.finished:
+                # free space still being carved (or not yet): it stays a gap with its bytes
+                if p.gen is not None:
+                    self.ray.cancel(p.gen)
+                p.finished = True
+                continue
             if p.plan is None or (p.finished and p.pulled_files >= p.plan.files):
                 continue
             if p.gen is not None and not p.finished:

@@ -6,7 +6,6 @@ use: Ray reuses worker processes across tasks, so a device is opened once per pr
 """
 from __future__ import annotations
 
-import itertools
 import os
 import time
 from typing import Iterator, Optional
@@ -46,37 +45,48 @@ def probe_device(backend: Backend, paths: tuple[str, ...], device_id: str,
     return evidence.ref, list(volumes), list(coverage)
 
 
-def _guarded(records, device_id: str, volume: VolumeRef, problems: list) -> Iterator:
-    """The walk, with a failure part-way turned into a coverage record (what was found stays)."""
+def _guarded(records, device_id: str, volume: VolumeRef, problems: list,
+             what: str = "file system walk") -> Iterator:
+    """The walk (or the carving), with a failure part-way turned into a coverage record (what
+    was found stays)."""
     try:
         yield from records
     except Exception as exc:   # noqa: BLE001 - any walk failure is coverage, never a lost volume
         problems.append(Coverage(device_id=device_id, kind=SCAN_INCOMPLETE, where=volume.where,
-                                 reason=f"file system walk stopped: {exc}".splitlines()[0][:300]))
+                                 reason=f"{what} stopped: {exc}".splitlines()[0][:300]))
 
 
 # num_cpus=0: a planner spends most of its life parked on back-pressure; holding a CPU slot
 # while parked would starve the batch tasks it feeds. The driver bounds how many run at once.
 @ray.remote(num_cpus=0, max_retries=0, _generator_backpressure_num_objects=PLANNER_AHEAD)
 def plan_device_volume(backend: Backend, paths: tuple[str, ...], volume: VolumeRef,
-                       opts: ScanOptions, keys: tuple = ()
+                       opts: ScanOptions, keys: tuple = (), part: str = "files",
+                       known: frozenset = frozenset(),
                        ) -> Iterator[VolumePlan | BatchHeader | BatchSpec]:
+    """The batches of one volume: its files (`part="files"`: the walk), or what carving its
+    free space finds (`part="free"`; the pseudo-volume of unpartitioned space has only this).
+    The driver starts a volume's free-space planner once the walks are done, so unallocated
+    space is read while the files' later tiers are hashed, not in front of them. `known`: the
+    first bytes of the deleted files the walk found (their content is not carved again)."""
     ctx = worker_context(backend)
     evidence = ctx.evidence(paths, volume.device_id, keys)
     problems: list[Coverage] = []
     carved: list = []
-    records = iter(())
-    if volume.offset != UNPARTITIONED_OFFSET:
+    free = part == "free" or volume.offset == UNPARTITIONED_OFFSET
+    deleted = None
+    if free:
+        records = _guarded(backend.carve(evidence, volume, problems, carved, opts.carve_seconds,
+                                         known=known),
+                           volume.device_id, volume, problems, "carving of free space")
+    else:
+        deleted = backend.deleted_starts(evidence, volume)
         records = _guarded(backend.walk(evidence, volume, problems), volume.device_id, volume,
                            problems)
-    if opts.carve:
-        # after the walk: the volume's files come first, its free space after them
-        records = itertools.chain(records, _guarded(
-            backend.carve(evidence, volume, problems, carved, opts.carve_seconds),
-            volume.device_id, volume, problems))
     for item in plan_volume(records, volume.device_id, volume.offset, max_files=opts.batch_files,
                             max_bytes=opts.batch_bytes, coverage=problems,
-                            volume_length=volume.length, carved=carved):
+                            volume_length=volume.length, carved=carved,
+                            free_space=free and volume.offset != UNPARTITIONED_OFFSET,
+                            deleted_starts=deleted):
         if isinstance(item, BatchSpec):
             # header, then the spec: the driver reads the header and hands the spec on by
             # reference, never unpacking and repacking its records
