@@ -969,14 +969,21 @@ class CaseStore:
 
     def counts(self, device_id: str) -> dict:
         """Files, bytes, pictures, model scores and skips, matches and flags stored for a device
-        (progress, summaries). Files and bytes are the device's own (archive members are in
-        `pictures` only), and only finished batches count: a resumed scan does the rest again."""
+        (progress, summaries). Files and bytes are the device's own, as the scan counts them
+        (archive members and pictures found inside files are in `pictures` only), and only
+        finished batches count: a resumed scan does the rest again."""
         archived = self._archived_ranked()
         t = {name: self._source(name, device_id, archived)
              for name in ("files", "batches", "scores", "model_skips", "matches", "flags")}
         done = f"batch_id IN (SELECT batch_id FROM {t['batches']} WHERE device_id = :d)"
-        f = self._query("SELECT COALESCE(SUM(member = ''), 0) AS files, "
-                        "COALESCE(SUM(CASE WHEN member = '' THEN size END), 0) AS bytes, "
+        # a picture found inside a file (an EXIF thumbnail, a PDF's image) is content of that
+        # file, as a member is: it has a file as its parent, where a picture carved from free
+        # space has the volume or the device (no inode, no path), and is a file of its batch
+        own = ("(member = '' AND (json_extract(prov, '$.parent') IS NULL OR "
+               "(json_extract(prov, '$.parent.inode') IS NULL AND "
+               "COALESCE(json_extract(prov, '$.parent.path'), '') = '')))")
+        f = self._query(f"SELECT COALESCE(SUM({own}), 0) AS files, "
+                        f"COALESCE(SUM(CASE WHEN {own} THEN size END), 0) AS bytes, "
                         f"COALESCE(SUM(is_picture), 0) AS pictures FROM {t['files']} "
                         f"WHERE device_id = :d AND {done}", {"d": device_id})[0]
         model = self._query(

@@ -14,6 +14,7 @@ import os
 import pickle
 import re
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Optional
 
@@ -94,35 +95,84 @@ class BatchHeader:
     videos: int = 0                 # videos among the files (each may use the video time limit)
 
 
-@dataclass(frozen=True)
 class BatchSpec:
-    """A batch of files to read together in one task."""
+    """A batch of files to read together in one task.
 
-    device_id: str
-    batch_id: str
-    volume_offset: int
-    tier: int
-    records: tuple[FileRecord, ...]
-    volume_length: int = 0          # what the volume holds (0: unknown)
+    Its records travel as one pickled block (`packed`): the planner spools each batch so as it
+    is cut and hands the block on without unpacking it, Ray copies a byte string instead of
+    walking every record with its own pickler, and the worker unpacks the records once, when
+    it first asks for them."""
+
+    __slots__ = ("device_id", "batch_id", "volume_offset", "tier", "volume_length", "_records",
+                 "_packed", "_counts")
+
+    def __init__(self, device_id: str, batch_id: str, volume_offset: int, tier: int,
+                 records: tuple = (), volume_length: int = 0):
+        self.device_id, self.batch_id = device_id, batch_id
+        self.volume_offset, self.tier = volume_offset, tier
+        self.volume_length = volume_length          # what the volume holds (0: unknown)
+        self._records: Optional[tuple] = tuple(records)
+        self._packed: Optional[bytes] = None
+        self._counts: Optional[tuple[int, int, int]] = None
+
+    @classmethod
+    def packed(cls, device_id: str, batch_id: str, volume_offset: int, tier: int, block: bytes,
+               counts: tuple[int, int, int], volume_length: int = 0) -> "BatchSpec":
+        """A batch from its pickled records (`pack`) and their (files, bytes, videos)."""
+        spec = cls(device_id, batch_id, volume_offset, tier, (), volume_length)
+        spec._records, spec._packed, spec._counts = None, block, tuple(counts)
+        return spec
+
+    @property
+    def records(self) -> tuple[FileRecord, ...]:
+        if self._records is None:
+            self._records = unpack(self._packed)
+        return self._records
+
+    def __reduce__(self):
+        block = self._packed if self._packed is not None else pack(self._records)
+        return (BatchSpec.packed, (self.device_id, self.batch_id, self.volume_offset, self.tier,
+                                   block, self.counts, self.volume_length))
+
+    @property
+    def counts(self) -> tuple[int, int, int]:
+        """(files, bytes, videos): the batch's size and time-limit figures."""
+        if self._counts is None:
+            self._counts = batch_counts(self._records, self.volume_length)
+        return self._counts
 
     @property
     def bytes(self) -> int:
         """The bytes the batch can read: a file's declared size counts only as far as its
         volume goes, so hostile metadata (a 7e16-byte inode) cannot stretch the time limit."""
-        return sum(bounded(r.size, self.volume_length) for r in self.records)
+        return self.counts[1]
 
     @property
     def files(self) -> int:
-        return len(self.records)
+        return self.counts[0]
 
     @property
     def videos(self) -> int:
-        return sum(1 for r in self.records if r.type in VIDEO_TYPES)
+        return self.counts[2]
 
     @property
     def header(self) -> BatchHeader:
         return BatchHeader(self.device_id, self.batch_id, self.volume_offset, self.tier,
                            self.files, self.bytes, self.videos)
+
+
+def pack(records) -> bytes:
+    return pickle.dumps(tuple(records), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def unpack(block: bytes) -> tuple[FileRecord, ...]:
+    return pickle.loads(block)
+
+
+def batch_counts(records, volume_length: int = 0) -> tuple[int, int, int]:
+    """(files, bytes, videos) of a batch's records; bytes bounded by the volume."""
+    return (len(records), sum(bounded(r.size, volume_length) for r in records),
+            sum(1 for r in records if r.type in VIDEO_TYPES))
 
 
 @dataclass(frozen=True)
@@ -173,7 +223,6 @@ def tier_of_batch(batch: str) -> int:
 # The first batches of the first tier are smaller, so the likeliest files report back (and
 # raise their flags) within seconds, and every worker has work before the big batches come.
 RAMP = (8, 4, 2)
-SPOOL_BLOCK = 512          # records pickled together in the planner's spool (bounded memory)
 HASH_LANES = 16            # files the multi-buffer kernel hashes side by side (features/_mbhash.c)
 
 
@@ -250,80 +299,116 @@ def plan_volume(records: Iterable[FileRecord], device_id: str, volume_offset: in
                 carved: Optional[list] = None,
                 free_space: bool = False,
                 deleted_starts: Optional[set] = None) -> Iterator[VolumePlan | BatchSpec]:
-    """Yields every `BatchSpec` of the volume in tier order, and one `VolumePlan` (the
-    totals) as soon as the walk ends.
+    """Yields every `BatchSpec` of the volume, most likely yield first, and one `VolumePlan`
+    (the totals) as soon as the walk ends.
 
-    First-tier batches go out while the walk is still running, each as soon as it is full, so
-    the likeliest files are read while the rest of the volume is listed; they are the same
-    batches, with the same ids, that cutting after the walk gives. The other tiers are spooled
-    to one temporary file each, so memory holds a batch or so however many files the volume
-    has. Within a tier the walk's own order is kept, which is deterministic for a given image.
+    The walk runs in a thread of its own and never waits for the consumer: it cuts each tier's
+    files into batches (the same batches, with the same ids, that cutting after the walk
+    gives) and spools each batch to its tier's temporary file as it is cut, so memory holds a
+    batch or so per tier however many files the volume has. While the walk goes on, each
+    batch handed out is the most likely one cut so far (the first tier's as soon as one is
+    full), so the likeliest files are read while the rest of the volume is listed, and the
+    workers are not idle through the walk of a volume whose files are all of later tiers
+    (a million small files). After the walk come the totals, then every batch left, in tier
+    order. Within a tier the walk's own order is kept, which is deterministic for an image.
     `carved` (a list the records' source fills) says the volume's free space was carved through;
     `free_space`: the records are what was carved there (batch ids of their own).
     `deleted_starts` (a set the walk fills) goes into the VolumePlan, for the carving after it.
     """
-    spools = {}
-    counts = {t: [0, 0] for t in range(len(TIER_NAMES))}     # files, bytes
-    cutters = {t: _Cutter(max_files, max_bytes, _ramp(t)) for t in counts}
-    pending: dict[int, list] = {t: [] for t in counts}
+    tiers = range(len(TIER_NAMES))
+    spools = {t: tempfile.TemporaryFile(dir=spool_dir, prefix="triage-plan-") for t in tiers}
+    counts = {t: [0, 0] for t in tiers}                      # files, bytes
+    cutters = {t: _Cutter(max_files, max_bytes, _ramp(t)) for t in tiers}
+    cut = {t: 0 for t in tiers}          # batches spooled (by the walk)
+    taken = {t: 0 for t in tiers}        # batches handed out (by the generator)
+    where = {t: 0 for t in tiers}        # read offset in each spool
+    state = threading.Condition()
+    stop = threading.Event()
+    failed: list[BaseException] = []
+    walked: list[bool] = []
 
-    def spec(tier: int, seq: int, recs: list) -> BatchSpec:
-        return BatchSpec(device_id=device_id, batch_id=batch_id(volume_offset, tier, seq, free_space),
-                         volume_offset=volume_offset, tier=tier, records=tuple(recs),
-                         volume_length=volume_length)
+    def spool(tier: int, recs: list, publish: bool = True) -> None:
+        # one block per batch, pickled once: read back, it goes to the worker as it is
+        entry = pickle.dumps((batch_counts(recs, volume_length), pack(recs)),
+                             protocol=pickle.HIGHEST_PROTOCOL)
+        fh = spools[tier]
+        fh.write(len(entry).to_bytes(8, "little"))
+        fh.write(entry)
+        fh.flush()
+        if publish:
+            with state:
+                cut[tier] += 1
+                state.notify()
 
-    try:
-        for t in counts:
-            if t != FIRST_TIER:
-                spools[t] = tempfile.TemporaryFile(dir=spool_dir, prefix="triage-plan-")
-        first = cutters[FIRST_TIER]
-        for rec in records:
-            if not wanted(rec):
-                continue
-            t = tier_of(rec)
-            size = bounded(rec.size, volume_length)
-            counts[t][0] += 1
-            counts[t][1] += size
-            if t == FIRST_TIER:
-                if first.add(size):
-                    yield spec(t, first.seq - 1, pending[t])
+    def walk() -> None:
+        pending: dict[int, list] = {t: [] for t in tiers}
+        try:
+            for rec in records:
+                if stop.is_set():
+                    return
+                if not wanted(rec):
+                    continue
+                t = tier_of(rec)
+                size = bounded(rec.size, volume_length)
+                counts[t][0] += 1
+                counts[t][1] += size
+                if cutters[t].add(size):
+                    spool(t, pending[t])
                     pending[t] = []
                 pending[t].append(rec)
-                continue
-            cutters[t].add(size)
-            pending[t].append(rec)
-            if len(pending[t]) >= SPOOL_BLOCK:
-                pickle.dump(pending[t], spools[t], protocol=pickle.HIGHEST_PROTOCOL)
-                pending[t] = []
-        for t, block in pending.items():
-            if block and t != FIRST_TIER:
-                pickle.dump(block, spools[t], protocol=pickle.HIGHEST_PROTOCOL)
+            # the last batch of each tier is known only now: they follow the totals
+            tails = [t for t, recs in pending.items() if recs]
+            for t in tails:
+                spool(t, pending[t], publish=False)
+            with state:
+                for t in tails:
+                    cut[t] += 1
+        except BaseException as exc:      # noqa: BLE001 - handed to the generator, raised there
+            failed.append(exc)
+        finally:
+            with state:
+                walked.append(True)
+                state.notify()
+
+    def take(tier: int) -> BatchSpec:
+        fh = spools[tier].fileno()
+        n = int.from_bytes(os.pread(fh, 8, where[tier]), "little")
+        nums, block = pickle.loads(os.pread(fh, n, where[tier] + 8))
+        where[tier] += 8 + n
+        seq = taken[tier]
+        taken[tier] += 1
+        return BatchSpec.packed(device_id, batch_id(volume_offset, tier, seq, free_space),
+                                volume_offset, tier, block, nums, volume_length)
+
+    walker = threading.Thread(target=walk, name="triage-walk", daemon=True)
+    walker.start()
+    try:
+        while True:             # during the walk: the most likely batch cut so far
+            with state:
+                while not walked and all(cut[t] == taken[t] for t in tiers):
+                    state.wait()
+                ready = [t for t in tiers if cut[t] > taken[t]]
+                if walked:
+                    break
+            yield take(ready[0])
+        walker.join()
+        if failed:
+            raise failed[0]
         # walk problems were collected while iterating `records` (the caller's list)
         yield VolumePlan(device_id=device_id, volume_offset=volume_offset,
                          tiers={t: TierTotals(c[0], c[1], cutters[t].batches)
                                 for t, c in counts.items() if c[0]},
                          coverage=tuple(coverage), carved=bool(carved),
                          deleted_starts=frozenset(deleted_starts or ()))
-        if pending[FIRST_TIER]:
-            yield spec(FIRST_TIER, first.seq, pending[FIRST_TIER])
-        for t, spool in spools.items():
-            spool.seek(0)
-            for seq, recs in enumerate(cut_batches(_unspool(spool), max_files, max_bytes,
-                                                   _ramp(t), volume_length)):
-                yield spec(t, seq, recs)
+        for t in tiers:
+            while taken[t] < cut[t]:
+                yield take(t)
     finally:
-        for spool in spools.values():
-            spool.close()
+        stop.set()
+        walker.join(timeout=5)
+        for fh in spools.values():
+            fh.close()
 
 
 def _ramp(tier: int) -> tuple[int, ...]:
     return RAMP if tier == 0 else ()
-
-
-def _unspool(fh) -> Iterator[FileRecord]:
-    while True:
-        try:
-            block = pickle.load(fh)
-        except EOFError:
-            return
-        yield from block

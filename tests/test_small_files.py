@@ -1,0 +1,146 @@
+"""The lean path for many small files (issue 19, "a million files"): each shortcut gives
+exactly what the general path gives."""
+from __future__ import annotations
+
+import json
+import random
+
+from triage.records import Provenance
+
+
+def _general_key(prov: Provenance) -> str:
+    return json.dumps(prov._key_parts(), separators=(",", ":"), ensure_ascii=False)
+
+
+def _hostile_text(rng: random.Random) -> str:
+    alphabet = ["a", "/", "\\", '"', "\x00", "\x1b", "\n", "\u202e", "\ud800", "\udfff", "é",
+                "\U0001f600", " ", "'", "\x7f", "\u2028"]
+    return "".join(rng.choice(alphabet) for _ in range(rng.randrange(12)))
+
+
+def test_provenance_key_fast_path_is_the_json_key():
+    rng = random.Random(19)
+    for _ in range(3000):
+        prov = Provenance(device_id=_hostile_text(rng),
+                          volume_offset=rng.choice([None, 0, 1 << 40, -1, 512]),
+                          inode=rng.choice([None, 0, 7, (1 << 63) + 5]),
+                          path=_hostile_text(rng), volume_index=rng.choice([None, 3]),
+                          fs_type=rng.choice(["", "ext4"]))
+        assert prov.key == _general_key(prov)
+        json.loads(prov.key)
+
+
+def test_provenance_key_with_any_extra_field_keeps_the_general_form():
+    base = Provenance(device_id="d", volume_offset=0, inode=5, path="/a")
+    variants = [dict(ads="s"), dict(attr_type=128, attr_id=3), dict(members=("m",)),
+                dict(snapshot="vss1"), dict(parent=base, offset=3, length=4), dict(length=9),
+                dict(decoded="FlateDecode"), dict(frame=2, frame_time=0.5)]
+    for kw in variants:
+        prov = Provenance(device_id="d", volume_offset=0, inode=5, path="/a", **kw)
+        assert prov.key == _general_key(prov)
+        assert prov.key != base.key
+    # a bool is no plain number: json writes it "true", so it takes the general path
+    odd = Provenance(device_id="d", volume_offset=True, inode=False, path="/a")
+    assert odd.key == _general_key(odd) == '["d",true,false,"/a"]'
+
+
+def _rec(path: str, size: int, inode: int, type_: str = ""):
+    from triage.records import FileRecord
+    return FileRecord(prov=Provenance(device_id="d", volume_offset=0, inode=inode, path=path),
+                      name=path.rsplit("/", 1)[-1], size=size, allocated=True, fs_type="ext4",
+                      type=type_)
+
+
+def test_spooled_batches_travel_packed_and_arrive_as_cut():
+    """A batch read back from the planner's spool is not unpacked there; pickled (as Ray does)
+    it is one byte string, and the worker gets the records, sizes and counts that were cut."""
+    import pickle
+
+    from workers.plan import BatchSpec, batch_counts, cut_batches, plan_volume, tier_of
+    recs = [_rec(f"/srv/d{i % 7}/f{i:05d}.bin", 200 + 37 * i, i,
+                 "video/mp4" if i % 50 == 0 else "") for i in range(1300)]
+    recs.append(_rec("/srv/huge.bin", 7 * 10**16, 99_999))       # hostile size, bounded
+    specs = [o for o in plan_volume(iter(recs), "d", 0, max_files=64, max_bytes=1 << 20,
+                                    volume_length=1 << 30) if isinstance(o, BatchSpec)]
+    assert specs and all(s._records is None for s in specs)         # never unpacked here
+    want = [b for t in (1, 3) for b in cut_batches([r for r in recs if tier_of(r) == t], 64,
+                                                   1 << 20, volume_length=1 << 30)]
+    assert {s.tier for s in specs} == {1, 3} and len(specs) == len(want)
+    specs.sort(key=lambda s: (s.tier, s.batch_id))
+    for spec, batch in zip(specs, want):
+        header = spec.header
+        arrived = pickle.loads(pickle.dumps(spec))
+        assert arrived.records == tuple(batch)
+        assert (header.files, header.bytes, header.videos) == batch_counts(batch, 1 << 30)
+        assert (arrived.files, arrived.bytes, arrived.videos, arrived.batch_id) == \
+            (header.files, header.bytes, header.videos, spec.batch_id)
+    assert max(s.bytes for s in specs) <= (1 << 30) + (1 << 20)
+
+
+def test_a_batch_made_from_records_pickles_as_the_packed_one():
+    import pickle
+
+    from workers.plan import BatchSpec, batch_counts, pack
+    recs = tuple(_rec(f"/a/{i}", 100 + i, i) for i in range(5))
+    made = BatchSpec("d", "v0-t0-00000", 0, 0, recs, 4096)
+    packed = BatchSpec.packed("d", "v0-t0-00000", 0, 0, pack(recs), batch_counts(recs, 4096), 4096)
+    assert pickle.dumps(made) == pickle.dumps(packed)
+    assert pickle.loads(pickle.dumps(made)).records == recs
+
+
+def test_sniff_by_first_byte_types_as_every_signature_in_turn():
+    from triage.filetype import _SIGNATURES, sniff
+    rng = random.Random(7)
+    heads = [b"", b"\x00", b"B", b"BM", b"PK\x03", b"\x47" * 600]
+    for offset, sig, _ in _SIGNATURES:
+        for n in (0, 3, 60, 500):
+            pad = rng.randbytes(offset)
+            heads += [pad + sig + rng.randbytes(n), pad + sig[:-1], pad + sig[:-1] + b"\x00" * n]
+    for _ in range(20000):
+        head = bytearray(rng.randbytes(rng.choice([1, 2, 7, 64, 300, 512])))
+        if rng.random() < 0.2:
+            for k in range(rng.choice([0, 4]), len(head), rng.choice([188, 192])):
+                head[k] = 0x47
+        if rng.random() < 0.1 and len(head) > 12:
+            head[4:8] = b"ftyp"
+        heads.append(bytes(head))
+    for head in heads:
+        got = sniff(head)
+        assert sniff(memoryview(head)) == got
+        if not head:
+            assert got == "empty"
+            continue
+        # the first signature of the table, in its order, that the bytes carry
+        first = next((m for o, sig, m in _SIGNATURES if head[o:o + len(sig)] == sig), None)
+        if first is not None:
+            assert got == first, head[:16]
+        elif head[:4] != b"RIFF" and head[4:8] != b"ftyp":
+            # else a transport stream: a 0x47 sync byte three packets in a row
+            ts = any(len(head) > start + 2 * size and
+                     all(head[start + k * size] == 0x47 for k in range(3))
+                     for start, size in ((0, 188), (4, 192)))
+            assert got == ("video/mp2t" if ts else ""), head[:16]
+
+
+def test_a_resumed_scan_counts_files_as_the_live_scan_does(tmp_path):
+    """The store's counts (what `--resume` starts from) count a batch's own files, as the live
+    scan does: a carved picture is one, a picture found inside a file (an EXIF thumbnail) or an
+    archive member is not. (The resumed run counted two files twice once the first run had
+    stored a picture batch whose JPEGs held thumbnails.)"""
+    from triage.carve import Carved, embedded_record
+    from triage.records import FileRecord, Features, volume_where
+    from triage.store import CaseStore
+    jpeg = _rec("/home/u/a.jpg", 5000, 12, "image/jpeg")
+    thumb = embedded_record(jpeg, Carved(offset=100, length=700, type="image/jpeg", ext="jpg"))
+    member = FileRecord(prov=jpeg.prov.member_of("x.jpg"), name="x.jpg", size=40,
+                        allocated=True, fs_type="ext4", type="image/jpeg")
+    carved_prov = Provenance(device_id="d", volume_offset=0, path="$Unallocated/1.jpg",
+                             parent=volume_where("d", 0), offset=4096, length=900)
+    carved = FileRecord(prov=carved_prov, name="1.jpg", size=900, allocated=False,
+                        fs_type="ext4", type="image/jpeg")
+    items = [(r, Features(key=r.key, size=r.size, is_picture=True))
+             for r in (jpeg, thumb, member, carved)]
+    with CaseStore(tmp_path / "case") as store:
+        store.add_batch("d", "v0-t0-00000", items, [], [], [])
+        counts = store.counts("d")
+    assert (counts["files"], counts["bytes"], counts["pictures"]) == (2, 5000 + 900, 4)
