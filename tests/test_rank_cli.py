@@ -103,6 +103,7 @@ def test_flags_follow_prints_new_flags_until_ctrl_c(tmp_path):
         x = picture("d.dd", 1)
         with FlagSink(case_dir, store) as sink:
             sink.raise_all(rules_for_batch("d.dd", None, [x], [exact(x)], [], [], time.time()))
+        store.close()       # as a scan does when it ends: nothing of ours holds the case
         line = proc.stdout.readline()
         assert json.loads(line)["code"] == "KNOWN_MATCH"
     finally:
