@@ -90,12 +90,21 @@ def test_flags_json_lines(case):
     assert json.loads(run("flags", "--case", case, "--json").output) == lines
 
 
+def _as_from_a_shell():
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_flags_follow_prints_new_flags_until_ctrl_c(tmp_path):
     case_dir = tmp_path / "live"
     exe = Path(sys.executable).with_name("triage")
     # started before the scan has created the case: it waits for it
+    # started as a shell starts a command, so Ctrl-C reaches it: earlier tests in this process
+    # left SIGINT blocked in the full suite (the follower then never saw Ctrl-C), and a
+    # blocked or ignored signal stays so in every process started from here
     proc = subprocess.Popen([str(exe), "flags", "--case", str(case_dir), "--follow", "--format",
-                             "json", "--interval", "0.1"], stdout=subprocess.PIPE, text=True)
+                             "json", "--interval", "0.1"], stdout=subprocess.PIPE, text=True,
+                            preexec_fn=_as_from_a_shell)
     try:
         time.sleep(1.0)
         store = CaseStore(case_dir, create=True)
