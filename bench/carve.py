@@ -368,12 +368,7 @@ def device_mode(args) -> None:
         times["file"].append(secs)
         cpus["file"].append(cpu)
         got["file"] = set(found.values())
-        for tool in tools:
-            out = Path(tempfile.mkdtemp(prefix=f"{tool}-", dir=work))
-            secs, got[tool], cpu = baseline(tool, free, out)
-            times[tool].append(secs)
-            cpus[tool].append(cpu)
-            shutil.rmtree(out, ignore_errors=True)
+        run_baselines(tools, free, work, times, cpus, got)
     med = {k: statistics.median(v) for k, v in times.items()}
     mcpu = {k: statistics.median(v) for k, v in cpus.items()}
 
@@ -404,6 +399,17 @@ def device_mode(args) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def run_baselines(tools, path: Path, work: Path, times: dict, cpus: dict, got: dict) -> None:
+    """One run of each baseline tool on `path`: its wall and CPU seconds appended, what it
+    carved (MD5s) in `got`; each writes into a folder of its own, removed after."""
+    for tool in tools:
+        out = Path(tempfile.mkdtemp(prefix=f"{tool}-", dir=work))
+        secs, got[tool], cpu = baseline(tool, path, out)
+        times[tool].append(secs)
+        cpus[tool].append(cpu)
+        shutil.rmtree(out, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size-mb", type=int, default=512)
@@ -432,12 +438,7 @@ def main() -> None:
         found, t, report, cpu = triage_carve(path)
         times["triage"].append(t)
         cpus["triage"].append(cpu)
-        for tool in tools:
-            out = Path(tempfile.mkdtemp(prefix=f"{tool}-", dir=work))
-            t, got_tool[tool], cpu = baseline(tool, path, out)
-            times[tool].append(t)
-            cpus[tool].append(cpu)
-            shutil.rmtree(out, ignore_errors=True)
+        run_baselines(tools, path, work, times, cpus, got_tool)
     med = {k: statistics.median(v) for k, v in times.items()}
     mcpu = {k: statistics.median(v) for k, v in cpus.items()}
     secs = med["triage"]
