@@ -264,7 +264,7 @@ if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
 
 
-def _free_space_device(tmp_path, carve_sleep: float):
+def _free_space_device(tmp_path, carve_sleep: float, **extra):
     marks = tmp_path / "marks"
     marks.mkdir()
     files = [{"path": f"/usr/lib/f{i}.so", "content": f"lib {i}", "inode": 1000 + i}
@@ -272,7 +272,7 @@ def _free_space_device(tmp_path, carve_sleep: float):
     files += [{"path": "/home/u/DCIM/x.jpg", "content": "ALERT-2", "inode": 10}]
     files += [{"path": f"{records.UNALLOCATED_DIR}/4096.jpg", "content": "ALERT-1", "inode": 7}]
     return write_device(tmp_path / "free.img", files, marks=str(marks),
-                        carve_sleep=carve_sleep), marks
+                        carve_sleep=carve_sleep, **extra), marks
 
 
 def _mark(marks, name):
@@ -313,3 +313,19 @@ def test_triage_mode_leaves_free_space_still_being_carved_a_gap(tmp_path, hashse
         gaps = [c for c in store.coverage() if c.kind == records.UNALLOCATED]
     assert len(gaps) == 1 and gaps[0].bytes_not_examined == 1 << 16
     assert summary.seconds < 60
+
+
+def test_carving_that_fails_leaves_the_free_space_a_gap_and_the_device_partial(tmp_path,
+                                                                                hashset_root):
+    dev, _marks = _free_space_device(tmp_path, carve_sleep=0, carve_crash=True)
+    summary = run_scan(tmp_path / "case", [str(dev)], _opts(hashset_root, batch_files=3),
+                       backend=FreeSpaceBackend(), workers=2, hashsets=[FAKESET])
+    with CaseStore(tmp_path / "case", create=False) as store:
+        coverage = store.coverage()
+        paths = {r.path for r, _ in store.files()}
+    free = [c for c in coverage if c.kind == records.UNALLOCATED]
+    assert len(free) == 1 and free[0].bytes_not_examined == 1 << 16
+    assert any(c.kind == records.SCAN_INCOMPLETE and "carving of free space failed twice"
+               in c.reason for c in coverage)
+    assert "/home/u/DCIM/x.jpg" in paths          # the walk's files are all still read
+    assert summary.devices[0]["status"] == "partial"
