@@ -850,8 +850,10 @@ def _video_options(command):
 @click.option("--task-timeout", default=300.0, show_default=True, type=click.FloatRange(1),
               help="Seconds a batch may take (plus 1 s per 2 MB) before it is retried.")
 @click.option("--batch-files", default=256, show_default=True, type=click.IntRange(1),
-              help="Files per batch (batches also stop at 64 MB). Smaller batches spread a "
-                   "small device over more workers; --resume needs the same value.")
+              help="Files per batch of pictures, videos and archives; other files go 4 times "
+                   "as many to a batch (they are only hashed). Batches also stop at 64 MB. "
+                   "Smaller batches spread a small device over more workers; --resume needs "
+                   "the same value.")
 @click.option("--dashboard", is_flag=True, help="Start Ray's dashboard on 127.0.0.1 (off by default).")
 @click.option("--nice", "niceness", default=10, show_default=True, type=click.IntRange(0, 19),
               help="CPU priority of the scan and its local workers (as nice(1)): the review "

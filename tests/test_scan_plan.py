@@ -6,8 +6,8 @@ import pytest
 from scanfakes import Hit
 from triage.records import Features, FileRecord, Provenance
 from workers.matching import PDQ_MIN_QUALITY, match_items
-from workers.plan import (PICTURE_TIERS, BatchSpec, VolumePlan, cut_batches, plan_volume,
-                          tier_of, tier_of_batch)
+from workers.plan import (OTHER_TIER_FACTOR, PICTURE_TIERS, BatchSpec, VolumePlan, cut_batches,
+                          plan_volume, tier_of, tier_of_batch)
 
 
 def rec(path: str, size: int = 10, allocated: bool = True, inode: int = 1, is_dir=False) -> FileRecord:
@@ -72,7 +72,9 @@ def test_plan_volume_header_counts_match_batches_and_ids_are_stable():
         assert totals.batches == len(mine) and totals.files == sum(len(b.records) for b in mine)
         # the same batches as cutting the tier's files, in walk order, after the walk
         ramp = (8, 4, 2) if tier == 0 else ()
-        want = list(cut_batches([r for r in recs if not r.is_dir and tier_of(r) == tier], 8,
+        # the tiers after the picture pass take OTHER_TIER_FACTOR times the files
+        cap = 8 if tier in PICTURE_TIERS else 8 * OTHER_TIER_FACTOR
+        want = list(cut_batches([r for r in recs if not r.is_dir and tier_of(r) == tier], cap,
                                 10**9, ramp))
         assert [list(b.records) for b in mine] == want
     # what was not handed out during the walk follows the totals, in tier order
@@ -106,7 +108,7 @@ def test_batches_leave_while_the_walk_goes_on_most_likely_first():
             walked.append(300 + i)
             yield rec(f"/Users/u/Documents/d{i}.txt", 10, inode=300 + i)
 
-    gen = plan_volume(walk(), "d", 0, max_files=8, max_bytes=10**9)
+    gen = plan_volume(walk(), "d", 0, max_files=8, max_bytes=10**9, other_max_files=8)
     early = [next(gen)]
     assert reached.wait(30)
     early += [next(gen) for _ in range(3)]

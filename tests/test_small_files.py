@@ -63,7 +63,9 @@ def test_spooled_batches_travel_packed_and_arrive_as_cut():
     specs = [o for o in plan_volume(iter(recs), "d", 0, max_files=64, max_bytes=1 << 20,
                                     volume_length=1 << 30) if isinstance(o, BatchSpec)]
     assert specs and all(s._records is None for s in specs)         # never unpacked here
-    want = [b for t in (1, 3) for b in cut_batches([r for r in recs if tier_of(r) == t], 64,
+    from workers.plan import OTHER_TIER_FACTOR
+    want = [b for t in (1, 3) for b in cut_batches([r for r in recs if tier_of(r) == t],
+                                                   64 if t == 1 else 64 * OTHER_TIER_FACTOR,
                                                    1 << 20, volume_length=1 << 30)]
     assert {s.tier for s in specs} == {1, 3} and len(specs) == len(want)
     specs.sort(key=lambda s: (s.tier, s.batch_id))

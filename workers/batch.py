@@ -16,7 +16,7 @@ from typing import Any, Iterator, Optional
 from triage.errors import TriageError
 from triage.records import FILE_NOT_READ, SYMLINK, Coverage, Features, FileRecord, Match, VolumeRef
 from workers.matching import match_items
-from workers.plan import BatchSpec
+from workers.plan import BATCH_PLAN, BatchSpec
 
 CHUNK_SIZE = 1024 * 1024
 EVIDENCE_CACHE = 2          # open devices kept per worker process (an EWF handle holds caches)
@@ -38,8 +38,9 @@ class ScanOptions:
     # hash-set stores to open in each worker: (root, set names); no names means every set
     hashsets: tuple[tuple[str, tuple[str, ...]], ...] = ()
     perceptual: bool = True
-    batch_files: int = 256
+    batch_files: int = 256                   # per batch in the picture pass (see plan.OTHER_TIER_FACTOR)
     batch_bytes: int = 64 * 1024 * 1024
+    batch_plan: int = BATCH_PLAN             # the batching rule (a resume must cut the same)
     chunk_size: int = CHUNK_SIZE
     task_timeout: float = 300.0              # seconds per batch, plus bytes / min_rate
     min_rate: float = 2 * 1024 * 1024        # bytes/s a batch may not fall below

@@ -35,6 +35,13 @@ PICTURE_TIERS = frozenset({0, 1})   # the "one full pass over picture files" of 
 
 DEFAULT_BATCH_FILES = 256
 DEFAULT_BATCH_BYTES = 64 * 1024 * 1024
+# Tiers after the picture pass take this many times the files per batch: their files are
+# mostly hashed and matched only (tens of microseconds each), so each batch's own costs (a Ray
+# task, a store transaction) dominated them: 1M small files took 3,900 batches at 256.
+OTHER_TIER_FACTOR = 4
+# The batching rule's version, kept with each run: a resume must cut the batches the
+# interrupted run cut (version 1: every tier at max_files).
+BATCH_PLAN = 2
 
 MEDIA_EXTENSIONS = frozenset({
     ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".dib", ".tif", ".tiff", ".webp",
@@ -294,6 +301,7 @@ FIRST_TIER = 0
 
 def plan_volume(records: Iterable[FileRecord], device_id: str, volume_offset: int, *,
                 max_files: int = DEFAULT_BATCH_FILES, max_bytes: int = DEFAULT_BATCH_BYTES,
+                other_max_files: Optional[int] = None,
                 coverage: Iterable[Coverage] = (), spool_dir: Optional[str] = None,
                 volume_length: int = 0,
                 carved: Optional[list] = None,
@@ -314,11 +322,15 @@ def plan_volume(records: Iterable[FileRecord], device_id: str, volume_offset: in
     `carved` (a list the records' source fills) says the volume's free space was carved through;
     `free_space`: the records are what was carved there (batch ids of their own).
     `deleted_starts` (a set the walk fills) goes into the VolumePlan, for the carving after it.
+    `other_max_files`: files per batch in the tiers after the picture pass (default
+    `max_files` * OTHER_TIER_FACTOR).
     """
     tiers = range(len(TIER_NAMES))
     spools = {t: tempfile.TemporaryFile(dir=spool_dir, prefix="triage-plan-") for t in tiers}
     counts = {t: [0, 0] for t in tiers}                      # files, bytes
-    cutters = {t: _Cutter(max_files, max_bytes, _ramp(t)) for t in tiers}
+    other = other_max_files or max_files * OTHER_TIER_FACTOR
+    cutters = {t: _Cutter(max_files if t in PICTURE_TIERS else other, max_bytes, _ramp(t))
+               for t in tiers}
     cut = {t: 0 for t in tiers}          # batches spooled (by the walk)
     taken = {t: 0 for t in tiers}        # batches handed out (by the generator)
     where = {t: 0 for t in tiers}        # read offset in each spool

@@ -978,8 +978,12 @@ def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list
 
 # Options that change what a batch finds: a resume with different ones would mix two scans.
 _RESUME_KEYS = ("pictures", "archives", "sha256", "perceptual", "batch_files", "batch_bytes",
+                "batch_plan",
                 "carve",     # carved items are in the batches: their ids depend on it
                 "video", "video_limits", "vpdq")
+# What a run stored before a key existed meant (a run without "batch_plan" cut every tier at
+# batch_files: the ids of its later tiers' batches name other files now)
+_RESUME_BEFORE = {"batch_plan": 1}
 
 
 def _check_resumable(store: CaseStore, opts: ScanOptions, hashsets) -> None:
@@ -988,7 +992,8 @@ def _check_resumable(store: CaseStore, opts: ScanOptions, hashsets) -> None:
         return
     last = runs[-1]["options"]
     now = dataclasses.asdict(opts)
-    changed = [k for k in _RESUME_KEYS if k in last and _norm(last[k]) != _norm(now[k])]
+    changed = [k for k in _RESUME_KEYS if (k in last or k in _RESUME_BEFORE)
+               and _norm(last.get(k, _RESUME_BEFORE.get(k))) != _norm(now[k])]
     before = sorted((h.get("name"), str(h.get("version"))) for h in runs[-1]["hashsets"])
     after = sorted((h.get("name"), str(h.get("version"))) for h in hashsets)
     if before != after:
