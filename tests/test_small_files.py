@@ -146,3 +146,69 @@ def test_a_resumed_scan_counts_files_as_the_live_scan_does(tmp_path):
         store.add_batch("d", "v0-t0-00000", items, [], [], [])
         counts = store.counts("d")
     assert (counts["files"], counts["bytes"], counts["pictures"]) == (2, 5000 + 900, 4)
+
+
+def _contents() -> dict[str, bytes]:
+    """Small files of the kinds a device holds: plain ones and ones analysis looks into."""
+    import gzip
+    import io
+    import zipfile
+
+    from PIL import Image
+    rng = random.Random(7)
+    jpeg, png, zipped = io.BytesIO(), io.BytesIO(), io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 40, 90)).save(jpeg, "JPEG")
+    Image.new("RGB", (40, 30), (20, 140, 90)).save(png, "PNG")
+    with zipfile.ZipFile(zipped, "w") as zf:
+        zf.writestr("a.txt", "hello")
+    return {
+        "random.bin": rng.randbytes(3000), "tiny.bin": b"x", "notes.txt": b"plain text\n" * 90,
+        "prog": b"\x7fELF\x02\x01\x01" + rng.randbytes(900), "big.bin": rng.randbytes(70_000),
+        "a.jpg": jpeg.getvalue(), "fake.jpg": rng.randbytes(700), "b.png": png.getvalue(),
+        "c.zip": zipped.getvalue(), "d.gz": gzip.compress(b"abc" * 100),
+        "e.pdf": b"%PDF-1.4\n" + rng.randbytes(600), "f.db": b"SQLite format 3\x00" + bytes(600),
+        "g.doc": bytes.fromhex("d0cf11e0a1b11ae1") + bytes(600),
+        "h.mp4": b"\x00\x00\x00\x18ftypmp42" + bytes(600), "i.txt": b"\x00" * 520,
+    }
+
+
+def test_files_read_whole_are_analysed_as_the_general_path_analyses_them(monkeypatch):
+    """A file read whole and hashed by hash_many skips analyse's second pass when its type
+    needs nothing but hashes: its analysis equals the general path's for every kind of file,
+    each set of options, a walk that typed it wrongly, and content shorter than declared."""
+    import hashlib
+    from dataclasses import replace
+
+    from triage.features import core
+    from triage.features.core import FeatureOptions, analyse
+    from triage.features.hashing import Digests
+    general = core.read_once
+    passes: list[str] = []
+
+    def counted(*a, **kw):
+        passes.append("general")
+        return general(*a, **kw)
+
+    monkeypatch.setattr(core, "read_once", counted)
+    skipped = set()
+    for name, data in _contents().items():
+        chunks = [memoryview(data)[i:i + 1000] for i in range(0, len(data), 1000)]
+        known = Digests(hashlib.md5(data).hexdigest(), hashlib.sha1(data).hexdigest())
+        for walk_type in ("", "image/jpeg"):
+            rec = replace(_rec(f"/home/u/{name}", len(data), 5), type=walk_type)
+            for opts in (FeatureOptions(), FeatureOptions(pictures=False),
+                         FeatureOptions(sha256=True), FeatureOptions(archives=False)):
+                passes.clear()
+                quick = analyse(rec, list(chunks), opts, known=known)
+                went = list(passes)
+                assert quick == analyse(rec, iter(chunks), opts, known=known), (name, opts)
+                if not went:
+                    skipped.add((name, opts.pictures))
+                    assert not quick.coverage and not quick.members and not opts.sha256
+            # declared longer than what was read: the general path, which records the gap
+            longer = replace(rec, size=len(data) + 10)
+            cut = analyse(longer, list(chunks), FeatureOptions(), known=known)
+            assert cut.coverage and not cut.features.md5
+    plain = {"random.bin", "tiny.bin", "notes.txt", "prog", "fake.jpg", "i.txt"}
+    # a file of unknown type of 64 KiB or more is carved for pictures when pictures are on
+    assert skipped == {(n, p) for n in plain for p in (True, False)} | {("big.bin", False)}

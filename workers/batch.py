@@ -360,7 +360,8 @@ def _scan_file(backend: Backend, evidence, rec: FileRecord, got: Optional[tuple]
     try:
         if got is not None:
             chunks, known = got
-            analysis = backend.analyse(rec, iter(chunks), fopts, known=known)
+            # the list itself: a file read whole lets analyse skip a second pass
+            analysis = backend.analyse(rec, chunks, fopts, known=known)
         else:
             analysis = backend.analyse(rec, backend.read_chunks(evidence, rec.prov,
                                                                 opts.chunk_size), fopts)

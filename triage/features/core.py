@@ -13,7 +13,7 @@ import numpy as np
 from triage.carve import embedded, embedded_record
 from triage.features import archives, inside, pictures, video
 from triage.errors import ShortRead
-from triage.features.hashing import Digests, ReadAborted, read_once
+from triage.features.hashing import SNIFF_BYTES, Digests, ReadAborted, read_once
 from triage.units import human_bytes
 from triage.filetype import (BOMB_MIN_BYTES, BOMB_RATIO, EMBEDDING_TYPES, PICTURE_TYPES,
                              VIDEO_TYPES, ext_mismatch, sniff)
@@ -95,8 +95,40 @@ def analyse(record: FileRecord, chunks: Iterable[bytes],
     archives are coverage records. Exceptions from `chunks` itself (read errors) propagate.
     `known`: the content's MD5 and SHA-1 when the caller already took them (`hash_many`).
     """
+    if known is not None and isinstance(chunks, list):
+        quick = _hashed_only(record, chunks, opts, known)
+        if quick is not None:
+            return quick
     budget = archives.Budget(opts.archive_max_total_bytes, opts.archive_max_members)
     return _analyse(record, chunks, opts, 0, budget, known)
+
+
+# Types whose content `_analyse` looks into (or records a gap for) beyond its hashes.
+_LOOKED_INTO = PICTURE_TYPES | VIDEO_TYPES | ARCHIVE_TYPES | CARVED_INSIDE | frozenset(EMBEDDING_TYPES)
+
+
+def _hashed_only(record: FileRecord, chunks: list, opts: FeatureOptions,
+                 known: Digests) -> Optional[Analysis]:
+    """The analysis of a file already read whole and hashed (`hash_many`) whose type needs
+    nothing but its hashes: what `_analyse` gives it, without a second pass over its bytes
+    (most files of a million-file device are such files). None when the full path is needed:
+    SHA-256 asked for, content not exactly the declared size, or a type looked into."""
+    n = 0
+    for c in chunks:
+        n += len(c)
+    if opts.sha256 or n != record.size or n == 0:
+        return None
+    first = chunks[0]
+    head = bytes(first[:SNIFF_BYTES]) if len(first) >= SNIFF_BYTES or len(chunks) == 1 \
+        else b"".join(chunks)[:SNIFF_BYTES]
+    ctype = sniff(head)
+    if ctype in _LOOKED_INTO or (opts.pictures and _unknown(ctype, n, opts)):
+        return None
+    mismatch = ext_mismatch(record.name, ctype)
+    rec = record if (record.type, record.ext_mismatch) == (ctype, mismatch) \
+        else replace(record, type=ctype, ext_mismatch=mismatch)
+    return Analysis(rec, Features(key=rec.key, size=n, md5=known.md5, sha1=known.sha1,
+                                  type=ctype, ext_mismatch=mismatch))
 
 
 def _analyse(record: FileRecord, chunks: Iterable[bytes], opts: FeatureOptions, depth: int,
