@@ -18,12 +18,13 @@ Prints, in one run:
   (h) --mode full --model default against --mode full --model none, interleaved, with the
       model stage's pictures/s, the precision the run chose and why, for each CPU layout of the
       model actors in --model-layouts (ACTORSxTHREADS; the first is the default's) and each
-      way of cutting pictures into model calls in --model-batching (auto, batch).
+      way of cutting pictures into model calls in --model-batching (batch, the scan's
+      default; auto).
 
 Usage:
   .venv/bin/python bench/scan.py [--fleet fixtures/bench-large] [--workers 2] [--no-e01]
   .venv/bin/python bench/scan.py --only-h [--model-layouts 1x1,2x1,1x2] [--model-precision auto]
-                                          [--model-batching auto,batch]
+                                          [--model-batching batch,auto]
 
 The fleet is built with `triage synth --devices 1 --size large --seed 7` when missing.
 """
@@ -388,9 +389,10 @@ def main() -> None:
     ap.add_argument("--model-layouts", default="1x1",
                     help="(h): model actor layouts ACTORSxTHREADS to time, comma-separated")
     ap.add_argument("--model-precision", default="auto", help="(h): --model-precision to pass")
-    ap.add_argument("--model-batching", default="auto",
-                    help="(h): TRIAGE_MODEL_BATCH values to time, comma-separated (auto: sized "
-                         "by the measured rate; batch: one call per decode batch, as before)")
+    ap.add_argument("--model-batching", default="batch",
+                    help="(h): TRIAGE_MODEL_BATCH values to time, comma-separated (batch: one "
+                         "call per decode batch, the scan's default; auto: sized by the "
+                         "measured rate)")
     args = ap.parse_args()
     w = args.workers
     truth = ensure_fleet(args.fleet)
