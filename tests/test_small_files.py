@@ -212,3 +212,38 @@ def test_files_read_whole_are_analysed_as_the_general_path_analyses_them(monkeyp
     plain = {"random.bin", "tiny.bin", "notes.txt", "prog", "fake.jpg", "i.txt"}
     # a file of unknown type of 64 KiB or more is carved for pictures when pictures are on
     assert skipped == {(n, p) for n in plain for p in (True, False)} | {("big.bin", False)}
+
+
+def test_packed_records_come_back_equal_whatever_their_fields_hold():
+    """Batches cross as marshalled fields when every provenance is a walk's (no parent) and
+    pickled otherwise; either way the records that arrive equal those sent, keys and all."""
+    from dataclasses import replace
+
+    from triage.records import FileRecord
+    from workers.plan import pack, unpack
+    rng = random.Random(3)
+    recs = []
+    for i in range(400):
+        prov = Provenance(device_id=_hostile_text(rng), volume_offset=rng.choice([None, 0, 1 << 41]),
+                          inode=rng.choice([None, 0, (1 << 63) + i]), path=_hostile_text(rng),
+                          ads=rng.choice(["", "Zone.Identifier"]), attr_type=rng.choice([0, 128]),
+                          members=tuple(_hostile_text(rng) for _ in range(rng.randrange(3))),
+                          volume_index=rng.choice([None, 2]), snapshot=rng.choice(["", "vss1"]),
+                          frame=rng.choice([-1, 4]), frame_time=rng.choice([None, 0.25]))
+        recs.append(FileRecord(prov=prov, name=_hostile_text(rng), size=rng.randrange(1 << 40),
+                               allocated=rng.random() < 0.5, fs_type="ntfs",
+                               mtime=rng.choice([None, 1.5e9 + i / 7]), type=_hostile_text(rng),
+                               ext_mismatch=rng.random() < 0.5, link_target=_hostile_text(rng)))
+    block = pack(recs)
+    assert block[:1] == b"M"
+    back = unpack(block)
+    assert back == tuple(recs)
+    assert [r.key for r in back] == [r.key for r in recs]
+    assert {hash(r) for r in back} == {hash(r) for r in recs}
+    # carved content nests its provenance: pickled, and equal too
+    carved = replace(recs[0], prov=Provenance(device_id="d", inode=None, parent=recs[1].prov,
+                                              offset=4096, length=700))
+    mixed = recs[:5] + [carved]
+    block = pack(mixed)
+    assert block[:1] == b"P" and unpack(block) == tuple(mixed)
+    assert unpack(pack([])) == ()
