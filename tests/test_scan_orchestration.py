@@ -149,9 +149,15 @@ def test_crash_is_retried_once_then_recorded(tmp_path, hashset_root):
         cov = store.coverage("crashy.img")
     assert "/home/u/once.jpg" in keys and "/home/u/a.jpg" in keys
     assert "/srv/always.bin" not in keys
+    # the batch it was in was split until the file that kills its worker was alone: the
+    # other files of that batch are stored, and the gap names that one file and its bytes
+    assert {f"/srv/f{i}" for i in range(6)} <= keys
     batch_cov = [c for c in cov if c.kind == records.SCAN_INCOMPLETE]
     assert len(batch_cov) == 1 and "worker process crashed" in batch_cov[0].reason
     assert "after 2 tries" in batch_cov[0].reason and batch_cov[0].batch_id
+    assert batch_cov[0].where.path == "/srv/always.bin"
+    assert batch_cov[0].reason.startswith("1 file of batch v") and "." in batch_cov[0].batch_id
+    assert batch_cov[0].bytes_not_examined == len("CRASH")
     file_cov = [c for c in cov if c.where.path == "/home/u/bad.bin"]
     assert file_cov and "read error at sector 1234" in file_cov[0].reason
     assert file_cov[0].kind == records.FILE_NOT_READ

@@ -134,6 +134,18 @@ def test_volumes_and_coverage(store):
     assert store.coverage() == []
 
 
+def test_a_batch_scanned_again_drops_the_gaps_of_its_parts_only(store):
+    """A crashed batch is split ("<id>.a", "<id>.a.b", ...); once a later run stores the batch
+    whole, the gaps its parts recorded go, and no other batch's (ids sharing a prefix)."""
+    def gap(batch, inode):
+        return Coverage("d", records.SCAN_INCOMPLETE, Provenance("d", 0, inode, f"/f{inode}"),
+                        f"1 file of batch {batch} not examined", 10, batch_id=batch)
+    store.add_coverage([gap("v0-t3-00001.a.b", 1), gap("v0-t3-00001", 2),
+                        gap("v0-t3-000011", 3), gap("v0-t3-00002.a", 4)])
+    store.remove_batch_coverage("d", "v0-t3-00001")
+    assert sorted(c.batch_id for c in store.coverage("d")) == ["v0-t3-000011", "v0-t3-00002.a"]
+
+
 def test_batch_round_trip_and_idempotence(store):
     items = [_item("d", 12, "/home/a/x.jpg", picture=True),
              _item("d", 13, "/home/a/y.dat", allocated=False),

@@ -767,10 +767,12 @@ class CaseStore:
                        (coverage.device_id, coverage.key, coverage.reason))
 
     def remove_batch_coverage(self, device_id: str, batch_id: str) -> None:
-        """Drops what a failed batch recorded, once a later run has scanned that batch."""
+        """Drops what a failed batch (or a part of it, "<id>.a.b") recorded, once a later run
+        has scanned that batch."""
         with self._tx() as db:
-            db.execute("DELETE FROM coverage WHERE device_id = ? AND batch_id = ?",
-                       (device_id, batch_id))
+            db.execute("DELETE FROM coverage WHERE device_id = ? AND (batch_id = ? OR "
+                       "substr(batch_id, 1, ?) = ?)",
+                       (device_id, batch_id, len(batch_id) + 1, batch_id + "."))
 
     def remove_coverage_kind(self, device_id: str, kind: str) -> None:
         """Drops a device's gaps of one kind, when a later pass examined what they named."""

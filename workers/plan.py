@@ -255,6 +255,16 @@ def batch_id(volume_offset: int, tier: int, seq: int, free_space: bool = False) 
     return f"v{volume_offset}-t{tier}-{'u' if free_space else ''}{seq:05d}"
 
 
+def halves(batch: str) -> tuple[str, str]:
+    """The ids of a failed batch's two halves (the scan splits a batch whose worker dies on
+    both tries, down to the one file that kills it). Batch ids hold no other dots."""
+    return f"{batch}.a", f"{batch}.b"
+
+
+def is_half(batch: str) -> bool:
+    return "." in batch
+
+
 def tier_of_batch(batch: str) -> int:
     """The tier encoded in a batch id."""
     return int(batch.split("-t", 1)[1].split("-", 1)[0])

@@ -32,7 +32,7 @@ from triage import records
 from triage.records import Coverage, EvidenceRef, VolumeRef, device_where, volume_where
 from triage.store import CaseStore, ScanLock
 from workers.batch import Backend, BatchResult, ScanOptions
-from workers.plan import PICTURE_TIERS, BatchHeader, VolumePlan, tier_of_batch
+from workers.plan import PICTURE_TIERS, BatchHeader, BatchSpec, VolumePlan, halves, is_half, tier_of_batch
 
 TRIAGE_STOP_REASON = "not examined (triage mode)"
 INTERRUPTED_REASON = "scan interrupted before the end"
@@ -420,7 +420,8 @@ class Scan:
                     (dev.exact_alerts if m.kind == "exact" else dev.near).add(m.key)
             dev.flags = counts["flags"]
             for batch in dev.done:
-                dev.tier_accounted[tier_of_batch(batch)] += 1
+                if not is_half(batch):    # a split batch is planned (and counted) whole
+                    dev.tier_accounted[tier_of_batch(batch)] += 1
         # a fresh scan archives the device's earlier results with their run: kept, not lost
         self.store.device_started(dev.device_id, dev.started, run_id=self.run_id,
                                   fresh=not self.resume)
@@ -616,19 +617,48 @@ class Scan:
         self._raise(dev, flags)
         self.reporter.batch_done(dev.device_id, dev)
 
-    def _batch_failed(self, dev: DeviceState, job: InFlight, reason: str) -> None:
+    def _batch_failed(self, dev: DeviceState, job: InFlight, reason: str,
+                      crashed: bool = True) -> None:
         if job.attempts < MAX_ATTEMPTS and not dev.stopped_early:
             self._submit(dev, job.spec, job.spec_ref, job.attempts + 1)
             return
         spec = job.spec
+        whole = self._whole(job) if crashed and not dev.stopped_early else None
+        if whole is not None and whole.files > 1:
+            self._split(dev, job, whole)
+            return
+        where = volume_where(dev.device_id, spec.volume_offset)
+        if whole is not None and whole.files == 1:
+            where = whole.records[0].prov       # the one file its worker dies on
         dev.tier_accounted[spec.tier] += 1
         self._coverage(dev, [Coverage(
-            device_id=dev.device_id, kind=records.SCAN_INCOMPLETE,
-            where=volume_where(dev.device_id, spec.volume_offset),
-            reason=f"{spec.files} files of batch {spec.batch_id} not examined: {reason} "
-                   f"(after {job.attempts} tries)",
+            device_id=dev.device_id, kind=records.SCAN_INCOMPLETE, where=where,
+            reason=f"{spec.files} file{'' if spec.files == 1 else 's'} of batch {spec.batch_id} "
+                   f"not examined: {reason} (after {job.attempts} tries)",
             bytes_not_examined=spec.bytes, batch_id=spec.batch_id)])
         self._check_triage_stop(dev)
+
+    def _whole(self, job: InFlight) -> Optional[BatchSpec]:
+        """The failed batch with its records (the driver otherwise never unpacks them)."""
+        try:
+            whole = self.ray.get(job.spec_ref)
+            whole.records
+            return whole
+        except Exception:   # noqa: BLE001 - the batch is then a gap whole, as before
+            return None
+
+    def _split(self, dev: DeviceState, job: InFlight, whole: BatchSpec) -> None:
+        """A batch whose worker died on both tries goes again as two halves, and they as
+        theirs, down to the file that kills its worker: that file is the gap, not the other
+        files of its batch (a later tier's batch holds up to 1,024). A batch over its time
+        limit is not split: its halves could each take as long again."""
+        spec, recs = job.spec, whole.records
+        mid = len(recs) // 2
+        for bid, part in zip(halves(spec.batch_id), (recs[:mid], recs[mid:])):
+            half = BatchSpec(dev.device_id, bid, spec.volume_offset, spec.tier, part,
+                             whole.volume_length)
+            self._submit(dev, half.header, self.ray.put(half), attempts=1)
+        dev.tier_batches[spec.tier] += 1       # one planned batch is two now
 
     def _check_time_limits(self) -> None:
         now = time.monotonic()
@@ -640,7 +670,7 @@ class Scan:
             dev = self.devices[job.device_id]
             dev.in_flight -= 1
             limit = self.opts.timeout_for(job.spec.bytes, getattr(job.spec, "videos", 0))
-            self._batch_failed(dev, job, f"over its time limit of {limit:.0f} s")
+            self._batch_failed(dev, job, f"over its time limit of {limit:.0f} s", crashed=False)
 
     # --- triage mode ------------------------------------------------------------------------
 
