@@ -400,6 +400,21 @@ def _rate(engine: Engine, batch: np.ndarray) -> float:
     return len(batch) / best
 
 
+def _rates_interleaved(engines: dict[str, "Engine"], batch: np.ndarray,
+                       rounds: int = 3) -> dict[str, float]:
+    """Pictures/s of each engine on one batch, best of `rounds` taken in turn, so that load
+    from other processes on a shared machine hits all of them alike."""
+    for engine in engines.values():
+        engine.raw(batch)
+    best = {p: float("inf") for p in engines}
+    for _ in range(rounds):
+        for p, engine in engines.items():
+            t0 = time.perf_counter()
+            engine.raw(batch)
+            best[p] = min(best[p], time.perf_counter() - t0)
+    return {p: len(batch) / t for p, t in best.items()}
+
+
 RATE_BATCH = 16
 
 
@@ -414,7 +429,7 @@ def _reference(spec: ModelSpec, device: str, threads: int | None, cache: Path | 
                compile: bool = False):
     """(names, validation inputs, fp32 outputs, fp32 pictures/s, the fp32 Engine or None):
     from the cache when it has them, else made now (and kept there)."""
-    from models.precision import pictures, write_atomic
+    from models.precision import pictures
     path = cache / "reference.npz" if cache is not None else None
     if path is not None and path.is_file():
         try:
@@ -434,13 +449,19 @@ def _reference(spec: ModelSpec, device: str, threads: int | None, cache: Path | 
     outputs = fp32.raw(inputs)
     rate = _rate(fp32, rate_batch(inputs))
     if path is not None:
-        buf = io.BytesIO()
-        np.savez(buf, names=np.array(names), inputs=inputs, outputs=outputs, rate=np.float64(rate))
-        try:
-            write_atomic(path, buf.getvalue())
-        except OSError:
-            pass      # a read-only $TRIAGE_HOME: everything is built again next start
+        _keep_reference(path, names, inputs, outputs, rate)
     return names, inputs, outputs, rate, fp32
+
+
+def _keep_reference(path: Path, names: list[str], inputs: np.ndarray, outputs: np.ndarray,
+                    rate: float) -> None:
+    from models.precision import write_atomic
+    buf = io.BytesIO()
+    np.savez(buf, names=np.array(names), inputs=inputs, outputs=outputs, rate=np.float64(rate))
+    try:
+        write_atomic(path, buf.getvalue())
+    except OSError:
+        pass      # a read-only $TRIAGE_HOME: everything is built again next start
 
 
 def _save_artefact(engine: Engine, path: Path) -> str | None:
@@ -516,7 +537,8 @@ def select(spec: ModelSpec, device: str = "auto", num_threads: int | None = None
     The precisions tried come from the CPU's flags (models/precision.py: PLANS) or from
     `precision` when it names one. Each reduced precision is built (int8: calibrated), run on the
     validation set and held to the accuracy gate against fp32; of those that pass, `auto`
-    takes the fastest measured, a named precision the first in fallback order. On the CPU what
+    takes the most exact within AUTO_MARGIN of the fastest measured, a named precision the
+    first in fallback order. On the CPU what
     was built is kept under $TRIAGE_HOME/cache/models (key: model sha256, input section, torch
     version, CPU flags), so a later start-up loads it and only re-runs the gate.
     """
@@ -596,9 +618,32 @@ def select(spec: ModelSpec, device: str = "auto", num_threads: int | None = None
         if verdicts[p].rate is not None:
             rates[p] = float(verdicts[p].rate)
 
+    # what was built now and passed is timed again, in turns: each was first timed alone right
+    # after its build, and a load that came or went in between decided `auto` (a scan chose
+    # bf16 at 83 against int8's 67 pictures/s; in turns a minute later: 105-118 against 120-150)
+    fresh = dict(engines)
+    if fp32 is not None:
+        fresh["fp32"] = fp32
+    if precision == "auto" and len(fresh) > 1:
+        for p, r in _rates_interleaved(fresh, rate_batch(inputs)).items():
+            rates[p] = r
+            if p == "fp32":
+                ref_rate = r       # kept too: the next start compares the same figures
+                if cache is not None:
+                    _keep_reference(cache / "reference.npz", names, inputs, ref_out, r)
+                continue
+            verdicts[p].rate = r
+            records[p]["verdict"]["rate"] = round(r, 1)
+            if cache is not None:
+                try:
+                    P.write_json(cache / f"{p}.json",
+                                 {k: v for k, v in records[p].items() if k != "cached"})
+                except OSError:
+                    pass
+
     passing = [p for p in order if p == "fp32" or verdicts[p].passed]
     if precision == "auto":
-        passing.sort(key=lambda p: -rates.get(p, 0.0))
+        passing = P.auto_order(passing, rates)
     chosen = None
     for p in passing:
         if p == "fp32":
@@ -641,8 +686,11 @@ def select(spec: ModelSpec, device: str = "auto", num_threads: int | None = None
             report["tried"].append(entry)
     refused = [f"{p} refused: {verdicts[p].reason}" for p in order
                if p != "fp32" and not verdicts[p].passed]
-    faster = [f"{p} {rates[p]:.0f}/s" for p in passing if p in rates]
-    report["reason"] = "; ".join(refused + [f"{chosen.precision}: passed the gate" +
-                                            (f", fastest measured ({', '.join(faster)})"
-                                             if precision == "auto" and len(faster) > 1 else "")])
+    by_rate = sorted((p for p in passing if p in rates), key=lambda p: -rates[p])
+    faster = ", ".join(f"{p} {rates[p]:.0f}/s" for p in by_rate)
+    how = ""
+    if precision == "auto" and len(by_rate) > 1:
+        how = (f", fastest measured ({faster})" if chosen.precision == by_rate[0] else
+               f", the most exact within {P.AUTO_MARGIN}x of the fastest measured ({faster})")
+    report["reason"] = "; ".join(refused + [f"{chosen.precision}: passed the gate{how}"])
     return chosen, report

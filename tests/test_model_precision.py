@@ -54,6 +54,19 @@ def test_a_named_precision_comes_first_then_the_next_ones():
         P.candidates("fp16", "cpu", ZEN4)
 
 
+def test_auto_takes_the_most_exact_precision_within_the_margin_of_the_fastest():
+    # the int8 screen a little faster than bf16 on the pictures it is timed on: bf16
+    assert P.auto_order(["int8", "bf16", "fp32"], {"int8": 119, "bf16": 112, "fp32": 45}) == \
+        ["bf16", "int8", "fp32"]
+    # clearly faster (over AUTO_MARGIN): int8
+    assert P.auto_order(["int8", "bf16", "fp32"], {"int8": 150, "bf16": 112, "fp32": 45}) == \
+        ["int8", "bf16", "fp32"]
+    # fp32 within the margin of bf16 (a GPU, or a CPU emulating bf16): fp32
+    assert P.auto_order(["bf16", "fp32"], {"bf16": 50, "fp32": 45})[0] == "fp32"
+    assert P.auto_order(["int8", "fp32"], {"int8": 80, "fp32": 45})[0] == "int8"
+    assert P.auto_order(["fp32"], {}) == ["fp32"] and P.auto_order([], {}) == []
+
+
 def test_cpu_flags_are_read_from_cpuinfo():
     text = "processor\t: 0\nmodel name\t: X\nflags\t\t: fpu avx2 avx512_bf16 avx512_vnni\n"
     assert P.cpu_flags(text) == {"fpu", "avx2", "avx512_bf16", "avx512_vnni"}
@@ -256,6 +269,12 @@ def test_auto_falls_back_from_a_refused_int8_and_records_why(nsfw_reference, mon
     cache = Path(report["cache"])
     assert not (cache / "int8.pt").exists() and (cache / "bf16.pt").is_file()
     assert json.loads((cache / "int8.json").read_text())["verdict"]["passed"] is False
+    # bf16 and fp32, both built now, were timed again in turns: the run and the cache say so
+    rate = json.loads((cache / "bf16.json").read_text())["verdict"]["rate"]
+    assert rate == tried["bf16"]["rate"] == report["rates"]["bf16"] > 0
+    assert tried["fp32"]["rate"] == report["rates"]["fp32"] > 0
+    with np.load(cache / "reference.npz") as z:
+        assert round(float(z["rate"]), 1) == report["rates"]["fp32"]
 
     # asked for by name: int8 first, then the next precision down
     chosen, report = engine.select(spec, "cpu", 2, "int8", flags=ZEN4)
