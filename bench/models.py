@@ -1,9 +1,9 @@
 """Model-stage throughput: decode + preprocess, and inference at batch 1/16/64.
 
 Runs standalone: `.venv/bin/python bench/models.py [--quick] [--compile] [--onnx-dir DIR]`.
-On CPU it prints, in one run, torch fp32, bf16 and int8 (and bf16 + torch.compile with
---compile) against onnxruntime on the same ONNX file, interleaved, at batch 1/16/64, and each
-precision's accuracy gate against fp32 on the validation set (models/precision.py). On a GPU it
+On CPU it prints, in one run, torch fp32, bf16 and int8 (int8's screen, and int8 alone; bf16 +
+torch.compile with --compile) against onnxruntime on the same ONNX file, interleaved, at batch
+1/16/64 of the validation pictures the gate times, and each precision's accuracy gate against fp32 on the validation set (models/precision.py). On a GPU it
 prints fp32 and bf16 + channels_last. Then the cascade's first stage (models/cascade.py) on
 generated bait and benign pictures against the full network's fp32 scores: the bait recall,
 the share of benign pictures it rules out (its gain), anything it ruled out that a threshold
@@ -93,10 +93,11 @@ def bench_cpu(spec, batches, threads: int, do_compile: bool) -> dict:
     kind, plan = P.cpu_kind(flags)
     print(f"CPU: {kind}; auto tries {', '.join(plan)}")
     engines = {"torch fp32": Engine(spec, "cpu", threads, "fp32")}
-    for label, prec in (("torch bf16", "bf16"), ("torch int8", "int8")):
+    for label, prec, extra in (("torch bf16", "bf16", {}), ("torch int8", "int8", {}),
+                               ("torch int8 alone", "int8", {"screen_band": None})):
         t0 = time.perf_counter()
         try:
-            engines[label] = Engine(spec, "cpu", threads, prec)
+            engines[label] = Engine(spec, "cpu", threads, prec, **extra)
         except Exception as exc:   # noqa: BLE001 - int8 needs an x86 CPU
             print(f"  {label}: not available here ({str(exc).splitlines()[0]})")
             continue
@@ -117,15 +118,29 @@ def bench_cpu(spec, batches, threads: int, do_compile: bool) -> dict:
         if label == "torch fp32":
             continue
         v = P.gate(spec, engine.precision, ref, engine.raw(inputs), names)
+        alone = engine.alone(inputs)
+        if alone is not None:           # int8's screen: held to the screen check as select does
+            logit, why = P.screen_check(spec, ref, alone)
+            if why:
+                v = P.Verdict(v.precision, False, v.max_delta, v.flips, v.pictures, v.rate,
+                              "; ".join(r for r in (v.reason, why) if r))
         gates[label] = v
         print(f"  {label:<22} {'passes' if v.passed else 'REFUSED'}: max |d| {v.max_delta:.4f}, "
               f"{len(v.flips)} across a threshold{'; ' + v.reason if v.reason else ''}")
+        if alone is not None:
+            print(f"  {'':<22} screen: {int(engine.rescored(inputs).sum())} of {len(names)} "
+                  f"pictures re-scored in {P.rescore_precision(flags)} (band {P.SCREEN_BAND}); "
+                  f"int8 alone's largest logit change {logit:.3f} (at most "
+                  f"{P.screen_logit_limit():.3f})")
 
-    rng = np.random.default_rng(1)
+    from models.engine import rate_batch
+    mix = rate_batch(inputs)
     rates: dict = {}
-    print(f"open_nsfw inference on CPU, {threads} threads, pictures/s (best of interleaved rounds):")
+    print(f"open_nsfw inference on CPU, {threads} threads, pictures/s (best of interleaved rounds), "
+          f"on the validation pictures the gate times ({len(mix)}: bait and benign as in the set, "
+          "repeated to fill a batch):")
     for b in batches:
-        batch = rng.integers(0, 256, (b, 224, 224, 3), dtype=np.uint8)
+        batch = np.resize(mix, (b,) + mix.shape[1:])
         onnx_in = np.ascontiguousarray(batch[..., ::-1].astype(np.float32) - np.float32(spec.mean))
         fns = {"onnxruntime": lambda: session.run(None, {name: onnx_in})}
         fns.update({k: (lambda e=e: e.raw(batch)) for k, e in engines.items()})

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.precision import PRECISIONS
+from models.precision import PRECISIONS, SCREEN_BAND
 from models.spec import ModelSpec
 from triage.errors import ModelError
 
@@ -99,14 +99,18 @@ class Engine:
     precision: fp32 (the reference), bf16 (weights and activations bfloat16; an op without a
     bf16 kernel makes the whole network fall back to fp32), int8 (torch's x86 static
     quantization, calibrated on `calibration`, uint8 model inputs; default: the generated
-    calibration set of models/precision.py), or "auto" (bf16 on a GPU, else fp32; the CPU's own
-    choice, with the accuracy gate, is `select`). `net`: an already built network for that
-    precision (a cached artefact), used as it is.
+    calibration set of models/precision.py; used as a screen: pictures whose int8 score lies
+    inside `screen_band`..1-`screen_band` are scored again in `rescore` (default: bf16 where
+    the CPU has it, else fp32), models/precision.py: SCREEN_BAND; screen_band=None: int8
+    alone), or "auto" (bf16 on a GPU, else fp32; the CPU's own choice, with the accuracy
+    gate, is `select`). `net`: an already built network for that precision (a cached
+    artefact), used as it is.
     """
 
     def __init__(self, spec: ModelSpec, device: str = "auto", num_threads: int | None = None,
                  precision: str = "auto", compile: bool | None = None,
-                 net: torch.nn.Module | None = None, calibration: np.ndarray | None = None):
+                 net: torch.nn.Module | None = None, calibration: np.ndarray | None = None,
+                 screen_band: float | None = SCREEN_BAND, rescore: str | None = None):
         self.spec = spec
         self.device = pick_device(device)
         self.threads = set_threads(num_threads) if self.device.type == "cpu" else 0
@@ -140,8 +144,19 @@ class Engine:
         if precision == "int8":
             if calibration is None:
                 calibration = calibration_pictures(spec)
-            self.net = freeze(quantize_int8(net, [self.tensor(c) for c in _chunks(calibration, 8)]),
-                              self.tensor(calibration[:2]))
+            quick = quantize_int8(net, [self.tensor(c) for c in _chunks(calibration, 8)])
+            example = self.tensor(calibration[:2])
+            if screen_band is None:
+                self.net = freeze(quick, example)
+            else:
+                if rescore is None:
+                    from models.precision import cpu_flags, rescore_precision
+                    rescore = rescore_precision(cpu_flags())
+                if rescore not in ("bf16", "fp32"):
+                    raise ModelError(f"int8's screen re-scores in bf16 or fp32, not {rescore!r}")
+                exact_dtype = torch.bfloat16 if rescore == "bf16" else torch.float32
+                self.net = screened(spec, quick, net.to(exact_dtype), screen_band, exact_dtype,
+                                    example)
             self._check_outputs()
             return
         if self.dtype != torch.float32:
@@ -200,6 +215,33 @@ class Engine:
         x = (x.float() - self._mean) * self._inv_std
         return x.to(self.dtype).contiguous(memory_format=torch.channels_last)
 
+    def rescored(self, batch: np.ndarray) -> np.ndarray | None:
+        """For int8 with its screen: which pictures of `batch` are scored again in the
+        rescoring precision (bool per picture); None for a network without a screen."""
+        if not hasattr(self.net, "rescored"):
+            return None
+        with torch.inference_mode():
+            return np.concatenate([self.net.rescored(self.tensor(c)).cpu().numpy()
+                                   for c in _chunks(batch, RATE_BATCH)] or [np.zeros(0, bool)])
+
+    def alone(self, batch: np.ndarray) -> np.ndarray | None:
+        """For int8 with its screen: int8's own outputs (activation applied), none re-scored;
+        None for a network without a screen."""
+        if not hasattr(self.net, "alone"):
+            return None
+        with torch.inference_mode():
+            return np.concatenate([self._activate(self.net.alone(self.tensor(c))).numpy()
+                                   for c in _chunks(batch, RATE_BATCH)]
+                                  or [np.zeros((0, len(self.spec.labels)), np.float32)])
+
+    def _activate(self, out: torch.Tensor) -> torch.Tensor:
+        out = out.float()
+        if self.spec.activation == "softmax":
+            return torch.softmax(out, dim=1)
+        if self.spec.activation == "sigmoid":
+            return torch.sigmoid(out)
+        return out
+
     def raw(self, batch: np.ndarray) -> np.ndarray:
         """The network's outputs with the spec's activation applied, float32 [N, labels]."""
         if len(batch) == 0:
@@ -211,12 +253,7 @@ class Engine:
             out = self.net(self.tensor(batch))
             if isinstance(out, (tuple, list)):
                 out = out[0]
-            out = out.float()
-            if self.spec.activation == "softmax":
-                out = torch.softmax(out, dim=1)
-            elif self.spec.activation == "sigmoid":
-                out = torch.sigmoid(out)
-            return out.cpu().numpy()
+            return self._activate(out).cpu().numpy()
 
 
 # --- reduced precision: int8 quantization, freezing, and the choice with its accuracy gate ---
@@ -243,6 +280,73 @@ def freeze(net: torch.nn.Module, example: torch.Tensor) -> torch.nn.Module:
         return net
 
 
+class Screen(torch.nn.Module):
+    """int8 first; the pictures whose score on a watched column lies inside [band, 1 - band]
+    (where a small logit error is a large score error) are run again through `exact`, and
+    its outputs replace int8's for them. Scripted, it is saved and loaded as one artefact."""
+
+    def __init__(self, quick: torch.nn.Module, exact: torch.nn.Module, columns: list[int],
+                 band: float, activation: str, exact_bf16: bool):
+        super().__init__()
+        self.quick = quick
+        self.exact = exact
+        self.columns = columns
+        self.band = band
+        self.activation = activation
+        self.exact_bf16 = exact_bf16
+
+    def scores(self, out: torch.Tensor) -> torch.Tensor:
+        if self.activation == "softmax":
+            return torch.softmax(out, dim=1)
+        if self.activation == "sigmoid":
+            return torch.sigmoid(out)
+        return out
+
+    def within(self, out: torch.Tensor) -> torch.Tensor:
+        watched = self.scores(out)[:, self.columns]
+        return ((watched >= self.band) & (watched <= 1.0 - self.band)).any(dim=1)
+
+    @torch.jit.export
+    def alone(self, x: torch.Tensor) -> torch.Tensor:
+        """int8's own outputs, none re-scored (for the gate's check of the screen)."""
+        return self.quick(x).float()
+
+    @torch.jit.export
+    def rescored(self, x: torch.Tensor) -> torch.Tensor:
+        """Which pictures of `x` the screen sends to `exact` (bool per picture)."""
+        return self.within(self.quick(x).float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.quick(x).float()
+        rows = self.within(out).nonzero().flatten()
+        if rows.numel() > 0:
+            again = x.index_select(0, rows)
+            if self.exact_bf16:
+                again = again.to(torch.bfloat16)
+            again = again.contiguous(memory_format=torch.channels_last)
+            out = out.index_copy(0, rows, self.exact(again).float())
+        return out
+
+
+def screened(spec: ModelSpec, quick: torch.nn.Module, exact: torch.nn.Module, band: float,
+             exact_dtype: torch.dtype, example: torch.Tensor) -> torch.nn.Module:
+    """int8's `quick` network screened by `exact` (models/precision.py: SCREEN_BAND): both
+    traced, the pair scripted and frozen as one TorchScript module (one cached artefact; a
+    module frozen on its own cannot be scripted into another), or the eager pair when a part
+    cannot be traced."""
+    from models.precision import gated_columns
+    columns, bf16 = gated_columns(spec), exact_dtype == torch.bfloat16
+    try:
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pair = Screen(torch.jit.trace(quick, example),
+                          torch.jit.trace(exact, example.to(exact_dtype)),
+                          columns, float(band), spec.activation, bf16)
+            return torch.jit.freeze(torch.jit.script(pair).eval(), preserved_attrs=["rescored", "alone"])
+    except Exception:  # noqa: BLE001 - tracing fails in many ways; the eager pair still works
+        return Screen(quick, exact, columns, float(band), spec.activation, bf16)
+
+
 def quantize_int8(net: torch.nn.Module, calibration: list[torch.Tensor]) -> torch.nn.Module:
     """torch's x86 static quantization (FX graph mode, the x86 qconfig: per-channel int8
     weights, histogram-calibrated uint8 activations) of an fp32 network, calibrated on the
@@ -255,13 +359,13 @@ def quantize_int8(net: torch.nn.Module, calibration: list[torch.Tensor]) -> torc
     from torch.ao.quantization import QConfig, QConfigMapping
     from torch.ao.quantization.observer import HistogramObserver, default_per_channel_weight_observer
 
-    from models.precision import cpu_flags
+    from models.precision import VNNI, cpu_flags
 
     if "x86" not in torch.backends.quantized.supported_engines:
         raise ModelError("this torch has no x86 quantized engine (not an x86 CPU)")
     torch.backends.quantized.engine = "x86"
     mapping = get_default_qconfig_mapping("x86")
-    if cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"}:
+    if cpu_flags() & VNNI:
         # the default's 7-bit activations avoid a 16-bit overflow of AVX2's int8 multiply;
         # VNNI and AMX accumulate in 32 bits, so the 8th bit is free: on open_nsfw the largest
         # score difference against fp32 fell from 0.055 to 0.041 at the same speed
@@ -296,14 +400,36 @@ def _rate(engine: Engine, batch: np.ndarray) -> float:
     return len(batch) / best
 
 
+def _rates_interleaved(engines: dict[str, "Engine"], batch: np.ndarray,
+                       rounds: int = 3) -> dict[str, float]:
+    """Pictures/s of each engine on one batch, best of `rounds` taken in turn, so that load
+    from other processes on a shared machine hits all of them alike."""
+    for engine in engines.values():
+        engine.raw(batch)
+    best = {p: float("inf") for p in engines}
+    for _ in range(rounds):
+        for p, engine in engines.items():
+            t0 = time.perf_counter()
+            engine.raw(batch)
+            best[p] = min(best[p], time.perf_counter() - t0)
+    return {p: len(batch) / t for p, t in best.items()}
+
+
 RATE_BATCH = 16
+
+
+def rate_batch(inputs: np.ndarray) -> np.ndarray:
+    """The pictures every precision is timed on: RATE_BATCH spread evenly over the validation
+    set, so bait and benign pictures come in its proportions (int8's screen re-scores most
+    bait, so a bait-only batch would time the re-scoring, a benign-only one hide it)."""
+    return inputs[::max(1, len(inputs) // RATE_BATCH)][:RATE_BATCH]
 
 
 def _reference(spec: ModelSpec, device: str, threads: int | None, cache: Path | None,
                compile: bool = False):
     """(names, validation inputs, fp32 outputs, fp32 pictures/s, the fp32 Engine or None):
     from the cache when it has them, else made now (and kept there)."""
-    from models.precision import pictures, write_atomic
+    from models.precision import pictures
     path = cache / "reference.npz" if cache is not None else None
     if path is not None and path.is_file():
         try:
@@ -321,15 +447,21 @@ def _reference(spec: ModelSpec, device: str, threads: int | None, cache: Path | 
     fp32 = Engine(spec, device, threads, "fp32", compile)
     names, inputs = pictures(spec, "validation")
     outputs = fp32.raw(inputs)
-    rate = _rate(fp32, inputs[:RATE_BATCH])
+    rate = _rate(fp32, rate_batch(inputs))
     if path is not None:
-        buf = io.BytesIO()
-        np.savez(buf, names=np.array(names), inputs=inputs, outputs=outputs, rate=np.float64(rate))
-        try:
-            write_atomic(path, buf.getvalue())
-        except OSError:
-            pass      # a read-only $TRIAGE_HOME: everything is built again next start
+        _keep_reference(path, names, inputs, outputs, rate)
     return names, inputs, outputs, rate, fp32
+
+
+def _keep_reference(path: Path, names: list[str], inputs: np.ndarray, outputs: np.ndarray,
+                    rate: float) -> None:
+    from models.precision import write_atomic
+    buf = io.BytesIO()
+    np.savez(buf, names=np.array(names), inputs=inputs, outputs=outputs, rate=np.float64(rate))
+    try:
+        write_atomic(path, buf.getvalue())
+    except OSError:
+        pass      # a read-only $TRIAGE_HOME: everything is built again next start
 
 
 def _save_artefact(engine: Engine, path: Path) -> str | None:
@@ -367,6 +499,23 @@ def _load_artefact(path: Path, sha256: str) -> torch.nn.Module | None:
         return None
 
 
+def _hold_screen(spec: ModelSpec, verdict, recipe: dict, reference: np.ndarray,
+                 alone: np.ndarray, names: list[str], rescored: np.ndarray):
+    """int8's screen is sound only where int8 alone keeps logits close (models/precision.py:
+    screen_check): record int8 alone's figures in the recipe, and refuse when it is not."""
+    from models import precision as P
+    logit, why = P.screen_check(spec, reference, alone)
+    recipe["rescored"] = f"{int(rescored.sum())} of {len(rescored)} validation pictures"
+    recipe["int8_alone"] = {"max_delta": round(P.gate(spec, "int8", reference, alone, names).max_delta, 6),
+                            "max_logit_delta": round(logit, 4),
+                            "max_logit_delta_allowed": round(P.screen_logit_limit(), 4)}
+    if not why:
+        return verdict
+    reasons = "; ".join(r for r in (verdict.reason, why) if r)
+    return P.Verdict(verdict.precision, False, verdict.max_delta, verdict.flips,
+                     verdict.pictures, verdict.rate, reasons)
+
+
 def _cached_verdict(precision: str, record: dict):
     """The Verdict a cache record holds, or None when the record is not one (damaged)."""
     from models.precision import Verdict
@@ -388,7 +537,8 @@ def select(spec: ModelSpec, device: str = "auto", num_threads: int | None = None
     The precisions tried come from the CPU's flags (models/precision.py: PLANS) or from
     `precision` when it names one. Each reduced precision is built (int8: calibrated), run on the
     validation set and held to the accuracy gate against fp32; of those that pass, `auto`
-    takes the fastest measured, a named precision the first in fallback order. On the CPU what
+    takes the most exact within AUTO_MARGIN of the fastest measured, a named precision the
+    first in fallback order. On the CPU what
     was built is kept under $TRIAGE_HOME/cache/models (key: model sha256, input section, torch
     version, CPU flags), so a later start-up loads it and only re-runs the gate.
     """
@@ -426,22 +576,32 @@ def select(spec: ModelSpec, device: str = "auto", num_threads: int | None = None
             record = None      # damaged, or passed but could not be kept: built again
         if record is None:
             t0 = time.perf_counter()
+            recipe = P.int8_recipe(flags) if p == "int8" else None
             try:
-                engine = Engine(spec, device, num_threads, p, compile)
+                engine = Engine(spec, device, num_threads, p, compile,
+                                rescore=P.rescore_precision(flags) if p == "int8" else None)
                 if engine.precision != p:
                     verdict = P.Verdict(p, False, reason=f"the network has an op without a {p} "
                                                          "kernel (it ran in fp32)")
                 else:
                     verdict = P.gate(spec, p, ref_out, engine.raw(inputs), names)
-                    verdict.rate = _rate(engine, inputs[:RATE_BATCH])
+                    verdict.rate = _rate(engine, rate_batch(inputs))
                     if verdict.passed:
                         engines[p] = engine
+                    alone = engine.alone(inputs) if recipe is not None else None
+                    if alone is not None:
+                        verdict = _hold_screen(spec, verdict, recipe, ref_out, alone, names,
+                                               engine.rescored(inputs))
+                        if not verdict.passed:
+                            engines.pop(p, None)
             except Exception as exc:  # noqa: BLE001 - a precision that cannot be built is refused;
                 text = str(exc).strip()   # fp32 still scores every picture
                 verdict = P.Verdict(p, False, reason=text.splitlines()[0][:300] if text
                                     else type(exc).__name__)
             record = {"verdict": verdict.to_dict(), "built_s": round(time.perf_counter() - t0, 2),
                       "artefact": None, "artefact_sha256": None, "cached": False}
+            if recipe is not None:
+                record["recipe"] = recipe
             if cache is not None and p in engines:
                 sha = _save_artefact(engines[p], cache / f"{p}.pt")
                 if sha:
@@ -458,9 +618,32 @@ def select(spec: ModelSpec, device: str = "auto", num_threads: int | None = None
         if verdicts[p].rate is not None:
             rates[p] = float(verdicts[p].rate)
 
+    # what was built now and passed is timed again, in turns: each was first timed alone right
+    # after its build, and a load that came or went in between decided `auto` (a scan chose
+    # bf16 at 83 against int8's 67 pictures/s; in turns a minute later: 105-118 against 120-150)
+    fresh = dict(engines)
+    if fp32 is not None:
+        fresh["fp32"] = fp32
+    if precision == "auto" and len(fresh) > 1:
+        for p, r in _rates_interleaved(fresh, rate_batch(inputs)).items():
+            rates[p] = r
+            if p == "fp32":
+                ref_rate = r       # kept too: the next start compares the same figures
+                if cache is not None:
+                    _keep_reference(cache / "reference.npz", names, inputs, ref_out, r)
+                continue
+            verdicts[p].rate = r
+            records[p]["verdict"]["rate"] = round(r, 1)
+            if cache is not None:
+                try:
+                    P.write_json(cache / f"{p}.json",
+                                 {k: v for k, v in records[p].items() if k != "cached"})
+                except OSError:
+                    pass
+
     passing = [p for p in order if p == "fp32" or verdicts[p].passed]
     if precision == "auto":
-        passing.sort(key=lambda p: -rates.get(p, 0.0))
+        passing = P.auto_order(passing, rates)
     chosen = None
     for p in passing:
         if p == "fp32":
@@ -498,11 +681,16 @@ def select(spec: ModelSpec, device: str = "auto", num_threads: int | None = None
         else:
             entry = verdicts[p].to_dict()
             entry.update({k: records[p].get(k) for k in ("cached", "artefact_sha256", "built_s")})
+            if "recipe" in records[p]:
+                entry["recipe"] = records[p]["recipe"]
             report["tried"].append(entry)
     refused = [f"{p} refused: {verdicts[p].reason}" for p in order
                if p != "fp32" and not verdicts[p].passed]
-    faster = [f"{p} {rates[p]:.0f}/s" for p in passing if p in rates]
-    report["reason"] = "; ".join(refused + [f"{chosen.precision}: passed the gate" +
-                                            (f", fastest measured ({', '.join(faster)})"
-                                             if precision == "auto" and len(faster) > 1 else "")])
+    by_rate = sorted((p for p in passing if p in rates), key=lambda p: -rates[p])
+    faster = ", ".join(f"{p} {rates[p]:.0f}/s" for p in by_rate)
+    how = ""
+    if precision == "auto" and len(by_rate) > 1:
+        how = (f", fastest measured ({faster})" if chosen.precision == by_rate[0] else
+               f", the most exact within {P.AUTO_MARGIN}x of the fastest measured ({faster})")
+    report["reason"] = "; ".join(refused + [f"{chosen.precision}: passed the gate{how}"])
     return chosen, report
