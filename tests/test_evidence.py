@@ -233,6 +233,10 @@ def test_files_command_jsonl_and_csv():
     # three files and a symbolic link; no folders
     assert sorted(line.split(",")[0] for line in lines[1:]) == [
         "/a_directory/a_file", "/a_directory/another_file", "/a_link", "/passwords.txt"]
+    # booleans as JSON writes them, the same in every CSV the project writes
+    import csv
+    listed = list(csv.DictReader(lines))
+    assert {r["allocated"] for r in listed} == {"true"} and {r["dir"] for r in listed} == {"false"}
     result = runner.invoke(main, ["files", str(TESTDATA / "ext2.vmdk"), "--hash", "crc32"])
     assert result.exit_code == 2 and "unknown hash crc32" in result.output
 

@@ -114,7 +114,19 @@ def test_csv_cells_are_neutralised_and_rows_cannot_be_forged(tmp_path):
 def test_csv_safe_leaves_numbers_and_plain_text():
     from triage.units import csv_safe
     assert csv_safe(-3) == -3 and csv_safe("plain") == "plain" and csv_safe("=1") == "'=1"
+    assert csv_safe(True) == "true" and csv_safe(False) == "false" and csv_safe(1) == 1
     assert csv_safe("\r=2") == "'\r=2"
+
+
+def test_safe_csv_writer_neutralises_cells_written_by_writerows_too():
+    import io
+
+    from triage.units import SafeDictWriter
+    buf = io.StringIO()
+    writer = SafeDictWriter(buf, fieldnames=["name", "ok"])
+    writer.writerows([{"name": "=HYPERLINK(1)", "ok": True}, {"name": "\r=2+2", "ok": False}])
+    writer.writerow({"name": "@x", "ok": True})
+    assert buf.getvalue() == ("'=HYPERLINK(1),true\r\n\"'\r=2+2\",false\r\n'@x,true\r\n")
 
 
 # --- DFXML stays well-formed whatever the names hold (issue 19, item 10) ------------------------

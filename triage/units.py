@@ -47,9 +47,12 @@ _FORMULA = ("=", "+", "-", "@", "\t", "\r")
 
 def csv_safe(value):
     """A CSV cell that a spreadsheet will not run: text starting with = + - @ tab or CR gets a
-    leading apostrophe (OWASP's advice). Numbers stay numbers; JSON exports keep exact values."""
+    leading apostrophe (OWASP's advice). Numbers stay numbers; JSON exports keep exact values.
+    A boolean is written as JSON writes it (true, false), not as Python's True and False."""
     if isinstance(value, str) and value.startswith(_FORMULA):
         return "'" + value
+    if isinstance(value, bool):
+        return "true" if value else "false"
     return value
 
 
@@ -64,3 +67,9 @@ class SafeDictWriter(csv.DictWriter):
 
     def writerow(self, rowdict):
         return super().writerow({k: csv_safe(v) for k, v in rowdict.items()})
+
+    def writerows(self, rowdicts):
+        # csv.DictWriter.writerows does not go through writerow: without this, every cell
+        # written by writerows would reach the file unneutralised
+        for row in rowdicts:
+            self.writerow(row)
