@@ -1278,13 +1278,42 @@ def context_set(case_dir, file, case_ref, fmt):
 
 @context.command("show")
 @_CASE_OPTION
-@output_format("json", "jsonl", "csv", default="json")
+@output_format("table", "json", "jsonl", "csv", default="table")
 def context_show(case_dir, fmt):
-    """Print the case reference and each device's context (JSON by default)."""
+    """Print the case reference and each device's context: a table for people, or JSON,
+    JSON lines or CSV for scripts.
+
+    \b
+    Example:
+      triage context show --case case --format csv > context-now.csv
+    """
     with _open_case(case_dir) as store:
         rows = [{"device": d["id"], **d["context"]} for d in store.devices()]
         ref = store.case_ref()
-    if fmt == "json":
+    if fmt == "table":
+        from rich.table import Table
+        from rich.text import Text
+
+        from triage.units import terminal_safe
+
+        def cell(value) -> Text:
+            # from a context file: escaped like any string from evidence, and never markup
+            return Text(terminal_safe("" if value is None else str(value)))
+
+        # one row per field (a device's context has a dozen): readable in 80 columns
+        table = Table(title=Text(f"case reference: {terminal_safe(ref or 'none')}"))
+        for col in ("device", "field", "value"):
+            table.add_column(col, overflow="fold")
+        for r in rows:
+            fields = [(k, v) for k, v in r.items() if k != "device"] or [("", "")]
+            for i, (k, v) in enumerate(fields):
+                table.add_row(cell(r["device"]) if i == 0 else "", cell(k), cell(v),
+                              end_section=i == len(fields) - 1)
+        _console().print(table)
+        if not any(len(r) > 1 for r in rows):
+            click.echo(f"next: {_prog()} context set --case {_shell_word(str(case_dir))} "
+                       "CONTEXT.csv", err=True)
+    elif fmt == "json":
         _echo_json({"case_ref": ref, "devices": {r.pop("device"): r for r in rows}})
     elif fmt == "jsonl":
         _echo_jsonl(rows)

@@ -357,7 +357,11 @@ def test_case_ref_names_the_report_vics_and_case_exports(cli_case, tmp_path):
     assert done.returncode == 0 and "case reference: OP-OAK/7" in done.stdout
     vics = json.loads(triage("export", "--case", other, "--format", "vics", "--out", "-").stdout)
     assert vics["value"][0]["CaseNumber"] == "OP-OAK/7"
-    assert json.loads(triage("context", "show", "--case", other).stdout)["case_ref"] == "OP-OAK/7"
+    assert json.loads(triage("context", "show", "--case", other, "--json").stdout)["case_ref"] \
+        == "OP-OAK/7"
+    table = triage("context", "show", "--case", other)
+    assert table.returncode == 0 and "case reference: OP-OAK/7" in table.stdout
+    assert "dev01.raw" in table.stdout and "exhibit" in table.stdout
 
 
 # --- point 11: show's icat line ---------------------------------------------------------

@@ -48,7 +48,7 @@ def test_terminal_safe_escapes_controls_and_bidi_and_keeps_text():
     assert terminal_safe("Ünïcødé 写真.jpg") == "Ünïcødé 写真.jpg"
 
 
-@pytest.mark.parametrize("args", [["queue"], ["show", HOSTILE_DEVICE], ["flags"]])
+@pytest.mark.parametrize("args", [["queue"], ["show", HOSTILE_DEVICE], ["flags"], ["context", "show"]])
 def test_console_output_is_inert(case, args):
     result = CliRunner().invoke(main, args + ["--case", str(case)])
     assert result.exit_code == 0, result.output
