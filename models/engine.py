@@ -235,12 +235,7 @@ class Engine:
                                   or [np.zeros((0, len(self.spec.labels)), np.float32)])
 
     def _activate(self, out: torch.Tensor) -> torch.Tensor:
-        out = out.float()
-        if self.spec.activation == "softmax":
-            return torch.softmax(out, dim=1)
-        if self.spec.activation == "sigmoid":
-            return torch.sigmoid(out)
-        return out
+        return activate(out.float(), self.spec.activation)
 
     def raw(self, batch: np.ndarray) -> np.ndarray:
         """The network's outputs with the spec's activation applied, float32 [N, labels]."""
@@ -280,6 +275,15 @@ def freeze(net: torch.nn.Module, example: torch.Tensor) -> torch.nn.Module:
         return net
 
 
+def activate(out: torch.Tensor, activation: str) -> torch.Tensor:
+    """The spec's activation on a network's outputs (scriptable: the int8 screen uses it)."""
+    if activation == "softmax":
+        return torch.softmax(out, dim=1)
+    if activation == "sigmoid":
+        return torch.sigmoid(out)
+    return out
+
+
 class Screen(torch.nn.Module):
     """int8 first; the pictures whose score on a watched column lies inside [band, 1 - band]
     (where a small logit error is a large score error) are run again through `exact`, and
@@ -295,15 +299,8 @@ class Screen(torch.nn.Module):
         self.activation = activation
         self.exact_bf16 = exact_bf16
 
-    def scores(self, out: torch.Tensor) -> torch.Tensor:
-        if self.activation == "softmax":
-            return torch.softmax(out, dim=1)
-        if self.activation == "sigmoid":
-            return torch.sigmoid(out)
-        return out
-
     def within(self, out: torch.Tensor) -> torch.Tensor:
-        watched = self.scores(out)[:, self.columns]
+        watched = activate(out, self.activation)[:, self.columns]
         return ((watched >= self.band) & (watched <= 1.0 - self.band)).any(dim=1)
 
     @torch.jit.export

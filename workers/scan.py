@@ -642,7 +642,7 @@ class Scan:
         """The failed batch with its records (the driver otherwise never unpacks them)."""
         try:
             whole = self.ray.get(job.spec_ref)
-            whole.records
+            whole.records       # unpacked here, so a block that will not unpack is a gap whole
             return whole
         except Exception:   # noqa: BLE001 - the batch is then a gap whole, as before
             return None

@@ -13,7 +13,7 @@ import numpy as np
 from triage.carve import embedded, embedded_record
 from triage.features import archives, inside, pictures, video
 from triage.errors import ShortRead
-from triage.features.hashing import SNIFF_BYTES, Digests, ReadAborted, read_once
+from triage.features.hashing import Digests, ReadAborted, head_of, read_once
 from triage.units import human_bytes
 from triage.filetype import (BOMB_MIN_BYTES, BOMB_RATIO, EMBEDDING_TYPES, PICTURE_TYPES,
                              VIDEO_TYPES, ext_mismatch, sniff)
@@ -118,10 +118,7 @@ def _hashed_only(record: FileRecord, chunks: list, opts: FeatureOptions,
         n += len(c)
     if opts.sha256 or n != record.size or n == 0:
         return None
-    first = chunks[0]
-    head = bytes(first[:SNIFF_BYTES]) if len(first) >= SNIFF_BYTES or len(chunks) == 1 \
-        else b"".join(chunks)[:SNIFF_BYTES]
-    ctype = sniff(head)
+    ctype = sniff(head_of(chunks))
     if ctype in _LOOKED_INTO or (opts.pictures and _unknown(ctype, n, opts)):
         return None
     mismatch = ext_mismatch(record.name, ctype)

@@ -40,6 +40,14 @@ class ReadResult:
     aborted: str = ""                # the read stopped early (e.g. an archive expansion limit)
 
 
+def head_of(parts: Sequence) -> bytes:
+    """The first SNIFF_BYTES of content that arrives in `parts` (fewer for a short file),
+    copied from the first part alone when it holds them."""
+    first = parts[0] if parts else b""
+    return bytes(first[:SNIFF_BYTES]) if len(first) >= SNIFF_BYTES \
+        else b"".join(parts)[:SNIFF_BYTES]
+
+
 class ReadAborted(Exception):
     """Raised by a chunk source to stop a read early (the reason is the message)."""
 
@@ -78,9 +86,7 @@ def read_once(chunks: Iterable[bytes], *, sha256: bool = False,
                 n += len(chunk)
                 if n >= SNIFF_BYTES:
                     break
-        first = parts[0] if parts else b""
-        head = bytes(first[:SNIFF_BYTES]) if len(first) >= SNIFF_BYTES \
-            else b"".join(parts)[:SNIFF_BYTES]
+        head = head_of(parts)
         limit = keep(head) if n else 0
         if limit > 0:
             kept = [_own(p) for p in parts] if n <= limit and size_hint <= limit else None
@@ -99,7 +105,7 @@ def read_once(chunks: Iterable[bytes], *, sha256: bool = False,
                         kept.append(_own(chunk))
     except ReadAborted as exc:
         aborted = str(exc) or "read aborted"
-        head = head or b"".join(parts)[:SNIFF_BYTES]
+        head = head or head_of(parts)
         kept = None
     if kept is None:
         data = None
