@@ -313,18 +313,21 @@ def walls(runs: list[dict]) -> str:
 
 
 def model_on_off(raw: Path, hs: list[Path], workers: int, layouts: list[str], precision: str,
-                 repeat: int, batching: tuple[str, ...] = ("auto",)) -> None:
+                 repeat: int, batching: tuple[str, ...] = ("auto",),
+                 reuse: tuple[str, ...] = ("on",)) -> None:
     """(h) --model default against --model none, interleaved, for each layout of the model
-    actors and each way of cutting pictures into model calls (TRIAGE_MODEL_BATCH: auto, or
-    batch, one call per decode batch as before). The first model-on scan of a machine builds
-    the precision cache; a warm-up scan does that first, so every timed one starts as a unit's
-    second scan would."""
+    actors, each way of cutting pictures into model calls (TRIAGE_MODEL_BATCH: auto, or
+    batch, one call per decode batch as before) and with reuse of inputs scored already on
+    and off (TRIAGE_MODEL_REUSE; off: every picture through the network, which times the
+    network itself). The first model-on scan of a machine builds the precision cache; a
+    warm-up scan does that first, so every timed one starts as a unit's second scan would."""
     from workers.model_batches import BATCH_ENV
-    from workers.model_pool import LAYOUT_ENV
+    from workers.model_pool import LAYOUT_ENV, REUSE_ENV
     full = ("--mode", "full")
     model = ("--model", "default", "--model-precision", precision)
-    contenders = [(lay, b) for lay in layouts for b in batching]
-    name = {c: c[0] if len(batching) == 1 else f"{c[0]}, calls {c[1]}" for c in contenders}
+    contenders = [(lay, b, r) for lay in layouts for b in batching for r in reuse]
+    name = {c: ", ".join([c[0]] + ([f"calls {c[1]}"] if len(batching) > 1 else [])
+                         + [f"reuse {c[2]}"]) for c in contenders}
     warm = scan(raw, hs, workers, *full, *model, env={LAYOUT_ENV: layouts[0]})
     runtime = warm["summary"].get("model_runtime") or {}
     prec = runtime.get("precision") or {}
@@ -339,7 +342,7 @@ def model_on_off(raw: Path, hs: list[Path], workers: int, layouts: list[str], pr
         off_runs.append(scan(raw, hs, workers, *full, "--model", "none"))
         for c in contenders:
             on_runs[c].append(scan(raw, hs, workers, *full, *model,
-                                   env={LAYOUT_ENV: c[0], BATCH_ENV: c[1]}))
+                                   env={LAYOUT_ENV: c[0], BATCH_ENV: c[1], REUSE_ENV: c[2]}))
     off = min(off_runs, key=lambda r: r["wall"])
     print(line(f"(h) raw, --mode full --model none, {workers} workers", off))
     for c in contenders:
@@ -347,16 +350,24 @@ def model_on_off(raw: Path, hs: list[Path], workers: int, layouts: list[str], pr
         extra = on["wall"] - off["wall"]
         rate = on["scored"] / extra if extra > 0 else float("inf")
         cut = (on["summary"].get("model_runtime") or {}).get("batching") or {}
+        reused = cut.get("reused") or 0
+        network = on["scored"] - reused
+        net_rate = network / extra if extra > 0 else float("inf")
         print(line(f"(h) raw, --model default, actors x threads {name[c]}", on))
         print(f"(h) {name[c]}: model on / off = {on['wall'] / off['wall']:.2f}x the time (goal <= 2x; "
               f"runs {walls(on_runs[c])} s against {walls(off_runs)} s); {on['scored']} pictures "
               f"scored, {on['model_skipped']} skipped, in {extra:.1f} s over model-off = "
-              f"{rate:.1f} pictures/s for the model stage (goal >= 72); "
+              f"{rate:.1f} pictures/s for the model stage (goal >= 72); {reused} answered "
+              f"from inputs scored already, {network} through the network = {net_rate:.1f}/s; "
               f"{on['flags']} flags against {off['flags']}; {cut.get('calls')} model calls "
               f"({cut.get('mode')}), measured pictures/s by threads and size {cut.get('measured')}")
 
 
 # --- main ---------------------------------------------------------------------------------
+
+def split(values: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in values.split(",") if v.strip())
+
 
 def ensure_fleet(fleet: Path) -> dict:
     if not (fleet / "truth.json").exists():
@@ -393,6 +404,10 @@ def main() -> None:
                     help="(h): TRIAGE_MODEL_BATCH values to time, comma-separated (batch: one "
                          "call per decode batch, the scan's default; auto: sized by the "
                          "measured rate)")
+    ap.add_argument("--model-reuse", default="on,off",
+                    help="(h): TRIAGE_MODEL_REUSE values to time, comma-separated (on, the "
+                         "scan's default: a picture whose model input was scored already is "
+                         "not sent again; off: every picture through the network)")
     args = ap.parse_args()
     w = args.workers
     truth = ensure_fleet(args.fleet)
@@ -410,7 +425,7 @@ def main() -> None:
     if args.only_h:
         subprocess.run(["cat", str(raw)], stdout=subprocess.DEVNULL)
         model_on_off(raw, hs, w, layouts, args.model_precision, max(1, args.repeat - 1),
-                     tuple(b.strip() for b in args.model_batching.split(",") if b.strip()))
+                     split(args.model_batching), split(args.model_reuse))
         return
 
     # warm the page cache once so every contender reads from memory
@@ -494,8 +509,8 @@ def main() -> None:
               f"{ff / results['full_w']['wall']:.0%} of the --mode full scan "
               f"({results['full_w']['wall']:.1f} s) (goal < 10%)")
 
-    model_on_off(raw, hs, w, layouts, args.model_precision, 1,
-                 tuple(b.strip() for b in args.model_batching.split(",") if b.strip()))
+    model_on_off(raw, hs, w, layouts, args.model_precision, 1, split(args.model_batching),
+                 split(args.model_reuse))
 
     if not args.no_e01:
         e01 = ensure_e01(raw, args.fleet)

@@ -14,7 +14,9 @@ larger images only for pictures it already knows pass, or accepts the smaller re
 """
 from __future__ import annotations
 
+import hashlib
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence
 
@@ -219,3 +221,55 @@ class ModelRunner:
             out[label] = np.array([np.nan if r.get(label) is None else r[label] for r in rows],
                                   dtype=np.float64)
         return out
+
+
+def input_digest(picture: np.ndarray) -> bytes:
+    """sha256 of one model input, its shape and type included: what `InputMemo` keys on."""
+    picture = np.ascontiguousarray(picture)
+    h = hashlib.sha256(f"{picture.shape}{picture.dtype.str}".encode())
+    h.update(memoryview(picture).cast("B"))
+    return h.digest()
+
+
+class InputMemo:
+    """The values of model inputs already scored, by the sha256 of the input's bytes.
+
+    A picture whose input to the model is, byte for byte, one already scored (a copy re-saved
+    with other metadata, the same photo kept by two apps, a static run of video frames) gets
+    that picture's values without running the network again. The cascade (the network, the
+    face and age stages) is a function of that input alone, so nothing is lost; the scan
+    records how many pictures were answered this way. At most `limit` inputs are kept, the
+    least recently used going first.
+    """
+
+    def __init__(self, limit: int = 100_000):
+        self.limit = max(1, limit)
+        self._values: OrderedDict[bytes, dict] = OrderedDict()
+        self.reused = 0            # pictures answered from the memo, over its life
+
+    def predict(self, runner: "ModelRunner", batch: np.ndarray) -> tuple[list[dict], int]:
+        """(runner.predict's values for every picture of `batch`, how many went through the
+        network). `runner.network_seconds` is then the network's time for those alone."""
+        batch = np.asarray(batch)
+        digests = [input_digest(p) for p in batch]
+        got: dict[bytes, dict] = {}
+        todo: dict[bytes, int] = {}       # first index of each input not seen before
+        for i, d in enumerate(digests):
+            if d in got or d in todo:
+                continue
+            if d in self._values:
+                self._values.move_to_end(d)
+                got[d] = self._values[d]
+            else:
+                todo[d] = i
+        if todo:
+            fresh = runner.predict(batch[list(todo.values())])
+            for d, values in zip(todo, fresh):
+                got[d] = values
+                self._values[d] = values
+            while len(self._values) > self.limit:
+                self._values.popitem(last=False)
+        else:
+            runner.network_seconds = 0.0
+        self.reused += len(digests) - len(todo)
+        return [dict(got[d]) for d in digests], len(todo)

@@ -260,3 +260,61 @@ def test_a_failed_call_leaves_a_gap_for_its_pictures_only():
     assert len(keys) == 3 and gap.bytes_not_examined == 1000
     assert gap.reason.startswith("2 pictures of batch b9 not scored by the model: ")
     assert dev.in_flight == 0 and dev.scored == 3
+
+
+class _CountingRunner:
+    """Stands in for ModelRunner.predict: values computed from each picture's pixels, and
+    every picture that reaches 'the network' counted."""
+
+    def __init__(self):
+        self.seen, self.network_seconds = 0, -1.0
+
+    def predict(self, batch):
+        self.seen += len(batch)
+        self.network_seconds = 0.01 * len(batch)
+        return [{"explicit": float(p.mean()) / 255, "faces": None} for p in batch]
+
+
+def _pictures(*levels, size=8):
+    rng = np.random.default_rng(3)
+    base = rng.integers(0, 200, size=(size, size, 3), dtype=np.uint8)
+    return np.stack([base + np.uint8(v) for v in levels])
+
+
+def test_an_input_scored_already_is_answered_without_the_network():
+    from models.runner import InputMemo
+    memo, runner = InputMemo(), _CountingRunner()
+    batch = _pictures(1, 2, 1, 3, 2)                 # two inputs repeated within the call
+    values, network = memo.predict(runner, batch)
+    assert (network, runner.seen, memo.reused) == (3, 3, 2)
+    assert values == [_CountingRunner().predict(batch[i:i + 1])[0] for i in range(5)]
+    values[0]["explicit"] = -1.0                       # callers own their dicts
+    again, network = memo.predict(runner, _pictures(2, 4, 1))    # later calls too
+    assert (network, runner.seen, memo.reused) == (1, 4, 4)
+    assert again[2]["explicit"] == float(batch[0].mean()) / 255
+    assert memo.predict(runner, _pictures(3))[1] == 0 and runner.network_seconds == 0.0
+
+
+def test_the_memo_keys_on_every_byte_and_the_shape_and_stays_bounded():
+    from models.runner import InputMemo, input_digest
+    a = _pictures(1)[0]
+    b = a.copy()
+    b[7, 7, 2] ^= 1                                    # one bit of one pixel
+    assert input_digest(a) != input_digest(b)
+    assert input_digest(a) != input_digest(a.reshape(4, 16, 3))
+    assert input_digest(a) == input_digest(np.asfortranarray(a))    # the values, not the layout
+    memo, runner = InputMemo(limit=2), _CountingRunner()
+    memo.predict(runner, _pictures(1, 2, 3))         # 1 is pushed out by 3
+    memo.predict(runner, _pictures(3, 2))
+    assert runner.seen == 3
+    memo.predict(runner, _pictures(1))
+    assert runner.seen == 4
+
+
+def test_reuse_is_on_unless_the_environment_turns_it_off(monkeypatch):
+    from workers.model_pool import reuse_inputs
+    monkeypatch.delenv("TRIAGE_MODEL_REUSE", raising=False)
+    assert reuse_inputs()
+    for off in ("off", "0", "No"):
+        monkeypatch.setenv("TRIAGE_MODEL_REUSE", off)
+        assert not reuse_inputs()

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 import ray
 
@@ -50,7 +51,12 @@ def toy_scan(tmp_path_factory):
     phone = root / "phone_export"
     (phone / "DCIM").mkdir(parents=True)
     rng = np.random.default_rng(5)
-    _noise(rng, red=210, blue=40).save(phone / "DCIM" / "red.png")
+    red = _noise(rng, red=210, blue=40)
+    red.save(phone / "DCIM" / "red.png")
+    # the same pixels re-saved with a comment: new bytes, the same model input
+    note = PngInfo()
+    note.add_text("Comment", "sent again")
+    red.save(phone / "DCIM" / "red_copy.png", pnginfo=note)
     _noise(rng, red=40, blue=210).save(phone / "DCIM" / "blue.png")     # no skin-coloured pixel
     _noise(rng, red=120, blue=120).convert("L").save(phone / "DCIM" / "grey.png")   # b/w: sent on
     # renamed: the content type, not the name, makes it a picture for the model
@@ -65,10 +71,11 @@ def toy_scan(tmp_path_factory):
     alert_pdq.write_text(f"{pdq(near)[0]},100,alert-near.png\n")
     runs = {}
     # decode batches of two files: small yields for the adaptive run to coalesce
-    for name, extra, batching in (("case", [], "auto"),
-                                  ("case_off", ["--model-first-stage", "off"], "batch")):
+    for name, extra, batching, reuse in (("case", [], "auto", "on"),
+                                         ("case_off", ["--model-first-stage", "off"], "batch", "off")):
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("TRIAGE_MODEL_BATCH", batching)
+            mp.setenv("TRIAGE_MODEL_REUSE", reuse)
             result = CliRunner().invoke(__import__("cli").main,
                                         ["scan", "--case", str(root / name), "--json", "--mode",
                                          "full", "--batch-files", "2", "--hashset", str(alert_pdq),
@@ -92,8 +99,8 @@ def test_toy_model_scores_reach_the_case_store(toy_scan):
         scores = {s.key: s for s in store.scores()}
         run = store.runs()[-1]
     by_name = {f.name: scores.get(f.key) for f in files.values()}
-    assert set(n for n, s in by_name.items() if s is not None) == {"red.png", "grey.png",
-                                                                   "notes.dat", "near_red.png"}
+    assert set(n for n, s in by_name.items() if s is not None) == {
+        "red.png", "red_copy.png", "grey.png", "notes.dat", "near_red.png"}
     for s in scores.values():
         assert s.model == "toy_redness"
         assert s.model_sha256 == weights_sha
@@ -101,7 +108,7 @@ def test_toy_model_scores_reach_the_case_store(toy_scan):
     assert by_name["notes.dat"].values["explicit"] > 0.95
     assert 0.4 < by_name["grey.png"].values["explicit"] < 0.6
     assert by_name["near_red.png"].values["explicit"] > 0.95
-    assert summary["devices"][0]["scored"] == 4
+    assert summary["devices"][0]["scored"] == 5
     assert weights_sha in json.dumps(run, default=str)      # the run's provenance names the weights
 
 
@@ -113,7 +120,7 @@ def test_toy_threshold_raises_suspected_new_for_red_pictures_only(toy_scan):
         near = [f for _i, f in store.flags() if f.code == NEAR_MATCH]
     # near_red.png scores as red as the others, but is a near match, not new material
     assert [names[f.key] for f in near] == ["near_red.png"]
-    assert sorted(names[f.key] for f in suspected) == ["notes.dat", "red.png"]
+    assert sorted(names[f.key] for f in suspected) == ["notes.dat", "red.png", "red_copy.png"]
     for f in suspected:
         assert f.provenance["model"] == "toy_redness"
         assert f.provenance["scores"]["explicit"] >= 0.7
@@ -132,7 +139,7 @@ def test_cascade_skips_are_recorded_with_reasons(toy_scan):
     assert _skip_reasons(case, names)["blue.png"] == "ruled out by first stage (skin share 0.0%)"
     out = CliRunner().invoke(__import__("cli").main, ["show", device, "--case", str(case), "--json"])
     assert out.exit_code == 0, out.output
-    assert json.loads(out.stdout)["model"] == {"scored": 4, "skipped": expected}
+    assert json.loads(out.stdout)["model"] == {"scored": 5, "skipped": expected}
 
 
 def _skip_reasons(case: Path, names: dict) -> dict:
@@ -167,11 +174,25 @@ def test_the_run_records_how_pictures_were_cut_into_model_calls(toy_scan):
     _case, _spec, summary, (_case_off, summary_off) = toy_scan
     on, off = summary["model_runtime"]["batching"], summary_off["model_runtime"]["batching"]
     assert on["mode"] == "auto" and off["mode"] == "batch"
-    assert (on["pictures"], off["pictures"]) == (4, 5)
+    assert (on["pictures"], off["pictures"]) == (5, 6)
     # one call per decode batch with a picture for the model; the adaptive run makes no more
     assert off["calls"] >= 3 and 1 <= on["calls"] <= off["calls"]
     assert on["measured"] and all(rate > 0 for sizes in on["measured"].values()
                                   for rate in sizes.values())
+
+
+def test_a_picture_whose_model_input_was_scored_already_reuses_its_values(toy_scan):
+    """red_copy.png has red.png's pixels in other bytes: with reuse on (the default) the actor
+    answers it from its memo, once; with reuse off it goes through the network, which gives
+    the very same values."""
+    case, _spec, summary, (case_off, summary_off) = toy_scan
+    on, off = _results(case), _results(case_off)
+    assert on["scores"]["red_copy.png"] == on["scores"]["red.png"]
+    assert off["scores"]["red_copy.png"] == on["scores"]["red_copy.png"]
+    assert summary["model_runtime"]["batching"]["reuse"] == "on"
+    assert summary["model_runtime"]["batching"]["reused"] == 1
+    assert summary_off["model_runtime"]["batching"]["reuse"] == "off"
+    assert summary_off["model_runtime"]["batching"]["reused"] == 0
 
 
 def test_the_run_records_the_precision_chosen_and_why(toy_scan):

@@ -23,6 +23,12 @@ class ScoredCall:
 
     scores: list
     seconds: float
+    network: int = -1      # pictures that went through the network (-1: all of them); the
+                           # rest had an input already scored (models.runner.InputMemo)
+
+    @property
+    def network_pictures(self) -> int:
+        return len(self.scores) if self.network < 0 else self.network
 
 
 class BatchSizer:

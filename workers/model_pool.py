@@ -3,7 +3,8 @@
 CPU workers decode and pre-size pictures (the features stage's `model_input`); the actors
 only run the network. An actor asks for a GPU when the cluster has one; otherwise it runs on
 CPU beside the decode workers (see `cpu_layout`). The pictures of many decode batches wait in a
-`ModelQueue` and go to the actors in calls of the size `BatchSizer` finds fastest here.
+`ModelQueue` and go to the actors in calls of the size `BatchSizer` finds fastest here. Each
+actor answers an input it has scored already from memory (`models.runner.InputMemo`).
 """
 from __future__ import annotations
 
@@ -17,18 +18,29 @@ from triage.records import Score
 from workers.model_batches import ScoredCall, batch_mode
 
 LAYOUT_ENV = "TRIAGE_MODEL_LAYOUT"    # "ACTORSxTHREADS", e.g. "2x1": for bench/scan.py's (h)
+# "off": every picture through the network, even one whose input was scored already (for
+# bench/scan.py's (h), which times the network itself)
+REUSE_ENV = "TRIAGE_MODEL_REUSE"
+
+
+def reuse_inputs() -> bool:
+    """Whether the actors answer a picture whose model input they have scored already from
+    what they remember (models.runner.InputMemo); `TRIAGE_MODEL_REUSE=off` sends every
+    picture through the network. Read in the driver, so a cluster's actors follow it too."""
+    return os.environ.get(REUSE_ENV, "").strip().lower() not in ("off", "0", "no")
 
 
 @ray.remote(max_restarts=1, max_task_retries=1)
 class ModelActor:
-    def __init__(self, model: dict, num_threads: Optional[int] = None):
+    def __init__(self, model: dict, num_threads: Optional[int] = None, reuse: bool = True):
         from models.registry import resolve
-        from models.runner import ModelRunner
+        from models.runner import InputMemo, ModelRunner
         spec = resolve(model["spec"] if model.get("spec") else model["name"])
         self.runner = ModelRunner(spec, device="auto", num_threads=num_threads,
                                   precision=model.get("precision") or "auto")
         self.name = self.runner.model_name
         self.sha256 = self.runner.model_sha256
+        self.memo = InputMemo() if reuse else None
 
     def describe(self) -> dict:
         return {"name": self.name, "sha256": self.sha256, "device": self.runner.device,
@@ -37,9 +49,12 @@ class ModelActor:
     def score(self, keys: list[str], pixels: np.ndarray, threads: Optional[int] = None) -> ScoredCall:
         if threads and self.runner.device == "cpu":
             self.runner.set_threads(threads)
-        values = self.runner.predict(np.asarray(pixels))
+        if self.memo is not None:
+            values, network = self.memo.predict(self.runner, pixels)
+        else:
+            values, network = self.runner.predict(np.asarray(pixels)), len(keys)
         return ScoredCall([Score(key=k, model=self.name, model_sha256=self.sha256, values=v)
-                           for k, v in zip(keys, values)], self.runner.network_seconds)
+                           for k, v in zip(keys, values)], self.runner.network_seconds, network)
 
 
 def cpu_layout(workers: int) -> tuple[int, int]:
@@ -73,12 +88,13 @@ class ModelPool:
         self.adaptive = not gpus and cpu_threads == 0
         self.max_threads = max(1, max_threads or 1)
         start = self.max_threads if self.adaptive else cpu_threads
-        self.actors = [ModelActor.options(**options).remote(model, start)
+        self.reuse = reuse_inputs()
+        self.actors = [ModelActor.options(**options).remote(model, start, self.reuse)
                        for _ in range(max(1, size))]
         self.load = [0] * len(self.actors)
         self.owner: dict = {}
         self.batching, self.sizer = batch_mode(gpus)
-        self.calls = self.pictures = 0
+        self.calls = self.pictures = self.reused = 0
         # asked now, answered once the first actor has chosen its precision
         self._described = self.actors[0].describe.remote()
 
@@ -111,12 +127,15 @@ class ModelPool:
         if i is not None:
             self.load[i] -= 1
         if answer is not None:      # learnt per thread count: what target() is asked with
-            self.sizer.observe(len(answer.scores), answer.seconds, threads)
+            self.reused += len(answer.scores) - answer.network_pictures
+            self.sizer.observe(answer.network_pictures, answer.seconds, threads)
 
     def batching_report(self) -> dict:
         """How the pictures were cut into calls, for the run record."""
         return {"mode": self.batching, "calls": self.calls, "pictures": self.pictures,
-                "measured": self.sizer.report()}
+                "measured": self.sizer.report(),
+                # pictures answered without the network: their input was scored already
+                "reuse": "on" if self.reuse else "off", "reused": self.reused}
 
     def describe(self, timeout: Optional[float] = None) -> dict:
         """The first actor's model, device and precision report; {} when it is not ready
