@@ -738,7 +738,7 @@ def _video_options(command):
 
     @functools.wraps(command)
     def gathered(*args, no_video, video_sample_seconds, video_frames_per_sqrt_second,
-                 video_max_frames, video_seconds, vpdq_distance, vpdq_quality,
+                 video_max_frames, video_seconds, video_spool, vpdq_distance, vpdq_quality,
                  vpdq_query_percent, vpdq_index_percent, **kwargs):
         limits = {"sample_seconds": video_sample_seconds,
                   "frames_per_sqrt_second": video_frames_per_sqrt_second,
@@ -748,6 +748,7 @@ def _video_options(command):
         # only what differs from the defaults, so --resume compares like with like
         kwargs["video"] = {
             "video": not no_video,
+            "video_spool": video_spool or "",
             "video_limits": tuple((k, v) for k, v in limits.items() if v != getattr(L, k)),
             "vpdq": tuple((k, v) for k, v in rule.items() if v != getattr(DEFAULT_RULE, k))}
         return command(*args, **kwargs)
@@ -770,6 +771,12 @@ def _video_options(command):
                      show_default=True,
                      help="Wall-clock limit per video; what is left is a coverage gap saying "
                           "how many seconds were examined."),
+        click.option("--video-spool", metavar="DIR|off", default="",
+                     help=f"A video over {L.max_bytes // (1 << 20)} MiB is written, as it is "
+                          "hashed, to an unnamed temporary file in DIR (default: the system's "
+                          "temporary folder; freed when decoded, or if the worker dies) and "
+                          "decoded from there. off: such videos are matched whole only and "
+                          "their frames stay a coverage gap."),
         click.option("--vpdq-distance", type=click.IntRange(0, 256), default=DEFAULT_RULE.distance,
                      show_default=True, help="vPDQ: PDQ distance at which two frames match."),
         click.option("--vpdq-quality", type=click.IntRange(0, 100), default=DEFAULT_RULE.quality,

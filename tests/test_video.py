@@ -150,6 +150,102 @@ def test_undecodable_and_over_the_limits_are_gaps():
     assert [c.kind for c in off.coverage] == [VIDEO_FRAMES] and not off.features.frames
 
 
+# --- videos too large to decode from memory: spooled to an unnamed file as they are hashed ---
+
+class _Kept(io.BytesIO):
+    """A spool file whose content stays readable after it is closed."""
+
+    def close(self) -> None:
+        self.content = self.getvalue()
+        super().close()
+
+
+class _Disk:
+    """A spool that keeps its files for the test to look at, or fails like a full disk."""
+
+    def __init__(self, full: bool = False):
+        self.files, self.full, self.sizes = [], full, []
+
+    def __call__(self, size: int):
+        self.sizes.append(size)
+        if self.full:
+            raise OSError("No space left on device")
+        self.files.append(_Kept())
+        return self.files[-1]
+
+
+def test_a_video_over_the_memory_limit_is_spooled_and_decoded_like_one_in_memory():
+    import hashlib
+    data = make("spool", [2.0] * 3)
+    chunks = [data[i:i + 700] for i in range(0, len(data), 700)]
+    whole = analyse(record("v.mp4", data), chunks)
+    disk = _Disk()
+    big = analyse(record("v.mp4", data), chunks,
+                  FeatureOptions(video=VideoLimits(max_bytes=1000), video_spool=disk))
+    assert disk.files[0].closed                                # nothing left open
+    assert disk.sizes == [len(data)] and disk.files[0].content == data     # every byte
+    assert big.features.frames == whole.features.frames and big.features.frames
+    assert not [c for c in big.coverage if c.kind == VIDEO_FRAMES]
+    assert big.features.md5 == hashlib.md5(data).hexdigest() == whole.features.md5
+    # a full disk: the video is still hashed whole, and its frames are a gap saying why
+    full = analyse(record("v.mp4", data), chunks,
+                   FeatureOptions(video=VideoLimits(max_bytes=1000), video_spool=_Disk(full=True)))
+    [gap] = [c for c in full.coverage if c.kind == VIDEO_FRAMES]
+    assert "over the 1000 bytes limit; not spooled: No space left on device" in gap.reason
+    assert full.features.md5 == whole.features.md5 and not full.features.frames
+    # only a video goes to disk: a picture or an archive over its limit does not
+    other = _Disk()
+    pic = pics.encode(pics.landscape(pics.rng_for(1, "p"), 320, 240), "png")
+    analyse(record("p.png", pic), [pic], FeatureOptions(picture_max_bytes=100, video_spool=other))
+    assert other.sizes == []
+
+
+def test_the_spool_refuses_what_would_fill_the_disk_and_grows_no_further_than_allowed(
+        tmp_path, monkeypatch):
+    import shutil
+    from triage.features.video import VideoSpool
+    spool = VideoSpool(str(tmp_path), most=10_000, reserve=1000)
+    with pytest.raises(OSError, match="over the 9.8 KiB spool limit"):
+        spool(20_000)
+    f = spool(0)                                 # size unknown: the limit holds at each write
+    f.write(b"x" * 9000)
+    with pytest.raises(OSError, match="spool limit was reached"):
+        f.write(memoryview(b"y" * 2000))
+    assert list(tmp_path.iterdir()) == []        # unnamed: nothing to find or leave behind
+    f.seek(0)
+    assert f.read() == b"x" * 9000
+    f.close()
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=5000))
+    with pytest.raises(OSError, match="free in .*needed and 1000 bytes kept free"):
+        spool(4500)
+
+
+def test_a_scan_decodes_a_video_over_the_memory_limit_from_its_spool(tmp_path):
+    """The scan's own options reach the workers: with the in-memory limit under the video's
+    size it is still decoded (the default spool); with --video-spool off its frames are a gap."""
+    from triage.records import VIDEO_FRAMES as KIND
+    from triage.store import CaseStore
+    from workers.batch import Backend, ScanOptions
+    from workers.scan import run_scan
+    data = make("scan-spool", [2.0] * 3)
+    folder = tmp_path / "phone"
+    folder.mkdir()
+    (folder / "clip.mp4").write_bytes(data)
+    small = (("max_bytes", 1000),)
+    summary = run_scan(tmp_path / "case", [str(folder)],
+                       ScanOptions(mode="full", video_limits=small), workers=1)
+    assert summary.devices[0]["files"] == 1 and summary.devices[0]["error"] is None
+    with CaseStore(tmp_path / "case", create=False) as store:
+        [(rec, feat)] = [(r, f) for r, f in store.files() if r.name == "clip.mp4"]
+        gaps = [c for c in store.coverage() if c.kind == KIND]
+    assert feat.frames and not gaps
+    off = Backend().feature_options(ScanOptions(video_limits=small, video_spool="off"))
+    assert off.video_spool is None
+    a = analyse(record("clip.mp4", data), [data], off)
+    assert [c.kind for c in a.coverage] == [KIND] and "over the 1000 bytes limit" in a.coverage[0].reason
+
+
 def test_a_video_inside_an_archive_is_decoded_too():
     import zipfile
 

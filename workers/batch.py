@@ -53,6 +53,9 @@ class ScanOptions:
     video: bool = True
     video_limits: tuple[tuple[str, Any], ...] = ()
     vpdq: tuple[tuple[str, Any], ...] = ()
+    # where a video too large to decode from memory is spooled ("": the workers' temporary
+    # folder; "off": such a video's frames stay a gap)
+    video_spool: str = ""
 
     def timeout_for(self, nbytes: int, videos: int = 0) -> float:
         return self.task_timeout + nbytes / self.min_rate + videos * self.video_seconds
@@ -169,13 +172,16 @@ class Backend:
             from models.runner import prepare
             prep = partial(prepare, resolve(opts.model.get("spec") or opts.model["name"]),
                            first_stage=opts.model.get("first_stage") != "off")
-        video = None
+        video = spool = None
         if opts.video and opts.pictures:
+            from triage.features.video import VideoSpool
             from triage.videolimits import VideoLimits
             video = VideoLimits(**dict(opts.video_limits))
+            if opts.video_spool != "off":
+                spool = VideoSpool(opts.video_spool or None)
         return FeatureOptions(sha256=opts.sha256, pictures=opts.pictures,
                               thumbnails=opts.pictures, archives=opts.archives, model_prep=prep,
-                              video=video)
+                              video=video, video_spool=spool)
 
     def read_group(self, evidence, records: list, chunk_size: int) -> list:
         """(chunks, Digests) for each file of a group, MD5 and SHA-1 taken for many files in

@@ -61,6 +61,9 @@ class FeatureOptions:
     # videos: sampled frames decoded and hashed (needs pictures); None leaves every video's
     # frames a coverage gap (matched whole only)
     video: Optional[video.VideoLimits] = video.DEFAULT_LIMITS
+    # a video over video.max_bytes: size -> a file to write it to as it is hashed, so it is
+    # decoded from there (video.VideoSpool); None leaves its frames a coverage gap
+    video_spool: Optional[Callable[[int], Any]] = None
 
 
 DEFAULT_OPTIONS = FeatureOptions()
@@ -128,12 +131,14 @@ def _hashed_only(record: FileRecord, chunks: list, opts: FeatureOptions,
                                   type=ctype, ext_mismatch=mismatch))
 
 
+def _opens(ctype: str, opts: FeatureOptions) -> bool:
+    """Whether an archive of this type is opened."""
+    return opts.archives and ctype in ARCHIVE_TYPES and (
+        opts.archive_gzip or ctype != "application/gzip")
+
+
 def _analyse(record: FileRecord, chunks: Iterable[bytes], opts: FeatureOptions, depth: int,
              budget: archives.Budget, known: Optional[Digests] = None) -> Analysis:
-    def opens(ctype: str) -> bool:
-        return opts.archives and ctype in ARCHIVE_TYPES and (
-            opts.archive_gzip or ctype != "application/gzip")
-
     sniffed: list[str] = []
 
     def keep(head: bytes) -> int:
@@ -141,14 +146,14 @@ def _analyse(record: FileRecord, chunks: Iterable[bytes], opts: FeatureOptions, 
         sniffed.append(ctype)
         if opts.pictures and ctype in PICTURE_TYPES:
             return opts.picture_max_bytes
-        if opens(ctype) and depth < opts.archive_max_depth:
+        if _opens(ctype, opts) and depth < opts.archive_max_depth:
             return opts.archive_max_bytes
         if opts.pictures and ctype in CARVED_INSIDE:
             return opts.archive_max_bytes     # read whole to find the pictures inside
         if opts.pictures and _unknown(ctype, record.size, opts):
             return opts.carve_unknown_max
         if opts.pictures and opts.video is not None and ctype in VIDEO_TYPES:
-            return opts.video.max_bytes       # decoded from memory (PyAV reads a BytesIO)
+            return opts.video.max_bytes       # decoded from memory (larger: from a spool file)
         return 0
 
     short: list[ShortRead] = []
@@ -162,8 +167,25 @@ def _analyse(record: FileRecord, chunks: Iterable[bytes], opts: FeatureOptions, 
             if exc.gap:
                 raise ReadAborted(exc.reason) from None
 
+    def spill(head: bytes, size: int):
+        # only a video is worth a file on disk: its frames are decoded from there
+        if (sniffed[0] if sniffed else sniff(head)) not in VIDEO_TYPES:
+            return None
+        return opts.video_spool(size)
+
+    spools = opts.video_spool is not None and opts.pictures and opts.video is not None
     rr = read_once(guarded(chunks), sha256=opts.sha256, keep=keep, size_hint=record.size,
-                   known=known)
+                   known=known, spill=spill if spools else None)
+    try:
+        return _analysed(record, rr, sniffed, short, opts, depth, budget)
+    finally:
+        if rr.spilled is not None:
+            rr.spilled.close()
+
+
+def _analysed(record: FileRecord, rr, sniffed: list, short: list, opts: FeatureOptions,
+              depth: int, budget: archives.Budget) -> Analysis:
+    """`_analyse` once the content is read: its type, hashes, features and gaps."""
     ctype = sniffed[0] if sniffed else sniff(rr.head)     # read_once asks `keep` once at most
     size = record.size or (0 if rr.aborted else rr.size)
     mismatch = ext_mismatch(record.name, ctype)
@@ -230,7 +252,7 @@ def _analyse(record: FileRecord, chunks: Iterable[bytes], opts: FeatureOptions, 
                 # picture before it was cropped or edited
                 members = _inside(rec, rr.data, 2, opts, depth, budget, cover)
 
-    elif opens(ctype):
+    elif _opens(ctype, opts):
         if depth >= opts.archive_max_depth:
             cover(ARCHIVE, f"nested archive not opened: deeper than {opts.archive_max_depth} "
                   "levels", rr.size)
@@ -249,11 +271,11 @@ def _analyse(record: FileRecord, chunks: Iterable[bytes], opts: FeatureOptions, 
             # matched whole (exact hashes) only: no frame was decoded, hashed or scored
             cover(VIDEO_FRAMES, f"{ctype}: no frame decoded (the video stage is off); only the "
                   "whole file's hashes were matched", rr.size)
-        elif rr.data is None:
+        elif rr.data is None and rr.spilled is None:
             cover(VIDEO_FRAMES, f"video not decoded: {human_bytes(rr.size)}, {rr.not_kept}; only "
                   "the whole file's hashes were matched", rr.size)
         else:
-            vr = video.analyse_video(rr.data, ctype, opts.video, thumbnails=opts.thumbnails,
+            vr = video.analyse_video(rr.data if rr.data is not None else rr.spilled, ctype, opts.video, thumbnails=opts.thumbnails,
                                      thumb_size=opts.thumb_size, model_prep=opts.model_prep,
                                      model_input_size=opts.model_input_size)
             pic = dict(width=vr.width, height=vr.height, thumbnail=vr.strip,

@@ -14,7 +14,7 @@ import os
 import random
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable, Iterable, Optional, Sequence
+from typing import BinaryIO, Callable, Iterable, Optional, Sequence
 
 from triage.units import human_bytes
 
@@ -38,6 +38,9 @@ class ReadResult:
     data: Optional[bytes]            # the whole content, when it was kept
     not_kept: str = ""               # why it was not kept although asked for ("" otherwise)
     aborted: str = ""                # the read stopped early (e.g. an archive expansion limit)
+    # content over the limit written, as it was hashed, to the file `spill` gave (rewound);
+    # the caller reads it and closes it
+    spilled: Optional[BinaryIO] = None
 
 
 def head_of(parts: Sequence) -> bytes:
@@ -54,7 +57,8 @@ class ReadAborted(Exception):
 
 def read_once(chunks: Iterable[bytes], *, sha256: bool = False,
               keep: Callable[[bytes], int] = lambda head: 0, size_hint: int = 0,
-              known: Optional[Digests] = None) -> ReadResult:
+              known: Optional[Digests] = None,
+              spill: Optional[Callable[[bytes, int], Optional[BinaryIO]]] = None) -> ReadResult:
     """Hash every chunk once; keep the content when `keep(head)` returns a byte limit > 0.
 
     `keep` sees the first SNIFF_BYTES and returns how many bytes may be kept (0: none). Content
@@ -63,6 +67,9 @@ def read_once(chunks: Iterable[bytes], *, sha256: bool = False,
     A chunk source may raise ReadAborted to stop (the digests then cover only what was read).
     `known`, when given, holds these same chunks' MD5 and SHA-1, already taken by `hash_many`
     (not taken again; SHA-256 still is, on request).
+    `spill(head, size_hint)`, when given, is asked once for content over the limit: a writable
+    file to hold it (None: not for this content), so the content is still read once. A spill
+    that fails (OSError: no room, its own size limit) is dropped and `not_kept` says why.
     """
     md5 = sha1 = None
     if known is None:
@@ -76,6 +83,20 @@ def read_once(chunks: Iterable[bytes], *, sha256: bool = False,
     n = 0
     limit = 0
     over = aborted = ""
+    sink: Optional[BinaryIO] = None
+    spill_error = ""
+
+    def spill_to(done: list) -> None:
+        nonlocal sink, spill_error
+        try:
+            sink = spill(head, size_hint) if spill is not None else None
+            for part in done if sink is not None else ():
+                sink.write(part)
+        except OSError as exc:
+            spill_error = f"not spooled: {exc}"
+            _drop(sink)
+            sink = None
+
     try:
         # Phase 1: enough bytes to know the type (one chunk, almost always).
         for chunk in it:
@@ -91,6 +112,8 @@ def read_once(chunks: Iterable[bytes], *, sha256: bool = False,
         if limit > 0:
             kept = [_own(p) for p in parts] if n <= limit and size_hint <= limit else None
             over = "" if kept is not None else f"over the {human_bytes(limit)} limit"
+            if kept is None:
+                spill_to(parts)
         parts = []
         # Phase 2: the rest, hashed and (maybe) kept by reference.
         for chunk in it:
@@ -100,13 +123,28 @@ def read_once(chunks: Iterable[bytes], *, sha256: bool = False,
                 n += len(chunk)
                 if kept is not None:
                     if n > limit:
+                        spill_to(kept + [chunk])
                         kept, over = None, f"over the {human_bytes(limit)} limit"
                     else:
                         kept.append(_own(chunk))
+                elif sink is not None:
+                    try:
+                        sink.write(chunk)
+                    except OSError as exc:
+                        spill_error = f"not spooled: {exc}"
+                        _drop(sink)
+                        sink = None
     except ReadAborted as exc:
         aborted = str(exc) or "read aborted"
         head = head or head_of(parts)
         kept = None
+        _drop(sink)
+        sink = None
+    except BaseException:
+        _drop(sink)
+        raise
+    if sink is not None:
+        sink.seek(0)
     if kept is None:
         data = None
     elif len(kept) == 1 and isinstance(kept[0], bytes):
@@ -117,8 +155,17 @@ def read_once(chunks: Iterable[bytes], *, sha256: bool = False,
         digests=Digests(known.md5 if known else md5.hexdigest(),
                         known.sha1 if known else sha1.hexdigest(),
                         s256.hexdigest() if s256 else ""),
-        size=n, head=head, data=data, not_kept=over,
-        aborted=aborted)
+        size=n, head=head, data=data,
+        not_kept="; ".join(x for x in (over, spill_error) if x) if over else "",
+        aborted=aborted, spilled=sink)
+
+
+def _drop(sink: Optional[BinaryIO]) -> None:
+    if sink is not None:
+        try:
+            sink.close()
+        except OSError:
+            pass
 
 
 # Multi-buffer MD5 and SHA-1 (triage/features/_mbhash.c): sixteen files per pass with AVX-512,

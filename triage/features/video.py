@@ -25,14 +25,16 @@ import io
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import BinaryIO, Callable, Optional
 
 import numpy as np
 
 from triage.records import VideoFrame
+from triage.units import human_bytes
 from triage.videolimits import DEFAULT_LIMITS, VideoLimits  # noqa: F401  (re-exported)
 
 MiB = 1024 * 1024
+GiB = 1024 * MiB
 WORK_SIZE = 256            # shorter side of the decoded frame, as for pictures
 STRIP_FRAMES = 4           # frames in the review strip
 
@@ -51,6 +53,57 @@ class VideoResult:
     error: str = ""                       # why decoding stopped or failed ("" when it did not)
     note: str = ""                        # what was thinned without leaving anything unseen
     gap: str = ""                         # what was not examined ("" when all of it was)
+
+
+class VideoSpool:
+    """Where a video too large to decode from memory (`VideoLimits.max_bytes`) is written as
+    it is hashed, so its frames can still be decoded from a file: read once from the evidence,
+    never held whole in memory.
+
+    Each video gets an unnamed temporary file in `directory` (the system's temporary folder by
+    default): `tempfile.TemporaryFile`, which on Linux has no name at all (O_TMPFILE), is
+    readable by this user alone, and is freed when it is closed or its worker dies. A video
+    over `most` bytes, or one that would leave less than `reserve` bytes free there, is not
+    spooled and stays a coverage gap saying why (OSError's message)."""
+
+    def __init__(self, directory: Optional[str] = None, most: int = 16 * GiB,
+                 reserve: int = 2 * GiB):
+        self.directory, self.most, self.reserve = directory, most, reserve
+
+    def __call__(self, size: int) -> BinaryIO:
+        import shutil
+        import tempfile
+        where = self.directory or tempfile.gettempdir()
+        if size > self.most:
+            raise OSError(f"{human_bytes(size)} is over the {human_bytes(self.most)} spool limit")
+        free = shutil.disk_usage(where).free
+        if size + self.reserve > free:
+            raise OSError(f"{human_bytes(free)} free in {where}, {human_bytes(size)} needed and "
+                          f"{human_bytes(self.reserve)} kept free")
+        return _Capped(tempfile.TemporaryFile(dir=where), self.most)
+
+
+class _Capped:
+    """A spool file that refuses to grow past `most` bytes (a declared size can lie)."""
+
+    def __init__(self, f: BinaryIO, most: int):
+        self._f, self._left = f, most
+
+    def write(self, data) -> int:
+        n = len(data) if not isinstance(data, memoryview) else data.nbytes
+        if n > self._left:
+            raise OSError("the spool limit was reached")
+        self._left -= n
+        return self._f.write(data)
+
+    def __getattr__(self, name: str):
+        return getattr(self._f, name)
+
+    def __enter__(self) -> "_Capped":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._f.close()
 
 
 class _TimeUp(Exception):
@@ -75,7 +128,8 @@ def analyse_video(data, content_type: str = "", limits: VideoLimits = DEFAULT_LI
                   thumbnails: bool = True, thumb_size: int = 128,
                   model_prep: Optional[Callable] = None,
                   model_input_size: Optional[int] = None) -> VideoResult:
-    """Decode sampled frames of a video's bytes and hash each. Never raises on bad bytes."""
+    """Decode sampled frames of a video (its bytes, or a readable, seekable binary file) and
+    hash each. Never raises on bad bytes."""
     out = VideoResult()
     out._thumbs = thumbnails
     t0 = time.monotonic()
@@ -83,7 +137,8 @@ def analyse_video(data, content_type: str = "", limits: VideoLimits = DEFAULT_LI
     try:
         av = _quiet_av()
         # a large buffer: each refill is a call back into Python (the bytes are in memory)
-        container = av.open(io.BytesIO(data), mode="r", metadata_errors="ignore",
+        source = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
+        container = av.open(source, mode="r", metadata_errors="ignore",
                             buffer_size=MiB,
                             options={"probesize": str(8 * MiB), "analyzeduration": "10000000"})
         _decode(container, out, limits, t0, thumb_size, model_prep, model_input_size)
