@@ -48,7 +48,8 @@ Progress = Callable[[int, Optional[float]], None]      # (records so far, fracti
 
 
 def default_root() -> Path:
-    return Path(os.environ.get("TRIAGE_HOME") or "~/.triage").expanduser() / "hashsets"
+    from triage.home import triage_home
+    return triage_home() / "hashsets"
 
 
 def check_name(name: str) -> str:

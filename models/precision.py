@@ -291,7 +291,7 @@ def pictures(spec: ModelSpec, part: str) -> tuple[list[str], np.ndarray]:
 # --- the cache: $TRIAGE_HOME/cache/models/KEY/ ---------------------------------------------
 
 def cache_root() -> Path:
-    from models.registry import triage_home
+    from triage.home import triage_home
     return triage_home() / "cache" / "models"
 
 

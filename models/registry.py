@@ -6,7 +6,6 @@ path of a spec file. No torch here.
 """
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,13 +13,12 @@ from typing import Optional
 
 from models.spec import RESERVED_NAMES, ModelSpec, load_spec, sha256_file, verify
 from triage.errors import ModelError
+from triage.home import triage_home
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "specs"
 BUILTINS = {"default": "default.toml", "open_nsfw": "open_nsfw.toml", "dlib_age": "age.toml"}
 
 
-def triage_home() -> Path:
-    return Path(os.environ.get("TRIAGE_HOME", "~/.triage")).expanduser()
 
 
 def models_home(models_dir: Path | None = None) -> Path:

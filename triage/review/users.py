@@ -21,6 +21,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from triage.errors import TriageError
+from triage.home import triage_home
 from triage.review.audit import AuditLog, private_db
 
 ROLES = ("investigator", "examiner", "supervisor")
@@ -49,8 +50,6 @@ _VERIFY_SLOTS = threading.BoundedSemaphore(2)
 _DUMMY_HASH = _hasher.hash("not a password of anyone")
 
 
-def triage_home() -> Path:
-    return Path(os.environ.get("TRIAGE_HOME") or "~/.triage").expanduser()
 
 
 def default_users_path() -> Path:
