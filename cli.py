@@ -36,7 +36,8 @@ def _internal_error(exc: BaseException):
     if case and Path(case).is_dir():
         folder = Path(case) / "logs"
     else:
-        folder = Path(os.environ.get("TRIAGE_HOME") or Path.home() / ".triage") / "logs"
+        from triage.home import triage_home
+        folder = triage_home() / "logs"
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     where = "not written"
     try:
@@ -728,6 +729,19 @@ def models_verify(names, models_dir, fmt):
 
 # --- scan (workers/) ---
 
+def _spool_folder(ctx, param, value: str) -> str:
+    """--video-spool: "off", or a folder that exists, as an absolute path (the workers may
+    run elsewhere than the shell's folder)."""
+    if not value:
+        return ""
+    if value.strip().lower() == "off":
+        return "off"
+    if not os.path.isdir(value) or not os.access(value, os.W_OK | os.X_OK):
+        raise click.BadParameter(f"{value!r} is not a folder this user can write to "
+                                 "(or give off)")
+    return os.path.abspath(value)
+
+
 def _video_options(command):
     """The video stage's options of `triage scan` (issue 15), gathered into one `video`
     argument: ScanOptions fields (video, video_limits, vpdq)."""
@@ -771,10 +785,10 @@ def _video_options(command):
                      show_default=True,
                      help="Wall-clock limit per video; what is left is a coverage gap saying "
                           "how many seconds were examined."),
-        click.option("--video-spool", metavar="DIR|off", default="",
+        click.option("--video-spool", metavar="DIR|off", default="", callback=_spool_folder,
                      help=f"A video over {L.max_bytes // (1 << 20)} MiB is written, as it is "
-                          "hashed, to an unnamed temporary file in DIR (default: the system's "
-                          "temporary folder; freed when decoded, or if the worker dies) and "
+                          "hashed, to an unnamed temporary file in DIR (default: "
+                          "$TRIAGE_HOME/spool; freed when decoded, or if the worker dies) and "
                           "decoded from there. off: such videos are matched whole only and "
                           "their frames stay a coverage gap."),
         click.option("--vpdq-distance", type=click.IntRange(0, 256), default=DEFAULT_RULE.distance,

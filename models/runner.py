@@ -245,7 +245,6 @@ class InputMemo:
     def __init__(self, limit: int = 100_000):
         self.limit = max(1, limit)
         self._values: OrderedDict[bytes, dict] = OrderedDict()
-        self.reused = 0            # pictures answered from the memo, over its life
 
     def predict(self, runner: "ModelRunner", batch: np.ndarray) -> tuple[list[dict], int]:
         """(runner.predict's values for every picture of `batch`, how many went through the
@@ -271,5 +270,4 @@ class InputMemo:
                 self._values.popitem(last=False)
         else:
             runner.network_seconds = 0.0
-        self.reused += len(digests) - len(todo)
         return [dict(got[d]) for d in digests], len(todo)

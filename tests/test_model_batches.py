@@ -211,12 +211,12 @@ def test_each_decode_batch_is_done_when_all_its_pictures_are_answered_whatever_t
     assert dev.in_flight == 2
 
     score = lambda r: Score(r.key, "toy", "0" * 64, {"explicit": 0.1})   # noqa: E731
-    scan.ray.answers["call1"] = ScoredCall([score(r) for r in recs1], 0.3)
+    scan.ray.answers["call1"] = ScoredCall([score(r) for r in recs1], 0.3, len(recs1))
     scan._scored("call1")                          # b1 complete; the actor idle: b2 goes
     assert scan.store.done == {"b1": (sorted(r.key for r in recs1), [])}
     assert scan.model_pool.sent[1] == [r.key for r in recs2]
     # a call that answers only one of its two pictures: the other is a gap, not lost silently
-    scan.ray.answers["call2"] = ScoredCall([score(recs2[0])], 0.1)
+    scan.ray.answers["call2"] = ScoredCall([score(recs2[0])], 0.1, 1)
     scan._scored("call2")
     keys, coverage = scan.store.done["b2"]
     assert keys == [recs2[0].key]
@@ -247,9 +247,9 @@ def test_a_failed_call_leaves_a_gap_for_its_pictures_only():
     from workers.model_batches import ScoredCall
     from triage.records import Score
     scan.ray.answers.update({
-        "call1": ScoredCall([Score(r.key, "toy", "0" * 64, {"explicit": 0.2}) for r in recs[:2]], 0.1),
+        "call1": ScoredCall([Score(r.key, "toy", "0" * 64, {"explicit": 0.2}) for r in recs[:2]], 0.1, 2),
         "call2": _RayError("actor died"),
-        "call3": ScoredCall([Score(recs[4].key, "toy", "0" * 64, {"explicit": 0.2})], 0.1)})
+        "call3": ScoredCall([Score(recs[4].key, "toy", "0" * 64, {"explicit": 0.2})], 0.1, 1)})
     scan._scored("call2")                  # answers in any order
     assert len(scan.model_pool.sent) == 2 and "b9" not in scan.store.done
     scan._scored("call1")                  # the actor idle: what waits goes as it is
@@ -286,11 +286,11 @@ def test_an_input_scored_already_is_answered_without_the_network():
     memo, runner = InputMemo(), _CountingRunner()
     batch = _pictures(1, 2, 1, 3, 2)                 # two inputs repeated within the call
     values, network = memo.predict(runner, batch)
-    assert (network, runner.seen, memo.reused) == (3, 3, 2)
+    assert (network, runner.seen) == (3, 3)
     assert values == [_CountingRunner().predict(batch[i:i + 1])[0] for i in range(5)]
     values[0]["explicit"] = -1.0                       # callers own their dicts
     again, network = memo.predict(runner, _pictures(2, 4, 1))    # later calls too
-    assert (network, runner.seen, memo.reused) == (1, 4, 4)
+    assert (network, runner.seen) == (1, 4)
     assert again[2]["explicit"] == float(batch[0].mean()) / 255
     assert memo.predict(runner, _pictures(3))[1] == 0 and runner.network_seconds == 0.0
 

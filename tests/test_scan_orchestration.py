@@ -264,6 +264,13 @@ def test_resume_refuses_changed_settings(tmp_path, fleet, hashset_root):
     _scan(tmp_path / "case", [fleet["b"]], _opts(hashset_root))
     with pytest.raises(TriageError, match="changed: pictures"):
         _scan(tmp_path / "case", [fleet["b"]], _opts(hashset_root, pictures=False), resume=True)
+    # large videos decoded in one part and a gap in the other: refused; another spool folder
+    # decodes them the same
+    with pytest.raises(TriageError, match="changed: video_spool"):
+        _scan(tmp_path / "case", [fleet["b"]], _opts(hashset_root, video_spool="off"), resume=True)
+    summary = _scan(tmp_path / "case", [fleet["b"]], _opts(hashset_root, video_spool=str(tmp_path)),
+                    resume=True)
+    assert summary.status == "complete"
 
 
 def test_resume_refuses_a_run_batched_by_the_older_rule(tmp_path, fleet, hashset_root):

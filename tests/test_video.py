@@ -221,6 +221,60 @@ def test_the_spool_refuses_what_would_fill_the_disk_and_grows_no_further_than_al
         spool(4500)
 
 
+class _Flaky(_Kept):
+    """A spool file on a disk that fills as its last bytes are flushed."""
+
+    def flush(self) -> None:
+        raise OSError("No space left on device")
+
+
+def test_a_spool_that_fails_at_its_last_bytes_or_is_cut_short_keeps_the_hashes_and_closes():
+    from triage.features.hashing import ReadAborted, read_once
+    data = bytes(range(256)) * 40
+    flaky = _Flaky()
+    rr = read_once([data[:2000], data[2000:]], keep=lambda head: 1000, size_hint=0,
+                   spill=lambda head, size: flaky)
+    assert rr.spilled is None and flaky.closed and rr.size == len(data)
+    assert rr.not_kept == "over the 1000 bytes limit; not spooled: No space left on device"
+    assert rr.digests.md5 == __import__("hashlib").md5(data).hexdigest()
+
+    def cut():
+        yield data[:1500]
+        yield data[1500:3000]
+        raise ReadAborted("the archive budget ran out")
+    kept = _Kept()
+    rr = read_once(cut(), keep=lambda head: 1000, spill=lambda head, size: kept)
+    assert rr.aborted and rr.spilled is None and kept.closed
+    # size unknown (0): spooled once the content passes the limit, every byte in order
+    whole = _Kept()
+    rr = read_once([data[i:i + 300] for i in range(0, len(data), 300)], keep=lambda head: 1000,
+                   spill=lambda head, size: whole)
+    assert rr.spilled is whole and whole.read() == data     # not kept in memory, but on disk
+
+
+def test_the_spool_stops_when_other_writers_fill_the_disk(tmp_path, monkeypatch):
+    import shutil
+    from triage.features import video as video_mod
+    spool = video_mod.VideoSpool(str(tmp_path), most=1 << 30, reserve=1000)
+    monkeypatch.setattr(video_mod._Capped, "CHECK", 4096)
+    f = spool(0)
+    f.write(b"x" * 3000)
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=1500))
+    with pytest.raises(OSError, match="under 1000 bytes left free in"):
+        f.write(b"y" * 3000)
+    f.close()
+
+
+def test_the_spool_folder_is_checked_before_any_work(tmp_path):
+    from click.testing import CliRunner
+    out = CliRunner().invoke(__import__("cli").main,
+                             ["scan", "--case", str(tmp_path / "c"), "--video-spool",
+                              str(tmp_path / "nowhere"), str(tmp_path)])
+    assert out.exit_code == 2 and "is not a folder this user can write to" in out.output
+    assert not (tmp_path / "c").exists()
+
+
 def test_a_scan_decodes_a_video_over_the_memory_limit_from_its_spool(tmp_path):
     """The scan's own options reach the workers: with the in-memory limit under the video's
     size it is still decoded (the default spool); with --video-spool off its frames are a gap."""
@@ -243,7 +297,9 @@ def test_a_scan_decodes_a_video_over_the_memory_limit_from_its_spool(tmp_path):
     off = Backend().feature_options(ScanOptions(video_limits=small, video_spool="off"))
     assert off.video_spool is None
     a = analyse(record("clip.mp4", data), [data], off)
-    assert [c.kind for c in a.coverage] == [KIND] and "over the 1000 bytes limit" in a.coverage[0].reason
+    assert [c.kind for c in a.coverage] == [KIND]
+    assert "over the 1000 bytes limit; not spooled to disk (scan --video-spool off)" \
+        in a.coverage[0].reason
 
 
 def test_a_video_inside_an_archive_is_decoded_too():

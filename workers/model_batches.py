@@ -23,12 +23,8 @@ class ScoredCall:
 
     scores: list
     seconds: float
-    network: int = -1      # pictures that went through the network (-1: all of them); the
-                           # rest had an input already scored (models.runner.InputMemo)
-
-    @property
-    def network_pictures(self) -> int:
-        return len(self.scores) if self.network < 0 else self.network
+    network: int           # pictures that went through the network; the rest had an input
+                           # already scored (models.runner.InputMemo)
 
 
 class BatchSizer:

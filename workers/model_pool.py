@@ -127,8 +127,9 @@ class ModelPool:
         if i is not None:
             self.load[i] -= 1
         if answer is not None:      # learnt per thread count: what target() is asked with
-            self.reused += len(answer.scores) - answer.network_pictures
-            self.sizer.observe(answer.network_pictures, answer.seconds, threads)
+            self.reused += len(answer.scores) - answer.network
+            # per picture of the call, reused ones included: the sizer picks call sizes
+            self.sizer.observe(len(answer.scores), answer.seconds, threads)
 
     def batching_report(self) -> dict:
         """How the pictures were cut into calls, for the run record."""

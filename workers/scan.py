@@ -1010,7 +1010,8 @@ def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list
 _RESUME_KEYS = ("pictures", "archives", "sha256", "perceptual", "batch_files", "batch_bytes",
                 "batch_plan",
                 "carve",     # carved items are in the batches: their ids depend on it
-                "video", "video_limits", "vpdq")
+                "video", "video_limits", "vpdq",
+                "video_spool")      # on or off: large videos decoded or a gap (not the folder)
 # What a run stored before a key existed meant (a run without "batch_plan" cut every tier at
 # batch_files: the ids of its later tiers' batches name other files now)
 _RESUME_BEFORE = {"batch_plan": 1}
@@ -1023,7 +1024,7 @@ def _check_resumable(store: CaseStore, opts: ScanOptions, hashsets) -> None:
     last = runs[-1]["options"]
     now = dataclasses.asdict(opts)
     changed = [k for k in _RESUME_KEYS if (k in last or k in _RESUME_BEFORE)
-               and _norm(last.get(k, _RESUME_BEFORE.get(k))) != _norm(now[k])]
+               and _norm(last.get(k, _RESUME_BEFORE.get(k)), k) != _norm(now[k], k)]
     before = sorted((h.get("name"), str(h.get("version"))) for h in runs[-1]["hashsets"])
     after = sorted((h.get("name"), str(h.get("version"))) for h in hashsets)
     if before != after:
@@ -1033,7 +1034,9 @@ def _check_resumable(store: CaseStore, opts: ScanOptions, hashsets) -> None:
                           + ", ".join(changed) + " (scan without --resume to start afresh)")
 
 
-def _norm(v):
+def _norm(v, key: str = ""):
+    if key == "video_spool":
+        return v == "off"
     # as the run's options were stored: JSON (tuples, nested ones too, become lists)
     return json.loads(json.dumps(v, default=str))
 

@@ -272,10 +272,13 @@ def _analysed(record: FileRecord, rr, sniffed: list, short: list, opts: FeatureO
             cover(VIDEO_FRAMES, f"{ctype}: no frame decoded (the video stage is off); only the "
                   "whole file's hashes were matched", rr.size)
         elif rr.data is None and rr.spilled is None:
-            cover(VIDEO_FRAMES, f"video not decoded: {human_bytes(rr.size)}, {rr.not_kept}; only "
+            why = rr.not_kept + ("" if opts.video_spool is not None else
+                                 "; not spooled to disk (scan --video-spool off)")
+            cover(VIDEO_FRAMES, f"video not decoded: {human_bytes(rr.size)}, {why}; only "
                   "the whole file's hashes were matched", rr.size)
         else:
-            vr = video.analyse_video(rr.data if rr.data is not None else rr.spilled, ctype, opts.video, thumbnails=opts.thumbnails,
+            content = rr.data if rr.data is not None else rr.spilled
+            vr = video.analyse_video(content, ctype, opts.video, thumbnails=opts.thumbnails,
                                      thumb_size=opts.thumb_size, model_prep=opts.model_prep,
                                      model_input_size=opts.model_input_size)
             pic = dict(width=vr.width, height=vr.height, thumbnail=vr.strip,

@@ -144,7 +144,13 @@ def read_once(chunks: Iterable[bytes], *, sha256: bool = False,
         _drop(sink)
         raise
     if sink is not None:
-        sink.seek(0)
+        try:
+            sink.flush()           # its last bytes may still be in a buffer: a full disk says so here
+            sink.seek(0)
+        except OSError as exc:
+            spill_error = f"not spooled: {exc}"
+            _drop(sink)
+            sink = None
     if kept is None:
         data = None
     elif len(kept) == 1 and isinstance(kept[0], bytes):

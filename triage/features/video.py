@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Optional
@@ -60,50 +61,66 @@ class VideoSpool:
     it is hashed, so its frames can still be decoded from a file: read once from the evidence,
     never held whole in memory.
 
-    Each video gets an unnamed temporary file in `directory` (the system's temporary folder by
-    default): `tempfile.TemporaryFile`, which on Linux has no name at all (O_TMPFILE), is
-    readable by this user alone, and is freed when it is closed or its worker dies. A video
-    over `most` bytes, or one that would leave less than `reserve` bytes free there, is not
-    spooled and stays a coverage gap saying why (OSError's message)."""
+    Each video gets an unnamed temporary file in `directory` (default $TRIAGE_HOME/spool, made
+    0700: on disk, where /tmp may be memory): `tempfile.TemporaryFile`, which on Linux has no
+    name at all (O_TMPFILE), is readable by this user alone, and is freed when it is closed or
+    its worker dies. A video over `most` bytes, or one that would leave less than `reserve`
+    bytes free there (checked when it starts, and again every GiB written, as a declared size
+    can lie and other workers spool too), is not spooled and stays a coverage gap saying why
+    (OSError's message)."""
 
     def __init__(self, directory: Optional[str] = None, most: int = 16 * GiB,
                  reserve: int = 2 * GiB):
         self.directory, self.most, self.reserve = directory, most, reserve
 
     def __call__(self, size: int) -> BinaryIO:
-        import shutil
         import tempfile
-        where = self.directory or tempfile.gettempdir()
+        if self.directory:
+            where = self.directory
+        else:
+            from triage.home import triage_home
+            where = str(triage_home() / "spool")
+            os.makedirs(where, mode=0o700, exist_ok=True)
         if size > self.most:
             raise OSError(f"{human_bytes(size)} is over the {human_bytes(self.most)} spool limit")
-        free = shutil.disk_usage(where).free
-        if size + self.reserve > free:
-            raise OSError(f"{human_bytes(free)} free in {where}, {human_bytes(size)} needed and "
-                          f"{human_bytes(self.reserve)} kept free")
-        return _Capped(tempfile.TemporaryFile(dir=where), self.most)
+        room = _room(where, self.reserve)
+        if size > room:
+            raise OSError(f"{human_bytes(room + self.reserve)} free in {where}, "
+                          f"{human_bytes(size)} needed and {human_bytes(self.reserve)} kept free")
+        return _Capped(tempfile.TemporaryFile(dir=where), where, min(self.most, room),
+                       self.reserve)
+
+
+def _room(where: str, reserve: int) -> int:
+    """Bytes that may be written in `where` leaving `reserve` free."""
+    import shutil
+    return max(0, shutil.disk_usage(where).free - reserve)
 
 
 class _Capped:
-    """A spool file that refuses to grow past `most` bytes (a declared size can lie)."""
+    """A spool file that stops at `most` bytes, and when the disk's free space falls under
+    `reserve` (checked every CHECK bytes)."""
 
-    def __init__(self, f: BinaryIO, most: int):
-        self._f, self._left = f, most
+    CHECK = GiB
+
+    def __init__(self, f: BinaryIO, where: str, most: int, reserve: int):
+        self._f, self._where, self._left, self._reserve = f, where, most, reserve
+        self._next_check = self.CHECK
 
     def write(self, data) -> int:
         n = len(data) if not isinstance(data, memoryview) else data.nbytes
         if n > self._left:
             raise OSError("the spool limit was reached")
         self._left -= n
+        self._next_check -= n
+        if self._next_check <= 0:
+            self._next_check = self.CHECK
+            if _room(self._where, self._reserve) < n:
+                raise OSError(f"under {human_bytes(self._reserve)} left free in {self._where}")
         return self._f.write(data)
 
     def __getattr__(self, name: str):
         return getattr(self._f, name)
-
-    def __enter__(self) -> "_Capped":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._f.close()
 
 
 class _TimeUp(Exception):
@@ -136,7 +153,7 @@ def analyse_video(data, content_type: str = "", limits: VideoLimits = DEFAULT_LI
     container = None
     try:
         av = _quiet_av()
-        # a large buffer: each refill is a call back into Python (the bytes are in memory)
+        # a large buffer: each refill is a call back into Python (a BytesIO or the spool file)
         source = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
         container = av.open(source, mode="r", metadata_errors="ignore",
                             buffer_size=MiB,
