@@ -809,8 +809,10 @@ class Scan:
                 dev.first_known_match = dev.first_known_match or now
 
     def _interrupt(self) -> None:
-        for ref in list(self.in_flight):
-            self.ray.cancel(ref, force=True)
+        # Batches in flight are dropped, not cancelled: the session's end stops their workers
+        # (a private instance is shut down; a cluster kills the tasks of a driver that left),
+        # and a forced cancel racing a batch's reply aborts the driver inside Ray's core worker
+        # ("Tried to complete task that was not pending"), with a C++ stack for an exit.
         self.in_flight.clear()
         for ref in list(self.model_calls):     # else Ray retries them on actors being killed
             try:
