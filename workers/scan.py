@@ -665,6 +665,9 @@ class Scan:
         for ref, job in list(self.in_flight.items()):
             if now < job.deadline:
                 continue
+            if self.ray.wait([ref], timeout=0)[0]:
+                continue    # answered at the last moment: taken as it is (a forced cancel
+                            # racing its reply can abort the driver inside Ray)
             self.ray.cancel(ref, force=True)
             del self.in_flight[ref]
             dev = self.devices[job.device_id]
