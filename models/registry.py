@@ -19,8 +19,6 @@ BUILTIN_DIR = Path(__file__).resolve().parent / "specs"
 BUILTINS = {"default": "default.toml", "open_nsfw": "open_nsfw.toml", "dlib_age": "age.toml"}
 
 
-
-
 def models_home(models_dir: Path | None = None) -> Path:
     return Path(models_dir) if models_dir is not None else triage_home() / "models"
 

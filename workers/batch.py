@@ -53,8 +53,8 @@ class ScanOptions:
     video: bool = True
     video_limits: tuple[tuple[str, Any], ...] = ()
     vpdq: tuple[tuple[str, Any], ...] = ()
-    # where a video too large to decode from memory is spooled ("": the workers' temporary
-    # folder; "off": such a video's frames stay a gap)
+    # where a video too large to decode from memory is spooled ("": $TRIAGE_HOME/spool on
+    # each worker's machine; "off": such a video's frames stay a gap)
     video_spool: str = ""
 
     def timeout_for(self, nbytes: int, videos: int = 0) -> float:

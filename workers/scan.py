@@ -1020,6 +1020,8 @@ _RESUME_KEYS = ("pictures", "archives", "sha256", "perceptual", "batch_files", "
 # What a run stored before a key existed meant (a run without "batch_plan" cut every tier at
 # batch_files: the ids of its later tiers' batches name other files now)
 _RESUME_BEFORE = {"batch_plan": 1}
+# Keys compared by what they change in a batch's results, not by their value
+_RESUME_AS = {"video_spool": lambda v: v == "off"}
 
 
 def _check_resumable(store: CaseStore, opts: ScanOptions, hashsets) -> None:
@@ -1029,7 +1031,8 @@ def _check_resumable(store: CaseStore, opts: ScanOptions, hashsets) -> None:
     last = runs[-1]["options"]
     now = dataclasses.asdict(opts)
     changed = [k for k in _RESUME_KEYS if (k in last or k in _RESUME_BEFORE)
-               and _norm(last.get(k, _RESUME_BEFORE.get(k)), k) != _norm(now[k], k)]
+               and _RESUME_AS.get(k, _norm)(last.get(k, _RESUME_BEFORE.get(k)))
+               != _RESUME_AS.get(k, _norm)(now[k])]
     before = sorted((h.get("name"), str(h.get("version"))) for h in runs[-1]["hashsets"])
     after = sorted((h.get("name"), str(h.get("version"))) for h in hashsets)
     if before != after:
@@ -1039,9 +1042,7 @@ def _check_resumable(store: CaseStore, opts: ScanOptions, hashsets) -> None:
                           + ", ".join(changed) + " (scan without --resume to start afresh)")
 
 
-def _norm(v, key: str = ""):
-    if key == "video_spool":
-        return v == "off"
+def _norm(v):
     # as the run's options were stored: JSON (tuples, nested ones too, become lists)
     return json.loads(json.dumps(v, default=str))
 

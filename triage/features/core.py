@@ -168,10 +168,9 @@ def _analyse(record: FileRecord, chunks: Iterable[bytes], opts: FeatureOptions, 
                 raise ReadAborted(exc.reason) from None
 
     def spill(head: bytes, size: int):
-        # only a video is worth a file on disk: its frames are decoded from there
-        if (sniffed[0] if sniffed else sniff(head)) not in VIDEO_TYPES:
-            return None
-        return opts.video_spool(size)
+        # only a video is worth a file on disk: its frames are decoded from there (read_once
+        # asks only for content over a limit `keep` gave, so the type is sniffed by then)
+        return opts.video_spool(size) if sniffed[0] in VIDEO_TYPES else None
 
     spools = opts.video_spool is not None and opts.pictures and opts.video is not None
     rr = read_once(guarded(chunks), sha256=opts.sha256, keep=keep, size_hint=record.size,

@@ -86,16 +86,26 @@ def read_once(chunks: Iterable[bytes], *, sha256: bool = False,
     sink: Optional[BinaryIO] = None
     spill_error = ""
 
-    def spill_to(done: list) -> None:
+    def give_up(exc: Optional[OSError] = None) -> None:
+        # the spill file goes (closed, so a temporary file is freed); the hashes go on
         nonlocal sink, spill_error
+        if exc is not None:
+            spill_error = f"not spooled: {exc}"
+        if sink is not None:
+            try:
+                sink.close()
+            except OSError:
+                pass
+        sink = None
+
+    def spill_to(done: list) -> None:
+        nonlocal sink
         try:
             sink = spill(head, size_hint) if spill is not None else None
             for part in done if sink is not None else ():
                 sink.write(part)
         except OSError as exc:
-            spill_error = f"not spooled: {exc}"
-            _drop(sink)
-            sink = None
+            give_up(exc)
 
     try:
         # Phase 1: enough bytes to know the type (one chunk, almost always).
@@ -131,26 +141,21 @@ def read_once(chunks: Iterable[bytes], *, sha256: bool = False,
                     try:
                         sink.write(chunk)
                     except OSError as exc:
-                        spill_error = f"not spooled: {exc}"
-                        _drop(sink)
-                        sink = None
+                        give_up(exc)
     except ReadAborted as exc:
         aborted = str(exc) or "read aborted"
         head = head or head_of(parts)
         kept = None
-        _drop(sink)
-        sink = None
+        give_up()
     except BaseException:
-        _drop(sink)
+        give_up()
         raise
     if sink is not None:
         try:
             sink.flush()           # its last bytes may still be in a buffer: a full disk says so here
             sink.seek(0)
         except OSError as exc:
-            spill_error = f"not spooled: {exc}"
-            _drop(sink)
-            sink = None
+            give_up(exc)
     if kept is None:
         data = None
     elif len(kept) == 1 and isinstance(kept[0], bytes):
@@ -165,13 +170,6 @@ def read_once(chunks: Iterable[bytes], *, sha256: bool = False,
         not_kept="; ".join(x for x in (over, spill_error) if x) if over else "",
         aborted=aborted, spilled=sink)
 
-
-def _drop(sink: Optional[BinaryIO]) -> None:
-    if sink is not None:
-        try:
-            sink.close()
-        except OSError:
-            pass
 
 
 # Multi-buffer MD5 and SHA-1 (triage/features/_mbhash.c): sixteen files per pass with AVX-512,
