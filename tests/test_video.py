@@ -277,7 +277,9 @@ def test_the_spool_folder_is_checked_before_any_work(tmp_path):
 
 def test_a_scan_decodes_a_video_over_the_memory_limit_from_its_spool(tmp_path):
     """The scan's own options reach the workers: with the in-memory limit under the video's
-    size it is still decoded (the default spool); with --video-spool off its frames are a gap."""
+    size it is still decoded (the default spool) and the device is complete; with
+    --video-spool off its frames are a gap with its bytes, and the device is not complete."""
+    from hashsets.store import sets_for_scan
     from triage.records import VIDEO_FRAMES as KIND
     from triage.store import CaseStore
     from workers.batch import Backend, ScanOptions
@@ -286,14 +288,23 @@ def test_a_scan_decodes_a_video_over_the_memory_limit_from_its_spool(tmp_path):
     folder = tmp_path / "phone"
     folder.mkdir()
     (folder / "clip.mp4").write_bytes(data)
+    alert = tmp_path / "alert.md5"
+    alert.write_text("0123456789abcdef0123456789abcdef  not-here.jpg\n")
     small = (("max_bytes", 1000),)
-    summary = run_scan(tmp_path / "case", [str(folder)],
-                       ScanOptions(mode="full", video_limits=small), workers=1)
-    assert summary.devices[0]["files"] == 1 and summary.devices[0]["error"] is None
-    with CaseStore(tmp_path / "case", create=False) as store:
-        [(rec, feat)] = [(r, f) for r, f in store.files() if r.name == "clip.mp4"]
-        gaps = [c for c in store.coverage() if c.kind == KIND]
-    assert feat.frames and not gaps
+    found = {}
+    for spool in ("", "off"):
+        case = tmp_path / f"case{spool}"
+        stores, sets = sets_for_scan(case, [str(alert)], None)
+        summary = run_scan(case, [str(folder)], ScanOptions(
+            mode="full", video_limits=small, video_spool=spool, hashsets=stores),
+            hashsets=sets, workers=1)
+        assert summary.devices[0]["files"] == 1 and summary.devices[0]["error"] is None
+        with CaseStore(case, create=False) as store:
+            [(rec, feat)] = [(r, f) for r, f in store.files() if r.name == "clip.mp4"]
+            found[spool] = (summary.devices[0]["status"], len(feat.frames),
+                            [c.bytes_not_examined for c in store.coverage() if c.kind == KIND])
+    assert found[""][0] == "complete" and found[""][1] > 0 and found[""][2] == []
+    assert found["off"] == ("partial", 0, [len(data)])
     off = Backend().feature_options(ScanOptions(video_limits=small, video_spool="off"))
     assert off.video_spool is None
     a = analyse(record("clip.mp4", data), [data], off)
