@@ -321,3 +321,38 @@ def test_scan_nice_is_a_bounded_option():
     bad = triage("scan", "--nice", "25", "--case", "unused", "nothing.dd")
     assert bad.returncode == 2 and "--nice" in bad.stderr
     assert "--nice" in triage("scan", "--help").stdout
+
+
+def test_a_scan_collects_less_often_and_gives_the_driver_its_settings_back():
+    """The driver collects every GC_YOUNG_THRESHOLD allocations while a scan runs, and only
+    then: a test or notebook that runs a scan keeps its own settings and frozen objects."""
+    import gc
+
+    from workers.runtime import GC_YOUNG_THRESHOLD, collecting_less
+    before, frozen = gc.get_threshold(), gc.get_freeze_count()
+    with collecting_less():
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, *before[1:])
+        assert gc.get_freeze_count() > frozen
+    assert gc.get_threshold() == before and gc.get_freeze_count() == frozen
+    with pytest.raises(KeyboardInterrupt):          # a stopped scan gives them back too
+        with collecting_less():
+            raise KeyboardInterrupt
+    assert gc.get_threshold() == before
+
+
+def test_a_worker_process_collects_less_once_it_has_its_context():
+    code = ("import gc; from workers.batch import Backend; from workers.tasks import "
+            "worker_context; print(gc.get_threshold()[0]); worker_context(Backend()); "
+            "print(gc.get_threshold()[0])")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    from workers.runtime import GC_YOUNG_THRESHOLD
+    assert done.stdout.split() == [str(gc_default()), str(GC_YOUNG_THRESHOLD)]
+
+
+def gc_default() -> int:
+    """CPython's own young-generation threshold, as a fresh interpreter has it."""
+    done = subprocess.run([sys.executable, "-c", "import gc; print(gc.get_threshold()[0])"],
+                          capture_output=True, text=True, timeout=30)
+    return int(done.stdout)

@@ -11,6 +11,7 @@ same path on every node, and a recovery key or password is sent to the workers o
 """
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -48,6 +49,34 @@ QUIET_ENV = {
 # Without the dashboard nothing reads Ray's per-task event log, and flushing it held every
 # driver's shutdown for a quarter of a second.
 NO_DASHBOARD_ENV = {"RAY_task_events_report_interval_ms": "0"}
+
+
+# A scan's processes make and drop millions of small records (a walk's, a batch's, their store
+# rows). CPython's default young-generation threshold (a collection every 700 net allocations)
+# cost a batch worker a tenth of its time on small files, for garbage that is almost never
+# cyclic; every 20,000 costs under 1 %. Objects alive at that point (imports, open stores) are
+# frozen out of later full collections.
+GC_YOUNG_THRESHOLD = 20_000
+
+
+def collect_less() -> tuple[int, int, int]:
+    """Sets this process's collection thresholds for a scan; returns the ones before."""
+    before = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *before[1:])
+    return before
+
+
+@contextmanager
+def collecting_less() -> Iterator[None]:
+    """collect_less() for a block of a longer-lived process (the scan's driver, which may be a
+    test or a notebook): the thresholds and frozen objects are as before once it ends."""
+    before = collect_less()
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
 
 
 def quiet_environment(dashboard: bool = False) -> None:

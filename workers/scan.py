@@ -896,7 +896,7 @@ def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list
     """
     from triage.classify import category_labels_of
     from triage.flags import FlagSink
-    from workers.runtime import check_key_transport, ray_session
+    from workers.runtime import check_key_transport, collecting_less, ray_session
 
     t0 = t0 or time.time()
     if not evidence:
@@ -979,7 +979,8 @@ def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list
                 reporter.warn(no_alert)
                 scan.warnings.append(no_alert)
             try:
-                scan.run()
+                with collecting_less():
+                    scan.run()
                 work_done = time.time() - t0
             finally:
                 if pool is not None:

@@ -16,6 +16,7 @@ from triage.errors import TriageError
 from triage.records import SCAN_INCOMPLETE, UNPARTITIONED_OFFSET, Coverage, EvidenceRef, VolumeRef
 from workers.batch import Backend, BatchResult, ScanOptions, WorkerContext, scan_batch
 from workers.plan import BatchHeader, BatchSpec, VolumePlan, plan_volume
+from workers.runtime import collect_less
 
 # Batch specs a planner may have produced ahead of the driver: the walk is spooled to disk,
 # so this bounds only what sits in the object store.
@@ -31,6 +32,7 @@ def worker_context(backend: Backend) -> WorkerContext:
         if _context is not None:
             _context.close()
         _context = WorkerContext(backend)
+        collect_less()              # a worker process lives for the scan's batches
     return _context
 
 
