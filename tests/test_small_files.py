@@ -247,3 +247,37 @@ def test_packed_records_come_back_equal_whatever_their_fields_hold():
     block = pack(mixed)
     assert block[:1] == b"P" and unpack(block) == tuple(mixed)
     assert unpack(pack([])) == ()
+
+
+def test_the_walks_records_are_the_ones_their_dataclasses_make(synth_fleet):
+    """The walk builds each record without the dataclass __init__ (records.built): every record
+    of the fleet's file systems (NTFS with streams, FAT, ext4, deleted and orphan files) equals,
+    field for field and key for key, the one __init__ makes from the same values."""
+    import dataclasses
+
+    import pytest
+
+    from triage.device import discover
+    from triage.evidence import open_evidence
+    from triage.filesystems import walk
+    from triage.records import FileRecord, built
+    seen = set()
+    for image in sorted((synth_fleet / "devices").iterdir()):
+        with open_evidence(image) as ev:
+            volumes, _ = discover(ev)
+            for vol in volumes:
+                if not vol.fs_type:
+                    continue
+                for rec in walk(ev, vol):
+                    again = dataclasses.replace(rec, prov=dataclasses.replace(rec.prov))
+                    assert again == rec and again.key == rec.key
+                    assert vars(again) == vars(rec) and vars(again.prov) == vars(rec.prov)
+                    seen.add((vol.fs_type, rec.allocated, rec.is_dir))
+    assert {"ntfs", "fat32", "ext4"} <= {fs for fs, _, _ in seen}
+    assert (("ntfs", False, False) in seen or ("ext4", False, False) in seen)   # deleted files
+    with pytest.raises(TypeError):
+        built(dict, a=1)
+    assert built(FileRecord, prov=built(Provenance, device_id="d"), name="n", size=0,
+                 allocated=True, fs_type="") == FileRecord(prov=Provenance(device_id="d"),
+                                                           name="n", size=0, allocated=True,
+                                                           fs_type="")

@@ -28,7 +28,7 @@ from triage.errors import EvidenceError, ShortRead
 from triage import localfile
 from triage.evidence import Evidence
 from triage.records import (FOLDER_NOT_READ, SYMLINK, UNREADABLE_VOLUME, Coverage, FileRecord,
-                            Provenance, VolumeRef)
+                            Provenance, VolumeRef, built)
 from triage import volumes
 from triage.volumes import VolumeImage, c_text, plain_volume
 
@@ -390,11 +390,13 @@ def _record(entry, meta, volume: VolumeRef, fs_type: str, path: str, name: str, 
                      atime=_time(meta.atime, getattr(meta, "atime_nano", 0)),
                      ctime=_time(meta.ctime, getattr(meta, "ctime_nano", 0)),
                      crtime=_time(meta.crtime, getattr(meta, "crtime_nano", 0)))
-    prov = Provenance(device_id=volume.device_id, volume_offset=volume.offset, inode=addr,
-                      path=path, volume_index=volume.index, fs_type=fs_type, snapshot=snapshot)
-    return FileRecord(prov=prov, name=name, size=size, allocated=allocated, fs_type=fs_type,
-                      is_dir=is_dir, orphan=path.startswith(ORPHAN_DIR + "/"),
-                      type=ctype, ext_mismatch=mismatch, **times)
+    # built(): one per name of the volume, where the dataclass __init__ was a tenth of the walk
+    prov = built(Provenance, device_id=volume.device_id, volume_offset=volume.offset,
+                 inode=addr, path=path, volume_index=volume.index, fs_type=fs_type,
+                 snapshot=snapshot)
+    return built(FileRecord, prov=prov, name=name, size=size, allocated=allocated,
+                 fs_type=fs_type, is_dir=is_dir, orphan=path.startswith(ORPHAN_DIR + "/"),
+                 type=ctype, ext_mismatch=mismatch, **times)
 
 
 def _streams(entry, parent: FileRecord) -> Iterator[FileRecord]:
@@ -570,6 +572,9 @@ def read_chunks(source: "Evidence | Resolver", prov: Provenance,
 # compression, no initialised-size cut-off (NTFS and exFAT have one, which pytsk3 does not show).
 _DIRECT_FS = frozenset(int(getattr(pytsk3, f"TSK_FS_TYPE_{n}"))
                        for n in ("EXT2", "EXT3", "EXT4", "FAT12", "FAT16", "FAT32"))
+_META_ALLOC = int(pytsk3.TSK_FS_META_FLAG_ALLOC)
+_ATTR_DEFAULT = int(pytsk3.TSK_FS_ATTR_TYPE_DEFAULT)
+_ATTR_NONRES = int(pytsk3.TSK_FS_ATTR_NONRES)
 _NOT_PLAIN = int(pytsk3.TSK_FS_ATTR_COMP) | int(pytsk3.TSK_FS_ATTR_ENC) | \
     int(pytsk3.TSK_FS_ATTR_SPARSE) | int(pytsk3.TSK_FS_ATTR_RES)
 
@@ -583,32 +588,36 @@ def _direct_ranges(evidence: Evidence, vi: VolumeImage, fs, f, meta,
     than raw) returns None and is read through TSK."""
     if meta is None or vi.unlocked:
         return None
-    if int(fs.info.ftype) not in _DIRECT_FS or not int(meta.flags) & int(pytsk3.TSK_FS_META_FLAG_ALLOC):
+    info = fs.info
+    if int(info.ftype) not in _DIRECT_FS or not int(meta.flags) & _META_ALLOC:
         return None
     size = int(meta.size)
     if size <= 0 or evidence.view(0, 1) is None:
         return None
-    attrs = [a for a in f if int(a.info.type) == int(pytsk3.TSK_FS_ATTR_TYPE_DEFAULT)]
-    if len(attrs) != 1:
+    attr = None
+    for a in f:
+        ainfo = a.info
+        if int(ainfo.type) == _ATTR_DEFAULT:
+            if attr is not None:
+                return None
+            attr, flags, asize = a, int(ainfo.flags), int(ainfo.size)
+    if attr is None or flags & _NOT_PLAIN or not flags & _ATTR_NONRES or asize != size:
         return None
-    attr = attrs[0]
-    if int(attr.info.flags) & _NOT_PLAIN or not int(attr.info.flags) & int(pytsk3.TSK_FS_ATTR_NONRES) \
-            or int(attr.info.size) != size:
-        return None
-    block = int(fs.info.block_size)
+    block = int(info.block_size)
     media = evidence.ref.media_size or evidence.source.size
     pieces, expected, left = [], 0, size
     for run in attr:
         if left <= 0:
             break
-        if int(run.flags) or int(run.offset) != expected or int(run.len) <= 0:
+        length = int(run.len)
+        if int(run.flags) or int(run.offset) != expected or length <= 0:
             return None
-        n = min(int(run.len) * block, left)
+        n = min(length * block, left)
         start = volume_offset + int(run.addr) * block
         if start + n > media:
             return None
         pieces.append((start, n))
-        expected += int(run.len)
+        expected += length
         left -= n
     return pieces if left == 0 else None
 

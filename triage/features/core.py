@@ -18,7 +18,7 @@ from triage.units import human_bytes
 from triage.filetype import (BOMB_MIN_BYTES, BOMB_RATIO, EMBEDDING_TYPES, PICTURE_TYPES,
                              VIDEO_TYPES, ext_mismatch, sniff)
 from triage.records import (ARCHIVE, EMBEDDED, FILE_NOT_READ, PICTURE, VIDEO_FRAMES, Coverage,
-                            Features, FileRecord)
+                            Features, FileRecord, built)
 
 ARCHIVE_TYPES = archives.OPENABLE        # zip, tar, gzip (a .tar.gz is two levels)
 # What each container is searched with for the pictures inside it. carve: pictures stored
@@ -127,8 +127,8 @@ def _hashed_only(record: FileRecord, chunks: list, opts: FeatureOptions,
     mismatch = ext_mismatch(record.name, ctype)
     rec = record if (record.type, record.ext_mismatch) == (ctype, mismatch) \
         else replace(record, type=ctype, ext_mismatch=mismatch)
-    return Analysis(rec, Features(key=rec.key, size=n, md5=known.md5, sha1=known.sha1,
-                                  type=ctype, ext_mismatch=mismatch))
+    return Analysis(rec, built(Features, key=rec.key, size=n, md5=known.md5, sha1=known.sha1,
+                               type=ctype, ext_mismatch=mismatch))
 
 
 def _opens(ctype: str, opts: FeatureOptions) -> bool:
