@@ -247,3 +247,32 @@ def test_batch_result_for_the_driver_ships_rows_and_only_referenced_records():
     assert shipped.stored_files == full.stored_files == 4
     assert (shipped.matches, shipped.model_inputs, shipped.files) == \
         (full.matches, full.model_inputs, full.files)
+
+
+def test_tier_path_tests_answer_as_the_regexes_do_on_any_path():
+    """tier_of finds each folder's answer once; for any path (any case, Unicode case
+    equivalents, backslashes, empty components, a whole path that is a system name) it is the
+    answer the two regexes give on the whole path."""
+    import random
+
+    import workers.plan as plan
+    rng = random.Random(19)
+    words = list(plan._YIELD_NAMES + plan._SYSTEM_NAMES) + [
+        "", "x", "d00001", "f0001.bin", "ſnap", "\u212aeep", "lıb", "İ", "BIN", "Var", "lib\n",
+        "usr.", "cache3", "trash ", "DownLoads", "é", "\x00", "a" * 40, "Temporary Internet Files"]
+    plan._FOLDERS.clear()
+    kept, plan._FOLDERS_KEPT = plan._FOLDERS_KEPT, 50       # and the cache is emptied as it fills
+    try:
+        for i in range(20000):
+            parts = [rng.choice(words) for _ in range(rng.randrange(1, 5))]
+            parts = [p.swapcase() if rng.random() < 0.3 else p for p in parts]
+            path = rng.choice(["/", "", "//"]) + "/".join(parts) + rng.choice(["", "", "/"])
+            assert plan._is_system(path) == bool(plan._SYSTEM.search(path)), path
+            assert plan._in_yield_folder(path) == bool(plan._YIELD.search(path)), path
+            assert len(plan._FOLDERS) <= 50
+    finally:
+        plan._FOLDERS_KEPT = kept
+        plan._FOLDERS.clear()
+    assert tier_of(rec("/bin")) == 4 and tier_of(rec("/var/lib")) == 4
+    assert tier_of(rec("/var/libx")) == 3 and tier_of(rec("/srv/ſnap/a.bin")) == 3
+    assert tier_of(rec("/srv/DownLoads")) == 2 and tier_of(rec("/srv/\u212aeep/Trash")) == 2
