@@ -176,6 +176,29 @@ def test_time_limit(tmp_path, hashset_root):
         assert [r.path for r, _ in store.files()] == ["/home/u/ok.jpg"]
 
 
+def test_a_file_that_never_ends_costs_only_itself(tmp_path, hashset_root):
+    """A batch over its time limit is halved down to the file that hangs: the other files of
+    its batch are examined (an alert among them found), and the gap names that one file."""
+    files = [{"path": f"/srv/f{i}.bin", "content": f"f{i}"} for i in range(6)]
+    files.insert(4, {"path": "/srv/hang.bin", "content": "SLEEP:60"})
+    files.insert(2, {"path": "/srv/a.bin", "content": "ALERT-1"})
+    dev = write_device(tmp_path / "hang.img", files)
+    opts = _opts(hashset_root, batch_files=8, task_timeout=2.0, min_rate=1e12)
+    summary = _scan(tmp_path / "case", [dev], opts)
+    assert summary.seconds < 45           # 4 limits of 2 s (8 files, 4, 2, 1), and restarts
+    with CaseStore(tmp_path / "case", create=False) as store:
+        stored = {r.path for r, _ in store.files()}
+        [cov] = store.coverage("hang.img")
+        matches = store.matches("hang.img")
+    assert stored == {f["path"] for f in files} - {"/srv/hang.bin"}
+    assert [m.key for m in matches] and all("/srv/a.bin" in m.key for m in matches)
+    assert cov.kind == records.SCAN_INCOMPLETE and cov.where.path == "/srv/hang.bin"
+    assert "over its time limit" in cov.reason and "(after 1 try)" in cov.reason
+    assert cov.reason.startswith("1 file of batch v") and cov.batch_id.count(".") == 3
+    assert cov.bytes_not_examined == len("SLEEP:60")
+    assert summary.devices[0]["status"] == "partial"
+
+
 def test_walk_crash_becomes_volume_coverage(tmp_path, hashset_root):
     dev = write_device(tmp_path / "walk.img", [{"path": "/a", "walk_crash": True}])
     summary = _scan(tmp_path / "case", [dev], _opts(hashset_root))

@@ -619,11 +619,14 @@ class Scan:
 
     def _batch_failed(self, dev: DeviceState, job: InFlight, reason: str,
                       crashed: bool = True) -> None:
-        if job.attempts < MAX_ATTEMPTS and not dev.stopped_early:
+        """A crashed batch goes again once (a lost node or a memory spike passes), then in
+        halves. A batch over its time limit goes straight to halves: the same files again
+        would take as long, and its other files should not wait for a second limit."""
+        if crashed and job.attempts < MAX_ATTEMPTS and not dev.stopped_early:
             self._submit(dev, job.spec, job.spec_ref, job.attempts + 1)
             return
         spec = job.spec
-        whole = self._whole(job) if crashed and not dev.stopped_early else None
+        whole = self._whole(job) if not dev.stopped_early else None
         if whole is not None and whole.files > 1:
             self._split(dev, job, whole)
             return
@@ -634,7 +637,8 @@ class Scan:
         self._coverage(dev, [Coverage(
             device_id=dev.device_id, kind=records.SCAN_INCOMPLETE, where=where,
             reason=f"{spec.files} file{'' if spec.files == 1 else 's'} of batch {spec.batch_id} "
-                   f"not examined: {reason} (after {job.attempts} tries)",
+                   f"not examined: {reason} (after {job.attempts} "
+                   f"{'try' if job.attempts == 1 else 'tries'})",
             bytes_not_examined=spec.bytes, batch_id=spec.batch_id)])
         self._check_triage_stop(dev)
 
@@ -648,10 +652,12 @@ class Scan:
             return None
 
     def _split(self, dev: DeviceState, job: InFlight, whole: BatchSpec) -> None:
-        """A batch whose worker died on both tries goes again as two halves, and they as
-        theirs, down to the file that kills its worker: that file is the gap, not the other
-        files of its batch (a later tier's batch holds up to 1,024). A batch over its time
-        limit is not split: its halves could each take as long again."""
+        """A batch whose worker died on both tries, or that ran over its time limit, goes
+        again as two halves, and they as theirs, down to the file that kills its worker or
+        never ends: that file is the gap, not the other files of its batch (a later tier's
+        batch holds up to 1,024). A file that hangs costs its worker slot one time limit per
+        halving (11 for 1,024 files), each halving's limit counted from its own bytes; the
+        other workers go on meanwhile."""
         spec, recs = job.spec, whole.records
         mid = len(recs) // 2
         for bid, part in zip(halves(spec.batch_id), (recs[:mid], recs[mid:])):
