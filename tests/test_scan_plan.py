@@ -259,7 +259,8 @@ def test_tier_path_tests_answer_as_the_regexes_do_on_any_path():
     rng = random.Random(19)
     words = list(plan._YIELD_NAMES + plan._SYSTEM_NAMES) + [
         "", "x", "d00001", "f0001.bin", "ſnap", "\u212aeep", "lıb", "İ", "BIN", "Var", "lib\n",
-        "usr.", "cache3", "trash ", "DownLoads", "é", "\x00", "a" * 40, "Temporary Internet Files"]
+        "usr.", "cache3", "trash ", "DownLoads", "é", "\x00", "a" * 40, "Temporary Internet Files",
+        "trash\n", "Downloads\n", "bin\n", "\nbin", "var/lib\n", "bin\n\n", "ſnap\n"]
     plan._FOLDERS.clear()
     kept, plan._FOLDERS_KEPT = plan._FOLDERS_KEPT, 50       # and the cache is emptied as it fills
     try:
@@ -276,3 +277,6 @@ def test_tier_path_tests_answer_as_the_regexes_do_on_any_path():
     assert tier_of(rec("/bin")) == 4 and tier_of(rec("/var/lib")) == 4
     assert tier_of(rec("/var/libx")) == 3 and tier_of(rec("/srv/ſnap/a.bin")) == 3
     assert tier_of(rec("/srv/DownLoads")) == 2 and tier_of(rec("/srv/\u212aeep/Trash")) == 2
+    # the regexes' "$" matches before a final newline, and so does the shortcut
+    assert tier_of(rec("/srv/trash\n")) == 2 and tier_of(rec("/bin\n")) == 4
+    assert tier_of(rec("/srv/trash\n\n")) == 3 and tier_of(rec("/bin\n\n")) == 3

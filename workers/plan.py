@@ -77,9 +77,10 @@ _YIELD = re.compile(rf"(^|/)({_either(_YIELD_NAMES)})(/|$)", re.IGNORECASE)
 _SYSTEM = re.compile(rf"^/?({_either(_SYSTEM_NAMES)})(/|$)", re.IGNORECASE)
 # tier_of's shortcut (the answer for each folder, once): the longest path that can be a system
 # name whole ("/var/lib"), and of a file name that can be a yield folder's
-_SYSTEM_WHOLE = 1 + max(map(len, _SYSTEM_NAMES))
+_SYSTEM_WHOLE = 2 + max(map(len, _SYSTEM_NAMES))       # "/" before, "\n" after
 _YIELD_LONGEST = max(map(len, _YIELD_NAMES))
 _YIELD_SET = frozenset(_YIELD_NAMES)
+_SYSTEM_SET = frozenset(_SYSTEM_NAMES)
 _FOLDERS: dict[str, tuple[bool, bool]] = {}
 _FOLDERS_KEPT = 10_000
 
@@ -118,19 +119,29 @@ def _folder(folder: str) -> tuple[bool, bool]:
 
 def _is_system(path: str) -> bool:
     # a match ends at a "/" of the folder, or at the end of a path that is a system name whole
-    return _folder(path.rpartition("/")[0])[0] or (
-        len(path) <= _SYSTEM_WHOLE and bool(_SYSTEM.search(path)))
+    if _folder(path.rpartition("/")[0])[0]:
+        return True
+    if len(path) > _SYSTEM_WHOLE:
+        return False
+    whole = path[1:] if path[:1] == "/" else path
+    return _listed(whole, _SYSTEM_SET) if whole.isascii() else bool(_SYSTEM.search(path))
 
 
 def _in_yield_folder(path: str) -> bool:
     folder, _, name = path.rpartition("/")
     if _folder(folder)[1]:
         return True
-    if len(name) > _YIELD_LONGEST:
+    if len(name) > _YIELD_LONGEST + 1:
         return False
-    # an ASCII name matches, ignoring case, exactly when its lower case is a name of the list
-    # (IGNORECASE's other equivalents, the Kelvin sign for "k", are not ASCII)
-    return name.lower() in _YIELD_SET if name.isascii() else bool(_YIELD.search("/" + name))
+    return _listed(name, _YIELD_SET) if name.isascii() else bool(_YIELD.search("/" + name))
+
+
+def _listed(text: str, names: frozenset) -> bool:
+    """Whether an ASCII `text` is one of `names` as the regexes match a last component: case
+    ignored (IGNORECASE's other equivalents, such as the Kelvin sign for "k", are not ASCII),
+    and a newline after it allowed (their `$` matches before a final newline)."""
+    low = text.lower()
+    return low in names or (low[-1:] == "\n" and low[:-1] in names)
 
 
 @dataclass(frozen=True)
