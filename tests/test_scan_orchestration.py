@@ -199,6 +199,25 @@ def test_a_file_that_never_ends_costs_only_itself(tmp_path, hashset_root):
     assert summary.devices[0]["status"] == "partial"
 
 
+def test_halvings_for_time_limits_are_bounded_per_device(tmp_path, hashset_root, monkeypatch):
+    """Files planted to hang cannot multiply a scan's time: once a device has spent its
+    halvings, a batch over its time limit is a gap whole, saying why."""
+    import workers.scan as scan_module
+    monkeypatch.setattr(scan_module, "MAX_TIMEOUT_SPLITS", 1)
+    files = [{"path": f"/srv/f{i}.bin", "content": f"f{i}"} for i in range(7)]
+    files.insert(5, {"path": "/srv/hang.bin", "content": "SLEEP:60"})
+    dev = write_device(tmp_path / "hang.img", files)
+    opts = _opts(hashset_root, batch_files=8, task_timeout=2.0, min_rate=1e12)
+    _scan(tmp_path / "case", [dev], opts)
+    with CaseStore(tmp_path / "case", create=False) as store:
+        stored = {r.path for r, _ in store.files()}
+        [cov] = store.coverage("hang.img")
+    assert stored == {f"/srv/f{i}.bin" for i in range(4)}      # the half without the hang
+    assert cov.reason.startswith("4 files of batch v") and cov.batch_id.endswith(".b")
+    assert "1 halvings for such batches are spent" in cov.reason
+    assert cov.bytes_not_examined == sum(len(f["content"]) for f in files[4:])
+
+
 def test_walk_crash_becomes_volume_coverage(tmp_path, hashset_root):
     dev = write_device(tmp_path / "walk.img", [{"path": "/a", "walk_crash": True}])
     summary = _scan(tmp_path / "case", [dev], _opts(hashset_root))

@@ -37,6 +37,10 @@ from workers.plan import PICTURE_TIERS, BatchHeader, BatchSpec, VolumePlan, halv
 TRIAGE_STOP_REASON = "not examined (triage mode)"
 INTERRUPTED_REASON = "scan interrupted before the end"
 MAX_ATTEMPTS = 2                      # a failed batch or walk is retried once
+# Halvings of batches over their time limit, per device. Each costs a worker slot one more time
+# limit (a file that hangs in a batch of 1,024 takes 10), so files planted to hang could
+# otherwise multiply a scan's time; past this many, a batch over its limit is a gap whole.
+MAX_TIMEOUT_SPLITS = 40
 WAIT_TICK = 0.5                       # seconds between time-limit checks while idle
 
 
@@ -102,6 +106,7 @@ class DeviceState:
     volume_names: dict = field(default_factory=dict)   # volume offset -> VolumeRef.name
     done: set = field(default_factory=set)             # batch ids stored (earlier runs too)
     in_flight: int = 0
+    timeout_splits: int = 0                            # see MAX_TIMEOUT_SPLITS
     tier_batches: Counter = field(default_factory=Counter)     # planned, from the headers
     tier_accounted: Counter = field(default_factory=Counter)   # stored or recorded as coverage
     exact_alerts: set = field(default_factory=set)
@@ -626,10 +631,15 @@ class Scan:
             self._submit(dev, job.spec, job.spec_ref, job.attempts + 1)
             return
         spec = job.spec
-        whole = self._whole(job) if not dev.stopped_early else None
+        split = not dev.stopped_early and (crashed or dev.timeout_splits < MAX_TIMEOUT_SPLITS)
+        whole = self._whole(job) if split else None
         if whole is not None and whole.files > 1:
+            if not crashed:
+                dev.timeout_splits += 1
             self._split(dev, job, whole)
             return
+        if not split and not crashed and not dev.stopped_early:
+            reason += f" (this device's {MAX_TIMEOUT_SPLITS} halvings for such batches are spent)"
         where = volume_where(dev.device_id, spec.volume_offset)
         if whole is not None and whole.files == 1:
             where = whole.records[0].prov       # the one file its worker dies on
@@ -657,7 +667,7 @@ class Scan:
         never ends: that file is the gap, not the other files of its batch (a later tier's
         batch holds up to 1,024). A file that hangs costs its worker slot one time limit per
         halving (11 for 1,024 files), each halving's limit counted from its own bytes; the
-        other workers go on meanwhile."""
+        other workers go on meanwhile (MAX_TIMEOUT_SPLITS bounds it per device)."""
         spec, recs = job.spec, whole.records
         mid = len(recs) // 2
         for bid, part in zip(halves(spec.batch_id), (recs[:mid], recs[mid:])):
