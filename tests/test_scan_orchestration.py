@@ -199,6 +199,23 @@ def test_a_file_that_never_ends_costs_only_itself(tmp_path, hashset_root):
     assert summary.devices[0]["status"] == "partial"
 
 
+def test_a_half_queued_behind_hanging_files_is_not_timed_out_unstarted(tmp_path, hashset_root):
+    """Two files that hang in one batch: as it is halved, a half can wait in the queue while
+    both workers hang on the others. Its time limit starts when it can have started, so it is
+    examined, and only the two files that hang are gaps."""
+    files = [{"path": f"/srv/f{i}.bin", "content": f"f{i}"} for i in range(8)]
+    for i in (1, 6):
+        files[i] = {"path": f"/srv/hang{i}.bin", "content": "SLEEP:60"}
+    dev = write_device(tmp_path / "hang2.img", files)
+    opts = _opts(hashset_root, batch_files=8, task_timeout=2.0, min_rate=1e12)
+    _scan(tmp_path / "case", [dev], opts)
+    with CaseStore(tmp_path / "case", create=False) as store:
+        stored = {r.path for r, _ in store.files()}
+        cov = store.coverage("hang2.img")
+    assert stored == {f["path"] for f in files} - {"/srv/hang1.bin", "/srv/hang6.bin"}
+    assert sorted(c.where.path for c in cov) == ["/srv/hang1.bin", "/srv/hang6.bin"]
+
+
 def test_halvings_for_time_limits_are_bounded_per_device(tmp_path, hashset_root, monkeypatch):
     """Files planted to hang cannot multiply a scan's time: once a device has spent its
     halvings, a batch over its time limit is a gap whole, saying why."""

@@ -41,6 +41,7 @@ MAX_ATTEMPTS = 2                      # a failed batch or walk is retried once
 # limit (a file that hangs in a batch of 1,024 takes 10), so files planted to hang could
 # otherwise multiply a scan's time; past this many, a batch over its limit is a gap whole.
 MAX_TIMEOUT_SPLITS = 40
+MAX_POSTPONED = 2                     # restarts of a batch's time limit while it may be queued
 WAIT_TICK = 0.5                       # seconds between time-limit checks while idle
 
 
@@ -78,6 +79,7 @@ class InFlight:
     spec_ref: Any                     # the planner's BatchSpec, passed on by reference
     attempts: int
     deadline: float
+    postponed: int = 0                # deadlines restarted while it may not have started
 
 
 @dataclass
@@ -665,8 +667,8 @@ class Scan:
         """A batch whose worker died on both tries, or that ran over its time limit, goes
         again as two halves, and they as theirs, down to the file that kills its worker or
         never ends: that file is the gap, not the other files of its batch (a later tier's
-        batch holds up to 1,024). A file that hangs costs its worker slot one time limit per
-        halving (11 for 1,024 files), each halving's limit counted from its own bytes; the
+        batch holds up to 1,024). A file that hangs costs its worker slot the batch's limit and
+        one per halving (11 for 1,024 files), each counted from its half's bytes; the
         other workers go on meanwhile (MAX_TIMEOUT_SPLITS bounds it per device)."""
         spec, recs = job.spec, whole.records
         mid = len(recs) // 2
@@ -678,12 +680,22 @@ class Scan:
 
     def _check_time_limits(self) -> None:
         now = time.monotonic()
-        for ref, job in list(self.in_flight.items()):
+        jobs = list(self.in_flight.items())          # in the order they were submitted
+        for i, (ref, job) in enumerate(jobs):
             if now < job.deadline:
                 continue
             if self.ray.wait([ref], timeout=0)[0]:
                 continue    # answered at the last moment: taken as it is (a forced cancel
                             # racing its reply can abort the driver inside Ray)
+            if i >= self.workers and job.postponed < MAX_POSTPONED:
+                # A limit runs from submission, and up to twice the workers are in flight: as
+                # many batches submitted before this one held every worker until now (Ray
+                # starts a scan's batches in order), so it may never have started. Its clock
+                # starts again; bounded, so that no order Ray might take keeps a hang alive.
+                job.deadline = now + self.opts.timeout_for(job.spec.bytes,
+                                                           getattr(job.spec, "videos", 0))
+                job.postponed += 1
+                continue
             self.ray.cancel(ref, force=True)
             del self.in_flight[ref]
             dev = self.devices[job.device_id]
