@@ -338,6 +338,14 @@ def test_a_scan_collects_less_often_and_gives_the_driver_its_settings_back():
         with collecting_less():
             raise KeyboardInterrupt
     assert gc.get_threshold() == before
+    gc.freeze()                                     # a process that froze objects of its own
+    try:
+        mine = gc.get_freeze_count()
+        with collecting_less():
+            assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD
+        assert gc.get_freeze_count() == mine and gc.get_threshold() == before
+    finally:
+        gc.unfreeze()
 
 
 def test_a_worker_process_collects_less_once_it_has_its_context():

@@ -302,7 +302,7 @@ def built(cls, **values):
     """A Provenance, FileRecord or Features from its fields' values (the rest take their defaults),
     without the dataclass __init__: a frozen class sets each of its fields through
     object.__setattr__, which cost the walk of a million small files 3 us a file. Callers
-    name every field literally (tests/test_records.py makes each of their records both ways
+    name every field literally (tests/test_small_files.py makes the walk's records both ways
     and compares them), so no check is paid per record."""
     defaults = _DEFAULTS.get(cls)
     if defaults is None:

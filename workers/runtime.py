@@ -59,10 +59,11 @@ NO_DASHBOARD_ENV = {"RAY_task_events_report_interval_ms": "0"}
 GC_YOUNG_THRESHOLD = 20_000
 
 
-def collect_less() -> tuple[int, int, int]:
+def collect_less(freeze: bool = True) -> tuple[int, int, int]:
     """Sets this process's collection thresholds for a scan; returns the ones before."""
     before = gc.get_threshold()
-    gc.freeze()
+    if freeze:
+        gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, *before[1:])
     return before
 
@@ -70,13 +71,16 @@ def collect_less() -> tuple[int, int, int]:
 @contextmanager
 def collecting_less() -> Iterator[None]:
     """collect_less() for a block of a longer-lived process (the scan's driver, which may be a
-    test or a notebook): the thresholds and frozen objects are as before once it ends."""
-    before = collect_less()
+    test or a notebook): its thresholds are as before once it ends, and so are its frozen
+    objects (frozen here only when it had frozen none itself: unfreezing is all or nothing)."""
+    ours = gc.get_freeze_count() == 0
+    before = collect_less(freeze=ours)
     try:
         yield
     finally:
         gc.set_threshold(*before)
-        gc.unfreeze()
+        if ours:
+            gc.unfreeze()
 
 
 def quiet_environment(dashboard: bool = False) -> None:
