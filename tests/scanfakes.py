@@ -3,7 +3,8 @@ orchestration's fault handling: worker crashes, time limits, early stops, interr
 
 A fake device is a JSON file: volumes, and files whose content drives the fake's behaviour
 ("CRASH" kills the worker process on read, "CRASHONCE:<marker>" kills it only the first time,
-"SLEEP:<s>" hangs, "BADREAD" raises an I/O error). The real stack is tested in test_scan.py.
+"SLEEP:<s>" hangs, "HANGLOG:<log>" adds a line to <log> and hangs for a minute, "BADREAD"
+raises an I/O error). The real stack is tested in test_scan.py.
 """
 from __future__ import annotations
 
@@ -113,6 +114,10 @@ class FakeBackend(Backend):
             os._exit(1)
         elif content.startswith(b"SLEEP:"):
             time.sleep(float(content.split(b":", 1)[1]))
+        elif content.startswith(b"HANGLOG:"):
+            with open(content.split(b":", 1)[1].decode(), "a") as log:
+                log.write("read\n")
+            time.sleep(60)
         elif content.startswith(b"BADREAD"):
             raise OSError("read error at sector 1234")
         yield content

@@ -216,6 +216,30 @@ def test_a_half_queued_behind_hanging_files_is_not_timed_out_unstarted(tmp_path,
     assert sorted(c.where.path for c in cov) == ["/srv/hang1.bin", "/srv/hang6.bin"]
 
 
+def test_a_resume_reads_again_only_the_parts_an_earlier_run_did_not_store(tmp_path,
+                                                                          hashset_root):
+    """The hanging file was read at each halving (8, 4, 2 and 1 files); a resume sends only the
+    part that was not stored, that one file, and the case is what it was."""
+    log = tmp_path / "reads.log"
+    files = [{"path": f"/srv/f{i}.bin", "content": f"f{i}"} for i in range(7)]
+    files.insert(5, {"path": "/srv/hang.bin", "content": f"HANGLOG:{log}"})
+    dev = write_device(tmp_path / "hang.img", files)
+    opts = _opts(hashset_root, batch_files=8, task_timeout=2.0, min_rate=1e12)
+    _scan(tmp_path / "case", [dev], opts)
+    assert log.read_text().count("read") == 4
+
+    def case_now():
+        with CaseStore(tmp_path / "case", create=False) as store:
+            return ({r.path for r, _ in store.files()},
+                    [(c.where.path, c.batch_id) for c in store.coverage("hang.img")])
+    first = case_now()
+    _scan(tmp_path / "case", [dev], opts, resume=True)
+    assert log.read_text().count("read") == 5
+    assert case_now() == first
+    assert first[0] == {f["path"] for f in files} - {"/srv/hang.bin"}
+    assert [p for p, _ in first[1]] == ["/srv/hang.bin"]
+
+
 def test_halvings_for_time_limits_are_bounded_per_device(tmp_path, hashset_root, monkeypatch):
     """Files planted to hang cannot multiply a scan's time: once a device has spent its
     halvings, a batch over its time limit is a gap whole, saying why."""

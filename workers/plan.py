@@ -311,7 +311,8 @@ def batch_id(volume_offset: int, tier: int, seq: int, free_space: bool = False) 
 
 def halves(batch: str) -> tuple[str, str]:
     """The ids of a failed batch's two halves (the scan splits a batch whose worker dies on
-    both tries, down to the one file that kills it). Batch ids hold no other dots."""
+    both tries, or that runs over its time limit, down to the one file that kills its worker
+    or hangs). Batch ids hold no other dots."""
     return f"{batch}.a", f"{batch}.b"
 
 

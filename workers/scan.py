@@ -107,6 +107,7 @@ class DeviceState:
     planners: dict = field(default_factory=dict)
     volume_names: dict = field(default_factory=dict)   # volume offset -> VolumeRef.name
     done: set = field(default_factory=set)             # batch ids stored (earlier runs too)
+    split_done: set = field(default_factory=set)       # batches of which only parts are stored
     in_flight: int = 0
     timeout_splits: int = 0                            # see MAX_TIMEOUT_SPLITS
     tier_batches: Counter = field(default_factory=Counter)     # planned, from the headers
@@ -322,7 +323,37 @@ class Scan:
         planner.pulled_bytes += spec.bytes
         if spec.batch_id in dev.done:              # stored by an earlier, interrupted run
             return
+        if spec.batch_id in dev.split_done:
+            self._resume_parts(dev, spec, spec_ref)
+            return
         self._submit(dev, spec, spec_ref, attempts=1)
+
+    def _resume_parts(self, dev: DeviceState, spec: BatchHeader, spec_ref) -> None:
+        """A batch an earlier run halved (a crash or a file that hangs) and stored in part: only
+        the parts it did not store go again, each as the part it was, so a file that hangs
+        costs one time limit on resume, not every halving again."""
+        whole = self._whole(InFlight(dev.device_id, spec, spec_ref, 1, 0.0))
+        if whole is None:
+            self._submit(dev, spec, spec_ref, attempts=1)
+            return
+        parts: list = []
+
+        def left(batch_id: str, recs: tuple) -> None:
+            if batch_id in dev.done:
+                return
+            if len(recs) > 1 and any(d.startswith(batch_id + ".") for d in dev.done):
+                mid = len(recs) // 2            # as _split cut it
+                for part_id, part in zip(halves(batch_id), (recs[:mid], recs[mid:])):
+                    left(part_id, part)
+            else:
+                parts.append((batch_id, recs))
+
+        left(spec.batch_id, whole.records)
+        dev.tier_batches[spec.tier] += len(parts) - 1       # planned as one batch
+        for part_id, recs in parts:
+            part = BatchSpec(dev.device_id, part_id, spec.volume_offset, spec.tier, recs,
+                             whole.volume_length)
+            self._submit(dev, part.header, self.ray.put(part), attempts=1)
 
     def _submit(self, dev: DeviceState, spec: BatchHeader, spec_ref, attempts: int) -> None:
         ref = self.tasks.scan_batch_task.remote(self.backend, dev.paths, spec_ref, self.opts,
@@ -429,6 +460,7 @@ class Scan:
             for batch in dev.done:
                 if not is_half(batch):    # a split batch is planned (and counted) whole
                     dev.tier_accounted[tier_of_batch(batch)] += 1
+            dev.split_done = {b.split(".", 1)[0] for b in dev.done if is_half(b)} - dev.done
         # a fresh scan archives the device's earlier results with their run: kept, not lost
         self.store.device_started(dev.device_id, dev.started, run_id=self.run_id,
                                   fresh=not self.resume)
