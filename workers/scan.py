@@ -332,7 +332,7 @@ class Scan:
         """A batch an earlier run halved (a crash or a file that hangs) and stored in part: only
         the parts it did not store go again, each as the part it was, so a file that hangs
         costs one time limit on resume, not every halving again."""
-        whole = self._whole(InFlight(dev.device_id, spec, spec_ref, 1, 0.0))
+        whole = self._whole(spec_ref)
         if whole is None:
             self._submit(dev, spec, spec_ref, attempts=1)
             return
@@ -666,7 +666,7 @@ class Scan:
             return
         spec = job.spec
         split = not dev.stopped_early and (crashed or dev.timeout_splits < MAX_TIMEOUT_SPLITS)
-        whole = self._whole(job) if split else None
+        whole = self._whole(job.spec_ref) if split else None
         if whole is not None and whole.files > 1:
             if not crashed:
                 dev.timeout_splits += 1
@@ -686,10 +686,10 @@ class Scan:
             bytes_not_examined=spec.bytes, batch_id=spec.batch_id)])
         self._check_triage_stop(dev)
 
-    def _whole(self, job: InFlight) -> Optional[BatchSpec]:
-        """The failed batch with its records (the driver otherwise never unpacks them)."""
+    def _whole(self, spec_ref) -> Optional[BatchSpec]:
+        """A batch with its records (the driver otherwise never unpacks them)."""
         try:
-            whole = self.ray.get(job.spec_ref)
+            whole = self.ray.get(spec_ref)
             whole.records       # unpacked here, so a block that will not unpack is a gap whole
             return whole
         except Exception:   # noqa: BLE001 - the batch is then a gap whole, as before
