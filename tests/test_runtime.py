@@ -166,8 +166,15 @@ def test_private_instance_files_are_ours_alone(no_ray, tmp_path, monkeypatch):
 
 
 def _sleeper(argv_marker: str) -> subprocess.Popen:
-    """A process whose command line names a directory, as Ray's GCS and raylet do."""
-    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", argv_marker])
+    """A process whose command line names a directory, as Ray's GCS and raylet do. Returned
+    once /proc shows that command line: Popen returns as soon as exec begins, and for a moment
+    after that the new command line is not there yet (a loaded machine lost the race once)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", argv_marker])
+    deadline = time.monotonic() + 10
+    while argv_marker.encode() not in Path(f"/proc/{proc.pid}/cmdline").read_bytes():
+        assert time.monotonic() < deadline, "the sleeper never showed its command line"
+        time.sleep(0.01)
+    return proc
 
 
 def test_stale_private_directories_and_their_processes_are_reaped(tmp_path):
