@@ -78,7 +78,7 @@ _SYSTEM = re.compile(rf"^/?({_either(_SYSTEM_NAMES)})(/|$)", re.IGNORECASE)
 # tier_of's shortcut (the answer for each folder, once): the longest path that can be a system
 # name whole ("/var/lib"), and of a file name that can be a yield folder's
 _SYSTEM_WHOLE = 2 + max(map(len, _SYSTEM_NAMES))       # "/" before, "\n" after
-_YIELD_LONGEST = max(map(len, _YIELD_NAMES))
+_YIELD_LONGEST = 1 + max(map(len, _YIELD_NAMES))        # "\n" after
 _YIELD_SET = frozenset(_YIELD_NAMES)
 _SYSTEM_SET = frozenset(_SYSTEM_NAMES)
 _FOLDERS: dict[str, tuple[bool, bool]] = {}
@@ -131,7 +131,7 @@ def _in_yield_folder(path: str) -> bool:
     folder, _, name = path.rpartition("/")
     if _folder(folder)[1]:
         return True
-    if len(name) > _YIELD_LONGEST + 1:
+    if len(name) > _YIELD_LONGEST:
         return False
     return _listed(name, _YIELD_SET) if name.isascii() else bool(_YIELD.search("/" + name))
 
@@ -309,11 +309,13 @@ def batch_id(volume_offset: int, tier: int, seq: int, free_space: bool = False) 
     return f"v{volume_offset}-t{tier}-{'u' if free_space else ''}{seq:05d}"
 
 
-def halves(batch: str) -> tuple[str, str]:
-    """The ids of a failed batch's two halves (the scan splits a batch whose worker dies on
-    both tries, or that runs over its time limit, down to the one file that kills its worker
-    or hangs). Batch ids hold no other dots."""
-    return f"{batch}.a", f"{batch}.b"
+def halves(batch: str, records: tuple) -> tuple[tuple[str, tuple], tuple[str, tuple]]:
+    """A failed batch's two halves, (id, records) each: the scan splits a batch whose worker
+    dies on both tries, or that runs over its time limit, down to the one file that kills its
+    worker or hangs, and a resume cuts the parts it did not store the same way. Batch ids hold
+    no other dots."""
+    mid = len(records) // 2
+    return (f"{batch}.a", records[:mid]), (f"{batch}.b", records[mid:])
 
 
 def is_half(batch: str) -> bool:

@@ -342,8 +342,7 @@ class Scan:
             if batch_id in dev.done:
                 return
             if len(recs) > 1 and any(d.startswith(batch_id + ".") for d in dev.done):
-                mid = len(recs) // 2            # as _split cut it
-                for part_id, part in zip(halves(batch_id), (recs[:mid], recs[mid:])):
+                for part_id, part in halves(batch_id, recs):      # as _split cut it
                     left(part_id, part)
             else:
                 parts.append((batch_id, recs))
@@ -351,15 +350,23 @@ class Scan:
         left(spec.batch_id, whole.records)
         dev.tier_batches[spec.tier] += len(parts) - 1       # planned as one batch
         for part_id, recs in parts:
-            part = BatchSpec(dev.device_id, part_id, spec.volume_offset, spec.tier, recs,
-                             whole.volume_length)
-            self._submit(dev, part.header, self.ray.put(part), attempts=1)
+            self._submit_part(dev, spec, part_id, recs, whole.volume_length)
+
+    def _submit_part(self, dev: DeviceState, spec: BatchHeader, part_id: str, recs: tuple,
+                     volume_length: int) -> None:
+        part = BatchSpec(dev.device_id, part_id, spec.volume_offset, spec.tier, recs,
+                         volume_length)
+        self._submit(dev, part.header, self.ray.put(part), attempts=1)
+
+    def _limit(self, spec: BatchHeader) -> float:
+        """A batch's time limit, in seconds."""
+        return self.opts.timeout_for(spec.bytes, getattr(spec, "videos", 0))
 
     def _submit(self, dev: DeviceState, spec: BatchHeader, spec_ref, attempts: int) -> None:
         ref = self.tasks.scan_batch_task.remote(self.backend, dev.paths, spec_ref, self.opts,
                                                 self.keys)
         self.in_flight[ref] = InFlight(dev.device_id, spec, spec_ref, attempts,
-                                       time.monotonic() + self.opts.timeout_for(spec.bytes, getattr(spec, "videos", 0)))
+                                       time.monotonic() + self._limit(spec))
         dev.in_flight += 1
 
     def _wait_and_handle(self) -> None:
@@ -665,14 +672,14 @@ class Scan:
             self._submit(dev, job.spec, job.spec_ref, job.attempts + 1)
             return
         spec = job.spec
-        split = not dev.stopped_early and (crashed or dev.timeout_splits < MAX_TIMEOUT_SPLITS)
-        whole = self._whole(job.spec_ref) if split else None
+        spent = not crashed and dev.timeout_splits >= MAX_TIMEOUT_SPLITS
+        whole = None if dev.stopped_early or spent else self._whole(job.spec_ref)
         if whole is not None and whole.files > 1:
             if not crashed:
                 dev.timeout_splits += 1
             self._split(dev, job, whole)
             return
-        if not split and not crashed and not dev.stopped_early:
+        if spent and not dev.stopped_early:
             reason += f" (this device's {MAX_TIMEOUT_SPLITS} halvings for such batches are spent)"
         where = volume_where(dev.device_id, spec.volume_offset)
         if whole is not None and whole.files == 1:
@@ -702,12 +709,9 @@ class Scan:
         batch holds up to 1,024). A file that hangs costs its worker slot the batch's limit and
         one per halving (11 for 1,024 files), each counted from its half's bytes; the
         other workers go on meanwhile (MAX_TIMEOUT_SPLITS bounds it per device)."""
-        spec, recs = job.spec, whole.records
-        mid = len(recs) // 2
-        for bid, part in zip(halves(spec.batch_id), (recs[:mid], recs[mid:])):
-            half = BatchSpec(dev.device_id, bid, spec.volume_offset, spec.tier, part,
-                             whole.volume_length)
-            self._submit(dev, half.header, self.ray.put(half), attempts=1)
+        spec = job.spec
+        for part_id, recs in halves(spec.batch_id, whole.records):
+            self._submit_part(dev, spec, part_id, recs, whole.volume_length)
         dev.tier_batches[spec.tier] += 1       # one planned batch is two now
 
     def _check_time_limits(self) -> None:
@@ -724,16 +728,15 @@ class Scan:
                 # many batches submitted before this one held every worker until now (Ray
                 # starts a scan's batches in order), so it may never have started. Its clock
                 # starts again; bounded, so that no order Ray might take keeps a hang alive.
-                job.deadline = now + self.opts.timeout_for(job.spec.bytes,
-                                                           getattr(job.spec, "videos", 0))
+                job.deadline = now + self._limit(job.spec)
                 job.postponed += 1
                 continue
             self.ray.cancel(ref, force=True)
             del self.in_flight[ref]
             dev = self.devices[job.device_id]
             dev.in_flight -= 1
-            limit = self.opts.timeout_for(job.spec.bytes, getattr(job.spec, "videos", 0))
-            self._batch_failed(dev, job, f"over its time limit of {limit:.0f} s", crashed=False)
+            self._batch_failed(dev, job, f"over its time limit of {self._limit(job.spec):.0f} s",
+                               crashed=False)
 
     # --- triage mode ------------------------------------------------------------------------
 
