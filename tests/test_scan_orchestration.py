@@ -249,7 +249,8 @@ def test_halvings_for_time_limits_are_bounded_per_device(tmp_path, hashset_root,
     files.insert(5, {"path": "/srv/hang.bin", "content": "SLEEP:60"})
     dev = write_device(tmp_path / "hang.img", files)
     opts = _opts(hashset_root, batch_files=8, task_timeout=2.0, min_rate=1e12)
-    _scan(tmp_path / "case", [dev], opts)
+    summary = _scan(tmp_path / "case", [dev], opts)
+    assert summary.devices[0]["status"] == "partial"          # never "complete" with a gap
     with CaseStore(tmp_path / "case", create=False) as store:
         stored = {r.path for r, _ in store.files()}
         [cov] = store.coverage("hang.img")
