@@ -358,23 +358,31 @@ def test_resume_refuses_changed_settings(tmp_path, fleet, hashset_root):
 
 
 def test_resume_refuses_a_run_batched_by_the_older_rule(tmp_path, fleet, hashset_root):
-    """A run stored before the batching rule had a version cut every tier at batch_files: its
-    later tiers' batch ids name other files now, so resuming it would skip files unread."""
+    """A run stored before the batching rule had a version cut every tier at batch_files, and
+    one of version 2 cut later tiers at 4x: their later tiers' batch ids name other files now,
+    so resuming either would skip files unread."""
     import json
     import sqlite3
 
     from triage.errors import TriageError
     from triage.store import DB_NAME
+    from workers.plan import BATCH_PLAN
     _scan(tmp_path / "case", [fleet["b"]], _opts(hashset_root))
     db = sqlite3.connect(tmp_path / "case" / DB_NAME)
     (options,) = db.execute("SELECT options FROM runs").fetchone()
-    older = json.loads(options)
-    assert older.pop("batch_plan") == 2
-    db.execute("UPDATE runs SET options = ?", (json.dumps(older),))
-    db.commit()
     db.close()
-    with pytest.raises(TriageError, match="changed: batch_plan"):
-        _scan(tmp_path / "case", [fleet["b"]], _opts(hashset_root), resume=True)
+    assert json.loads(options)["batch_plan"] == BATCH_PLAN == 3
+    for older in (None, 2):
+        run = json.loads(options)
+        run.pop("batch_plan")
+        if older is not None:
+            run["batch_plan"] = older
+        db = sqlite3.connect(tmp_path / "case" / DB_NAME)
+        db.execute("UPDATE runs SET options = ?", (json.dumps(run),))
+        db.commit()
+        db.close()
+        with pytest.raises(TriageError, match="changed: batch_plan"):
+            _scan(tmp_path / "case", [fleet["b"]], _opts(hashset_root), resume=True)
 
 
 if __name__ == "__main__":

@@ -212,6 +212,37 @@ def test_rows_made_where_the_batch_ran_store_the_same_as_records(tmp_path):
     assert len(dumps[0][0]) == 3 and len(dumps[0][1]) == 1 and dumps[0][2] == {"b0"}
 
 
+def test_plain_rows_leave_out_only_columns_at_the_schemas_defaults(tmp_path):
+    """A plain file's row leaves out its default columns (fewer values to bind); stored, it
+    reads back exactly as its whole row does, among rows of the other shape, in batch order."""
+    from triage.store import _FILE_COLS, _PLAIN_COLS, _PLAIN_RUNS, _file_row, file_rows
+    from dataclasses import replace
+
+    def walked(rec, feat):          # a walk gives the provenance its file system's type
+        rec = replace(rec, prov=replace(rec.prov, fs_type=rec.fs_type))
+        return rec, replace(feat, key=rec.key)
+    items = [walked(*_item("d", 1, "/a.txt")), walked(*_item("d", 2, "/b.txt")),
+             walked(*_item("d", 3, "/c.jpg", picture=True)),
+             walked(*_item("d", 4, "/d.zip", member="x.txt")), walked(*_item("d", 5, "/e.dat"))]
+    rows = file_rows("d", "b0", items)
+    assert [len(r) for r in rows] == [len(_PLAIN_COLS)] * 2 + [len(_FILE_COLS)] * 2 + [len(_PLAIN_COLS)]
+    whole = [_file_row("d", "b0", r, f) for r, f in items]
+    dumps = []
+    for name, stored in (("plain", rows), ("whole", whole)):
+        with CaseStore(tmp_path / name) as s:
+            s.add_batch("d", "b0", [], [], [], [], rows=stored)
+        db = sqlite3.connect(tmp_path / name / "case.sqlite")
+        dumps.append(db.execute(f"SELECT {', '.join(_FILE_COLS)} FROM files ORDER BY rowid").fetchall())
+        defaults = {r[1]: r[4] for r in db.execute("PRAGMA table_info(files)")}
+        db.close()
+    assert dumps[0] == dumps[1] == [tuple(r) for r in whole]
+    for first, values in _PLAIN_RUNS:
+        for col, value in zip(_FILE_COLS[first:], values):
+            schema = defaults[col]
+            assert (None if schema is None else sqlite3.connect(":memory:").execute(
+                f"SELECT {schema}").fetchone()[0]) == value, col
+
+
 def test_failed_batch_is_not_marked_done(store):
     rec, feat = _item("d", 1, "/a")
     bad = Features(key="wrong-key", size=1)
