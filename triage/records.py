@@ -288,6 +288,11 @@ class FileRecord:
     type: str = ""                 # content type from magic bytes, e.g. "image/jpeg"
     ext_mismatch: bool = False
     link_target: str = ""          # a symbolic link's target (type SYMLINK): never followed
+    # Where the content lies, as (image offset, length) pieces in order, when the walk found it
+    # can be read straight from the image (filesystems.file_pieces); () otherwise. A hint for
+    # the reader, so a worker need not open the file through TSK again: not part of what the
+    # record says (not compared, not stored), and `prov` still reaches the bytes alone.
+    pieces: tuple = field(default=(), compare=False, repr=False)
 
     @property
     def path(self) -> str:

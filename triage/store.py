@@ -1048,7 +1048,7 @@ def _extra_fields(obj: Any, known: set[str]) -> dict:
     return {n: v for n, d in names if (v := getattr(obj, n)) != d} if names else {}
 
 
-_REC_KNOWN = set(_RECORD_COLS) | {"prov"}
+_REC_KNOWN = set(_RECORD_COLS) | {"prov", "pieces"}     # pieces: a read hint, not a finding
 _PROV_KNOWN = set(_PROV_COLS) | {f.name for f in dataclasses.fields(Provenance)}
 _FEAT_KNOWN = set(_FEATURE_COLS) | {"key", "size", "type", "ext_mismatch"}
 

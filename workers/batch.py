@@ -160,6 +160,14 @@ class Backend:
         from triage.filesystems import read_chunks
         return read_chunks(evidence, prov, chunk_size)
 
+    def read_record(self, evidence, rec: FileRecord, chunk_size: int) -> Iterator[bytes]:
+        """A file's content: from the pieces the walk found, straight from the image (no TSK
+        in the worker), or through `read_chunks`."""
+        if rec.pieces:
+            from triage.filesystems import read_pieces
+            return read_pieces(evidence, rec.pieces, chunk_size)
+        return self.read_chunks(evidence, rec.prov, chunk_size)
+
     def feature_options(self, opts: ScanOptions):
         from triage.features import FeatureOptions
         prep = None
@@ -193,7 +201,7 @@ class Backend:
         contents: list = []
         for rec in records:
             try:
-                contents.append(list(self.read_chunks(evidence, rec.prov, chunk_size)))
+                contents.append(list(self.read_record(evidence, rec, chunk_size)))
             except (TriageError, OSError, IOError, ValueError, MemoryError):
                 contents.append(None)
         read = [c for c in contents if c is not None]
@@ -369,8 +377,8 @@ def _scan_file(backend: Backend, evidence, rec: FileRecord, got: Optional[tuple]
             # the list itself: a file read whole lets analyse skip a second pass
             analysis = backend.analyse(rec, chunks, fopts, known=known)
         else:
-            analysis = backend.analyse(rec, backend.read_chunks(evidence, rec.prov,
-                                                                opts.chunk_size), fopts)
+            analysis = backend.analyse(rec, backend.read_record(evidence, rec, opts.chunk_size),
+                                       fopts)
     except (TriageError, OSError, IOError, ValueError, MemoryError) as exc:
         reason = f"read error: {exc}".splitlines()[0][:300]
         result.items.append((rec, _error_features(rec, reason)))
