@@ -249,6 +249,20 @@ def test_packed_records_come_back_equal_whatever_their_fields_hold():
     assert unpack(pack([])) == ()
 
 
+def _fleet_walk(synth_fleet):
+    """(open evidence, volume, record) for every record of every file system of the fleet."""
+    from triage.device import discover
+    from triage.evidence import open_evidence
+    from triage.filesystems import walk
+    for image in sorted((synth_fleet / "devices").iterdir()):
+        with open_evidence(image) as ev:
+            volumes, _ = discover(ev)
+            for vol in volumes:
+                if vol.fs_type:
+                    for rec in walk(ev, vol):
+                        yield ev, vol, rec
+
+
 def test_the_walks_records_are_the_ones_their_dataclasses_make(synth_fleet):
     """The walk builds each record without the dataclass __init__ (records.built): every record
     of the fleet's file systems (NTFS with streams, FAT, ext4, deleted and orphan files) equals,
@@ -257,22 +271,13 @@ def test_the_walks_records_are_the_ones_their_dataclasses_make(synth_fleet):
 
     import pytest
 
-    from triage.device import discover
-    from triage.evidence import open_evidence
-    from triage.filesystems import walk
     from triage.records import FileRecord, built
     seen = set()
-    for image in sorted((synth_fleet / "devices").iterdir()):
-        with open_evidence(image) as ev:
-            volumes, _ = discover(ev)
-            for vol in volumes:
-                if not vol.fs_type:
-                    continue
-                for rec in walk(ev, vol):
-                    again = dataclasses.replace(rec, prov=dataclasses.replace(rec.prov))
-                    assert again == rec and again.key == rec.key
-                    assert vars(again) == vars(rec) and vars(again.prov) == vars(rec.prov)
-                    seen.add((vol.fs_type, rec.allocated, rec.is_dir))
+    for _, vol, rec in _fleet_walk(synth_fleet):
+        again = dataclasses.replace(rec, prov=dataclasses.replace(rec.prov))
+        assert again == rec and again.key == rec.key
+        assert vars(again) == vars(rec) and vars(again.prov) == vars(rec.prov)
+        seen.add((vol.fs_type, rec.allocated, rec.is_dir))
     assert {"ntfs", "fat32", "ext4"} <= {fs for fs, _, _ in seen}
     assert (("ntfs", False, False) in seen or ("ext4", False, False) in seen)   # deleted files
     with pytest.raises(TypeError):
@@ -288,32 +293,23 @@ def test_the_pieces_a_walk_finds_read_what_tsk_reads(synth_fleet):
     image straight, without TSK: on every file system of the fleet, what the pieces hold is
     what TSK's read gives, byte for byte, and a file without pieces (NTFS, deleted, empty) is
     read through TSK as before."""
-    from triage.device import discover
-    from triage.evidence import open_evidence
-    from triage.filesystems import read_chunks, read_pieces, walk
+    from triage.filesystems import read_chunks, read_pieces
     from workers.batch import Backend
     with_pieces = set()
     without = set()
-    for image in sorted((synth_fleet / "devices").iterdir()):
-        with open_evidence(image) as ev:
-            volumes, _ = discover(ev)
-            for vol in volumes:
-                if not vol.fs_type:
-                    continue
-                for rec in walk(ev, vol):
-                    if rec.is_dir:
-                        continue
-                    if not rec.pieces:
-                        without.add((vol.fs_type, rec.allocated))
-                        continue
-                    assert rec.allocated and rec.size > 0 and not rec.prov.ads
-                    assert sum(n for _, n in rec.pieces) == rec.size
-                    direct = b"".join(bytes(c) for c in read_pieces(ev, rec.pieces, 4096))
-                    tsk = b"".join(bytes(c) for c in read_chunks(ev, rec.prov, 4096))
-                    assert direct == tsk, rec.path
-                    # and the worker's reader takes the pieces
-                    assert b"".join(bytes(c) for c in
-                                    Backend().read_record(ev, rec, 1 << 20)) == tsk
-                    with_pieces.add(vol.fs_type)
+    for ev, vol, rec in _fleet_walk(synth_fleet):
+        if rec.is_dir:
+            continue
+        if not rec.pieces:
+            without.add((vol.fs_type, rec.allocated))
+            continue
+        assert rec.allocated and rec.size > 0 and not rec.prov.ads
+        assert sum(n for _, n in rec.pieces) == rec.size
+        direct = b"".join(bytes(c) for c in read_pieces(ev, rec.pieces, 4096))
+        tsk = b"".join(bytes(c) for c in read_chunks(ev, rec.prov, 4096))
+        assert direct == tsk, rec.path
+        # and the worker's reader takes the pieces
+        assert b"".join(bytes(c) for c in Backend().read_record(ev, rec, 1 << 20)) == tsk
+        with_pieces.add(vol.fs_type)
     assert {"ext4", "fat32"} <= with_pieces and "ntfs" not in with_pieces
     assert ("ntfs", True) in without
