@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import marshal
+import operator
 import os
 import pickle
 import re
@@ -231,6 +232,9 @@ class BatchSpec:
 # batch holding anything else (carved content, whose provenance nests) is pickled.
 _PROV_FIELDS = tuple(f.name for f in dataclasses.fields(Provenance))
 _RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(FileRecord) if f.name != "prov")
+# each record's fields as a tuple in one C call (a comprehension over 33 names cost 0.6 us more)
+_PROV_VALUES = operator.itemgetter(*_PROV_FIELDS)
+_RECORD_VALUES = operator.itemgetter(*_RECORD_FIELDS)
 
 
 def pack(records) -> bytes:
@@ -240,9 +244,7 @@ def pack(records) -> bytes:
         if type(rec) is not FileRecord or type(rec.prov) is not Provenance \
                 or prov["parent"] is not None:
             return b"P" + pickle.dumps(tuple(records), protocol=pickle.HIGHEST_PROTOCOL)
-        values = rec.__dict__
-        rows.append((tuple([prov[n] for n in _PROV_FIELDS]),
-                     tuple([values[n] for n in _RECORD_FIELDS])))
+        rows.append((_PROV_VALUES(prov), _RECORD_VALUES(rec.__dict__)))
     try:
         return b"M" + marshal.dumps(rows)
     except ValueError:          # a field holding what marshal cannot (no record has one today)
