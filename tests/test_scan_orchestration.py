@@ -19,6 +19,7 @@ from triage.flags import read_flags_file  # noqa: E402
 from triage.store import CaseStore  # noqa: E402
 from workers.batch import ScanOptions  # noqa: E402
 from workers.scan import INTERRUPTED_REASON, TRIAGE_STOP_REASON, Reporter, run_scan  # noqa: E402
+from workers.plan import OTHER_TIER_FACTOR  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -270,7 +271,8 @@ def test_walk_crash_becomes_volume_coverage(tmp_path, hashset_root):
     assert summary.devices[0]["status"] == "partial"
 
 
-SYSTEM_FILES = 240
+# twenty of the system tier's batches at the test's batch_files=3 (plan.OTHER_TIER_FACTOR)
+SYSTEM_FILES = 20 * 3 * OTHER_TIER_FACTOR
 
 
 def _triage_device(tmp_path):
