@@ -243,6 +243,50 @@ def test_plain_rows_leave_out_only_columns_at_the_schemas_defaults(tmp_path):
                 f"SELECT {schema}").fetchone()[0]) == value, col
 
 
+def test_the_straight_plain_row_is_the_general_one_field_by_field():
+    """file_rows builds a plain file's row straight (_plain_row) and any other through
+    _file_row: for a plain file and for each of its variants with one field of its record,
+    provenance or features changed from its default, both ways give the same row, and the
+    plain file takes the straight way."""
+    import dataclasses
+
+    from triage.store import _PLAIN_COLS, _file_row, _plain, _plain_row, file_rows
+
+    def changed(obj, f):
+        d = getattr(obj, f.name)
+        special = {"parent": Provenance(device_id="d", path="/p.img"), "exif": Exif(make="M"),
+                   "volume_offset": None, "inode": None, "frames": ()}
+        if f.name in special and special[f.name] != d:
+            return special[f.name]
+        for kind, value in ((bool, not d), (int, 7), (float, 1.5), (str, "x"), (bytes, b"x"),
+                            (tuple, ("x",))):
+            if type(d) is kind:
+                return value
+        return 2.5                               # None: an optional number (times, index)
+
+    prov = Provenance(device_id="d", volume_offset=0, inode=12, path="/a/b.bin", fs_type="ext4")
+    rec = FileRecord(prov=prov, name="b.bin", size=3, allocated=True, fs_type="ext4",
+                     mtime=1.7e9, type="application/octet-stream", pieces=((4096, 3),))
+    feat = Features(key=rec.key, size=3, md5="a" * 32, sha1="b" * 40, type=rec.type)
+    assert _plain_row("d", "b0", rec, feat) == _plain(_file_row("d", "b0", rec, feat))
+    assert len(_plain_row("d", "b0", rec, feat)) == len(_PLAIN_COLS)
+    variants = 0
+    for which, obj in (("prov", prov), ("rec", rec), ("feat", feat)):
+        for f in dataclasses.fields(obj):
+            if f.name in ("key", "prov", "device_id"):
+                continue
+            other = dataclasses.replace(obj, **{f.name: changed(obj, f)})
+            r, ft = ((dataclasses.replace(rec, prov=other), None) if which == "prov" else
+                     (other, None) if which == "rec" else (rec, other))
+            ft = ft if ft is not None else dataclasses.replace(feat, key=r.key)
+            want = _plain(_file_row("d", "b0", r, ft))
+            assert file_rows("d", "b0", [(r, ft)]) == [want], (which, f.name)
+            straight = _plain_row("d", "b0", r, ft)
+            assert straight is None or straight == want, (which, f.name)
+            variants += 1
+    assert variants > 40
+
+
 def test_failed_batch_is_not_marked_done(store):
     rec, feat = _item("d", 1, "/a")
     bad = Features(key="wrong-key", size=1)
