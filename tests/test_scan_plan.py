@@ -253,6 +253,7 @@ def test_tier_path_tests_answer_as_the_regexes_do_on_any_path():
     """tier_of finds each folder's answer once; for any path (any case, Unicode case
     equivalents, backslashes, empty components, a whole path that is a system name) it is the
     answer the two regexes give on the whole path."""
+    import os
     import random
 
     import workers.plan as plan
@@ -271,6 +272,9 @@ def test_tier_path_tests_answer_as_the_regexes_do_on_any_path():
             assert plan._is_system(path) == bool(plan._SYSTEM.search(path)), path
             assert plan._in_yield_folder(path) == bool(plan._YIELD.search(path)), path
             assert len(plan._FOLDERS) <= 50
+            name = rng.choice(["", ".", "..", "x"]) + rng.choice(parts) + \
+                rng.choice(["", ".", ".JPG", "..jpg", "a.b", "/.png", ".tar/x"])
+            assert plan._extension(name) == os.path.splitext(name)[1], name
     finally:
         plan._FOLDERS_KEPT = kept
         plan._FOLDERS.clear()
