@@ -282,6 +282,18 @@ def test_the_walks_records_are_the_ones_their_dataclasses_make(synth_fleet):
     assert (("ntfs", False, False) in seen or ("ext4", False, False) in seen)   # deleted files
     with pytest.raises(TypeError):
         built(dict, a=1)
+    from triage.features.core import Analysis
+    from triage.records import Coverage, EvidenceRef, Features
+    with pytest.raises(TypeError):                  # a default factory: __init__ does more
+        built(EvidenceRef, device_id="d", paths=(), format="raw", media_size=0)
+    with pytest.raises(TypeError):                  # not a class at all
+        built(Coverage(device_id="d", kind="k", where=Provenance(device_id="d"), reason="r"))
+    f = Features(key="k", size=1)
+    made = built(Analysis, record=None, features=f)
+    assert made == Analysis(None, f) and vars(made) == vars(Analysis(None, f))
+    # a provenance's key is worked out once, and kept in the record (frozen as it is)
+    p = Provenance(device_id="d", inode=5, path="/a")
+    assert "key" not in vars(p) and p.key == '["d",0,5,"/a"]' and vars(p)["key"] is p.key
     assert built(FileRecord, prov=built(Provenance, device_id="d"), name="n", size=0,
                  allocated=True, fs_type="") == FileRecord(prov=Provenance(device_id="d"),
                                                            name="n", size=0, allocated=True,

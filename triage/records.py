@@ -7,7 +7,6 @@ into Ray and serialises to JSON with `to_dict`.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Optional
@@ -22,6 +21,27 @@ _PLAIN_NUMBER = (int, type(None))
 
 def _json_num(value: Optional[int]) -> str:
     return "null" if value is None else int.__repr__(value)
+
+
+class _computed_once:
+    """functools.cached_property without its lock: Python 3.11's takes an RLock on every first
+    access, a third of the cost of a million small files' keys in the workers. A record is
+    immutable, so two threads that both compute the value store the same one."""
+
+    def __init__(self, func):
+        self.func = func
+        self.name = func.__name__
+        self.__doc__ = func.__doc__
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self
+        # stored under its own name: later reads find it in the instance and skip this
+        value = obj.__dict__[self.name] = self.func(obj)
+        return value
 
 
 MEMBER_SEP = "!/"            # display only: "outer.zip" + "!/" + "inner.zip" + "!/" + "a.jpg"
@@ -123,7 +143,7 @@ class Provenance:
     frame: int = -1
     frame_time: Optional[float] = None
 
-    @functools.cached_property
+    @_computed_once
     def key(self) -> str:
         """A stable id, unique within a case; never split apart (use the fields)."""
         if type(self.volume_offset) in _PLAIN_NUMBER and type(self.inode) in _PLAIN_NUMBER \
@@ -304,15 +324,18 @@ class FileRecord:
 
 
 def built(cls, **values):
-    """A Provenance, FileRecord or Features from its fields' values (the rest take their defaults),
-    without the dataclass __init__: a frozen class sets each of its fields through
-    object.__setattr__, which cost the walk of a million small files 3 us a file. Callers
-    name every field literally (tests/test_small_files.py makes the walk's records both ways
+    """A record (Provenance, FileRecord, Features, an Analysis) from its fields' values (the
+    rest take their defaults), without the dataclass __init__: a frozen class sets each of its
+    fields through object.__setattr__, which cost the walk of a million small files 3 us a
+    file. Callers name every field literally (tests/test_small_files.py makes the walk's records both ways
     and compares them), so no check is paid per record."""
     defaults = _DEFAULTS.get(cls)
     if defaults is None:
-        if cls not in (Provenance, FileRecord, Features):  # no __post_init__ or factories
-            raise TypeError(f"built() does not make {cls.__name__}")
+        # a dataclass whose __init__ only stores its fields: no __post_init__, no factories
+        if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)) or \
+                hasattr(cls, "__post_init__") or \
+                any(f.default_factory is not dataclasses.MISSING for f in dataclasses.fields(cls)):
+            raise TypeError(f"built() does not make {getattr(cls, '__name__', cls)!r}")
         defaults = _DEFAULTS[cls] = {f.name: f.default for f in dataclasses.fields(cls)
                                      if f.default is not dataclasses.MISSING}
     obj = object.__new__(cls)

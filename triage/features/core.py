@@ -127,8 +127,9 @@ def _hashed_only(record: FileRecord, chunks: list, opts: FeatureOptions,
     mismatch = ext_mismatch(record.name, ctype)
     rec = record if (record.type, record.ext_mismatch) == (ctype, mismatch) \
         else replace(record, type=ctype, ext_mismatch=mismatch)
-    return Analysis(rec, built(Features, key=rec.key, size=n, md5=known.md5, sha1=known.sha1,
-                               type=ctype, ext_mismatch=mismatch))
+    return built(Analysis, record=rec,
+                 features=built(Features, key=rec.key, size=n, md5=known.md5, sha1=known.sha1,
+                                type=ctype, ext_mismatch=mismatch))
 
 
 def _opens(ctype: str, opts: FeatureOptions) -> bool:
