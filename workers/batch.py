@@ -210,7 +210,9 @@ class Backend:
 
     def analyse(self, record: FileRecord, chunks, feature_options, known=None):
         """`known`: the content's Digests (MD5, SHA-1) when `read_group` took them."""
-        from triage.features import analyse
+        # from the module, not the package: a package's `from` import runs importlib's
+        # _handle_fromlist in Python, for every file
+        from triage.features.core import analyse
         return analyse(record, chunks, feature_options, known=known)
 
     def open_hashsets(self, root: str, names: tuple[str, ...] = ()):
