@@ -13,7 +13,11 @@ of 100 of them). Then, one after another on the same image:
 and prints files/s of each, the ratio of triage against the TSK way (goal: at least 5x
 faster, and at least 12,000 files/s), and the peak RSS of the scan's driver and of its
 planner (the Ray worker running `plan_device_volume`), read from /proc while the scan runs
-(goal: both under 300 MB). --keep DIR keeps the image there for another run.
+(goal: both under 300 MB). It also prints the CPU seconds of each: the scan's by role
+(driver, planner, raylet, the rest), read from /proc, and the TSK way's from /usr/bin/time; on
+a shared machine their ratio moves less than the wall-clock one. --keep DIR keeps the image
+there for another run; --cold (root) drops the page cache before each timed command, so each
+reads the image from disk and none runs on what the one before it cached.
 """
 from __future__ import annotations
 
@@ -95,6 +99,55 @@ def _planner_pids() -> list[int]:
     return out
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _tree_cpu(root: int, seen: dict) -> None:
+    """Records the CPU seconds (user + system) and command line of `root` and every process
+    below it in `seen`, keyed by (pid, start time) so a reused pid is another process. The scan's Ray processes
+    (GCS, raylet, planner, batch workers) all descend from the driver; one that ends between
+    two polls loses its last poll's worth, so the sum is a floor."""
+    parent, stats = {}, {}
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            with open(f"/proc/{p}/stat") as fh:
+                rest = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(p)
+        parent[pid] = int(rest[1])
+        stats[pid] = (int(rest[19]), (int(rest[11]) + int(rest[12])) / _TICK)
+    for pid, (start, cpu) in stats.items():
+        node, hops = pid, 0
+        while node not in (root, 0, 1) and hops < 64:
+            node, hops = parent.get(node, 0), hops + 1
+        if node == root:
+            known = seen.get((pid, start))
+            # the command line is read while the process lives (roles are told after the scan)
+            seen[(pid, start)] = (cpu, known[1] if known else _cmdline(pid))
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read(300).replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def drop_caches() -> None:
+    """Empties the kernel's page cache (root, Linux), so what runs next reads the image from
+    disk, as a first look at seized evidence does."""
+    os.sync()
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as fh:
+            fh.write("3\n")
+    except OSError as exc:
+        raise SystemExit(f"error: --cold needs root to drop the page cache: {exc}") from None
+
+
 def scan(image: Path, alert: Path, work: Path) -> dict:
     case = work / "case"
     shutil.rmtree(case, ignore_errors=True)
@@ -103,6 +156,8 @@ def scan(image: Path, alert: Path, work: Path) -> dict:
     cmd = TRIAGE + ["scan", "--case", str(case), "--no-pictures", "--no-carve", "--workers", "2",
                     "--mode", "full", "--nice", "0", "--hashset", str(alert), "--json", str(image)]
     peaks = {"driver": 0, "planner": 0}
+    cpu: dict = {}
+    planners: set = set()
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
@@ -113,6 +168,8 @@ def scan(image: Path, alert: Path, work: Path) -> dict:
             peaks["driver"] = max(peaks["driver"], _hwm(proc.pid))
             for pid in _planner_pids():
                 peaks["planner"] = max(peaks["planner"], _hwm(pid))
+                planners.add(pid)
+            _tree_cpu(proc.pid, cpu)
             time.sleep(0.2)
 
     t = threading.Thread(target=watch, daemon=True)
@@ -125,9 +182,16 @@ def scan(image: Path, alert: Path, work: Path) -> dict:
         raise SystemExit(f"triage scan failed ({proc.returncode}): {err[-2000:]}")
     summary = json.loads(out)
     [dev] = summary["devices"]
+    # CPU by role: the driver, the planner (the worker process that ran the walk), the
+    # raylet, and the rest (batch workers, GCS, Ray's agents)
+    roles = {"driver": 0.0, "planner": 0.0, "raylet": 0.0, "others": 0.0}
+    for (pid, _), (secs, cmdline) in cpu.items():
+        role = "driver" if pid == proc.pid else "planner" if pid in planners else \
+            "raylet" if cmdline.split(" ")[0].endswith("/raylet") else "others"
+        roles[role] += secs
     return {"wall": wall, "files": dev["files"], "matches": dev["alert_matches"],
             "work_done": summary.get("work_done_s") or wall, "ray_ready": summary.get("ray_ready_s"),
-            **peaks}
+            "cpu": sum(roles.values()), "cpu_roles": roles, **peaks}
 
 
 def main() -> int:
@@ -135,7 +199,11 @@ def main() -> int:
     ap.add_argument("--files", type=int, default=1_000_000)
     ap.add_argument("--folders", type=int, default=10_000)
     ap.add_argument("--keep", type=Path, default=None, help="keep (or reuse) the image here")
+    ap.add_argument("--cold", action="store_true",
+                    help="drop the page cache before each timed command (root): every one "
+                         "reads the image from disk, none after another has warmed it")
     args = ap.parse_args()
+    cold = drop_caches if args.cold else (lambda: None)
     work = Path(tempfile.mkdtemp(prefix="bench-many-"))
     try:
         keep = args.keep
@@ -147,18 +215,25 @@ def main() -> int:
             image, alert, total = build_image(keep or work, args.files, args.folders)
             print(f"image: {args.files:,} files, {total / 1e6:.0f} MB of content, "
                   f"{image.stat().st_size / 1e9:.1f} GB image, built in {time.monotonic() - t:.0f} s")
+        cold()
         s = scan(image, alert, work)
+        cold()
         fls_wall, fls_rss, res = timed(["fls", "-r", str(image)], capture_output=True, check=True)
         listed = sum(1 for line in res.stdout.splitlines() if line.lstrip(b"+ ").startswith(b"r/r"))
         out = work / "recovered"
+        cold()
         w1, r1, _ = timed(["tsk_recover", "-a", str(image), str(out)], capture_output=True,
                           check=True)
+        tsk_cpu = timed.cpu
         w2, r2, res = timed(["hashdeep", "-c", "md5,sha1", "-r", str(out)], capture_output=True,
                             check=True)
+        tsk_cpu += timed.cpu
         hashed = sum(1 for line in res.stdout.splitlines() if line[:1] not in (b"%", b"#"))
         shutil.rmtree(out, ignore_errors=True)
         tsk = w1 + w2
         n = s["files"]
+        if args.cold:
+            print("page cache dropped before each command (--cold)")
         print(f"{'':<34}{'seconds':>10}{'files/s':>12}{'peak RSS':>12}")
         print(f"{'triage scan (whole run)':<34}{s['wall']:>10.1f}{n / s['wall']:>12,.0f}"
               f"{s['driver'] / 2**20:>9.0f} MB  (driver)")
@@ -169,6 +244,10 @@ def main() -> int:
               f"{max(r1, r2):>9.0f} MB")
         print(f"files: triage {n:,}, fls {listed:,}, hashdeep {hashed:,}; alert matches "
               f"{s['matches']} (100 planted)")
+        roles = ", ".join(f"{k} {v:.1f}" for k, v in s["cpu_roles"].items())
+        print(f"CPU: triage scan {s['cpu']:.1f} core-s ({roles}); TSK way {tsk_cpu:.1f} "
+              f"core-s (its processes only; the kernel's write-back of the recovered files is "
+              f"not counted); ratio {tsk_cpu / s['cpu']:.2f}x")
         print(f"triage vs the TSK way: {tsk / s['wall']:.2f}x faster whole "
               f"(goal >= 5x); {n / s['wall']:,.0f} files/s (goal >= 12,000); driver "
               f"{s['driver'] / 2**20:.0f} MB, planner {s['planner'] / 2**20:.0f} MB (goal < 300)")
