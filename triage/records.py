@@ -327,8 +327,8 @@ def built(cls, **values):
     """A record (Provenance, FileRecord, Features, an Analysis) from its fields' values (the
     rest take their defaults), without the dataclass __init__: a frozen class sets each of its
     fields through object.__setattr__, which cost the walk of a million small files 3 us a
-    file. Callers name every field literally (tests/test_small_files.py makes the walk's records both ways
-    and compares them), so no check is paid per record."""
+    file. Callers name every field literally (tests/test_small_files.py makes the walk's
+    records both ways and compares them), so no check is paid per record."""
     defaults = _DEFAULTS.get(cls)
     if defaults is None:
         # a dataclass whose __init__ only stores its fields: no __post_init__, no factories

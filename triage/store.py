@@ -1079,7 +1079,8 @@ def _rest(cls, known: set[str]) -> tuple:
 # What makes a row plain (_PLAIN_COLS): every field without a column of its own in the plain
 # row at its default, so no stream, member chain, snapshot, parent, SHA-256, picture feature,
 # error or extra field. tests/test_store.py checks that _plain_row gives what
-# _plain(_file_row(...)) gives, over the synth fleet and records changed field by field.
+# _plain(_file_row(...)) gives, for a plain record and for each variant of it with one field
+# of its record, provenance or features changed.
 _PLAIN_PROV = _rest(Provenance, {"device_id", "volume_offset", "inode", "path", "volume_index",
                                  "fs_type"})
 _PLAIN_REC = _rest(FileRecord, set(_RECORD_COLS) | {"prov", "pieces"})

@@ -107,14 +107,11 @@ def tier_of(record: FileRecord) -> int:
     path = record.path
     if "\\" in path:
         path = path.replace("\\", "/")
-    # _is_system and _in_yield_folder, the path split once (this runs for every file)
-    folder, _, name = path.rpartition("/")
-    system, yielding = _folder(folder)
-    if system or (len(path) <= _SYSTEM_WHOLE and _system_whole(path)):
+    system, yielding = _path_tests(path)
+    if system:
         return 4
     media = is_media(record)
-    likely = yielding or (len(name) <= _YIELD_LONGEST and _yield_name(name)) or \
-        not record.allocated or record.orphan
+    likely = yielding or not record.allocated or record.orphan
     if media:
         return 0 if likely else 1
     return 2 if likely else 3
@@ -133,27 +130,27 @@ def _folder(folder: str) -> tuple[bool, bool]:
     return known
 
 
+def _path_tests(path: str) -> tuple[bool, bool]:
+    """(_SYSTEM.search(path), _YIELD.search(path)) as booleans, the path split once. A match
+    ends at a "/" of the folder, or at the end of a path that is a system name whole (or of a
+    last component that is a yield folder's name)."""
+    folder, _, name = path.rpartition("/")
+    system, yielding = _folder(folder)
+    if not system and len(path) <= _SYSTEM_WHOLE:
+        whole = path[1:] if path[:1] == "/" else path
+        system = _listed(whole, _SYSTEM_SET) if whole.isascii() else bool(_SYSTEM.search(path))
+    if not yielding and len(name) <= _YIELD_LONGEST:
+        yielding = _listed(name, _YIELD_SET) if name.isascii() \
+            else bool(_YIELD.search("/" + name))
+    return system, yielding
+
+
 def _is_system(path: str) -> bool:
-    # a match ends at a "/" of the folder, or at the end of a path that is a system name whole
-    if _folder(path.rpartition("/")[0])[0]:
-        return True
-    return len(path) <= _SYSTEM_WHOLE and _system_whole(path)
-
-
-def _system_whole(path: str) -> bool:
-    whole = path[1:] if path[:1] == "/" else path
-    return _listed(whole, _SYSTEM_SET) if whole.isascii() else bool(_SYSTEM.search(path))
+    return _path_tests(path)[0]
 
 
 def _in_yield_folder(path: str) -> bool:
-    folder, _, name = path.rpartition("/")
-    if _folder(folder)[1]:
-        return True
-    return len(name) <= _YIELD_LONGEST and _yield_name(name)
-
-
-def _yield_name(name: str) -> bool:
-    return _listed(name, _YIELD_SET) if name.isascii() else bool(_YIELD.search("/" + name))
+    return _path_tests(path)[1]
 
 
 def _listed(text: str, names: frozenset) -> bool:
