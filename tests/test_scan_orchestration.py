@@ -373,8 +373,8 @@ def test_resume_refuses_a_run_batched_by_the_older_rule(tmp_path, fleet, hashset
     db = sqlite3.connect(tmp_path / "case" / DB_NAME)
     (options,) = db.execute("SELECT options FROM runs").fetchone()
     db.close()
-    assert json.loads(options)["batch_plan"] == BATCH_PLAN == 3
-    for older in (None, 2):
+    assert json.loads(options)["batch_plan"] == BATCH_PLAN == 4
+    for older in (None, 2, 3):
         run = json.loads(options)
         run.pop("batch_plan")
         if older is not None:
