@@ -203,12 +203,14 @@ def test_a_file_that_never_ends_costs_only_itself(tmp_path, hashset_root):
 def test_a_half_queued_behind_hanging_files_is_not_timed_out_unstarted(tmp_path, hashset_root):
     """Two files that hang in one batch: as it is halved, a half can wait in the queue while
     both workers hang on the others. Its time limit starts when it can have started, so it is
-    examined, and only the two files that hang are gaps."""
+    examined, and only the two files that hang are gaps. Limits of 4 s, not 2: each hang
+    costs a worker, and in one full-suite run on 2 cores a plain file's one-file part ran
+    past 2 s (most likely a new worker's start-up on the loaded machine) and became a gap."""
     files = [{"path": f"/srv/f{i}.bin", "content": f"f{i}"} for i in range(8)]
     for i in (1, 6):
         files[i] = {"path": f"/srv/hang{i}.bin", "content": "SLEEP:60"}
     dev = write_device(tmp_path / "hang2.img", files)
-    opts = _opts(hashset_root, batch_files=8, task_timeout=2.0, min_rate=1e12)
+    opts = _opts(hashset_root, batch_files=8, task_timeout=4.0, min_rate=1e12)
     _scan(tmp_path / "case", [dev], opts)
     with CaseStore(tmp_path / "case", create=False) as store:
         stored = {r.path for r, _ in store.files()}
