@@ -104,9 +104,9 @@ _TICK = os.sysconf("SC_CLK_TCK")
 
 def _tree_cpu(root: int, seen: dict) -> None:
     """Records the CPU seconds (user + system) and command line of `root` and every process
-    below it in `seen`, keyed by (pid, start time) so a reused pid is another process. The scan's Ray processes
-    (GCS, raylet, planner, batch workers) all descend from the driver; one that ends between
-    two polls loses its last poll's worth, so the sum is a floor."""
+    below it in `seen`, keyed by (pid, start time) so a reused pid is another process. The
+    scan's Ray processes (GCS, raylet, planner, batch workers) all descend from the driver;
+    one that ends between two polls loses its last poll's worth, so the sum is a floor."""
     parent, stats = {}, {}
     for p in os.listdir("/proc"):
         if not p.isdigit():
