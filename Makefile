@@ -4,10 +4,11 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-APT_PACKAGES := gcc python3-dev e2fsprogs dosfstools exfatprogs mtools fdisk ntfs-3g ewf-tools libewf2 sleuthkit hashdeep chromium chromium-driver ffmpeg openssl
+APT_PACKAGES := gcc python3-dev libtsk-dev e2fsprogs dosfstools exfatprogs mtools fdisk ntfs-3g ewf-tools libewf2 sleuthkit hashdeep chromium chromium-driver ffmpeg openssl
 # (hashdeep also installs md5deep, which is not a package of its own in current Debian;
 # gcc and python3-dev build the multi-buffer MD5/SHA-1 kernel, triage/features/_mbhash.c, and
-# the video frames' PDQ, triage/features/_pdq.c;
+# the video frames' PDQ, triage/features/_pdq.c; libtsk-dev builds the walk's folder lister,
+# triage/_tskwalk.c;
 # ffmpeg is bench/video.py's baseline: scans decode with PyAV, whose wheels bundle FFmpeg)
 DEMO_DIR ?= demo
 # where `make demo` installs the `triage` command (a wrapper around .venv/bin/triage), so the
@@ -19,7 +20,7 @@ BENCH_APT_PACKAGES := foremost scalpel testdisk
 
 .PHONY: demo test deps venv clean bench bench-carve command
 
-.stamp-apt:
+.stamp-apt: Makefile
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages: $$missing"; \
@@ -27,7 +28,8 @@ BENCH_APT_PACKAGES := foremost scalpel testdisk
 	fi
 	@touch $@
 
-$(VENV)/.stamp: pyproject.toml setup.py triage/features/_mbhash.c triage/features/_pdq.c .stamp-apt
+$(VENV)/.stamp: pyproject.toml setup.py triage/features/_mbhash.c triage/features/_pdq.c \
+		triage/_tskwalk.c .stamp-apt
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@$(PIP) install -q --upgrade pip >/dev/null
 	@$(PIP) install -q -e '.[test]'

@@ -142,6 +142,10 @@ class RawSource(Source):
         self._paths = tuple(paths)
         self._maps: Optional[list] = None
 
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return self._paths
+
     # No read-ahead here (measured: the page cache already is one, and the extra copies cost
     # more CPU than the overlap saves).
     def read(self, offset: int, size: int) -> bytes:

@@ -1,12 +1,14 @@
 """Walk a file system and stream out one FileRecord per file, deleted ones included; read any
 file's content again from its provenance.
 
-The walk is the one `fls -r -p` does, done in Python over pytsk3: names allocated and not
+The walk is the one `fls -r -p` does, over TSK: names allocated and not
 (deleted), orphan files under `/$OrphanFiles`, and NTFS alternate data streams as their own
 records (`/path:stream`). It keeps an explicit stack of directories, never recursion, and a set
 of visited directory addresses so a looping directory structure (corruption, or an attack on
 the tool) ends the walk of that branch instead of the process. Memory grows with the number of
-directories waiting on the stack, not with the number of files.
+directories waiting on the stack, not with the number of files. Each folder is listed through
+pytsk3, or, for a file system of a single raw image, through TSK's C API (triage/_tskwalk.c,
+a third of the cost a name); the records are built from either by one function.
 """
 from __future__ import annotations
 
@@ -31,6 +33,11 @@ from triage.records import (FOLDER_NOT_READ, SYMLINK, UNREADABLE_VOLUME, Coverag
                             Provenance, VolumeRef, built)
 from triage import volumes
 from triage.volumes import VolumeImage, c_text, plain_volume
+
+try:        # built by `make deps` from triage/_tskwalk.c; without it pytsk3 lists every folder
+    from triage import _tskwalk
+except ImportError:     # pragma: no cover - a build without libtsk-dev
+    _tskwalk = None
 
 ORPHAN_DIR = "/$OrphanFiles"
 NTFS_DATA = int(pytsk3.TSK_FS_ATTR_TYPE_NTFS_DATA)        # 128, the $DATA attribute
@@ -285,59 +292,125 @@ def _walk_fs(res: "Resolver", fs, volume: VolumeRef, problems: Optional[list],
     deleted_starts = res.deleted_starts.setdefault(volume.offset, set()) if not snapshot \
         else set()
     # the live volume's plain files are read straight from the image: their pieces go with
-    # the records (the first bytes still come through TSK: a 64-byte pread a file cost the
-    # walk of 200,000 files 2.3 s, TSK's 64 KiB cache nothing)
+    # the records (pytsk3's lister reads their first bytes through TSK, where a 64-byte pread
+    # from Python cost more than TSK's 64 KiB cache; the C lister preads them)
     direct = (evidence, fs, volume.offset) if not snapshot and \
         _direct_volume(evidence, res.volume(volume.offset), fs) else None
+    native = _native_lister(evidence, fs, volume.offset) if direct is not None else None
     stack: list[tuple[int, str]] = [(root, "")]
     visited = {root}
-    while stack:
-        inum, dir_path = stack.pop()
-        try:
-            directory = fs.open_dir(inode=inum)
-        except TSK_ERRORS as exc:
-            # the root too: an unreadable root hides the whole file system's names
-            if problems is not None:
-                where = Provenance(device_id=dev, volume_offset=volume.offset, inode=inum,
-                                   path=dir_path or "/", volume_index=volume.index,
-                                   fs_type=fs_type, snapshot=snapshot)
-                problems.append(Coverage(device_id=dev, kind=FOLDER_NOT_READ, where=where,
-                                         reason=f"folder not readable: {_tsk_reason(exc)}"))
-            continue
-        children: list[tuple[int, str]] = []
-        for entry in directory:
-            info = entry.info
-            name = _name(info.name.name)
-            if name in (".", ".."):
+    try:
+        while stack:
+            inum, dir_path = stack.pop()
+            try:
+                listing = native(inum) if native is not None else _tsk_listing(fs, inum, direct)
+            except TSK_ERRORS as exc:
+                # the root too: an unreadable root hides the whole file system's names
+                if problems is not None:
+                    where = Provenance(device_id=dev, volume_offset=volume.offset, inode=inum,
+                                       path=dir_path or "/", volume_index=volume.index,
+                                       fs_type=fs_type, snapshot=snapshot)
+                    problems.append(Coverage(device_id=dev, kind=FOLDER_NOT_READ, where=where,
+                                             reason=f"folder not readable: {_tsk_reason(exc)}"))
                 continue
-            path = f"{dir_path}/{name}"
-            meta = info.meta
-            addr = int(info.name.meta_addr)
-            name_alloc = bool(int(info.name.flags) & int(pytsk3.TSK_FS_NAME_FLAG_ALLOC))
-            if meta is None and addr and not name_alloc:
-                entry, meta = _unclaimed_meta(fs, entry, addr)
-            if meta is not None:
-                is_dir = meta.type in _DIR_TYPES
-            else:
-                is_dir = info.name.type in _NAME_DIR_TYPES
-            record = _record(entry, meta, volume, fs_type, path, name, addr, name_alloc, is_dir,
-                             snapshot, direct)
-            if not record.allocated and not is_dir and record.size and meta is not None:
-                start = _first_byte(entry, int(fs.info.block_size))
-                if start is not None:
-                    deleted_starts.add(start)
-            yield record
-            if fs_type == "ntfs" and meta is not None:
-                yield from _streams(entry, record)
-            if is_dir and meta is not None and addr not in visited:
-                meta_alloc = bool(int(meta.flags) & int(pytsk3.TSK_FS_META_FLAG_ALLOC))
-                # TSK's rule: a deleted folder whose entry now belongs to another file is not
-                # walked (its listing would be the new owner's).
-                if name_alloc or not meta_alloc:
-                    visited.add(addr)
-                    children.append((addr, path))
-        # pop order: alphabetical-ish, like fls
-        stack.extend(reversed(children))
+            children: list[tuple[int, str]] = []
+            for name, addr, name_alloc, is_dir, facts, head, pieces, first, entry in listing:
+                path = f"{dir_path}/{name}"
+                record = _record(volume, fs_type, path, name, addr, name_alloc, is_dir, facts,
+                                 head, pieces, snapshot)
+                if first is not None:
+                    deleted_starts.add(first)
+                yield record
+                if fs_type == "ntfs" and facts is not None and entry is not None:
+                    yield from _streams(entry, record)
+                if is_dir and facts is not None and addr not in visited:
+                    # TSK's rule: a deleted folder whose entry now belongs to another file is
+                    # not walked (its listing would be the new owner's).
+                    if name_alloc or not facts[1]:
+                        visited.add(addr)
+                        children.append((addr, path))
+            # pop order: alphabetical-ish, like fls
+            stack.extend(reversed(children))
+    finally:
+        if native is not None:
+            native.close()
+
+
+# What one name of a folder gives the walk, from either lister: (name, meta address, name
+# allocated, folder, facts, first bytes, pieces, deleted content's first byte, pytsk3 entry).
+# facts: (size, metadata allocated, mtime, atime, ctime, crtime), None without metadata; first
+# bytes: None unless a file with content; pieces: None unless read straight from the image;
+# the entry: None from the C lister (which never serves NTFS, the one that needs it).
+
+
+def _tsk_listing(fs, inum: int, direct) -> Iterator[tuple]:
+    """A folder's names through pytsk3 (opened now, so a folder that cannot be opened raises
+    here; a name that cannot be read raises while iterating, as pytsk3 does)."""
+    directory = fs.open_dir(inode=inum)
+    return _tsk_names(fs, directory, direct)
+
+
+def _tsk_names(fs, directory, direct) -> Iterator[tuple]:
+    for entry in directory:
+        info = entry.info
+        name = _name(info.name.name)
+        if name in (".", ".."):
+            continue
+        meta = info.meta
+        addr = int(info.name.meta_addr)
+        name_alloc = bool(int(info.name.flags) & int(pytsk3.TSK_FS_NAME_FLAG_ALLOC))
+        if meta is None and addr and not name_alloc:
+            entry, meta = _unclaimed_meta(fs, entry, addr)
+        if meta is None:
+            yield (name, addr, name_alloc, info.name.type in _NAME_DIR_TYPES, None, None, None,
+                   None, entry)
+            continue
+        is_dir = meta.type in _DIR_TYPES
+        size = int(meta.size)
+        facts = (size, bool(int(meta.flags) & int(pytsk3.TSK_FS_META_FLAG_ALLOC)),
+                 _time(meta.mtime, getattr(meta, "mtime_nano", 0)),
+                 _time(meta.atime, getattr(meta, "atime_nano", 0)),
+                 _time(meta.ctime, getattr(meta, "ctime_nano", 0)),
+                 _time(meta.crtime, getattr(meta, "crtime_nano", 0)))
+        head = pieces = first = None
+        if not is_dir and size != 0:
+            if direct is not None:
+                pieces = file_pieces(direct[0], direct[1], entry, meta, direct[2])
+            try:
+                head = entry.read_random(0, min(size, filetype.HEAD_BYTES))
+            except TSK_ERRORS:
+                head = b""
+            if not name_alloc:
+                first = _first_byte(entry, int(fs.info.block_size))
+        yield name, addr, name_alloc, is_dir, facts, head, pieces, first, entry
+
+
+def _native_lister(evidence: Evidence, fs, volume_offset: int):
+    """The C lister (triage/_tskwalk.c) for a volume of a single raw file, as a callable
+    inum -> names with a close(); None where it does not apply or is not built (pytsk3 then
+    lists every folder)."""
+    if _tskwalk is None or getattr(evidence.source, "format", "") != "raw":
+        return None
+    try:
+        walker = _tskwalk.Walker(evidence.source.paths[0], volume_offset, int(fs.info.ftype),
+                                 evidence.ref.media_size or evidence.source.size,
+                                 filetype.HEAD_BYTES)
+    except (OSError, ValueError):
+        return None     # TSK's raw reader refused what pytsk3 opened: pytsk3 lists it
+
+    def listing(inum: int) -> Iterator[tuple]:
+        names, error = walker.listdir(inum)
+        return _then_raise(names, error)
+
+    listing.close = walker.close
+    return listing
+
+
+def _then_raise(names: list, error: Optional[str]) -> Iterator[tuple]:
+    """A folder's names, then the error that stopped its listing (pytsk3's order)."""
+    yield from names
+    if error is not None:
+        raise OSError(error)
 
 
 def _first_byte(entry, block: int) -> Optional[int]:
@@ -375,38 +448,31 @@ def _unclaimed_meta(fs, entry, addr: int):
     return f, meta
 
 
-def _record(entry, meta, volume: VolumeRef, fs_type: str, path: str, name: str, addr: int,
-            allocated: bool, is_dir: bool, snapshot: str = "", direct=None) -> FileRecord:
-    """`direct`: (evidence, fs, volume offset) where the volume's plain files can be read
-    straight from the image (_direct_volume), else None."""
-    size = int(meta.size) if meta is not None else 0
-    ctype, mismatch = "", False
-    pieces = None
-    if not is_dir and meta is not None:
-        if size == 0:
-            ctype = "empty"
-        else:
-            if direct is not None:
-                pieces = file_pieces(direct[0], direct[1], entry, meta, direct[2])
-            try:
-                head = entry.read_random(0, min(size, filetype.HEAD_BYTES))
-            except TSK_ERRORS:
-                head = b""
-            ctype = filetype.sniff(head) if head else ""
-            mismatch = filetype.ext_mismatch(name, ctype)
-    times = {}
-    if meta is not None:
-        times = dict(mtime=_time(meta.mtime, getattr(meta, "mtime_nano", 0)),
-                     atime=_time(meta.atime, getattr(meta, "atime_nano", 0)),
-                     ctime=_time(meta.ctime, getattr(meta, "ctime_nano", 0)),
-                     crtime=_time(meta.crtime, getattr(meta, "crtime_nano", 0)))
+def _record(volume: VolumeRef, fs_type: str, path: str, name: str, addr: int,
+            allocated: bool, is_dir: bool, facts: Optional[tuple], head: Optional[bytes],
+            pieces: Optional[tuple], snapshot: str = "") -> FileRecord:
+    """One name's record, from what either lister gives (_tsk_listing, _native_lister)."""
+    size, ctype, mismatch, times = 0, "", False, _NO_TIMES
+    if facts is not None:
+        size = facts[0]
+        times = facts[2:]
+        if not is_dir:
+            if size == 0:
+                ctype = "empty"
+            else:
+                ctype = filetype.sniff(head) if head else ""
+                mismatch = filetype.ext_mismatch(name, ctype)
     # built(): one per name of the volume, where the dataclass __init__ was a tenth of the walk
     prov = built(Provenance, device_id=volume.device_id, volume_offset=volume.offset,
                  inode=addr, path=path, volume_index=volume.index, fs_type=fs_type,
                  snapshot=snapshot)
     return built(FileRecord, prov=prov, name=name, size=size, allocated=allocated,
                  fs_type=fs_type, is_dir=is_dir, orphan=path.startswith(ORPHAN_DIR + "/"),
-                 type=ctype, ext_mismatch=mismatch, pieces=tuple(pieces or ()), **times)
+                 type=ctype, ext_mismatch=mismatch, pieces=tuple(pieces or ()), mtime=times[0],
+                 atime=times[1], ctime=times[2], crtime=times[3])
+
+
+_NO_TIMES = (None, None, None, None)
 
 
 def _streams(entry, parent: FileRecord) -> Iterator[FileRecord]:

@@ -1,0 +1,177 @@
+"""The walk's C lister (triage/_tskwalk.c) against pytsk3's: on every raw ext and FAT volume
+the project builds, and on seeded damaged copies of them, the same records in the same order,
+the same gaps and the same deleted files' first bytes; a file's first bytes read from its
+pieces equal TSK's; and any volume the C lister cannot open is listed by pytsk3."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from evidence_images import build_all
+from triage import filesystems
+from triage.device import discover
+from triage.evidence import open_evidence
+from triage.synth.mutate import write_mutants
+
+# `make deps` builds it (libtsk-dev is installed with it): a missing build fails here.
+from triage import _tskwalk  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    return build_all(tmp_path_factory.mktemp("tskwalk"))
+
+
+def _walk(path, native: bool, monkeypatch) -> dict:
+    """Everything one walk of every volume gives, and which volumes the C lister served."""
+    served = []
+    real = filesystems._native_lister
+
+    def spy(evidence, fs, offset):
+        lister = real(evidence, fs, offset)
+        served.append((offset, lister is not None))
+        return lister
+
+    with monkeypatch.context() as m:
+        m.setattr(filesystems, "_native_lister", spy)
+        if not native:
+            m.setattr(filesystems, "_tskwalk", None)
+        out = {"records": [], "problems": [], "errors": []}
+        try:
+            ev = open_evidence(str(path))
+            volumes, _ = discover(ev)
+        except Exception as exc:        # noqa: BLE001 - a mutant may not open at all
+            out["errors"].append(f"{type(exc).__name__}: {exc}")
+            return {**out, "served": served, "starts": {}}
+        res = filesystems.resolver(ev)
+        for vol in volumes:
+            if not vol.fs_type:
+                continue
+            try:
+                for rec in filesystems.walk(res, vol, out["problems"]):
+                    out["records"].append(rec)
+            except Exception as exc:    # noqa: BLE001 - compared, not judged, here
+                out["errors"].append(f"{vol.offset}: {type(exc).__name__}: {exc}")
+        starts = {k: sorted(v) for k, v in res.deleted_starts.items()}
+        res.close()
+        ev.close()
+    return {**out, "served": served, "starts": starts}
+
+
+def _same(a: dict, b: dict) -> None:
+    assert len(a["records"]) == len(b["records"])
+    for x, y in zip(a["records"], b["records"]):
+        assert x == y and x.prov.key == y.prov.key and x.pieces == y.pieces, (x, y)
+    assert a["problems"] == b["problems"]
+    assert a["starts"] == b["starts"]
+    assert a["errors"] == b["errors"]
+
+
+@pytest.mark.parametrize("name", ["ext4", "fat12", "fat16", "mbr", "gpt"])
+def test_same_walk_as_pytsk3(images, name, monkeypatch):
+    image = images[name]
+    py = _walk(image.path, False, monkeypatch)
+    c = _walk(image.path, True, monkeypatch)
+    _same(py, c)
+    assert py["records"] and not any(served for _, served in py["served"])
+    # every ext and FAT volume went through the C lister (NTFS never does)
+    direct = {off for off, fs in zip(image.offsets, image.fs_types) if fs != "ntfs"}
+    assert {off for off, served in c["served"] if served} == direct
+    # deleted files too (FAT keeps a deleted name without its first letter)
+    assert any(not r.allocated and not r.is_dir for r in c["records"])
+
+
+def test_same_walk_on_the_synth_fleet(synth_fleet, monkeypatch):
+    """dev01: FAT32 beside NTFS, with deleted and orphan files; dev05: bare ext4."""
+    for dev in ("dev01.raw", "dev05.raw"):
+        path = synth_fleet / "devices" / dev
+        py, c = _walk(path, False, monkeypatch), _walk(path, True, monkeypatch)
+        _same(py, c)
+        assert any(served for _, served in c["served"])
+        if dev == "dev01.raw":
+            fat = [r for r in c["records"] if r.fs_type == "fat32"]
+            assert any(not r.allocated for r in fat) and any(r.pieces for r in fat)
+
+
+def test_same_walk_on_damaged_copies(images, tmp_path, monkeypatch):
+    """Seeded byte flips where parsers look (superblocks, FATs, inode tables, folders): both
+    listers give the same records, gaps and errors, mutant by mutant."""
+    differing = []
+    checked = 0
+    for name in ("ext4", "fat16", "gpt"):
+        image = images[name]
+        for m in write_mutants([Path(image.path)], tmp_path / name, 12, 19, list(image.offsets)):
+            py, c = _walk(m.path, False, monkeypatch), _walk(m.path, True, monkeypatch)
+            checked += 1
+            try:
+                _same(py, c)
+            except AssertionError:
+                differing.append(f"{name} {m.how}")
+    assert checked == 36 and not differing, differing
+
+
+def test_first_bytes_come_from_the_pieces(images):
+    """A file in pieces: the C lister's first bytes are the image's at its first piece, and
+    TSK's own read of the file."""
+    image = images["ext4"]
+    pytsk3 = filesystems.pytsk3
+    img = pytsk3.Img_Info(str(image.path))
+    fs = pytsk3.FS_Info(img)
+    walker = _tskwalk.Walker(str(image.path), 0, int(fs.info.ftype), os.path.getsize(image.path),
+                             8)
+    raw = Path(image.path).read_bytes()
+    stack, seen = [int(fs.info.root_inum)], 0
+    while stack:
+        names, error = walker.listdir(stack.pop())
+        assert error is None
+        for name, addr, _alloc, is_dir, facts, head, pieces, _first, _entry in names:
+            if is_dir and facts is not None:
+                stack.append(addr)
+            if pieces:
+                start, length = pieces[0]
+                want = min(8, facts[0])
+                assert head == raw[start:start + want]
+                assert head == fs.open_meta(inode=addr).read_random(0, want)
+                seen += 1
+    walker.close()
+    assert seen >= 5
+
+
+def test_unopenable_volumes_are_listed_by_pytsk3(images, monkeypatch):
+    """A volume TSK's raw reader will not open, or a split raw image (not one file): pytsk3
+    lists it, and the records are the same."""
+    py = _walk(images["ext4"].path, False, monkeypatch)
+
+    def refuse(*args, **kwargs):
+        raise OSError("tskwalk: (open) refused")
+
+    monkeypatch.setattr(_tskwalk, "Walker", refuse)
+    refused = _walk(images["ext4"].path, True, monkeypatch)
+    assert refused["served"] == [(0, False)]
+    _same(py, refused)
+    monkeypatch.undo()
+    split = _walk(images["ext4_split"].path, True, monkeypatch)
+    assert split["served"] == [(0, False)]
+    assert [r.prov.path for r in split["records"]] == [r.prov.path for r in py["records"]]
+
+
+def test_a_folder_that_fails_part_way_keeps_the_names_before_it():
+    names = list(range(3))
+    got = []
+    with pytest.raises(OSError, match="Error opening File"):
+        for n in filesystems._then_raise(names, "Error opening File: bad entry"):
+            got.append(n)
+    assert got == names
+    assert list(filesystems._then_raise(names, None)) == names
+
+
+def test_a_folder_that_cannot_be_opened_is_a_gap(images):
+    image = images["ext4"]
+    walker = _tskwalk.Walker(str(image.path), 0, 0x2000, os.path.getsize(image.path), 64)
+    with pytest.raises(OSError, match="Unable to open directory"):
+        walker.listdir(10 ** 12)
+    walker.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        walker.listdir(2)
