@@ -124,8 +124,9 @@ def test_first_bytes_come_from_the_pieces(images):
     raw = Path(image.path).read_bytes()
     stack, seen = [int(fs.info.root_inum)], 0
     while stack:
-        names, error = walker.listdir(stack.pop())
-        assert error is None
+        walker.opendir(stack.pop())
+        names, error, done = walker.read(10_000)
+        assert error is None and done
         for name, addr, _alloc, is_dir, facts, head, pieces, _first, _entry in names:
             if is_dir and facts is not None:
                 stack.append(addr)
@@ -157,21 +158,49 @@ def test_unopenable_volumes_are_listed_by_pytsk3(images, monkeypatch):
     assert [r.prov.path for r in split["records"]] == [r.prov.path for r in py["records"]]
 
 
+def test_a_folder_is_read_in_steps(images, monkeypatch):
+    """Three names at a time: the same walk (a folder of a million names is never a million
+    tuples at once)."""
+    py = _walk(images["ext4"].path, False, monkeypatch)
+    monkeypatch.setattr(filesystems, "FOLDER_STEP", 3)
+    c = _walk(images["ext4"].path, True, monkeypatch)
+    _same(py, c)
+    image = images["ext4"]
+    walker = _tskwalk.Walker(str(image.path), 0, 0x2000, os.path.getsize(image.path), 64)
+    total = walker.opendir(2)
+    steps = []
+    while True:
+        names, error, done = walker.read(2)
+        steps.append(len(names))
+        if done:
+            break
+    assert error is None and sum(steps) == total - 2 and len(steps) >= total // 2
+    assert walker.read(5) == ([], None, True)       # nothing open: nothing more
+    walker.close()
+
+
 def test_a_folder_that_fails_part_way_keeps_the_names_before_it():
-    names = list(range(3))
+    class Failing:
+        def __init__(self):
+            self.steps = [([1, 2], None, False), ([3], "Error opening File: bad entry", True)]
+
+        def read(self, n):
+            return self.steps.pop(0)
+
     got = []
     with pytest.raises(OSError, match="Error opening File"):
-        for n in filesystems._then_raise(names, "Error opening File: bad entry"):
+        for n in filesystems._read_folder(Failing()):
             got.append(n)
-    assert got == names
-    assert list(filesystems._then_raise(names, None)) == names
+    assert got == [1, 2, 3]
 
 
 def test_a_folder_that_cannot_be_opened_is_a_gap(images):
     image = images["ext4"]
     walker = _tskwalk.Walker(str(image.path), 0, 0x2000, os.path.getsize(image.path), 64)
     with pytest.raises(OSError, match="Unable to open directory"):
-        walker.listdir(10 ** 12)
+        walker.opendir(10 ** 12)
+    with pytest.raises(ValueError):
+        walker.read(0)
     walker.close()
     with pytest.raises(RuntimeError, match="closed"):
-        walker.listdir(2)
+        walker.opendir(2)

@@ -2,14 +2,14 @@
  *
  * The pytsk3 walk costs about 12 us a name in Python (a wrapper object per field read); a
  * walk of a million small files spent two thirds of its planner's time there. This module
- * does the per-name work of that walk in C: one call lists a folder and returns, for each
- * name, what filesystems._record needs (its metadata, its first bytes, its content's pieces
+ * does the per-name work of that walk in C: a folder is read in steps of names, and for each
+ * name it returns what filesystems._record needs (its metadata, its first bytes, its content's pieces
  * in the image, a deleted file's first block). The walk's order, loops, gaps and records stay
  * in Python, decided once for both ways.
  *
  * It opens the raw image itself (read-only, TSK's raw reader), so filesystems.py uses it only
  * for volumes whose files it already reads straight from a single raw file.
- * TSK is Debian's libtsk (libtsk-dev). Folder listing runs without the GIL.
+ * TSK is Debian's libtsk (libtsk-dev). The TSK calls run without the GIL.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -46,6 +46,8 @@ typedef struct {
     TSK_FS_INFO *fs;
     long long offset, media;
     int fd;                   /* the raw image again, for the first bytes of a file in pieces */
+    TSK_FS_DIR *dir;          /* the folder being read, and where */
+    size_t next, size;
     int head_bytes;
     int busy;
 } Walker;
@@ -265,6 +267,9 @@ fail:
 }
 
 static void Walker_close_handles(Walker *self) {
+    if (self->dir != NULL)
+        tsk_fs_dir_close(self->dir);
+    self->dir = NULL;
     if (self->fd >= 0)
         close(self->fd);
     self->fd = -1;
@@ -343,62 +348,96 @@ static void Walker_dealloc(Walker *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* listdir(inum) -> (entries, error): every name of a folder but "." and "..", as
- * (name, addr, name_alloc, is_dir, facts, head, pieces, first, None); facts is
- * (size, meta_alloc, mtime, atime, ctime, crtime) or None. OSError when the folder cannot be
- * opened; `error` is set when a name could not be read, after those before it. */
-static PyObject *Walker_listdir(Walker *self, PyObject *arg) {
-    unsigned long long inum = PyLong_AsUnsignedLongLong(arg);
-    if (PyErr_Occurred())
-        return NULL;
+static int claim(Walker *self) {
     if (self->fs == NULL || self->busy) {
         PyErr_SetString(PyExc_RuntimeError, self->fs == NULL ? "tskwalk: closed" :
                         "tskwalk: in use by another thread");
-        return NULL;
+        return 0;
     }
     self->busy = 1;
-    Entry *entries = NULL;
-    size_t n = 0, size = 0;
-    int opened = 0, nomem = 0;
+    return 1;
+}
+
+/* opendir(inum) -> the number of names TSK holds for the folder (".." and "." among them).
+ * OSError when it cannot be opened. The folder stays open for read() until its last name,
+ * an error, the next opendir() or close(). */
+static PyObject *Walker_opendir(Walker *self, PyObject *arg) {
+    unsigned long long inum = PyLong_AsUnsignedLongLong(arg);
+    if (PyErr_Occurred() || !claim(self))
+        return NULL;
+    TSK_FS_DIR *dir;
     char why[512] = "";
     Py_BEGIN_ALLOW_THREADS
-    TSK_FS_DIR *dir = tsk_fs_dir_open_meta(self->fs, (TSK_INUM_T)inum);
-    if (dir == NULL) {
+    if (self->dir != NULL)
+        tsk_fs_dir_close(self->dir);
+    dir = tsk_fs_dir_open_meta(self->fs, (TSK_INUM_T)inum);
+    if (dir == NULL)
         snprintf(why, sizeof why, "%s", tsk_reason());
-    } else {
-        opened = 1;
-        size = tsk_fs_dir_getsize(dir);
-        entries = calloc(size ? size : 1, sizeof(Entry));
-        if (entries == NULL)
-            nomem = 1;
-        for (size_t i = 0; entries != NULL && i < size; i++) {
-            TSK_FS_FILE *f = tsk_fs_dir_get(dir, i);
-            if (f == NULL) {
-                snprintf(why, sizeof why, "Error opening File: %s",
-                         tsk_reason());
-                break;
-            }
-            int kept = f->name != NULL ? fill(self, f, &entries[n]) : 0;
-            tsk_fs_file_close(f);
-            if (kept < 0) {
-                nomem = 1;
-                break;
-            }
-            n += kept;
+    tsk_error_reset();
+    Py_END_ALLOW_THREADS
+    self->busy = 0;
+    self->dir = dir;
+    self->next = 0;
+    self->size = dir != NULL ? tsk_fs_dir_getsize(dir) : 0;
+    if (dir == NULL) {
+        PyErr_Format(PyExc_OSError, "Directory_Con: (tskwalk) Unable to open directory: %s",
+                     why);
+        return NULL;
+    }
+    return PyLong_FromSize_t(self->size);
+}
+
+/* read(n) -> (entries, error, done): the open folder's next names but "." and "..", at most
+ * n of TSK's, as (name, addr, name_alloc, is_dir, facts, head, pieces, first, None); facts
+ * is (size, meta_alloc, mtime, atime, ctime, crtime) or None. `error` is set when a name
+ * could not be read (after the names before it); the folder is then done. In steps, so a
+ * folder of a million names never sits in memory as a million tuples. */
+static PyObject *Walker_read(Walker *self, PyObject *arg) {
+    Py_ssize_t want = PyLong_AsSsize_t(arg);
+    if (PyErr_Occurred())
+        return NULL;
+    if (want <= 0) {
+        PyErr_SetString(PyExc_ValueError, "read() wants a positive count");
+        return NULL;
+    }
+    if (!claim(self))
+        return NULL;
+    if (self->dir == NULL) {
+        self->busy = 0;
+        return Py_BuildValue("([]OO)", Py_None, Py_True);
+    }
+    size_t left = self->size - self->next;
+    size_t take = (size_t)want < left ? (size_t)want : left;
+    Entry *entries = calloc(take ? take : 1, sizeof(Entry));
+    size_t n = 0;
+    int nomem = entries == NULL, done = 0;
+    char why[512] = "";
+    Py_BEGIN_ALLOW_THREADS
+    for (size_t i = 0; entries != NULL && i < take; i++) {
+        TSK_FS_FILE *f = tsk_fs_dir_get(self->dir, self->next++);
+        if (f == NULL) {
+            snprintf(why, sizeof why, "Error opening File: %s", tsk_reason());
+            break;
         }
-        tsk_fs_dir_close(dir);
+        int kept = f->name != NULL ? fill(self, f, &entries[n]) : 0;
+        tsk_fs_file_close(f);
+        if (kept < 0) {
+            nomem = 1;
+            break;
+        }
+        n += kept;
     }
     tsk_error_reset();
+    if (why[0] || nomem || self->next >= self->size) {
+        tsk_fs_dir_close(self->dir);
+        self->dir = NULL;
+        done = 1;
+    }
     Py_END_ALLOW_THREADS
     self->busy = 0;
     if (nomem) {
         entries_free(entries, n);
         return PyErr_NoMemory();
-    }
-    if (!opened) {
-        PyErr_Format(PyExc_OSError, "Directory_Con: (tskwalk) Unable to open directory: %s",
-                     why);
-        return NULL;
     }
     PyObject *list = PyList_New(n);
     for (size_t i = 0; list != NULL && i < n; i++) {
@@ -413,8 +452,8 @@ static PyObject *Walker_listdir(Walker *self, PyObject *arg) {
     if (list == NULL)
         return NULL;
     if (why[0])
-        return Py_BuildValue("(Ns)", list, why);
-    return Py_BuildValue("(NO)", list, Py_None);
+        return Py_BuildValue("(NsO)", list, why, Py_True);
+    return Py_BuildValue("(NOO)", list, Py_None, done ? Py_True : Py_False);
 }
 
 static PyObject *Walker_close(Walker *self, PyObject *unused) {
@@ -427,7 +466,8 @@ static PyObject *Walker_close(Walker *self, PyObject *unused) {
 }
 
 static PyMethodDef Walker_methods[] = {
-    {"listdir", (PyCFunction)Walker_listdir, METH_O, "One folder's names (see the C source)."},
+    {"opendir", (PyCFunction)Walker_opendir, METH_O, "Opens a folder (see the C source)."},
+    {"read", (PyCFunction)Walker_read, METH_O, "The open folder's next names (see the C source)."},
     {"close", (PyCFunction)Walker_close, METH_NOARGS, "Closes the file system and image."},
     {NULL}
 };

@@ -399,18 +399,25 @@ def _native_lister(evidence: Evidence, fs, volume_offset: int):
         return None     # TSK's raw reader refused what pytsk3 opened: pytsk3 lists it
 
     def listing(inum: int) -> Iterator[tuple]:
-        names, error = walker.listdir(inum)
-        return _then_raise(names, error)
+        walker.opendir(inum)        # raises here, as pytsk3's open_dir does
+        return _read_folder(walker)
 
     listing.close = walker.close
     return listing
 
 
-def _then_raise(names: list, error: Optional[str]) -> Iterator[tuple]:
-    """A folder's names, then the error that stopped its listing (pytsk3's order)."""
-    yield from names
-    if error is not None:
-        raise OSError(error)
+FOLDER_STEP = 4096      # names the C lister hands over at a time (a folder may hold millions)
+
+
+def _read_folder(walker) -> Iterator[tuple]:
+    """The open folder's names, then the error that stopped its listing (pytsk3's order)."""
+    while True:
+        names, error, done = walker.read(FOLDER_STEP)
+        yield from names
+        if error is not None:
+            raise OSError(error)
+        if done:
+            return
 
 
 def _first_byte(entry, block: int) -> Optional[int]:
