@@ -5,11 +5,13 @@ pieces equal TSK's; and any volume the C lister cannot open is listed by pytsk3.
 from __future__ import annotations
 
 import os
+import random
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from evidence_images import build_all
+from evidence_images import MiB, build_all
 from triage import filesystems
 from triage.device import discover
 from triage.evidence import open_evidence
@@ -22,6 +24,35 @@ from triage import _tskwalk  # noqa: E402
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     return build_all(tmp_path_factory.mktemp("tskwalk"))
+
+
+@pytest.fixture(scope="module")
+def fragmented(tmp_path_factory) -> tuple[Path, dict[str, bytes]]:
+    """A FAT16 volume whose files lie in several runs: three files, the middle one deleted,
+    then bigger files written into its hole and past the third, and so on."""
+    work = tmp_path_factory.mktemp("fragmented")
+    img = work / "frag.raw"
+    with open(img, "wb") as fh:
+        fh.truncate(16 * MiB)
+    subprocess.run(["mkfs.fat", "-F", "16", "-s", "1", img], check=True, capture_output=True)
+    env = dict(os.environ, MTOOLS_SKIP_CHECK="1")
+    rng = random.Random(5)
+    contents: dict[str, bytes] = {}
+
+    def put(name: str, size: int) -> None:
+        data = contents[name] = rng.randbytes(size)
+        (work / name).write_bytes(data)
+        subprocess.run(["mcopy", "-i", img, work / name, f"::/{name}"], check=True, env=env,
+                       capture_output=True)
+
+    for i in range(6):
+        put(f"a{i}.bin", 3000 + 700 * i)
+    for i in (1, 3, 5):
+        subprocess.run(["mdel", "-i", img, f"::/a{i}.bin"], check=True, env=env)
+        del contents[f"a{i}.bin"]
+    put("big.bin", 40_000)          # fills the three holes, then runs on past the last file
+    put("mid.bin", 9_000)
+    return img, contents
 
 
 def _walk(path, native: bool, monkeypatch) -> dict:
@@ -112,6 +143,28 @@ def test_same_walk_on_damaged_copies(images, tmp_path, monkeypatch):
     assert checked == 36 and not differing, differing
 
 
+def test_files_in_several_runs(fragmented, monkeypatch):
+    """Pieces of a fragmented file, in order, read back to its content; both listers agree,
+    and with fewer pieces allowed than a file has, both leave it to TSK's read."""
+    img, contents = fragmented
+    py, c = _walk(img, False, monkeypatch), _walk(img, True, monkeypatch)
+    _same(py, c)
+    raw = img.read_bytes()
+    by_name = {r.name: r for r in c["records"] if r.allocated}
+    big = by_name["big.bin"]
+    assert len(big.pieces) >= 3
+    for name, data in contents.items():
+        pieces = by_name[name].pieces
+        assert b"".join(raw[a:a + n] for a, n in pieces) == data
+    monkeypatch.setattr(filesystems, "MAX_PIECES", 2)
+    py, c = _walk(img, False, monkeypatch), _walk(img, True, monkeypatch)
+    _same(py, c)
+    capped = {r.name: r for r in c["records"] if r.allocated}
+    assert capped["big.bin"].pieces == () and capped["big.bin"].type == big.type
+    assert all(capped[n].pieces == by_name[n].pieces for n in contents
+               if len(by_name[n].pieces) <= 2)
+
+
 def test_first_bytes_come_from_the_pieces(images):
     """A file in pieces: the C lister's first bytes are the image's at its first piece, and
     TSK's own read of the file."""
@@ -120,7 +173,7 @@ def test_first_bytes_come_from_the_pieces(images):
     img = pytsk3.Img_Info(str(image.path))
     fs = pytsk3.FS_Info(img)
     walker = _tskwalk.Walker(str(image.path), 0, int(fs.info.ftype), os.path.getsize(image.path),
-                             8)
+                             8, 4096)
     raw = Path(image.path).read_bytes()
     stack, seen = [int(fs.info.root_inum)], 0
     while stack:
@@ -166,7 +219,7 @@ def test_a_folder_is_read_in_steps(images, monkeypatch):
     c = _walk(images["ext4"].path, True, monkeypatch)
     _same(py, c)
     image = images["ext4"]
-    walker = _tskwalk.Walker(str(image.path), 0, 0x2000, os.path.getsize(image.path), 64)
+    walker = _tskwalk.Walker(str(image.path), 0, 0x2000, os.path.getsize(image.path), 64, 4096)
     total = walker.opendir(2)
     steps = []
     while True:
@@ -196,7 +249,7 @@ def test_a_folder_that_fails_part_way_keeps_the_names_before_it():
 
 def test_a_folder_that_cannot_be_opened_is_a_gap(images):
     image = images["ext4"]
-    walker = _tskwalk.Walker(str(image.path), 0, 0x2000, os.path.getsize(image.path), 64)
+    walker = _tskwalk.Walker(str(image.path), 0, 0x2000, os.path.getsize(image.path), 64, 4096)
     with pytest.raises(OSError, match="Unable to open directory"):
         walker.opendir(10 ** 12)
     with pytest.raises(ValueError):

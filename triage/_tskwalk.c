@@ -14,12 +14,12 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <string.h>
 #include <unistd.h>
 #include <tsk/libtsk.h>
 
-#define HEAD_MAX 64          /* filetype.HEAD_BYTES; the caller passes its value */
-#define READ_LIMIT 4096      /* runs followed per attribute before giving up on pieces */
+#define HEAD_MAX 64          /* the most first bytes a caller may ask for (filetype.HEAD_BYTES) */
 
 typedef struct {
     long long start, len;
@@ -37,7 +37,7 @@ typedef struct {
     char head[HEAD_MAX];
     Piece *pieces;            /* NULL: none (read through TSK) */
     int npieces;
-    long long first;          /* -1: none */
+    long long first;          /* a deleted file's first block; -1: none */
 } Entry;
 
 typedef struct {
@@ -48,7 +48,8 @@ typedef struct {
     int fd;                   /* the raw image again, for the first bytes of a file in pieces */
     TSK_FS_DIR *dir;          /* the folder being read, and where */
     size_t next, size;
-    int head_bytes;
+    int head_bytes;           /* filetype.HEAD_BYTES */
+    int max_pieces;           /* filesystems.MAX_PIECES */
     int busy;
 } Walker;
 
@@ -89,19 +90,21 @@ static void pieces_of(Walker *w, TSK_FS_FILE *f, Entry *e) {
             attr->size != e->size)
         return;
     long long block = w->fs->block_size, expected = 0, left = e->size;
+    if (block <= 0)
+        return;
     int cap = 0, n = 0;
     Piece *out = NULL;
     const TSK_FS_ATTR_RUN *run = attr->nrd.run;
     for (int steps = 0; run != NULL && left > 0; steps++) {
         long long length = (long long)run->len;
-        if (steps >= READ_LIMIT || run->flags || (long long)run->offset != expected ||
+        if (steps >= w->max_pieces || run->flags || (long long)run->offset != expected ||
                 length <= 0 || length > LLONG_MAX / block)
             goto none;
         long long bytes = length * block, take = bytes < left ? bytes : left;
         if ((long long)run->addr > (LLONG_MAX - w->offset) / block)
             goto none;
         long long start = w->offset + (long long)run->addr * block;
-        if (start + take > w->media || start + take < start)
+        if (start > w->media || take > w->media - start)
             goto none;
         if (n == cap) {
             cap = cap ? cap * 2 : 2;
@@ -128,8 +131,9 @@ none:
     free(out);
 }
 
-/* filesystems._first_byte: where a deleted file's content starts, its first data run. */
-static long long first_byte(Walker *w, TSK_FS_FILE *f) {
+/* filesystems._first_block: where a deleted file's content starts, its first data run's
+ * block (the caller multiplies: a hostile address stays exact). */
+static long long first_block(TSK_FS_FILE *f) {
     int nattr = tsk_fs_file_attr_getsize(f);
     long long found = -1;
     for (int i = 0; i < nattr; i++) {
@@ -144,8 +148,9 @@ static long long first_byte(Walker *w, TSK_FS_FILE *f) {
         const TSK_FS_ATTR_RUN *run = a->nrd.run;
         if (run == NULL)
             continue;
-        if (run->len > 0 && !(run->flags & TSK_FS_ATTR_RUN_FLAG_SPARSE))
-            found = (long long)run->addr * (long long)w->fs->block_size;
+        if (run->len > 0 && !(run->flags & TSK_FS_ATTR_RUN_FLAG_SPARSE) &&
+                run->addr <= (TSK_DADDR_T)LLONG_MAX)
+            found = (long long)run->addr;
         break;
     }
     tsk_error_reset();
@@ -200,7 +205,7 @@ static int fill(Walker *w, TSK_FS_FILE *f, Entry *e) {
                 tsk_error_reset();
             }
             if (!e->name_alloc)
-                e->first = first_byte(w, owner);
+                e->first = first_block(owner);
         }
     }
     if (extra != NULL)
@@ -282,17 +287,19 @@ static void Walker_close_handles(Walker *self) {
 }
 
 static int Walker_init(Walker *self, PyObject *args, PyObject *kwds) {
-    static char *kw[] = {"path", "offset", "ftype", "media_size", "head_bytes", NULL};
+    static char *kw[] = {"path", "offset", "ftype", "media_size", "head_bytes", "max_pieces",
+                         NULL};
     PyObject *path;
     long long offset, media;
     unsigned int ftype;
-    int head_bytes;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&LILi", kw, PyUnicode_FSConverter, &path,
-                                     &offset, &ftype, &media, &head_bytes))
+    int head_bytes, max_pieces;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&LILii", kw, PyUnicode_FSConverter, &path,
+                                     &offset, &ftype, &media, &head_bytes, &max_pieces))
         return -1;
-    if (head_bytes < 0 || head_bytes > HEAD_MAX || offset < 0 || media < 0) {
+    if (head_bytes < 0 || head_bytes > HEAD_MAX || offset < 0 || media < 0 || max_pieces < 1) {
         Py_DECREF(path);
-        PyErr_SetString(PyExc_ValueError, "head_bytes, offset or media_size out of range");
+        PyErr_SetString(PyExc_ValueError,
+                        "head_bytes, offset, media_size or max_pieces out of range");
         return -1;
     }
     Walker_close_handles(self);       /* __init__ called again */
@@ -333,6 +340,7 @@ static int Walker_init(Walker *self, PyObject *args, PyObject *kwds) {
     self->offset = offset;
     self->media = media;
     self->head_bytes = head_bytes;
+    self->max_pieces = max_pieces;
     return 0;
 }
 
@@ -477,7 +485,8 @@ static PyTypeObject WalkerType = {
     .tp_name = "triage._tskwalk.Walker",
     .tp_basicsize = sizeof(Walker),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Walker(path, offset, ftype, media_size, head_bytes): one file system of a "
+    .tp_doc = "Walker(path, offset, ftype, media_size, head_bytes, max_pieces): one file "
+              "system of a "
               "raw image, opened read-only through libtsk.",
     .tp_new = Walker_new,
     .tp_init = (initproc)Walker_init,

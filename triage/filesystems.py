@@ -297,6 +297,7 @@ def _walk_fs(res: "Resolver", fs, volume: VolumeRef, problems: Optional[list],
     direct = (evidence, fs, volume.offset) if not snapshot and \
         _direct_volume(evidence, res.volume(volume.offset), fs) else None
     native = _native_lister(evidence, fs, volume.offset) if direct is not None else None
+    block = int(fs.info.block_size)
     stack: list[tuple[int, str]] = [(root, "")]
     visited = {root}
     try:
@@ -319,7 +320,7 @@ def _walk_fs(res: "Resolver", fs, volume: VolumeRef, problems: Optional[list],
                 record = _record(volume, fs_type, path, name, addr, name_alloc, is_dir, facts,
                                  head, pieces, snapshot)
                 if first is not None:
-                    deleted_starts.add(first)
+                    deleted_starts.add(first * block)
                 yield record
                 if fs_type == "ntfs" and facts is not None and entry is not None:
                     yield from _streams(entry, record)
@@ -337,7 +338,7 @@ def _walk_fs(res: "Resolver", fs, volume: VolumeRef, problems: Optional[list],
 
 
 # What one name of a folder gives the walk, from either lister: (name, meta address, name
-# allocated, folder, facts, first bytes, pieces, deleted content's first byte, pytsk3 entry).
+# allocated, folder, facts, first bytes, pieces, deleted content's first block, pytsk3 entry).
 # facts: (size, metadata allocated, mtime, atime, ctime, crtime), None without metadata; first
 # bytes: None unless a file with content; pieces: None unless read straight from the image;
 # the entry: None from the C lister (which never serves NTFS, the one that needs it).
@@ -381,7 +382,7 @@ def _tsk_names(fs, directory, direct) -> Iterator[tuple]:
             except TSK_ERRORS:
                 head = b""
             if not name_alloc:
-                first = _first_byte(entry, int(fs.info.block_size))
+                first = _first_block(entry)
         yield name, addr, name_alloc, is_dir, facts, head, pieces, first, entry
 
 
@@ -394,7 +395,7 @@ def _native_lister(evidence: Evidence, fs, volume_offset: int):
     try:
         walker = _tskwalk.Walker(evidence.source.paths[0], volume_offset, int(fs.info.ftype),
                                  evidence.ref.media_size or evidence.source.size,
-                                 filetype.HEAD_BYTES)
+                                 filetype.HEAD_BYTES, MAX_PIECES)
     except (OSError, ValueError):
         return None     # TSK's raw reader refused what pytsk3 opened: pytsk3 lists it
 
@@ -420,8 +421,9 @@ def _read_folder(walker) -> Iterator[tuple]:
             return
 
 
-def _first_byte(entry, block: int) -> Optional[int]:
-    """Where a (deleted) file's content starts in its volume: its first non-resident data run."""
+def _first_block(entry) -> Optional[int]:
+    """Where a (deleted) file's content starts in its volume: its first non-resident data
+    run's block."""
     try:
         for attr in entry:
             t = int(attr.info.type)
@@ -431,7 +433,7 @@ def _first_byte(entry, block: int) -> Optional[int]:
                 continue
             for run in attr:
                 if int(run.len) > 0 and not int(run.flags) & int(pytsk3.TSK_FS_ATTR_RUN_FLAG_SPARSE):
-                    return int(run.addr) * block
+                    return int(run.addr)
                 return None
     except TSK_ERRORS:
         return None
@@ -679,6 +681,11 @@ def _direct_volume(evidence: Evidence, vi: VolumeImage, fs) -> bool:
     return not vi.unlocked and int(fs.info.ftype) in _DIRECT_FS and evidence.view(0, 1) is not None
 
 
+# A file in more block runs than this is read through TSK: its pieces travel with its record
+# (to the batch, to the worker), and a hostile extent tree can make millions.
+MAX_PIECES = 4096
+
+
 def file_pieces(evidence: Evidence, fs, f, meta, volume_offset: int) -> Optional[list]:
     """A file's content as (image offset, length) pieces in order, on a volume
     `_direct_volume` allows: an allocated file with one plain non-resident data attribute,
@@ -704,6 +711,8 @@ def file_pieces(evidence: Evidence, fs, f, meta, volume_offset: int) -> Optional
     for run in attr:
         if left <= 0:
             break
+        if len(pieces) == MAX_PIECES:
+            return None
         length = int(run.len)
         if int(run.flags) or int(run.offset) != expected or length <= 0:
             return None
