@@ -96,6 +96,9 @@ class FakeBackend(Backend):
     def deleted_starts(self, evidence, volume):
         return set()
 
+    def listed_by(self, evidence, volume):
+        return ""           # no file system: the run records no lister
+
     def carve(self, evidence, volume, problems, done, seconds=0.0, known=None):
         # fake devices have no free space (discover gives them no unallocated gap)
         done.append(True)

@@ -343,6 +343,11 @@ def test_case_is_private_and_has_provenance(full_scan, synth_truth):
     assert run["options"]["mode"] == "full"
     from triage.features.hashing import hash_engine
     assert run["options"]["hash_engines"] == [hash_engine()]   # which code took the hashes
+    # which code listed the file systems: the C lister for raw ext and FAT, pytsk3 for the rest
+    from triage import _tskwalk
+    from triage.filesystems import lister_name
+    assert run["options"]["listers"] == sorted({lister_name(True), lister_name(False)})
+    assert lister_name(True) == f"libtsk {_tskwalk.tsk_version()} (C API)"
     ewf = [d for d in devices if d["format"] == "ewf"]
     assert ewf and all(d["stored_hashes"].get("md5") for d in ewf)
     # --verify: the media hash read through the container equals the hash of the media made

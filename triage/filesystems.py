@@ -12,6 +12,7 @@ a third of the cost a name); the records are built from either by one function.
 """
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import re
 import stat
@@ -80,6 +81,8 @@ class Resolver:
         self._volumes: dict[int, VolumeImage] = {}
         self._apfs: dict[int, apfs_reader.Container] = {}
         self._snapshots: dict[tuple, VolumeImage] = {}
+        # volume offset -> which code listed its files (provenance: run options' "listers")
+        self.listed_by: dict[int, str] = {}
         self._fs: OrderedDict[tuple, pytsk3.FS_Info] = OrderedDict()
         self._lock = threading.RLock()
         # volume offset -> byte offsets (in the volume) where the walk's deleted files start:
@@ -298,6 +301,8 @@ def _walk_fs(res: "Resolver", fs, volume: VolumeRef, problems: Optional[list],
         _direct_volume(evidence, res.volume(volume.offset), fs) else None
     native = _native_lister(evidence, fs, volume.offset) if direct is not None else None
     block = int(fs.info.block_size)
+    if not snapshot:
+        res.listed_by[volume.offset] = lister_name(native is not None)
     stack: list[tuple[int, str]] = [(root, "")]
     visited = {root}
     try:
@@ -342,6 +347,23 @@ def _walk_fs(res: "Resolver", fs, volume: VolumeRef, problems: Optional[list],
 # facts: (size, metadata allocated, mtime, atime, ctime, crtime), None without metadata; first
 # bytes: None unless a file with content; pieces: None unless read straight from the image;
 # the entry: None from the C lister (which never serves NTFS, the one that needs it).
+
+
+def lister_name(native: bool) -> str:
+    """Which code lists a volume's files, as the run's provenance records it."""
+    if native:
+        return f"libtsk {_tskwalk.tsk_version()} (C API)"
+    return f"pytsk3 {_PYTSK3_VERSION} (TSK {pytsk3.TSK_VERSION_STR})"
+
+
+def _installed(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:     # pragma: no cover - run from a tree
+        return "unknown"
+
+
+_PYTSK3_VERSION = _installed("pytsk3")
 
 
 def _tsk_listing(fs, inum: int, direct) -> Iterator[tuple]:

@@ -526,9 +526,10 @@ class CaseStore:
             return int(cur.lastrowid)
 
     def end_run(self, run_id: int, status: str, hash_engines: Sequence[str] = (),
-                model_runtime: dict | None = None) -> None:
+                model_runtime: dict | None = None, listers: Sequence[str] = ()) -> None:
         """Closes a run; `hash_engines` (which code took MD5 and SHA-1, as the workers
-        reported) joins the run's options, `model_runtime` (the model's device and precision,
+        reported) and `listers` (which code listed the file systems, as the planners
+        reported) join the run's options, `model_runtime` (the model's device and precision,
         with the accuracy gate's figures) its model as `runtime`."""
         with self._tx() as db:
             db.execute("UPDATE runs SET ended = ?, status = ? WHERE id = ?",
@@ -536,6 +537,9 @@ class CaseStore:
             if hash_engines:
                 db.execute("UPDATE runs SET options = json_set(options, '$.hash_engines', json(?)) "
                            "WHERE id = ?", (_json(list(hash_engines)), run_id))
+            if listers:
+                db.execute("UPDATE runs SET options = json_set(options, '$.listers', json(?)) "
+                           "WHERE id = ?", (_json(list(listers)), run_id))
             if model_runtime:
                 db.execute("UPDATE runs SET model = json_set(model, '$.runtime', json(?)) "
                            "WHERE id = ? AND model IS NOT NULL", (_json(model_runtime), run_id))

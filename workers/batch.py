@@ -136,6 +136,12 @@ class Backend:
         from triage.filesystems import walk
         return walk(evidence, volume, problems)
 
+    def listed_by(self, evidence, volume: VolumeRef) -> str:
+        """Which code listed the volume's files (once its walk has ended); "" where no TSK
+        walk did (APFS, extractions, folders, free space)."""
+        from triage.filesystems import resolver
+        return resolver(evidence).listed_by.get(volume.offset, "")
+
     def deleted_starts(self, evidence, volume: VolumeRef) -> set:
         """The set the walk of `volume` fills with its deleted files' first bytes (read once
         the walk has ended)."""

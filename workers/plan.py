@@ -307,6 +307,7 @@ class VolumePlan:
     carved: bool = False                             # its free space was carved through
     # where the walk's deleted files start: carving the free space skips their content
     deleted_starts: frozenset = frozenset()
+    listed_by: str = ""                              # which code listed the files (provenance)
 
     @property
     def files(self) -> int:

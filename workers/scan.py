@@ -213,6 +213,7 @@ class Scan:
         self.t0 = t0 or time.time()
         self.warnings: list[str] = []
         self.hash_engines: set[str] = set()    # recorded with the run (provenance)
+        self.listers: set[str] = set()         # which code listed the file systems (the same)
         # kept out of ScanOptions, which the run record stores: keys never reach the case
         self.keys = (recovery_key, password) if (recovery_key or password) else ()
         self._rr = 0
@@ -484,6 +485,8 @@ class Scan:
 
     def _volume_planned(self, dev: DeviceState, planner: PlannerState, plan: VolumePlan) -> None:
         planner.plan = plan
+        if plan.listed_by:
+            self.listers.add(plan.listed_by)
         for tier, totals in plan.tiers.items():
             dev.tier_batches[tier] += totals.batches
         dev.total_files += plan.files
@@ -1059,7 +1062,7 @@ def run_scan(case_dir, evidence: list[str], opts: ScanOptions, *, hashsets: list
             if d.ref is None and not d.failed:      # never opened: back to its last run's state
                 store.restore_status(d.device_id)
         store.end_run(run_id, status, hash_engines=sorted(scan.hash_engines) if scan else [],
-                      model_runtime=model_runtime)
+                      listers=sorted(scan.listers) if scan else [], model_runtime=model_runtime)
         sink.close()
         store.close()
         lock.release()

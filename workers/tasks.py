@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from typing import Iterator, Optional
 
 import ray
@@ -93,6 +94,8 @@ def plan_device_volume(backend: Backend, paths: tuple[str, ...], volume: VolumeR
             # header, then the spec: the driver reads the header and hands the spec on by
             # reference, never unpacking and repacking its records
             yield item.header
+        elif isinstance(item, VolumePlan) and not free:
+            item = replace(item, listed_by=backend.listed_by(evidence, volume))
         yield item
 
 
