@@ -33,7 +33,8 @@ typedef struct {
     long long size;
     long long times[4];       /* mtime, atime, ctime, crtime */
     unsigned int nanos[4];
-    int head_len;             /* -1: no head read */
+    int head_len;             /* -1: no head read; -2: to read from the first piece */
+    int head_want;
     char head[HEAD_MAX];
     Piece *pieces;            /* NULL: none (read through TSK) */
     int npieces;
@@ -193,16 +194,17 @@ static int fill(Walker *w, TSK_FS_FILE *f, Entry *e) {
             e->head_len = 0;
             if (e->size > 0) {
                 size_t want = e->size < w->head_bytes ? (size_t)e->size : (size_t)w->head_bytes;
-                ssize_t got = -1;
                 /* A file in pieces: its first bytes are the first piece's (pieces_of holds
-                 * them to what TSK reads). One small read, where TSK's would fill a 64 KiB
-                 * cache line: a walk of a million small files spent 5 s copying those. */
-                if (e->pieces != NULL && (long long)want <= e->pieces[0].len)
-                    got = pread(w->fd, e->head, want, e->pieces[0].start);
-                if (got != (ssize_t)want)
-                    got = tsk_fs_file_read(owner, 0, e->head, want, TSK_FS_FILE_READ_FLAG_NONE);
-                e->head_len = got > 0 ? (int)got : 0;
-                tsk_error_reset();
+                 * them to what TSK reads), read by heads_in_order. */
+                e->head_want = (int)want;
+                if (e->pieces != NULL && (long long)want <= e->pieces[0].len) {
+                    e->head_len = -2;
+                } else {
+                    ssize_t got = tsk_fs_file_read(owner, 0, e->head, want,
+                                                   TSK_FS_FILE_READ_FLAG_NONE);
+                    e->head_len = got > 0 ? (int)got : 0;
+                    tsk_error_reset();
+                }
             }
             if (!e->name_alloc)
                 e->first = first_block(owner);
@@ -211,6 +213,46 @@ static int fill(Walker *w, TSK_FS_FILE *f, Entry *e) {
     if (extra != NULL)
         tsk_fs_file_close(extra);
     return e->name != NULL ? 1 : -1;
+}
+
+static int by_first_piece(const void *a, const void *b) {
+    long long x = (*(Entry *const *)a)->pieces[0].start, y = (*(Entry *const *)b)->pieces[0].start;
+    return (x > y) - (x < y);
+}
+
+/* The first bytes of a step's files in pieces, one small pread each, in the order they lie
+ * in the image: TSK's read would fill a 64 KiB cache line a file (a walk of a million small
+ * files spent 5 s copying those), and a folder's names come in hash order, so read from disk
+ * in that order each read was a seek the kernel's read-ahead could not follow. A read that
+ * fails or comes up short goes through TSK. */
+static void heads_in_order(Walker *w, Entry *entries, size_t n) {
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        k += entries[i].head_len == -2;
+    Entry **order = k ? malloc(k * sizeof(Entry *)) : NULL;
+    if (order != NULL) {
+        k = 0;
+        for (size_t i = 0; i < n; i++)
+            if (entries[i].head_len == -2)
+                order[k++] = &entries[i];
+        qsort(order, k, sizeof(Entry *), by_first_piece);
+    }
+    for (size_t i = 0; i < (order != NULL ? k : n); i++) {
+        Entry *e = order != NULL ? order[i] : &entries[i];
+        if (e->head_len != -2)
+            continue;
+        ssize_t got = pread(w->fd, e->head, e->head_want, e->pieces[0].start);
+        if (got != e->head_want) {
+            TSK_FS_FILE *f = tsk_fs_file_open_meta(w->fs, NULL, e->addr);
+            got = f != NULL ? tsk_fs_file_read(f, 0, e->head, e->head_want,
+                                               TSK_FS_FILE_READ_FLAG_NONE) : -1;
+            if (f != NULL)
+                tsk_fs_file_close(f);
+            tsk_error_reset();
+        }
+        e->head_len = got > 0 ? (int)got : 0;
+    }
+    free(order);
 }
 
 static PyObject *time_or_none(long long sec, unsigned int nano) {
@@ -436,6 +478,8 @@ static PyObject *Walker_read(Walker *self, PyObject *arg) {
         n += kept;
     }
     tsk_error_reset();
+    if (!nomem)
+        heads_in_order(self, entries, n);
     if (why[0] || nomem || self->next >= self->size) {
         tsk_fs_dir_close(self->dir);
         self->dir = NULL;
