@@ -211,6 +211,29 @@ def test_unopenable_volumes_are_listed_by_pytsk3(images, monkeypatch):
     assert [r.prov.path for r in split["records"]] == [r.prov.path for r in py["records"]]
 
 
+def test_the_lister_reads_the_file_the_evidence_holds(images, tmp_path, monkeypatch):
+    """A file put in the image's place after it was opened is never listed instead (the C
+    lister opens the held file, not the name again)."""
+    image = tmp_path / "held.raw"
+    image.write_bytes(images["ext4"].path.read_bytes())
+    want = _walk(image, False, monkeypatch)
+    ev = open_evidence(str(image))
+    volumes, _ = discover(ev)
+    other = tmp_path / "other.raw"
+    other.write_bytes(images["fat16"].path.read_bytes())
+    os.replace(other, image)                    # the name now holds another file system
+    listed = []
+    with monkeypatch.context() as m:
+        real = filesystems._native_lister
+        m.setattr(filesystems, "_native_lister",
+                  lambda *a: listed.append(real(*a)) or listed[-1])
+        res = filesystems.resolver(ev)
+        got = [r for v in volumes if v.fs_type for r in filesystems.walk(res, v)]
+    assert listed and listed[0] is not None
+    assert got == want["records"]
+    ev.close()
+
+
 def test_a_folder_is_read_in_steps(images, monkeypatch):
     """Three names at a time: the same walk (a folder of a million names is never a million
     tuples at once)."""

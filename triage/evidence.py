@@ -146,6 +146,14 @@ class RawSource(Source):
     def paths(self) -> tuple[str, ...]:
         return self._paths
 
+    def held_path(self, index: int = 0) -> str:
+        """A path to the very file segment `index` was opened as (Linux's /proc/self/fd), for
+        a reader that must open it again: a file put in its place since, or segments a reader
+        would go looking for beside it, are never read instead. The segment's own path where
+        /proc is not mounted."""
+        held = f"/proc/self/fd/{self._fds[index]}"
+        return held if os.path.exists(held) else self._paths[index]
+
     # No read-ahead here (measured: the page cache already is one, and the extra copies cost
     # more CPU than the overlap saves).
     def read(self, offset: int, size: int) -> bytes:

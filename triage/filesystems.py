@@ -415,7 +415,9 @@ def _native_lister(evidence: Evidence, fs, volume_offset: int):
     if _tskwalk is None or getattr(evidence.source, "format", "") != "raw":
         return None
     try:
-        walker = _tskwalk.Walker(evidence.source.paths[0], volume_offset, int(fs.info.ftype),
+        # the file the evidence holds open, not its name again: nothing put in its place
+        # since, and no split segments TSK's raw reader would look for beside it
+        walker = _tskwalk.Walker(evidence.source.held_path(0), volume_offset, int(fs.info.ftype),
                                  evidence.ref.media_size or evidence.source.size,
                                  filetype.HEAD_BYTES, MAX_PIECES)
     except (OSError, ValueError):
