@@ -15,9 +15,10 @@ faster, and at least 12,000 files/s), and the peak RSS of the scan's driver and 
 planner (the Ray worker running `plan_device_volume`), read from /proc while the scan runs
 (goal: both under 300 MB). It also prints the CPU seconds of each: the scan's by role
 (driver, planner, raylet, the rest), read from /proc, and the TSK way's from /usr/bin/time; on
-a shared machine their ratio moves less than the wall-clock one. --keep DIR keeps the image
-there for another run; --cold (root) drops the page cache before each timed command, so each
-reads the image from disk and none runs on what the one before it cached.
+a shared machine their ratio moves less than the wall-clock one; and which code listed the
+file system (the run's `listers`: the C lister, or pytsk3 where it was not built). --keep DIR
+keeps the image there for another run; --cold (root) drops the page cache before each timed
+command, so each reads the image from disk and none runs on what the one before it cached.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import json
 import os
 import random
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -191,7 +193,15 @@ def scan(image: Path, alert: Path, work: Path) -> dict:
         roles[role] += secs
     return {"wall": wall, "files": dev["files"], "matches": dev["alert_matches"],
             "work_done": summary.get("work_done_s") or wall, "ray_ready": summary.get("ray_ready_s"),
-            "cpu": sum(roles.values()), "cpu_roles": roles, **peaks}
+            "cpu": sum(roles.values()), "cpu_roles": roles, "listers": _listers(case), **peaks}
+
+
+def _listers(case: Path) -> list[str]:
+    """Which code listed the file system, as the scan's run recorded it (the C lister, or
+    pytsk3 where it was not built): the figures depend on it."""
+    with sqlite3.connect(f"file:{case / 'case.sqlite'}?mode=ro", uri=True) as db:
+        (options,) = db.execute("SELECT options FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+    return json.loads(options).get("listers", [])
 
 
 def main() -> int:
@@ -243,7 +253,7 @@ def main() -> int:
         print(f"{'tsk_recover -a + hashdeep':<34}{tsk:>10.1f}{hashed / tsk:>12,.0f}"
               f"{max(r1, r2):>9.0f} MB")
         print(f"files: triage {n:,}, fls {listed:,}, hashdeep {hashed:,}; alert matches "
-              f"{s['matches']} (100 planted)")
+              f"{s['matches']} (100 planted); listed by {', '.join(s['listers']) or '?'}")
         roles = ", ".join(f"{k} {v:.1f}" for k, v in s["cpu_roles"].items())
         print(f"CPU: triage scan {s['cpu']:.1f} core-s ({roles}); TSK way {tsk_cpu:.1f} "
               f"core-s (its processes only; the kernel's write-back of the recovered files is "
