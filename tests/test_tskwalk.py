@@ -268,6 +268,15 @@ def test_a_folder_that_fails_part_way_keeps_the_names_before_it():
         for n in filesystems._read_folder(Failing()):
             got.append(n)
     assert got == [1, 2, 3]
+    # in a scan's walk the names before it are kept and the rest of the volume is a gap
+    from workers.tasks import _guarded
+    from triage.records import SCAN_INCOMPLETE, VolumeRef
+    vol = VolumeRef(device_id="d", index=0, offset=0, length=1 << 20, description="",
+                    fs_type="ext4")
+    problems = []
+    assert list(_guarded(filesystems._read_folder(Failing()), "d", vol, problems)) == [1, 2, 3]
+    [gap] = problems
+    assert gap.kind == SCAN_INCOMPLETE and "Error opening File: bad entry" in gap.reason
 
 
 def test_a_folder_that_cannot_be_opened_is_a_gap(images):

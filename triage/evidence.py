@@ -142,10 +142,6 @@ class RawSource(Source):
         self._paths = tuple(paths)
         self._maps: Optional[list] = None
 
-    @property
-    def paths(self) -> tuple[str, ...]:
-        return self._paths
-
     def held_path(self, index: int = 0) -> str:
         """A path to the very file segment `index` was opened as (Linux's /proc/self/fd), for
         a reader that must open it again: a file put in its place since, or segments a reader

@@ -418,8 +418,7 @@ def _native_lister(evidence: Evidence, fs, volume_offset: int):
         # the file the evidence holds open, not its name again: nothing put in its place
         # since, and no split segments TSK's raw reader would look for beside it
         walker = _tskwalk.Walker(evidence.source.held_path(0), volume_offset, int(fs.info.ftype),
-                                 evidence.ref.media_size or evidence.source.size,
-                                 filetype.HEAD_BYTES, MAX_PIECES)
+                                 _media_size(evidence), filetype.HEAD_BYTES, MAX_PIECES)
     except (OSError, ValueError):
         return None     # TSK's raw reader refused what pytsk3 opened: pytsk3 lists it
 
@@ -652,7 +651,7 @@ def read_chunks(source: "Evidence | Resolver", prov: Provenance,
     if size < 0:
         raise ShortRead(f"declared size {size:,} bytes: damaged metadata", 0, 0)
     # Hostile metadata can declare any size (7e16 bytes): no loop runs on it past the volume.
-    room = max(0, (evidence.ref.media_size or evidence.source.size) - (prov.volume_offset or 0))
+    room = max(0, _media_size(evidence) - (prov.volume_offset or 0))
     end = min(size, room)
     offset = 0
     while offset < end:
@@ -705,6 +704,11 @@ def _direct_volume(evidence: Evidence, vi: VolumeImage, fs) -> bool:
     return not vi.unlocked and int(fs.info.ftype) in _DIRECT_FS and evidence.view(0, 1) is not None
 
 
+def _media_size(evidence: Evidence) -> int:
+    """The bytes of the media: no read, piece or loop goes past them."""
+    return evidence.ref.media_size or evidence.source.size
+
+
 # A file in more block runs than this is read through TSK: its pieces travel with its record
 # (to the batch, to the worker), and a hostile extent tree can make millions.
 MAX_PIECES = 4096
@@ -730,7 +734,7 @@ def file_pieces(evidence: Evidence, fs, f, meta, volume_offset: int) -> Optional
     if attr is None or flags & _NOT_PLAIN or not flags & _ATTR_NONRES or asize != size:
         return None
     block = int(fs.info.block_size)
-    media = evidence.ref.media_size or evidence.source.size
+    media = _media_size(evidence)
     pieces, expected, left = [], 0, size
     for run in attr:
         if left <= 0:

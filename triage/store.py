@@ -534,12 +534,10 @@ class CaseStore:
         with self._tx() as db:
             db.execute("UPDATE runs SET ended = ?, status = ? WHERE id = ?",
                        (time.time(), status, run_id))
-            if hash_engines:
-                db.execute("UPDATE runs SET options = json_set(options, '$.hash_engines', json(?)) "
-                           "WHERE id = ?", (_json(list(hash_engines)), run_id))
-            if listers:
-                db.execute("UPDATE runs SET options = json_set(options, '$.listers', json(?)) "
-                           "WHERE id = ?", (_json(list(listers)), run_id))
+            for name, values in (("hash_engines", hash_engines), ("listers", listers)):
+                if values:
+                    db.execute(f"UPDATE runs SET options = json_set(options, '$.{name}', json(?)) "
+                               "WHERE id = ?", (_json(list(values)), run_id))
             if model_runtime:
                 db.execute("UPDATE runs SET model = json_set(model, '$.runtime', json(?)) "
                            "WHERE id = ? AND model IS NOT NULL", (_json(model_runtime), run_id))
