@@ -2,8 +2,11 @@
 exactly what the general path gives."""
 from __future__ import annotations
 
+import hashlib
 import json
 import random
+
+import pytest
 
 from triage.records import Provenance
 
@@ -325,3 +328,123 @@ def test_the_pieces_a_walk_finds_read_what_tsk_reads(synth_fleet):
         with_pieces.add(vol.fs_type)
     assert {"ext4", "fat32"} <= with_pieces and "ntfs" not in with_pieces
     assert ("ntfs", True) in without
+
+
+def _batches_both_ways(image, opts, tmp_path, every: int = 64):
+    """Each batch of a device's walk scanned twice, as records and as the packed block a
+    planner sends (workers.plan.pack): the two results, ready for the driver, and how many
+    files the packed way stored without records."""
+    from triage.device import discover
+    from triage.evidence import open_evidence
+    from triage.filesystems import walk
+    from workers.batch import Backend, WorkerContext, scan_batch
+    from workers.plan import BatchSpec, batch_counts, pack
+    with open_evidence(str(image)) as ev:
+        volumes, _ = discover(ev)
+        recs = [r for v in volumes if v.fs_type for r in walk(ev, v) if not r.is_dir]
+    out, plain = [], 0
+    one, two = WorkerContext(Backend()), WorkerContext(Backend())
+    dev = recs[0].prov.device_id
+    for i in range(0, len(recs), every):
+        part = tuple(recs[i:i + every])
+        bid = f"v0-t3-{i:05d}"
+        a = scan_batch(one, (str(image),), BatchSpec(dev, bid, 0, 3, part), opts)
+        b = scan_batch(two, (str(image),), BatchSpec.packed(dev, bid, 0, 3, pack(part),
+                                                             batch_counts(part)), opts)
+        plain += len(b.plain)
+        assert b.stored_files == a.stored_files
+        out.append((a.for_driver(), b.for_driver()))
+    one.close()
+    two.close()
+    return recs, out, plain
+
+
+def _alert_set(tmp_path, recs, image, picks: int = 6) -> tuple:
+    """A hash set holding the MD5s of some of the device's files (small plain ones, a picture
+    when there is one), as ScanOptions.hashsets names it."""
+    from hashsets.store import HashSetStore
+    from triage.evidence import open_evidence
+    from triage.filesystems import read_pieces
+    chosen = [r for r in recs if r.pieces and 0 < r.size < 4096][:picks]
+    chosen += [r for r in recs if r.pieces and r.name.lower().endswith(".jpg")][:2]
+    assert len(chosen) >= 3
+    with open_evidence(str(image)) as ev:
+        md5s = [hashlib.md5(b"".join(bytes(c) for c in read_pieces(ev, r.pieces, 1 << 20)))
+                .hexdigest() for r in chosen]
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    listing = tmp_path / "alert.md5"
+    listing.write_text("".join(f"{m}\n" for m in md5s))
+    root = tmp_path / "hs"
+    HashSetStore(root).import_file(listing, "alert", "alert")
+    return ((str(root), ("alert",)),), {r.key for r in chosen}
+
+
+@pytest.mark.parametrize("pictures", [False, True])
+def test_packed_batches_store_what_record_batches_store(synth_fleet, tmp_path, pictures):
+    """The workers' packed-row path (workers/batch._scan_packed) stores a plain file as its row
+    without making its records. Against the same batches scanned as records: the same rows in
+    the same order, the same matches (records made for the matched plain files), coverage,
+    counts and bytes. A small chunk size sends the larger files down the record path inside
+    the same batches, beside pictures, archives and empty files."""
+    from workers.batch import ScanOptions
+    for dev in ("dev01.raw", "dev05.raw"):
+        image = synth_fleet / "devices" / dev
+        probe = _batches_both_ways(image, ScanOptions(pictures=False), tmp_path)[0]
+        sets, wanted = _alert_set(tmp_path / dev, probe, image)
+        opts = ScanOptions(mode="full", pictures=pictures, hashsets=sets, chunk_size=16384)
+        recs, results, plain = _batches_both_ways(image, opts, tmp_path)
+        assert 0 < plain < len(recs)          # both ways ran inside the same batches
+        matched = set()
+        for a, b in results:
+            assert b.rows == a.rows
+            assert sorted(map(repr, b.matches)) == sorted(map(repr, a.matches))
+            assert b.coverage == a.coverage and b.ignored == a.ignored
+            assert (b.bytes_read, b.files, b.pictures) == (a.bytes_read, a.files, a.pictures)
+            assert sorted(b.items, key=repr) == sorted(a.items, key=repr)
+            assert (b.model_inputs, b.model_skips) == (a.model_inputs, a.model_skips)
+            matched |= {m.key for m in b.matches}
+        assert wanted <= matched
+
+
+def test_packed_batches_with_odd_pieces_store_what_record_batches_store(tmp_path):
+    """Pieces that run past the image, lie wholly outside it, do not add up to the declared
+    size, or hold a picture: the packed way leaves each to the record path, which says what
+    went wrong, and only whole plain files become rows straight away."""
+    from workers.batch import Backend, ScanOptions, WorkerContext, scan_batch
+    from workers.plan import BatchSpec, batch_counts, pack
+    rng = random.Random(7)
+    data = bytearray(rng.randbytes(65536))
+    data[2000:2004] = b"\xff\xd8\xff\xe0"
+    data[510:512] = b"\x55\xaa"                 # an MBR's mark: the image opens as a disk
+    data[100:104] = b"\x7fELF"
+    image = tmp_path / "odd.raw"
+    image.write_bytes(bytes(data))
+
+    def rec(inode, size, pieces, name="f.bin"):
+        from triage.records import FileRecord
+        return FileRecord(prov=Provenance(device_id="odd.raw", volume_offset=0, inode=inode,
+                                          path=f"/{inode}/{name}", volume_index=0,
+                                          fs_type="ext4"),
+                          name=name, size=size, allocated=True, fs_type="ext4", pieces=pieces)
+
+    recs = (rec(1, 1000, ((0, 1000),)),                    # plain
+            rec(2, 10000, ((60000, 10000),)),              # runs past the end
+            rec(3, 0, ()),                                 # empty
+            rec(4, 100, ((100, 50), (5000, 50)), "g.jpg"), # plain, in two pieces, misnamed
+            rec(5, 3000, ((2000, 3000),), "p.jpg"),        # a picture
+            rec(6, 10, ((70000, 10),)),                    # wholly outside
+            rec(7, 500, ((0, 400),)))                      # pieces short of the size
+    opts = ScanOptions(mode="full", pictures=True)
+    one, two = WorkerContext(Backend()), WorkerContext(Backend())
+    a = scan_batch(one, (str(image),), BatchSpec("odd.raw", "b", 0, 3, recs), opts)
+    b = scan_batch(two, (str(image),), BatchSpec.packed("odd.raw", "b", 0, 3, pack(recs),
+                                                         batch_counts(recs)), opts)
+    assert [row[0] for _, row in b.plain] == [recs[0].key, recs[3].key]
+    assert b.plain[1][1][-4:-2] == ("application/x-elf", 1)     # g.jpg holds a program
+    a, b = a.for_driver(), b.for_driver()
+    assert b.rows == a.rows and len(b.rows) == len(recs)
+    assert b.coverage == a.coverage
+    assert {c.where.inode for c in b.coverage} >= {2, 6}
+    assert (b.bytes_read, b.pictures) == (a.bytes_read, a.pictures)
+    one.close()
+    two.close()

@@ -760,6 +760,13 @@ def read_pieces(source: "Evidence | Resolver", pieces, chunk_size: int) -> Itera
     return _read_direct(resolver(source).evidence, pieces, chunk_size)
 
 
+def read_small(source: "Evidence | Resolver", pieces) -> list:
+    """The content of a file at most a chunk long, from its pieces: what `read_pieces` yields
+    for it (a chunk a piece), as a list, without its generators (a million small files)."""
+    evidence = resolver(source).evidence
+    return [evidence.view(start, n) or evidence.read(start, n) for start, n in pieces]
+
+
 def _read_direct(evidence: Evidence, pieces: list, chunk_size: int) -> Iterator[memoryview]:
     for start, n in pieces:
         done = 0

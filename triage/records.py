@@ -23,6 +23,15 @@ def _json_num(value: Optional[int]) -> str:
     return "null" if value is None else int.__repr__(value)
 
 
+def file_key(device_id: str, volume_offset: Optional[int], inode: Optional[int], path: str) -> str:
+    """Provenance.key of a file named by these four fields alone (no stream, member, snapshot
+    or parent; the offset and inode ints or None): the JSON text json.dumps gives, written by
+    its own string encoder without building a list. The workers key plain files with it
+    straight from their packed fields."""
+    return (f"[{_json_str(device_id)},{_json_num(volume_offset)},{_json_num(inode)},"
+            f"{_json_str(path)}]")
+
+
 class _computed_once:
     """functools.cached_property without its lock: Python 3.11's takes an RLock on every first
     access, a third of the cost of a million small files' keys in the workers. A record is
@@ -148,10 +157,8 @@ class Provenance:
         """A stable id, unique within a case; never split apart (use the fields)."""
         if type(self.volume_offset) in _PLAIN_NUMBER and type(self.inode) in _PLAIN_NUMBER \
                 and not self._has_extra():
-            # a file's key, the common case (a million per device): the same JSON text that
-            # json.dumps gives, written by its own string encoder without building a list
-            return (f"[{_json_str(self.device_id)},{_json_num(self.volume_offset)},"
-                    f"{_json_num(self.inode)},{_json_str(self.path)}]")
+            # a file's key, the common case (a million per device)
+            return file_key(self.device_id, self.volume_offset, self.inode, self.path)
         return json.dumps(self._key_parts(), separators=(",", ":"), ensure_ascii=False)
 
     def _has_extra(self) -> bool:

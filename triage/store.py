@@ -1099,10 +1099,24 @@ def _plain_row(device_id: str, batch_id: str, rec: FileRecord, feat: Features) -
             _PLAIN_PROV[0](p) != _PLAIN_PROV[1] or _PLAIN_REC[0](rec) != _PLAIN_REC[1] or \
             _PLAIN_FEAT[0](feat) != _PLAIN_FEAT[1]:
         return None
-    return (key, batch_id, device_id, p.volume_offset, p.volume_index, p.inode, p.path,
-            rec.name, rec.size, int(rec.allocated), rec.fs_type, int(rec.is_dir),
-            int(rec.orphan), rec.mtime, rec.atime, rec.ctime, rec.crtime, feat.type or rec.type,
-            int(rec.ext_mismatch or feat.ext_mismatch), feat.md5, feat.sha1)
+    return plain_file_row(key, batch_id, device_id, p.volume_offset, p.volume_index, p.inode,
+                          p.path, rec.name, rec.size, rec.allocated, rec.fs_type, rec.is_dir,
+                          rec.orphan, rec.mtime, rec.atime, rec.ctime, rec.crtime,
+                          feat.type or rec.type, rec.ext_mismatch or feat.ext_mismatch,
+                          feat.md5, feat.sha1)
+
+
+def plain_file_row(key: str, batch_id: str, device_id: str, volume_offset: int,
+                   volume_index: Optional[int], inode: Optional[int], path: str, name: str,
+                   size: int, allocated: bool, fs_type: str, is_dir: bool, orphan: bool,
+                   mtime, atime, ctime, crtime, ctype: str, mismatch: bool, md5: str,
+                   sha1: str) -> tuple:
+    """A plain file's row (_PLAIN_COLS order) from its fields: `_plain_row` calls it with a
+    record's, and the workers' packed-row path (workers/batch.py), which makes no records,
+    with the fields as the planner packed them."""
+    return (key, batch_id, device_id, volume_offset, volume_index, inode, path, name, size,
+            int(allocated), fs_type, int(is_dir), int(orphan), mtime, atime, ctime, crtime,
+            ctype, int(mismatch), md5, sha1)
 
 
 _PLAIN_A, _PLAIN_B, _PLAIN_C = ((a, a + len(v), v) for a, v in _PLAIN_RUNS)

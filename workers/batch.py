@@ -16,7 +16,8 @@ from typing import Any, Iterator, Optional
 from triage.errors import TriageError
 from triage.records import FILE_NOT_READ, SYMLINK, Coverage, Features, FileRecord, Match, VolumeRef
 from workers.matching import match_items
-from workers.plan import BATCH_PLAN, BatchSpec
+from workers.plan import (BATCH_PLAN, PROV_AT, RECORD_AT, BatchSpec, packed_rows, plain_provenance,
+                          record_of)
 
 CHUNK_SIZE = 1024 * 1024
 EVIDENCE_CACHE = 2          # open devices kept per worker process (an EWF handle holds caches)
@@ -90,11 +91,17 @@ class BatchResult:
     # number, seconds), so the driver can make the frames' scores the video's
     frame_of: dict = field(default_factory=dict)
     rows: Optional[list] = None         # the files' store rows, once `for_driver` made them
+    # plain files stored as rows without records (_scan_packed): (how many items came before
+    # it, its row), in batch order; and each one's packed fields, digests and (type,
+    # mismatch) by key, so `for_driver` can make the records of those a match names
+    plain: list = field(default_factory=list)
+    plain_src: dict = field(default_factory=dict)
     picture_count: Optional[int] = None
     hash_engine: str = ""               # which code took MD5 and SHA-1 (hashing.hash_engine)
 
     @property
     def pictures(self) -> int:
+        # a plain file (self.plain) is never a picture: pictures are looked into
         if self.picture_count is not None:
             return self.picture_count
         return sum(1 for _, f in self.items if f.is_picture)
@@ -102,18 +109,32 @@ class BatchResult:
     @property
     def stored_files(self) -> int:
         """Files and members this batch stores."""
-        return len(self.rows) if self.rows is not None else len(self.items)
+        return len(self.rows) if self.rows is not None else len(self.items) + len(self.plain)
 
     def for_driver(self) -> "BatchResult":
-        """What crosses back to the driver: every file as a ready-made store row, and records
-        only for the files that a match or the model refers to (flags and the model need
-        those). Unpickling 26k records cost the driver 0.45 s per large device; rows, 0.03 s."""
+        """What crosses back to the driver: every file as a ready-made store row, in batch
+        order, and records only for the files that a match or the model refers to (flags and
+        the model need those). Unpickling 26k records cost the driver 0.45 s per large
+        device; rows, 0.03 s."""
+        from triage.features.core import hashed_analysis
         from triage.store import file_rows
         needed = ({m.key for m in self.matches} | {k for k, _ in self.model_inputs}
                   | {v for v, _, _ in self.frame_of.values()})
-        return replace(self, rows=file_rows(self.device_id, self.batch_id, self.items),
-                       picture_count=self.pictures,
-                       items=[(r, f) for r, f in self.items if r.key in needed])
+        rows = file_rows(self.device_id, self.batch_id, self.items)
+        if self.plain:
+            merged, done = [], 0
+            for before, row in self.plain:
+                merged.extend(rows[done:before])
+                merged.append(row)
+                done = before
+            rows = merged + rows[done:]
+        items = [(r, f) for r, f in self.items if r.key in needed]
+        for key, (pv, rv, known, typed) in self.plain_src.items():
+            if key in needed:
+                made = hashed_analysis(record_of(pv, rv), rv[_SIZE], known, *typed)
+                items.append((made.record, made.features))
+        return replace(self, rows=rows, picture_count=self.pictures, items=items, plain=[],
+                       plain_src={})
 
 
 class Backend:
@@ -173,6 +194,21 @@ class Backend:
             from triage.filesystems import read_pieces
             return read_pieces(evidence, rec.pieces, chunk_size)
         return self.read_chunks(evidence, rec.prov, chunk_size)
+
+    def read_small(self, evidence, pieces_of: list) -> list:
+        """(chunks, Digests) of each of a group's small files, given by their pieces (each
+        file at most a chunk, so holding it costs what streaming it would), hashed in one pass
+        on any hash engine; None for a file whose read failed."""
+        from triage.features.hashing import hash_many
+        from triage.filesystems import read_small
+        contents: list = []
+        for pieces in pieces_of:
+            try:
+                contents.append(read_small(evidence, pieces))
+            except (TriageError, OSError, IOError, ValueError, MemoryError):
+                contents.append(None)
+        digests = iter(hash_many([c for c in contents if c is not None]))
+        return [None if c is None else (c, next(digests)) for c in contents]
 
     def feature_options(self, opts: ScanOptions):
         from triage.features import FeatureOptions
@@ -321,21 +357,22 @@ def scan_batch(ctx: WorkerContext, paths: tuple[str, ...], spec: BatchSpec,
     evidence = ctx.evidence(paths, spec.device_id, keys)
     fopts = ctx.feature_options(opts)
     result = BatchResult(device_id=spec.device_id, batch_id=spec.batch_id, tier=spec.tier,
-                         files=len(spec.records), hash_engine=backend.hash_engine())
+                         files=spec.files, hash_engine=backend.hash_engine())
     model_inputs: dict[str, Any] = {}
-    for group in _groups(spec.records):
-        with _held(evidence):
-            pre = backend.read_group(evidence, group, opts.chunk_size) if len(group) > 1 \
-                else [None]
-            for i, rec in enumerate(group):
-                got, pre[i] = pre[i], None        # each file's bytes go once it is done
-                _scan_file(backend, evidence, rec, got, fopts, opts, result, model_inputs)
+    rows = packed_rows(spec)
+    if rows is not None:
+        _scan_packed(backend, evidence, spec.batch_id, rows, fopts, opts, result, model_inputs)
+    else:
+        for group in _groups(spec.records):
+            _scan_group(backend, evidence, group, fopts, opts, result, model_inputs)
     damage = getattr(evidence, "damage", None)
     if damage is not None:          # E01 chunks failing their checksum, met by these reads
         result.coverage.extend(damage())
     if opts.hashsets:
+        hashed = [(key, src[2]) for key, src in result.plain_src.items()]
         matches, ignored = match_items(ctx.hashsets(opts.hashsets), result.items,
-                                       perceptual=opts.perceptual, vpdq_rule=opts.vpdq_rule())
+                                       perceptual=opts.perceptual, vpdq_rule=opts.vpdq_rule(),
+                                       hashed=hashed)
         result.matches = matches
         result.ignored = len(ignored)
     if opts.model and opts.pictures:
@@ -345,23 +382,98 @@ def scan_batch(ctx: WorkerContext, paths: tuple[str, ...], spec: BatchSpec,
     return result
 
 
-def _groups(records) -> Iterator[list[FileRecord]]:
+def _scan_group(backend: Backend, evidence, group: list[FileRecord], fopts, opts: ScanOptions,
+                result: BatchResult, model_inputs: dict, pre: Optional[list] = None) -> None:
+    """A group's files in order, their content read and hashed together first (`pre`: what
+    the caller already read, None for each file still to read)."""
+    with _held(evidence):
+        if pre is None:
+            pre = backend.read_group(evidence, group, opts.chunk_size) if len(group) > 1 \
+                else [None]
+        for i, rec in enumerate(group):
+            got, pre[i] = pre[i], None        # each file's bytes go once it is done
+            _scan_file(backend, evidence, rec, got, fopts, opts, result, model_inputs)
+
+
+# a packed row's fields (workers.plan.pack's order)
+_SIZE, _PIECES = RECORD_AT["size"], RECORD_AT["pieces"]
+_NAME, _TYPE, _LINK = RECORD_AT["name"], RECORD_AT["type"], RECORD_AT["link_target"]
+_IS_DIR, _FS = RECORD_AT["is_dir"], RECORD_AT["fs_type"]
+_ALLOC, _ORPHAN = RECORD_AT["allocated"], RECORD_AT["orphan"]
+_MTIME, _ATIME, _CTIME, _CRTIME = (RECORD_AT[n] for n in ("mtime", "atime", "ctime", "crtime"))
+_DEV, _VOFF, _VIDX = PROV_AT["device_id"], PROV_AT["volume_offset"], PROV_AT["volume_index"]
+_INODE, _PATH, _PFS = PROV_AT["inode"], PROV_AT["path"], PROV_AT["fs_type"]
+
+
+def _scan_packed(backend: Backend, evidence, batch_id: str, rows: list, fopts,
+                 opts: ScanOptions, result: BatchResult, model_inputs: dict) -> None:
+    """A batch that crossed as packed fields (workers.plan.packed_rows). A plain small file
+    whose type needs nothing but its hashes (features.core.hashes_only), which is most files
+    of a large device, becomes its store row straight from its fields: no records are made
+    for it unless a match needs them (BatchResult.plain). Every other file is made a record
+    and scanned as any batch's, in the same order, so both ways store the same rows
+    (tests/test_plain_rows.py)."""
+    from triage.features.core import hashes_only
+    from triage.features.hashing import head_of
+    from triage.records import file_key
+    from triage.store import plain_file_row
+    for group in _groups(rows, lambda row: row[1][_SIZE]):
+        small = [i for i, (pv, rv) in enumerate(group)
+                 if 0 < rv[_SIZE] <= opts.chunk_size and rv[_PIECES] and not rv[_IS_DIR]
+                 and rv[_TYPE] != SYMLINK and not rv[_LINK] and rv[_FS] == pv[_PFS]
+                 and plain_provenance(pv)]
+        rest = {}                           # the others, made records
+        if len(small) < len(group):
+            chosen = set(small)
+            rest = {i: record_of(*row) for i, row in enumerate(group) if i not in chosen}
+        with _held(evidence):
+            pre: list = [None] * len(group)
+            for i, got in zip(small, backend.read_small(evidence, [group[i][1][_PIECES]
+                                                                   for i in small])):
+                pre[i] = got
+            if len(rest) > 1:       # the others, as any batch's group (hashed together)
+                for i, got in zip(rest, backend.read_group(evidence, list(rest.values()),
+                                                           opts.chunk_size)):
+                    pre[i] = got
+            for i, (pv, rv) in enumerate(group):
+                got, pre[i] = pre[i], None
+                if got is not None and i not in rest:
+                    chunks, known = got
+                    size = rv[_SIZE]
+                    typed = hashes_only(rv[_NAME], size, head_of(chunks), fopts) \
+                        if sum(len(c) for c in chunks) == size else None
+                    if typed is not None:
+                        key = file_key(pv[_DEV], pv[_VOFF], pv[_INODE], pv[_PATH])
+                        result.plain.append((len(result.items), plain_file_row(
+                            key, batch_id, pv[_DEV], pv[_VOFF], pv[_VIDX], pv[_INODE],
+                            pv[_PATH], rv[_NAME], size, rv[_ALLOC], rv[_FS], False,
+                            rv[_ORPHAN], rv[_MTIME], rv[_ATIME], rv[_CTIME], rv[_CRTIME],
+                            typed[0], typed[1], known.md5, known.sha1)))
+                        result.plain_src[key] = (pv, rv, known, typed)
+                        result.bytes_read += size
+                        continue
+                _scan_file(backend, evidence, rest[i] if i in rest else record_of(pv, rv), got,
+                           fopts, opts, result, model_inputs)
+
+
+def _groups(items, size_of=lambda rec: rec.size) -> Iterator[list]:
     """Consecutive files read together, in batch order: small ones up to GROUP_BYTES, each
     big one alone."""
-    group: list[FileRecord] = []
+    group: list = []
     size = 0
-    for rec in records:
-        if rec.size > GROUP_FILE_MAX:
+    for item in items:
+        n = size_of(item)
+        if n > GROUP_FILE_MAX:
             if group:
                 yield group
                 group, size = [], 0
-            yield [rec]
+            yield [item]
             continue
-        if group and size + rec.size > GROUP_BYTES:
+        if group and size + n > GROUP_BYTES:
             yield group
             group, size = [], 0
-        group.append(rec)
-        size += rec.size
+        group.append(item)
+        size += n
     if group:
         yield group
 

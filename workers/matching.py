@@ -14,7 +14,7 @@ is not a match by itself: the known video's frames count only through the vPDQ r
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Iterable, Optional, Protocol, Sequence
+from typing import Any, Iterable, Optional, Protocol, Sequence
 
 from triage.records import Features, FileRecord, Match
 
@@ -42,10 +42,12 @@ def _to_match(key: str, kind: str, hit) -> Match:
 
 def match_items(stores: Iterable[HashLookup], items: Sequence[tuple[FileRecord, Features]],
                 set_names: Optional[frozenset[str]] = None,
-                perceptual: bool = True, vpdq_rule=None) -> tuple[list[Match], set[str]]:
+                perceptual: bool = True, vpdq_rule=None,
+                hashed: Sequence[tuple[str, Any]] = ()) -> tuple[list[Match], set[str]]:
     """All matches of `items` in `stores` (restricted to `set_names` when given), and the keys
     of ignored (known-software) files. `vpdq_rule`: the vPDQ thresholds (default
-    ThreatExchange's)."""
+    ThreatExchange's). `hashed`: (key, Digests) of more files, known by their exact hashes
+    alone (the plain files a worker stores without records)."""
     stores = list(stores)
     matches: list[Match] = []
     seen: set[tuple] = set()
@@ -62,6 +64,7 @@ def match_items(stores: Iterable[HashLookup], items: Sequence[tuple[FileRecord, 
     for algorithm in EXACT_ALGORITHMS:
         wanted = [(feat.key, getattr(feat, algorithm)) for _, feat in items
                   if getattr(feat, algorithm, "")]
+        wanted += [(key, value) for key, d in hashed if (value := getattr(d, algorithm, ""))]
         if not wanted:
             continue
         for store in stores:

@@ -270,16 +270,51 @@ def pack(records) -> bytes:
 def unpack(block: bytes) -> tuple[FileRecord, ...]:
     if block[:1] == b"P":
         return pickle.loads(block[1:])
-    new, out = object.__new__, []
-    for pv, rv in marshal.loads(block[1:]):
-        # the fields as the dataclass holds them (it has no __post_init__ to run)
-        prov = new(Provenance)
-        prov.__dict__.update(zip(_PROV_FIELDS, pv))
-        rec = new(FileRecord)
-        rec.__dict__.update(zip(_RECORD_FIELDS, rv))
-        rec.__dict__["prov"] = prov
-        out.append(rec)
-    return tuple(out)
+    return tuple(record_of(pv, rv) for pv, rv in marshal.loads(block[1:]))
+
+
+def record_of(pv: tuple, rv: tuple) -> FileRecord:
+    """The record of one packed row: its provenance's and its own fields (pack's order)."""
+    # the fields as the dataclass holds them (it has no __post_init__ to run)
+    new = object.__new__
+    prov = new(Provenance)
+    prov.__dict__.update(zip(_PROV_FIELDS, pv))
+    rec = new(FileRecord)
+    rec.__dict__.update(zip(_RECORD_FIELDS, rv))
+    rec.__dict__["prov"] = prov
+    return rec
+
+
+# A packed row's fields by position, for the workers' packed-row path (workers/batch.py), which
+# reads a plain file's fields without making its records.
+PROV_AT = {name: i for i, name in enumerate(_PROV_FIELDS)}
+RECORD_AT = {name: i for i, name in enumerate(_RECORD_FIELDS)}
+# A provenance is a plain file's when every field but these is at its default: no stream,
+# member, snapshot, parent, byte range or frame (its key is then records.file_key's).
+_FILE_PROV = ("device_id", "volume_offset", "inode", "path", "volume_index", "fs_type")
+_OTHER_PROV = operator.itemgetter(*(PROV_AT[n] for n in _PROV_FIELDS if n not in _FILE_PROV))
+_OTHER_PROV_DEFAULTS = tuple(f.default for f in dataclasses.fields(Provenance)
+                             if f.name not in _FILE_PROV)
+
+
+def packed_rows(spec: "BatchSpec") -> Optional[list]:
+    """The (provenance fields, record fields) rows of a batch that crossed packed as marshalled
+    tuples; None for one made here from its records, or pickled."""
+    block = spec._packed
+    if block is None or block[:1] != b"M":
+        return None
+    return marshal.loads(block[1:])
+
+
+def plain_provenance(pv: tuple) -> bool:
+    """Whether a packed row's provenance names a file by device, volume, inode and path alone
+    (see _FILE_PROV), with an int or None offset and inode."""
+    return _OTHER_PROV(pv) == _OTHER_PROV_DEFAULTS and \
+        type(pv[_OFFSET_AT]) in _INT_OR_NONE and type(pv[_INODE_AT]) in _INT_OR_NONE
+
+
+_INT_OR_NONE = (int, type(None))
+_OFFSET_AT, _INODE_AT = PROV_AT["volume_offset"], PROV_AT["inode"]
 
 
 def batch_counts(records, volume_length: int = 0) -> tuple[int, int, int]:

@@ -119,17 +119,35 @@ def _hashed_only(record: FileRecord, chunks: list, opts: FeatureOptions,
     n = 0
     for c in chunks:
         n += len(c)
-    if opts.sha256 or n != record.size or n == 0:
+    if n != record.size:
         return None
-    ctype = sniff(head_of(chunks))
-    if ctype in _LOOKED_INTO or (opts.pictures and _unknown(ctype, n, opts)):
+    typed = hashes_only(record.name, n, head_of(chunks), opts)
+    return None if typed is None else hashed_analysis(record, n, known, *typed)
+
+
+def hashes_only(name: str, size: int, head: bytes, opts: FeatureOptions) -> Optional[tuple]:
+    """(content type, extension mismatch) of content of `size` bytes starting with `head`
+    when its hashes are all the analysis it gets; None when `_analyse` must read it (SHA-256
+    asked for, no bytes, or a type looked into). The one rule for both ways a plain file is
+    analysed: `_hashed_only` here, and the workers' packed-row path (workers/batch.py), which
+    stores such a file as a row without making its records."""
+    if opts.sha256 or size == 0:
         return None
-    mismatch = ext_mismatch(record.name, ctype)
+    ctype = sniff(head)
+    if ctype in _LOOKED_INTO or (opts.pictures and _unknown(ctype, size, opts)):
+        return None
+    return ctype, ext_mismatch(name, ctype)
+
+
+def hashed_analysis(record: FileRecord, size: int, known: Digests, ctype: str,
+                    mismatch: bool) -> Analysis:
+    """The analysis of a file that `hashes_only` passed: its record with the sniffed type, and
+    its hashes."""
     rec = record if (record.type, record.ext_mismatch) == (ctype, mismatch) \
         else replace(record, type=ctype, ext_mismatch=mismatch)
     return built(Analysis, record=rec,
-                 features=built(Features, key=rec.key, size=n, md5=known.md5, sha1=known.sha1,
-                                type=ctype, ext_mismatch=mismatch))
+                 features=built(Features, key=rec.key, size=size, md5=known.md5,
+                                sha1=known.sha1, type=ctype, ext_mismatch=mismatch))
 
 
 def _opens(ctype: str, opts: FeatureOptions) -> bool:
