@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -60,6 +61,7 @@ PIL_FORMATS: dict[str, tuple[str, ...]] = {
 _MAKE, _MODEL, _ORIENTATION = 0x010F, 0x0110, 0x0112
 _EXIF_IFD, _GPS_IFD = 0x8769, 0x8825
 _DATETIME_ORIGINAL = 0x9003
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+>")
 _GPS_LAT_REF, _GPS_LAT, _GPS_LON_REF, _GPS_LON = 1, 2, 3, 4
 
 # pHash DCT-II basis, only the 8 low-frequency rows are needed: D = C X C^T, C is 8x32
@@ -354,7 +356,9 @@ def analyse_picture(data: bytes, content_type: str, *, thumbnails: bool = True,
         width, height = exc.size if exc.size != (0, 0) else (width, height)
         return PictureResult(width=width, height=height, refused=str(exc), error=str(exc))
     except Exception as exc:  # noqa: BLE001 - hostile input: every decoder failure is data
-        msg = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+        # without object addresses (PIL names the BytesIO it read: `<... object at 0x7f..>`),
+        # so one file's stored error is the same text in every run
+        msg = _ADDRESS.sub(">", f"{type(exc).__name__}: {exc}".splitlines()[0])[:200]
         return PictureResult(width=width, height=height, error=f"decode error: {msg}")
     model_input, error = None, ""
     if model_input_size or model_prep:
