@@ -363,8 +363,8 @@ def test_resume_refuses_changed_settings(tmp_path, fleet, hashset_root):
 
 def test_resume_refuses_a_run_batched_by_the_older_rule(tmp_path, fleet, hashset_root):
     """A run stored before the batching rule had a version cut every tier at batch_files, and
-    one of version 2 cut later tiers at 4x: their later tiers' batch ids name other files now,
-    so resuming either would skip files unread."""
+    versions 2 to 4 cut later tiers at 4x, 8x and 16x: their later tiers' batch ids name other
+    files now, so resuming any of them would skip files unread."""
     import json
     import sqlite3
 
@@ -375,8 +375,8 @@ def test_resume_refuses_a_run_batched_by_the_older_rule(tmp_path, fleet, hashset
     db = sqlite3.connect(tmp_path / "case" / DB_NAME)
     (options,) = db.execute("SELECT options FROM runs").fetchone()
     db.close()
-    assert json.loads(options)["batch_plan"] == BATCH_PLAN == 4
-    for older in (None, 2, 3):
+    assert json.loads(options)["batch_plan"] == BATCH_PLAN == 5
+    for older in (None, 2, 3, 4):
         run = json.loads(options)
         run.pop("batch_plan")
         if older is not None:

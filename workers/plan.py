@@ -42,11 +42,15 @@ DEFAULT_BATCH_BYTES = 64 * 1024 * 1024
 # mostly hashed and matched only (tens of microseconds each), so each batch's own costs (a Ray
 # task, a store transaction) dominated them: 1M small files took 3,900 batches at 256; at 4x
 # the raylet alone still spent 3.4 s of CPU on their 980 tasks (2.0 s at 8x, 1.6 s at 16x,
-# where the driver spent 1.4 s less than at 8x).
-OTHER_TIER_FACTOR = 16
+# where the driver spent 1.4 s less than at 8x; at 64x, 16,384 files, the whole scan of 1M
+# spent 45.1 core-seconds against 47.1 at 16x, the driver 9.1 against 10.6). A batch of small
+# files at 64x holds about 50 MB, under DEFAULT_BATCH_BYTES; a batch that kills its worker is
+# split down to the file that does, so a bigger batch makes no bigger gap.
+OTHER_TIER_FACTOR = 64
 # The batching rule's version, kept with each run: a resume must cut the batches the
-# interrupted run cut (version 1: every tier at max_files; 2: later tiers at 4x; 3: at 8x).
-BATCH_PLAN = 4
+# interrupted run cut (version 1: every tier at max_files; 2: later tiers at 4x; 3: at 8x;
+# 4: at 16x).
+BATCH_PLAN = 5
 
 MEDIA_EXTENSIONS = frozenset({
     ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".dib", ".tif", ".tiff", ".webp",
