@@ -871,7 +871,7 @@ def _video_options(command):
 @click.option("--task-timeout", default=300.0, show_default=True, type=click.FloatRange(1),
               help="Seconds a batch may take (plus 1 s per 2 MB) before it is retried.")
 @click.option("--batch-files", default=256, show_default=True, type=click.IntRange(1),
-              help="Files per batch of pictures, videos and archives; other files go 64 "
+              help="Files per batch of pictures, videos and archives; other files go 32 "
                    "times as many to a batch (they are only hashed). Batches also stop at 64 MB. "
                    "Smaller batches spread a small device over more workers; --resume needs "
                    "the same value.")

@@ -43,13 +43,15 @@ DEFAULT_BATCH_BYTES = 64 * 1024 * 1024
 # task, a store transaction) dominated them: 1M small files took 3,900 batches at 256; at 4x
 # the raylet alone still spent 3.4 s of CPU on their 980 tasks (2.0 s at 8x, 1.6 s at 16x,
 # where the driver spent 1.4 s less than at 8x; at 64x, 16,384 files, the whole scan of 1M
-# spent 45.1 core-seconds against 47.1 at 16x, the driver 9.1 against 10.6). A batch of small
-# files at 64x holds about 50 MB, under DEFAULT_BATCH_BYTES; a batch that kills its worker is
-# split down to the file that does, so a bigger batch makes no bigger gap.
-OTHER_TIER_FACTOR = 64
+# spent 45.1 core-seconds against 47.1 at 16x, the driver 9.1 against 10.6, but the planner,
+# which holds a batch of each tier as it cuts, peaked at 220 MB against 150; 32x peaked at
+# 176 MB, and interleaved with 16x spent 38.4 and 39.6 core-seconds against 40.0 and 41.3, the
+# driver 8.3-8.6 against 9.1-9.4). A batch that kills its worker is split down to the file
+# that does, so a bigger batch makes no bigger gap.
+OTHER_TIER_FACTOR = 32
 # The batching rule's version, kept with each run: a resume must cut the batches the
 # interrupted run cut (version 1: every tier at max_files; 2: later tiers at 4x; 3: at 8x;
-# 4: at 16x).
+# 4: at 16x; 5: at 32x).
 BATCH_PLAN = 5
 
 MEDIA_EXTENSIONS = frozenset({
