@@ -273,10 +273,24 @@ def test_a_folder_that_fails_part_way_keeps_the_names_before_it():
     from triage.records import SCAN_INCOMPLETE, VolumeRef
     vol = VolumeRef(device_id="d", index=0, offset=0, length=1 << 20, description="",
                     fs_type="ext4")
+    from triage.records import FileRecord, Provenance
+
+    def rec(inode, size):
+        return FileRecord(prov=Provenance("d", 0, inode, f"/f{inode}"), name=f"f{inode}",
+                          size=size, allocated=True, fs_type="ext4")
+
+    class Listing(Failing):
+        def __init__(self):
+            self.steps = [([rec(1, 1000), rec(2, 3000)], None, False),
+                          ([rec(3, 500)], "Error opening File: bad entry", True)]
+
     problems = []
-    assert list(_guarded(filesystems._read_folder(Failing()), "d", vol, problems)) == [1, 2, 3]
+    got = list(_guarded(filesystems._read_folder(Listing()), "d", vol, problems))
+    assert [r.prov.inode for r in got] == [1, 2, 3]
     [gap] = problems
     assert gap.kind == SCAN_INCOMPLETE and "Error opening File: bad entry" in gap.reason
+    # the gap holds what the volume holds beyond the files listed, so it ranks as unexamined
+    assert gap.bytes_not_examined == (1 << 20) - 4500
 
 
 def test_a_folder_that_cannot_be_opened_is_a_gap(images):

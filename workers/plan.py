@@ -452,6 +452,12 @@ def bounded(size: int, volume_length: int) -> int:
     return min(size, volume_length) if volume_length > 0 else size
 
 
+def unlisted_bytes(volume_length: int, listed: int) -> int:
+    """What a walk that stopped leaves not examined: the volume's bytes less those of the
+    files it listed (bounded), for want of knowing what the unlisted files hold."""
+    return max(0, volume_length - listed)
+
+
 def wanted(record: FileRecord) -> bool:
     """Files with content to read. Directories carry no content of their own."""
     return not record.is_dir

@@ -32,7 +32,8 @@ from triage import records
 from triage.records import Coverage, EvidenceRef, VolumeRef, device_where, volume_where
 from triage.store import CaseStore, ScanLock
 from workers.batch import Backend, BatchResult, ScanOptions
-from workers.plan import PICTURE_TIERS, BatchHeader, BatchSpec, VolumePlan, halves, is_half, tier_of_batch
+from workers.plan import (PICTURE_TIERS, BatchHeader, BatchSpec, VolumePlan, halves, is_half,
+                          tier_of_batch, unlisted_bytes)
 
 TRIAGE_STOP_REASON = "not examined (triage mode)"
 INTERRUPTED_REASON = "scan interrupted before the end"
@@ -516,7 +517,7 @@ class Scan:
         self._coverage(dev, [Coverage(
             device_id=dev.device_id, kind=records.SCAN_INCOMPLETE, where=v.where,
             reason=f"file system walk failed twice: {_error_line(exc)}",
-            bytes_not_examined=max(0, v.length - planner.pulled_bytes))])
+            bytes_not_examined=unlisted_bytes(v.length, planner.pulled_bytes))])
         self._start_carving(dev)
 
     # --- batches ----------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import ray
 from triage.errors import TriageError
 from triage.records import SCAN_INCOMPLETE, UNPARTITIONED_OFFSET, Coverage, EvidenceRef, VolumeRef
 from workers.batch import Backend, BatchResult, ScanOptions, WorkerContext, scan_batch
-from workers.plan import BatchHeader, BatchSpec, VolumePlan, plan_volume
+from workers.plan import BatchHeader, BatchSpec, VolumePlan, bounded, plan_volume, unlisted_bytes
 from workers.runtime import collect_less
 
 # Batch specs a planner may have produced ahead of the driver: the walk is spooled to disk,
@@ -49,14 +49,24 @@ def probe_device(backend: Backend, paths: tuple[str, ...], device_id: str,
 
 
 def _guarded(records, device_id: str, volume: VolumeRef, problems: list,
-             what: str = "file system walk") -> Iterator:
-    """The walk (or the carving), with a failure part-way turned into a coverage record (what
-    was found stays)."""
+             what: str = "file system walk", walk: bool = True) -> Iterator:
+    """The walk (or the carving, `walk` False), with a failure part-way turned into a coverage
+    record (what was found stays). A walk's gap holds the volume's bytes its listed files do
+    not (unlisted_bytes, the driver's rule for a walk that fails whole)."""
+    listed = 0
     try:
-        yield from records
+        if not walk:
+            yield from records
+            return
+        for rec in records:
+            if not rec.is_dir:
+                listed += bounded(rec.size, volume.length)
+            yield rec
     except Exception as exc:   # noqa: BLE001 - any walk failure is coverage, never a lost volume
         problems.append(Coverage(device_id=device_id, kind=SCAN_INCOMPLETE, where=volume.where,
-                                 reason=f"{what} stopped: {exc}".splitlines()[0][:300]))
+                                 reason=f"{what} stopped: {exc}".splitlines()[0][:300],
+                                 bytes_not_examined=unlisted_bytes(volume.length, listed)
+                                 if walk else 0))
 
 
 # num_cpus=0: a planner spends most of its life parked on back-pressure; holding a CPU slot
@@ -80,7 +90,8 @@ def plan_device_volume(backend: Backend, paths: tuple[str, ...], volume: VolumeR
     if free:
         records = _guarded(backend.carve(evidence, volume, problems, carved, opts.carve_seconds,
                                          known=known),
-                           volume.device_id, volume, problems, "carving of free space")
+                           volume.device_id, volume, problems, "carving of free space",
+                           walk=False)
     else:
         deleted = backend.deleted_starts(evidence, volume)
         records = _guarded(backend.walk(evidence, volume, problems), volume.device_id, volume,
