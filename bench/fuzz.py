@@ -7,6 +7,9 @@ with FAT32 + NTFS, GPT with ext4 + FAT32 as an uncompressed E01 set) and from a 
 fleet (raw MBR NTFS + FAT32, split E01, split raw GPT ext4, bare ext4), spread evenly. Each is
 judged by `triage files --hash md5`: ends within the bound, exits 0/1/2, no traceback, and on
 exit 0 every allocated file's MD5 equals what Debian TSK's `icat` reads from the same mutant.
+With `--scan-every K`, every K-th evidence mutant is also judged by a whole `triage scan` (Ray,
+the planner and the batch workers, whose way to the files is not `triage files`'): a device not
+complete or any gap is a gap, otherwise every allocated file's stored MD5 must be `icat`'s.
 Hash-set and context mutants (VICS JSON, PDQ list, hashdeep, NSRL SQLite, context CSV and JSON)
 are judged by `triage hashset import` and `triage context set`.
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -30,8 +34,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from evidence_images import build_all  # noqa: E402
 from triage.synth import build_fleet  # noqa: E402
-from triage.synth.mutate import (judge, judge_command, mutate_text_file,  # noqa: E402
-                                 write_mutants)
+from triage.synth.mutate import (judge, judge_command, judge_scan,  # noqa: E402
+                                 mutate_text_file, write_mutants)
 
 CLI = [sys.executable, "-c", "from cli import run; run()"]
 
@@ -83,6 +87,8 @@ def main() -> int:
     ap.add_argument("--text-mutants", type=int, default=60, help="hash-set and context mutants")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--timeout", type=float, default=60.0)
+    ap.add_argument("--scan-every", type=int, default=0, metavar="K",
+                    help="also judge every K-th evidence mutant by a whole `triage scan` (0: none)")
     args = ap.parse_args()
     failures = []
     table: dict[str, Counter] = defaultdict(Counter)
@@ -101,6 +107,16 @@ def main() -> int:
                 slow.append((o.seconds, name, m.how))
                 if o.verdict in ("hang", "crash", "traceback", "silently-wrong"):
                     failures.append((name, i, m.how, o.verdict, o.detail or ", ".join(o.wrong[:3])))
+                if args.scan_every > 0 and i % args.scan_every == 0:
+                    case = work / "scans" / f"{m.path.parent.name}"
+                    case.parent.mkdir(parents=True, exist_ok=True)
+                    o = judge_scan(m, case, timeout=2 * args.timeout)
+                    table[f"{name} [scan]"][o.verdict] += 1
+                    slow.append((o.seconds, f"{name} [scan]", m.how))
+                    if o.verdict in ("hang", "crash", "traceback", "silently-wrong"):
+                        failures.append((f"{name} [scan]", i, m.how, o.verdict,
+                                         o.detail or ", ".join(o.wrong[:3])))
+                    shutil.rmtree(case.parent)
                 for f in m.path.parent.iterdir():          # keep the disk use of one mutant
                     f.unlink()
         case = work / "case"
@@ -131,14 +147,14 @@ def main() -> int:
                 if verdict in ("hang", "crash", "traceback"):
                     failures.append((name, i, how, verdict, detail))
     verdicts = ["ok", "gap", "refused", "silently-wrong", "hang", "crash", "traceback"]
-    print(f"{'source':<28}" + "".join(f"{v:>15}" for v in verdicts) + f"{'total':>8}")
+    print(f"{'source':<34}" + "".join(f"{v:>15}" for v in verdicts) + f"{'total':>8}")
     for name, counts in table.items():
-        print(f"{name:<28}" + "".join(f"{counts[v]:>15}" for v in verdicts)
+        print(f"{name:<34}" + "".join(f"{counts[v]:>15}" for v in verdicts)
               + f"{sum(counts.values()):>8}")
     total = Counter()
     for counts in table.values():
         total.update(counts)
-    print(f"{'all':<28}" + "".join(f"{total[v]:>15}" for v in verdicts) + f"{sum(total.values()):>8}")
+    print(f"{'all':<34}" + "".join(f"{total[v]:>15}" for v in verdicts) + f"{sum(total.values()):>8}")
     print(f"\n{sum(total.values())} mutants in {time.monotonic() - t_start:.0f} s; slowest:")
     for secs, name, how in sorted(slow, reverse=True)[:5]:
         print(f"  {secs:6.1f} s  {name}: {how[:90]}")

@@ -123,20 +123,75 @@ def judge(mutant: Mutant, timeout: float = 60.0, check_content: bool = True,
             return Outcome(mutant, "crash", res.returncode, took, f"not JSON: {line[:80]!r}")
     if res.returncode == 1:
         return Outcome(mutant, "gap", 1, took, files=len(rows))
-    wrong = []
-    if check_content and mutant.path.suffix.lower() not in (".e01",):
-        for row in rows:
-            # NTFS system files ($Secure, $UpCase, ...): TSK 4.11's icat and the wheel's 4.15
-            # pick different default attributes for some of them; they hold no user content
-            if row.get("dir") or not row.get("md5") or row.get("inode") in (None, 0) \
-                    or not row.get("allocated") or row.get("ads") or \
-                    (row.get("fs_type") == "ntfs" and row["path"].startswith("/$")):
-                continue
-            want = _icat_md5(mutant.path, row["volume_offset"], str(row["inode"]), 20)
-            if want is not None and want != row["md5"]:
-                wrong.append(row["path"])
+    wrong = _not_as_icat(mutant, rows) if check_content else []
     verdict = "silently-wrong" if wrong else "ok"
     return Outcome(mutant, verdict, 0, took, files=len(rows), wrong=wrong)
+
+
+def _not_as_icat(mutant: Mutant, rows: list[dict]) -> list[str]:
+    """The paths of allocated files whose MD5 is not what TSK's `icat` reads from the mutant
+    (rows as `triage files --format json` writes them)."""
+    wrong: list[str] = []
+    if mutant.path.suffix.lower() in (".e01",):
+        return wrong
+    for row in rows:
+        # NTFS system files ($Secure, $UpCase, ...): TSK 4.11's icat and the wheel's 4.15
+        # pick different default attributes for some of them; they hold no user content
+        if row.get("dir") or not row.get("md5") or row.get("inode") in (None, 0) \
+                or not row.get("allocated") or row.get("ads") or row.get("member") or \
+                (row.get("fs_type") == "ntfs" and row["path"].startswith("/$")):
+            continue
+        want = _icat_md5(mutant.path, row["volume_offset"], str(row["inode"]), 20)
+        if want is not None and want != row["md5"]:
+            wrong.append(row["path"])
+    return wrong
+
+
+def judge_scan(mutant: Mutant, case_dir: Path, timeout: float = 120.0,
+               triage: Optional[list[str]] = None) -> Outcome:
+    """Run `triage scan` (Ray, the planner and the batch workers: the scan's own way to the
+    files, where `judge` takes `triage files`') on a mutant and classify what it did: a device
+    not `complete`, or any coverage record, is a gap; otherwise every allocated file's stored
+    MD5 must be what `icat` reads."""
+    import sqlite3
+
+    from triage.store import DB_NAME
+    # an alert set (one hash no file has), so that no gap says "not matched" of a whole device
+    alert = Path(case_dir).with_name(Path(case_dir).name + ".alert.md5")
+    alert.write_text(hashlib.md5(b"no file holds this").hexdigest() + "\n")
+    cmd = (triage or [sys.executable, "-c", "from cli import run; run()"]) + \
+        ["scan", "--case", str(case_dir), "--hashset", str(alert), "--mode", "full",
+         "--workers", "1", "--nice", "0", "--json", str(mutant.path)]
+    t0 = time.monotonic()
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return Outcome(mutant, "hang", None, time.monotonic() - t0, f"over {timeout:.0f} s")
+    took = time.monotonic() - t0
+    if "Traceback" in res.stderr:
+        return Outcome(mutant, "traceback", res.returncode, took, res.stderr.strip()[-300:])
+    if res.returncode not in (0, 1, 2):
+        return Outcome(mutant, "crash", res.returncode, took, res.stderr.strip()[-300:])
+    if res.returncode == 2:
+        return Outcome(mutant, "refused", 2, took, res.stderr.strip()[:200])
+    try:
+        statuses = [d["status"] for d in json.loads(res.stdout)["devices"]]
+        db = sqlite3.connect(f"file:{Path(case_dir) / DB_NAME}?mode=ro", uri=True)
+        try:
+            gaps = db.execute("SELECT count(*) FROM coverage").fetchone()[0]
+            rows = [dict(zip(("volume_offset", "inode", "path", "md5", "allocated", "dir",
+                              "ads", "fs_type", "member"), r))
+                    for r in db.execute("SELECT volume_offset, inode, path, md5, allocated, "
+                                        "is_dir, ads, fs_type, member FROM files")]
+        finally:
+            db.close()
+    except (ValueError, KeyError, TypeError, sqlite3.Error) as exc:
+        return Outcome(mutant, "crash", res.returncode, took, f"no case to read: {exc}")
+    if gaps or any(s != "complete" for s in statuses):
+        return Outcome(mutant, "gap", res.returncode, took, files=len(rows))
+    wrong = _not_as_icat(mutant, rows)
+    return Outcome(mutant, "silently-wrong" if wrong else "ok", 0, took, files=len(rows),
+                   wrong=wrong)
 
 
 def mutate_text_file(data: bytes, rng: random.Random) -> tuple[bytes, str]:
