@@ -98,23 +98,37 @@ def _icat_md5(image: Path, offset: int, inode: str, timeout: float) -> Optional[
     return hashlib.md5(res.stdout).hexdigest() if res.returncode == 0 and not res.stderr else None
 
 
-def judge(mutant: Mutant, timeout: float = 60.0, check_content: bool = True,
-          triage: Optional[list[str]] = None) -> Outcome:
-    """Run `triage files --hash md5` on a mutant and classify what it did."""
-    cmd = (triage or [sys.executable, "-c", "from cli import run; run()"]) + \
-        ["files", str(mutant.path), "--hash", "md5"]
+_CLI = [sys.executable, "-c", "from cli import run; run()"]
+
+
+def _run(mutant: Mutant, cmd: list[str], timeout: float) -> tuple:
+    """(the outcome when the run alone decides it: hang, traceback, crash or refused, else
+    None; the finished process; its seconds)."""
     t0 = time.monotonic()
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return Outcome(mutant, "hang", None, time.monotonic() - t0, f"over {timeout:.0f} s")
+        took = time.monotonic() - t0
+        return Outcome(mutant, "hang", None, took, f"over {timeout:.0f} s"), None, took
     took = time.monotonic() - t0
     if "Traceback" in res.stderr:
-        return Outcome(mutant, "traceback", res.returncode, took, res.stderr.strip()[-300:])
-    if res.returncode not in (0, 1, 2):
-        return Outcome(mutant, "crash", res.returncode, took, res.stderr.strip()[-300:])
-    if res.returncode == 2:
-        return Outcome(mutant, "refused", 2, took, res.stderr.strip()[:200])
+        ended = Outcome(mutant, "traceback", res.returncode, took, res.stderr.strip()[-300:])
+    elif res.returncode not in (0, 1, 2):
+        ended = Outcome(mutant, "crash", res.returncode, took, res.stderr.strip()[-300:])
+    elif res.returncode == 2:
+        ended = Outcome(mutant, "refused", 2, took, res.stderr.strip()[:200])
+    else:
+        ended = None
+    return ended, res, took
+
+
+def judge(mutant: Mutant, timeout: float = 60.0, check_content: bool = True,
+          triage: Optional[list[str]] = None) -> Outcome:
+    """Run `triage files --hash md5` on a mutant and classify what it did."""
+    ended, res, took = _run(mutant, (triage or _CLI) + ["files", str(mutant.path), "--hash",
+                                                         "md5"], timeout)
+    if ended is not None:
+        return ended
     rows = []
     for line in res.stdout.splitlines():
         try:
@@ -159,21 +173,11 @@ def judge_scan(mutant: Mutant, case_dir: Path, timeout: float = 120.0,
     # an alert set (one hash no file has), so that no gap says "not matched" of a whole device
     alert = Path(case_dir).with_name(Path(case_dir).name + ".alert.md5")
     alert.write_text(hashlib.md5(b"no file holds this").hexdigest() + "\n")
-    cmd = (triage or [sys.executable, "-c", "from cli import run; run()"]) + \
-        ["scan", "--case", str(case_dir), "--hashset", str(alert), "--mode", "full",
-         "--workers", "1", "--nice", "0", "--json", str(mutant.path)]
-    t0 = time.monotonic()
-    try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return Outcome(mutant, "hang", None, time.monotonic() - t0, f"over {timeout:.0f} s")
-    took = time.monotonic() - t0
-    if "Traceback" in res.stderr:
-        return Outcome(mutant, "traceback", res.returncode, took, res.stderr.strip()[-300:])
-    if res.returncode not in (0, 1, 2):
-        return Outcome(mutant, "crash", res.returncode, took, res.stderr.strip()[-300:])
-    if res.returncode == 2:
-        return Outcome(mutant, "refused", 2, took, res.stderr.strip()[:200])
+    ended, res, took = _run(mutant, (triage or _CLI) + [
+        "scan", "--case", str(case_dir), "--hashset", str(alert), "--mode", "full",
+        "--workers", "1", "--nice", "0", "--json", str(mutant.path)], timeout)
+    if ended is not None:
+        return ended
     try:
         statuses = [d["status"] for d in json.loads(res.stdout)["devices"]]
         db = sqlite3.connect(f"file:{Path(case_dir) / DB_NAME}?mode=ro", uri=True)
