@@ -412,7 +412,7 @@ def _scan_packed(backend: Backend, evidence, batch_id: str, rows: list, fopts,
     of a large device, becomes its store row straight from its fields: no records are made
     for it unless a match needs them (BatchResult.plain). Every other file is made a record
     and scanned as any batch's, in the same order, so both ways store the same rows
-    (tests/test_plain_rows.py)."""
+    (tests/test_small_files.py)."""
     from triage.features.core import hashes_only
     from triage.features.hashing import head_of
     from triage.records import file_key
