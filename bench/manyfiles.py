@@ -1,6 +1,7 @@
 """A million small files: the scan's rate and memory against TSK, in one run.
 
-Runs standalone: `.venv/bin/python bench/manyfiles.py [--files N] [--folders N] [--keep DIR]`.
+Runs standalone: `.venv/bin/python bench/manyfiles.py [--files N] [--folders N] [--keep DIR]
+[--cold] [--repeat N]`.
 
 Builds an ext4 image of `--files` small files (200 B to 6 KB of random bytes, spread over
 `--folders` folders; default 1,000,000 in 10,000) with `mke2fs -d`, and an alert hash set (MD5s
@@ -18,7 +19,9 @@ planner (the Ray worker running `plan_device_volume`), read from /proc while the
 a shared machine their ratio moves less than the wall-clock one; and which code listed the
 file system (the run's `listers`: the C lister, or pytsk3 where it was not built). --keep DIR
 keeps the image there for another run; --cold (root) drops the page cache before each timed
-command, so each reads the image from disk and none runs on what the one before it cached.
+command, so each reads the image from disk and none runs on what the one before it cached;
+--repeat N runs the three ways N times and prints the spread, the ratio of the medians and of
+the fastest of each.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ import os
 import random
 import shutil
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -204,6 +208,53 @@ def _listers(case: Path) -> list[str]:
     return json.loads(options).get("listers", [])
 
 
+def measure(image: Path, alert: Path, work: Path, cold) -> dict:
+    """One run of the three ways, one after another: the scan, `fls -r`, and `tsk_recover -a`
+    + `hashdeep`."""
+    cold()
+    s = scan(image, alert, work)
+    cold()
+    fls_wall, fls_rss, res = timed(["fls", "-r", str(image)], capture_output=True, check=True)
+    listed = sum(1 for line in res.stdout.splitlines() if line.lstrip(b"+ ").startswith(b"r/r"))
+    out = work / "recovered"
+    cold()
+    w1, r1, _ = timed(["tsk_recover", "-a", str(image), str(out)], capture_output=True,
+                      check=True)
+    tsk_cpu = timed.cpu
+    w2, r2, res = timed(["hashdeep", "-c", "md5,sha1", "-r", str(out)], capture_output=True,
+                        check=True)
+    tsk_cpu += timed.cpu
+    hashed = sum(1 for line in res.stdout.splitlines() if line[:1] not in (b"%", b"#"))
+    shutil.rmtree(out, ignore_errors=True)
+    return {"scan": s, "fls": (fls_wall, fls_rss, listed), "tsk": w1 + w2, "tsk_cpu": tsk_cpu,
+            "tsk_rss": max(r1, r2), "hashed": hashed}
+
+
+def report(r: dict, cold: bool) -> None:
+    s, (fls_wall, fls_rss, listed), tsk, tsk_cpu = r["scan"], r["fls"], r["tsk"], r["tsk_cpu"]
+    hashed = r["hashed"]
+    n = s["files"]
+    if cold:
+        print("page cache dropped before each command (--cold)")
+    print(f"{'':<34}{'seconds':>10}{'files/s':>12}{'peak RSS':>12}")
+    print(f"{'triage scan (whole run)':<34}{s['wall']:>10.1f}{n / s['wall']:>12,.0f}"
+          f"{s['driver'] / 2**20:>9.0f} MB  (driver)")
+    print(f"{'triage scan (Ray up to stored)':<34}{s['work_done']:>10.1f}"
+          f"{n / s['work_done']:>12,.0f}{s['planner'] / 2**20:>9.0f} MB  (planner)")
+    print(f"{'fls -r':<34}{fls_wall:>10.1f}{listed / fls_wall:>12,.0f}{fls_rss:>9.0f} MB")
+    print(f"{'tsk_recover -a + hashdeep':<34}{tsk:>10.1f}{hashed / tsk:>12,.0f}"
+          f"{r['tsk_rss']:>9.0f} MB")
+    print(f"files: triage {n:,}, fls {listed:,}, hashdeep {hashed:,}; alert matches "
+          f"{s['matches']} (100 planted); listed by {', '.join(s['listers']) or '?'}")
+    roles = ", ".join(f"{k} {v:.1f}" for k, v in s["cpu_roles"].items())
+    print(f"CPU: triage scan {s['cpu']:.1f} core-s ({roles}); TSK way {tsk_cpu:.1f} "
+          f"core-s (its processes only; the kernel's write-back of the recovered files is "
+          f"not counted); ratio {tsk_cpu / s['cpu']:.2f}x")
+    print(f"triage vs the TSK way: {tsk / s['wall']:.2f}x faster whole "
+          f"(goal >= 5x); {n / s['wall']:,.0f} files/s (goal >= 12,000); driver "
+          f"{s['driver'] / 2**20:.0f} MB, planner {s['planner'] / 2**20:.0f} MB (goal < 300)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--files", type=int, default=1_000_000)
@@ -212,6 +263,10 @@ def main() -> int:
     ap.add_argument("--cold", action="store_true",
                     help="drop the page cache before each timed command (root): every one "
                          "reads the image from disk, none after another has warmed it")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="run the three ways this many times, one after another, and print "
+                         "each run and the spread (the TSK way's time moves with the kernel's "
+                         "write-back of its recovered files)")
     args = ap.parse_args()
     cold = drop_caches if args.cold else (lambda: None)
     work = Path(tempfile.mkdtemp(prefix="bench-many-"))
@@ -225,42 +280,20 @@ def main() -> int:
             image, alert, total = build_image(keep or work, args.files, args.folders)
             print(f"image: {args.files:,} files, {total / 1e6:.0f} MB of content, "
                   f"{image.stat().st_size / 1e9:.1f} GB image, built in {time.monotonic() - t:.0f} s")
-        cold()
-        s = scan(image, alert, work)
-        cold()
-        fls_wall, fls_rss, res = timed(["fls", "-r", str(image)], capture_output=True, check=True)
-        listed = sum(1 for line in res.stdout.splitlines() if line.lstrip(b"+ ").startswith(b"r/r"))
-        out = work / "recovered"
-        cold()
-        w1, r1, _ = timed(["tsk_recover", "-a", str(image), str(out)], capture_output=True,
-                          check=True)
-        tsk_cpu = timed.cpu
-        w2, r2, res = timed(["hashdeep", "-c", "md5,sha1", "-r", str(out)], capture_output=True,
-                            check=True)
-        tsk_cpu += timed.cpu
-        hashed = sum(1 for line in res.stdout.splitlines() if line[:1] not in (b"%", b"#"))
-        shutil.rmtree(out, ignore_errors=True)
-        tsk = w1 + w2
-        n = s["files"]
-        if args.cold:
-            print("page cache dropped before each command (--cold)")
-        print(f"{'':<34}{'seconds':>10}{'files/s':>12}{'peak RSS':>12}")
-        print(f"{'triage scan (whole run)':<34}{s['wall']:>10.1f}{n / s['wall']:>12,.0f}"
-              f"{s['driver'] / 2**20:>9.0f} MB  (driver)")
-        print(f"{'triage scan (Ray up to stored)':<34}{s['work_done']:>10.1f}"
-              f"{n / s['work_done']:>12,.0f}{s['planner'] / 2**20:>9.0f} MB  (planner)")
-        print(f"{'fls -r':<34}{fls_wall:>10.1f}{listed / fls_wall:>12,.0f}{fls_rss:>9.0f} MB")
-        print(f"{'tsk_recover -a + hashdeep':<34}{tsk:>10.1f}{hashed / tsk:>12,.0f}"
-              f"{max(r1, r2):>9.0f} MB")
-        print(f"files: triage {n:,}, fls {listed:,}, hashdeep {hashed:,}; alert matches "
-              f"{s['matches']} (100 planted); listed by {', '.join(s['listers']) or '?'}")
-        roles = ", ".join(f"{k} {v:.1f}" for k, v in s["cpu_roles"].items())
-        print(f"CPU: triage scan {s['cpu']:.1f} core-s ({roles}); TSK way {tsk_cpu:.1f} "
-              f"core-s (its processes only; the kernel's write-back of the recovered files is "
-              f"not counted); ratio {tsk_cpu / s['cpu']:.2f}x")
-        print(f"triage vs the TSK way: {tsk / s['wall']:.2f}x faster whole "
-              f"(goal >= 5x); {n / s['wall']:,.0f} files/s (goal >= 12,000); driver "
-              f"{s['driver'] / 2**20:.0f} MB, planner {s['planner'] / 2**20:.0f} MB (goal < 300)")
+        runs = []
+        for i in range(args.repeat):
+            if args.repeat > 1:
+                print(f"run {i + 1} of {args.repeat}, {time.strftime('%H:%M:%S')}")
+            runs.append(measure(image, alert, work, cold))
+            report(runs[-1], args.cold)
+        if len(runs) > 1:
+            scans = sorted(r["scan"]["wall"] for r in runs)
+            tsks = sorted(r["tsk"] for r in runs)
+            sm, tm = statistics.median(scans), statistics.median(tsks)
+            print(f"over {len(runs)} runs: scan {scans[0]:.1f}-{scans[-1]:.1f} s (median "
+                  f"{sm:.1f}), TSK way {tsks[0]:.1f}-{tsks[-1]:.1f} s (median {tm:.1f}); ratio "
+                  f"of the medians {tm / sm:.2f}x, of the fastest of each "
+                  f"{tsks[0] / scans[0]:.2f}x (goal >= 5x)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
