@@ -331,7 +331,7 @@ def test_the_pieces_a_walk_finds_read_what_tsk_reads(synth_fleet):
     assert ("ntfs", True) in without
 
 
-def _batches_both_ways(image, opts, tmp_path, every: int = 64):
+def _batches_both_ways(image, opts, every: int = 64):
     """Each batch of a device's walk scanned twice, as records and as the packed block a
     planner sends (workers.plan.pack): the two results, ready for the driver, and how many
     files the packed way stored without records."""
@@ -390,10 +390,10 @@ def test_packed_batches_store_what_record_batches_store(synth_fleet, tmp_path, p
     from workers.batch import ScanOptions
     for dev in ("dev01.raw", "dev05.raw"):
         image = synth_fleet / "devices" / dev
-        probe = _batches_both_ways(image, ScanOptions(pictures=False), tmp_path)[0]
+        probe = _batches_both_ways(image, ScanOptions(pictures=False))[0]
         sets, wanted = _alert_set(tmp_path / dev, probe, image)
         opts = ScanOptions(mode="full", pictures=pictures, hashsets=sets, chunk_size=16384)
-        recs, results, plain = _batches_both_ways(image, opts, tmp_path)
+        recs, results, plain = _batches_both_ways(image, opts)
         assert 0 < plain < len(recs)          # both ways ran inside the same batches
         matched = set()
         for a, b in results:
@@ -466,7 +466,7 @@ def test_packed_batches_of_damaged_copies_store_what_record_batches_store(tmp_pa
         for m in write_mutants([Path(image.path)], tmp_path / name, 10, 23, list(image.offsets)):
             try:
                 recs, results, n = _batches_both_ways(m.path, ScanOptions(pictures=True),
-                                                      tmp_path, every=16)
+                                                      every=16)
             except TriageError:
                 continue                       # not opened: nothing to batch
             plain += n

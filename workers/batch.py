@@ -199,16 +199,8 @@ class Backend:
         """(chunks, Digests) of each of a group's small files, given by their pieces (each
         file at most a chunk, so holding it costs what streaming it would), hashed in one pass
         on any hash engine; None for a file whose read failed."""
-        from triage.features.hashing import hash_many
         from triage.filesystems import read_small
-        contents: list = []
-        for pieces in pieces_of:
-            try:
-                contents.append(read_small(evidence, pieces))
-            except (TriageError, OSError, IOError, ValueError, MemoryError):
-                contents.append(None)
-        digests = iter(hash_many([c for c in contents if c is not None]))
-        return [None if c is None else (c, next(digests)) for c in contents]
+        return _read_and_hash(lambda pieces: read_small(evidence, pieces), pieces_of)
 
     def feature_options(self, opts: ScanOptions):
         from triage.features import FeatureOptions
@@ -237,18 +229,11 @@ class Backend:
         """(chunks, Digests) for each file of a group, MD5 and SHA-1 taken for many files in
         one pass; None for a file whose read failed (the file-by-file path reads it again and
         says why). All None on hashlib alone: streaming then costs the same and holds less."""
-        from triage.features.hashing import hash_engine, hash_many
+        from triage.features.hashing import hash_engine
         if hash_engine() == "hashlib":
             return [None] * len(records)
-        contents: list = []
-        for rec in records:
-            try:
-                contents.append(list(self.read_record(evidence, rec, chunk_size)))
-            except (TriageError, OSError, IOError, ValueError, MemoryError):
-                contents.append(None)
-        read = [c for c in contents if c is not None]
-        digests = iter(hash_many(read))
-        return [None if c is None else (c, next(digests)) for c in contents]
+        return _read_and_hash(lambda rec: list(self.read_record(evidence, rec, chunk_size)),
+                              records)
 
     def analyse(self, record: FileRecord, chunks, feature_options, known=None):
         """`known`: the content's Digests (MD5, SHA-1) when `read_group` took them."""
@@ -275,6 +260,20 @@ class Backend:
         """md5 and sha1 of the whole media, read sequentially (for --verify)."""
         from triage.evidence import media_hashes
         return media_hashes(evidence)
+
+
+def _read_and_hash(read, items) -> list:
+    """(chunks, Digests) of each item's content (`read(item)`, a list of chunks), MD5 and
+    SHA-1 taken for all in one `hash_many` pass; None for an item whose read failed."""
+    from triage.features.hashing import hash_many
+    contents: list = []
+    for item in items:
+        try:
+            contents.append(read(item))
+        except (TriageError, OSError, IOError, ValueError, MemoryError):
+            contents.append(None)
+    digests = iter(hash_many([c for c in contents if c is not None]))
+    return [None if c is None else (c, next(digests)) for c in contents]
 
 
 class WorkerContext:

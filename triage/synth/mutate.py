@@ -101,25 +101,29 @@ def _icat_md5(image: Path, offset: int, inode: str, timeout: float) -> Optional[
 _CLI = [sys.executable, "-c", "from cli import run; run()"]
 
 
-def _run(mutant: Mutant, cmd: list[str], timeout: float) -> tuple:
-    """(the outcome when the run alone decides it: hang, traceback, crash or refused, else
-    None; the finished process; its seconds)."""
+def _ran(cmd: list[str], timeout: float) -> tuple:
+    """(verdict when the run alone decides it: hang, traceback, crash or refused, else None;
+    exit code; detail; the finished process; its seconds) of one judged command."""
     t0 = time.monotonic()
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        took = time.monotonic() - t0
-        return Outcome(mutant, "hang", None, took, f"over {timeout:.0f} s"), None, took
+        return "hang", None, f"over {timeout:.0f} s", None, time.monotonic() - t0
     took = time.monotonic() - t0
     if "Traceback" in res.stderr:
-        ended = Outcome(mutant, "traceback", res.returncode, took, res.stderr.strip()[-300:])
-    elif res.returncode not in (0, 1, 2):
-        ended = Outcome(mutant, "crash", res.returncode, took, res.stderr.strip()[-300:])
-    elif res.returncode == 2:
-        ended = Outcome(mutant, "refused", 2, took, res.stderr.strip()[:200])
-    else:
-        ended = None
-    return ended, res, took
+        return "traceback", res.returncode, res.stderr.strip()[-300:], res, took
+    if res.returncode not in (0, 1, 2):
+        return "crash", res.returncode, res.stderr.strip()[-300:], res, took
+    if res.returncode == 2:
+        return "refused", 2, res.stderr.strip()[:200], res, took
+    return None, res.returncode, "", res, took
+
+
+def _run(mutant: Mutant, cmd: list[str], timeout: float) -> tuple:
+    """(the mutant's outcome when the run alone decides it, else None; the finished process;
+    its seconds)."""
+    verdict, code, detail, res, took = _ran(cmd, timeout)
+    return (Outcome(mutant, verdict, code, took, detail) if verdict else None), res, took
 
 
 def judge(mutant: Mutant, timeout: float = 60.0, check_content: bool = True,
@@ -216,12 +220,5 @@ def mutate_text_file(data: bytes, rng: random.Random) -> tuple[bytes, str]:
 def judge_command(cmd: list[str], timeout: float = 60.0) -> tuple[str, Optional[int], str]:
     """(verdict, exit code, detail) of one command on a mutant: ok, refused, gap, hang, crash
     or traceback (anything but exit 0, 1 or 2 with a clean stderr)."""
-    try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return "hang", None, f"over {timeout:.0f} s"
-    if "Traceback" in res.stderr:
-        return "traceback", res.returncode, res.stderr.strip()[-300:]
-    if res.returncode not in (0, 1, 2):
-        return "crash", res.returncode, res.stderr.strip()[-300:]
-    return {0: "ok", 1: "gap", 2: "refused"}[res.returncode], res.returncode, ""
+    verdict, code, detail, _, _ = _ran(cmd, timeout)
+    return verdict or {0: "ok", 1: "gap"}[code], code, detail
