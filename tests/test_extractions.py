@@ -179,14 +179,20 @@ def _many(path: Path, n: int, kind: str) -> Path:
 
 
 @pytest.mark.parametrize("kind", ["tar", "tgz", "zip"])
-def test_planning_an_extraction_keeps_memory_flat(tmp_path, kind):
+def test_planning_an_extraction_keeps_memory_flat(tmp_path, kind, monkeypatch):
     """Four times the members cost the planner no more memory: the walk streams the headers
     (tarfile's member list emptied, the zip's central directory read a block at a time) and
     plan_volume spools every tier but the first to disk. Batches of 1,024 files, fewer than
     the smaller archive holds, so both hold about a batch per tier in memory (the default,
-    4,096 in later tiers, would keep the smaller archive's 3,000 members in one batch)."""
+    8,192 in later tiers, would keep the smaller archive's 3,000 members in one batch).
+    Blocks of 64 KiB, smaller than either archive's central directory (about 230 KiB and
+    920 KiB): with the real 1 MiB, the smaller one's is read whole and the larger one's
+    nearly whole, so the buffer itself grew 700 KiB with the members and the comparison
+    failed on a CI machine whose threads ran in a different order."""
     import tracemalloc
+    from triage import extractions
     from workers.plan import BatchSpec, VolumePlan, plan_volume
+    monkeypatch.setattr(extractions, "BLOCK", 64 * 1024)
 
     def peak(n: int) -> tuple[int, int]:
         path = _many(tmp_path / f"{n}.{kind}", n, kind)
