@@ -204,7 +204,6 @@ def inspect(evidence, recovery_key, password, no_count, fmt):
       triage inspect suspect.E01
       triage inspect usb.dd --recovery-key 123456-...-123456 --json
     """
-    import json as jsonlib
 
     from triage.evidence import open_evidence
     from triage.inventory import describe
@@ -339,7 +338,6 @@ def synth(out, devices, seed, size, fmt):
     near-only device has no match)
     """
     import contextlib
-    import json as jsonlib
     from pathlib import Path
 
     from triage.synth import build_fleet
@@ -462,7 +460,6 @@ def hashset_import(file, name, role, input_fmt, profile, category_map, delta, re
       triage hashset import caid_update.json --name caid --delta
       triage hashset import known_bad.pdq.txt --name pdq-bad --input-format pdq
     """
-    import json as _json
     import time as _time
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -515,7 +512,6 @@ def hashset_list(store_dir, fmt):
     Example:
       triage hashset list --format json | jq '.[] | {name, role, version, records}'
     """
-    import json as _json
 
     store = _hashset_store(store_dir)
     infos = store.sets()
@@ -639,7 +635,6 @@ def models_list(models_dir, fmt):
 
     Nothing is hashed here; `triage models verify` checks the weights.
     """
-    import json
 
     from models.registry import list_models
     from models.spec import describe
@@ -1583,7 +1578,6 @@ def audit_verify(cases, fmt):
     each case's log (device views, reveals, grades, exports). Note the head hash it prints in
     the case file: a shortened log is still a whole chain, but not with that head.
     """
-    import json as _json
 
     from triage.review.casereview import open_review
 

@@ -108,7 +108,7 @@ def build_fleet(case_dir, now: Optional[float] = None) -> CaseStore:
     sink = FlagSink(case_dir, store)
     phone = Exif(make="Synthcam", model="S1", datetime_original="2026:01:02 03:04:05")
     for dev, access in (("exact_lives.dd", "lives_with"), ("exact_none.dd", "none")):
-        a = picture(dev, 1, f"/DCIM/Camera/IMG_0001.jpg", exif=phone, content=b"alert-1")
+        a = picture(dev, 1, "/DCIM/Camera/IMG_0001.jpg", exif=phone, content=b"alert-1")
         b = picture(dev, 2, allocated=False, content=b"alert-2")
         c = picture(dev, 3, "/Users/s/Downloads/pics.zip", member="x/3.jpg", content=b"alert-3")
         clean = [picture(dev, 10 + i) for i in range(3)]

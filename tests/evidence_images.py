@@ -14,7 +14,6 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 MiB = 1 << 20
 TOOLS = ("mke2fs", "debugfs", "mkfs.fat", "mcopy", "mdel", "mkntfs", "ntfscp", "sfdisk",

@@ -5,13 +5,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import shutil
 import sqlite3
 import subprocess
 import zipfile
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 from triage.synth import build_fleet

@@ -6,9 +6,7 @@ behind a first sector that carries the BitLocker signature.
 from __future__ import annotations
 
 import hashlib
-import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 import pytsk3

@@ -9,7 +9,6 @@ import io
 import json
 import re
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -522,7 +521,7 @@ def test_report_shows_a_blurred_greyscale_strip_and_show_names_the_frames(tmp_pa
 
     from triage.exports.report_html import build
     from triage.findings import findings
-    from triage.records import EvidenceRef, Features
+    from triage.records import EvidenceRef
     from triage.store import CaseStore
 
     data = make("rep", [1.0] * 4, size=(320, 240))
