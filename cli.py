@@ -935,10 +935,10 @@ def scan(case_dir, case_ref, hashset_args, store_root, context_file, model, mode
                                      recovery_key, password, allow_plaintext_key, t0, replace,
                                      case_ref)
     except KeyboardInterrupt as exc:
-        from triage.errors import Terminated
+        from workers.runtime import interrupt_exit_code
         click.echo(f"interrupted: everything found so far is in {case_dir}; continue with "
                    "`triage scan --resume` and the same arguments", err=True)
-        sys.exit(143 if isinstance(exc, Terminated) else 130)
+        sys.exit(interrupt_exit_code(exc))
     if as_json:
         _echo_json(summary.to_dict())
         if summary.status == "failed":

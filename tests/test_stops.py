@@ -93,6 +93,28 @@ def test_sigterm_stops_a_scan_as_ctrl_c_does(tmp_path, synth_fleet, synth_truth)
     assert not private.exists()                     # cleaned up as after Ctrl-C
 
 
+def test_a_sigterm_that_ray_turns_into_a_plain_interrupt_still_exits_143():
+    """Ray's waits raise a KeyboardInterrupt of their own for whatever a signal handler
+    raised; a scan stopped by SIGTERM while the driver waited on Ray exited 130 (Ctrl-C's
+    code) under load."""
+    from workers.runtime import _terminate_like_interrupt, interrupt_exit_code
+    previous = _terminate_like_interrupt()
+    try:
+        try:
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+            except KeyboardInterrupt:
+                raise KeyboardInterrupt() from None    # what Ray's check_status raises
+        except KeyboardInterrupt as exc:
+            assert type(exc) is KeyboardInterrupt
+            assert interrupt_exit_code(exc) == 143
+        _terminate_like_interrupt()             # the next scan in this process: Ctrl-C
+        assert interrupt_exit_code(KeyboardInterrupt()) == 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_a_killed_drivers_leftovers_are_reaped_by_the_next_run(tmp_path, synth_fleet,
                                                                synth_truth):
     from workers.runtime import _instance_processes, reap_stale

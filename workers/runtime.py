@@ -20,6 +20,7 @@ import shutil
 import signal
 import socket
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -183,15 +184,28 @@ def ray_session(address: Optional[str] = None, workers: Optional[int] = None,
             shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+_TERMINATED = threading.Event()
+
+
 def _terminate_like_interrupt():
     """Makes SIGTERM raise Terminated (a KeyboardInterrupt) in the main thread. Returns the
     handler it replaced, or None where signals cannot be set (not the main thread)."""
     def on_term(signum, frame):
+        _TERMINATED.set()
         raise Terminated()
+    _TERMINATED.clear()
     try:
         return signal.signal(signal.SIGTERM, on_term)
     except ValueError:      # not the main thread: leave signals to whoever owns it
         return None
+
+
+def interrupt_exit_code(exc: KeyboardInterrupt) -> int:
+    """143 for a scan that SIGTERM stopped, 130 for Ctrl-C. Told by the flag the handler
+    sets, not only by the exception's type: Ray's waits turn whatever a signal handler raises
+    into a plain KeyboardInterrupt, so a SIGTERM that came while the driver waited on Ray
+    used to exit 130."""
+    return 143 if isinstance(exc, Terminated) or _TERMINATED.is_set() else 130
 
 
 def _private_token(root: Path) -> dict:
