@@ -195,6 +195,55 @@ def test_files_streams_past_one_page(store):
     assert len(list(store.files(keys=keys[:1200]))) == 1200
 
 
+def test_a_device_is_its_range_of_keys_whatever_its_id(store):
+    """Devices whose ids are prefixes of each other, or hold a quote, a backslash, a comma or
+    characters beyond ASCII: each reads, counts and resets exactly its own files, through the
+    key index (no second index of device and key, no scan of the whole table)."""
+    ids = ["d", "d0", "d,", "d-", 'd"q', "d\\b", "d\u00e9", "d\U0001f600", "", "d\x00"]
+    for n, dev in enumerate(ids):
+        items = [_item(dev, i, f"/f{n}-{i}") for i in range(3 + n)]
+        store.add_batch(dev, "b0", items, [], [], [])
+    for n, dev in enumerate(ids):
+        low, high = records.device_keys(dev)
+        got = [r for r, _ in store.files(dev)]
+        assert [r.prov.device_id for r in got] == [dev] * (3 + n)
+        assert all(low < r.key < high for r in got)
+        assert store.counts(dev)["files"] == 3 + n
+    assert len(list(store.files())) == sum(3 + n for n in range(len(ids)))
+    store.reset_device("d")
+    assert list(store.files("d")) == []
+    assert [len(list(store.files(dev))) for dev in ids[1:]] == [3 + n for n in range(1, len(ids))]
+    indexes = {r["name"] for r in store._query(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'files'")}
+    assert "files_device_key" not in indexes
+    low, high = records.device_keys("d0")
+    for sql, params in (("SELECT * FROM files WHERE device_id = ? AND key < ? AND key > ? "
+                         "ORDER BY key LIMIT 1000", ("d0", high, low)),
+                        ("DELETE FROM files WHERE key >= ? AND key < ?", (low, high))):
+        plan = " ".join(r["detail"] for r in store._query("EXPLAIN QUERY PLAN " + sql, params))
+        assert "USING INDEX sqlite_autoindex_files_1" in plan, plan
+
+
+def test_a_record_of_another_device_is_refused(store):
+    rec, feat = _item("d", 12, "/a")
+    with pytest.raises(ValueError, match="stored under"):
+        store.add_batch("e", "b0", [(rec, feat)], [], [], [])
+    assert list(store.files()) == []
+
+
+def test_an_older_cases_device_key_index_is_dropped(tmp_path):
+    s = CaseStore(tmp_path / "case")
+    s.add_batch("d", "b0", [_item("d", 1, "/a")], [], [], [])
+    s._db.execute("CREATE INDEX files_device_key ON files (device_id, key)")
+    s.close()
+    again = CaseStore(tmp_path / "case")
+    try:
+        assert not again._query("SELECT name FROM sqlite_master WHERE name = 'files_device_key'")
+        assert [r.path for r, _ in again.files("d")] == ["/a"]
+    finally:
+        again.close()
+
+
 def test_rows_made_where_the_batch_ran_store_the_same_as_records(tmp_path):
     from triage.store import file_rows
     items = [_item("d", 1, "/a.jpg", picture=True), _item("d", 2, "/b.txt"),

@@ -32,6 +32,17 @@ def file_key(device_id: str, volume_offset: Optional[int], inode: Optional[int],
             f"{_json_str(path)}]")
 
 
+def device_keys(device_id: str) -> tuple[str, str]:
+    """The range [low, high) that holds every key of a device and no other device's. A key
+    is the JSON of a list whose first item is the device id (Provenance.key), so a device's
+    keys all begin `["<id>",`, and a key in the range must: after the id's closing quote
+    comes "," (0x2c) and the range ends at "-" (0x2d). The store finds a device's files by
+    this range on its key index instead of keeping a second index of (device, key), which
+    cost every insert of a million small files 1.6 us."""
+    low = f"[{_json_str(device_id)},"
+    return low, low[:-1] + "-"
+
+
 class _computed_once:
     """functools.cached_property without its lock: Python 3.11's takes an RLock on every first
     access, a third of the cost of a million small files' keys in the workers. A record is

@@ -37,6 +37,7 @@ from triage.records import (
     Score,
     VideoFrame,
     VolumeRef,
+    device_keys,
 )
 
 DB_NAME = "case.sqlite"
@@ -148,7 +149,7 @@ CREATE TABLE IF NOT EXISTS files (
     error TEXT NOT NULL DEFAULT '',
     extra TEXT NOT NULL DEFAULT '{}' -- JSON of record fields added after this schema
 );
-CREATE INDEX IF NOT EXISTS files_device_key ON files (device_id, key);  -- pages a device in key order
+-- a device's files are a range of keys (records.device_keys): no index of (device, key)
 CREATE TABLE IF NOT EXISTS matches (
     key TEXT NOT NULL,
     device_id TEXT NOT NULL,
@@ -407,6 +408,7 @@ class CaseStore:
                 self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         else:
             self._add_video_columns()   # additive columns first: the archives copy them
+            self._drop_device_key_index()
             if version == 2:
                 with self._tx():
                     _migrate_2_to_3(self._db)
@@ -430,6 +432,15 @@ class CaseStore:
                     have = {r[1] for r in db.execute(f"PRAGMA table_info({name})")}
                     if have and column not in have:
                         db.execute(f"ALTER TABLE {name} ADD COLUMN {ddl}")
+
+    def _drop_device_key_index(self) -> None:
+        """Cases written before device_keys kept an index of (device, key) that every insert
+        paid for and no query uses now: dropped (looked for first, so a reader writes
+        nothing once it is gone)."""
+        if self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND "
+                            "name = 'files_device_key'").fetchone():
+            with self._tx() as db:
+                db.execute("DROP INDEX IF EXISTS files_device_key")
 
     def _tx(self):
         store = self
@@ -866,7 +877,8 @@ class CaseStore:
         """Drops every result of a device, so a fresh (not resumed) scan starts clean.
         The device row itself and flags.jsonl (an append-only log) stay."""
         with self._tx() as db:
-            for table in ("files", "matches", "scores", "model_skips", "coverage", "batches", "volumes",
+            db.execute("DELETE FROM files WHERE key >= ? AND key < ?", device_keys(device_id))
+            for table in ("matches", "scores", "model_skips", "coverage", "batches", "volumes",
                           "flags"):
                 db.execute(f"DELETE FROM {table} WHERE device_id = ?", (device_id,))
             db.execute("UPDATE devices SET started = NULL, finished = NULL, status = 'pending' "
@@ -896,10 +908,12 @@ class CaseStore:
                     yield _file_from_row(row)
             return
         sql, params = f"SELECT * FROM {source}", ()
-        if device_id is not None:
-            sql, params = sql + " WHERE device_id = ?", (device_id,)
-        # page through by key so no cursor stays open across the caller's own writes
         last = ""
+        if device_id is not None:
+            # from the range's low end, which no key equals (every key goes on after it)
+            low, high = device_keys(device_id)
+            sql, params, last = sql + " WHERE device_id = ? AND key < ?", (device_id, high), low
+        # page through by key so no cursor stays open across the caller's own writes
         while True:
             where = " AND key > ?" if device_id is not None else " WHERE key > ?"
             rows = self._query(sql + where + " ORDER BY key LIMIT 1000", params + (last,))
@@ -995,6 +1009,7 @@ class CaseStore:
         t = {name: self._source(name, device_id, archived)
              for name in ("files", "batches", "scores", "model_skips", "matches", "flags")}
         done = f"batch_id IN (SELECT batch_id FROM {t['batches']} WHERE device_id = :d)"
+        low, high = device_keys(device_id)
         # a picture found inside a file (an EXIF thumbnail, a PDF's image) is content of that
         # file, as a member is: it has a file as its parent, where a picture carved from free
         # space has the volume or the device (no inode, no path), and is a file of its batch
@@ -1004,7 +1019,8 @@ class CaseStore:
         f = self._query(f"SELECT COALESCE(SUM({own}), 0) AS files, "
                         f"COALESCE(SUM(CASE WHEN {own} THEN size END), 0) AS bytes, "
                         f"COALESCE(SUM(is_picture), 0) AS pictures FROM {t['files']} "
-                        f"WHERE device_id = :d AND {done}", {"d": device_id})[0]
+                        f"WHERE device_id = :d AND key >= :low AND key < :high AND {done}",
+                        {"d": device_id, "low": low, "high": high})[0]
         model = self._query(
             f"SELECT (SELECT COUNT(*) FROM {t['scores']} WHERE device_id = :d) AS scored, "
             f"(SELECT COUNT(*) FROM {t['model_skips']} s JOIN {t['files']} f ON f.key = s.key "
@@ -1095,7 +1111,8 @@ def _plain_row(device_id: str, batch_id: str, rec: FileRecord, feat: Features) -
     any other file, whose row `_file_row` makes."""
     p = rec.prov
     key = rec.key
-    if feat.key != key or p.volume_offset is None or p.fs_type != rec.fs_type or \
+    if feat.key != key or p.device_id != device_id or p.volume_offset is None or \
+            p.fs_type != rec.fs_type or \
             _PLAIN_PROV[0](p) != _PLAIN_PROV[1] or _PLAIN_REC[0](rec) != _PLAIN_REC[1] or \
             _PLAIN_FEAT[0](feat) != _PLAIN_FEAT[1]:
         return None
@@ -1137,6 +1154,8 @@ def _file_row(device_id: str, batch_id: str, rec: FileRecord, feat: Features) ->
     if feat.key != key:
         raise ValueError(f"features key {feat.key!r} does not match record key {key!r}")
     p = rec.prov
+    if p.device_id != device_id:     # a device's rows are its range of keys (device_keys)
+        raise ValueError(f"record of device {p.device_id!r} stored under {device_id!r}")
     extra = {}
     for name, obj, known in (("record", rec, _REC_KNOWN), ("prov", p, _PROV_KNOWN),
                              ("features", feat, _FEAT_KNOWN)):
