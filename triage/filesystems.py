@@ -760,11 +760,16 @@ def read_pieces(source: "Evidence | Resolver", pieces, chunk_size: int) -> Itera
     return _read_direct(resolver(source).evidence, pieces, chunk_size)
 
 
-def read_small(source: "Evidence | Resolver", pieces) -> list:
-    """The content of a file at most a chunk long, from its pieces: what `read_pieces` yields
-    for it (a chunk a piece), as a list, without its generators (a million small files)."""
+def small_reader(source: "Evidence | Resolver"):
+    """A function that reads the content of a file at most a chunk long from its pieces:
+    what `read_pieces` yields for it (a chunk a piece), as a list, without its generators (a
+    million small files). Made once for a group of files, so the device is looked up once."""
     evidence = resolver(source).evidence
-    return [evidence.view(start, n) or evidence.read(start, n) for start, n in pieces]
+    view, read = evidence.view, evidence.read
+
+    def read_small(pieces) -> list:
+        return [view(start, n) or read(start, n) for start, n in pieces]
+    return read_small
 
 
 def _read_direct(evidence: Evidence, pieces: list, chunk_size: int) -> Iterator[memoryview]:

@@ -199,8 +199,10 @@ class Backend:
         """(chunks, Digests) of each of a group's small files, given by their pieces (each
         file at most a chunk, so holding it costs what streaming it would), hashed in one pass
         on any hash engine; None for a file whose read failed."""
-        from triage.filesystems import read_small
-        return _read_and_hash(lambda pieces: read_small(evidence, pieces), pieces_of)
+        if not pieces_of:
+            return []
+        from triage.filesystems import small_reader
+        return _read_and_hash(small_reader(evidence), pieces_of)
 
     def feature_options(self, opts: ScanOptions):
         from triage.features import FeatureOptions
@@ -440,7 +442,7 @@ def _scan_packed(backend: Backend, evidence, batch_id: str, rows: list, fopts,
                     chunks, known = got
                     size = rv[_SIZE]
                     typed = hashes_only(rv[_NAME], size, head_of(chunks), fopts) \
-                        if sum(len(c) for c in chunks) == size else None
+                        if sum(map(len, chunks)) == size else None
                     if typed is not None:
                         key = file_key(pv[_DEV], pv[_VOFF], pv[_INODE], pv[_PATH])
                         result.plain.append((len(result.items), plain_file_row(

@@ -227,7 +227,7 @@ def hash_many(files: Sequence[Sequence[bytes]]) -> list[Digests]:
     kernel = _kernel()
     if kernel is not None and len(files) >= MB_MIN_FILES:
         module, name = kernel
-        sizes = [sum(len(c) for c in chunks) for chunks in files]
+        sizes = [sum(map(len, chunks)) for chunks in files]
         # longest first: lanes are handed out in order, so the long strings start at once and
         # the short ones fill in around them instead of trailing in a nearly empty pass
         order = sorted(range(len(files)), key=lambda i: -sizes[i])
