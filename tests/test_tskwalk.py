@@ -270,10 +270,9 @@ def test_a_folder_that_fails_part_way_keeps_the_names_before_it():
     assert got == [1, 2, 3]
     # in a scan's walk the names before it are kept and the rest of the volume is a gap
     from workers.tasks import _guarded
-    from triage.records import SCAN_INCOMPLETE, VolumeRef
+    from triage.records import SCAN_INCOMPLETE, FileRecord, Provenance, VolumeRef
     vol = VolumeRef(device_id="d", index=0, offset=0, length=1 << 20, description="",
                     fs_type="ext4")
-    from triage.records import FileRecord, Provenance
 
     def rec(inode, size):
         return FileRecord(prov=Provenance("d", 0, inode, f"/f{inode}"), name=f"f{inode}",

@@ -141,9 +141,15 @@ def judge(mutant: Mutant, timeout: float = 60.0, check_content: bool = True,
             return Outcome(mutant, "crash", res.returncode, took, f"not JSON: {line[:80]!r}")
     if res.returncode == 1:
         return Outcome(mutant, "gap", 1, took, files=len(rows))
-    wrong = _not_as_icat(mutant, rows) if check_content else []
-    verdict = "silently-wrong" if wrong else "ok"
-    return Outcome(mutant, verdict, 0, took, files=len(rows), wrong=wrong)
+    return _as_icat(mutant, rows, took, check_content)
+
+
+def _as_icat(mutant: Mutant, rows: list[dict], took: float, check: bool = True) -> Outcome:
+    """The outcome of a run that ended clean with no gap: ok, or silently wrong where a file's
+    MD5 is not what `icat` reads (`check` False: ok, unchecked)."""
+    wrong = _not_as_icat(mutant, rows) if check else []
+    return Outcome(mutant, "silently-wrong" if wrong else "ok", 0, took, files=len(rows),
+                   wrong=wrong)
 
 
 def _not_as_icat(mutant: Mutant, rows: list[dict]) -> list[str]:
@@ -197,9 +203,7 @@ def judge_scan(mutant: Mutant, case_dir: Path, timeout: float = 120.0,
         return Outcome(mutant, "crash", res.returncode, took, f"no case to read: {exc}")
     if gaps or any(s != "complete" for s in statuses):
         return Outcome(mutant, "gap", res.returncode, took, files=len(rows))
-    wrong = _not_as_icat(mutant, rows)
-    return Outcome(mutant, "silently-wrong" if wrong else "ok", 0, took, files=len(rows),
-                   wrong=wrong)
+    return _as_icat(mutant, rows, took)
 
 
 def mutate_text_file(data: bytes, rng: random.Random) -> tuple[bytes, str]:
