@@ -82,7 +82,7 @@ class FakeBackend(Backend):
                                     f"encrypted ({vol.encryption})", vol.length))
         return vols, cov
 
-    def walk(self, evidence, volume, problems=None):
+    def walk(self, evidence, volume, problems=None, plain=False):
         for i, f in enumerate(evidence.data["files"]):
             if f.get("volume", evidence.data["volumes"][0]["offset"]) != volume.offset:
                 continue
@@ -196,7 +196,7 @@ class FreeSpaceBackend(FakeBackend):
                                      "free in the fake allocation map; not carved yet", 1 << 16)
                             for v in vols if not v.encryption]
 
-    def walk(self, evidence, volume, problems=None):
+    def walk(self, evidence, volume, problems=None, plain=False):
         for rec in super().walk(evidence, volume, problems):
             if not rec.path.startswith(records.UNALLOCATED_DIR):
                 yield rec

@@ -218,38 +218,68 @@ def test_files_read_whole_are_analysed_as_the_general_path_analyses_them(monkeyp
     assert skipped == {(n, p) for n in plain for p in (True, False)} | {("big.bin", False)}
 
 
+class _Name(str):
+    """A str that marshal refuses (pickle takes it)."""
+
+
 def test_packed_records_come_back_equal_whatever_their_fields_hold():
-    """Batches cross as marshalled fields when every provenance is a walk's (no parent) and
-    pickled otherwise; either way the records that arrive equal those sent, keys and all."""
+    """A batch crosses as its volume's fields and each file in order: a plain file of that
+    volume as the tuple of its fields, any other record pickled alone; a batch holding what
+    marshal cannot take is pickled whole. Either way the records that arrive equal those
+    sent, keys and all."""
+    import marshal
+    import pickle
     from dataclasses import replace
 
     from triage.records import FileRecord
-    from workers.plan import pack, unpack
+    from workers.plan import pack, plain_row, unpack
     rng = random.Random(3)
+    devices = [_hostile_text(rng) for _ in range(2)]
     recs = []
     for i in range(400):
-        prov = Provenance(device_id=_hostile_text(rng), volume_offset=rng.choice([None, 0, 1 << 41]),
+        plain = rng.random() < 0.6
+        prov = Provenance(device_id=rng.choice(devices), volume_offset=rng.choice([None, 1 << 41]),
                           inode=rng.choice([None, 0, (1 << 63) + i]), path=_hostile_text(rng),
-                          ads=rng.choice(["", "Zone.Identifier"]), attr_type=rng.choice([0, 128]),
-                          members=tuple(_hostile_text(rng) for _ in range(rng.randrange(3))),
-                          volume_index=rng.choice([None, 2]), snapshot=rng.choice(["", "vss1"]),
-                          frame=rng.choice([-1, 4]), frame_time=rng.choice([None, 0.25]))
+                          ads="" if plain else rng.choice(["", "Zone.Identifier"]),
+                          attr_type=0 if plain else rng.choice([0, 128]),
+                          members=() if plain else
+                          tuple(_hostile_text(rng) for _ in range(rng.randrange(3))),
+                          volume_index=rng.choice([None, 2]),
+                          snapshot="" if plain else rng.choice(["", "vss1"]),
+                          frame=-1 if plain else rng.choice([-1, 4]),
+                          frame_time=None if plain else rng.choice([None, 0.25]), fs_type="ntfs")
         recs.append(FileRecord(prov=prov, name=_hostile_text(rng), size=rng.randrange(1 << 40),
                                allocated=rng.random() < 0.5, fs_type="ntfs",
                                mtime=rng.choice([None, 1.5e9 + i / 7]), type=_hostile_text(rng),
-                               ext_mismatch=rng.random() < 0.5, link_target=_hostile_text(rng)))
+                               ext_mismatch=rng.random() < 0.5,
+                               link_target="" if plain else _hostile_text(rng),
+                               pieces=tuple((rng.randrange(1 << 40), 512)
+                                            for _ in range(rng.randrange(3)))))
     block = pack(recs)
-    assert block[:1] == b"M"
+    assert block[:1] == b"S"
+    volume, items = marshal.loads(block[1:])
+    first = recs[0].prov
+    assert volume == (first.device_id, first.volume_offset, first.volume_index, "ntfs")
+    rows = [it for it in items if type(it) is tuple]
+    # the plain files of the first record's volume went as tuples, the rest pickled alone
+    assert rows == [r for r in (plain_row(rec, volume) for rec in recs) if r is not None]
+    assert 10 < len(rows) < 200 and len(items) == len(recs)
+    assert [pickle.loads(it) for it in items if type(it) is bytes] == \
+        [rec for rec in recs if plain_row(rec, volume) is None]
     back = unpack(block)
     assert back == tuple(recs)
     assert [r.key for r in back] == [r.key for r in recs]
+    assert [r.pieces for r in back] == [r.pieces for r in recs]
     assert {hash(r) for r in back} == {hash(r) for r in recs}
-    # carved content nests its provenance: pickled, and equal too
+    # carved content nests its provenance: pickled alone, and equal too
     carved = replace(recs[0], prov=Provenance(device_id="d", inode=None, parent=recs[1].prov,
                                               offset=4096, length=700))
     mixed = recs[:5] + [carved]
-    block = pack(mixed)
-    assert block[:1] == b"P" and unpack(block) == tuple(mixed)
+    assert unpack(pack(mixed)) == tuple(mixed)
+    # a value marshal cannot take (a str subclass): the batch is pickled whole
+    odd = replace(recs[0], name=_Name("x"))
+    block = pack(recs[:3] + [odd])
+    assert block[:1] == b"P" and unpack(block) == tuple(recs[:3] + [odd])
     assert unpack(pack([])) == ()
 
 
@@ -342,13 +372,15 @@ def _batches_both_ways(image, opts, every: int = 64):
     from workers.plan import BatchSpec, batch_counts, pack
     with open_evidence(str(image)) as ev:
         volumes, _ = discover(ev)
-        recs = [r for v in volumes if v.fs_type for r in walk(ev, v, []) if not r.is_dir]
+        # each volume's batches apart, as a planner cuts them
+        parts = [[r for r in walk(ev, v, []) if not r.is_dir] for v in volumes if v.fs_type]
+    recs = [r for part in parts for r in part]
     out, plain = [], 0
     one, two = WorkerContext(Backend()), WorkerContext(Backend())
     dev = recs[0].prov.device_id
-    for i in range(0, len(recs), every):
-        part = tuple(recs[i:i + every])
-        bid = f"v0-t3-{i:05d}"
+    for v, i in ((v, i) for v, part in enumerate(parts) for i in range(0, len(part), every)):
+        part = tuple(parts[v][i:i + every])
+        bid = f"v{v}-t3-{i:05d}"
         a = scan_batch(one, (str(image),), BatchSpec(dev, bid, 0, 3, part), opts)
         b = scan_batch(two, (str(image),), BatchSpec.packed(dev, bid, 0, 3, pack(part),
                                                              batch_counts(part)), opts)
@@ -477,3 +509,32 @@ def test_packed_batches_of_damaged_copies_store_what_record_batches_store(tmp_pa
                 assert (b.bytes_read, b.files, b.pictures) == (a.bytes_read, a.files, a.pictures)
                 compared += 1
     assert compared >= 10 and plain > 0, (compared, plain)
+
+
+def test_plain_files_from_the_walk_pack_as_their_records(synth_fleet):
+    """The planner packs the walk's plain files (tuples) as it would pack the records they
+    stand for: the same volume, items and records arrive either way."""
+    import marshal
+
+    from triage.device import discover
+    from triage.evidence import open_evidence
+    from triage.filesystems import walk
+    from triage.records import plain_common, plain_record
+    from workers.plan import pack, unpack
+    tuples = 0
+    for dev in ("dev01.raw", "dev05.raw"):
+        with open_evidence(str(synth_fleet / "devices" / dev)) as ev:
+            for vol in discover(ev)[0]:
+                if not vol.fs_type:
+                    continue
+                common = plain_common(vol)
+                items = [r for r in walk(ev, vol, [], plain=True)
+                         if type(r) is tuple or not r.is_dir]
+                recs = [plain_record(common, r) if type(r) is tuple else r for r in items]
+                tuples += sum(type(r) is tuple for r in items)
+                for i in range(0, len(items), 50):
+                    a, b = pack(items[i:i + 50], common), pack(recs[i:i + 50], common)
+                    assert a[:1] == b[:1] == b"S"
+                    assert marshal.loads(a[1:]) == marshal.loads(b[1:])
+                    assert unpack(a) == tuple(recs[i:i + 50])
+    assert tuples > 50

@@ -15,6 +15,7 @@ from evidence_images import MiB, build_all
 from triage import filesystems
 from triage.device import discover
 from triage.evidence import open_evidence
+from triage.records import plain_common, plain_record
 from triage.synth.mutate import write_mutants
 
 # `make deps` builds it (libtsk-dev is installed with it): a missing build fails here.
@@ -56,7 +57,19 @@ def fragmented(tmp_path_factory) -> tuple[Path, dict[str, bytes]]:
 
 
 def _walk(path, native: bool, monkeypatch) -> dict:
-    """Everything one walk of every volume gives, and which volumes the C lister served."""
+    """Everything one walk of every volume gives, and which volumes the C lister served. The
+    walk runs twice, giving FileRecords and giving plain files as tuples (the scan's planner
+    asks for those): the tuples, made records (records.plain_record), must be the same walk.
+    `plain`: how many files came as tuples (never any from pytsk3's lister)."""
+    records = _walk_once(path, native, monkeypatch, False)
+    plain = _walk_once(path, native, monkeypatch, True)
+    _same(records, plain)
+    assert records["served"] == plain["served"] and records["plain"] == 0
+    assert native or plain["plain"] == 0
+    return {**records, "plain": plain["plain"]}
+
+
+def _walk_once(path, native: bool, monkeypatch, plain: bool) -> dict:
     served = []
     real = filesystems._native_lister
 
@@ -69,7 +82,7 @@ def _walk(path, native: bool, monkeypatch) -> dict:
         m.setattr(filesystems, "_native_lister", spy)
         if not native:
             m.setattr(filesystems, "_tskwalk", None)
-        out = {"records": [], "problems": [], "errors": []}
+        out = {"records": [], "problems": [], "errors": [], "plain": 0}
         try:
             ev = open_evidence(str(path))
             volumes, _ = discover(ev)
@@ -81,7 +94,10 @@ def _walk(path, native: bool, monkeypatch) -> dict:
             if not vol.fs_type:
                 continue
             try:
-                for rec in filesystems.walk(res, vol, out["problems"]):
+                for rec in filesystems.walk(res, vol, out["problems"], plain=plain):
+                    if type(rec) is tuple:
+                        out["plain"] += 1
+                        rec = plain_record(plain_common(vol), rec)
                     out["records"].append(rec)
             except Exception as exc:    # noqa: BLE001 - compared, not judged, here
                 out["errors"].append(f"{vol.offset}: {type(exc).__name__}: {exc}")
@@ -112,6 +128,9 @@ def test_same_walk_as_pytsk3(images, name, monkeypatch):
     assert {off for off, served in c["served"] if served} == direct
     # deleted files too (FAT keeps a deleted name without its first letter)
     assert any(not r.allocated and not r.is_dir for r in c["records"])
+    # most files of the volumes it served came as plain tuples
+    assert c["plain"] > sum(not r.is_dir and r.prov.volume_offset in direct
+                            for r in c["records"]) // 2
 
 
 def test_same_walk_on_the_synth_fleet(synth_fleet, monkeypatch):

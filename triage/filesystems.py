@@ -217,11 +217,13 @@ def _time(sec, nano=0) -> Optional[float]:
 
 
 def walk(source: "Evidence | Resolver", volume: VolumeRef,
-         problems: Optional[list] = None) -> Iterator[FileRecord]:
+         problems: Optional[list] = None, plain: bool = False) -> Iterator[FileRecord | tuple]:
     """Every file (and folder) of one volume, as `fls -r -p` lists them. Never "." or "..".
 
     `problems`, when given, collects a Coverage record for each folder that could not be
-    read; the walk goes on past it.
+    read; the walk goes on past it. `plain`: plain files (records.PLAIN_FIELDS) that the C
+    lister lists come as such tuples, not as FileRecords (records.plain_record makes the
+    same record of one).
     """
     res = resolver(source)
     evidence = res.evidence
@@ -237,7 +239,7 @@ def walk(source: "Evidence | Resolver", volume: VolumeRef,
         yield from apfs_reader.walk(res.apfs(container), volume, index, res.secrets, problems)
         return
     if volume.fs_type != "ntfs":
-        yield from _walk_fs(res, res.fs(volume.offset), volume, problems)
+        yield from _walk_fs(res, res.fs(volume.offset), volume, problems, plain=plain)
         return
     # NTFS: the live volume, then each volume shadow copy's files that differ from it
     known: set[int] = set()
@@ -285,8 +287,9 @@ def _shadow_copies(res: "Resolver", volume: VolumeRef, known: set,
 
 
 def _walk_fs(res: "Resolver", fs, volume: VolumeRef, problems: Optional[list],
-             snapshot: str = "") -> Iterator[FileRecord]:
-    """One file system's names (the live volume's, or a shadow copy's with `snapshot`)."""
+             snapshot: str = "", plain: bool = False) -> Iterator[FileRecord | tuple]:
+    """One file system's names (the live volume's, or a shadow copy's with `snapshot`); with
+    `plain`, the C lister's plain files as tuples (see walk)."""
     evidence = res.evidence
     fs_type = volume.fs_type or ""
     dev = evidence.ref.device_id
@@ -303,6 +306,7 @@ def _walk_fs(res: "Resolver", fs, volume: VolumeRef, problems: Optional[list],
     block = int(fs.info.block_size)
     if not snapshot:
         res.listed_by[volume.offset] = lister_name(native is not None)
+    plain = plain and native is not None and not snapshot
     stack: list[tuple[int, str]] = [(root, "")]
     visited = {root}
     try:
@@ -322,6 +326,14 @@ def _walk_fs(res: "Resolver", fs, volume: VolumeRef, problems: Optional[list],
             children: list[tuple[int, str]] = []
             for name, addr, name_alloc, is_dir, facts, head, pieces, first, entry in listing:
                 path = f"{dir_path}/{name}"
+                if plain and not is_dir and facts is not None and pieces is not None \
+                        and first is None and entry is None:
+                    # _record's fields, as records.PLAIN_FIELDS
+                    size = facts[0]
+                    ctype, mismatch = _content_type(name, size, head)
+                    yield (addr, path, name, size, name_alloc, path.startswith(_ORPHANS),
+                           facts[2], facts[3], facts[4], facts[5], ctype, mismatch, pieces)
+                    continue
                 record = _record(volume, fs_type, path, name, addr, name_alloc, is_dir, facts,
                                  head, pieces, snapshot)
                 if first is not None:
@@ -489,22 +501,27 @@ def _record(volume: VolumeRef, fs_type: str, path: str, name: str, addr: int,
         size = facts[0]
         times = facts[2:]
         if not is_dir:
-            if size == 0:
-                ctype = "empty"
-            else:
-                ctype = filetype.sniff(head) if head else ""
-                mismatch = filetype.ext_mismatch(name, ctype)
+            ctype, mismatch = _content_type(name, size, head)
     # built(): one per name of the volume, where the dataclass __init__ was a tenth of the walk
     prov = built(Provenance, device_id=volume.device_id, volume_offset=volume.offset,
                  inode=addr, path=path, volume_index=volume.index, fs_type=fs_type,
                  snapshot=snapshot)
     return built(FileRecord, prov=prov, name=name, size=size, allocated=allocated,
-                 fs_type=fs_type, is_dir=is_dir, orphan=path.startswith(ORPHAN_DIR + "/"),
+                 fs_type=fs_type, is_dir=is_dir, orphan=path.startswith(_ORPHANS),
                  type=ctype, ext_mismatch=mismatch, pieces=tuple(pieces or ()), mtime=times[0],
                  atime=times[1], ctime=times[2], crtime=times[3])
 
 
 _NO_TIMES = (None, None, None, None)
+_ORPHANS = ORPHAN_DIR + "/"
+
+
+def _content_type(name: str, size: int, head: Optional[bytes]) -> tuple[str, bool]:
+    """(content type, extension mismatch) of a file of `size` bytes from its first bytes."""
+    if size == 0:
+        return "empty", False
+    ctype = filetype.sniff(head) if head else ""
+    return ctype, filetype.ext_mismatch(name, ctype)
 
 
 def _streams(entry, parent: FileRecord) -> Iterator[FileRecord]:

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Iterator, Optional
 
 from triage.errors import TriageError
-from triage.records import FILE_NOT_READ, SYMLINK, Coverage, Features, FileRecord, Match, VolumeRef
+from triage.records import (FILE_NOT_READ, PLAIN_AT, PLAIN_FIELDS, SYMLINK, Coverage, Features,
+                            FileRecord, Match, VolumeRef, plain_record)
 from workers.matching import match_items
-from workers.plan import (BATCH_PLAN, PROV_AT, RECORD_AT, BatchSpec, packed_rows, plain_provenance,
-                          record_of)
+from workers.plan import BATCH_PLAN, BatchSpec, packed_items
 
 CHUNK_SIZE = 1024 * 1024
 EVIDENCE_CACHE = 2          # open devices kept per worker process (an EWF handle holds caches)
@@ -92,8 +92,9 @@ class BatchResult:
     frame_of: dict = field(default_factory=dict)
     rows: Optional[list] = None         # the files' store rows, once `for_driver` made them
     # plain files stored as rows without records (_scan_packed): (how many items came before
-    # it, its row), in batch order; and each one's packed fields, digests and (type,
-    # mismatch) by key, so `for_driver` can make the records of those a match names
+    # it, its row), in batch order; and each one's volume and fields (records.PLAIN_FIELDS),
+    # digests and (type, mismatch) by key, so `for_driver` can make the records of those a
+    # match names
     plain: list = field(default_factory=list)
     plain_src: dict = field(default_factory=dict)
     picture_count: Optional[int] = None
@@ -129,9 +130,9 @@ class BatchResult:
                 done = before
             rows = merged + rows[done:]
         items = [(r, f) for r, f in self.items if r.key in needed]
-        for key, (pv, rv, known, typed) in self.plain_src.items():
+        for key, (volume, plain, known, typed) in self.plain_src.items():
             if key in needed:
-                made = hashed_analysis(record_of(pv, rv), rv[_SIZE], known, *typed)
+                made = hashed_analysis(plain_record(volume, plain), plain[_SIZE], known, *typed)
                 items.append((made.record, made.features))
         return replace(self, rows=rows, picture_count=self.pictures, items=items, plain=[],
                        plain_src={})
@@ -152,10 +153,12 @@ class Backend:
         from triage.device import discover
         return discover(evidence, recovery_key=recovery_key, password=password)
 
-    def walk(self, evidence, volume: VolumeRef, problems: Optional[list] = None) -> Iterator[FileRecord]:
-        """Files of a volume; folders that cannot be read go to `problems` as coverage."""
+    def walk(self, evidence, volume: VolumeRef, problems: Optional[list] = None,
+             plain: bool = False) -> Iterator[FileRecord | tuple]:
+        """Files of a volume; folders that cannot be read go to `problems` as coverage.
+        `plain`: plain files may come as tuples (records.PLAIN_FIELDS)."""
         from triage.filesystems import walk
-        return walk(evidence, volume, problems)
+        return walk(evidence, volume, problems, plain)
 
     def listed_by(self, evidence, volume: VolumeRef) -> str:
         """Which code listed the volume's files (once its walk has ended); "" where no TSK
@@ -360,9 +363,10 @@ def scan_batch(ctx: WorkerContext, paths: tuple[str, ...], spec: BatchSpec,
     result = BatchResult(device_id=spec.device_id, batch_id=spec.batch_id, tier=spec.tier,
                          files=spec.files, hash_engine=backend.hash_engine())
     model_inputs: dict[str, Any] = {}
-    rows = packed_rows(spec)
-    if rows is not None:
-        _scan_packed(backend, evidence, spec.batch_id, rows, fopts, opts, result, model_inputs)
+    packed = packed_items(spec)
+    if packed is not None:
+        _scan_packed(backend, evidence, spec.batch_id, *packed, fopts, opts, result,
+                     model_inputs)
     else:
         for group in _groups(spec.records):
             _scan_group(backend, evidence, group, fopts, opts, result, model_inputs)
@@ -397,18 +401,19 @@ def _scan_group(backend: Backend, evidence, group: list[FileRecord], fopts, opts
 
 
 # a packed row's fields (workers.plan.pack's order)
-_SIZE, _PIECES = RECORD_AT["size"], RECORD_AT["pieces"]
-_NAME, _TYPE, _LINK = RECORD_AT["name"], RECORD_AT["type"], RECORD_AT["link_target"]
-_IS_DIR, _FS = RECORD_AT["is_dir"], RECORD_AT["fs_type"]
-_ALLOC, _ORPHAN = RECORD_AT["allocated"], RECORD_AT["orphan"]
-_MTIME, _ATIME, _CTIME, _CRTIME = (RECORD_AT[n] for n in ("mtime", "atime", "ctime", "crtime"))
-_DEV, _VOFF, _VIDX = PROV_AT["device_id"], PROV_AT["volume_offset"], PROV_AT["volume_index"]
-_INODE, _PATH, _PFS = PROV_AT["inode"], PROV_AT["path"], PROV_AT["fs_type"]
+_INODE, _PATH, _NAME, _SIZE, _ALLOC, _ORPHAN, _MTIME, _ATIME, _CTIME, _CRTIME, _TYPE, _MISMATCH, \
+    _PIECES = (PLAIN_AT[n] for n in PLAIN_FIELDS)
 
 
-def _scan_packed(backend: Backend, evidence, batch_id: str, rows: list, fopts,
-                 opts: ScanOptions, result: BatchResult, model_inputs: dict) -> None:
-    """A batch that crossed as packed fields (workers.plan.packed_rows). A plain small file
+def _size_of(item) -> int:
+    return item[_SIZE] if type(item) is tuple else item.size
+
+
+def _scan_packed(backend: Backend, evidence, batch_id: str, volume: Optional[tuple],
+                 items: list, fopts, opts: ScanOptions, result: BatchResult,
+                 model_inputs: dict) -> None:
+    """A batch that crossed packed (workers.plan.packed_items): plain files as tuples of their
+    fields (records.PLAIN_FIELDS) of `volume`, other files as records. A small plain file
     whose type needs nothing but its hashes (features.core.hashes_only), which is most files
     of a large device, becomes its store row straight from its fields: no records are made
     for it unless a match needs them (BatchResult.plain). Every other file is made a record
@@ -416,45 +421,47 @@ def _scan_packed(backend: Backend, evidence, batch_id: str, rows: list, fopts,
     (tests/test_small_files.py)."""
     from triage.features.core import hashes_only
     from triage.features.hashing import head_of
-    from triage.records import file_key
+    from triage.records import file_key, plain_record
     from triage.store import plain_file_row
-    for group in _groups(rows, lambda row: row[1][_SIZE]):
-        small = [i for i, (pv, rv) in enumerate(group)
-                 if 0 < rv[_SIZE] <= opts.chunk_size and rv[_PIECES] and not rv[_IS_DIR]
-                 and rv[_TYPE] != SYMLINK and not rv[_LINK] and rv[_FS] == pv[_PFS]
-                 and plain_provenance(pv)]
-        rest = {}                           # the others, made records
+    if volume is not None:
+        device_id, offset, index, fs_type = volume
+    for group in _groups(items, _size_of):
+        small = [i for i, it in enumerate(group)
+                 if type(it) is tuple and 0 < it[_SIZE] <= opts.chunk_size and it[_PIECES]
+                 and it[_TYPE] != SYMLINK]
+        rest = {}                           # the others, as records
         if len(small) < len(group):
             chosen = set(small)
-            rest = {i: record_of(*row) for i, row in enumerate(group) if i not in chosen}
+            rest = {i: plain_record(volume, it) if type(it) is tuple else it
+                    for i, it in enumerate(group) if i not in chosen}
         with _held(evidence):
             pre: list = [None] * len(group)
-            for i, got in zip(small, backend.read_small(evidence, [group[i][1][_PIECES]
+            for i, got in zip(small, backend.read_small(evidence, [group[i][_PIECES]
                                                                    for i in small])):
                 pre[i] = got
             if len(rest) > 1:       # the others, as any batch's group (hashed together)
                 for i, got in zip(rest, backend.read_group(evidence, list(rest.values()),
                                                            opts.chunk_size)):
                     pre[i] = got
-            for i, (pv, rv) in enumerate(group):
+            for i, it in enumerate(group):
                 got, pre[i] = pre[i], None
                 if got is not None and i not in rest:
                     chunks, known = got
-                    size = rv[_SIZE]
-                    typed = hashes_only(rv[_NAME], size, head_of(chunks), fopts) \
+                    size = it[_SIZE]
+                    typed = hashes_only(it[_NAME], size, head_of(chunks), fopts) \
                         if sum(map(len, chunks)) == size else None
                     if typed is not None:
-                        key = file_key(pv[_DEV], pv[_VOFF], pv[_INODE], pv[_PATH])
+                        key = file_key(device_id, offset, it[_INODE], it[_PATH])
                         result.plain.append((len(result.items), plain_file_row(
-                            key, batch_id, pv[_DEV], pv[_VOFF], pv[_VIDX], pv[_INODE],
-                            pv[_PATH], rv[_NAME], size, rv[_ALLOC], rv[_FS], False,
-                            rv[_ORPHAN], rv[_MTIME], rv[_ATIME], rv[_CTIME], rv[_CRTIME],
-                            typed[0], typed[1], known.md5, known.sha1)))
-                        result.plain_src[key] = (pv, rv, known, typed)
+                            key, batch_id, device_id, offset, index, it[_INODE], it[_PATH],
+                            it[_NAME], size, it[_ALLOC], fs_type, False, it[_ORPHAN],
+                            it[_MTIME], it[_ATIME], it[_CTIME], it[_CRTIME], typed[0],
+                            typed[1], known.md5, known.sha1)))
+                        result.plain_src[key] = (volume, it, known, typed)
                         result.bytes_read += size
                         continue
-                _scan_file(backend, evidence, rest[i] if i in rest else record_of(pv, rv), got,
-                           fopts, opts, result, model_inputs)
+                _scan_file(backend, evidence, rest[i] if i in rest else plain_record(volume, it),
+                           got, fopts, opts, result, model_inputs)
 
 
 def _groups(items, size_of=lambda rec: rec.size) -> Iterator[list]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Optional
 
 from triage.filetype import VIDEO_TYPES
-from triage.records import Coverage, FileRecord, Provenance
+from triage.records import PLAIN_AT, Coverage, FileRecord, Provenance, plain_record
 
 # Tiers, most likely yield first. Pictures, videos and archives (which may hold pictures) in
 # user, camera, download, browser-cache and P2P folders come first, then the same kinds of file
@@ -96,9 +96,13 @@ _FOLDERS_KEPT = 10_000
 
 def is_media(record: FileRecord) -> bool:
     """A picture, video or archive by its (sniffed, when the walk knew it) type or its name."""
-    if record.type.startswith(MEDIA_TYPE_PREFIXES) or record.type in MEDIA_TYPES:
+    return _media(record.type, record.name)
+
+
+def _media(ctype: str, name: str) -> bool:
+    if ctype.startswith(MEDIA_TYPE_PREFIXES) or ctype in MEDIA_TYPES:
         return True
-    return _extension(record.name).lower() in MEDIA_EXTENSIONS
+    return _extension(name).lower() in MEDIA_EXTENSIONS
 
 
 def _extension(name: str) -> str:
@@ -109,17 +113,22 @@ def _extension(name: str) -> str:
     return os.path.splitext(name)[1]
 
 
-def tier_of(record: FileRecord) -> int:
-    """The reading tier of a file: 0 is read first."""
-    path = record.path
+def tier_of(record: FileRecord | tuple) -> int:
+    """The reading tier of a file (a record, or a plain file's tuple): 0 is read first."""
+    if type(record) is tuple:
+        return _tier(record[_P_PATH], record[_P_NAME], record[_P_TYPE], record[_P_ALLOC],
+                     record[_P_ORPHAN])
+    return _tier(record.path, record.name, record.type, record.allocated, record.orphan)
+
+
+def _tier(path: str, name: str, ctype: str, allocated: bool, orphan: bool) -> int:
     if "\\" in path:
         path = path.replace("\\", "/")
     system, yielding = _path_tests(path)
     if system:
         return 4
-    media = is_media(record)
-    likely = yielding or not record.allocated or record.orphan
-    if media:
+    likely = yielding or not allocated or orphan
+    if _media(ctype, name):
         return 0 if likely else 1
     return 2 if likely else 3
 
@@ -185,10 +194,10 @@ class BatchHeader:
 class BatchSpec:
     """A batch of files to read together in one task.
 
-    Its records travel as one pickled block (`packed`): the planner spools each batch so as it
-    is cut and hands the block on without unpacking it, Ray copies a byte string instead of
-    walking every record with its own pickler, and the worker unpacks the records once, when
-    it first asks for them."""
+    Its records travel as one block (`pack`): the planner spools each batch so as it is cut
+    and hands the block on without unpacking it, Ray copies a byte string instead of walking
+    every record with its own pickler, and the worker unpacks the records once, when it first
+    asks for them (or reads its plain files' fields straight from the block)."""
 
     __slots__ = ("device_id", "batch_id", "volume_offset", "tier", "volume_length", "_records",
                  "_packed", "_counts")
@@ -248,85 +257,96 @@ class BatchSpec:
                            self.files, self.bytes, self.videos)
 
 
-# A batch's records cross from the planner to a worker as one block. Files straight from a
-# walk (a provenance with no parent) go as marshalled tuples of their fields: a third of
-# pickle's cost to pack and half to unpack, which were 5 and 10 us a file of a million. A
-# batch holding anything else (carved content, whose provenance nests) is pickled.
+# A batch's records cross from the planner to a worker as one block (b"S"): its volume's
+# fields (records.plain_common) once, then each file in batch order, a plain file as the tuple
+# of its fields (records.PLAIN_FIELDS: how the walk gives most of a volume's files) and any
+# other record (a stream, a member, carved content) pickled alone, all marshalled. A plain
+# file so costs a tenth of pickling its record, and the worker reads its fields straight from
+# the tuple. A batch holding a value marshal cannot take goes pickled whole (b"P").
 _PROV_FIELDS = tuple(f.name for f in dataclasses.fields(Provenance))
-_RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(FileRecord) if f.name != "prov")
-# each record's fields as a tuple in one C call (a comprehension over 33 names cost 0.6 us more)
-_PROV_VALUES = operator.itemgetter(*_PROV_FIELDS)
-_RECORD_VALUES = operator.itemgetter(*_RECORD_FIELDS)
+# A provenance is a plain file's when every field but these is at its default: no stream,
+# member, snapshot, parent, byte range or frame (its key is then records.file_key's).
+_FILE_PROV = ("device_id", "volume_offset", "inode", "path", "volume_index", "fs_type")
+_OTHER_PROV = operator.itemgetter(*(n for n in _PROV_FIELDS if n not in _FILE_PROV))
+_OTHER_PROV_DEFAULTS = tuple(f.default for f in dataclasses.fields(Provenance)
+                             if f.name not in _FILE_PROV)
+_VOLUME_OF = operator.itemgetter("device_id", "volume_offset", "volume_index", "fs_type")
+_INT_OR_NONE = (int, type(None))
+_P_SIZE, _P_TYPE = PLAIN_AT["size"], PLAIN_AT["type"]
+_P_PATH, _P_NAME = PLAIN_AT["path"], PLAIN_AT["name"]
+_P_ALLOC, _P_ORPHAN = PLAIN_AT["allocated"], PLAIN_AT["orphan"]
 
 
-def pack(records) -> bytes:
-    rows = []
+def plain_row(rec, volume: tuple) -> Optional[tuple]:
+    """A record's fields as a plain file of `volume` (records.PLAIN_FIELDS; plain_record
+    makes the same record of them), or None when it is not one: another kind of record or
+    provenance, a provenance naming more than a file, another volume, a folder or a link."""
+    if type(rec) is not FileRecord or type(rec.prov) is not Provenance:
+        return None
+    prov, r = rec.prov.__dict__, rec.__dict__
+    if _OTHER_PROV(prov) != _OTHER_PROV_DEFAULTS or _VOLUME_OF(prov) != volume \
+            or type(prov["volume_offset"]) not in _INT_OR_NONE \
+            or type(prov["inode"]) not in _INT_OR_NONE or r["is_dir"] or r["link_target"] \
+            or r["fs_type"] != prov["fs_type"] or type(r["pieces"]) is not tuple:
+        return None
+    return (prov["inode"], prov["path"], r["name"], r["size"], r["allocated"], r["orphan"],
+            r["mtime"], r["atime"], r["ctime"], r["crtime"], r["type"], r["ext_mismatch"],
+            r["pieces"])
+
+
+def pack(records, volume: Optional[tuple] = None) -> bytes:
+    """The block of a batch of records and plain files (tuples of `volume`'s files; without
+    `volume`, the first record's provenance names it)."""
+    items: list = []
     for rec in records:
-        prov = rec.prov.__dict__
-        if type(rec) is not FileRecord or type(rec.prov) is not Provenance \
-                or prov["parent"] is not None:
-            return b"P" + pickle.dumps(tuple(records), protocol=pickle.HIGHEST_PROTOCOL)
-        rows.append((_PROV_VALUES(prov), _RECORD_VALUES(rec.__dict__)))
+        if type(rec) is not tuple:
+            if volume is None and type(rec) is FileRecord and type(rec.prov) is Provenance:
+                volume = _VOLUME_OF(rec.prov.__dict__)
+            row = plain_row(rec, volume) if volume is not None else None
+            rec = row if row is not None else pickle.dumps(rec, protocol=pickle.HIGHEST_PROTOCOL)
+        items.append(rec)
     try:
-        return b"M" + marshal.dumps(rows)
-    except ValueError:          # a field holding what marshal cannot (no record has one today)
-        return b"P" + pickle.dumps(tuple(records), protocol=pickle.HIGHEST_PROTOCOL)
+        return b"S" + marshal.dumps((volume, items))
+    except ValueError:          # a field holding what marshal cannot (no walk gives one today)
+        recs = tuple(plain_record(volume, r) if type(r) is tuple else r for r in records)
+        return b"P" + pickle.dumps(recs, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def unpack(block: bytes) -> tuple[FileRecord, ...]:
     if block[:1] == b"P":
         return pickle.loads(block[1:])
-    return tuple(record_of(pv, rv) for pv, rv in marshal.loads(block[1:]))
+    volume, items = plain_items(block)
+    return tuple(plain_record(volume, it) if type(it) is tuple else it for it in items)
 
 
-def record_of(pv: tuple, rv: tuple) -> FileRecord:
-    """The record of one packed row: its provenance's and its own fields (pack's order)."""
-    # the fields as the dataclass holds them (it has no __post_init__ to run)
-    new = object.__new__
-    prov = new(Provenance)
-    prov.__dict__.update(zip(_PROV_FIELDS, pv))
-    rec = new(FileRecord)
-    rec.__dict__.update(zip(_RECORD_FIELDS, rv))
-    rec.__dict__["prov"] = prov
-    return rec
+def plain_items(block: bytes) -> tuple[Optional[tuple], list]:
+    """(volume, items) of an b"S" block: each plain file as its tuple, any other record made."""
+    volume, items = marshal.loads(block[1:])
+    return volume, [pickle.loads(it) if type(it) is bytes else it for it in items]
 
 
-# A packed row's fields by position, for the workers' packed-row path (workers/batch.py), which
-# reads a plain file's fields without making its records.
-PROV_AT = {name: i for i, name in enumerate(_PROV_FIELDS)}
-RECORD_AT = {name: i for i, name in enumerate(_RECORD_FIELDS)}
-# A provenance is a plain file's when every field but these is at its default: no stream,
-# member, snapshot, parent, byte range or frame (its key is then records.file_key's).
-_FILE_PROV = ("device_id", "volume_offset", "inode", "path", "volume_index", "fs_type")
-_OTHER_PROV = operator.itemgetter(*(PROV_AT[n] for n in _PROV_FIELDS if n not in _FILE_PROV))
-_OTHER_PROV_DEFAULTS = tuple(f.default for f in dataclasses.fields(Provenance)
-                             if f.name not in _FILE_PROV)
-
-
-def packed_rows(spec: "BatchSpec") -> Optional[list]:
-    """The (provenance fields, record fields) rows of a batch that crossed packed as marshalled
-    tuples; None for one made here from its records, or pickled."""
+def packed_items(spec: "BatchSpec") -> Optional[tuple[Optional[tuple], list]]:
+    """plain_items of a batch that crossed packed; None for one made here from its records, or
+    pickled whole."""
     block = spec._packed
-    if block is None or block[:1] != b"M":
+    if block is None or block[:1] != b"S":
         return None
-    return marshal.loads(block[1:])
-
-
-def plain_provenance(pv: tuple) -> bool:
-    """Whether a packed row's provenance names a file by device, volume, inode and path alone
-    (see _FILE_PROV), with an int or None offset and inode."""
-    return _OTHER_PROV(pv) == _OTHER_PROV_DEFAULTS and \
-        type(pv[_OFFSET_AT]) in _INT_OR_NONE and type(pv[_INODE_AT]) in _INT_OR_NONE
-
-
-_INT_OR_NONE = (int, type(None))
-_OFFSET_AT, _INODE_AT = PROV_AT["volume_offset"], PROV_AT["inode"]
+    return plain_items(block)
 
 
 def batch_counts(records, volume_length: int = 0) -> tuple[int, int, int]:
-    """(files, bytes, videos) of a batch's records; bytes bounded by the volume."""
-    return (len(records), sum(bounded(r.size, volume_length) for r in records),
-            sum(1 for r in records if r.type in VIDEO_TYPES))
+    """(files, bytes, videos) of a batch's records and plain files; bytes bounded by the
+    volume."""
+    nbytes = videos = 0
+    for r in records:
+        if type(r) is tuple:
+            size, ctype = r[_P_SIZE], r[_P_TYPE]
+        else:
+            size, ctype = r.size, r.type
+        nbytes += min(size, volume_length) if volume_length > 0 else size
+        if ctype in VIDEO_TYPES:
+            videos += 1
+    return len(records), nbytes, videos
 
 
 @dataclass(frozen=True)
@@ -458,9 +478,10 @@ def unlisted_bytes(volume_length: int, listed: int) -> int:
     return max(0, volume_length - listed)
 
 
-def wanted(record: FileRecord) -> bool:
-    """Files with content to read. Directories carry no content of their own."""
-    return not record.is_dir
+def wanted(record: FileRecord | tuple) -> bool:
+    """Files with content to read. Directories carry no content of their own (a plain file's
+    tuple is never one)."""
+    return type(record) is tuple or not record.is_dir
 
 
 FIRST_TIER = 0
@@ -473,7 +494,8 @@ def plan_volume(records: Iterable[FileRecord], device_id: str, volume_offset: in
                 volume_length: int = 0,
                 carved: Optional[list] = None,
                 free_space: bool = False,
-                deleted_starts: Optional[set] = None) -> Iterator[VolumePlan | BatchSpec]:
+                deleted_starts: Optional[set] = None,
+                plain: Optional[tuple] = None) -> Iterator[VolumePlan | BatchSpec]:
     """Yields every `BatchSpec` of the volume, most likely yield first, and one `VolumePlan`
     (the totals) as soon as the walk ends.
 
@@ -491,6 +513,8 @@ def plan_volume(records: Iterable[FileRecord], device_id: str, volume_offset: in
     `deleted_starts` (a set the walk fills) goes into the VolumePlan, for the carving after it.
     `other_max_files`: files per batch in the tiers after the picture pass (default
     `max_files` * OTHER_TIER_FACTOR).
+    `plain`: the volume's fields (records.plain_common), when `records` may hold plain files
+    as tuples (records.PLAIN_FIELDS) beside FileRecords.
     """
     tiers = range(len(TIER_NAMES))
     spools = {t: tempfile.TemporaryFile(dir=spool_dir, prefix="triage-plan-") for t in tiers}
@@ -508,7 +532,7 @@ def plan_volume(records: Iterable[FileRecord], device_id: str, volume_offset: in
 
     def spool(tier: int, recs: list, publish: bool = True) -> None:
         # one block per batch, pickled once: read back, it goes to the worker as it is
-        entry = pickle.dumps((batch_counts(recs, volume_length), pack(recs)),
+        entry = pickle.dumps((batch_counts(recs, volume_length), pack(recs, plain)),
                              protocol=pickle.HIGHEST_PROTOCOL)
         fh = spools[tier]
         fh.write(len(entry).to_bytes(8, "little"))
@@ -525,10 +549,17 @@ def plan_volume(records: Iterable[FileRecord], device_id: str, volume_offset: in
             for rec in records:
                 if stop.is_set():
                     return
-                if not wanted(rec):
+                if type(rec) is tuple:          # a plain file: tier_of's, inline
+                    t = _tier(rec[_P_PATH], rec[_P_NAME], rec[_P_TYPE], rec[_P_ALLOC],
+                              rec[_P_ORPHAN])
+                    size = rec[_P_SIZE]
+                elif rec.is_dir:                # not wanted()
                     continue
-                t = tier_of(rec)
-                size = bounded(rec.size, volume_length)
+                else:
+                    t = tier_of(rec)
+                    size = rec.size
+                if 0 < volume_length < size:    # bounded()
+                    size = volume_length
                 counts[t][0] += 1
                 counts[t][1] += size
                 if cutters[t].add(size):

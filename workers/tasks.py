@@ -14,7 +14,8 @@ from typing import Iterator, Optional
 import ray
 
 from triage.errors import TriageError
-from triage.records import SCAN_INCOMPLETE, UNPARTITIONED_OFFSET, Coverage, EvidenceRef, VolumeRef
+from triage.records import (PLAIN_AT, SCAN_INCOMPLETE, UNPARTITIONED_OFFSET, Coverage,
+                            EvidenceRef, VolumeRef, plain_common)
 from workers.batch import Backend, BatchResult, ScanOptions, WorkerContext, scan_batch
 from workers.plan import BatchHeader, BatchSpec, VolumePlan, bounded, plan_volume, unlisted_bytes
 from workers.runtime import collect_less
@@ -24,6 +25,7 @@ from workers.runtime import collect_less
 PLANNER_AHEAD = 4
 
 _context: Optional[WorkerContext] = None
+_PLAIN_SIZE = PLAIN_AT["size"]
 
 
 def worker_context(backend: Backend) -> WorkerContext:
@@ -59,7 +61,9 @@ def _guarded(records, device_id: str, volume: VolumeRef, problems: list,
             yield from records
             return
         for rec in records:
-            if not rec.is_dir:
+            if type(rec) is tuple:              # a plain file (records.PLAIN_FIELDS)
+                listed += bounded(rec[_PLAIN_SIZE], volume.length)
+            elif not rec.is_dir:
                 listed += bounded(rec.size, volume.length)
             yield rec
     except Exception as exc:   # noqa: BLE001 - any walk failure is coverage, never a lost volume
@@ -94,11 +98,12 @@ def plan_device_volume(backend: Backend, paths: tuple[str, ...], volume: VolumeR
                            walk=False)
     else:
         deleted = backend.deleted_starts(evidence, volume)
-        records = _guarded(backend.walk(evidence, volume, problems), volume.device_id, volume,
-                           problems)
+        records = _guarded(backend.walk(evidence, volume, problems, plain=True),
+                           volume.device_id, volume, problems)
     for item in plan_volume(records, volume.device_id, volume.offset, max_files=opts.batch_files,
                             max_bytes=opts.batch_bytes, coverage=problems,
                             volume_length=volume.length, carved=carved,
+                            plain=plain_common(volume),
                             free_space=free and volume.offset != UNPARTITIONED_OFFSET,
                             deleted_starts=deleted):
         if isinstance(item, BatchSpec):
