@@ -538,3 +538,25 @@ def test_plain_files_from_the_walk_pack_as_their_records(synth_fleet):
                     assert marshal.loads(a[1:]) == marshal.loads(b[1:])
                     assert unpack(a) == tuple(recs[i:i + 50])
     assert tuples > 50
+
+
+def test_a_result_crosses_to_the_driver_with_its_rows_marshalled():
+    """BatchResult's rows cross marshalled (half pickle's cost to the worker) and arrive
+    equal; rows holding what marshal cannot take cross pickled, and arrive equal too."""
+    import marshal
+    import pickle
+
+    from workers.batch import BatchResult
+    rows = [(f'["d",0,{i},"/f{i}"]', "b", "d", 0, 0, i, f"/f{i}", f"f{i}", i, True, "ext4",
+             False, False, 1.5e9 + i / 3, None, None, None, "", False, "ab" * 16, "cd" * 20)
+            for i in range(300)]
+    result = BatchResult(device_id="d", batch_id="b", tier=3, rows=rows, files=300)
+    state = result.__getstate__()
+    assert type(state["rows"]) is bytes and marshal.loads(state["rows"]) == rows
+    back = pickle.loads(pickle.dumps(result))
+    assert back == result and back.rows == rows and back.stored_files == 300
+    odd = BatchResult(device_id="d", batch_id="b", tier=3, rows=rows[:2] + [(_Name("x"),)])
+    assert type(odd.__getstate__()["rows"]) is list
+    assert pickle.loads(pickle.dumps(odd)) == odd
+    empty = BatchResult(device_id="d", batch_id="b", tier=3)
+    assert pickle.loads(pickle.dumps(empty)) == empty
