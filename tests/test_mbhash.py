@@ -241,6 +241,26 @@ def test_a_file_far_longer_than_the_rest_goes_to_hashlib_and_all_digests_hold():
     assert hashing._alone([4_000_000] + [50_000] * 20) == 1
     assert hashing._alone([3_400_000] * 16) == 0
     assert hashing._alone([60_000] * 256) == 0
+    # the least costly split, against every split tried (the shortcut for groups whose
+    # longest file does not outlast the rest included)
+    rnd = random.Random(8)
+    for kernel in hashing._KERNELS:
+        _, rate, lanes = hashing._KERNELS[kernel]
+        for _ in range(400):
+            if rnd.random() < 0.5:
+                sizes = sorted((rnd.choice([rnd.randrange(1, 7000), rnd.randrange(1, 1 << 23)])
+                                for _ in range(rnd.randrange(1, 60))), reverse=True)
+            else:       # one long file beside others holding 0.2 to 30 times its bytes
+                big, m = rnd.randrange(1 << 16, 1 << 23), rnd.randrange(1, 40)
+                sizes = [big] + [max(1, int(big * rnd.uniform(0.2, 30) / m))] * m
+                sizes.sort(reverse=True)
+
+            def cost(k):
+                rest = sum(sizes[k:])
+                kernel_s = max(rest / rate, sizes[k] / (rate / lanes)) if k < len(sizes) else 0
+                return sum(sizes[:k]) / hashing._HASHLIB_RATE + kernel_s
+            best = min(range(len(sizes) + 1), key=lambda k: (cost(k), k))
+            assert hashing._alone(sizes, rate, lanes) == best, sizes
     cases = _cases(6, [4_000_000] + [50_000 + k for k in range(20)])
     files = [p for _, p in cases]
     rnd = random.Random(6)

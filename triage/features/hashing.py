@@ -255,6 +255,11 @@ def _alone(sizes_desc: list[int], rate: float = _KERNELS["avx512"][1],
     than the rest would keep the kernel running for it alone, a lane being a `lanes`-th of the
     kernel's `rate` (a third of hashlib with AVX-512)."""
     total = sum(sizes_desc)
+    if not sizes_desc or sizes_desc[0] * lanes <= total:
+        # no file outlasts the others sharing the lanes: all in the kernel costs total / rate,
+        # and any file given to hashlib (slower than the kernel) costs more (most groups of
+        # small files; the search below was half a microsecond a file)
+        return 0
     best_k, best_cost, head = 0, float("inf"), 0
     for k in range(len(sizes_desc) + 1):
         rest = total - head
