@@ -227,6 +227,8 @@ _PLAIN_RUNS = ((_FILE_COLS.index("ads"), ("", 0, 0, "", None)),
                (_FILE_COLS.index("extra"), ("{}",)))
 _PLAIN_COLS = tuple(c for i, c in enumerate(_FILE_COLS)
                     if not any(a <= i < a + len(v) for a, v in _PLAIN_RUNS))
+# a plain file's row (plain_file_row) by column name
+PLAIN_ROW_AT = {c: i for i, c in enumerate(_PLAIN_COLS)}
 _BOOL_COLS = frozenset({"allocated", "is_dir", "orphan", "ext_mismatch", "is_picture"})
 
 

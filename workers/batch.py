@@ -17,6 +17,7 @@ from typing import Any, Iterator, Optional
 from triage.errors import TriageError
 from triage.records import (FILE_NOT_READ, PLAIN_AT, PLAIN_FIELDS, SYMLINK, Coverage, Features,
                             FileRecord, Match, VolumeRef, plain_record)
+from triage.store import PLAIN_ROW_AT
 from workers.matching import match_items
 from workers.plan import BATCH_PLAN, BatchSpec, packed_items
 
@@ -93,11 +94,12 @@ class BatchResult:
     frame_of: dict = field(default_factory=dict)
     rows: Optional[list] = None         # the files' store rows, once `for_driver` made them
     # plain files stored as rows without records (_scan_packed): (how many items came before
-    # it, its row), in batch order; and each one's volume and fields (records.PLAIN_FIELDS),
-    # digests and (type, mismatch) by key, so `for_driver` can make the records of those a
-    # match names
+    # it, its row), in batch order; and each one's fields (records.PLAIN_FIELDS) of
+    # `plain_volume`, in the same order, so `for_driver` can make the records of those a
+    # match names (their digests, type and mismatch are in their rows)
     plain: list = field(default_factory=list)
-    plain_src: dict = field(default_factory=dict)
+    plain_fields: list = field(default_factory=list)
+    plain_volume: Optional[tuple] = None
     picture_count: Optional[int] = None
     hash_engine: str = ""               # which code took MD5 and SHA-1 (hashing.hash_engine)
 
@@ -136,6 +138,7 @@ class BatchResult:
         the model need those). Unpickling 26k records cost the driver 0.45 s per large
         device; rows, 0.03 s."""
         from triage.features.core import hashed_analysis
+        from triage.features.hashing import Digests
         from triage.store import file_rows
         needed = ({m.key for m in self.matches} | {k for k, _ in self.model_inputs}
                   | {v for v, _, _ in self.frame_of.values()})
@@ -148,12 +151,23 @@ class BatchResult:
                 done = before
             rows = merged + rows[done:]
         items = [(r, f) for r, f in self.items if r.key in needed]
-        for key, (volume, plain, known, typed) in self.plain_src.items():
-            if key in needed:
-                made = hashed_analysis(plain_record(volume, plain), plain[_SIZE], known, *typed)
-                items.append((made.record, made.features))
+        if needed:
+            for (_, row), plain in zip(self.plain, self.plain_fields):
+                if row[_ROW_KEY] in needed:
+                    made = hashed_analysis(plain_record(self.plain_volume, plain), plain[_SIZE],
+                                           Digests(row[_ROW_MD5], row[_ROW_SHA1]),
+                                           row[_ROW_TYPE], bool(row[_ROW_MISMATCH]))
+                    items.append((made.record, made.features))
         return replace(self, rows=rows, picture_count=self.pictures, items=items, plain=[],
-                       plain_src={})
+                       plain_fields=[])
+
+    def plain_hashes(self) -> dict[str, tuple[list, list]]:
+        """{algorithm: (keys, hex digests)} of the plain files, for match_items."""
+        if not self.plain:
+            return {}
+        keys = [row[_ROW_KEY] for _, row in self.plain]
+        return {"md5": (keys, [row[_ROW_MD5] for _, row in self.plain]),
+                "sha1": (keys, [row[_ROW_SHA1] for _, row in self.plain])}
 
 
 class Backend:
@@ -392,10 +406,9 @@ def scan_batch(ctx: WorkerContext, paths: tuple[str, ...], spec: BatchSpec,
     if damage is not None:          # E01 chunks failing their checksum, met by these reads
         result.coverage.extend(damage())
     if opts.hashsets:
-        hashed = [(key, src[2]) for key, src in result.plain_src.items()]
         matches, ignored = match_items(ctx.hashsets(opts.hashsets), result.items,
                                        perceptual=opts.perceptual, vpdq_rule=opts.vpdq_rule(),
-                                       hashed=hashed)
+                                       hashed=result.plain_hashes())
         result.matches = matches
         result.ignored = len(ignored)
     if opts.model and opts.pictures:
@@ -419,6 +432,8 @@ def _scan_group(backend: Backend, evidence, group: list[FileRecord], fopts, opts
 
 
 # a packed row's fields (workers.plan.pack's order)
+_ROW_KEY, _ROW_TYPE, _ROW_MISMATCH, _ROW_MD5, _ROW_SHA1 = (
+    PLAIN_ROW_AT[n] for n in ("key", "type", "ext_mismatch", "md5", "sha1"))
 _INODE, _PATH, _NAME, _SIZE, _ALLOC, _ORPHAN, _MTIME, _ATIME, _CTIME, _CRTIME, _TYPE, _MISMATCH, \
     _PIECES = (PLAIN_AT[n] for n in PLAIN_FIELDS)
 
@@ -443,6 +458,7 @@ def _scan_packed(backend: Backend, evidence, batch_id: str, volume: Optional[tup
     from triage.store import plain_file_row
     if volume is not None:
         device_id, offset, index, fs_type = volume
+    result.plain_volume = volume
     for group in _groups(items, _size_of):
         small = [i for i, it in enumerate(group)
                  if type(it) is tuple and 0 < it[_SIZE] <= opts.chunk_size and it[_PIECES]
@@ -475,7 +491,7 @@ def _scan_packed(backend: Backend, evidence, batch_id: str, volume: Optional[tup
                             it[_NAME], size, it[_ALLOC], fs_type, False, it[_ORPHAN],
                             it[_MTIME], it[_ATIME], it[_CTIME], it[_CRTIME], typed[0],
                             typed[1], known.md5, known.sha1)))
-                        result.plain_src[key] = (volume, it, known, typed)
+                        result.plain_fields.append(it)
                         result.bytes_read += size
                         continue
                 _scan_file(backend, evidence, rest[i] if i in rest else plain_record(volume, it),

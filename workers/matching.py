@@ -43,11 +43,12 @@ def _to_match(key: str, kind: str, hit) -> Match:
 def match_items(stores: Iterable[HashLookup], items: Sequence[tuple[FileRecord, Features]],
                 set_names: Optional[frozenset[str]] = None,
                 perceptual: bool = True, vpdq_rule=None,
-                hashed: Sequence[tuple[str, Any]] = ()) -> tuple[list[Match], set[str]]:
+                hashed: Optional[dict[str, tuple[list, list]]] = None,
+                ) -> tuple[list[Match], set[str]]:
     """All matches of `items` in `stores` (restricted to `set_names` when given), and the keys
     of ignored (known-software) files. `vpdq_rule`: the vPDQ thresholds (default
-    ThreatExchange's). `hashed`: (key, Digests) of more files, known by their exact hashes
-    alone (the plain files a worker stores without records)."""
+    ThreatExchange's). `hashed`: {algorithm: (keys, hex digests)} of more files, known by
+    their exact hashes alone (the plain files a worker stores without records)."""
     stores = list(stores)
     matches: list[Match] = []
     seen: set[tuple] = set()
@@ -64,11 +65,14 @@ def match_items(stores: Iterable[HashLookup], items: Sequence[tuple[FileRecord, 
     for algorithm in EXACT_ALGORITHMS:
         wanted = [(feat.key, getattr(feat, algorithm)) for _, feat in items
                   if getattr(feat, algorithm, "")]
-        wanted += [(key, value) for key, d in hashed if (value := getattr(d, algorithm, ""))]
-        if not wanted:
+        keys, values = [k for k, _ in wanted], [v for _, v in wanted]
+        more_keys, more_values = (hashed or {}).get(algorithm, ((), ()))
+        keys += more_keys
+        values += more_values
+        if not values:
             continue
         for store in stores:
-            for (key, _), hits in zip(wanted, store.lookup(algorithm, [h for _, h in wanted])):
+            for key, hits in zip(keys, store.lookup(algorithm, values)):
                 for hit in hits:
                     if keep(hit):
                         add(_to_match(key, "exact", hit))
