@@ -330,3 +330,36 @@ def test_raw_evidence_is_read_forward_and_opens_where_the_hint_is_refused(tmp_pa
         assert src.size == 8192 and src.read(4090, 12) == b"a" * 6 + b"b" * 6
     finally:
         src.close()
+
+
+def test_views_of_a_group_are_each_pieces_view(tmp_path):
+    """Evidence.views (one pass over a single raw file's map) gives what `view` gives piece by
+    piece, and None for a file one of whose pieces lies even partly outside the image; a split
+    image gives the same through `view` itself."""
+    import random
+
+    data = bytearray(random.Random(11).randbytes(200_000))
+    data[510:512] = b"\x55\xaa"                 # an MBR's mark: the image opens as a disk
+    data = bytes(data)
+    single = tmp_path / "one.raw"
+    single.write_bytes(data)
+    for i, cut in enumerate((0, 70_000, 140_000)):
+        (tmp_path / f"two.{i + 1:03d}").write_bytes(data[cut:cut + 70_000])
+    rng = random.Random(12)
+    edges = [0, 1, 69_999, 70_000, 199_999, 200_000, 200_001, -1, 10**12]
+    pieces_of = []
+    for _ in range(400):
+        pieces_of.append(tuple((rng.choice(edges + [rng.randrange(200_000)]),
+                                rng.choice([0, 1, 4096, 70_000, rng.randrange(9000)]))
+                               for _ in range(rng.choice([1, 1, 1, 2, 3]))))
+    for path in (single, tmp_path / "two.001"):
+        with open_evidence(str(path)) as ev:
+            got = ev.views(pieces_of)
+            assert len(got) == len(pieces_of)
+            for pieces, chunks in zip(pieces_of, got):
+                each = [ev.view(start, n) for start, n in pieces]
+                if None in each:
+                    assert chunks is None, pieces
+                else:
+                    assert [bytes(c) for c in chunks] == [data[a:a + n] for a, n in pieces]
+            assert sum(c is not None for c in got) > 50 and None in got

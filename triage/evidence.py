@@ -97,6 +97,15 @@ class Source:
         """The bytes at `offset` without a copy, where the container allows (raw); else None."""
         return None
 
+    def views(self, pieces_of: list) -> list:
+        """`view` of every piece of each file of a group (a list of (offset, size) each): the
+        file's list of views, or None for a file one of whose pieces `view` does not give."""
+        out = []
+        for pieces in pieces_of:
+            chunks = [self.view(start, n) for start, n in pieces]
+            out.append(None if None in chunks else chunks)
+        return out
+
     def release(self, offset: int, size: int) -> None:
         """Done with a `view` of these bytes."""
 
@@ -187,6 +196,24 @@ class RawSource(Source):
             except (OSError, ValueError):
                 return None
         return self._maps[i][offset - start:offset - start + size]
+
+    def views(self, pieces_of: list) -> list:
+        # one image file (most raw evidence): its map sliced in one pass, `view`'s bounds
+        # inlined (a million small files spent a microsecond each in `view`'s calls)
+        if len(self._fds) != 1 or self.view(0, 1) is None:
+            return super().views(pieces_of)
+        whole, size = self._maps[0], self.size
+        out = []
+        for pieces in pieces_of:
+            if len(pieces) == 1:
+                (start, n), = pieces
+                out.append([whole[start:start + n]] if 0 <= start and 0 < n
+                           and start + n <= size else None)
+            else:
+                chunks = [whole[start:start + n] for start, n in pieces
+                          if 0 <= start and 0 < n and start + n <= size]
+                out.append(chunks if len(chunks) == len(pieces) else None)
+        return out
 
     def release(self, offset: int, size: int) -> None:
         """Unmaps the pages of a `view` once read: the page cache keeps them, but they stop
@@ -423,6 +450,11 @@ class Evidence:
 
     def view(self, offset: int, size: int) -> Optional[memoryview]:
         return self.source.view(offset, size) if self.source is not None else None
+
+    def views(self, pieces_of: list) -> list:
+        """Source.views of a group of files' pieces."""
+        return self.source.views(pieces_of) if self.source is not None \
+            else [None] * len(pieces_of)
 
     def release(self, offset: int, size: int) -> None:
         if self.source is not None and not self._held:

@@ -789,6 +789,12 @@ def small_reader(source: "Evidence | Resolver"):
     return read_small
 
 
+def small_views(source: "Evidence | Resolver", pieces_of: list) -> list:
+    """What `small_reader` reads of each of a group of files, for the files whose every piece
+    is mapped straight from the image (Evidence.views, in one pass); None for the others."""
+    return resolver(source).evidence.views(pieces_of)
+
+
 def _read_direct(evidence: Evidence, pieces: list, chunk_size: int) -> Iterator[memoryview]:
     for start, n in pieces:
         done = 0

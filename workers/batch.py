@@ -236,8 +236,14 @@ class Backend:
         on any hash engine; None for a file whose read failed."""
         if not pieces_of:
             return []
-        from triage.filesystems import small_reader
-        return _read_and_hash(small_reader(evidence), pieces_of)
+        from triage.filesystems import small_reader, small_views
+        mapped = small_views(evidence, pieces_of)
+        if None not in mapped:
+            return _read_and_hash(None, mapped)
+        read = small_reader(evidence)
+        return _read_and_hash(read, [pieces if chunks is None else chunks
+                                     for pieces, chunks in zip(pieces_of, mapped)],
+                              [chunks is not None for chunks in mapped])
 
     def feature_options(self, opts: ScanOptions):
         from triage.features import FeatureOptions
@@ -299,16 +305,23 @@ class Backend:
         return media_hashes(evidence)
 
 
-def _read_and_hash(read, items) -> list:
+def _read_and_hash(read, items, already: Optional[list] = None) -> list:
     """(chunks, Digests) of each item's content (`read(item)`, a list of chunks), MD5 and
-    SHA-1 taken for all in one `hash_many` pass; None for an item whose read failed."""
+    SHA-1 taken for all in one `hash_many` pass; None for an item whose read failed. `read`
+    None: every item is its chunks already; `already[i]`: item i is."""
     from triage.features.hashing import hash_many
-    contents: list = []
-    for item in items:
-        try:
-            contents.append(read(item))
-        except (TriageError, OSError, IOError, ValueError, MemoryError):
-            contents.append(None)
+    if read is None:
+        contents: list = items
+    else:
+        contents = []
+        for i, item in enumerate(items):
+            if already is not None and already[i]:
+                contents.append(item)
+                continue
+            try:
+                contents.append(read(item))
+            except (TriageError, OSError, IOError, ValueError, MemoryError):
+                contents.append(None)
     digests = iter(hash_many([c for c in contents if c is not None]))
     return [None if c is None else (c, next(digests)) for c in contents]
 
