@@ -23,6 +23,7 @@ def _hostile_text(rng: random.Random) -> str:
 
 
 def test_provenance_key_fast_path_is_the_json_key():
+    from triage.records import file_keys
     rng = random.Random(19)
     for _ in range(3000):
         prov = Provenance(device_id=_hostile_text(rng),
@@ -32,6 +33,8 @@ def test_provenance_key_fast_path_is_the_json_key():
                           fs_type=rng.choice(["", "ext4"]))
         assert prov.key == _general_key(prov)
         json.loads(prov.key)
+        # the workers' key of a volume's plain files (its device and offset written once)
+        assert file_keys(prov.device_id, prov.volume_offset)(prov.inode, prov.path) == prov.key
 
 
 def test_provenance_key_with_any_extra_field_keeps_the_general_form():

@@ -32,6 +32,16 @@ def file_key(device_id: str, volume_offset: Optional[int], inode: Optional[int],
             f"{_json_str(path)}]")
 
 
+def file_keys(device_id: str, volume_offset: Optional[int]):
+    """file_key for the files of one volume, as a function of (inode, path): the device and
+    offset are written once (a worker keys a million small files with it)."""
+    head = f"[{_json_str(device_id)},{_json_num(volume_offset)},"
+
+    def key(inode: Optional[int], path: str) -> str:
+        return f"{head}{_json_num(inode)},{_json_str(path)}]"
+    return key
+
+
 def device_keys(device_id: str) -> tuple[str, str]:
     """The range [low, high) that holds every key of a device and no other device's. A key
     is the JSON of a list whose first item is the device id (Provenance.key), so a device's

@@ -467,11 +467,14 @@ def _scan_packed(backend: Backend, evidence, batch_id: str, volume: Optional[tup
     (tests/test_small_files.py)."""
     from triage.features.core import hashes_only
     from triage.features.hashing import head_of
-    from triage.records import file_key, plain_record
+    from triage.records import file_keys, plain_record
     from triage.store import plain_file_row
     if volume is not None:
         device_id, offset, index, fs_type = volume
+        key_of = file_keys(device_id, offset)
     result.plain_volume = volume
+    plain, plain_fields, made = result.plain, result.plain_fields, result.items
+    nbytes = 0
     for group in _groups(items, _size_of):
         small = [i for i, it in enumerate(group)
                  if type(it) is tuple and 0 < it[_SIZE] <= opts.chunk_size and it[_PIECES]
@@ -498,17 +501,17 @@ def _scan_packed(backend: Backend, evidence, batch_id: str, volume: Optional[tup
                     typed = hashes_only(it[_NAME], size, head_of(chunks), fopts) \
                         if sum(map(len, chunks)) == size else None
                     if typed is not None:
-                        key = file_key(device_id, offset, it[_INODE], it[_PATH])
-                        result.plain.append((len(result.items), plain_file_row(
-                            key, batch_id, device_id, offset, index, it[_INODE], it[_PATH],
-                            it[_NAME], size, it[_ALLOC], fs_type, False, it[_ORPHAN],
-                            it[_MTIME], it[_ATIME], it[_CTIME], it[_CRTIME], typed[0],
-                            typed[1], known.md5, known.sha1)))
-                        result.plain_fields.append(it)
-                        result.bytes_read += size
+                        plain.append((len(made), plain_file_row(
+                            key_of(it[_INODE], it[_PATH]), batch_id, device_id, offset, index,
+                            it[_INODE], it[_PATH], it[_NAME], size, it[_ALLOC], fs_type, False,
+                            it[_ORPHAN], it[_MTIME], it[_ATIME], it[_CTIME], it[_CRTIME],
+                            typed[0], typed[1], known.md5, known.sha1)))
+                        plain_fields.append(it)
+                        nbytes += size
                         continue
                 _scan_file(backend, evidence, rest[i] if i in rest else plain_record(volume, it),
                            got, fopts, opts, result, model_inputs)
+    result.bytes_read += nbytes
 
 
 def _groups(items, size_of=lambda rec: rec.size) -> Iterator[list]:
