@@ -86,6 +86,29 @@ def test_hash_indexes_come_when_a_run_ends(store):
     assert any("files_md5" in r["detail"] for r in plan)
 
 
+def test_hash_indexes_built_in_the_background_come_before_any_write(store):
+    """start_hash_indexes sorts on a connection of its own while this one reads; the next
+    write waits for it, and end_run finds them built."""
+    from triage.store import plain_file_row
+    run = store.begin_run(tool_version="t", hashsets=[], model=None, operator="o", options={})
+    rows = [plain_file_row(f'["d",0,{i},"/f{i}"]', "b", "d", 0, 0, i, f"/f{i}", f"f{i}", i,
+                           True, "ext4", False, False, None, None, None, None, "", False,
+                           f"{i:032x}", f"{i:040x}") for i in range(60_000)]
+    store.add_batch("d", "b", [], [], [], [], rows=rows)
+    indexes = "SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'files_%'"
+    assert not store._query(indexes)
+    store.start_hash_indexes()
+    store.start_hash_indexes()                      # once
+    assert store.counts("d")["files"] == 60_000     # read while they are sorted
+    store.add_batch("d", "b2", [], [], [], [], rows=[])
+    assert {r["name"] for r in store._query(indexes)} >= {"files_md5", "files_sha1"}
+    store.end_run(run, "complete")
+    plan = store._query(f"EXPLAIN QUERY PLAN SELECT key FROM files WHERE sha1 = '{7:040x}'")
+    assert any("files_sha1" in r["detail"] for r in plan)
+    assert store._query(f"SELECT key FROM files WHERE md5 = '{7:032x}'") == \
+        [{"key": '["d",0,7,"/f7"]'}]
+
+
 def test_wal_mode(store):
     assert store._query("PRAGMA journal_mode")[0]["journal_mode"] == "wal"
     # committed batches are durable; the log is copied back in 40 MB steps, not 4 MB ones
