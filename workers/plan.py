@@ -100,7 +100,7 @@ def is_media(record: FileRecord) -> bool:
 
 
 def _media(ctype: str, name: str) -> bool:
-    if ctype.startswith(MEDIA_TYPE_PREFIXES) or ctype in MEDIA_TYPES:
+    if ctype and (ctype.startswith(MEDIA_TYPE_PREFIXES) or ctype in MEDIA_TYPES):
         return True
     return _extension(name).lower() in MEDIA_EXTENSIONS
 
@@ -151,7 +151,8 @@ def _path_tests(path: str) -> tuple[bool, bool]:
     ends at a "/" of the folder, or at the end of a path that is a system name whole (or of a
     last component that is a yield folder's name)."""
     folder, _, name = path.rpartition("/")
-    system, yielding = _folder(folder)
+    known = _FOLDERS.get(folder)            # _folder's, its common case without the call
+    system, yielding = known if known is not None else _folder(folder)
     if not system and len(path) <= _SYSTEM_WHOLE:
         whole = path[1:] if path[:1] == "/" else path
         system = _listed(whole, _SYSTEM_SET) if whole.isascii() else bool(_SYSTEM.search(path))
