@@ -363,3 +363,11 @@ def test_views_of_a_group_are_each_pieces_view(tmp_path):
                 else:
                     assert [bytes(c) for c in chunks] == [data[a:a + n] for a, n in pieces]
             assert sum(c is not None for c in got) > 50 and None in got
+            # a worker's read of a group: mapped where it can be, read piece by piece where
+            # not (pieces across the split image's segments, or past its end), hashed alike
+            from workers.batch import Backend
+            group = [p for p in pieces_of if all(a >= 0 for a, _ in p)]
+            for pieces, (chunks, digests) in zip(group, Backend().read_small(ev, group)):
+                want = b"".join(data[a:a + n] for a, n in pieces)
+                assert b"".join(bytes(c) for c in chunks) == want
+                assert digests.md5 == hashlib.md5(want).hexdigest()

@@ -279,6 +279,10 @@ def test_packed_records_come_back_equal_whatever_their_fields_hold():
                                               offset=4096, length=700))
     mixed = recs[:5] + [carved]
     assert unpack(pack(mixed)) == tuple(mixed)
+    # no plain file at all: pickled whole, so records share their parents' provenances
+    nested = [replace(carved, prov=replace(carved.prov, offset=4096 * k)) for k in range(20)]
+    block = pack(nested)
+    assert block[:1] == b"P" and unpack(block) == tuple(nested)
     # a value marshal cannot take (a str subclass): the batch is pickled whole
     odd = replace(recs[0], name=_Name("x"))
     block = pack(recs[:3] + [odd])
@@ -563,3 +567,36 @@ def test_a_result_crosses_to_the_driver_with_its_rows_marshalled():
     assert pickle.loads(pickle.dumps(odd)) == odd
     empty = BatchResult(device_id="d", batch_id="b", tier=3)
     assert pickle.loads(pickle.dumps(empty)) == empty
+
+
+def test_a_plan_of_plain_tuples_cuts_the_batches_of_their_records(synth_fleet):
+    """plan_volume given the walk's plain files as tuples cuts the batches it cuts from their
+    records: the same ids, tiers, counts and records, and the same totals (batches come out
+    in the order the walk's thread cuts them, so they are compared by id)."""
+    from triage.device import discover
+    from triage.evidence import open_evidence
+    from triage.filesystems import walk
+    from triage.records import plain_common, plain_record
+    from workers.plan import BatchSpec, VolumePlan, plan_volume
+
+    def plan(items, vol, common):
+        out = list(plan_volume(iter(items), vol.device_id, vol.offset, max_files=16,
+                               max_bytes=1 << 20, other_max_files=64,
+                               volume_length=vol.length, plain=common))
+        specs = sorted((o for o in out if isinstance(o, BatchSpec)), key=lambda o: o.batch_id)
+        [totals] = [o for o in out if isinstance(o, VolumePlan)]
+        return [(o.batch_id, o.tier, o.counts, o.records) for o in specs], totals
+
+    tuples = 0
+    for dev in ("dev01.raw", "dev05.raw"):
+        with open_evidence(str(synth_fleet / "devices" / dev)) as ev:
+            for vol in discover(ev)[0]:
+                if not vol.fs_type:
+                    continue
+                common = plain_common(vol)
+                items = list(walk(ev, vol, [], plain=True))
+                recs = [plain_record(common, r) if type(r) is tuple else r for r in items]
+                tuples += sum(type(r) is tuple for r in items)
+                a, b = plan(items, vol, common), plan(recs, vol, None)
+                assert a == b and len(a[0]) > 2
+    assert tuples > 50

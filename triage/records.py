@@ -26,8 +26,8 @@ def _json_num(value: Optional[int]) -> str:
 def file_key(device_id: str, volume_offset: Optional[int], inode: Optional[int], path: str) -> str:
     """Provenance.key of a file named by these four fields alone (no stream, member, snapshot
     or parent; the offset and inode ints or None): the JSON text json.dumps gives, written by
-    its own string encoder without building a list. The workers key plain files with it
-    straight from their packed fields."""
+    its own string encoder without building a list (file_keys writes the same key for the
+    workers' plain files, its first half once a volume)."""
     return (f"[{_json_str(device_id)},{_json_num(volume_offset)},{_json_num(inode)},"
             f"{_json_str(path)}]")
 

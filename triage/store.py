@@ -587,11 +587,12 @@ class CaseStore:
                     db.execute("COMMIT")
                 finally:
                     db.close()
-            except sqlite3.Error:
-                pass                  # end_run builds them, and says why if it cannot
+            except Exception:         # noqa: BLE001 - end_run builds them, and says why if it cannot
+                pass
 
-        self._indexer = threading.Thread(target=build, name="triage-hash-indexes", daemon=True)
-        self._indexer.start()
+        indexer = threading.Thread(target=build, name="triage-hash-indexes", daemon=True)
+        indexer.start()
+        self._indexer = indexer
 
     def _indexes_done(self) -> None:
         indexer = getattr(self, "_indexer", None)

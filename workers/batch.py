@@ -444,7 +444,8 @@ def _scan_group(backend: Backend, evidence, group: list[FileRecord], fopts, opts
             _scan_file(backend, evidence, rec, got, fopts, opts, result, model_inputs)
 
 
-# a packed row's fields (workers.plan.pack's order)
+# a plain file's store row's columns (store.plain_file_row), and its fields as the planner
+# packs it (records.PLAIN_FIELDS)
 _ROW_KEY, _ROW_TYPE, _ROW_MISMATCH, _ROW_MD5, _ROW_SHA1 = (
     PLAIN_ROW_AT[n] for n in ("key", "type", "ext_mismatch", "md5", "sha1"))
 _INODE, _PATH, _NAME, _SIZE, _ALLOC, _ORPHAN, _MTIME, _ATIME, _CTIME, _CRTIME, _TYPE, _MISMATCH, \

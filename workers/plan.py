@@ -215,7 +215,7 @@ class BatchSpec:
     @classmethod
     def packed(cls, device_id: str, batch_id: str, volume_offset: int, tier: int, block: bytes,
                counts: tuple[int, int, int], volume_length: int = 0) -> "BatchSpec":
-        """A batch from its pickled records (`pack`) and their (files, bytes, videos)."""
+        """A batch from its packed block (`pack`) and its (files, bytes, videos)."""
         spec = cls(device_id, batch_id, volume_offset, tier, (), volume_length)
         spec._records, spec._packed, spec._counts = None, block, tuple(counts)
         return spec
@@ -297,20 +297,28 @@ def plain_row(rec, volume: tuple) -> Optional[tuple]:
 
 def pack(records, volume: Optional[tuple] = None) -> bytes:
     """The block of a batch of records and plain files (tuples of `volume`'s files; without
-    `volume`, the first record's provenance names it)."""
+    `volume`, the first record's provenance names it). A batch without a plain file (carved
+    content, whose records share their parents' provenances) is pickled whole."""
     items: list = []
+    others: list = []               # where the records that are not plain go in `items`
     for rec in records:
         if type(rec) is not tuple:
             if volume is None and type(rec) is FileRecord and type(rec.prov) is Provenance:
                 volume = _VOLUME_OF(rec.prov.__dict__)
             row = plain_row(rec, volume) if volume is not None else None
-            rec = row if row is not None else pickle.dumps(rec, protocol=pickle.HIGHEST_PROTOCOL)
+            if row is None:
+                others.append(len(items))
+            rec = row if row is not None else rec
         items.append(rec)
-    try:
-        return b"S" + marshal.dumps((volume, items))
-    except ValueError:          # a field holding what marshal cannot (no walk gives one today)
-        recs = tuple(plain_record(volume, r) if type(r) is tuple else r for r in records)
-        return b"P" + pickle.dumps(recs, protocol=pickle.HIGHEST_PROTOCOL)
+    if len(others) < len(items):
+        for i in others:
+            items[i] = pickle.dumps(items[i], protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            return b"S" + marshal.dumps((volume, items))
+        except ValueError:      # a field holding what marshal cannot (no walk gives one today)
+            pass
+    recs = tuple(plain_record(volume, r) if type(r) is tuple else r for r in records)
+    return b"P" + pickle.dumps(recs, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def unpack(block: bytes) -> tuple[FileRecord, ...]:
