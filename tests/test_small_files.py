@@ -518,32 +518,39 @@ def test_packed_batches_of_damaged_copies_store_what_record_batches_store(tmp_pa
     assert compared >= 10 and plain > 0, (compared, plain)
 
 
+def _plain_walks(synth_fleet):
+    """(volume, its plain_common, the walk's items with plain files as tuples, the same as
+    records) for each file system of two synth devices."""
+    from triage.device import discover
+    from triage.evidence import open_evidence
+    from triage.filesystems import walk
+    from triage.records import plain_common, plain_record
+    for dev in ("dev01.raw", "dev05.raw"):
+        with open_evidence(str(synth_fleet / "devices" / dev)) as ev:
+            for vol in discover(ev)[0]:
+                if vol.fs_type:
+                    common = plain_common(vol)
+                    items = list(walk(ev, vol, [], plain=True))
+                    yield vol, common, items, [plain_record(common, r) if type(r) is tuple
+                                               else r for r in items]
+
+
 def test_plain_files_from_the_walk_pack_as_their_records(synth_fleet):
     """The planner packs the walk's plain files (tuples) as it would pack the records they
     stand for: the same volume, items and records arrive either way."""
     import marshal
 
-    from triage.device import discover
-    from triage.evidence import open_evidence
-    from triage.filesystems import walk
-    from triage.records import plain_common, plain_record
     from workers.plan import pack, unpack
     tuples = 0
-    for dev in ("dev01.raw", "dev05.raw"):
-        with open_evidence(str(synth_fleet / "devices" / dev)) as ev:
-            for vol in discover(ev)[0]:
-                if not vol.fs_type:
-                    continue
-                common = plain_common(vol)
-                items = [r for r in walk(ev, vol, [], plain=True)
-                         if type(r) is tuple or not r.is_dir]
-                recs = [plain_record(common, r) if type(r) is tuple else r for r in items]
-                tuples += sum(type(r) is tuple for r in items)
-                for i in range(0, len(items), 50):
-                    a, b = pack(items[i:i + 50], common), pack(recs[i:i + 50], common)
-                    assert a[:1] == b[:1] == b"S"
-                    assert marshal.loads(a[1:]) == marshal.loads(b[1:])
-                    assert unpack(a) == tuple(recs[i:i + 50])
+    for _, common, items, recs in _plain_walks(synth_fleet):
+        kept = [i for i, r in enumerate(recs) if not r.is_dir]
+        items, recs = [items[i] for i in kept], [recs[i] for i in kept]
+        tuples += sum(type(r) is tuple for r in items)
+        for i in range(0, len(items), 50):
+            a, b = pack(items[i:i + 50], common), pack(recs[i:i + 50], common)
+            assert a[:1] == b[:1] == b"S"
+            assert marshal.loads(a[1:]) == marshal.loads(b[1:])
+            assert unpack(a) == tuple(recs[i:i + 50])
     assert tuples > 50
 
 
@@ -573,10 +580,6 @@ def test_a_plan_of_plain_tuples_cuts_the_batches_of_their_records(synth_fleet):
     """plan_volume given the walk's plain files as tuples cuts the batches it cuts from their
     records: the same ids, tiers, counts and records, and the same totals (batches come out
     in the order the walk's thread cuts them, so they are compared by id)."""
-    from triage.device import discover
-    from triage.evidence import open_evidence
-    from triage.filesystems import walk
-    from triage.records import plain_common, plain_record
     from workers.plan import BatchSpec, VolumePlan, plan_volume
 
     def plan(items, vol, common):
@@ -588,15 +591,8 @@ def test_a_plan_of_plain_tuples_cuts_the_batches_of_their_records(synth_fleet):
         return [(o.batch_id, o.tier, o.counts, o.records) for o in specs], totals
 
     tuples = 0
-    for dev in ("dev01.raw", "dev05.raw"):
-        with open_evidence(str(synth_fleet / "devices" / dev)) as ev:
-            for vol in discover(ev)[0]:
-                if not vol.fs_type:
-                    continue
-                common = plain_common(vol)
-                items = list(walk(ev, vol, [], plain=True))
-                recs = [plain_record(common, r) if type(r) is tuple else r for r in items]
-                tuples += sum(type(r) is tuple for r in items)
-                a, b = plan(items, vol, common), plan(recs, vol, None)
-                assert a == b and len(a[0]) > 2
+    for vol, common, items, recs in _plain_walks(synth_fleet):
+        tuples += sum(type(r) is tuple for r in items)
+        a, b = plan(items, vol, common), plan(recs, vol, None)
+        assert a == b and len(a[0]) > 2
     assert tuples > 50
