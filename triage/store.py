@@ -586,8 +586,8 @@ class CaseStore:
 
     def start_hash_indexes(self) -> None:
         """Builds the hash indexes (end_run's) on a connection of their own, in a thread, so
-        the last device's counts are read meanwhile: a scan calls it once every batch is
-        stored. Every write of this store waits for it first (a write of the other
+        the scan's processes are shut down meanwhile: a scan calls it once every batch and
+        device is stored. Every write of this store waits for it first (a write of the other
         connection's would wait on SQLite's lock instead); should it fail, end_run builds
         them again."""
         if getattr(self, "_indexer", None) is not None:

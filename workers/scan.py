@@ -799,10 +799,10 @@ class Scan:
             status = "partial" if self.store.coverage(dev.device_id) else "complete"
         dev.status = status
         dev.phase = "finished"
-        if all(d.phase == "finished" for d in self.devices.values()):
-            # every batch is stored: the hash indexes are sorted while the counts are read
-            self.store.start_hash_indexes()
         self.store.device_finished(dev.device_id, dev.finished, status)
+        if all(d.phase == "finished" for d in self.devices.values()):
+            # every batch is stored: the hash indexes are sorted while Ray shuts down
+            self.store.start_hash_indexes()
         self.reporter.device_finished(dev.device_id, dev)
 
     def _scan_wide_gaps(self, dev: DeviceState) -> None:
