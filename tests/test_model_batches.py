@@ -157,11 +157,9 @@ class _FakePool:
 class _FakeStore:
     def __init__(self):
         self.done = {}
-        self.tallies = {}     # what add_batch returned reaches the batch's row
 
-    def mark_batch_done(self, device_id, batch_id, scores, coverage, files, tally=None):
+    def mark_batch_done(self, device_id, batch_id, scores, coverage, files):
         self.done[batch_id] = (sorted(s.key for s in scores), coverage)
-        self.tallies[batch_id] = tally
 
 
 def _driver(size: int):
@@ -206,9 +204,9 @@ def test_each_decode_batch_is_done_when_all_its_pictures_are_answered_whatever_t
     b1, recs1 = batch("b1", ["a", "b", "c"])
     b2, recs2 = batch("b2", ["d", "e"])
     head = lambda i: BatchHeader("d", i, 0, 0, 3, 3000)   # noqa: E731
-    scan._send_to_model(dev, head("b1"), b1, (3, 3003, 3))   # 3 < 4 and the actor idle: sent as it is
+    scan._send_to_model(dev, head("b1"), b1)      # 3 < 4 and the actor idle: sent as it is
     assert scan.model_pool.sent == [[r.key for r in recs1]]
-    scan._send_to_model(dev, head("b2"), b2, (2, 2001, 2))   # the actor busy: b2's two wait to coalesce
+    scan._send_to_model(dev, head("b2"), b2)      # the actor busy: b2's two wait to coalesce
     assert len(scan.model_pool.sent) == 1 and len(scan.model_queue) == 2
     assert dev.in_flight == 2
 
@@ -227,7 +225,6 @@ def test_each_decode_batch_is_done_when_all_its_pictures_are_answered_whatever_t
     assert gap.reason == "1 pictures of batch b2 not scored by the model: the model returned no score"
     assert dev.in_flight == 0 and dev.scored == 4 and scan.model_jobs == {}
     assert scan.model_pool.learnt == [True, True]
-    assert scan.store.tallies == {"b1": (3, 3003, 3), "b2": (2, 2001, 2)}
 
 
 def test_a_failed_call_leaves_a_gap_for_its_pictures_only():
@@ -243,7 +240,7 @@ def test_a_failed_call_leaves_a_gap_for_its_pictures_only():
                              frame_of={}, matches=[], stored_files=5,
                              items=[(r, Features(key=r.key, size=500, type=r.type, is_picture=True))
                                     for r in recs])
-    scan._send_to_model(dev, BatchHeader("d", "b9", 0, 0, 5, 2500), result, (5, 2500, 5))
+    scan._send_to_model(dev, BatchHeader("d", "b9", 0, 0, 5, 2500), result)
     # a large yield split into calls of the target size; the last one, smaller, waits while
     # the actor is busy, in case more pictures come to fill it
     assert scan.model_pool.sent == [[r.key for r in recs[:2]], [r.key for r in recs[2:4]]]

@@ -1,7 +1,6 @@
 """The case store: round trips, idempotent writes, resume state, permissions, schema checks."""
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import os
@@ -452,88 +451,3 @@ def test_provenance_round_trips_with_a_parent_and_keys_never_collide():
     assert len({a.key, b.key, c.key, d.key}) == 4
     assert carved.display() == "$Unallocated/4096.jpg" and carved.scope == "embedded"
     assert inner.display().startswith("/a.pdf")
-
-
-def _inside(parent: Provenance, offset: int, size: int, picture: bool = True):
-    """A picture found inside other content (a file's thumbnail, or carved from a volume)."""
-    prov = Provenance(device_id=parent.device_id, volume_offset=parent.volume_offset,
-                      parent=parent, offset=offset, length=size)
-    rec = FileRecord(prov=prov, name=f"at-{offset}.jpg", size=size, allocated=False,
-                     fs_type="ext4", type="image/jpeg")
-    return rec, Features(key=rec.key, size=size, md5=f"{offset:032x}", sha1=f"{offset:040x}",
-                         type="image/jpeg", is_picture=picture)
-
-
-# the rule counts() read files by before batches kept a tally, as SQL: own_file must agree
-_OWN_BY_JSON = ("(member = '' AND (json_extract(prov, '$.parent') IS NULL OR "
-                "(json_extract(prov, '$.parent.inode') IS NULL AND "
-                "COALESCE(json_extract(prov, '$.parent.path'), '') = '')))")
-
-
-def test_counts_add_up_each_batch_tally_as_reading_its_files_gives(tmp_path):
-    """A batch's own files, bytes and pictures are tallied as it is stored, so counts() reads
-    a row a batch, not a million files; a batch an older triage stored (no tally) is counted
-    from its files, and both ways give the same answer: members and pictures found inside a
-    file are no files of the device, a picture carved from free space is one."""
-    from triage.store import PLAIN_ROW_AT, batch_tally, file_rows, own_file
-
-    store = CaseStore(tmp_path / "case")
-    def plain_item(inode, path, **kw):       # a plain file: its row leaves the defaults out
-        rec, feat = _item("d", inode, path, **kw)
-        rec = dataclasses.replace(rec, prov=dataclasses.replace(rec.prov, fs_type="ext4"))
-        return rec, dataclasses.replace(feat, key=rec.key)
-    plain = [plain_item(100 + i, f"/docs/f{i}.txt") for i in range(5)]
-    thumb_of = _item("d", 7, "/DCIM/a.jpg", picture=True)
-    member = _item("d", 8, "/x.zip", member="inner/b.jpg", picture=True)
-    volume = Provenance(device_id="d", volume_offset=1048576)
-    first = plain + [thumb_of, member, _inside(thumb_of[0].prov, 512, 900),
-                     _inside(volume, 4096 * 9, 20_000), plain_item(9, "/gone.dat", allocated=False)]
-    second = [_item("d", 200 + i, f"/pics/p{i}.jpg", picture=True) for i in range(3)] + \
-        [_inside(volume, 4096 * 50, 7_000, picture=False),
-         _inside(Provenance("d", None, path="/folder/a.pdf"), 100, 300)]    # a file, no inode
-    rows = file_rows("d", "b1", first)
-    assert sum(len(r) == len(PLAIN_ROW_AT) for r in rows) == 6     # plain rows beside whole ones
-    store.add_batch("d", "b1", [], [], [], [], rows=rows)
-    tally = store.add_batch("d", "b2", second, [], [], [], done=False)
-    assert store.counts("d")["files"] == 8                   # b2 waits for its scores
-    store.mark_batch_done("d", "b2", files=len(second), tally=tally)
-
-    def own(items):
-        return [r for r, _ in items if not r.prov.members and (r.prov.parent is None or (
-                r.prov.parent.inode is None and not r.prov.parent.path))]
-    expected = {"files": len(own(first + second)),
-                "bytes": sum(r.size for r in own(first + second)),
-                "pictures": sum(f.is_picture for _, f in first + second)}
-    assert expected == {"files": 12, "bytes": sum(r.size for r in own(first + second)),
-                        "pictures": 8}
-    tallied = store.counts("d")
-    assert {k: tallied[k] for k in expected} == expected
-    # each row: own_file says what the SQL rule said
-    for row in store._query(f"SELECT key, member, prov, {_OWN_BY_JSON} AS own FROM files"):
-        assert own_file(row["member"], row["prov"]) == bool(row["own"]), row["key"]
-    assert batch_tally(file_rows("d", "b2", second)) == tally == (4, sum(
-        r.size for r in own(second)), 4)
-    # batches an older triage stored carry no tally: counts() reads their files instead
-    with store._tx() as db:
-        db.execute("UPDATE batches SET own_files = NULL, own_bytes = NULL, pictures = NULL "
-                   "WHERE batch_id = 'b1'")
-    assert store.counts("d") == tallied
-    store.close()
-
-
-def test_a_case_without_batch_tallies_gets_the_columns_and_counts_its_files(tmp_path):
-    store = CaseStore(tmp_path / "case")
-    store.add_batch("d", "b0", [_item("d", 1, "/a"), _item("d", 2, "/b", member="m")], [], [], [])
-    with store._tx() as db:         # as a case written before the tallies
-        for table in ("batches", "archived_batches"):
-            for col in ("own_files", "own_bytes", "pictures"):
-                db.execute(f"ALTER TABLE {table} DROP COLUMN {col}")
-    store.close()
-    reopened = CaseStore(tmp_path / "case", create=False)
-    for table in ("batches", "archived_batches"):
-        assert {"own_files", "own_bytes", "pictures"} <= {
-            r["name"] for r in reopened._query(f"PRAGMA table_info({table})")}
-    assert reopened.counts("d")["files"] == 1 and reopened.counts("d")["bytes"] == 101
-    reopened.add_batch("d", "b1", [_item("d", 3, "/c")], [], [], [])
-    assert reopened.counts("d")["files"] == 2          # one batch tallied, one read
-    reopened.close()

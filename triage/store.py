@@ -198,21 +198,9 @@ CREATE TABLE IF NOT EXISTS batches (
     batch_id TEXT NOT NULL,
     files INTEGER NOT NULL DEFAULT 0,
     done_at REAL NOT NULL,
-    own_files INTEGER,               -- counts() adds these up (batch_tally), or, NULL in a
-    own_bytes INTEGER,               -- batch an older triage stored, reads its files
-    pictures INTEGER,
     PRIMARY KEY (device_id, batch_id)
 );
 """ + _RUNS_SCHEMA
-
-# Columns added after schema 3, as (table, column, definition); a case written before them
-# gets them when it is opened (CaseStore._add_columns). A video stage's match and score
-# columns default to "none"; a batch's tally is NULL where an older triage stored the batch.
-_ADDED_COLUMNS = (("matches", "detail", "detail TEXT NOT NULL DEFAULT '{}'"),
-                  ("scores", "frames", "frames TEXT NOT NULL DEFAULT '[]'"),
-                  ("batches", "own_files", "own_files INTEGER"),
-                  ("batches", "own_bytes", "own_bytes INTEGER"),
-                  ("batches", "pictures", "pictures INTEGER"))
 
 # The results of one device, per table. A fresh scan of a device moves its earlier results to
 # the archived_* copies of these tables (with the run that found them), never deletes them.
@@ -412,7 +400,6 @@ class CaseStore:
             # (0.2 s of every 20k-file device). Committed batches are as safe either way.
             self._db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
             self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.create_function(_OWN_FILE_SQL, 2, own_file, deterministic=True)
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.DatabaseError as exc:
             raise TriageError(f"{self.path} is not a triage case store: {exc}") from exc
@@ -431,7 +418,7 @@ class CaseStore:
                 _create_archives(self._db)
                 self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         else:
-            self._add_columns()         # additive columns first: the archives copy them
+            self._add_video_columns()   # additive columns first: the archives copy them
             self._drop_device_key_index()
             if version == 2:
                 with self._tx():
@@ -446,20 +433,16 @@ class CaseStore:
 
     # --- plumbing -------------------------------------------------------------------------
 
-    def _add_columns(self) -> None:
-        """Columns added after a case was written, each with what it holds for the rows it
-        predates: added in place (additive, so the schema version stays). Looked for first,
-        so a reader writes nothing once they are there."""
-        missing = []
-        for table, column, ddl in _ADDED_COLUMNS:
-            for name in (table, f"archived_{table}"):          # (no archive before schema 3)
-                have = {r[1] for r in self._db.execute(f"PRAGMA table_info({name})")}
-                if have and column not in have:
-                    missing.append(f"ALTER TABLE {name} ADD COLUMN {ddl}")
-        if missing:
-            with self._tx() as db:
-                for statement in missing:
-                    db.execute(statement)
+    def _add_video_columns(self) -> None:
+        """Cases written before the video stage lack two columns that default to "none": added
+        in place (additive, so the schema version stays)."""
+        with self._tx() as db:
+            for table, column, ddl in (("matches", "detail", "detail TEXT NOT NULL DEFAULT '{}'"),
+                                       ("scores", "frames", "frames TEXT NOT NULL DEFAULT '[]'")):
+                for name in (table, f"archived_{table}"):      # (no archive before schema 3)
+                    have = {r[1] for r in db.execute(f"PRAGMA table_info({name})")}
+                    if have and column not in have:
+                        db.execute(f"ALTER TABLE {name} ADD COLUMN {ddl}")
 
     def _drop_device_key_index(self) -> None:
         """Cases written before device_keys kept an index of (device, key) that every insert
@@ -586,8 +569,8 @@ class CaseStore:
 
     def start_hash_indexes(self) -> None:
         """Builds the hash indexes (end_run's) on a connection of their own, in a thread, so
-        the scan's processes are shut down meanwhile: a scan calls it once every batch and
-        device is stored. Every write of this store waits for it first (a write of the other
+        the last device's counts are read meanwhile: a scan calls it once every batch is
+        stored. Every write of this store waits for it first (a write of the other
         connection's would wait on SQLite's lock instead); should it fail, end_run builds
         them again."""
         if getattr(self, "_indexer", None) is not None:
@@ -872,16 +855,14 @@ class CaseStore:
                   items: list[tuple[FileRecord, Features]], matches: list[Match],
                   scores: list[Score], coverage: list[Coverage], done: bool = True,
                   model_skips: Iterable[tuple[str, str]] = (),
-                  rows: Optional[list[tuple]] = None) -> tuple[int, int, int]:
-        """Stores one batch's results and marks the batch done, in one transaction; returns
-        the batch's tally (`batch_tally`).
+                  rows: Optional[list[tuple]] = None) -> None:
+        """Stores one batch's results and marks the batch done, in one transaction.
 
         `rows`, when given, are the batch's `files` rows made by `file_rows` where the batch
         ran; `items` then need only hold the files that matches refer to.
         `done=False` leaves the batch unfinished (its model scores are still to come): a resume
-        then scans it again, and `mark_batch_done` finishes it with the scores and the tally."""
+        then scans it again, and `mark_batch_done` finishes it with the scores."""
         stored = rows if rows is not None else file_rows(device_id, batch_id, items)
-        tally = batch_tally(stored)
         with self._tx() as db:
             # plain rows (_PLAIN_COLS) and whole ones, each run of one shape in its own call,
             # in the batch's order
@@ -895,18 +876,17 @@ class CaseStore:
                            [(key, device_id, why) for key, why in model_skips])
             self._insert_coverage(db, coverage)
             if done:
-                _insert_batch(db, device_id, batch_id, len(stored), tally)
-        return tally
+                db.execute("INSERT OR REPLACE INTO batches VALUES (?, ?, ?, ?)",
+                           (device_id, batch_id, len(stored), time.time()))
 
     def mark_batch_done(self, device_id: str, batch_id: str, scores: list[Score] = (),
-                        coverage: list[Coverage] = (), files: int = 0,
-                        tally: Optional[tuple[int, int, int]] = None) -> None:
-        """Finishes a batch stored with `done=False`, adding its late results; `tally` is what
-        `add_batch` returned for it."""
+                        coverage: list[Coverage] = (), files: int = 0) -> None:
+        """Finishes a batch stored with `done=False`, adding its late results."""
         with self._tx() as db:
             self._insert_scores(db, device_id, scores)
             self._insert_coverage(db, coverage)
-            _insert_batch(db, device_id, batch_id, files, tally)
+            db.execute("INSERT OR REPLACE INTO batches VALUES (?, ?, ?, ?)",
+                       (device_id, batch_id, files, time.time()))
 
     def add_matches(self, device_id: str, matches: list[Match]) -> None:
         with self._tx() as db:
@@ -1074,21 +1054,18 @@ class CaseStore:
         t = {name: self._source(name, device_id, archived)
              for name in ("files", "batches", "scores", "model_skips", "matches", "flags")}
         done = f"batch_id IN (SELECT batch_id FROM {t['batches']} WHERE device_id = :d)"
-        # each batch's tally, added up: reading a million files' rows took 0.8 s, and the
-        # review service asks on every refresh of a running scan
-        f = self._query(f"SELECT COALESCE(SUM(own_files), 0) AS files, "
-                        f"COALESCE(SUM(own_bytes), 0) AS bytes, "
-                        f"COALESCE(SUM(pictures), 0) AS pictures, "
-                        f"COUNT(*) - COUNT(own_files) AS untallied FROM {t['batches']} "
-                        f"WHERE device_id = :d", {"d": device_id})[0]
-        if f["untallied"]:          # an older triage stored some batches: their files, read
-            low, high = device_keys(device_id)
-            own = f"{_OWN_FILE_SQL}(member, prov)"
-            f = self._query(f"SELECT COALESCE(SUM({own}), 0) AS files, "
-                            f"COALESCE(SUM(CASE WHEN {own} THEN size END), 0) AS bytes, "
-                            f"COALESCE(SUM(is_picture), 0) AS pictures FROM {t['files']} "
-                            f"WHERE device_id = :d AND key >= :low AND key < :high AND {done}",
-                            {"d": device_id, "low": low, "high": high})[0]
+        low, high = device_keys(device_id)
+        # a picture found inside a file (an EXIF thumbnail, a PDF's image) is content of that
+        # file, as a member is: it has a file as its parent, where a picture carved from free
+        # space has the volume or the device (no inode, no path), and is a file of its batch
+        own = ("(member = '' AND (json_extract(prov, '$.parent') IS NULL OR "
+               "(json_extract(prov, '$.parent.inode') IS NULL AND "
+               "COALESCE(json_extract(prov, '$.parent.path'), '') = '')))")
+        f = self._query(f"SELECT COALESCE(SUM({own}), 0) AS files, "
+                        f"COALESCE(SUM(CASE WHEN {own} THEN size END), 0) AS bytes, "
+                        f"COALESCE(SUM(is_picture), 0) AS pictures FROM {t['files']} "
+                        f"WHERE device_id = :d AND key >= :low AND key < :high AND {done}",
+                        {"d": device_id, "low": low, "high": high})[0]
         model = self._query(
             f"SELECT (SELECT COUNT(*) FROM {t['scores']} WHERE device_id = :d) AS scored, "
             f"(SELECT COUNT(*) FROM {t['model_skips']} s JOIN {t['files']} f ON f.key = s.key "
@@ -1205,50 +1182,6 @@ def plain_file_row(key: str, batch_id: str, device_id: str, volume_offset: int,
 
 
 _PLAIN_A, _PLAIN_B, _PLAIN_C = ((a, a + len(v), v) for a, v in _PLAIN_RUNS)
-
-
-def own_file(member: str, prov: Optional[str]) -> bool:
-    """Whether a `files` row is a file of the device itself, as the scan counts its files and
-    bytes: not an archive member, and not a picture found inside a file (an EXIF thumbnail,
-    a PDF's image), which is content of that file as a member is. Such a picture has a file
-    as its parent; a picture carved from free space has the volume or the device (no inode,
-    no path) and is a file of its batch. `prov` is the row's JSON provenance, NULL when its
-    columns hold it all."""
-    if member:
-        return False
-    parent = json.loads(prov).get("parent") if prov is not None else None
-    return parent is None or (parent.get("inode") is None and not parent.get("path"))
-
-
-# own_file, for SQL (CaseStore registers it on its connection): counts() of a batch stored
-# by a triage that kept no tally
-_OWN_FILE_SQL = "triage_own_file"
-_ROW_MEMBER, _ROW_PROV = _FILE_COLS.index("member"), _FILE_COLS.index("prov")
-_ROW_SIZE, _ROW_PICTURE = _FILE_COLS.index("size"), _FILE_COLS.index("is_picture")
-_PLAIN_SIZE = PLAIN_ROW_AT["size"]
-
-
-def batch_tally(rows: Iterable[tuple]) -> tuple[int, int, int]:
-    """(own files, their bytes, pictures) of a batch's `files` rows (own_file), which
-    `counts` adds up. A plain row (_PLAIN_COLS) is always an own file and never a picture."""
-    files = size = pictures = 0
-    for row in rows:
-        if len(row) == len(_PLAIN_COLS):
-            files += 1
-            size += row[_PLAIN_SIZE]
-        else:
-            if own_file(row[_ROW_MEMBER], row[_ROW_PROV]):
-                files += 1
-                size += row[_ROW_SIZE]
-            pictures += row[_ROW_PICTURE]
-    return files, size, pictures
-
-
-def _insert_batch(db: sqlite3.Connection, device_id: str, batch_id: str, files: int,
-                  tally: Optional[tuple[int, int, int]]) -> None:
-    db.execute("INSERT OR REPLACE INTO batches (device_id, batch_id, files, done_at, own_files, "
-               "own_bytes, pictures) VALUES (?, ?, ?, ?, ?, ?, ?)",
-               (device_id, batch_id, files, time.time(), *(tally or (None, None, None))))
 
 
 def _plain(row: tuple) -> tuple:

@@ -94,7 +94,6 @@ class ModelJob:
     pending: int = 0                  # pictures not yet answered (they may be in several calls)
     scores: list = field(default_factory=list)
     failed: list = field(default_factory=list)     # (keys, why) of calls that failed
-    tally: Optional[tuple] = None     # the batch's (own files, bytes, pictures): store.batch_tally
 
 
 @dataclass
@@ -546,13 +545,13 @@ class Scan:
         if result.hash_engine:
             self.hash_engines.add(result.hash_engine)
         to_model = result.model_inputs if self.model_pool is not None else []
-        tally = self.store.add_batch(dev.device_id, result.batch_id, result.items,
-                                     result.matches, [], result.coverage, done=not to_model,
-                                     model_skips=result.model_skips, rows=result.rows)
+        self.store.add_batch(dev.device_id, result.batch_id, result.items, result.matches, [],
+                             result.coverage, done=not to_model,
+                             model_skips=result.model_skips, rows=result.rows)
         if self.resume:       # an earlier run may have given up on this batch
             self.store.remove_batch_coverage(dev.device_id, spec.batch_id)
         if to_model:
-            self._send_to_model(dev, spec, result, tally)
+            self._send_to_model(dev, spec, result)
         else:
             dev.done.add(result.batch_id)
         dev.tier_accounted[spec.tier] += 1
@@ -566,15 +565,14 @@ class Scan:
         self.reporter.batch_done(dev.device_id, dev)
         self._check_triage_stop(dev)
 
-    def _send_to_model(self, dev: DeviceState, spec: BatchHeader, result: BatchResult,
-                       tally: tuple[int, int, int]) -> None:
+    def _send_to_model(self, dev: DeviceState, spec: BatchHeader, result: BatchResult) -> None:
         keys = [k for k, _ in result.model_inputs]
         wanted = set(keys) | {v for v, _, _ in result.frame_of.values()}
         items = [(r, f) for r, f in result.items if r.key in wanted]
         matches = [m for m in result.matches if m.key in wanted and m.role == "alert"]
         job = (dev.device_id, spec.batch_id)
         self.model_jobs[job] = ModelJob(dev.device_id, spec, result.stored_files, items, matches,
-                                        result.frame_of, pending=len(keys), tally=tally)
+                                        result.frame_of, pending=len(keys))
         dev.in_flight += 1
         self.model_queue.add(job, keys, [x for _, x in result.model_inputs])
         if self.model_pool.batching == "batch":        # one call per decode batch, as it came
@@ -658,8 +656,7 @@ class Scan:
                                         f"not scored by the model: {job.failed[0][1]}",
                                  bytes_not_examined=sum(r.size for r, _ in job.items
                                                         if r.key in lost))]
-        self.store.mark_batch_done(dev.device_id, job.spec.batch_id, scores, coverage, job.files,
-                                   tally=job.tally)
+        self.store.mark_batch_done(dev.device_id, job.spec.batch_id, scores, coverage, job.files)
         dev.done.add(job.spec.batch_id)
         dev.scored += len(scores)
         dev.coverage += len(coverage)
@@ -799,10 +796,10 @@ class Scan:
             status = "partial" if self.store.coverage(dev.device_id) else "complete"
         dev.status = status
         dev.phase = "finished"
-        self.store.device_finished(dev.device_id, dev.finished, status)
         if all(d.phase == "finished" for d in self.devices.values()):
-            # every batch is stored: the hash indexes are sorted while Ray shuts down
+            # every batch is stored: the hash indexes are sorted while the counts are read
             self.store.start_hash_indexes()
+        self.store.device_finished(dev.device_id, dev.finished, status)
         self.reporter.device_finished(dev.device_id, dev)
 
     def _scan_wide_gaps(self, dev: DeviceState) -> None:
