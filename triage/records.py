@@ -28,8 +28,7 @@ def file_key(device_id: str, volume_offset: Optional[int], inode: Optional[int],
     or parent; the offset and inode ints or None): the JSON text json.dumps gives, written by
     its own string encoder without building a list (file_keys writes the same key for the
     workers' plain files, its first half once a volume)."""
-    return (f"[{_json_str(device_id)},{_json_num(volume_offset)},{_json_num(inode)},"
-            f"{_json_str(path)}]")
+    return file_keys(device_id, volume_offset)(inode, path)
 
 
 def file_keys(device_id: str, volume_offset: Optional[int]):

@@ -390,6 +390,7 @@ class CaseStore:
             os.chmod(self.case_dir, 0o700)
             _private_file(self.path)
         self._lock = threading.RLock()
+        self._indexer: Optional[threading.Thread] = None    # start_hash_indexes' build
         try:
             self._db = sqlite3.connect(str(self.path), timeout=60, check_same_thread=False,
                                        isolation_level=None)
@@ -573,7 +574,7 @@ class CaseStore:
         stored. Every write of this store waits for it first (a write of the other
         connection's would wait on SQLite's lock instead); should it fail, end_run builds
         them again."""
-        if getattr(self, "_indexer", None) is not None:
+        if self._indexer is not None:
             return
         path = str(self.path)
 
@@ -595,7 +596,7 @@ class CaseStore:
         self._indexer = indexer
 
     def _indexes_done(self) -> None:
-        indexer = getattr(self, "_indexer", None)
+        indexer = self._indexer
         if indexer is not None:
             indexer.join()
             self._indexer = None

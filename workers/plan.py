@@ -113,11 +113,9 @@ def _extension(name: str) -> str:
     return os.path.splitext(name)[1]
 
 
-def tier_of(record: FileRecord | tuple) -> int:
-    """The reading tier of a file (a record, or a plain file's tuple): 0 is read first."""
-    if type(record) is tuple:
-        return _tier(record[_P_PATH], record[_P_NAME], record[_P_TYPE], record[_P_ALLOC],
-                     record[_P_ORPHAN])
+def tier_of(record: FileRecord) -> int:
+    """The reading tier of a file: 0 is read first (the planner's walk tiers a plain file's
+    tuple by `_tier` straight)."""
     return _tier(record.path, record.name, record.type, record.allocated, record.orphan)
 
 
@@ -352,7 +350,7 @@ def batch_counts(records, volume_length: int = 0) -> tuple[int, int, int]:
             size, ctype = r[_P_SIZE], r[_P_TYPE]
         else:
             size, ctype = r.size, r.type
-        nbytes += min(size, volume_length) if volume_length > 0 else size
+        nbytes += bounded(size, volume_length)
         if ctype in VIDEO_TYPES:
             videos += 1
     return len(records), nbytes, videos
@@ -487,12 +485,6 @@ def unlisted_bytes(volume_length: int, listed: int) -> int:
     return max(0, volume_length - listed)
 
 
-def wanted(record: FileRecord | tuple) -> bool:
-    """Files with content to read. Directories carry no content of their own (a plain file's
-    tuple is never one)."""
-    return type(record) is tuple or not record.is_dir
-
-
 FIRST_TIER = 0
 
 
@@ -562,7 +554,7 @@ def plan_volume(records: Iterable[FileRecord], device_id: str, volume_offset: in
                     t = _tier(rec[_P_PATH], rec[_P_NAME], rec[_P_TYPE], rec[_P_ALLOC],
                               rec[_P_ORPHAN])
                     size = rec[_P_SIZE]
-                elif rec.is_dir:                # not wanted()
+                elif rec.is_dir:                # no content of its own
                     continue
                 else:
                     t = tier_of(rec)
