@@ -95,6 +95,81 @@ def test_wrong_arguments_raise_type_errors_not_crashes():
         _mbhash.hash_many([[b"x"]], kernel="sse9")
 
 
+def _small_buffer(seed: int) -> tuple[bytes, list, list]:
+    """A buffer with signatures planted in it, and files of it given by their pieces: whole
+    pieces, heads split across pieces (a signature cut in two), and every way a file's pieces
+    can fail (outside the buffer, empty, none, short of the declared size)."""
+    from triage.filetype import SNIFF_RULES
+    rnd = random.Random(seed)
+    data = bytearray(rnd.randbytes(2 << 20))
+    files, sizes = [], []
+    at = 0
+    for mime, parts in SNIFF_RULES * 3:
+        for off, sig in parts:
+            data[at + off:at + off + len(sig)] = sig
+        n = rnd.choice([1, 5, 12, 64, 300, 511, 512, 513, 2000, 6000])
+        cut = rnd.randrange(1, n + 1)
+        pieces = ((at, cut), (at + 6500, n - cut)) if cut < n else ((at, n),)
+        files.append(list(pieces) if rnd.random() < 0.5 else pieces)
+        sizes.append(n)
+        at += 13_000
+    assert len(data) == 2 << 20         # every planted signature inside the buffer
+    files += [((len(data) - 10, 20),), ((-1, 5),), ((100, 0),), (), ((0, 100), (len(data), 1)),
+              ((0, 100),), ((0, len(data)),)]
+    sizes += [20, 5, 0, 0, 101, 99, len(data)]
+    return bytes(data), files, sizes
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_small_files_hash_and_sniff_pieces_of_a_buffer_as_hashlib_and_sniff_do(kernel):
+    """The C path for small files (hashing.hash_small): each file's MD5, SHA-1 and content
+    type by filetype.SNIFF_RULES, as hashlib and `sniff` give them for the concatenation of its
+    pieces; None for a file whose pieces leave the buffer, are empty, or fall short of or
+    exceed its size."""
+    from triage.filetype import SNIFF_RULES, sniff
+    if kernel not in RUNS:
+        pytest.skip(f"this CPU does not run {kernel}")
+    data, files, sizes = _small_buffer(11)
+    got = _mbhash.small_files(memoryview(data), files, sizes, SNIFF_RULES,
+                              hashing.SNIFF_BYTES, kernel=kernel)
+    typed = 0
+    for pieces, size, one in zip(files, sizes, got):
+        ok = bool(pieces) and all(0 <= a and 0 < n and a + n <= len(data) for a, n in pieces) \
+            and sum(n for _, n in pieces) == size
+        if not ok:
+            assert one is None, pieces
+            continue
+        content = b"".join(data[a:a + n] for a, n in pieces)
+        assert one == (hashlib.md5(content).hexdigest(), hashlib.sha1(content).hexdigest(),
+                       sniff(content[:hashing.SNIFF_BYTES])), pieces
+        typed += one[2] != ""
+    assert typed > len(SNIFF_RULES) and got.count(None) == 6
+    assert _mbhash.small_files(data, [], [], SNIFF_RULES, 512) == []
+    # through the engine's own choice of kernel
+    assert hashing.hash_small(data, files, sizes) == got
+
+
+def test_small_files_wrong_arguments_raise_not_crash():
+    from triage.filetype import SNIFF_RULES
+    data = b"x" * 100
+    for files, sizes, rules, err in (
+            ([((0, 1),)], [1, 2], SNIFF_RULES, ValueError),       # a size for each file
+            ([5], [1], SNIFF_RULES, TypeError),                    # pieces not a sequence
+            ([((0, 1),)], [1], (("x", ((-1, b"a"),)),), ValueError),
+            ([((0, 1),)], [1], (("x", ((0, "a"),)),), TypeError),
+            ([((0, 1),)], [1], ((5, ()),), TypeError),
+            ([((0, 1),)], ["1"], SNIFF_RULES, TypeError)):
+        with pytest.raises(err):
+            _mbhash.small_files(data, files, sizes, rules, 512)
+    with pytest.raises(TypeError):
+        _mbhash.small_files("not a buffer", [], [], SNIFF_RULES, 512)
+    with pytest.raises(ValueError, match="not one this CPU runs"):
+        _mbhash.small_files(data, [], [], SNIFF_RULES, 512, kernel="sse9")
+    # a piece that is not (offset, length) of ints is no read, not an error
+    assert _mbhash.small_files(data, [(("a", 1),), ((0,),), ((0, 2**70),)], [1, 1, 1],
+                               SNIFF_RULES, 512) == [None] * 3
+
+
 def _hex(data: bytes) -> hashing.Digests:
     return hashing.Digests(hashlib.md5(data).hexdigest(), hashlib.sha1(data).hexdigest())
 

@@ -129,6 +129,16 @@ def test_sniff_by_first_byte_types_as_every_signature_in_turn():
                      all(head[start + k * size] == 0x47 for k in range(3))
                      for start, size in ((0, 188), (4, 192)))
             assert got == ("video/mp2t" if ts else ""), head[:16]
+    # the workers' C path reads the same table (filetype.SNIFF_RULES) to the same types
+    from triage.features import _mbhash
+    from triage.filetype import SNIFF_RULES
+    heads = [h for h in heads if h]
+    at = [0]
+    for h in heads:
+        at.append(at[-1] + len(h))
+    typed = _mbhash.small_files(b"".join(heads), [((a, len(h)),) for a, h in zip(at, heads)],
+                                [len(h) for h in heads], SNIFF_RULES, 512)
+    assert [t[2] for t in typed] == [sniff(h) for h in heads]
 
 
 def test_a_resumed_scan_counts_files_as_the_live_scan_does(tmp_path):
@@ -446,10 +456,37 @@ def test_packed_batches_store_what_record_batches_store(synth_fleet, tmp_path, p
         assert wanted <= matched
 
 
-def test_packed_batches_with_odd_pieces_store_what_record_batches_store(tmp_path):
+@pytest.mark.parametrize("engine", ["kernel", "hashlib"])
+def test_packed_batches_with_odd_pieces_store_what_record_batches_store(tmp_path, monkeypatch,
+                                                                       engine):
     """Pieces that run past the image, lie wholly outside it, do not add up to the declared
     size, or hold a picture: the packed way leaves each to the record path, which says what
-    went wrong, and only whole plain files become rows straight away."""
+    went wrong, and only whole plain files become rows straight away. Both where the small
+    files are hashed and sniffed in one C pass over the mapped image (hashing.hash_small) and
+    where no kernel runs (read_small and `sniff`)."""
+    from triage.features import hashing
+    from workers.batch import Backend
+    if engine == "hashlib":
+        monkeypatch.setenv("TRIAGE_MBHASH", "0")
+    hashing._kernel.cache_clear()
+    hashing.hash_engine.cache_clear()
+    quick = []
+    small_digests = Backend.small_digests
+
+    def spied(self, *args):
+        got = small_digests(self, *args)
+        quick.append(got is not None)
+        return got
+    monkeypatch.setattr(Backend, "small_digests", spied)
+    try:
+        _odd_pieces_both_ways(tmp_path)
+    finally:             # the engine chosen again, with the environment as it was
+        hashing._kernel.cache_clear()
+        hashing.hash_engine.cache_clear()
+    assert quick and all(quick) == (engine == "kernel")
+
+
+def _odd_pieces_both_ways(tmp_path):
     from workers.batch import Backend, ScanOptions, WorkerContext, scan_batch
     from workers.plan import BatchSpec, batch_counts, pack
     rng = random.Random(7)

@@ -795,6 +795,12 @@ def small_views(source: "Evidence | Resolver", pieces_of: list) -> list:
     return resolver(source).evidence.views(pieces_of)
 
 
+def small_mapped(source: "Evidence | Resolver"):
+    """The buffer that the pieces `small_reader` reads index, where the whole image is mapped
+    as one (Evidence.mapped); else None."""
+    return resolver(source).evidence.mapped()
+
+
 def _read_direct(evidence: Evidence, pieces: list, chunk_size: int) -> Iterator[memoryview]:
     for start, n in pieces:
         done = 0

@@ -96,37 +96,58 @@ _EXTENSIONS: dict[str, frozenset[str]] = {
 }
 
 
-# The signatures at offset 0 by their first byte, in _SIGNATURES' order: most random or text
-# content (a million small files) then costs one dict look-up, not thirty comparisons.
-_AT_START: dict[int, tuple[tuple[bytes, str], ...]] = {}
-for _offset, _sig, _mime in _SIGNATURES:
-    if _offset == 0:
-        _AT_START[_sig[0]] = _AT_START.get(_sig[0], ()) + ((_sig, _mime),)
-_LATER = tuple(s for s in _SIGNATURES if s[0] > 0)
+# The whole content-type rule as one table: (mime, ((offset, bytes), ...)) each, in order; the
+# first rule all of whose parts match the head of the content names its type. `sniff` reads it
+# here, and the workers' C path for small files (features/_mbhash.c, small_files) reads the
+# same table, so the two cannot disagree on a rule (tests/test_small_files.py checks both).
+def _rules() -> tuple[tuple[str, tuple[tuple[int, bytes], ...]], ...]:
+    rules = [(mime, ((offset, sig),)) for offset, sig, mime in _SIGNATURES]
+    rules += [("image/webp", ((0, b"RIFF"), (8, b"WEBP"))),
+              ("video/x-msvideo", ((0, b"RIFF"), (8, b"AVI ")))]
+    rules += [(mime, ((4, b"ftyp"), (8, brand))) for brand, mime in _FTYP_BRANDS.items()]
+    rules.append(("video/mp4", ((4, b"ftyp"),)))
+    # MPEG transport stream: a 0x47 sync byte every 188 bytes (192 in a Blu-ray/AVCHD .m2ts,
+    # after a 4-byte time code); three in a row, so it needs the first 512 bytes
+    rules += [("video/mp2t", tuple((first + k * size, b"\x47") for k in range(3)))
+              for first, size in ((0, 188), (4, 192))]
+    return tuple(rules)
+
+
+SNIFF_RULES = _rules()
+
+
+def _anchored(rules) -> tuple:
+    """The rules as (offset, bytes, ((mime, other parts), ...)) anchors: each run of rules that
+    share a first part, checked once for the run (sixteen ftyp brands, one "ftyp")."""
+    out: list = []
+    for mime, (first, *rest) in rules:
+        if out and out[-1][:2] == first:
+            out[-1][2].append((mime, tuple(rest)))
+        else:
+            out.append((*first, [(mime, tuple(rest))]))
+    return tuple((offset, sig, tuple(group)) for offset, sig, group in out)
+
+
+# The anchors a head may match, by its first byte: one at offset 0 only under its own first
+# byte, the others under every byte, in the table's order (most random or text content then
+# tries three or four anchors, not forty rules).
+_BY_FIRST: tuple[tuple, ...] = tuple(
+    tuple(a for a in _anchored(SNIFF_RULES) if a[0] != 0 or a[1][0] == b) for b in range(256))
 
 
 def sniff(head: bytes) -> str:
     """The content type of bytes starting with `head`; "" when unknown, "empty" for no bytes."""
     if not head:
         return "empty"
-    for sig, mime in _AT_START.get(head[0], ()):
-        if head[:len(sig)] == sig:
-            return mime
-    for offset, sig, mime in _LATER:
+    for offset, sig, group in _BY_FIRST[head[0]]:
+        # (a slice past the end is shorter than the signature, so it does not match)
         if head[offset:offset + len(sig)] == sig:
-            return mime
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "image/webp"
-    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
-        return "video/x-msvideo"
-    if head[4:8] == b"ftyp":
-        return _FTYP_BRANDS.get(head[8:12], "video/mp4")
-    # MPEG transport stream: a 0x47 sync byte every 188 bytes (192 in a Blu-ray/AVCHD .m2ts,
-    # after a 4-byte time code); three in a row, so it needs the first 512 bytes
-    for first, size in ((0, 188), (4, 192)):
-        if len(head) > first + 2 * size and head[first] == head[first + size] == \
-                head[first + 2 * size] == 0x47:
-            return "video/mp2t"
+            for mime, rest in group:
+                for at, more in rest:
+                    if head[at:at + len(more)] != more:
+                        break
+                else:
+                    return mime
     return ""
 
 

@@ -245,6 +245,21 @@ class Backend:
                                      for pieces, chunks in zip(pieces_of, mapped)],
                               [chunks is not None for chunks in mapped])
 
+    def small_digests(self, evidence, pieces_of: list, sizes: list) -> Optional[list]:
+        """(MD5 hex, SHA-1 hex, content type) of each of a group's small files, read straight
+        from the mapped image in one C pass (hashing.hash_small); None for a file that pass
+        cannot read. None for the whole group where the image is not mapped as one buffer or
+        no checked kernel runs (read_small then reads them)."""
+        from triage.features.hashing import hash_small
+        from triage.filesystems import small_mapped
+        whole = small_mapped(evidence)
+        return None if whole is None else hash_small(whole, pieces_of, sizes)
+
+    def small_views(self, evidence, pieces: list) -> Optional[list]:
+        """A small file's content as views of the mapped image (None where not mapped)."""
+        from triage.filesystems import small_views
+        return small_views(evidence, [pieces])[0]
+
     def feature_options(self, opts: ScanOptions):
         from triage.features import FeatureOptions
         prep = None
@@ -466,8 +481,8 @@ def _scan_packed(backend: Backend, evidence, batch_id: str, volume: Optional[tup
     for it unless a match needs them (BatchResult.plain). Every other file is made a record
     and scanned as any batch's, in the same order, so both ways store the same rows
     (tests/test_small_files.py)."""
-    from triage.features.core import hashes_only
-    from triage.features.hashing import head_of
+    from triage.features.core import hashes_only, typed_only
+    from triage.features.hashing import Digests, head_of
     from triage.records import file_keys, plain_record
     from triage.store import plain_file_row
     if volume is not None:
@@ -487,29 +502,46 @@ def _scan_packed(backend: Backend, evidence, batch_id: str, volume: Optional[tup
                     for i, it in enumerate(group) if i not in chosen}
         with _held(evidence):
             pre: list = [None] * len(group)
-            for i, got in zip(small, backend.read_small(evidence, [group[i][_PIECES]
-                                                                   for i in small])):
-                pre[i] = got
+            # most small files: hashed and sniffed in one C pass over the mapped image
+            quick = backend.small_digests(evidence, [group[i][_PIECES] for i in small],
+                                          [group[i][_SIZE] for i in small]) if small else None
+            if quick is not None:
+                quick = dict(zip(small, quick))
+            else:
+                for i, got in zip(small, backend.read_small(evidence, [group[i][_PIECES]
+                                                                       for i in small])):
+                    pre[i] = got
             if len(rest) > 1:       # the others, as any batch's group (hashed together)
                 for i, got in zip(rest, backend.read_group(evidence, list(rest.values()),
                                                            opts.chunk_size)):
                     pre[i] = got
             for i, it in enumerate(group):
                 got, pre[i] = pre[i], None
-                if got is not None and i not in rest:
+                typed = None
+                if quick is not None and i in quick:
+                    q = quick[i]             # (md5, sha1, type), or None: not read here
+                    if q is not None:
+                        md5, sha1 = q[0], q[1]
+                        typed = typed_only(it[_NAME], it[_SIZE], q[2], fopts)
+                        chunks = None if typed is not None else \
+                            backend.small_views(evidence, it[_PIECES])
+                        if chunks is not None:    # looked into: its content, hashes known
+                            got = (chunks, Digests(md5, sha1))
+                elif got is not None and i not in rest:
                     chunks, known = got
+                    md5, sha1 = known.md5, known.sha1
+                    typed = hashes_only(it[_NAME], it[_SIZE], head_of(chunks), fopts) \
+                        if sum(map(len, chunks)) == it[_SIZE] else None
+                if typed is not None:
                     size = it[_SIZE]
-                    typed = hashes_only(it[_NAME], size, head_of(chunks), fopts) \
-                        if sum(map(len, chunks)) == size else None
-                    if typed is not None:
-                        plain.append((len(made), plain_file_row(
-                            key_of(it[_INODE], it[_PATH]), batch_id, device_id, offset, index,
-                            it[_INODE], it[_PATH], it[_NAME], size, it[_ALLOC], fs_type, False,
-                            it[_ORPHAN], it[_MTIME], it[_ATIME], it[_CTIME], it[_CRTIME],
-                            typed[0], typed[1], known.md5, known.sha1)))
-                        plain_fields.append(it)
-                        nbytes += size
-                        continue
+                    plain.append((len(made), plain_file_row(
+                        key_of(it[_INODE], it[_PATH]), batch_id, device_id, offset, index,
+                        it[_INODE], it[_PATH], it[_NAME], size, it[_ALLOC], fs_type, False,
+                        it[_ORPHAN], it[_MTIME], it[_ATIME], it[_CTIME], it[_CRTIME],
+                        typed[0], typed[1], md5, sha1)))
+                    plain_fields.append(it)
+                    nbytes += size
+                    continue
                 _scan_file(backend, evidence, rest[i] if i in rest else plain_record(volume, it),
                            got, fopts, opts, result, model_inputs)
     result.bytes_read += nbytes

@@ -12,6 +12,11 @@
  * of buffer-protocol objects (bytes, memoryviews of a mapped image) whose concatenation is one
  * string. Returns, in order, its 16-byte MD5 followed (sha1=True) by its 20-byte SHA-1. The
  * GIL is released while hashing. Without AVX-512, eight lanes of AVX2 do the same.
+ *
+ * small_files(buffer, pieces_of, sizes, rules, head_bytes, kernel=None): the same for a group
+ * of small files of one mapped image, each given by its (offset, length) pieces, with no
+ * Python object made per piece; each comes back as (md5 hex, sha1 hex, content type), its
+ * type read from its head by triage/filetype.py's SNIFF_RULES table.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -584,6 +589,241 @@ done:
     return result;
 }
 
+/* small_files: a group of small files of one mapped image, each given by its pieces, hashed
+   and sniffed without a Python object per piece. Sniffing follows `rules`, the content-type
+   table of triage/filetype.py (SNIFF_RULES): the first rule all of whose parts match the head
+   of the content names its type. The table is the rule; this only reads it. */
+typedef struct {
+    Py_ssize_t off, len;
+    const uint8_t *sig;
+} Part;
+
+typedef struct {
+    PyObject *mime;
+    Py_ssize_t first, nparts;
+} Rule;
+
+static PyObject *sniff_head(const uint8_t *head, Py_ssize_t n, const Rule *rules,
+                            Py_ssize_t nrules, const Part *parts, PyObject *none) {
+    for (Py_ssize_t r = 0; r < nrules; r++) {
+        const Part *p = parts + rules[r].first;
+        Py_ssize_t k = 0;
+        for (; k < rules[r].nparts; k++)
+            if (p[k].off + p[k].len > n || memcmp(head + p[k].off, p[k].sig, (size_t)p[k].len))
+                break;
+        if (k == rules[r].nparts) return rules[r].mime;
+    }
+    return none;
+}
+
+static int index_by_size_desc(const void *a, const void *b) {
+    const Source *x = *(const Source *const *)a, *y = *(const Source *const *)b;
+    if (x->total != y->total) return x->total < y->total ? 1 : -1;
+    return x < y ? -1 : x > y;
+}
+
+static PyObject *hex_str(const uint8_t *d, int n) {
+    static const char digits[] = "0123456789abcdef";
+    PyObject *s = PyUnicode_New(2 * n, 127);
+    if (!s) return NULL;
+    Py_UCS1 *o = PyUnicode_1BYTE_DATA(s);
+    for (int i = 0; i < n; i++) {
+        o[2 * i] = (Py_UCS1)digits[d[i] >> 4];
+        o[2 * i + 1] = (Py_UCS1)digits[d[i] & 15];
+    }
+    return s;
+}
+
+static int kernel_named(const char *name) {
+    int kernel = best_kernel();
+    if (name == NULL) return kernel;
+    for (int i = 0; i < 3; i++)
+        if (strcmp(name, KERNEL_NAMES[i]) == 0 && i <= kernel) return i;
+    PyErr_Format(PyExc_ValueError, "kernel %s: not one this CPU runs (best: %s)", name,
+                 KERNEL_NAMES[kernel]);
+    return -1;
+}
+
+static void hash_sources(int kernel, const Source *src, Py_ssize_t n, uint8_t *out) {
+#ifdef HAVE_X86
+    if (kernel == KERNEL_AVX512) hash_many_lanes(16, step_avx512, src, n, out, 36, 1);
+    else if (kernel == KERNEL_AVX2) hash_many_lanes(8, step_avx2, src, n, out, 36, 1);
+    else hash_many_scalar(src, n, out, 36, 1);
+#else
+    (void)kernel;
+    hash_many_scalar(src, n, out, 36, 1);
+#endif
+}
+
+static PyObject *py_small_files(PyObject *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"buffer", "pieces_of", "sizes", "rules", "head_bytes", "kernel",
+                             NULL};
+    PyObject *buffer, *pieces_arg, *sizes_arg, *rules_arg;
+    Py_ssize_t head_bytes;
+    const char *name = NULL;
+    (void)self;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOn|z", kwlist, &buffer, &pieces_arg,
+                                     &sizes_arg, &rules_arg, &head_bytes, &name))
+        return NULL;
+    int kernel = kernel_named(name);
+    if (kernel < 0) return NULL;
+    if (head_bytes < 0 || head_bytes > 1 << 20) {
+        PyErr_SetString(PyExc_ValueError, "head_bytes out of range");
+        return NULL;
+    }
+    Py_buffer whole;
+    if (PyObject_GetBuffer(buffer, &whole, PyBUF_SIMPLE) < 0) return NULL;
+    PyObject *seq = NULL, *sizes = NULL, *rseq = NULL, *result = NULL, *none = NULL;
+    Rule *rules = NULL;
+    Part *parts = NULL;
+    Source *src = NULL, **order = NULL, *packed = NULL;
+    Piece *pieces = NULL;
+    uint8_t *out = NULL, *head = NULL;
+    Py_ssize_t n = 0, nrules = 0, nparts = 0, npieces = 0;
+    seq = PySequence_Fast(pieces_arg, "pieces_of must be a sequence");
+    sizes = seq ? PySequence_Fast(sizes_arg, "sizes must be a sequence") : NULL;
+    rseq = sizes ? PySequence_Fast(rules_arg, "rules must be a sequence") : NULL;
+    if (!rseq) goto done;
+    n = PySequence_Fast_GET_SIZE(seq);
+    if (PySequence_Fast_GET_SIZE(sizes) != n) {
+        PyErr_SetString(PyExc_ValueError, "one size for each file");
+        goto done;
+    }
+    none = PyUnicode_FromStringAndSize("", 0);
+    if (!none) goto done;
+    /* the rules: (mime, ((offset, signature), ...)) each */
+    nrules = PySequence_Fast_GET_SIZE(rseq);
+    rules = PyMem_Calloc((size_t)(nrules ? nrules : 1), sizeof(Rule));
+    if (!rules) { PyErr_NoMemory(); goto done; }
+    for (Py_ssize_t r = 0; r < nrules; r++) {
+        PyObject *rule = PySequence_Fast_GET_ITEM(rseq, r), *mime, *ps;
+        if (!PyTuple_Check(rule) || PyTuple_GET_SIZE(rule) != 2 ||
+            !PyUnicode_Check(mime = PyTuple_GET_ITEM(rule, 0)) ||
+            !PyTuple_Check(ps = PyTuple_GET_ITEM(rule, 1))) {
+            PyErr_SetString(PyExc_TypeError, "a rule is (mime, ((offset, signature), ...))");
+            goto done;
+        }
+        rules[r].mime = mime;
+        rules[r].first = nparts;
+        rules[r].nparts = PyTuple_GET_SIZE(ps);
+        nparts += rules[r].nparts;
+    }
+    parts = PyMem_Calloc((size_t)(nparts ? nparts : 1), sizeof(Part));
+    if (!parts) { PyErr_NoMemory(); goto done; }
+    for (Py_ssize_t r = 0; r < nrules; r++) {
+        PyObject *ps = PyTuple_GET_ITEM(PySequence_Fast_GET_ITEM(rseq, r), 1);
+        for (Py_ssize_t k = 0; k < rules[r].nparts; k++) {
+            PyObject *part = PyTuple_GET_ITEM(ps, k);
+            Part *p = &parts[rules[r].first + k];
+            if (!PyTuple_Check(part) || PyTuple_GET_SIZE(part) != 2 ||
+                !PyBytes_Check(PyTuple_GET_ITEM(part, 1))) {
+                PyErr_SetString(PyExc_TypeError, "a rule's part is (offset, bytes)");
+                goto done;
+            }
+            p->off = PyLong_AsSsize_t(PyTuple_GET_ITEM(part, 0));
+            if (p->off == -1 && PyErr_Occurred()) goto done;
+            if (p->off < 0) { PyErr_SetString(PyExc_ValueError, "a negative offset"); goto done; }
+            p->sig = (const uint8_t *)PyBytes_AS_STRING(PyTuple_GET_ITEM(part, 1));
+            p->len = PyBytes_GET_SIZE(PyTuple_GET_ITEM(part, 1));
+        }
+    }
+    /* the files: each piece inside the buffer, their total the declared size (else None) */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *ps = PySequence_Fast_GET_ITEM(seq, i);
+        Py_ssize_t k = PyTuple_Check(ps) ? PyTuple_GET_SIZE(ps)
+                     : PyList_Check(ps) ? PyList_GET_SIZE(ps) : -1;
+        if (k < 0) { PyErr_SetString(PyExc_TypeError, "a file's pieces are a tuple or list"); goto done; }
+        npieces += k;
+    }
+    src = PyMem_Calloc((size_t)(n ? n : 1), sizeof(Source));
+    packed = PyMem_Calloc((size_t)(n ? n : 1), sizeof(Source));
+    order = PyMem_Calloc((size_t)(n ? n : 1), sizeof(Source *));
+    pieces = PyMem_Calloc((size_t)(npieces ? npieces : 1), sizeof(Piece));
+    out = PyMem_Calloc((size_t)(n ? n : 1), 36);
+    head = PyMem_Malloc((size_t)(head_bytes ? head_bytes : 1));
+    if (!src || !packed || !order || !pieces || !out || !head) { PyErr_NoMemory(); goto done; }
+    Py_ssize_t used = 0, ok = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *ps = PySequence_Fast_GET_ITEM(seq, i);
+        PyObject **items = PySequence_Fast_ITEMS(ps);
+        Py_ssize_t k = PySequence_Fast_GET_SIZE(ps);
+        long long size = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(sizes, i));
+        if (size == -1 && PyErr_Occurred()) goto done;
+        int good = k > 0;
+        src[i].pieces = pieces + used;
+        src[i].total = 0;
+        for (Py_ssize_t j = 0; j < k && good; j++) {
+            PyObject *pc = items[j];
+            if (!PyTuple_Check(pc) || PyTuple_GET_SIZE(pc) != 2) { good = 0; break; }
+            long long start = PyLong_AsLongLong(PyTuple_GET_ITEM(pc, 0));
+            long long len = PyLong_AsLongLong(PyTuple_GET_ITEM(pc, 1));
+            if (PyErr_Occurred()) { PyErr_Clear(); good = 0; break; }
+            /* the bounds Source.views keeps: a piece of some bytes, all inside the image */
+            if (start < 0 || len <= 0 || start > (long long)whole.len ||
+                len > (long long)whole.len - start) { good = 0; break; }
+            pieces[used + j].ptr = (const uint8_t *)whole.buf + start;
+            pieces[used + j].len = (Py_ssize_t)len;
+            src[i].total += (Py_ssize_t)len;
+        }
+        if (good && src[i].total == size) {
+            src[i].npieces = k;
+            used += k;
+            order[ok++] = &src[i];
+        } else {
+            src[i].npieces = -1;                    /* not read here: None */
+        }
+    }
+    /* longest first (lanes are handed out in order: the short ones fill in around the long) */
+    qsort(order, (size_t)ok, sizeof(Source *), index_by_size_desc);
+    for (Py_ssize_t q = 0; q < ok; q++) packed[q] = *order[q];
+    Py_BEGIN_ALLOW_THREADS
+    hash_sources(kernel, packed, ok, out);
+    Py_END_ALLOW_THREADS
+    result = PyList_New(n);
+    if (!result) goto done;
+    for (Py_ssize_t q = 0; q < ok; q++) {
+        const Source *s = &packed[q];
+        Py_ssize_t hn = s->total < head_bytes ? s->total : head_bytes;
+        const uint8_t *h = s->pieces[0].ptr;
+        if (s->pieces[0].len < hn) {             /* the head spans pieces */
+            Py_ssize_t got = 0;
+            for (Py_ssize_t j = 0; got < hn; j++) {
+                Py_ssize_t take = s->pieces[j].len < hn - got ? s->pieces[j].len : hn - got;
+                memcpy(head + got, s->pieces[j].ptr, (size_t)take);
+                got += take;
+            }
+            h = head;
+        }
+        PyObject *mime = sniff_head(h, hn, rules, nrules, parts, none);
+        PyObject *md5 = hex_str(out + 36 * (size_t)q, 16);
+        PyObject *sha1 = md5 ? hex_str(out + 36 * (size_t)q + 16, 20) : NULL;
+        PyObject *t = sha1 ? PyTuple_New(3) : NULL;
+        if (!t) { Py_XDECREF(md5); Py_XDECREF(sha1); Py_CLEAR(result); goto done; }
+        Py_INCREF(mime);
+        PyTuple_SET_ITEM(t, 0, md5);
+        PyTuple_SET_ITEM(t, 1, sha1);
+        PyTuple_SET_ITEM(t, 2, mime);
+        PyList_SET_ITEM(result, order[q] - src, t);
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (src[i].npieces < 0) { Py_INCREF(Py_None); PyList_SET_ITEM(result, i, Py_None); }
+done:
+    PyBuffer_Release(&whole);
+    Py_XDECREF(seq);
+    Py_XDECREF(sizes);
+    Py_XDECREF(rseq);
+    Py_XDECREF(none);
+    PyMem_Free(rules);
+    PyMem_Free(parts);
+    PyMem_Free(src);
+    PyMem_Free(packed);
+    PyMem_Free(order);
+    PyMem_Free(pieces);
+    PyMem_Free(out);
+    PyMem_Free(head);
+    return result;
+}
+
 static PyObject *py_best(PyObject *self, PyObject *noargs) {
     (void)self;
     (void)noargs;
@@ -596,6 +836,13 @@ static PyMethodDef methods[] = {
      "then its 20-byte SHA-1 when sha1 is true. Each file is a sequence of buffers hashed as "
      "one string. kernel: 'avx512' (16 lanes), 'avx2' (8 lanes) or 'scalar'; default the "
      "widest this CPU runs."},
+    {"small_files", (PyCFunction)(void (*)(void))py_small_files, METH_VARARGS | METH_KEYWORDS,
+     "small_files(buffer, pieces_of, sizes, rules, head_bytes, kernel=None) -> list, one item "
+     "per file: (md5 hex, sha1 hex, content type) or None. A file is the concatenation of its "
+     "pieces, (offset, length) each, of `buffer` (a mapped image); None when a piece is empty "
+     "or outside the buffer, or the pieces do not add up to the file's size. Its type is the "
+     "mime of the first of `rules` ((mime, ((offset, bytes), ...)) each) all of whose parts "
+     "match its first `head_bytes` bytes, \"\" when none does."},
     {"best_kernel", py_best, METH_NOARGS,
      "The widest kernel this CPU runs: 'avx512', 'avx2' or 'scalar'."},
     {NULL, NULL, 0, NULL}};

@@ -133,8 +133,14 @@ def hashes_only(name: str, size: int, head: bytes, opts: FeatureOptions) -> Opti
     stores such a file as a row without making its records."""
     if opts.sha256 or size == 0:
         return None
-    ctype = sniff(head)
-    if ctype in _LOOKED_INTO or (opts.pictures and _unknown(ctype, size, opts)):
+    return typed_only(name, size, sniff(head), opts)
+
+
+def typed_only(name: str, size: int, ctype: str, opts: FeatureOptions) -> Optional[tuple]:
+    """hashes_only of content already sniffed as `ctype` (the workers' C path for small files
+    sniffs as it hashes, by filetype.SNIFF_RULES)."""
+    if opts.sha256 or size == 0 or ctype in _LOOKED_INTO or \
+            (opts.pictures and _unknown(ctype, size, opts)):
         return None
     return ctype, ext_mismatch(name, ctype)
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import BinaryIO, Callable, Iterable, Optional, Sequence
 
+from triage.filetype import SNIFF_RULES
 from triage.units import human_bytes
 
 SNIFF_BYTES = 512  # covers every signature in triage.filetype (tar's "ustar" sits at 257)
@@ -247,6 +248,20 @@ def hash_many(files: Sequence[Sequence[bytes]]) -> list[Digests]:
         if out[i] is None:
             out[i] = read_once(chunks).digests
     return out
+
+
+def hash_small(buffer, pieces_of: Sequence, sizes: Sequence[int]) -> Optional[list]:
+    """(MD5 hex, SHA-1 hex, content type) of each of a group of small files of one mapped
+    image (`buffer`), each given by its pieces ((offset, length) each) and declared size, in
+    one pass of the multi-buffer kernel that reads the pieces straight from the buffer and
+    sniffs each head by filetype.SNIFF_RULES (what `sniff` reads); None for a file with a
+    piece outside the buffer or pieces that do not add up to its size. None for the whole
+    group where no checked kernel runs: the caller reads the files the ordinary way."""
+    kernel = _kernel()
+    if kernel is None:
+        return None
+    module, name = kernel
+    return module.small_files(buffer, pieces_of, sizes, SNIFF_RULES, SNIFF_BYTES, kernel=name)
 
 
 def _alone(sizes_desc: list[int], rate: float = _KERNELS["avx512"][1],
