@@ -33,7 +33,7 @@ BENCH_APT_PACKAGES := foremost scalpel testdisk
 	@touch $@
 
 $(VENV)/.stamp: pyproject.toml setup.py triage/features/_mbhash.c triage/features/_pdq.c \
-		triage/_tskwalk.c .stamp-apt
+		triage/_tskwalk.c triage/_sniffrules.h .stamp-apt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PIP) install -q --upgrade pip >/dev/null
 	@$(PIP) install -q -e '.[test]'

@@ -8,10 +8,13 @@ walk lists every folder through pytsk3.
 """
 from setuptools import Extension, setup
 
+# filetype.SNIFF_RULES is read in C by both the kernel and the lister (triage/_sniffrules.h)
 setup(ext_modules=[Extension("triage.features._mbhash", ["triage/features/_mbhash.c"],
+                             depends=["triage/_sniffrules.h"],
                              optional=True, extra_compile_args=["-O3"]),
                    # no fused multiply-add: the PDQ kernel must round as the reference does
                    Extension("triage.features._pdq", ["triage/features/_pdq.c"],
                              optional=True, extra_compile_args=["-O3", "-ffp-contract=off"]),
                    Extension("triage._tskwalk", ["triage/_tskwalk.c"], libraries=["tsk"],
+                             depends=["triage/_sniffrules.h"],
                              optional=True, extra_compile_args=["-O2"])])

@@ -572,6 +572,38 @@ def _plain_walks(synth_fleet):
                                                else r for r in items]
 
 
+def test_the_c_listers_plain_files_are_the_records_the_walk_makes(synth_fleet, monkeypatch):
+    """The C lister makes a plain file's tuple itself where no content type matches its first
+    bytes (_tskwalk's read_plain, reading filetype.SNIFF_RULES): the walk with plain files
+    gives, in the same order, the records the walk without them gives, and a typed plain file
+    (a picture, an archive) still comes through Python's sniff."""
+    from triage import filesystems
+    from triage.device import discover
+    from triage.evidence import open_evidence
+    from triage.filesystems import walk
+    from triage.records import plain_common, plain_record
+    made_in_c = []
+    real = filesystems._read_folder
+
+    def counted(read):
+        for item in real(read):
+            made_in_c.append(len(item) == filesystems._PLAIN_WIDTH)
+            yield item
+    monkeypatch.setattr(filesystems, "_read_folder", counted)
+    typed = 0
+    for dev in ("dev01.raw", "dev05.raw"):
+        with open_evidence(str(synth_fleet / "devices" / dev)) as ev:
+            for vol in discover(ev)[0]:
+                if vol.fs_type:
+                    common = plain_common(vol)
+                    items = list(walk(ev, vol, [], plain=True))
+                    recs = list(walk(ev, vol, []))
+                    assert [plain_record(common, r) if type(r) is tuple else r
+                            for r in items] == recs
+                    typed += sum(1 for r in items if type(r) is tuple and r[10])
+    assert sum(made_in_c) >= 10 and typed > 0
+
+
 def test_plain_files_from_the_walk_pack_as_their_records(synth_fleet):
     """The planner packs the walk's plain files (tuples) as it would pack the records they
     stand for: the same volume, items and records arrive either way."""

@@ -30,8 +30,8 @@ from triage import filetype
 from triage.errors import EvidenceError, ShortRead
 from triage import localfile
 from triage.evidence import Evidence
-from triage.records import (FOLDER_NOT_READ, SYMLINK, UNREADABLE_VOLUME, Coverage, FileRecord,
-                            Provenance, VolumeRef, built)
+from triage.records import (FOLDER_NOT_READ, PLAIN_FIELDS, SYMLINK, UNREADABLE_VOLUME, Coverage,
+                            FileRecord, Provenance, VolumeRef, built)
 from triage import volumes
 from triage.volumes import VolumeImage, c_text, plain_volume
 
@@ -313,7 +313,8 @@ def _walk_fs(res: "Resolver", fs, volume: VolumeRef, problems: Optional[list],
         while stack:
             inum, dir_path = stack.pop()
             try:
-                listing = native(inum) if native is not None else _tsk_listing(fs, inum, direct)
+                listing = _tsk_listing(fs, inum, direct) if native is None else \
+                    native(inum, f"{dir_path}/" if plain else None)
             except TSK_ERRORS as exc:
                 # the root too: an unreadable root hides the whole file system's names
                 if problems is not None:
@@ -324,7 +325,11 @@ def _walk_fs(res: "Resolver", fs, volume: VolumeRef, problems: Optional[list],
                                              reason=f"folder not readable: {_tsk_reason(exc)}"))
                 continue
             children: list[tuple[int, str]] = []
-            for name, addr, name_alloc, is_dir, facts, head, pieces, first, entry in listing:
+            for item in listing:
+                if len(item) == _PLAIN_WIDTH:      # a plain file, made by the C lister
+                    yield item
+                    continue
+                name, addr, name_alloc, is_dir, facts, head, pieces, first, entry = item
                 path = f"{dir_path}/{name}"
                 if plain and not is_dir and facts is not None and pieces is not None \
                         and first is None and entry is None:
@@ -434,9 +439,15 @@ def _native_lister(evidence: Evidence, fs, volume_offset: int):
     except (OSError, ValueError):
         return None     # TSK's raw reader refused what pytsk3 opened: pytsk3 lists it
 
-    def listing(inum: int) -> Iterator[tuple]:
+    def listing(inum: int, prefix: Optional[str] = None) -> Iterator[tuple]:
+        """The folder's names; with `prefix` (its path and "/"), a plain file whose first
+        bytes no content type matches comes as its PLAIN_FIELDS (_walk_fs's tuple, made in
+        C: the type "" by filetype.SNIFF_RULES, which then has no extension mismatch)."""
         walker.opendir(inum)        # raises here, as pytsk3's open_dir does
-        return _read_folder(walker)
+        if prefix is None:
+            return _read_folder(walker.read)
+        return _read_folder(lambda n: walker.read_plain(n, prefix, _ORPHANS,
+                                                        filetype.SNIFF_RULES))
 
     listing.close = walker.close
     return listing
@@ -445,10 +456,11 @@ def _native_lister(evidence: Evidence, fs, volume_offset: int):
 FOLDER_STEP = 4096      # names the C lister hands over at a time (a folder may hold millions)
 
 
-def _read_folder(walker) -> Iterator[tuple]:
-    """The open folder's names, then the error that stopped its listing (pytsk3's order)."""
+def _read_folder(read) -> Iterator[tuple]:
+    """The open folder's names (`read(n)`: the C lister's next n), then the error that stopped
+    its listing (pytsk3's order)."""
     while True:
-        names, error, done = walker.read(FOLDER_STEP)
+        names, error, done = read(FOLDER_STEP)
         yield from names
         if error is not None:
             raise OSError(error)
@@ -514,6 +526,7 @@ def _record(volume: VolumeRef, fs_type: str, path: str, name: str, addr: int,
 
 _NO_TIMES = (None, None, None, None)
 _ORPHANS = ORPHAN_DIR + "/"
+_PLAIN_WIDTH = len(PLAIN_FIELDS)        # a listing's plain file (a name's tuple is shorter)
 
 
 def _content_type(name: str, size: int, head: Optional[bytes]) -> tuple[str, bool]:

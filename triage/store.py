@@ -1059,9 +1059,12 @@ class CaseStore:
         # a picture found inside a file (an EXIF thumbnail, a PDF's image) is content of that
         # file, as a member is: it has a file as its parent, where a picture carved from free
         # space has the volume or the device (no inode, no path), and is a file of its batch
-        own = ("(member = '' AND (json_extract(prov, '$.parent') IS NULL OR "
+        # (a plain file's row has no `prov`: that test first, the JSON read only for the others,
+        # a fifth of the time of a million files' counts)
+        own = ("(CASE WHEN prov IS NULL THEN member = '' ELSE "
+               "(member = '' AND (json_extract(prov, '$.parent') IS NULL OR "
                "(json_extract(prov, '$.parent.inode') IS NULL AND "
-               "COALESCE(json_extract(prov, '$.parent.path'), '') = '')))")
+               "COALESCE(json_extract(prov, '$.parent.path'), '') = ''))) END)")
         f = self._query(f"SELECT COALESCE(SUM({own}), 0) AS files, "
                         f"COALESCE(SUM(CASE WHEN {own} THEN size END), 0) AS bytes, "
                         f"COALESCE(SUM(is_picture), 0) AS pictures FROM {t['files']} "

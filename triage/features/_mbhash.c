@@ -23,6 +23,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "../_sniffrules.h"
+
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define HAVE_X86 1
 #include <immintrin.h>
@@ -590,32 +592,8 @@ done:
 }
 
 /* small_files: a group of small files of one mapped image, each given by its pieces, hashed
-   and sniffed without a Python object per piece. Sniffing follows `rules`, the content-type
-   table of triage/filetype.py (SNIFF_RULES): the first rule all of whose parts match the head
-   of the content names its type. The table is the rule; this only reads it. */
-typedef struct {
-    Py_ssize_t off, len;
-    const uint8_t *sig;
-} Part;
-
-typedef struct {
-    PyObject *mime;
-    Py_ssize_t first, nparts;
-} Rule;
-
-static PyObject *sniff_head(const uint8_t *head, Py_ssize_t n, const Rule *rules,
-                            Py_ssize_t nrules, const Part *parts, PyObject *none) {
-    for (Py_ssize_t r = 0; r < nrules; r++) {
-        const Part *p = parts + rules[r].first;
-        Py_ssize_t k = 0;
-        for (; k < rules[r].nparts; k++)
-            if (p[k].off + p[k].len > n || memcmp(head + p[k].off, p[k].sig, (size_t)p[k].len))
-                break;
-        if (k == rules[r].nparts) return rules[r].mime;
-    }
-    return none;
-}
-
+   and sniffed without a Python object per piece. Sniffing reads `rules`, the content-type
+   table of triage/filetype.py (SNIFF_RULES; ../_sniffrules.h). */
 static int index_by_size_desc(const void *a, const void *b) {
     const Source *x = *(const Source *const *)a, *y = *(const Source *const *)b;
     if (x->total != y->total) return x->total < y->total ? 1 : -1;
@@ -673,17 +651,15 @@ static PyObject *py_small_files(PyObject *self, PyObject *args, PyObject *kwargs
     }
     Py_buffer whole;
     if (PyObject_GetBuffer(buffer, &whole, PyBUF_SIMPLE) < 0) return NULL;
-    PyObject *seq = NULL, *sizes = NULL, *rseq = NULL, *result = NULL, *none = NULL;
-    Rule *rules = NULL;
-    Part *parts = NULL;
+    PyObject *seq = NULL, *sizes = NULL, *result = NULL, *none = NULL;
+    SniffTable table = {0};
     Source *src = NULL, **order = NULL, *packed = NULL;
     Piece *pieces = NULL;
     uint8_t *out = NULL, *head = NULL;
-    Py_ssize_t n = 0, nrules = 0, nparts = 0, npieces = 0;
+    Py_ssize_t n = 0, npieces = 0;
     seq = PySequence_Fast(pieces_arg, "pieces_of must be a sequence");
     sizes = seq ? PySequence_Fast(sizes_arg, "sizes must be a sequence") : NULL;
-    rseq = sizes ? PySequence_Fast(rules_arg, "rules must be a sequence") : NULL;
-    if (!rseq) goto done;
+    if (!sizes || sniff_table_load(&table, rules_arg) < 0) goto done;
     n = PySequence_Fast_GET_SIZE(seq);
     if (PySequence_Fast_GET_SIZE(sizes) != n) {
         PyErr_SetString(PyExc_ValueError, "one size for each file");
@@ -691,42 +667,6 @@ static PyObject *py_small_files(PyObject *self, PyObject *args, PyObject *kwargs
     }
     none = PyUnicode_FromStringAndSize("", 0);
     if (!none) goto done;
-    /* the rules: (mime, ((offset, signature), ...)) each */
-    nrules = PySequence_Fast_GET_SIZE(rseq);
-    rules = PyMem_Calloc((size_t)(nrules ? nrules : 1), sizeof(Rule));
-    if (!rules) { PyErr_NoMemory(); goto done; }
-    for (Py_ssize_t r = 0; r < nrules; r++) {
-        PyObject *rule = PySequence_Fast_GET_ITEM(rseq, r), *mime, *ps;
-        if (!PyTuple_Check(rule) || PyTuple_GET_SIZE(rule) != 2 ||
-            !PyUnicode_Check(mime = PyTuple_GET_ITEM(rule, 0)) ||
-            !PyTuple_Check(ps = PyTuple_GET_ITEM(rule, 1))) {
-            PyErr_SetString(PyExc_TypeError, "a rule is (mime, ((offset, signature), ...))");
-            goto done;
-        }
-        rules[r].mime = mime;
-        rules[r].first = nparts;
-        rules[r].nparts = PyTuple_GET_SIZE(ps);
-        nparts += rules[r].nparts;
-    }
-    parts = PyMem_Calloc((size_t)(nparts ? nparts : 1), sizeof(Part));
-    if (!parts) { PyErr_NoMemory(); goto done; }
-    for (Py_ssize_t r = 0; r < nrules; r++) {
-        PyObject *ps = PyTuple_GET_ITEM(PySequence_Fast_GET_ITEM(rseq, r), 1);
-        for (Py_ssize_t k = 0; k < rules[r].nparts; k++) {
-            PyObject *part = PyTuple_GET_ITEM(ps, k);
-            Part *p = &parts[rules[r].first + k];
-            if (!PyTuple_Check(part) || PyTuple_GET_SIZE(part) != 2 ||
-                !PyBytes_Check(PyTuple_GET_ITEM(part, 1))) {
-                PyErr_SetString(PyExc_TypeError, "a rule's part is (offset, bytes)");
-                goto done;
-            }
-            p->off = PyLong_AsSsize_t(PyTuple_GET_ITEM(part, 0));
-            if (p->off == -1 && PyErr_Occurred()) goto done;
-            if (p->off < 0) { PyErr_SetString(PyExc_ValueError, "a negative offset"); goto done; }
-            p->sig = (const uint8_t *)PyBytes_AS_STRING(PyTuple_GET_ITEM(part, 1));
-            p->len = PyBytes_GET_SIZE(PyTuple_GET_ITEM(part, 1));
-        }
-    }
     /* the files: each piece inside the buffer, their total the declared size (else None) */
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *ps = PySequence_Fast_GET_ITEM(seq, i);
@@ -794,7 +734,8 @@ static PyObject *py_small_files(PyObject *self, PyObject *args, PyObject *kwargs
             }
             h = head;
         }
-        PyObject *mime = sniff_head(h, hn, rules, nrules, parts, none);
+        PyObject *mime = sniff_table_match(&table, h, hn);
+        if (mime == NULL) mime = none;
         PyObject *md5 = hex_str(out + 36 * (size_t)q, 16);
         PyObject *sha1 = md5 ? hex_str(out + 36 * (size_t)q + 16, 20) : NULL;
         PyObject *t = sha1 ? PyTuple_New(3) : NULL;
@@ -811,10 +752,8 @@ done:
     PyBuffer_Release(&whole);
     Py_XDECREF(seq);
     Py_XDECREF(sizes);
-    Py_XDECREF(rseq);
     Py_XDECREF(none);
-    PyMem_Free(rules);
-    PyMem_Free(parts);
+    sniff_table_free(&table);
     PyMem_Free(src);
     PyMem_Free(packed);
     PyMem_Free(order);
