@@ -555,9 +555,10 @@ def test_packed_batches_of_damaged_copies_store_what_record_batches_store(tmp_pa
     assert compared >= 10 and plain > 0, (compared, plain)
 
 
-def _plain_walks(synth_fleet):
+def _plain_walks(synth_fleet, unplain: bool = False):
     """(volume, its plain_common, the walk's items with plain files as tuples, the same as
-    records) for each file system of two synth devices."""
+    records) for each file system of two synth devices; `unplain`: and the records of a walk
+    without plain files."""
     from triage.device import discover
     from triage.evidence import open_evidence
     from triage.filesystems import walk
@@ -568,8 +569,9 @@ def _plain_walks(synth_fleet):
                 if vol.fs_type:
                     common = plain_common(vol)
                     items = list(walk(ev, vol, [], plain=True))
-                    yield vol, common, items, [plain_record(common, r) if type(r) is tuple
-                                               else r for r in items]
+                    recs = [plain_record(common, r) if type(r) is tuple else r for r in items]
+                    yield (vol, common, items, recs) + \
+                        ((list(walk(ev, vol, [])),) if unplain else ())
 
 
 def test_the_c_listers_plain_files_are_the_records_the_walk_makes(synth_fleet, monkeypatch):
@@ -578,10 +580,6 @@ def test_the_c_listers_plain_files_are_the_records_the_walk_makes(synth_fleet, m
     gives, in the same order, the records the walk without them gives, and a typed plain file
     (a picture, an archive) still comes through Python's sniff."""
     from triage import filesystems
-    from triage.device import discover
-    from triage.evidence import open_evidence
-    from triage.filesystems import walk
-    from triage.records import plain_common, plain_record
     made_in_c = []
     real = filesystems._read_folder
 
@@ -591,16 +589,9 @@ def test_the_c_listers_plain_files_are_the_records_the_walk_makes(synth_fleet, m
             yield item
     monkeypatch.setattr(filesystems, "_read_folder", counted)
     typed = 0
-    for dev in ("dev01.raw", "dev05.raw"):
-        with open_evidence(str(synth_fleet / "devices" / dev)) as ev:
-            for vol in discover(ev)[0]:
-                if vol.fs_type:
-                    common = plain_common(vol)
-                    items = list(walk(ev, vol, [], plain=True))
-                    recs = list(walk(ev, vol, []))
-                    assert [plain_record(common, r) if type(r) is tuple else r
-                            for r in items] == recs
-                    typed += sum(1 for r in items if type(r) is tuple and r[10])
+    for _, _, items, recs, unplain in _plain_walks(synth_fleet, unplain=True):
+        assert recs == unplain
+        typed += sum(1 for r in items if type(r) is tuple and r[10])
     assert sum(made_in_c) >= 10 and typed > 0
 
 
