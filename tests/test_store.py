@@ -284,6 +284,38 @@ def test_rows_made_where_the_batch_ran_store_the_same_as_records(tmp_path):
     assert len(dumps[0][0]) == 3 and len(dumps[0][1]) == 1 and dumps[0][2] == {"b0"}
 
 
+def test_rows_go_several_to_a_statement_as_they_would_one_by_one(tmp_path, monkeypatch):
+    """add_batch inserts ROWS_PER_INSERT rows to a statement: runs of either shape of every
+    length around that, and keys met again in the same statement, in the next, and in another
+    batch, store what inserting each row alone stores (the last row of a key wins, in batch
+    order)."""
+    from triage import store as store_mod
+    from triage.store import file_rows, plain_file_row
+    k = store_mod.ROWS_PER_INSERT
+    rows = []
+    for i in range(3 * k + 5):
+        inode = i % 45 + 1
+        if i % 7 == 0:         # a whole row
+            rows += file_rows("d", "b0", [_item("d", inode, f"/f{inode}", md5=f"{i:032x}",
+                                                picture=True)])
+        else:                  # a plain file's
+            rows.append(plain_file_row(records.file_key("d", 1048576, inode, f"/f{inode}"),
+                                       "b0", "d", 1048576, 0, inode, f"/f{inode}", f"f{inode}",
+                                       i, True, "ext4", False, False, 1.5e9, None, None, None,
+                                       "", False, f"{i:032x}", f"{i:040x}"))
+    assert len({len(r) for r in rows}) == 2          # both shapes, interleaved
+    batches = [("b0", rows), ("b1", rows[:k + 1]), ("b2", rows[5:6])]
+    dumps = []
+    for per in (k, 1):
+        monkeypatch.setattr(store_mod, "ROWS_PER_INSERT", per)
+        with CaseStore(tmp_path / f"per{per}") as s:
+            for batch, some in batches:
+                s.add_batch("d", batch, [], [], [], [], rows=some)
+            dumps.append((s._query("SELECT * FROM files ORDER BY rowid"), s.counts("d")))
+    assert dumps[0] == dumps[1]
+    assert len(dumps[0][0]) == 45 and dumps[0][1]["files"] == 45
+
+
 def test_plain_rows_leave_out_only_columns_at_the_schemas_defaults(tmp_path):
     """A plain file's row leaves out its default columns (fewer values to bind); stored, it
     reads back exactly as its whole row does, among rows of the other shape, in batch order."""
