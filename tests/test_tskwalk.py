@@ -284,7 +284,7 @@ def test_a_folder_that_fails_part_way_keeps_the_names_before_it():
 
     got = []
     with pytest.raises(OSError, match="Error opening File"):
-        for n in filesystems._read_folder(Failing()):
+        for n in filesystems._read_folder(Failing().read):
             got.append(n)
     assert got == [1, 2, 3]
     # in a scan's walk the names before it are kept and the rest of the volume is a gap
@@ -303,7 +303,7 @@ def test_a_folder_that_fails_part_way_keeps_the_names_before_it():
                           ([rec(3, 500)], "Error opening File: bad entry", True)]
 
     problems = []
-    got = list(_guarded(filesystems._read_folder(Listing()), "d", vol, problems))
+    got = list(_guarded(filesystems._read_folder(Listing().read), "d", vol, problems))
     assert [r.prov.inode for r in got] == [1, 2, 3]
     [gap] = problems
     assert gap.kind == SCAN_INCOMPLETE and "Error opening File: bad entry" in gap.reason
@@ -318,6 +318,22 @@ def test_a_folder_that_cannot_be_opened_is_a_gap(images):
         walker.opendir(10 ** 12)
     with pytest.raises(ValueError):
         walker.read(0)
+    # read_plain's table is filetype.SNIFF_RULES' shape, or refused
+    from triage.filetype import SNIFF_RULES
+    for rules in ([], (("x", ((-1, b"a"),)),), (("x", ((0, "a"),)),), ((1, ()),)):
+        with pytest.raises((TypeError, ValueError)):
+            walker.read_plain(5, "/", "/$OrphanFiles/", rules)
+    with pytest.raises(TypeError):
+        walker.read_plain(5, b"/", "/$OrphanFiles/", SNIFF_RULES)
+    walker.opendir(2)
+    every = walker.read_plain(100, "/", "/$OrphanFiles/", SNIFF_RULES)[0]
+    # a table that types everything: no name comes as a plain file's fields
+    walker.opendir(2)
+    typed = walker.read_plain(100, "/", "/$OrphanFiles/", (("any", ()),))[0]
+    assert len(every) == len(typed) and {len(t) for t in typed} == {9}
+    assert any(len(t) == len(filesystems.PLAIN_FIELDS) and t[1] == "/" + t[2] for t in every)
     walker.close()
     with pytest.raises(RuntimeError, match="closed"):
         walker.opendir(2)
+    with pytest.raises(RuntimeError, match="closed"):
+        walker.read_plain(5, "/", "/$OrphanFiles/", SNIFF_RULES)
