@@ -203,6 +203,50 @@ def test_corrupt_partition_among_good_ones_is_coverage(ext4_image, tmp_path):
         in result.stderr
 
 
+def test_partitions_past_the_end_of_the_media_are_one_gap_not_volumes(ext4_image, tmp_path,
+                                                                        monkeypatch):
+    """A partition table whose entries start past the end of the media (TSK lists a damaged
+    GPT's entry at byte 2**73, more than SQLite's integers hold): one gap of the device naming
+    them, no volume at those offsets, the good partition still found, and the space outside
+    every volume counted within the media only; the case store takes them all. A fuzz mutant
+    of the synth GPT device crashed the scan's store with this (seed 61)."""
+    from triage import device
+    from triage.device import discover
+    from triage.evidence import open_evidence
+    from triage.records import UNPARTITIONED, UNREADABLE_VOLUME
+    from triage.store import CaseStore
+    disk = tmp_path / "disk.raw"
+    size = ext4_image.stat().st_size
+    with open(disk, "wb") as fh:
+        fh.truncate(MiB + size + MiB)
+    subprocess.run(["sfdisk", "--no-reread", "--no-tell-kernel", "-q", str(disk)],
+                   input=f"label: dos\nstart=2048, size={size // 512}, type=83\n".encode(),
+                   check=True, capture_output=True)
+    with open(disk, "r+b") as fh:
+        fh.seek(MiB)
+        fh.write(ext4_image.read_bytes())
+    media = disk.stat().st_size
+    real = device.partition_table
+
+    def far(evidence):
+        table, rows = real(evidence)
+        return table, rows + [(9, 3 * 2 ** 73, 4096, "far", True), (10, 2 ** 63, 0, "", True),
+                              (11, media, 512, "at the end", True)]
+    monkeypatch.setattr(device, "partition_table", far)
+    with open_evidence(str(disk)) as ev:
+        volumes, coverage = discover(ev)
+    assert [v.offset for v in volumes] == [MiB] and volumes[0].fs_type == "ext4"
+    [beyond] = [c for c in coverage if c.kind == UNREADABLE_VOLUME]
+    assert beyond.where.volume_offset is None and "partition 9 (far)" in beyond.reason
+    assert f"{2 ** 63:,}" in beyond.reason and "partition 11 (at the end)" in beyond.reason
+    [outside] = [c for c in coverage if c.kind == UNPARTITIONED]
+    assert outside.bytes_not_examined == media - size
+    with CaseStore(tmp_path / "case", create=True) as store:
+        store.add_volumes(volumes)
+        store.add_coverage(coverage)
+        assert sorted(c.key for c in store.coverage()) == sorted(c.key for c in coverage)
+
+
 def test_differencing_vhd_without_parent():
     vhd = TESTDATA / "more" / "fat-differential.vhd"
     assert_one_line_error(triage("files", str(vhd)), "parent")

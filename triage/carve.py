@@ -689,7 +689,8 @@ def outside_ranges(media_size: int, volumes) -> list[tuple[int, int]]:
         nested = nested_of(v.offset)
         start = nested[0] if nested is not None else v.offset
         if start >= 0:
-            spans.append((start, start + v.length))
+            # only the media's bytes: a volume declared past its end takes nothing from it
+            spans.append((min(start, media_size), min(start + v.length, media_size)))
     out, at = [], 0
     for start, end in sorted(spans):
         if start > at:
