@@ -47,20 +47,19 @@ def discover(evidence: Evidence, recovery_key: Optional[str] = None,
         slots = [(0, 0, evidence.ref.media_size, "no partition table (bare file system)")]
     volumes: list[VolumeRef] = []
     coverage: list[Coverage] = []
-    beyond_slots = [slot for slot in slots if 0 < evidence.ref.media_size <= slot[1]]
-    beyond = [(index, offset, desc) for index, offset, _, desc in beyond_slots]
+    beyond = [slot for slot in slots if 0 < evidence.ref.media_size <= slot[1]]
     if beyond:
         # entries that place their partition past the end of the media (a damaged table may
         # say 2**73 bytes): nothing of them was acquired, so they are one gap of the device,
         # not volumes at offsets no reader can seek to (nor the case store hold)
         listed = "; ".join(f"partition {i} ({desc or 'no description'}) at byte {off:,}"
-                           for i, off, desc in beyond[:8])
+                           for i, off, _, desc in beyond[:8])
         more = f"; and {len(beyond) - 8} more" if len(beyond) > 8 else ""
         coverage.append(Coverage(
             device_id=dev, kind=UNREADABLE_VOLUME, where=device_where(dev),
             reason=f"read error: the partition table places {listed}{more}, beyond the end of "
                    f"the media ({evidence.ref.media_size:,} bytes)"))
-        slots = [slot for slot in slots if slot not in beyond_slots]
+        slots = [slot for slot in slots if slot not in beyond]
     for index, offset, length, desc in slots:
         declared = length
         length = max(0, min(length, evidence.ref.media_size - offset))

@@ -523,10 +523,9 @@ def _scan_packed(backend: Backend, evidence, batch_id: str, volume: Optional[tup
                     if q is not None:
                         md5, sha1 = q[0], q[1]
                         typed = typed_only(it[_NAME], it[_SIZE], q[2], fopts)
-                        chunks = None if typed is not None else \
-                            backend.small_views(evidence, it[_PIECES])
-                        if chunks is not None:    # looked into: its content, hashes known
-                            got = (chunks, Digests(md5, sha1))
+                        if typed is None:    # looked into: its content, its hashes known
+                            chunks = backend.small_views(evidence, it[_PIECES])
+                            got = None if chunks is None else (chunks, Digests(md5, sha1))
                 elif got is not None and i not in rest:
                     chunks, known = got
                     md5, sha1 = known.md5, known.sha1
