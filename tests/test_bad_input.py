@@ -213,18 +213,11 @@ def test_partitions_past_the_end_of_the_media_are_one_gap_not_volumes(ext4_image
     from triage import device
     from triage.device import discover
     from triage.evidence import open_evidence
+    from triage.rank import coverage_state
     from triage.records import UNPARTITIONED, UNREADABLE_VOLUME
     from triage.store import CaseStore
-    disk = tmp_path / "disk.raw"
+    disk = _one_partition_disk(ext4_image, tmp_path)
     size = ext4_image.stat().st_size
-    with open(disk, "wb") as fh:
-        fh.truncate(MiB + size + MiB)
-    subprocess.run(["sfdisk", "--no-reread", "--no-tell-kernel", "-q", str(disk)],
-                   input=f"label: dos\nstart=2048, size={size // 512}, type=83\n".encode(),
-                   check=True, capture_output=True)
-    with open(disk, "r+b") as fh:
-        fh.seek(MiB)
-        fh.write(ext4_image.read_bytes())
     media = disk.stat().st_size
     real = device.partition_table
 
@@ -245,6 +238,53 @@ def test_partitions_past_the_end_of_the_media_are_one_gap_not_volumes(ext4_image
         store.add_volumes(volumes)
         store.add_coverage(coverage)
         assert sorted(c.key for c in store.coverage()) == sorted(c.key for c in coverage)
+    assert coverage_state({"status": "complete"}, volumes, coverage) == "partial"
+
+
+def test_a_partition_declared_longer_than_sqlite_counts_is_a_stored_gap(ext4_image, tmp_path,
+                                                                         monkeypatch):
+    """A partition whose table entry declares 2**73 bytes: the bytes the image lacks are a
+    damaged-media gap with the exact figure in its reason, and the case store holds the gap
+    (its count at SQLite's largest integer) instead of crashing; the device is not complete."""
+    from triage import device
+    from triage.device import discover
+    from triage.evidence import open_evidence
+    from triage.rank import coverage_state
+    from triage.records import MEDIA_DAMAGED
+    from triage.store import SQLITE_MAX_INT, CaseStore
+    disk = _one_partition_disk(ext4_image, tmp_path)
+    real = device.partition_table
+
+    def long(evidence):
+        table, rows = real(evidence)
+        return table, [(i, off, 2 ** 73, desc, alloc) for i, off, _, desc, alloc in rows]
+    monkeypatch.setattr(device, "partition_table", long)
+    with open_evidence(str(disk)) as ev:
+        volumes, coverage = discover(ev)
+    [cut] = [c for c in coverage if c.kind == MEDIA_DAMAGED]
+    missing = 2 ** 73 - volumes[0].length
+    assert cut.bytes_not_examined == missing and f"{missing:,}" in cut.reason
+    with CaseStore(tmp_path / "case", create=True) as store:
+        store.add_volumes(volumes)
+        store.add_coverage(coverage)
+        [stored] = [c for c in store.coverage() if c.kind == MEDIA_DAMAGED]
+    assert stored.bytes_not_examined == SQLITE_MAX_INT and stored.reason == cut.reason
+    assert coverage_state({"status": "complete"}, volumes, coverage) == "partial"
+
+
+def _one_partition_disk(ext4_image: Path, tmp_path: Path) -> Path:
+    """An MBR disk of one partition holding `ext4_image`, with a MiB free after it."""
+    disk = tmp_path / "disk.raw"
+    size = ext4_image.stat().st_size
+    with open(disk, "wb") as fh:
+        fh.truncate(MiB + size + MiB)
+    subprocess.run(["sfdisk", "--no-reread", "--no-tell-kernel", "-q", str(disk)],
+                   input=f"label: dos\nstart=2048, size={size // 512}, type=83\n".encode(),
+                   check=True, capture_output=True)
+    with open(disk, "r+b") as fh:
+        fh.seek(MiB)
+        fh.write(ext4_image.read_bytes())
+    return disk
 
 
 def test_differencing_vhd_without_parent():

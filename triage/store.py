@@ -815,7 +815,7 @@ class CaseStore:
             "bytes_not_examined, bytes_expected, bytes_read, volume_offset, batch_id) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [(c.device_id, c.key, c.kind, _json(c.where.to_dict()), c.reason,
-              int(c.bytes_not_examined), int(c.bytes_expected), int(c.bytes_read),
+              _count(c.bytes_not_examined), _count(c.bytes_expected), _count(c.bytes_read),
               c.volume_offset, c.batch_id) for c in items])
 
     def coverage(self, device_id: str | None = None) -> list[Coverage]:
@@ -1194,6 +1194,16 @@ def _plain(row: tuple) -> tuple:
     if row[a0:a1] == av and row[b0:b1] == bv and row[c0:c1] == cv:
         return row[:a0] + row[a1:b0] + row[b1:c0] + row[c1:]
     return row
+
+
+# SQLite's largest integer. A byte count that damaged metadata declares past it (a partition's
+# length or a file system's block count, multiplied out: a GPT may say 2**73 bytes) is stored
+# as this; the gap's reason keeps the exact figure.
+SQLITE_MAX_INT = 2 ** 63 - 1
+
+
+def _count(n: int) -> int:
+    return min(int(n), SQLITE_MAX_INT)
 
 
 # Rows a `files` insert takes at a time: one statement's step per row cost a million small
