@@ -506,6 +506,31 @@ static int best_kernel(void) {
 
 static const char *const KERNEL_NAMES[] = {"scalar", "avx2", "avx512"};
 
+/* The kernel called `name` (NULL: the widest this CPU runs); -1 with ValueError for one it
+   does not run. */
+static int kernel_named(const char *name) {
+    int kernel = best_kernel();
+    if (name == NULL) return kernel;
+    for (int i = 0; i < 3; i++)
+        if (strcmp(name, KERNEL_NAMES[i]) == 0 && i <= kernel) return i;
+    PyErr_Format(PyExc_ValueError, "kernel %s: not one this CPU runs (best: %s)", name,
+                 KERNEL_NAMES[kernel]);
+    return -1;
+}
+
+/* Every source through `kernel`: `width` bytes of digest each (MD5, then SHA-1 when asked). */
+static void hash_sources(int kernel, const Source *src, Py_ssize_t n, uint8_t *out,
+                         size_t width, int sha1) {
+#ifdef HAVE_X86
+    if (kernel == KERNEL_AVX512) hash_many_lanes(16, step_avx512, src, n, out, width, sha1);
+    else if (kernel == KERNEL_AVX2) hash_many_lanes(8, step_avx2, src, n, out, width, sha1);
+    else hash_many_scalar(src, n, out, width, sha1);
+#else
+    (void)kernel;
+    hash_many_scalar(src, n, out, width, sha1);
+#endif
+}
+
 static PyObject *py_hash_many(PyObject *self, PyObject *args, PyObject *kwargs) {
     static char *kwlist[] = {"files", "sha1", "kernel", NULL};
     PyObject *files;
@@ -514,18 +539,8 @@ static PyObject *py_hash_many(PyObject *self, PyObject *args, PyObject *kwargs) 
     (void)self;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|pz", kwlist, &files, &sha1, &name))
         return NULL;
-    int kernel = best_kernel();
-    if (name != NULL) {
-        int want = -1;
-        for (int i = 0; i < 3; i++)
-            if (strcmp(name, KERNEL_NAMES[i]) == 0) want = i;
-        if (want < 0 || want > kernel) {
-            PyErr_Format(PyExc_ValueError, "kernel %s: not one this CPU runs (best: %s)", name,
-                         KERNEL_NAMES[kernel]);
-            return NULL;
-        }
-        kernel = want;
-    }
+    int kernel = kernel_named(name);
+    if (kernel < 0) return NULL;
     PyObject *seq = PySequence_Fast(files, "hash_many expects a sequence of sequences of buffers");
     if (!seq) return NULL;
     size_t width = sha1 ? 36 : 16;
@@ -563,13 +578,7 @@ static PyObject *py_hash_many(PyObject *self, PyObject *args, PyObject *kwargs) 
         }
     }
     Py_BEGIN_ALLOW_THREADS
-#ifdef HAVE_X86
-    if (kernel == KERNEL_AVX512) hash_many_lanes(16, step_avx512, src, n, out, width, sha1);
-    else if (kernel == KERNEL_AVX2) hash_many_lanes(8, step_avx2, src, n, out, width, sha1);
-    else hash_many_scalar(src, n, out, width, sha1);
-#else
-    hash_many_scalar(src, n, out, width, sha1);
-#endif
+    hash_sources(kernel, src, n, out, width, sha1);
     Py_END_ALLOW_THREADS
     result = PyList_New(n);
     if (!result) goto done;
@@ -610,27 +619,6 @@ static PyObject *hex_str(const uint8_t *d, int n) {
         o[2 * i + 1] = (Py_UCS1)digits[d[i] & 15];
     }
     return s;
-}
-
-static int kernel_named(const char *name) {
-    int kernel = best_kernel();
-    if (name == NULL) return kernel;
-    for (int i = 0; i < 3; i++)
-        if (strcmp(name, KERNEL_NAMES[i]) == 0 && i <= kernel) return i;
-    PyErr_Format(PyExc_ValueError, "kernel %s: not one this CPU runs (best: %s)", name,
-                 KERNEL_NAMES[kernel]);
-    return -1;
-}
-
-static void hash_sources(int kernel, const Source *src, Py_ssize_t n, uint8_t *out) {
-#ifdef HAVE_X86
-    if (kernel == KERNEL_AVX512) hash_many_lanes(16, step_avx512, src, n, out, 36, 1);
-    else if (kernel == KERNEL_AVX2) hash_many_lanes(8, step_avx2, src, n, out, 36, 1);
-    else hash_many_scalar(src, n, out, 36, 1);
-#else
-    (void)kernel;
-    hash_many_scalar(src, n, out, 36, 1);
-#endif
 }
 
 static PyObject *py_small_files(PyObject *self, PyObject *args, PyObject *kwargs) {
@@ -717,7 +705,7 @@ static PyObject *py_small_files(PyObject *self, PyObject *args, PyObject *kwargs
     qsort(order, (size_t)ok, sizeof(Source *), index_by_size_desc);
     for (Py_ssize_t q = 0; q < ok; q++) packed[q] = *order[q];
     Py_BEGIN_ALLOW_THREADS
-    hash_sources(kernel, packed, ok, out);
+    hash_sources(kernel, packed, ok, out, 36, 1);
     Py_END_ALLOW_THREADS
     result = PyList_New(n);
     if (!result) goto done;
